@@ -1,0 +1,55 @@
+import json
+
+import pytest
+
+from marco_trainer.contract import TERMINATION_MESSAGE_LIMIT, Directive, StageResult, Utterance
+from marco_trainer.manifest import ManifestProblems, iter_manifest, read_manifest, write_manifest
+from marco_trainer.sharding import Shard, shard_from_args
+
+
+def test_manifest_round_trip_keeps_relative_paths(tmp_path):
+    audio = tmp_path / "data" / "a.wav"
+    audio.parent.mkdir()
+    audio.write_bytes(b"")
+    path = tmp_path / "data" / "train.jsonl"
+    write_manifest(path, [Utterance(audio_filepath=str(audio), text="hi", duration=1.5)])
+    line = json.loads(path.read_text())
+    assert line == {"audio_filepath": "a.wav", "text": "hi", "duration": 1.5}
+    (back,) = read_manifest(path)
+    assert back.audio_filepath == str(audio)
+
+
+def test_bad_manifest_line_is_named_or_counted(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"audio_filepath": "a.wav", "text": "ok"}\n{"text": "no audio"}\n')
+    with pytest.raises(ValueError, match=r"m.jsonl:2"):
+        read_manifest(path)
+    problems = ManifestProblems()
+    kept = list(iter_manifest(path, problems))
+    assert len(kept) == 1 and problems.count == 1 and problems.bad_lines[0][0] == 2
+
+
+def test_termination_message_stays_under_the_kubernetes_limit():
+    small = StageResult(stage="evaluate", wer=12.5, counts={"skipped": 1})
+    assert json.loads(small.to_termination_message())["wer"] == 12.5
+    huge = StageResult(stage="profile", counts={f"reason-{i}": i for i in range(1000)})
+    text = huge.to_termination_message()
+    assert len(text.encode()) <= TERMINATION_MESSAGE_LIMIT
+    assert "dropped" in json.loads(text)["message"]
+
+
+def test_directive_refuses_non_positive_learning_rate():
+    with pytest.raises(ValueError, match="learning_rate"):
+        Directive(cycle=0, learning_rate=0)
+
+
+def test_shards_partition_the_items(monkeypatch):
+    items = list(range(10))
+    shards = [Shard(i, 3).select(items) for i in range(3)]
+    assert sorted(x for shard in shards for x in shard) == items
+    assert all(set(a).isdisjoint(b) for a in shards for b in shards if a is not b)
+    monkeypatch.setenv("JOB_COMPLETION_INDEX", "2")
+    monkeypatch.setenv("MARCO_NUM_SHARDS", "4")
+    assert shard_from_args(None, None) == Shard(2, 4)
+    with pytest.raises(ValueError, match="--shard-index"):
+        shard_from_args(5, 4)
