@@ -69,6 +69,9 @@ class StageResult(BaseModel):
     wer: float | None = Field(default=None, ge=0)
     cer: float | None = Field(default=None, ge=0)
     best_step: int | None = None
+    family: str | None = Field(
+        default=None, description="Model family the stage detected: encoder-decoder or llm."
+    )
     steps: int | None = None
     counts: dict[str, int] = Field(
         default_factory=dict, description="processed / skipped / kept counters."
