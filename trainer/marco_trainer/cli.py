@@ -13,7 +13,11 @@ import sys
 from collections.abc import Sequence
 
 # Stage modules, in pipeline order. A module listed here owns its subcommand(s).
-STAGE_MODULES: tuple[str, ...] = ()
+STAGE_MODULES: tuple[str, ...] = (
+    "marco_trainer.evaluate",
+    "marco_trainer.train.cli",
+    "marco_trainer.export",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
