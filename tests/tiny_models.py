@@ -218,3 +218,34 @@ def build_tiny_qwen2_audio(
     model.save_pretrained(path)
     processor.save_pretrained(path)
     return path
+
+
+#: Short sentences the trainer tests speak and overfit.
+TEST_SENTENCES: tuple[str, ...] = (
+    "hello world",
+    "good morning",
+    "call me back",
+    "one two three",
+)
+
+
+def write_speech_manifest(
+    folder: str | Path, sentences: Sequence[str] = TEST_SENTENCES, name: str = "speech.jsonl"
+) -> Path:
+    """Speak ``sentences`` with flite (16 kHz WAVs) and write a manifest next to them."""
+    import soundfile as sf
+
+    from marco_trainer.contract import Utterance
+    from marco_trainer.manifest import write_manifest
+    from marco_trainer.synth import speak
+
+    folder = Path(folder)
+    utterances = []
+    for i, text in enumerate(sentences):
+        path = speak(text, folder / f"utt{i:02d}.wav")
+        utterances.append(
+            Utterance(audio_filepath=str(path), text=text, duration=sf.info(path).duration)
+        )
+    manifest = folder / name
+    write_manifest(manifest, utterances)
+    return manifest

@@ -83,7 +83,11 @@ class AsrModel:
 
     def save(self, path: str | Path) -> None:
         """Hugging Face format (model + processor); an adapter model saves its adapter only."""
-        self.model.save_pretrained(str(path))
+        if self.is_adapter:
+            # peft would also save a targeted lm_head's frozen base weights: adapters only.
+            self.model.save_pretrained(str(path), save_embedding_layers=False)
+        else:
+            self.model.save_pretrained(str(path))
         self.processor.save_pretrained(str(path))
 
     def load_weights(self, path: str | Path) -> None:

@@ -76,6 +76,7 @@ class Trainer:
         self.checkpoints = self.out / "checkpoints"
         self.counts: Counter = Counter()
         self._terminate = False
+        self._polled_at = 0.0
         self._seed(opts.seed)
 
         family = opts.family
@@ -219,6 +220,7 @@ class Trainer:
         return PreparedStep(batches, loaded, position)
 
     def _poll_directive(self) -> None:
+        self._polled_at = time.time()
         directive = self.watcher.poll() if self.dist.is_main else None
         if (
             self.dist.is_main
@@ -298,6 +300,7 @@ class Trainer:
                     "lr": self.optimizer.param_groups[0]["lr"],
                     "cycle": self.state.cycle,
                     "loss": step_loss if finite else None,
+                    "polled": self._polled_at,
                     "time": time.time(),
                 }
             )
