@@ -48,7 +48,7 @@ def model_card(info: ExportInfo) -> str:
     data = "\n".join(f"- `{m}`" for m in info.train_manifests) or "- (not recorded)"
     gain = ""
     if info.baseline_wer is not None and info.final_wer is not None:
-        gain = f" ({info.baseline_wer - info.final_wer:+.2f} points)"
+        gain = f" ({info.final_wer - info.baseline_wer:+.2f} points)"
     body = f"""# {info.adaptation or "Domain-adapted ASR model"}
 
 Fine-tuned with marco-asr (Marco-ASR method: metric-driven learning-rate
