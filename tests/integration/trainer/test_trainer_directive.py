@@ -46,7 +46,7 @@ def wait_for(condition, timeout: float, what: str, process: subprocess.Popen):
         if value:
             return value
         if process.poll() is not None:
-            out, err = process.communicate()
+            _, err = process.communicate()
             raise AssertionError(
                 f"trainer exited ({process.returncode}) before {what}: {err[-3000:]}"
             )

@@ -90,5 +90,5 @@ def test_load_batch_skips_unreadable_files_with_the_reason(tmp_path):
 
 
 def test_a_missing_manifest_is_named(tmp_path):
-    with pytest.raises(ValueError, match="nowhere.jsonl"):
+    with pytest.raises(ValueError, match=r"nowhere\.jsonl"):
         load_examples([tmp_path / "nowhere.jsonl"])
