@@ -257,7 +257,7 @@ class Trainer:
         self.module.train()
         started = time.perf_counter()
         loss_sum = 0.0
-        samples = tokens = skipped = 0
+        samples = tokens = skipped = real = 0
         for i, batch in enumerate(prepared.batches):
             weight = 1.0 / accum
             if batch is None:
@@ -269,18 +269,24 @@ class Trainer:
                 loss = self.asr.loss(self.module, batch)
                 (loss * weight).backward()
             if weight:
+                real += 1
                 loss_sum += float(loss.detach())
                 samples += int(batch["labels"].shape[0])
                 tokens += int((batch["labels"] != IGNORE_INDEX).sum())
             skipped += len(prepared.loaded[i].skipped)
         params = self.asr.trainable_parameters()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.opts.max_grad_norm)
-        total_loss, samples, tokens, skipped, terminate = self.dist.all_sum(
-            [loss_sum, samples, tokens, skipped, float(self._terminate)]
+        total_loss, samples, tokens, skipped, real, terminate = self.dist.all_sum(
+            [loss_sum, samples, tokens, skipped, real, float(self._terminate)]
         )
-        step_loss = total_loss / (accum * self.dist.world_size)
+        step_loss = total_loss / max(real, 1)
         finite = math.isfinite(step_loss) and bool(torch.isfinite(grad_norm))
-        if finite:
+        if not real:
+            # Every file of the step was unreadable: nothing to learn from, and AdamW's
+            # momentum would still move the weights. Counted as skipped audio.
+            finite = False
+            step_loss = float("nan")
+        elif finite:
             self.optimizer.step()
             self.state.consecutive_nonfinite = 0
             self.state.loss_sum += step_loss
