@@ -31,7 +31,14 @@ from marco_operator.api import (
     describe_error,
     parse_spec,
 )
-from marco_operator.plan import PHASE_OF_STAGE, STAGES, Layout, enabled_stages, stage_command
+from marco_operator.plan import (
+    PHASE_OF_STAGE,
+    STAGES,
+    Layout,
+    StageCommand,
+    enabled_stages,
+    stage_command,
+)
 from marco_operator.resources import (
     Owner,
     cluster_layout,
@@ -89,6 +96,8 @@ class Event:
 class Outcome:
     status: dict[str, Any]
     create: list[dict[str, Any]] = field(default_factory=list)
+    #: The stage commands behind the Jobs in `create`, for drivers that run them directly.
+    commands: list[StageCommand] = field(default_factory=list)
     directive: Directive | None = None
     suspend: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
@@ -163,8 +172,12 @@ class _Run:
         return self.outcome
 
 
-def reconcile(body: Mapping[str, Any], observed: Observed) -> Outcome:
-    """The desired children, directive and status of one AsrAdaptation, given what exists."""
+def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None = None) -> Outcome:
+    """The desired children, directive and status of one AsrAdaptation, given what exists.
+
+    `layout` says where stage processes see data and outputs: the pod mounts by
+    default, local directories for the local driver.
+    """
     run = _Run(body, observed)
     status = run.status
     if status.phase in TERMINAL_PHASES:
@@ -172,7 +185,7 @@ def reconcile(body: Mapping[str, Any], observed: Observed) -> Outcome:
     spec = _validated_spec(run)
     if spec is None:
         return run.finish()
-    layout = cluster_layout(spec, run.owner)
+    layout = layout or cluster_layout(spec, run.owner)
     stages = enabled_stages(spec)
     for stage in STAGES:
         if stage not in stages:
@@ -237,31 +250,16 @@ def _start_stage(run: _Run, spec: AsrAdaptationSpec, layout: Layout, stage: str)
     if stage == "train":
         family = family or DEFAULT_FAMILY
         status.family = family  # type: ignore[assignment]
-        lr_min, lr_max = lr_bounds(spec.training, family)
-        try:
-            learning_rate, reason = initial_learning_rate(
-                family,
-                lr_min,
-                lr_max,
-                baseline_wer=status.baseline_wer,
-                decoder_layers=spec.model.decoder_layers or known_decoder_layers(spec.model.source),
-                override=spec.training.initial_learning_rate,
-            )
-        except ValueError as error:
-            status.phase = "Invalid"
-            status.message = (
-                f"spec.baseline.enabled: {error}; enable the baseline or set "
-                "spec.training.initialLearningRate"
-            )
-            set_condition(status, "Ready", "False", "InvalidSpec", status.message, run.now)
+        # With cycles already recorded the Job vanished mid-training (deleted, or a local
+        # run interrupted): it starts again under the directive in force and the trainer
+        # resumes from its checkpoint.
+        if not status.cycles and not _first_cycle(run, spec, family):
             return
-        directive = Directive(cycle=0, learning_rate=learning_rate, reason=reason)
+        directive = _current_directive(run)
+        learning_rate = directive.learning_rate
         run.outcome.create.append(control_configmap(run.owner, directive))
         run.outcome.create.append(train_service(run.owner))
         run.outcome.directive = directive
-        status.cycle, status.learning_rate = 0, learning_rate
-        status.cycles = [CycleRecord(cycle=0, learning_rate=learning_rate, reason=reason)]
-        run.event("Normal", "LearningRateSet", f"cycle 0 at LR {learning_rate:.3g} ({reason})")
     command = stage_command(
         spec,
         stage,
@@ -271,12 +269,40 @@ def _start_stage(run: _Run, spec: AsrAdaptationSpec, layout: Layout, stage: str)
         learning_rate=learning_rate,
     )
     run.outcome.create.append(stage_job(spec, run.owner, command))
+    run.outcome.commands.append(command)
     status.phase = PHASE_OF_STAGE[stage]  # type: ignore[assignment]
     status.message = None
     status.stages[stage].state = "Running"
     set_condition(status, "Ready", "False", status.phase, f"{stage} Job created", run.now)
     run.event("Normal", "StageStarted", f"created Job {job_name(run.owner, stage)}")
     run.outcome.requeue_after = REQUEUE_RUNNING
+
+
+def _first_cycle(run: _Run, spec: AsrAdaptationSpec, family: str) -> bool:
+    """Record cycle 0 and its LR in the status; False (and phase Invalid) if there is none."""
+    status = run.status
+    lr_min, lr_max = lr_bounds(spec.training, family)
+    try:
+        learning_rate, reason = initial_learning_rate(
+            family,
+            lr_min,
+            lr_max,
+            baseline_wer=status.baseline_wer,
+            decoder_layers=spec.model.decoder_layers or known_decoder_layers(spec.model.source),
+            override=spec.training.initial_learning_rate,
+        )
+    except ValueError as error:
+        status.phase = "Invalid"
+        status.message = (
+            f"spec.baseline.enabled: {error}; enable the baseline or set "
+            "spec.training.initialLearningRate"
+        )
+        set_condition(status, "Ready", "False", "InvalidSpec", status.message, run.now)
+        return False
+    status.cycle, status.learning_rate = 0, learning_rate
+    status.cycles = [CycleRecord(cycle=0, learning_rate=learning_rate, reason=reason)]
+    run.event("Normal", "LearningRateSet", f"cycle 0 at LR {learning_rate:.3g} ({reason})")
+    return True
 
 
 def _fail(run: _Run, stage: str, job: JobState) -> None:

@@ -208,3 +208,22 @@ def test_disabled_stages_are_skipped():
     stages = cluster.obj["status"]["stages"]
     assert {s for s, v in stages.items() if v["state"] == "Skipped"} == {
         "filter", "profile", "augment"}  # fmt: skip
+
+
+def test_vanished_training_job_restarts_under_the_directive_in_force():
+    cluster = Cluster(body())
+    run_to_training(cluster)
+    cluster.evaluate(30.0)
+    cluster.evaluate(29.0)
+    cluster.step()
+    in_force = cluster.directive
+    assert in_force.cycle == 1
+    del cluster.jobs["train"]
+    outcome = cluster.step()
+    (job,) = [c for c in outcome.create if c["kind"] == "Job"]
+    assert (
+        f"--learning-rate {in_force.learning_rate!r}"
+        in (job["spec"]["template"]["spec"]["containers"][0]["command"][-1])
+    )
+    assert outcome.directive == in_force and outcome.commands[0].stage == "train"
+    assert [c["cycle"] for c in cluster.obj["status"]["cycles"]] == [0, 1]
