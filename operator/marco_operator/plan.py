@@ -53,6 +53,7 @@ class Layout:
     data_root: str
     output_root: str
     control_file: str
+    metrics_port: int = 9400
 
     def data(self, path: str) -> str:
         """A data path from the spec: relative to the volume, or absolute under its mount."""
@@ -70,8 +71,9 @@ class Layout:
         return self.data(source) if posixpath.isabs(source) else source
 
 
-def output_path(spec: AsrAdaptationSpec, name: str) -> str:
-    return spec.output.path or f"marco-asr/{name}"
+def output_path(path: str | None, name: str) -> str:
+    """The adaptation's directory under the output mount (spec.output.path)."""
+    return path or f"marco-asr/{name}"
 
 
 def source_manifests(spec: AsrAdaptationSpec, layout: Layout) -> list[str]:
@@ -112,7 +114,6 @@ def stage_command(
     name: str,
     family: str,
     learning_rate: float | None = None,
-    metrics_port: int = 9400,
 ) -> StageCommand:
     """The `marco-trainer` command of one stage (see DESIGN.md's CLI contract)."""
     out = layout.stage_dir(stage)
@@ -175,7 +176,7 @@ def stage_command(
             "--precision", training.precision,
             "--family", family,
             "--adaptation", name,
-            "--metrics-port", str(metrics_port),
+            "--metrics-port", str(layout.metrics_port),
             *_language_args(spec),
         ]  # fmt: skip
         for manifest in train_manifests(spec, layout):

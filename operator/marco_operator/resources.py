@@ -85,10 +85,12 @@ def metadata(owner: Owner, name: str, stage: str | None = None) -> dict[str, Any
 
 def cluster_layout(spec: AsrAdaptationSpec, owner: Owner) -> Layout:
     """Paths as a stage pod sees them."""
+    directory = output_path(spec.output.path, owner.name)
+    output_root = f"{spec.output.mount_path.rstrip('/')}/{directory}"
     return Layout(
         data_mount=spec.data.mount_path,
         data_root=spec.data.mount_path,
-        output_root=f"{spec.output.mount_path.rstrip('/')}/{output_path(spec, owner.name)}",
+        output_root=output_root,
         control_file=f"{CONTROL_MOUNT}/{DIRECTIVE_KEY}",
     )
 
