@@ -345,6 +345,8 @@ class Condition(ApiModel):
 class StageStatus(ApiModel):
     job_name: str | None = None
     state: Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"] = "Pending"
+    start_time: str | None = Field(default=None, description="When the stage's Job was created.")
+    completion_time: str | None = Field(default=None, description="When it was seen finished.")
     wer: float | None = None
     counts: dict[str, int] = Field(default_factory=dict)
     message: str | None = None

@@ -273,6 +273,7 @@ def _start_stage(run: _Run, spec: AsrAdaptationSpec, layout: Layout, stage: str)
     status.phase = PHASE_OF_STAGE[stage]  # type: ignore[assignment]
     status.message = None
     status.stages[stage].state = "Running"
+    status.stages[stage].start_time = status.stages[stage].start_time or _iso(run.now)
     set_condition(status, "Ready", "False", status.phase, f"{stage} Job created", run.now)
     run.event("Normal", "StageStarted", f"created Job {job_name(run.owner, stage)}")
     run.outcome.requeue_after = REQUEUE_RUNNING
@@ -312,6 +313,7 @@ def _fail(run: _Run, stage: str, job: JobState) -> None:
     status.message = f"{stage} Job {job.name} failed: {reason}"
     status.stages[stage].state = "Failed"
     status.stages[stage].message = reason
+    status.stages[stage].completion_time = _iso(run.now)
     set_condition(status, "Ready", "False", "StageFailed", status.message, run.now)
 
 
@@ -320,6 +322,7 @@ def _complete_stage(run: _Run, spec: AsrAdaptationSpec, stage: str, job: JobStat
     record = status.stages[stage]
     result = job.result
     record.state = "Succeeded"
+    record.completion_time = _iso(run.now)
     if result is not None:
         record.wer = result.wer
         record.counts = dict(result.counts)

@@ -121,6 +121,9 @@ def test_full_run_succeeds_and_eq1_steers_each_cycle():
     cluster.step()
     status = cluster.obj["status"]
     assert cluster.phase == "Succeeded" and status["finalWer"] == 25.0
+    for stage in ("filter", "profile", "augment", "baseline", "train", "evaluate"):
+        record = status["stages"][stage]
+        assert record["startTime"] <= record["completionTime"], stage
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Succeeded")
     phases = [e.message for e in cluster.events if e.reason == "PhaseChanged"]
