@@ -286,6 +286,14 @@ def _command(args: argparse.Namespace) -> int:
         return 130
     final = AsrAdaptationStatus.model_validate(status)
     view.summary(final)
+    if final.phase != "Invalid":
+        # The report draws with matplotlib, which lives with the trainer: run it there.
+        report = subprocess.run(
+            [sys.executable, "-m", "marco_trainer", "report", "--run-dir", str(run.root)],
+            capture_output=True,
+            text=True,
+        )
+        print(report.stdout.strip() or report.stderr.strip())
     return 0 if final.phase in ("Succeeded", "EarlyStopped") else 1
 
 
