@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 
 import kubernetes_validate
@@ -243,3 +244,20 @@ def test_notes_tell_the_user_what_to_apply_next(helm):
     assert "kubectl apply -f examples/" in notes
     assert "kubectl get asra" in notes and "-w" in notes
     assert f"{RELEASE}-marco-asr-trainer" in notes
+
+
+def test_make_chart_crd_copies_and_make_crd_refreshes_the_copy(tmp_path):
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    (tmp_path / "crds").mkdir()
+    source = tmp_path / "crds" / "asradaptations.asr.marco.dev.yaml"
+    source.write_text("# a changed CRD\n")
+    result = subprocess.run(
+        ["make", "chart-crd"], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "charts/marco-asr/crds" / source.name).read_bytes() == source.read_bytes()
+    plan = subprocess.run(
+        ["make", "-n", "crd"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout
+    assert "marco crd --output crds/" in plan
+    assert plan.index("marco crd") < plan.index(f"cp crds/{source.name} charts/marco-asr/crds/")
