@@ -59,7 +59,8 @@ def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.
 
 def _sox(*arguments: str) -> None:
     try:
-        subprocess.run(["sox", *arguments], check=True, capture_output=True, text=True)
+        # -R: repeatable dither, so a channel replays bit for bit from its parameters.
+        subprocess.run(["sox", "-R", *arguments], check=True, capture_output=True, text=True)
     except FileNotFoundError as error:
         raise RuntimeError("sox is not installed (run `make install`)") from error
     except subprocess.CalledProcessError as error:
