@@ -146,3 +146,18 @@ def test_special_tokens_and_timestamps():
     del tokenizer["added_tokens"][3]
     with pytest.raises(Ct2ImportError, match="notimestamps"):
         special_tokens(tokenizer)
+
+
+def test_cli_names_a_missing_source_file(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "src").mkdir()
+    done = subprocess.run(
+        [sys.executable, "-m", "marco_trainer", "import-ct2", "--source", str(tmp_path / "src"),
+         "--output-dir", str(tmp_path / "out")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "model.bin: file not found" in done.stderr
+    assert not (tmp_path / "out").exists()

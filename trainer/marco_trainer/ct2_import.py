@@ -576,8 +576,6 @@ def is_imported(output_dir: str | Path) -> bool:
 
 def import_ct2(source: str | Path, output_dir: str | Path, force: bool = False) -> ImportResult:
     """Write a Hugging Face Whisper directory from a CTranslate2 one (skip if already done)."""
-    from transformers import GenerationConfig
-
     source, output_dir = Path(source), Path(output_dir)
     if is_imported(output_dir) and not force:
         return ImportResult.model_validate_json((output_dir / RESULT_FILE).read_text())
@@ -603,6 +601,8 @@ def import_ct2(source: str | Path, output_dir: str | Path, force: bool = False) 
     state = hf_state_dict(ct2, dims)
     config_kwargs = hf_config(dims, tokens)
     model = _load_model(config_kwargs, state)
+    from transformers import GenerationConfig
+
     model.generation_config = GenerationConfig(**generation_config(dims, ct2_config, tokens))
     processor = _build_processor(source / "tokenizer.json", tokens, dims)
     result = ImportResult(
