@@ -9,7 +9,7 @@ a warm-up step and the last step, taken from each trainer's own per-step
 timestamps (our per-rank trace; a callback for the peer); evaluation and
 checkpointing are excluded from both.
 
-    PYTHONPATH=trainer:tests python benchmarks/train.py [--steps 30] [--batch 4] [--accum 2]
+    python benchmarks/train.py [--steps 30] [--batch 4] [--accum 2]
 
 Prints both figures and the ratio (ours / peer); the target is >= 1.0 on CPU.
 """
@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "trainer"), str(REPO / "tests")]
+sys.path[:0] = [str(REPO / "trainer"), str(REPO)]
 
 SENTENCES = (
     "hello world this is a test",
@@ -40,7 +40,7 @@ SENTENCES = (
 
 
 def make_data(folder: Path, copies: int) -> Path:
-    from tiny_models import write_speech_manifest
+    from tests.tiny_models import write_speech_manifest
 
     return write_speech_manifest(folder, [s for s in SENTENCES for _ in range(copies)])
 
@@ -168,7 +168,7 @@ def main() -> int:
         manifest = make_data(work / "data", args.copies)
         model = args.model
         if model is None:
-            from tiny_models import build_tiny_whisper
+            from tests.tiny_models import build_tiny_whisper
 
             model = str(
                 build_tiny_whisper(

@@ -1,6 +1,7 @@
 """Tiny, random, *real* ASR models for tests: built in code, saved with a processor.
 
-Other parts of the suite reuse these builders; they exercise the same
+Other parts of the suite reuse these builders (``from tests.tiny_models import
+build_tiny_whisper``); they exercise the same
 ``from_pretrained`` loading path as a Hub checkpoint, without any download.
 
 - :func:`build_tiny_whisper` — a ``WhisperForConditionalGeneration`` (d_model 32,

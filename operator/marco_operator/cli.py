@@ -1,4 +1,4 @@
-"""`marco`: the control plane's command line (crd, operator, run).
+"""`marco`: the control plane's command line (crd, operator, run, rbac, dashboard).
 
 Each command module exposes ``register(subparsers)`` which adds its parser and
 sets ``func``; imports of kopf and friends stay inside the command functions.
@@ -11,7 +11,12 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ("marco_operator.crd",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "marco_operator.crd",
+    "marco_operator.local",
+    "marco_operator.rbac",
+    "marco_operator.dashboard",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

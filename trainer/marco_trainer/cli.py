@@ -14,9 +14,12 @@ from collections.abc import Sequence
 
 # Stage modules, in pipeline order. A module listed here owns its subcommand(s).
 STAGE_MODULES: tuple[str, ...] = (
+    "marco_trainer.demo_data",
+    "marco_trainer.ct2_import",
     "marco_trainer.evaluate",
     "marco_trainer.train.cli",
     "marco_trainer.export",
+    "marco_trainer.report",
 )
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from tiny_models import (
+
+from tests.tiny_models import (
     TEST_SENTENCES,
     build_tiny_qwen2_audio,
     build_tiny_whisper,

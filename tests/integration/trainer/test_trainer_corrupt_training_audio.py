@@ -6,10 +6,10 @@ import json
 import math
 
 import pytest
-from trainer_runs import read_history, read_trace, train_args
 
 from marco_trainer.cli import main
 from marco_trainer.contract import StageResult
+from tests.trainer_runs import read_history, read_trace, train_args
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,9 @@ import urllib.request
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from trainer_runs import (
+
+from marco_trainer.contract import Directive, EvaluationHistory, StageResult
+from tests.trainer_runs import (
     free_port,
     read_history,
     read_trace,
@@ -22,8 +24,6 @@ from trainer_runs import (
     trainer_command,
     trainer_env,
 )
-
-from marco_trainer.contract import Directive, EvaluationHistory, StageResult
 
 pytestmark = pytest.mark.slow
 

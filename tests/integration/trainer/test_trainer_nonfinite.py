@@ -6,10 +6,10 @@ import math
 
 import pytest
 from safetensors.torch import load_file
-from trainer_runs import read_history, train_args
 
 from marco_trainer.cli import main
 from marco_trainer.contract import StageResult
+from tests.trainer_runs import read_history, train_args
 
 pytestmark = pytest.mark.slow
 

@@ -12,7 +12,8 @@ import subprocess
 import time
 
 import pytest
-from trainer_runs import (
+
+from tests.trainer_runs import (
     read_history,
     read_trace,
     run_trainer,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 from safetensors.torch import load_file
-from trainer_runs import read_history, read_trace, run_trainer, train_args
+
+from tests.trainer_runs import read_history, read_trace, run_trainer, train_args
 
 pytestmark = pytest.mark.slow
 
