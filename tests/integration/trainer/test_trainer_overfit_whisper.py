@@ -123,3 +123,58 @@ def test_evaluate_max_samples_takes_the_first_utterances(tmp_path, tiny_whisper,
     assert main([*args, "--output-dir", str(out), "--max-samples", "2"]) == 0
     report = EvaluationReport.model_validate_json((out / "report.json").read_text())
     assert [u.reference for u in report.utterances] == ["hello world", "good morning"]
+
+
+def test_export_stage_writes_a_card_with_both_wers(tmp_path, tiny_whisper, speech_manifest):
+    from transformers import WhisperForConditionalGeneration
+
+    run = tmp_path / "run"
+    base = ["--metrics-port", "0", "--max-new-tokens", "4", "--per-device-batch-size", "2"]
+    assert (
+        main(
+            [
+                "train",
+                "--model",
+                str(tiny_whisper),
+                "--train-manifest",
+                str(speech_manifest),
+                "--validation-manifest",
+                str(speech_manifest),
+                "--output-dir",
+                str(run),
+                "--max-steps",
+                "2",
+                "--eval-every",
+                "2",
+                *base,
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "export"
+    checkpoint = run / "checkpoints" / "best"
+    args = ["export", "--checkpoint", str(checkpoint), "--output-dir", str(out)]
+    assert main([*args, "--baseline-wer", "80", "--final-wer", "25.5"]) == 0
+    card = (out / "README.md").read_text()
+    assert "| baseline (before fine-tuning) | 80.00 % |" in card
+    assert "| this model | 25.50 % (-54.50 points) |" in card
+    assert "optimizer steps" in card and str(speech_manifest) in card
+    model = WhisperForConditionalGeneration.from_pretrained(out)
+    assert model.config.d_model == 32
+    with pytest.raises(SystemExit, match="--checkpoint"):
+        main(["export", "--checkpoint", str(tmp_path), "--output-dir", str(tmp_path / "x")])
+
+
+def test_evaluate_a_real_pretrained_whisper(tmp_path, whisper_tiny_dir, speech_manifest):
+    """Whisper tiny.en (imported offline) reads flite speech: the WER is that of a real model."""
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(whisper_tiny_dir), "--manifest", str(speech_manifest)]
+    assert main([*args, "--output-dir", str(out), "--batch-size", "4"]) == 0
+    report = EvaluationReport.model_validate_json((out / "report.json").read_text())
+    assert report.family == "encoder-decoder" and len(report.utterances) == 4
+    pairs = [(u.reference, u.hypothesis) for u in report.utterances]
+    # Whisper's English normaliser turns "one two three" into "123" but "1 2 3" into
+    # "one 2 3", so the digits the model writes cost errors; the other three are exact.
+    assert [u.word_errors for u in report.utterances[:3]] == [0, 0, 0], pairs
+    assert report.utterances[3].normalized_reference == "123"
+    assert report.wer < 50.0, pairs
