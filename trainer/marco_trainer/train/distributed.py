@@ -59,13 +59,6 @@ class Distributed:
             dist.broadcast(tensor, src=0)
         return tensor.tolist()
 
-    def broadcast_object(self, obj: Any) -> Any:
-        if not self.active:
-            return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0, device=self.device)
-        return box[0]
-
     def all_gather_object(self, obj: Any) -> list[Any]:
         if not self.active:
             return [obj]
