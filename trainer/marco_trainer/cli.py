@@ -13,7 +13,12 @@ import sys
 from collections.abc import Sequence
 
 # Stage modules, in pipeline order. A module listed here owns its subcommand(s).
-STAGE_MODULES: tuple[str, ...] = ()
+STAGE_MODULES: tuple[str, ...] = (
+    "marco_trainer.audio.cli_profile",
+    "marco_trainer.audio.cli_filter",
+    "marco_trainer.audio.cli_augment",
+    "marco_trainer.audio.cli_report",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,211 @@
+"""Per-file metrics of the analysis phase (paper §3): pure functions of samples.
+
+Loudness follows ITU-R BS.1770-4 (K-weighting, 400 ms blocks with 75 % overlap,
+absolute gate -70 LUFS, relative gate -10 LU) with the same filter and block
+layout as pyloudnorm, vectorised with a cumulative sum instead of a Python loop
+over blocks.
+
+SNR is blind: speech has pauses, so the quietest 20 ms frames show the noise
+floor and the loud ones show speech plus noise.
+
+    noise  = 10th percentile of the frame powers
+    active = mean power of the louder half of the frames (the "active level")
+    SNR    = 10·log10((active - noise) / noise), clamped to [SNR_MIN, SNR_MAX]
+
+Why this one rather than WADA-SNR: it needs no speech-amplitude model (WADA
+assumes Gamma-distributed speech and saturates above ~20 dB), it works on any
+signal with pauses (a gated tone as well as speech), it costs one pass, and the
+augmenter's noise operator uses the very same ``active_power`` to set its SNR,
+so a drawn SNR is what the profile of the result measures. Its limit: a signal
+without pauses (continuous music, a steady tone) reads as a low SNR.
+
+Spectral centroid and 85 % rolloff are averaged over the frames that carry
+energy (within 50 dB of the loudest frame), with magnitude spectra of
+~32 ms Hann frames, so leading silence does not pull the means to zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from pydantic import BaseModel
+from scipy import signal
+
+from marco_trainer.audio.io import AudioInfo
+
+SNR_FRAME_SECONDS = 0.02
+SNR_NOISE_PERCENTILE = 10.0
+SNR_MIN = -10.0
+SNR_MAX = 80.0
+#: Loudness below the BS.1770 absolute gate reads as the gate itself.
+LUFS_FLOOR = -70.0
+ROLLOFF_SHARE = 0.85
+ACTIVE_FRAME_RANGE = 1e-5  # 50 dB below the loudest frame
+
+_CHANNEL_GAINS = (1.0, 1.0, 1.0, 1.41, 1.41)
+
+
+class FileMetrics(BaseModel):
+    """What the analysis phase measures for one file."""
+
+    path: str
+    sample_rate: int
+    bit_depth: int
+    subtype: str
+    channels: int
+    duration_s: float
+    snr_db: float
+    lufs: float
+    centroid_hz: float
+    rolloff_hz: float
+
+
+def _biquad(kind: str, gain_db: float, q: float, f0: float, rate: float) -> np.ndarray:
+    """Audio-EQ-cookbook biquad as one SOS row (the shapes BS.1770's K-weighting uses)."""
+    a = 10 ** (gain_db / 40)
+    w0 = 2 * math.pi * f0 / rate
+    alpha = math.sin(w0) / (2 * q)
+    cos = math.cos(w0)
+    if kind == "high_shelf":
+        root = 2 * math.sqrt(a) * alpha
+        b = (
+            a * ((a + 1) + (a - 1) * cos + root),
+            -2 * a * ((a - 1) + (a + 1) * cos),
+            a * ((a + 1) + (a - 1) * cos - root),
+        )
+        den = (
+            (a + 1) - (a - 1) * cos + root,
+            2 * ((a - 1) - (a + 1) * cos),
+            (a + 1) - (a - 1) * cos - root,
+        )
+    elif kind == "high_pass":
+        b = ((1 + cos) / 2, -(1 + cos), (1 + cos) / 2)
+        den = (1 + alpha, -2 * cos, 1 - alpha)
+    else:
+        raise ValueError(f"unknown biquad {kind!r}")
+    return np.array([*(x / den[0] for x in b), 1.0, den[1] / den[0], den[2] / den[0]])
+
+
+def k_weighting(rate: float) -> np.ndarray:
+    return np.stack(
+        [
+            _biquad("high_shelf", 4.0, 1 / math.sqrt(2), 1500.0, rate),
+            _biquad("high_pass", 0.0, 0.5, 38.0, rate),
+        ]
+    )
+
+
+def integrated_loudness(
+    data: np.ndarray, rate: int, block: float = 0.4, overlap: float = 0.75
+) -> float:
+    """Integrated loudness in LUFS of ``(frames,)`` or ``(frames, channels)``; -inf if all gated."""
+    x = np.asarray(data, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    frames, channels = x.shape
+    weighted = signal.sosfilt(k_weighting(rate), x, axis=0)
+    cumulative = np.concatenate([np.zeros((1, channels)), np.cumsum(weighted * weighted, axis=0)])
+    step = 1.0 - overlap
+    duration = frames / rate
+    count = max(int(np.round((duration - block) / (block * step))) + 1, 1)
+    j = np.arange(count, dtype=np.float64)
+    lower = np.minimum((block * (j * step) * rate).astype(np.int64), frames)
+    upper = np.minimum((block * (j * step + 1) * rate).astype(np.int64), frames)
+    z = (cumulative[upper] - cumulative[lower]) / (block * rate)  # (blocks, channels)
+    gains = np.array([_CHANNEL_GAINS[min(i, 4)] for i in range(channels)])
+    with np.errstate(divide="ignore"):
+        loudness = -0.691 + 10 * np.log10(z @ gains)
+        above = loudness >= -70.0
+        if not above.any():
+            return -math.inf
+        relative = -0.691 + 10 * np.log10(z[above].mean(axis=0) @ gains) - 10.0
+        gated = above & (loudness > relative)
+        if not gated.any():
+            return -math.inf
+        return float(-0.691 + 10 * np.log10(z[gated].mean(axis=0) @ gains))
+
+
+def frame_powers(x: np.ndarray, rate: int, frame_seconds: float = SNR_FRAME_SECONDS) -> np.ndarray:
+    size = max(int(rate * frame_seconds), 1)
+    count = max(len(x) // size, 1)
+    frames = np.asarray(x[: count * size], dtype=np.float64)
+    if len(frames) < size:
+        frames = np.asarray(x, dtype=np.float64)
+        return np.array([float(np.mean(frames * frames))])
+    frames = frames.reshape(count, size)
+    return np.einsum("ij,ij->i", frames, frames) / size
+
+
+def active_power(x: np.ndarray, rate: int) -> float:
+    """Mean power of the louder half of the 20 ms frames (the level SNRs refer to)."""
+    powers = frame_powers(x, rate)
+    return float(np.mean(powers[powers >= np.median(powers)]))
+
+
+def estimate_snr(x: np.ndarray, rate: int) -> float:
+    """Blind SNR in dB of mono ``x`` (see the module docstring)."""
+    powers = frame_powers(x, rate)
+    noise = float(np.percentile(powers, SNR_NOISE_PERCENTILE))
+    active = float(np.mean(powers[powers >= np.median(powers)]))
+    speech = active - noise
+    if speech <= 0:
+        return SNR_MIN
+    if noise <= 0:
+        return SNR_MAX
+    return float(np.clip(10 * np.log10(speech / noise), SNR_MIN, SNR_MAX))
+
+
+def active_spectra(
+    x: np.ndarray, rate: int, max_frames: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitude spectra ``(frames, bins)`` of the active ~32 ms Hann frames, and their bin
+    frequencies. ``max_frames`` keeps an evenly spaced subset (a bounded cost per file)."""
+    n_fft = 1 << max(math.ceil(math.log2(0.032 * rate)), 4)
+    hop = n_fft // 2
+    x = np.asarray(x, dtype=np.float32)
+    if len(x) < n_fft:
+        x = np.pad(x, (0, n_fft - len(x)))
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
+    if max_frames is not None and len(frames) > max_frames:
+        frames = frames[np.linspace(0, len(frames) - 1, max_frames).astype(np.int64)]
+    magnitude = np.abs(np.fft.rfft(frames * np.hanning(n_fft).astype(np.float32), axis=1))
+    energy = magnitude.sum(axis=1)
+    active = energy > energy.max() * ACTIVE_FRAME_RANGE
+    return magnitude[active], np.fft.rfftfreq(n_fft, 1.0 / rate)
+
+
+def mean_rolloff(magnitude: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    """Mean 85 % rolloff over frames; ``magnitude`` is ``(..., frames, bins)``."""
+    cumulative = np.cumsum(magnitude, axis=-1)
+    index = np.argmax(cumulative >= ROLLOFF_SHARE * cumulative[..., -1:], axis=-1)
+    return freqs[index].mean(axis=-1)
+
+
+def spectral_shape(x: np.ndarray, rate: int) -> tuple[float, float]:
+    """Mean spectral centroid and mean 85 % rolloff (Hz) over the active frames of mono ``x``."""
+    magnitude, freqs = active_spectra(x, rate)
+    if not len(magnitude):
+        return 0.0, 0.0
+    centroid = (magnitude @ freqs) / magnitude.sum(axis=1)
+    return float(centroid.mean()), float(mean_rolloff(magnitude, freqs))
+
+
+def measure(path: str, data: np.ndarray, info: AudioInfo) -> FileMetrics:
+    """All metrics of one decoded file; ``data`` is ``(frames, channels)``."""
+    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
+    rate = info.sample_rate
+    lufs = integrated_loudness(data, rate)
+    centroid, rolloff = spectral_shape(mono, rate)
+    return FileMetrics(
+        path=path,
+        sample_rate=rate,
+        bit_depth=info.bit_depth,
+        subtype=info.subtype,
+        channels=info.channels,
+        duration_s=info.duration,
+        snr_db=estimate_snr(mono, rate),
+        lufs=max(lufs, LUFS_FLOOR),
+        centroid_hz=centroid,
+        rolloff_hz=rolloff,
+    )

@@ -1,0 +1,172 @@
+"""Pure augmentation operators: ``(audio, sample_rate, ...) -> (audio, sample_rate)``.
+
+``audio`` is mono float32 in [-1, 1]. Every parameter is explicit (no hidden
+state, no randomness: noise comes from a seed the caller passes), so a logged
+parameter set replays to the same output. numpy/scipy, vectorised: polyphase
+resampling, second-order-section IIR filters, overlap-add FFT convolution.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from scipy import fft, signal
+
+from marco_trainer.audio.features import active_power, integrated_loudness
+
+Audio = np.ndarray
+
+
+def resample(audio: Audio, sample_rate: int, target_rate: int) -> tuple[Audio, int]:
+    """Polyphase resampling (anti-aliasing FIR built in); identity when rates agree."""
+    if target_rate == sample_rate:
+        return audio, sample_rate
+    g = math.gcd(sample_rate, target_rate)
+    up, down = target_rate // g, sample_rate // g
+    out = signal.resample_poly(audio, up, down, window=_polyphase_taps(up, down))
+    return out.astype(np.float32, copy=False), target_rate
+
+
+@lru_cache(maxsize=64)
+def _polyphase_taps(up: int, down: int) -> np.ndarray:
+    """The anti-aliasing FIR (Kaiser β=5, 10 zero crossings per side), designed once per ratio."""
+    rate = max(up, down)
+    return signal.firwin(20 * rate + 1, 1.0 / rate, window=("kaiser", 5.0)).astype(np.float32)
+
+
+def quantize(audio: Audio, sample_rate: int, encoding: str, bits: int) -> tuple[Audio, int]:
+    """Lower the bit depth: uniform PCM at ``bits``, or 8-bit μ-law companding.
+
+    ``encoding`` is ``"pcm"`` or ``"mulaw"``; PCM at 24 bits or more is left alone
+    (below float32's own resolution).
+    """
+    x = np.clip(audio, -1.0, 1.0)
+    if encoding == "mulaw":
+        mu = 255.0
+        companded = np.sign(x) * np.log1p(mu * np.abs(x)) / math.log1p(mu)
+        levels = 127.5
+        companded = np.round(companded * levels) / levels
+        out = np.sign(companded) * np.expm1(np.abs(companded) * math.log1p(mu)) / mu
+        return out.astype(np.float32), sample_rate
+    if encoding != "pcm":
+        raise ValueError(f"unknown encoding {encoding!r} (pcm or mulaw)")
+    if bits >= 24:
+        return x.astype(np.float32, copy=False), sample_rate
+    scale = float(2 ** (bits - 1))
+    out = np.clip(np.round(x * scale), -scale, scale - 1) / scale
+    return out.astype(np.float32), sample_rate
+
+
+def reverberate(audio: Audio, sample_rate: int, rir: Audio) -> tuple[Audio, int]:
+    """Convolve with a room impulse response (at ``sample_rate``), keeping length and peak level.
+
+    The RIR is scaled so its direct path has unit gain; the output is cut to the
+    input's length (the tail past the end belongs to the next utterance).
+    """
+    rir = rir / max(float(np.max(np.abs(rir))), 1e-12)
+    wet = signal.oaconvolve(audio, rir.astype(np.float32), mode="full")[: len(audio)]
+    return wet.astype(np.float32, copy=False), sample_rate
+
+
+def coloured_noise(
+    length: int, sample_rate: int, beta: float, seed: int, bandwidth_hz: float | None = None
+) -> Audio:
+    """Gaussian noise with power spectrum ∝ 1/f^beta (0 white, 1 pink, 2 brown), unit power.
+
+    ``bandwidth_hz`` zeroes the spectrum above it: noise that entered through a
+    channel of that bandwidth.
+    """
+    rng = np.random.default_rng(seed)
+    if beta == 0 and bandwidth_hz is None:
+        return rng.standard_normal(length, dtype=np.float32)
+    # Shape a fast FFT length and cut: the noise is stationary, any stretch will do.
+    size = fft.next_fast_len(length, real=True)
+    spectrum = fft.rfft(rng.standard_normal(size, dtype=np.float32))
+    freqs = np.fft.rfftfreq(size, 1.0 / sample_rate)
+    shape = np.ones_like(freqs)
+    if beta:
+        shape[1:] = freqs[1:] ** (-beta / 2)
+        shape[0] = 0.0
+    if bandwidth_hz is not None:
+        shape[freqs > bandwidth_hz] = 0.0
+    noise = fft.irfft(spectrum * shape.astype(np.float32), n=size)[:length].astype(np.float32)
+    power = float(np.mean(noise * noise))
+    return noise / math.sqrt(power) if power > 0 else noise
+
+
+def add_noise(audio: Audio, sample_rate: int, noise: Audio, snr_db: float) -> tuple[Audio, int]:
+    """Mix ``noise`` (same length) so that active speech power / noise power = ``snr_db``.
+
+    The speech level is ``features.active_power``, the quantity the blind SNR
+    estimator measures, so the profile of the result reads the SNR drawn here.
+    """
+    speech = active_power(audio, sample_rate)
+    noise_power = float(np.mean(np.square(noise, dtype=np.float64)))
+    if speech <= 0 or noise_power <= 0:
+        return audio, sample_rate
+    gain = math.sqrt(speech / (noise_power * 10 ** (snr_db / 10)))
+    return (audio + gain * noise).astype(np.float32, copy=False), sample_rate
+
+
+def gain_to_loudness(
+    audio: Audio, sample_rate: int, target_lufs: float, peak_limit: float = 0.99
+) -> tuple[Audio, int]:
+    """Scale to ``target_lufs`` integrated loudness; the gain is capped so peaks stay below
+    ``peak_limit`` (then the result is quieter than asked rather than clipped)."""
+    measured = integrated_loudness(audio, sample_rate)
+    if not math.isfinite(measured):
+        return audio, sample_rate
+    gain = 10 ** ((target_lufs - measured) / 20)
+    peak = float(np.max(np.abs(audio)))
+    if peak * gain > peak_limit:
+        gain = peak_limit / peak
+    return (audio * np.float32(gain)).astype(np.float32, copy=False), sample_rate
+
+
+def butterworth(
+    audio: Audio,
+    sample_rate: int,
+    kind: str,
+    cutoff_hz: float | tuple[float, float],
+    order: int = 4,
+) -> tuple[Audio, int]:
+    """Butterworth ``lowpass``, ``highpass`` or ``bandpass`` (cutoff a (low, high) pair)."""
+    if kind == "bandpass":
+        low, high = cutoff_hz  # type: ignore[misc]
+        sos = np.concatenate(
+            [
+                _butter_sos(order, "highpass", round(low), sample_rate),
+                _butter_sos(order, "lowpass", round(high), sample_rate),
+            ]
+        )
+    else:
+        sos = _butter_sos(order, kind, round(float(cutoff_hz)), sample_rate)  # type: ignore[arg-type]
+    return signal.sosfilt(sos, audio).astype(np.float32, copy=False), sample_rate
+
+
+@lru_cache(maxsize=4096)
+def _butter_sos(order: int, kind: str, cutoff_hz: int, sample_rate: int) -> np.ndarray:
+    """Filter design is slower than filtering a short utterance: designed once per
+    (order, kind, cutoff rounded to 1 Hz, rate). A band-pass is a high-pass and a
+    low-pass in cascade, so its edges are cached independently."""
+    nyquist = sample_rate / 2
+    wn = min(max(float(cutoff_hz), 1.0), 0.99 * nyquist)
+    return signal.butter(order, wn, btype=kind, fs=sample_rate, output="sos")
+
+
+def hard_clip(audio: Audio, sample_rate: int, threshold: float) -> tuple[Audio, int]:
+    """Distortion: clip at ``threshold`` × the peak, then restore the peak level."""
+    peak = float(np.max(np.abs(audio)))
+    if peak <= 0:
+        return audio, sample_rate
+    limit = threshold * peak
+    return (np.clip(audio, -limit, limit) / threshold).astype(np.float32), sample_rate
+
+
+def saturate(audio: Audio, sample_rate: int, drive: float) -> tuple[Audio, int]:
+    """Soft saturation tanh(drive·x)/tanh(drive) (an overdriven analogue stage)."""
+    if drive <= 0:
+        return audio, sample_rate
+    return (np.tanh(drive * audio) / math.tanh(drive)).astype(np.float32), sample_rate

@@ -1,0 +1,167 @@
+"""Per-utterance parameters of the Eq. 3 chain, drawn from a profile with a seeded RNG.
+
+Drawing is separate from applying (``chain.apply_chain``): the parameters are a
+pydantic model logged with every output line, and replaying them gives the same
+audio. Each utterance gets its own RNG from (seed, source key, copy index), so
+results do not depend on sharding, order or resumption.
+
+How the paper's distributions are read (documented choices):
+
+- R: sample rate drawn from the profile's sample-rate distribution; bit depth
+  from its subtype distribution: PCM keeps its bits, μ/A-law and narrowband
+  codecs (GSM, ADPCM) become 8-bit μ-law companding (their noise floor follows
+  the signal like a codec's does), lossy wideband codecs 16-bit PCM.
+- F_rev: p_rev = min(1, SNR_REF_DB / μ_SNR): a clean target (μ_SNR = 40 dB)
+  reverberates one utterance in eight, a noisy one (μ_SNR ≤ 5 dB) all of them.
+- F_noise: SNR ~ U(SNR_min, SNR_max) over the profile's characteristic range,
+  read as its 5th..95th percentiles so one outlier file does not widen it;
+  coloured noise 1/f^β with β ~ U(0, 1), band-limited to the drawn channel
+  (noise enters through the same channel), or a segment of a user's noise file.
+- F_lufs: target ~ N(μ_LUFS, σ²_LUFS), clipped to the profile's [min, max].
+- F_filt: a rolloff r ~ N(μ, σ²) clipped to [p5, p95]. Type and cutoff are
+  then the ones that move this utterance's mean rolloff closest to r: audio
+  brighter than r gets a low-pass (a muffled channel), audio duller than r a
+  high-pass (a thin, telephone-like channel), none if neither helps
+  (``chain.resolve_filter``; the resolved choice is logged).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from marco_trainer.audio.io import SUBTYPE_BITS
+from marco_trainer.audio.profile import Profile
+
+SNR_REF_DB = 5.0
+FILTER_ORDER = 4
+NOISE_BETA_RANGE = (0.0, 1.0)
+
+
+class ResampleStep(BaseModel):
+    sample_rate: int = Field(gt=0, description="Channel rate the audio passes through.")
+    encoding: Literal["pcm", "mulaw"]
+    bits: int = Field(gt=0)
+
+
+class ReverbStep(BaseModel):
+    rir_index: int = Field(ge=0)
+
+
+class NoiseStep(BaseModel):
+    snr_db: float
+    source: Literal["coloured", "file"] = "coloured"
+    beta: float = 0.0
+    seed: int = 0
+    bandwidth_hz: float | None = None
+    file_index: int | None = None
+    offset: float = Field(
+        default=0.0, ge=0, le=1, description="Start within the noise file (share)."
+    )
+
+
+class LoudnessStep(BaseModel):
+    target_lufs: float
+
+
+class FilterStep(BaseModel):
+    """The drawn rolloff; ``kind``/``cutoff_hz`` are resolved against the audio when the
+    chain runs (and logged), or taken as given when replaying logged parameters."""
+
+    target_rolloff_hz: float = Field(gt=0)
+    kind: Literal["lowpass", "highpass", "none"] | None = None
+    cutoff_hz: float | None = Field(default=None, gt=0)
+    order: int = FILTER_ORDER
+
+
+class ChainParams(BaseModel):
+    """Everything one output utterance got (logged as its ``augmentation`` field)."""
+
+    chain: Literal["profile"] = "profile"
+    output_rate: int
+    resample: ResampleStep
+    reverb: ReverbStep | None
+    noise: NoiseStep
+    loudness: LoudnessStep
+    filter: FilterStep
+
+
+def utterance_rng(seed: int, key: str, copy: int) -> np.random.Generator:
+    """An RNG that depends only on the run seed, the source's key and the copy index."""
+    digest = hashlib.sha256(f"{seed}\0{key}\0{copy}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+
+
+def _categorical(rng: np.random.Generator, counts: dict) -> object:
+    keys = list(counts)
+    weights = np.array([counts[k] for k in keys], dtype=np.float64)
+    return keys[int(rng.choice(len(keys), p=weights / weights.sum()))]
+
+
+def encoding_for(subtype: str, bits: int) -> tuple[Literal["pcm", "mulaw"], int]:
+    if subtype in ("ULAW", "ALAW", "GSM610", "IMA_ADPCM", "MS_ADPCM") or subtype.startswith("G72"):
+        return "mulaw", 8
+    if bits == 0:
+        return "pcm", 16
+    return "pcm", min(bits, 24)
+
+
+def reverb_probability(mean_snr_db: float) -> float:
+    return min(1.0, SNR_REF_DB / max(mean_snr_db, SNR_REF_DB))
+
+
+def draw_params(
+    profile: Profile,
+    rng: np.random.Generator,
+    output_rate: int,
+    num_rirs: int = 0,
+    num_noises: int = 0,
+) -> ChainParams:
+    rate = int(_categorical(rng, profile.sample_rate))  # type: ignore[arg-type]
+    subtype = str(_categorical(rng, profile.subtype))
+    encoding, bits = encoding_for(subtype, SUBTYPE_BITS.get(subtype, 0))
+
+    snr = profile.metric("snr_db")
+    reverb = None
+    if num_rirs and rng.random() < reverb_probability(snr.mean):
+        reverb = ReverbStep(rir_index=int(rng.integers(num_rirs)))
+
+    low, high = snr.percentile(5), snr.percentile(95)
+    noise_snr = float(rng.uniform(low, high)) if high > low else low
+    if num_noises:
+        noise = NoiseStep(
+            snr_db=noise_snr,
+            source="file",
+            file_index=int(rng.integers(num_noises)),
+            offset=float(rng.random()),
+        )
+    else:
+        noise = NoiseStep(
+            snr_db=noise_snr,
+            beta=float(rng.uniform(*NOISE_BETA_RANGE)),
+            seed=int(rng.integers(2**31)),
+            bandwidth_hz=rate / 2 if rate < output_rate else None,
+        )
+
+    lufs = profile.metric("lufs")
+    target = float(np.clip(rng.normal(lufs.mean, lufs.std), lufs.min, lufs.max))
+
+    rolloff = profile.metric("rolloff_hz")
+    r = float(
+        np.clip(
+            rng.normal(rolloff.mean, rolloff.std), rolloff.percentile(5), rolloff.percentile(95)
+        )
+    )
+    filt = FilterStep(target_rolloff_hz=r)
+
+    return ChainParams(
+        output_rate=output_rate,
+        resample=ResampleStep(sample_rate=rate, encoding=encoding, bits=bits),
+        reverb=reverb,
+        noise=noise,
+        loudness=LoudnessStep(target_lufs=target),
+        filter=filt,
+    )
