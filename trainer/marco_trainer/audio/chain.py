@@ -9,7 +9,7 @@ from marco_trainer.audio.assets import Assets
 from marco_trainer.audio.params import ChainParams, FilterStep
 
 #: Frames the filter choice looks at: a fixed cost per utterance, whatever its length.
-RESOLVE_FRAMES = 24
+RESOLVE_FRAMES = 16
 
 Audio = np.ndarray
 
@@ -45,6 +45,7 @@ def loudness(x: Audio, sr: int, p: ChainParams) -> tuple[Audio, int]:
 
 
 def _butterworth_gain(freqs: np.ndarray, kind: str, cutoffs: np.ndarray, order: int) -> np.ndarray:
+    """|H(f)| of Butterworth filters, one row per cutoff."""
     with np.errstate(divide="ignore"):
         ratio = freqs[None, :] / cutoffs[:, None]
         if kind == "highpass":
@@ -53,42 +54,61 @@ def _butterworth_gain(freqs: np.ndarray, kind: str, cutoffs: np.ndarray, order: 
 
 
 def resolve_filter(x: Audio, sr: int, step: FilterStep) -> FilterStep:
-    """Pick type and cutoff that bring the mean rolloff of ``x`` closest to the drawn one.
+    """Pick the high-/low-pass cutoffs that bring the shape of ``x`` closest to the drawn one.
 
-    Each candidate's rolloff is predicted by weighting the frames' magnitude
-    spectra with the Butterworth magnitude response: one vectorised pass over a
-    bounded set of frames, no trial filtering.
+    Every candidate (none, a low-pass, a high-pass, or both) is scored by
+    weighting the frames' magnitude spectra with the Butterworth magnitude
+    response and measuring the mean rolloff and centroid that would result:
+    one vectorised pass over a bounded set of frames, no trial filtering. The
+    score is the relative rolloff error plus half the relative centroid error.
     """
-    if step.kind is not None:
+    if step.resolved:
         return step
     magnitude, freqs = features.active_spectra(x, sr, max_frames=RESOLVE_FRAMES)
     if not len(magnitude):
-        return step.model_copy(update={"kind": "none"})
+        return step.model_copy(update={"resolved": True})
     nyquist = sr / 2
-    lows = np.geomspace(300.0, 0.95 * nyquist, 20)
-    highs = np.geomspace(50.0, min(1500.0, 0.5 * nyquist), 12)
-    gains = np.concatenate(
-        [
-            np.ones((1, len(freqs))),
-            _butterworth_gain(freqs, "lowpass", lows, step.order),
-            _butterworth_gain(freqs, "highpass", highs, step.order),
-        ]
-    ).astype(np.float32)
-    predicted = features.mean_rolloff(magnitude[None, :, :] * gains[:, None, :], freqs)
-    best = int(np.argmin(np.abs(predicted - step.target_rolloff_hz)))
-    if best == 0:
-        return step.model_copy(update={"kind": "none"})
-    if best <= len(lows):
-        return step.model_copy(update={"kind": "lowpass", "cutoff_hz": float(lows[best - 1])})
+    lows = np.concatenate([[np.inf], np.geomspace(300.0, 0.95 * nyquist, 16)])
+    highs = np.concatenate([[0.0], np.geomspace(50.0, min(1200.0, 0.5 * nyquist), 10)])
+    with np.errstate(divide="ignore"):
+        low_gain = _butterworth_gain(freqs, "lowpass", lows, step.order).astype(np.float32)
+        high_gain = _butterworth_gain(freqs, "highpass", np.maximum(highs, 1e-9), step.order)
+    high_gain = high_gain.astype(np.float32)
+    high_gain[0] = 1.0
+    f32 = freqs.astype(np.float32)
+
+    def scores(gains: np.ndarray) -> np.ndarray:
+        weighted = magnitude[None, :, :] * gains[:, None, :]  # (candidates, frames, bins)
+        totals = np.maximum(weighted.sum(axis=-1), 1e-12)
+        centroid = ((weighted @ f32) / totals).mean(axis=-1)
+        rolloff = features.mean_rolloff(weighted, freqs)
+        return np.abs(rolloff / step.target_rolloff_hz - 1) + 0.5 * np.abs(
+            centroid / step.target_centroid_hz - 1
+        )
+
+    # Coordinate descent over (high-pass, low-pass): low-pass alone, then the
+    # high-pass under it, then the low-pass again; a few dozen candidates
+    # instead of the full grid, and the same answer on the spectra we see.
+    high = 0
+    low = int(np.argmin(scores(low_gain)))
+    for _ in range(2):
+        high = int(np.argmin(scores(high_gain * low_gain[low])))
+        low = int(np.argmin(scores(low_gain * high_gain[high])))
     return step.model_copy(
-        update={"kind": "highpass", "cutoff_hz": float(highs[best - 1 - len(lows)])}
+        update={
+            "resolved": True,
+            "highpass_hz": float(highs[high]) if high else None,
+            "lowpass_hz": float(lows[low]) if low else None,
+        }
     )
 
 
 def filtering(x: Audio, sr: int, step: FilterStep) -> tuple[Audio, int]:
-    if step.kind in (None, "none") or step.cutoff_hz is None:
-        return x, sr
-    return ops.butterworth(x, sr, step.kind, step.cutoff_hz, step.order)
+    if step.highpass_hz:
+        x, sr = ops.butterworth(x, sr, "highpass", step.highpass_hz, step.order)
+    if step.lowpass_hz:
+        x, sr = ops.butterworth(x, sr, "lowpass", step.lowpass_hz, step.order)
+    return x, sr
 
 
 def apply_chain(

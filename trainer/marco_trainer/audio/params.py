@@ -18,11 +18,14 @@ How the paper's distributions are read (documented choices):
   coloured noise 1/f^β with β ~ U(0, 1), band-limited to the drawn channel
   (noise enters through the same channel), or a segment of a user's noise file.
 - F_lufs: target ~ N(μ_LUFS, σ²_LUFS), clipped to the profile's [min, max].
-- F_filt: a rolloff r ~ N(μ, σ²) clipped to [p5, p95]. Type and cutoff are
-  then the ones that move this utterance's mean rolloff closest to r: audio
-  brighter than r gets a low-pass (a muffled channel), audio duller than r a
-  high-pass (a thin, telephone-like channel), none if neither helps
-  (``chain.resolve_filter``; the resolved choice is logged).
+- F_filt: a rolloff r and a centroid c, each ~ N(μ, σ²) clipped to [p5, p95].
+  Type and cutoff are then the ones that bring this utterance's mean rolloff
+  (first) and centroid closest to (r, c): audio brighter than the target gets
+  a low-pass (a muffled channel), audio with too much low end a high-pass (a
+  thin, telephone-like channel), both (a band-pass: the telephone band) when
+  that is closer, none when nothing helps (``chain.resolve_filter``; the
+  resolved cutoffs are logged). The paper ties the filter to the rolloff
+  alone; the centroid is what tells a missing low end apart.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from marco_trainer.audio.io import SUBTYPE_BITS
-from marco_trainer.audio.profile import Profile
+from marco_trainer.audio.profile import MetricSummary, Profile
 
 SNR_REF_DB = 5.0
 FILTER_ORDER = 4
@@ -68,13 +71,21 @@ class LoudnessStep(BaseModel):
 
 
 class FilterStep(BaseModel):
-    """The drawn rolloff; ``kind``/``cutoff_hz`` are resolved against the audio when the
-    chain runs (and logged), or taken as given when replaying logged parameters."""
+    """The drawn spectral shape; the cutoffs are resolved against the audio when the chain
+    runs (and logged), or taken as given when replaying logged parameters."""
 
     target_rolloff_hz: float = Field(gt=0)
-    kind: Literal["lowpass", "highpass", "none"] | None = None
-    cutoff_hz: float | None = Field(default=None, gt=0)
+    target_centroid_hz: float = Field(gt=0)
+    resolved: bool = False
+    highpass_hz: float | None = Field(default=None, gt=0)
+    lowpass_hz: float | None = Field(default=None, gt=0)
     order: int = FILTER_ORDER
+
+    @property
+    def kind(self) -> str:
+        if self.highpass_hz and self.lowpass_hz:
+            return "bandpass"
+        return "highpass" if self.highpass_hz else "lowpass" if self.lowpass_hz else "none"
 
 
 class ChainParams(BaseModel):
@@ -99,6 +110,12 @@ def _categorical(rng: np.random.Generator, counts: dict) -> object:
     keys = list(counts)
     weights = np.array([counts[k] for k in keys], dtype=np.float64)
     return keys[int(rng.choice(len(keys), p=weights / weights.sum()))]
+
+
+def _normal_in_range(rng: np.random.Generator, summary: MetricSummary) -> float:
+    """N(μ, σ²) clipped to the characteristic range p5..p95."""
+    low, high = summary.percentile(5), summary.percentile(95)
+    return float(np.clip(rng.normal(summary.mean, summary.std), low, high))
 
 
 def encoding_for(subtype: str, bits: int) -> tuple[Literal["pcm", "mulaw"], int]:
@@ -149,13 +166,10 @@ def draw_params(
     lufs = profile.metric("lufs")
     target = float(np.clip(rng.normal(lufs.mean, lufs.std), lufs.min, lufs.max))
 
-    rolloff = profile.metric("rolloff_hz")
-    r = float(
-        np.clip(
-            rng.normal(rolloff.mean, rolloff.std), rolloff.percentile(5), rolloff.percentile(95)
-        )
+    filt = FilterStep(
+        target_rolloff_hz=_normal_in_range(rng, profile.metric("rolloff_hz")),
+        target_centroid_hz=_normal_in_range(rng, profile.metric("centroid_hz")),
     )
-    filt = FilterStep(target_rolloff_hz=r)
 
     return ChainParams(
         output_rate=output_rate,
