@@ -16,9 +16,11 @@ Audio = np.ndarray
 
 def channel(x: Audio, sr: int, p: ChainParams) -> tuple[Audio, int]:
     """R: through the drawn channel rate and bit depth, back to the model's rate."""
+    length = round(len(x) * p.output_rate / sr)
     x, sr = ops.resample(x, sr, p.resample.sample_rate)
     x, sr = ops.quantize(x, sr, p.resample.encoding, p.resample.bits)
-    return ops.resample(x, sr, p.output_rate)
+    x, sr = ops.resample(x, sr, p.output_rate)
+    return ops.fit_length(x, length), sr
 
 
 def reverb(x: Audio, sr: int, p: ChainParams, assets: Assets) -> tuple[Audio, int]:

@@ -36,6 +36,13 @@ def _polyphase_taps(up: int, down: int) -> np.ndarray:
     return signal.firwin(20 * rate + 1, 1.0 / rate, window=("kaiser", 5.0)).astype(np.float32)
 
 
+def fit_length(audio: Audio, length: int) -> Audio:
+    """Cut or zero-pad to ``length`` (a round trip through another rate may gain a sample)."""
+    if len(audio) >= length:
+        return audio[:length]
+    return np.pad(audio, (0, length - len(audio)))
+
+
 def quantize(audio: Audio, sample_rate: int, encoding: str, bits: int) -> tuple[Audio, int]:
     """Lower the bit depth: uniform PCM at ``bits``, or 8-bit μ-law companding.
 

@@ -51,11 +51,12 @@ def draw_telephony(rng: np.random.Generator, output_rate: int) -> TelephonyParam
 
 
 def apply_telephony(x: Audio, sr: int, p: TelephonyParams) -> tuple[Audio, int]:
+    length = round(len(x) * p.output_rate / sr)
     x, sr = ops.resample(x, sr, p.sample_rate)
     x, sr = ops.quantize(x, sr, p.encoding, p.bits)
     x, sr = ops.butterworth(x, sr, "bandpass", p.band_hz)
     x, sr = ops.hard_clip(x, sr, p.clip_threshold)
     x, sr = ops.saturate(x, sr, p.saturation_drive)
     x, sr = ops.add_noise(x, sr, ops.coloured_noise(len(x), sr, 0.0, p.noise_seed), p.snr_db)
-    x = np.clip(x, -1.0, 1.0)
-    return ops.resample(x, sr, p.output_rate)
+    x, sr = ops.resample(np.clip(x, -1.0, 1.0), sr, p.output_rate)
+    return ops.fit_length(x, length), sr
