@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     tag = f"{shard.index:05d}-of-{shard.count:05d}"
     journal_path = out / f".manifest-{tag}.journal"
     done = read_journal(journal_path)
-    counts: Counter[str] = Counter()
+    counts: Counter[str] = Counter({"processed": 0, "reused": 0, "skipped": 0})
     if problems.count:
         counts["skipped:bad_manifest_line"] += problems.count
         counts["skipped"] += problems.count
