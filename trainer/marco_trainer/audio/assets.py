@@ -26,10 +26,27 @@ MAX_ORDER = 20
 
 @dataclass
 class Assets:
+    """RIRs and noise clips at ``sample_rate``; copies at other rates are made once, on demand."""
+
     rirs: list[np.ndarray] = field(default_factory=list)
     noises: list[np.ndarray] = field(default_factory=list)
+    sample_rate: int = 16000
     rir_source: str = "none"
     noise_source: str = "coloured"
+    _resampled: dict[tuple[str, int], list[np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def _at(self, kind: str, clips: list[np.ndarray], rate: int) -> list[np.ndarray]:
+        if rate == self.sample_rate:
+            return clips
+        if (kind, rate) not in self._resampled:
+            self._resampled[kind, rate] = [resample(c, self.sample_rate, rate)[0] for c in clips]
+        return self._resampled[kind, rate]
+
+    def rirs_at(self, rate: int) -> list[np.ndarray]:
+        return self._at("rir", self.rirs, rate)
+
+    def noises_at(self, rate: int) -> list[np.ndarray]:
+        return self._at("noise", self.noises, rate)
 
 
 def simulate_rirs(count: int, sample_rate: int, seed: int) -> list[np.ndarray]:

@@ -27,6 +27,7 @@ energy (within 50 dB of the loudest frame), with magnitude spectra of
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel
@@ -87,6 +88,11 @@ def _biquad(kind: str, gain_db: float, q: float, f0: float, rate: float) -> np.n
     return np.array([*(x / den[0] for x in b), 1.0, den[1] / den[0], den[2] / den[0]])
 
 
+@lru_cache(maxsize=32)
+def _k_weighting(rate: float) -> np.ndarray:
+    return k_weighting(rate)
+
+
 def k_weighting(rate: float) -> np.ndarray:
     return np.stack(
         [
@@ -100,12 +106,15 @@ def integrated_loudness(
     data: np.ndarray, rate: int, block: float = 0.4, overlap: float = 0.75
 ) -> float:
     """Integrated loudness in LUFS of ``(frames,)`` or ``(frames, channels)``; -inf if all gated."""
-    x = np.asarray(data, dtype=np.float64)
+    x = np.asarray(data)
     if x.ndim == 1:
         x = x[:, None]
     frames, channels = x.shape
-    weighted = signal.sosfilt(k_weighting(rate), x, axis=0)
-    cumulative = np.concatenate([np.zeros((1, channels)), np.cumsum(weighted * weighted, axis=0)])
+    weighted = signal.sosfilt(_k_weighting(rate).astype(x.dtype), x, axis=0)
+    # Filter in the input's precision (float32 audio stays float32, twice as fast),
+    # accumulate energies in float64.
+    power = np.square(weighted, dtype=np.float64)
+    cumulative = np.concatenate([np.zeros((1, channels)), np.cumsum(power, axis=0)])
     step = 1.0 - overlap
     duration = frames / rate
     count = max(int(np.round((duration - block) / (block * step))) + 1, 1)
