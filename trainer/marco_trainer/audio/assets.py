@@ -15,9 +15,13 @@ from pathlib import Path
 import numpy as np
 
 from marco_trainer.audio.io import AudioRejected, find_audio_files, read_audio
-from marco_trainer.audio.ops import resample
+from marco_trainer.audio.ops import coloured_noise, resample
 from marco_trainer.manifest import atomic_write_bytes
 
+#: Spectral slopes of the generated noise bank: 1/f^β from white (0) to pink (1).
+NOISE_BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Seconds of generated noise per slope; utterances take random stretches of it.
+NOISE_BANK_SECONDS = 60.0
 #: Reverberation times (s) of the simulated rooms, drawn uniformly.
 RT60_RANGE = (0.15, 0.7)
 #: Image-source order cap: keeps generation in milliseconds; late reverb past it is small.
@@ -33,6 +37,8 @@ class Assets:
     sample_rate: int = 16000
     rir_source: str = "none"
     noise_source: str = "coloured"
+    noise_seed: int = 0
+    _bank: list[np.ndarray] = field(default_factory=list, repr=False)
     _resampled: dict[tuple[str, int], list[np.ndarray]] = field(default_factory=dict, repr=False)
 
     def _at(self, kind: str, clips: list[np.ndarray], rate: int) -> list[np.ndarray]:
@@ -47,6 +53,17 @@ class Assets:
 
     def noises_at(self, rate: int) -> list[np.ndarray]:
         return self._at("noise", self.noises, rate)
+
+    def bank_at(self, rate: int) -> list[np.ndarray]:
+        """Generated coloured noise, one clip per ``NOISE_BETAS`` slope, made once from
+        ``noise_seed``. Resampling to a channel rate band-limits it to that channel."""
+        if not self._bank:
+            length = int(NOISE_BANK_SECONDS * self.sample_rate)
+            self._bank = [
+                coloured_noise(length, self.sample_rate, beta, seed=self.noise_seed * 101 + k)
+                for k, beta in enumerate(NOISE_BETAS)
+            ]
+        return self._at("bank", self._bank, rate)
 
 
 def simulate_rirs(count: int, sample_rate: int, seed: int) -> list[np.ndarray]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from marco_trainer.audio import features, ops
@@ -9,7 +11,7 @@ from marco_trainer.audio.assets import Assets
 from marco_trainer.audio.params import ChainParams, FilterStep
 
 #: Frames the filter choice looks at: a fixed cost per utterance, whatever its length.
-RESOLVE_FRAMES = 12
+RESOLVE_FRAMES = 8
 
 Audio = np.ndarray
 
@@ -36,15 +38,12 @@ def reverb(x: Audio, sr: int, p: ChainParams, assets: Assets) -> tuple[Audio, in
 
 def noise(x: Audio, sr: int, p: ChainParams, assets: Assets) -> tuple[Audio, int]:
     step = p.noise
-    if step.source == "file":
-        clip = assets.noises_at(sr)[step.file_index or 0]
-        if len(clip) < len(x):
-            clip = np.tile(clip, len(x) // len(clip) + 1)
-        start = int(step.offset * (len(clip) - len(x)))
-        background = clip[start : start + len(x)]
-    else:
-        background = ops.coloured_noise(len(x), sr, step.beta, step.seed, step.bandwidth_hz)
-    return ops.add_noise(x, sr, background, step.snr_db)
+    clips = assets.noises_at(sr) if step.source == "file" else assets.bank_at(sr)
+    clip = clips[step.index]
+    if len(clip) < len(x):
+        clip = np.tile(clip, len(x) // len(clip) + 1)
+    start = int(step.offset * (len(clip) - len(x)))
+    return ops.add_noise(x, sr, clip[start : start + len(x)], step.snr_db)
 
 
 def loudness(x: Audio, sr: int, p: ChainParams) -> tuple[Audio, int]:
@@ -52,12 +51,22 @@ def loudness(x: Audio, sr: int, p: ChainParams) -> tuple[Audio, int]:
 
 
 def _butterworth_gain(freqs: np.ndarray, kind: str, cutoffs: np.ndarray, order: int) -> np.ndarray:
-    """|H(f)| of Butterworth filters, one row per cutoff."""
-    with np.errstate(divide="ignore"):
-        ratio = freqs[None, :] / cutoffs[:, None]
-        if kind == "highpass":
-            ratio = 1.0 / ratio
-    return 1.0 / np.sqrt(1.0 + ratio ** (2 * order))
+    """|H(f)| of Butterworth filters, one column per cutoff: ``(bins, cutoffs)``."""
+    return ops.butterworth_gain(freqs[:, None], kind, cutoffs[None, :], order)
+
+
+@lru_cache(maxsize=64)
+def _candidates(sr: int, bins: int, order: int) -> tuple[np.ndarray, ...]:
+    """Cutoff grids and their gains, once per (rate, FFT size, order). Index 0 is "none"."""
+    nyquist = sr / 2
+    freqs = np.linspace(0.0, nyquist, bins)
+    lows = np.concatenate([[np.inf], np.geomspace(300.0, 0.95 * nyquist, 12)])
+    highs = np.concatenate([[0.0], np.geomspace(50.0, min(1200.0, 0.5 * nyquist), 8)])
+    low_gain = _butterworth_gain(freqs, "lowpass", lows, order)
+    high_gain = _butterworth_gain(freqs, "highpass", np.maximum(highs, 1e-9), order)
+    high_gain[:, 0] = 1.0
+    f32 = freqs.astype(np.float32)
+    return lows, highs, low_gain.astype(np.float32), high_gain.astype(np.float32), f32
 
 
 def resolve_filter(x: Audio, sr: int, step: FilterStep) -> FilterStep:
@@ -74,31 +83,30 @@ def resolve_filter(x: Audio, sr: int, step: FilterStep) -> FilterStep:
     magnitude, freqs = features.active_spectra(x, sr, max_frames=RESOLVE_FRAMES)
     if not len(magnitude):
         return step.model_copy(update={"resolved": True})
-    nyquist = sr / 2
-    lows = np.concatenate([[np.inf], np.geomspace(300.0, 0.95 * nyquist, 16)])
-    highs = np.concatenate([[0.0], np.geomspace(50.0, min(1200.0, 0.5 * nyquist), 10)])
-    with np.errstate(divide="ignore"):
-        low_gain = _butterworth_gain(freqs, "lowpass", lows, step.order).astype(np.float32)
-        high_gain = _butterworth_gain(freqs, "highpass", np.maximum(highs, 1e-9), step.order)
-    high_gain = high_gain.astype(np.float32)
-    high_gain[0] = 1.0
-    f32 = freqs.astype(np.float32)
+    lows, highs, low_gain, high_gain, f32 = _candidates(sr, len(freqs), step.order)
+    spectra = np.ascontiguousarray(magnitude.T)  # (bins, frames)
+
+    bins = spectra.shape[0]
+    share = np.float32(features.ROLLOFF_SHARE)
 
     def scores(gains: np.ndarray) -> np.ndarray:
-        weighted = magnitude[None, :, :] * gains[:, None, :]  # (candidates, frames, bins)
-        totals = np.maximum(weighted.sum(axis=-1), 1e-12)
-        centroid = ((weighted @ f32) / totals).mean(axis=-1)
-        rolloff = features.mean_rolloff(weighted, freqs)
+        # (bins, candidates, frames): bins first, so the running sums over
+        # frequency add whole rows (vectorised) instead of walking short rows.
+        weighted = gains[:, :, None] * spectra[:, None, :]
+        cumulative = np.cumsum(weighted, axis=0)
+        totals = np.maximum(cumulative[-1], 1e-12)
+        centroid = (f32 @ weighted.reshape(bins, -1)).reshape(totals.shape) / totals
+        index = np.count_nonzero(cumulative < share * totals, axis=0)
+        rolloff = freqs[np.minimum(index, bins - 1)].mean(axis=-1)
         return np.abs(rolloff / step.target_rolloff_hz - 1) + 0.5 * np.abs(
-            centroid / step.target_centroid_hz - 1
+            centroid.mean(axis=-1) / step.target_centroid_hz - 1
         )
 
     # Coordinate descent over (high-pass, low-pass): low-pass alone, then the
-    # high-pass under it, then the low-pass again: 45 candidates, not 187.
-    high = 0
+    # high-pass under it, then the low-pass again: 35 candidates, not 117.
     low = int(np.argmin(scores(low_gain)))
-    high = int(np.argmin(scores(high_gain * low_gain[low])))
-    low = int(np.argmin(scores(low_gain * high_gain[high])))
+    high = int(np.argmin(scores(high_gain * low_gain[:, low : low + 1])))
+    low = int(np.argmin(scores(low_gain * high_gain[:, high : high + 1])))
     return step.model_copy(
         update={
             "resolved": True,
@@ -109,10 +117,12 @@ def resolve_filter(x: Audio, sr: int, step: FilterStep) -> FilterStep:
 
 
 def filtering(x: Audio, sr: int, step: FilterStep) -> tuple[Audio, int]:
+    if step.highpass_hz and step.lowpass_hz:
+        return ops.butterworth(x, sr, "bandpass", (step.highpass_hz, step.lowpass_hz), step.order)
     if step.highpass_hz:
-        x, sr = ops.butterworth(x, sr, "highpass", step.highpass_hz, step.order)
+        return ops.butterworth(x, sr, "highpass", step.highpass_hz, step.order)
     if step.lowpass_hz:
-        x, sr = ops.butterworth(x, sr, "lowpass", step.lowpass_hz, step.order)
+        return ops.butterworth(x, sr, "lowpass", step.lowpass_hz, step.order)
     return x, sr
 
 

@@ -105,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         sources = shard.select(list(iter_manifest_sources(args.manifest, problems)))
         profile = load_profile(args.profile) if args.profile else None
-        assets = Assets(sample_rate=rate)
+        assets = Assets(sample_rate=rate, noise_seed=args.seed)
         if profile is not None:
             if args.rir_dir:
                 assets.rirs, assets.rir_source = (

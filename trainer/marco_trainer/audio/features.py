@@ -107,21 +107,20 @@ def integrated_loudness(
 ) -> float:
     """Integrated loudness in LUFS of ``(frames,)`` or ``(frames, channels)``; -inf if all gated."""
     x = np.asarray(data)
-    if x.ndim == 1:
-        x = x[:, None]
-    frames, channels = x.shape
-    weighted = signal.sosfilt(_k_weighting(rate).astype(x.dtype), x, axis=0)
+    x = x[None, :] if x.ndim == 1 else x.T  # (channels, frames): running sums along rows
+    channels, frames = x.shape
+    weighted = signal.sosfilt(_k_weighting(rate).astype(x.dtype), x, axis=-1)
     # Filter in the input's precision (float32 audio stays float32, twice as fast),
     # accumulate energies in float64.
     power = np.square(weighted, dtype=np.float64)
-    cumulative = np.concatenate([np.zeros((1, channels)), np.cumsum(power, axis=0)])
+    cumulative = np.concatenate([np.zeros((channels, 1)), np.cumsum(power, axis=-1)], axis=-1)
     step = 1.0 - overlap
     duration = frames / rate
     count = max(int(np.round((duration - block) / (block * step))) + 1, 1)
     j = np.arange(count, dtype=np.float64)
     lower = np.minimum((block * (j * step) * rate).astype(np.int64), frames)
     upper = np.minimum((block * (j * step + 1) * rate).astype(np.int64), frames)
-    z = (cumulative[upper] - cumulative[lower]) / (block * rate)  # (blocks, channels)
+    z = ((cumulative[:, upper] - cumulative[:, lower]) / (block * rate)).T  # (blocks, channels)
     gains = np.array([_CHANNEL_GAINS[min(i, 4)] for i in range(channels)])
     with np.errstate(divide="ignore"):
         loudness = -0.691 + 10 * np.log10(z @ gains)

@@ -173,6 +173,13 @@ def _butter_sos(order: int, kind: str, cutoff_hz: int, sample_rate: int) -> np.n
     return signal.butter(order, wn, btype=kind, fs=sample_rate, output="sos")
 
 
+def butterworth_gain(freqs: np.ndarray, kind: str, cutoff_hz: float, order: int) -> np.ndarray:
+    """|H(f)| of an ``order``-th order Butterworth low- or high-pass."""
+    with np.errstate(divide="ignore", over="ignore"):
+        ratio = freqs / cutoff_hz if kind == "lowpass" else cutoff_hz / freqs
+        return 1.0 / np.sqrt(1.0 + ratio ** (2 * order))
+
+
 def hard_clip(audio: Audio, sample_rate: int, threshold: float) -> tuple[Audio, int]:
     """Distortion: clip at ``threshold`` × the peak, then restore the peak level."""
     peak = float(np.max(np.abs(audio)))

@@ -15,8 +15,10 @@ How the paper's distributions are read (documented choices):
   reverberates one utterance in eight, a noisy one (μ_SNR ≤ 5 dB) all of them.
 - F_noise: SNR ~ U(SNR_min, SNR_max) over the profile's characteristic range,
   read as its 5th..95th percentiles so one outlier file does not widen it;
-  coloured noise 1/f^β with β ~ U(0, 1), band-limited to the drawn channel
-  (noise enters through the same channel), or a segment of a user's noise file.
+  a random stretch of generated coloured noise 1/f^β, β drawn from
+  ``assets.NOISE_BETAS`` (white to pink; the bank is made once per run and
+  band-limited by the channel, since noise enters through the same channel),
+  or of a user's noise file.
 - F_lufs: target ~ N(μ_LUFS, σ²_LUFS), clipped to the profile's [min, max].
 - F_filt: a rolloff r and a centroid c, each ~ N(μ, σ²) clipped to [p5, p95].
   Type and cutoff are then the ones that bring this utterance's mean rolloff
@@ -31,17 +33,19 @@ How the paper's distributions are read (documented choices):
 from __future__ import annotations
 
 import hashlib
+from bisect import bisect_right
+from itertools import accumulate
 from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, Field
 
+from marco_trainer.audio.assets import NOISE_BETAS
 from marco_trainer.audio.io import SUBTYPE_BITS
 from marco_trainer.audio.profile import MetricSummary, Profile
 
 SNR_REF_DB = 5.0
 FILTER_ORDER = 4
-NOISE_BETA_RANGE = (0.0, 1.0)
 
 
 class ResampleStep(BaseModel):
@@ -57,13 +61,9 @@ class ReverbStep(BaseModel):
 class NoiseStep(BaseModel):
     snr_db: float
     source: Literal["coloured", "file"] = "coloured"
-    beta: float = 0.0
-    seed: int = 0
-    bandwidth_hz: float | None = None
-    file_index: int | None = None
-    offset: float = Field(
-        default=0.0, ge=0, le=1, description="Start within the noise file (share)."
-    )
+    index: int = Field(default=0, ge=0, description="Noise-bank slope or noise-file index.")
+    beta: float | None = Field(default=None, description="Spectral slope 1/f^β (coloured).")
+    offset: float = Field(default=0.0, ge=0, le=1, description="Start within the clip (share).")
 
 
 class LoudnessStep(BaseModel):
@@ -107,15 +107,20 @@ def utterance_rng(seed: int, key: str, copy: int) -> np.random.Generator:
 
 
 def _categorical(rng: np.random.Generator, counts: dict) -> object:
+    """A key drawn with probability ∝ its count (plain Python: the dicts are tiny)."""
     keys = list(counts)
-    weights = np.array([counts[k] for k in keys], dtype=np.float64)
-    return keys[int(rng.choice(len(keys), p=weights / weights.sum()))]
+    cumulative = list(accumulate(counts[k] for k in keys))
+    return keys[bisect_right(cumulative, rng.random() * cumulative[-1])]
+
+
+def _clip(value: float, low: float, high: float) -> float:
+    return min(max(float(value), low), high)
 
 
 def _normal_in_range(rng: np.random.Generator, summary: MetricSummary) -> float:
     """N(μ, σ²) clipped to the characteristic range p5..p95."""
     low, high = summary.percentile(5), summary.percentile(95)
-    return float(np.clip(rng.normal(summary.mean, summary.std), low, high))
+    return _clip(rng.normal(summary.mean, summary.std), low, high)
 
 
 def encoding_for(subtype: str, bits: int) -> tuple[Literal["pcm", "mulaw"], int]:
@@ -152,19 +157,17 @@ def draw_params(
         noise = NoiseStep(
             snr_db=noise_snr,
             source="file",
-            file_index=int(rng.integers(num_noises)),
+            index=int(rng.integers(num_noises)),
             offset=float(rng.random()),
         )
     else:
+        k = int(rng.integers(len(NOISE_BETAS)))
         noise = NoiseStep(
-            snr_db=noise_snr,
-            beta=float(rng.uniform(*NOISE_BETA_RANGE)),
-            seed=int(rng.integers(2**31)),
-            bandwidth_hz=rate / 2 if rate < output_rate else None,
+            snr_db=noise_snr, index=k, beta=NOISE_BETAS[k], offset=float(rng.random())
         )
 
     lufs = profile.metric("lufs")
-    target = float(np.clip(rng.normal(lufs.mean, lufs.std), lufs.min, lufs.max))
+    target = _clip(rng.normal(lufs.mean, lufs.std), lufs.min, lufs.max)
 
     filt = FilterStep(
         target_rolloff_hz=_normal_in_range(rng, profile.metric("rolloff_hz")),
