@@ -92,10 +92,9 @@ def resolve_filter(x: Audio, sr: int, step: FilterStep) -> FilterStep:
     def scores(gains: np.ndarray) -> np.ndarray:
         # (bins, candidates, frames): bins first, so the running sums over
         # frequency add whole rows (vectorised) instead of walking short rows.
-        weighted = gains[:, :, None] * spectra[:, None, :]
-        cumulative = np.cumsum(weighted, axis=0)
+        cumulative = np.cumsum(gains[:, :, None] * spectra[:, None, :], axis=0)
         totals = np.maximum(cumulative[-1], 1e-12)
-        centroid = (f32 @ weighted.reshape(bins, -1)).reshape(totals.shape) / totals
+        centroid = ((gains * f32[:, None]).T @ spectra) / totals
         index = np.count_nonzero(cumulative < share * totals, axis=0)
         rolloff = freqs[np.minimum(index, bins - 1)].mean(axis=-1)
         return np.abs(rolloff / step.target_rolloff_hz - 1) + 0.5 * np.abs(
