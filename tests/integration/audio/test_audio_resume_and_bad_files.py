@@ -120,3 +120,52 @@ def test_profile_counts_bad_files_and_shards_merge_to_one(corpus, tmp_path, marc
     counts = read_stage_result(three).counts
     assert counts["processed"] == 6 and counts["skipped"] == 5
     assert all(counts[f"skipped:{reason}"] == 1 for reason in expected)
+
+
+def test_a_killed_shard_resumes_where_it_stopped(corpus, tmp_path):
+    """A real SIGKILL in the middle of a run; the rerun redoes only what was not recorded."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "aug"
+    args = [
+        sys.executable,
+        "-m",
+        "marco_trainer",
+        "augment",
+        "--manifest",
+        str(corpus / "source" / "source.jsonl"),
+        "--output-dir",
+        str(out),
+        "--preset",
+        "telephony",
+        "--copies",
+        "40",
+        "--seed",
+        "1",
+    ]
+    journal = out / ".manifest-00000-of-00001.journal"
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        if journal.exists() and journal.read_text().count("\n") >= 5:
+            os.kill(process.pid, signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (out / "manifest-00000-of-00001.jsonl").exists()
+    recorded = journal.read_text().count('"line"')
+
+    subprocess.run(args, check=True, capture_output=True)
+    counts = read_stage_result(out).counts
+    assert counts["reused"] >= recorded - 1  # a line torn by the kill is redone
+    assert counts["reused"] + counts["processed"] == 240
+    assert counts["processed"] < 240
+    lines = (out / "manifest-00000-of-00001.jsonl").read_text().splitlines()
+    assert len(lines) == 240
+    for line in lines:  # every listed file is whole (atomic writes)
+        assert sf.info(str(out / json.loads(line)["audio_filepath"])).frames > 0
