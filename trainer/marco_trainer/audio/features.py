@@ -13,8 +13,8 @@ floor and the loud ones show speech plus noise.
     SNR    = 10·log10((active - noise) / noise), clamped to [SNR_MIN, SNR_MAX]
 
 Why this one rather than WADA-SNR: it needs no speech-amplitude model (WADA
-assumes Gamma-distributed speech and saturates above ~20 dB), it works on any
-signal with pauses (a gated tone as well as speech), it costs one pass, and the
+assumes Gamma-distributed speech amplitudes, so it misreads anything else),
+it works on any signal with pauses (a gated tone as well as speech), it costs one pass, and the
 augmenter's noise operator uses the very same ``active_power`` to set its SNR,
 so a drawn SNR is what the profile of the result measures. Its limit: a signal
 without pauses (continuous music, a steady tone) reads as a low SNR.

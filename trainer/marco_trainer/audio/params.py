@@ -38,7 +38,7 @@ from itertools import accumulate
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from marco_trainer.audio.assets import NOISE_BETAS
 from marco_trainer.audio.io import SUBTYPE_BITS
@@ -81,6 +81,7 @@ class FilterStep(BaseModel):
     lowpass_hz: float | None = Field(default=None, gt=0)
     order: int = FILTER_ORDER
 
+    @computed_field  # logged with the cutoffs, so a reader sees the channel at a glance
     @property
     def kind(self) -> str:
         if self.highpass_hz and self.lowpass_hz:
