@@ -105,22 +105,18 @@ def k_weighting(rate: float) -> np.ndarray:
 def integrated_loudness(
     data: np.ndarray, rate: int, block: float = 0.4, overlap: float = 0.75
 ) -> float:
-    """Integrated loudness in LUFS of ``(frames,)`` or ``(frames, channels)``; -inf if all gated."""
+    """Integrated loudness in LUFS of ``(frames,)`` or ``(frames, channels)``; -inf if all gated.
+
+    A file shorter than one 400 ms block is measured as one block padded with silence
+    (pyloudnorm refuses such files).
+    """
     x = np.asarray(data)
     x = x[None, :] if x.ndim == 1 else x.T  # (channels, frames): running sums along rows
     channels, frames = x.shape
     weighted = signal.sosfilt(_k_weighting(rate).astype(x.dtype), x, axis=-1)
-    # Filter in the input's precision (float32 audio stays float32, twice as fast),
-    # accumulate energies in float64.
-    power = np.square(weighted, dtype=np.float64)
-    cumulative = np.concatenate([np.zeros((channels, 1)), np.cumsum(power, axis=-1)], axis=-1)
     step = 1.0 - overlap
-    duration = frames / rate
-    count = max(int(np.round((duration - block) / (block * step))) + 1, 1)
-    j = np.arange(count, dtype=np.float64)
-    lower = np.minimum((block * (j * step) * rate).astype(np.int64), frames)
-    upper = np.minimum((block * (j * step + 1) * rate).astype(np.int64), frames)
-    z = ((cumulative[:, upper] - cumulative[:, lower]) / (block * rate)).T  # (blocks, channels)
+    count = max(int(np.round((frames / rate - block) / (block * step))) + 1, 1)
+    z = _block_energies(weighted, rate, block, step, count)  # (blocks, channels)
     gains = np.array([_CHANNEL_GAINS[min(i, 4)] for i in range(channels)])
     with np.errstate(divide="ignore"):
         loudness = -0.691 + 10 * np.log10(z @ gains)
@@ -132,6 +128,35 @@ def integrated_loudness(
         if not gated.any():
             return -math.inf
         return float(-0.691 + 10 * np.log10(z[gated].mean(axis=0) @ gains))
+
+
+def _block_energies(
+    weighted: np.ndarray, rate: int, block: float, step: float, count: int
+) -> np.ndarray:
+    """Mean square of each gating block, ``(blocks, channels)``, with pyloudnorm's bounds.
+
+    When a hop (block × step) is a whole number of samples (10 Hz hops at any
+    rate divisible by 10), blocks are sums of consecutive hop energies; else
+    differences of a running sum. Energies accumulate in float64.
+    """
+    channels, frames = weighted.shape
+    hop = block * step * rate
+    per = round(1 / step)
+    if hop.is_integer() and abs(per * step - 1) < 1e-12:
+        hop = int(hop)
+        needed = (count - 1 + per) * hop
+        w = weighted[:, :needed]
+        if w.shape[1] < needed:  # the last blocks run past the end, as in slicing
+            w = np.pad(w, ((0, 0), (0, needed - w.shape[1])))
+        hops = np.square(w).reshape(channels, -1, hop).sum(axis=-1, dtype=np.float64)
+        sums = np.lib.stride_tricks.sliding_window_view(hops, per, axis=-1).sum(axis=-1)
+        return (sums / (block * rate)).T
+    power = np.square(weighted, dtype=np.float64)
+    cumulative = np.concatenate([np.zeros((channels, 1)), np.cumsum(power, axis=-1)], axis=-1)
+    j = np.arange(count, dtype=np.float64)
+    lower = np.minimum((block * (j * step) * rate).astype(np.int64), frames)
+    upper = np.minimum((block * (j * step + 1) * rate).astype(np.int64), frames)
+    return ((cumulative[:, upper] - cumulative[:, lower]) / (block * rate)).T
 
 
 def frame_powers(x: np.ndarray, rate: int, frame_seconds: float = SNR_FRAME_SECONDS) -> np.ndarray:
