@@ -12,6 +12,8 @@ from marco_trainer.audio.params import ChainParams, FilterStep
 
 #: Frames the filter choice looks at: a fixed cost per utterance, whatever its length.
 RESOLVE_FRAMES = 8
+#: Their length: half the profile's 32 ms, half the bins to score (62.5 Hz at 8 kHz).
+RESOLVE_FRAME_SECONDS = 0.016
 
 Audio = np.ndarray
 
@@ -80,7 +82,9 @@ def resolve_filter(x: Audio, sr: int, step: FilterStep) -> FilterStep:
     """
     if step.resolved:
         return step
-    magnitude, freqs = features.active_spectra(x, sr, max_frames=RESOLVE_FRAMES)
+    magnitude, freqs = features.active_spectra(
+        x, sr, max_frames=RESOLVE_FRAMES, frame_seconds=RESOLVE_FRAME_SECONDS
+    )
     if not len(magnitude):
         return step.model_copy(update={"resolved": True})
     lows, highs, low_gain, high_gain, f32 = _candidates(sr, len(freqs), step.order)

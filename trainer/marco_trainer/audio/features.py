@@ -161,13 +161,11 @@ def _block_energies(
 
 def frame_powers(x: np.ndarray, rate: int, frame_seconds: float = SNR_FRAME_SECONDS) -> np.ndarray:
     size = max(int(rate * frame_seconds), 1)
-    count = max(len(x) // size, 1)
-    frames = np.asarray(x[: count * size], dtype=np.float64)
-    if len(frames) < size:
-        frames = np.asarray(x, dtype=np.float64)
-        return np.array([float(np.mean(frames * frames))])
-    frames = frames.reshape(count, size)
-    return np.einsum("ij,ij->i", frames, frames) / size
+    count = len(x) // size
+    if count == 0:
+        return np.array([float(np.mean(np.square(x, dtype=np.float64)))])
+    frames = np.asarray(x[: count * size]).reshape(count, size)
+    return np.square(frames).sum(axis=1, dtype=np.float64) / size
 
 
 def active_power(x: np.ndarray, rate: int) -> float:
@@ -190,11 +188,11 @@ def estimate_snr(x: np.ndarray, rate: int) -> float:
 
 
 def active_spectra(
-    x: np.ndarray, rate: int, max_frames: int | None = None
+    x: np.ndarray, rate: int, max_frames: int | None = None, frame_seconds: float = 0.032
 ) -> tuple[np.ndarray, np.ndarray]:
     """Magnitude spectra ``(frames, bins)`` of the active ~32 ms Hann frames, and their bin
     frequencies. ``max_frames`` keeps an evenly spaced subset (a bounded cost per file)."""
-    n_fft = 1 << max(math.ceil(math.log2(0.032 * rate)), 4)
+    n_fft = 1 << max(math.ceil(math.log2(frame_seconds * rate)), 4)
     hop = n_fft // 2
     x = np.asarray(x, dtype=np.float32)
     if len(x) < n_fft:

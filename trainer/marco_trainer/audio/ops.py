@@ -120,7 +120,7 @@ def add_noise(audio: Audio, sample_rate: int, noise: Audio, snr_db: float) -> tu
     estimator measures, so the profile of the result reads the SNR drawn here.
     """
     speech = active_power(audio, sample_rate)
-    noise_power = float(np.mean(np.square(noise, dtype=np.float64)))
+    noise_power = float(np.dot(noise, noise)) / max(len(noise), 1)
     if speech <= 0 or noise_power <= 0:
         return audio, sample_rate
     gain = math.sqrt(speech / (noise_power * 10 ** (snr_db / 10)))
@@ -136,7 +136,7 @@ def gain_to_loudness(
     if not math.isfinite(measured):
         return audio, sample_rate
     gain = 10 ** ((target_lufs - measured) / 20)
-    peak = float(np.max(np.abs(audio)))
+    peak = max(float(audio.max()), -float(audio.min()))
     if peak * gain > peak_limit:
         gain = peak_limit / peak
     return (audio * np.float32(gain)).astype(np.float32, copy=False), sample_rate
