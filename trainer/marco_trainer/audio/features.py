@@ -31,7 +31,7 @@ from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel
-from scipy import signal
+from scipy import fft, signal
 
 from marco_trainer.audio.io import AudioInfo
 
@@ -187,6 +187,11 @@ def estimate_snr(x: np.ndarray, rate: int) -> float:
     return float(np.clip(10 * np.log10(speech / noise), SNR_MIN, SNR_MAX))
 
 
+@lru_cache(maxsize=16)
+def _hann(n_fft: int) -> np.ndarray:
+    return np.hanning(n_fft).astype(np.float32)
+
+
 def active_spectra(
     x: np.ndarray, rate: int, max_frames: int | None = None, frame_seconds: float = 0.032
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +205,7 @@ def active_spectra(
     frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
     if max_frames is not None and len(frames) > max_frames:
         frames = frames[np.linspace(0, len(frames) - 1, max_frames).astype(np.int64)]
-    magnitude = np.abs(np.fft.rfft(frames * np.hanning(n_fft).astype(np.float32), axis=1))
+    magnitude = np.abs(fft.rfft(frames * _hann(n_fft), axis=1))
     energy = magnitude.sum(axis=1)
     active = energy > energy.max() * ACTIVE_FRAME_RANGE
     return magnitude[active], np.fft.rfftfreq(n_fft, 1.0 / rate)
