@@ -69,3 +69,47 @@ def test_user_rirs_noises_and_originals(corpus, tmp_path, marco_trainer):
         assert step["noise"]["source"] == "file" and step["noise"]["index"] == 0
         audio, rate = sf.read(out / line["audio_filepath"], dtype="float32")
         assert estimate_snr(audio, rate) < 20
+
+
+def test_bad_arguments_are_refused_naming_what_is_wrong(corpus, tmp_path, marco_trainer):
+    manifest = corpus / "source" / "source.jsonl"
+    done = marco_trainer(
+        "augment",
+        "--manifest",
+        manifest,
+        "--output-dir",
+        tmp_path / "a",
+        "--profile",
+        tmp_path / "nowhere.json",
+        expect=2,
+    )
+    assert "nowhere.json" in done.stderr and "not found" in done.stderr
+    (tmp_path / "broken.json").write_text('{"files": "many"}')
+    done = marco_trainer(
+        "augment",
+        "--manifest",
+        manifest,
+        "--output-dir",
+        tmp_path / "b",
+        "--profile",
+        tmp_path / "broken.json",
+        expect=2,
+    )
+    assert "files" in done.stderr
+    done = marco_trainer(
+        "augment",
+        "--manifest",
+        manifest,
+        "--output-dir",
+        tmp_path / "c",
+        "--preset",
+        "telephony",
+        "--copies",
+        0,
+        expect=2,
+    )
+    assert "--copies" in done.stderr
+    done = marco_trainer(
+        "profile", "--input", tmp_path / "absent", "--output-dir", tmp_path / "d", expect=2
+    )
+    assert "absent" in done.stderr
