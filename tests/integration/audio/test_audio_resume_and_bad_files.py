@@ -15,6 +15,7 @@ BAD_REASONS = {
     "text.wav": "unsupported_format",
     "empty.wav": "empty",
     "silent.wav": "silent",
+    "tiny.wav": "too_short",
     "clipped.wav": "clipped",
     "antiphase.wav": "channel_mismatch",
     "missing.wav": "missing",
@@ -27,6 +28,7 @@ def _bad_files(directory) -> None:
     (directory / "text.wav").write_text("not audio at all")
     sf.write(directory / "empty.wav", np.zeros(0), rate)
     sf.write(directory / "silent.wav", np.zeros(rate), rate)
+    sf.write(directory / "tiny.wav", tone[:100], rate)
     sf.write(directory / "clipped.wav", np.sign(tone), rate)
     sf.write(directory / "antiphase.wav", np.stack([tone, -tone], axis=1), rate)
 
@@ -118,7 +120,7 @@ def test_profile_counts_bad_files_and_shards_merge_to_one(corpus, tmp_path, marc
     expected = {r: 1 for n, r in BAD_REASONS.items() if n != "missing.wav"}
     assert single.skipped == expected
     counts = read_stage_result(three).counts
-    assert counts["processed"] == 6 and counts["skipped"] == 5
+    assert counts["processed"] == 6 and counts["skipped"] == len(expected)
     assert all(counts[f"skipped:{reason}"] == 1 for reason in expected)
 
 

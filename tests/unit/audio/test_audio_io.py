@@ -23,6 +23,7 @@ def test_each_kind_of_bad_file_has_its_reason(tmp_path):
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(range(40)))
     sf.write(tmp_path / "empty.wav", np.zeros(0), rate)
     sf.write(tmp_path / "silent.wav", np.zeros(rate), rate)
+    sf.write(tmp_path / "tiny.wav", tone[:100], rate)
     sf.write(tmp_path / "clipped.wav", np.sign(tone), rate)
     sf.write(tmp_path / "antiphase.wav", np.stack([tone, -tone], axis=1), rate)
     expected = {
@@ -30,6 +31,7 @@ def test_each_kind_of_bad_file_has_its_reason(tmp_path):
         "corrupt.wav": {"unsupported_format", "unreadable"},
         "empty.wav": "empty",
         "silent.wav": "silent",
+        "tiny.wav": "too_short",
         "clipped.wav": "clipped",
         "antiphase.wav": "channel_mismatch",
         "missing.wav": "missing",

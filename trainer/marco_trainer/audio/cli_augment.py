@@ -149,11 +149,8 @@ def run(args: argparse.Namespace) -> int:
             sources, desc=f"augment {shard.index + 1}/{shard.count}", unit="utt", file=sys.stderr
         )
         for source in progress:
+            # A refusal recorded earlier is not retried; copies finished before it stay.
             refused = finished(source.key, -1)
-            if refused is not None:
-                counts["skipped"] += 1
-                counts[f"skipped:{refused['skipped']}"] += 1
-                continue
             base = source.utterance.model_dump(exclude_none=True) if source.utterance else {}
             audio = None
             if args.keep_original:
@@ -167,31 +164,32 @@ def run(args: argparse.Namespace) -> int:
                     counts["reused"] += 1
                     lines.append(record["line"])
                     continue
-                if audio is None:
-                    try:
+                if refused is not None:
+                    break
+                try:
+                    if audio is None:
                         audio, info = load_mono(source.path)
-                    except AudioRejected as rejected:
-                        log(
-                            {
-                                "key": source.key,
-                                "copy": -1,
-                                "skipped": rejected.reason,
-                                "detail": rejected.detail,
-                            }
+                    rng = utterance_rng(args.seed, source.key, copy)
+                    if profile is not None:
+                        params = draw_params(
+                            profile, rng, rate, len(assets.rirs), len(assets.noises)
                         )
-                        tqdm.write(f"skipped {rejected}", file=sys.stderr)
-                        counts["skipped"] += 1
-                        counts[f"skipped:{rejected.reason}"] += 1
-                        break
-                rng = utterance_rng(args.seed, source.key, copy)
-                if profile is not None:
-                    params = draw_params(profile, rng, rate, len(assets.rirs), len(assets.noises))
-                    augmented, out_rate, params = apply_chain(
-                        audio, info.sample_rate, params, assets
+                        augmented, out_rate, params = apply_chain(
+                            audio, info.sample_rate, params, assets
+                        )
+                    else:
+                        params = draw_telephony(rng, rate)
+                        augmented, out_rate = apply_telephony(audio, info.sample_rate, params)
+                except Exception as error:  # one bad source must not end the shard
+                    reason, detail = (
+                        (error.reason, error.detail)
+                        if isinstance(error, AudioRejected)
+                        else ("processing_error", f"{source.path}: {type(error).__name__}: {error}")
                     )
-                else:
-                    params = draw_telephony(rng, rate)
-                    augmented, out_rate = apply_telephony(audio, info.sample_rate, params)
+                    refused = {"key": source.key, "copy": -1, "skipped": reason, "detail": detail}
+                    log(refused)
+                    tqdm.write(f"skipped {reason}: {detail}", file=sys.stderr)
+                    break
                 augmented = np.clip(augmented, -1.0, 1.0)
                 name = output_name(source.key, copy)
                 atomic_write_bytes(out / name, _encode_wav(augmented, out_rate))
@@ -205,9 +203,11 @@ def run(args: argparse.Namespace) -> int:
                 log({"key": source.key, "copy": copy, "line": line})
                 lines.append(line)
                 counts["processed"] += 1
-            else:
-                if args.keep_original:
-                    lines.append(original)
+            if refused is not None:
+                counts["skipped"] += 1
+                counts[f"skipped:{refused['skipped']}"] += 1
+            elif args.keep_original:
+                lines.append(original)
 
     manifest = out / f"manifest-{tag}.jsonl"
     atomic_write_text(manifest, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))

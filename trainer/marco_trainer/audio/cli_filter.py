@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
             seen_paths.add(path)
             try:
                 data, info = read_audio(path)
-                check_signal(data, path)
+                check_signal(data, path, info.sample_rate)
                 duration = info.duration
                 digest = hashlib.sha256(data.tobytes() + str(info.sample_rate).encode()).hexdigest()
                 if digest in seen_audio:

@@ -55,12 +55,15 @@ def run(args: argparse.Namespace) -> int:
     for source in tqdm(sources, desc=label, unit="file", file=sys.stderr):
         try:
             data, info = read_audio(source.path)
-            check_signal(data, source.path)
+            check_signal(data, source.path, info.sample_rate)
             downmix(data, source.path)
             records.append(measure(source.key, data, info))
         except AudioRejected as rejected:
             skipped[rejected.reason] += 1
             tqdm.write(f"skipped {rejected}", file=sys.stderr)
+        except Exception as error:  # one file we cannot process must not end the shard
+            skipped["processing_error"] += 1
+            tqdm.write(f"skipped {source.path}: {type(error).__name__}: {error}", file=sys.stderr)
 
     out = Path(args.output_dir)
     profiles.write_shard(

@@ -45,6 +45,8 @@ SUBTYPE_BITS: dict[str, int] = {
     "MPEG_LAYER_III": 0,
 }
 
+#: Shorter than one 20 ms analysis frame is not an utterance (and resamples to nothing).
+MIN_SECONDS = 0.02
 #: A file whose peak stays below this is silence (-80 dBFS).
 SILENCE_PEAK = 1e-4
 #: Samples at or above this magnitude count as clipped.
@@ -131,8 +133,10 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, AudioInfo]:
     return data, AudioInfo(info.sample_rate, data.shape[1], frames, info.format, info.subtype)
 
 
-def check_signal(data: np.ndarray, path: str | Path = "") -> None:
-    """Refuse silent or clipped audio (``data`` as returned by :func:`read_audio`)."""
+def check_signal(data: np.ndarray, path: str | Path = "", sample_rate: int | None = None) -> None:
+    """Refuse too short, silent or clipped audio (``data`` as returned by :func:`read_audio`)."""
+    if sample_rate and data.shape[0] < MIN_SECONDS * sample_rate:
+        raise AudioRejected("too_short", f"{path}: {data.shape[0]} samples < {MIN_SECONDS} s")
     magnitude = np.abs(data)
     if float(magnitude.max()) < SILENCE_PEAK:
         raise AudioRejected("silent", f"{path}: peak below -80 dBFS")
@@ -160,5 +164,5 @@ def downmix(data: np.ndarray, path: str | Path = "") -> np.ndarray:
 def load_mono(path: str | Path) -> tuple[np.ndarray, AudioInfo]:
     """Read, validate and downmix: the one entry point stages use for a source file."""
     data, info = read_audio(path)
-    check_signal(data, path)
+    check_signal(data, path, info.sample_rate)
     return downmix(data, path), info
