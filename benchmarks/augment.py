@@ -6,7 +6,7 @@ Everything runs in one process on one core (numpy/scipy/torch threads pinned to
 1), on the same synthesised speech (flite/espeak-ng, 16 kHz), against the same
 telephony-like target profile (sox: 8 kHz μ-law/GSM, band-pass, white noise).
 Speed is seconds of audio per CPU second (× real time per core), best of
-``--repeats`` interleaved passes, and every row is printed with its ratio to us.
+``--repeats`` passes in which the systems take turns, and every row is printed with its ratio to us.
 
 Chains compared, per utterance (variable lengths, so batch size 1):
 - ours: draw parameters from the profile, then Eq. 3 (R at the drawn rate and
@@ -127,14 +127,19 @@ def make_data(root: Path, minutes: float) -> tuple[list[tuple[np.ndarray, int]],
     return utterances, targets
 
 
-def speed(fn: Callable[[], None], seconds: float, repeats: int) -> float:
-    """× real time per core: audio seconds per CPU second, best of ``repeats``."""
-    best = float("inf")
+def speeds(fns: list[Callable[[], None]], seconds: float, repeats: int) -> list[float]:
+    """× real time per core (audio seconds per CPU second), best of ``repeats``.
+
+    The systems take turns within each repeat, so a burst of load from other
+    processes on the machine falls on all of them alike.
+    """
+    best = [float("inf")] * len(fns)
     for _ in range(repeats):
-        start = time.process_time()
-        fn()
-        best = min(best, time.process_time() - start)
-    return seconds / best
+        for i, fn in enumerate(fns):
+            start = time.process_time()
+            fn()
+            best[i] = min(best[i], time.process_time() - start)
+    return [seconds / b for b in best]
 
 
 def ours_chain(utterances, profile: Profile, assets: Assets) -> Callable[[], None]:
@@ -309,11 +314,12 @@ def main() -> None:
         for task, systems in rows.items():
             for _, fn in systems:  # warm caches and lazy imports out of the timing
                 fn()
-            speeds = [(name, speed(fn, seconds, args.repeats)) for name, fn in systems]
-            ours = speeds[0][1]
-            fastest_peer = max(s for _, s in speeds[1:])
+            measured = speeds([fn for _, fn in systems], seconds, args.repeats)
+            results = list(zip([name for name, _ in systems], measured, strict=True))
+            ours = measured[0]
+            fastest_peer = max(measured[1:])
             print(f"\n{task}")
-            for name, s in speeds:
+            for name, s in results:
                 print(f"  {name:28s} {s:9.1f} x real time per core   ours/this = {ours / s:6.2f}")
             print(
                 f"  ratio to the faster peer: {ours / fastest_peer:.2f}x "
