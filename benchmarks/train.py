@@ -84,8 +84,8 @@ def peer(model: str, manifest: Path, out: Path, steps: int, batch: int, accum: i
         TrainerCallback,
     )
 
-    from marco_trainer.audio import load_audio
     from marco_trainer.data import load_examples
+    from marco_trainer.model_audio import load_audio
     from marco_trainer.models.seq2seq import EncoderDecoderAsr
 
     examples = load_examples([manifest])

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from marco_trainer.audio import AudioError, audio_duration, load_audio
 from marco_trainer.manifest import ManifestProblems, iter_manifests
+from marco_trainer.model_audio import AudioError, audio_duration, load_audio
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def transcribe_examples(
     on_batch: Callable[[int], None] | None = None,
 ) -> tuple[dict[int, str], dict[int, str]]:
     """Transcribe ``examples[i]`` for i in ``indices``; returns (hypotheses, skipped reasons)."""
-    from marco_trainer.audio import AudioError, load_audio
+    from marco_trainer.model_audio import AudioError, load_audio
 
     ordered = sorted(indices, key=lambda i: examples[i].duration)
     hypotheses: dict[int, str] = {}
