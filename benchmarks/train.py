@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +46,16 @@ def make_data(folder: Path, copies: int) -> Path:
     return write_speech_manifest(folder, [s for s in SENTENCES for _ in range(copies)])
 
 
-def ours(model: str, manifest: Path, out: Path, steps: int, batch: int, accum: int, warmup: int):
+def ours(
+    model: str,
+    manifest: Path,
+    out: Path,
+    steps: int,
+    batch: int,
+    accum: int,
+    warmup: int,
+    prefetch: bool = True,
+):
     from marco_trainer.train.loop import Trainer
     from marco_trainer.train.options import TrainOptions
 
@@ -63,6 +73,7 @@ def ours(model: str, manifest: Path, out: Path, steps: int, batch: int, accum: i
         metrics_port=0,
         max_new_tokens=2,
         precision="fp32",
+        prefetch=prefetch,
     )
     trainer = Trainer(opts)
     try:
@@ -150,9 +161,14 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--accum", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--copies", type=int, default=4, help="copies of each sentence")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--also-no-prefetch",
+        action="store_true",
+        help="also time marco-trainer without its background data thread",
+    )
     args = parser.parse_args()
 
     from marco_trainer.runtime import quiet_transformers
@@ -175,9 +191,12 @@ def main() -> int:
                     work / "model", SENTENCES, d_model=128, layers=2, chunk_seconds=10
                 )
             )
-        results: dict[str, list[float]] = {"Seq2SeqTrainer": [], "marco-trainer": []}
+        systems = [("Seq2SeqTrainer", peer), ("marco-trainer", ours)]
+        if args.also_no_prefetch:
+            systems.append(("marco-no-prefetch", partial(ours, prefetch=False)))
+        results: dict[str, list[float]] = {name: [] for name, _ in systems}
         for round_ in range(args.rounds):
-            for name, fn in (("Seq2SeqTrainer", peer), ("marco-trainer", ours)):
+            for name, fn in systems:
                 rate = fn(
                     model,
                     manifest,
@@ -198,6 +217,9 @@ def main() -> int:
     )
     print(f"Seq2SeqTrainer : {peer_rate:7.2f} samples/s (median of {args.rounds})")
     print(f"marco-trainer  : {ours_rate:7.2f} samples/s (median of {args.rounds})")
+    if args.also_no_prefetch:
+        rate = statistics.median(results["marco-no-prefetch"])
+        print(f"marco, no prefetch: {rate:7.2f} samples/s (median of {args.rounds})")
     print(f"ratio marco-trainer / Seq2SeqTrainer = {ours_rate / peer_rate:.2f}")
     return 0
 

@@ -38,13 +38,14 @@ def test_unreadable_files_are_skipped_counted_and_never_stop_training(
         gradient_accumulation=2,
         max_new_tokens=4,
     )
-    args[args.index("--validation-manifest") + 1] = str(speech_manifest)
     assert main(args) == 0
 
     result = StageResult.model_validate_json((out / "result.json").read_text())
     # 6 micro-batches of one file an epoch, 3 steps an epoch: 12 steps read each file 4 times.
     assert result.counts["skipped_audio"] == 2 * 4
     assert result.counts["train_utterances"] == 6
+    # The same manifest validates: its two broken files are left out of WER and counted.
+    assert result.counts["validation_corrupt_audio"] == 2
     trace = read_trace(out)
     learned = [t["loss"] for t in trace if t["loss"] is not None]
     assert len(trace) == 12 and len(learned) >= 8

@@ -42,6 +42,7 @@ def run_train(args: argparse.Namespace) -> int:
             max_consecutive_nonfinite=args.max_consecutive_nonfinite,
             baseline_wer=args.baseline_wer,
             max_new_tokens=args.max_new_tokens,
+            prefetch=args.prefetch,
         )
     except ValueError as error:
         raise SystemExit(f"marco-trainer train: {error}") from error
@@ -104,4 +105,10 @@ def register(subparsers) -> None:
     )
     p.add_argument("--baseline-wer", type=float, default=None, help="WER0 for the model card")
     p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument(
+        "--prefetch",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="load the next step's audio in a background thread (default: on)",
+    )
     p.set_defaults(func=run_train)

@@ -77,6 +77,9 @@ class Trainer:
         self.counts: Counter = Counter()
         self._terminate = False
         self._polled_at = 0.0
+        # Loading and featurising the next step's audio while this one computes hides the
+        # data time (measured by benchmarks/train.py, on CPU too).
+        self.prefetch = opts.prefetch
         self._seed(opts.seed)
 
         family = opts.family
@@ -359,8 +362,13 @@ class Trainer:
             self.asr, self.val_examples, mine, self.opts.eval_batch_size, self.opts.max_new_tokens
         )
         merged: dict[int, str] = {}
-        for part, _ in self.dist.all_gather_object((hypotheses, skipped)):
+        unreadable: dict[int, str] = {}
+        for part, refused in self.dist.all_gather_object((hypotheses, skipped)):
             merged.update(part)
+            unreadable.update(refused)
+        if unreadable and not self.counts["validation_corrupt_audio"]:
+            log.warning("validation: %d unreadable files left out of WER", len(unreadable))
+        self.counts["validation_corrupt_audio"] = len(unreadable)
         wer, cer, _ = score(self.val_examples, merged, self.opts.language)
         state = self.state
         evaluation = Evaluation(
@@ -433,7 +441,7 @@ class Trainer:
                     return EXIT_TERMINATED
                 prepared = pending.result() if pending is not None else self._prepare()
                 pending = None
-                if state.step + 1 < opts.max_steps:
+                if self.prefetch and state.step + 1 < opts.max_steps:
                     pending = pool.submit(self._prepare)
                 self._train_step(prepared)
                 bar.update(1)

@@ -39,6 +39,7 @@ class TrainOptions:
     max_consecutive_nonfinite: int = 3
     baseline_wer: float | None = None
     max_new_tokens: int = 128
+    prefetch: bool = True
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
