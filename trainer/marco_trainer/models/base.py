@@ -65,7 +65,8 @@ class AsrModel:
         """Mean token cross-entropy of ``batch`` through ``module`` (the model or its DDP)."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         with self._autocast():
-            return module(**batch).loss
+            # No KV cache in training: nothing reads it, and building it costs time and memory.
+            return module(**batch, use_cache=False).loss
 
     def _autocast(self):
         if self.autocast_dtype is None:
