@@ -31,12 +31,13 @@ START_LR = 1e-3
 NEW_LR = 2.5e-4
 
 
-def write_directive(path, directive: Directive) -> float:
-    """Atomically, like a ConfigMap update; returns the time it became visible."""
+def write_directive(path, directive: Directive) -> tuple[float, float]:
+    """Atomically, like a ConfigMap update; returns the times just before and after."""
     tmp = path.with_suffix(".tmp")
     tmp.write_text(directive.model_dump_json())
+    before = time.time()
     os.replace(tmp, path)
-    return time.time()
+    return before, time.time()
 
 
 def wait_for(condition, timeout: float, what: str, process: subprocess.Popen):
@@ -86,7 +87,7 @@ def test_directive_changes_lr_on_every_rank_then_stop_exports(
     )
     try:
         wait_for(lambda: len(read_trace(out, 0)) >= 3, 120, "step 3", process)
-        written = write_directive(control, Directive(cycle=1, learning_rate=NEW_LR))
+        replacing, written = write_directive(control, Directive(cycle=1, learning_rate=NEW_LR))
 
         def switched():
             traces = [read_trace(out, r) for r in (0, 1)]
@@ -154,7 +155,9 @@ def test_directive_changes_lr_on_every_rank_then_stop_exports(
     assert all(t["lr"] == NEW_LR for t in rank0 if t["step"] >= switch)
     before = next(t for t in rank0 if t["step"] == switch - 1)
     at = next(t for t in rank0 if t["step"] == switch)
-    assert before["polled"] < written <= at["polled"]
+    # The step before began reading the directive before the file changed, the
+    # switching step finished reading it after: the very next step switched.
+    assert before["polled"] < written and at["polled_until"] > replacing
     for trace in traces[1:]:
         assert next(t["step"] for t in trace if t["lr"] == NEW_LR) == switch
         assert all((t["lr"] == NEW_LR) == (t["step"] >= switch) for t in trace)

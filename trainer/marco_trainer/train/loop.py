@@ -76,7 +76,7 @@ class Trainer:
         self.checkpoints = self.out / "checkpoints"
         self.counts: Counter = Counter()
         self._terminate = False
-        self._polled_at = 0.0
+        self._polled_at = self._polled_until = 0.0  # when this step read the directive
         # Loading and featurising the next step's audio while this one computes hides the
         # data time (measured by benchmarks/train.py, on CPU too).
         self.prefetch = opts.prefetch
@@ -227,6 +227,7 @@ class Trainer:
     def _poll_directive(self) -> None:
         self._polled_at = time.time()
         directive = self.watcher.poll() if self.dist.is_main else None
+        self._polled_until = time.time()
         if (
             self.dist.is_main
             and directive is not None
@@ -312,6 +313,7 @@ class Trainer:
                     "cycle": self.state.cycle,
                     "loss": step_loss if finite else None,
                     "polled": self._polled_at,
+                    "polled_until": self._polled_until,
                     "time": time.time(),
                 }
             )
