@@ -11,7 +11,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ("marco_operator.crd",)
+COMMAND_MODULES: tuple[str, ...] = ("marco_operator.crd", "marco_operator.kopf_driver")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,221 @@
+"""`marco operator`: the cluster driver. kopf wiring only; every decision is core.reconcile's.
+
+Level-triggered: a timer on each AsrAdaptation and every event of a Job the
+operator manages call the same pass (reconciler.reconcile_once), which reads
+the adaptation and its children fresh. Passes over one adaptation are
+serialised by an asyncio lock, so a timer tick and a Job event never
+interleave; the locks are the only in-memory state and losing them on a
+restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import kopf
+    from kubernetes import client
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DriverOptions:
+    namespaces: tuple[str, ...] = ()
+    all_namespaces: bool = False
+    trainer_port: int = 9400
+    trainer_timeout: float = 2.0
+    interval: float = 10.0
+    liveness_endpoint: str | None = None
+    standalone: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
+    """kopf's credentials from the same client configuration the reconciler uses."""
+    import kopf
+
+    header = configuration.get_api_key_with_prefix(
+        "BearerToken"
+    ) or configuration.get_api_key_with_prefix("authorization")
+    scheme, token = None, None
+    if header:
+        parts = header.split(" ", 1)
+        scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0])
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+def build_registry(
+    options: DriverOptions, configuration: client.Configuration
+) -> kopf.OperatorRegistry:
+    import kopf
+
+    from marco_operator import reconciler
+    from marco_operator.kube import Kube
+
+    registry = kopf.OperatorRegistry()
+    kube = Kube(configuration)
+    pass_options = reconciler.Options(
+        trainer_port=options.trainer_port, trainer_timeout=options.trainer_timeout
+    )
+    locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+
+    async def reconcile(namespace: str, name: str) -> None:
+        async with locks[namespace, name]:
+            try:
+                await asyncio.to_thread(
+                    reconciler.reconcile_once, kube, namespace, name, pass_options
+                )
+            except Exception:
+                # The next tick retries from scratch; kopf's own backoff would stall the CR.
+                logger.exception("reconcile of %s/%s failed", namespace, name)
+
+    @kopf.on.login(registry=registry)
+    def login(**_: Any) -> kopf.ConnectionInfo:
+        return connection_info(configuration)
+
+    @kopf.timer(
+        reconciler.GROUP,
+        reconciler.VERSION,
+        reconciler.PLURAL,
+        interval=options.interval,
+        registry=registry,
+    )
+    async def tick(namespace: str, name: str, **_: Any) -> None:
+        await reconcile(namespace, name)
+
+    @kopf.on.event(
+        "batch", "v1", "jobs", labels={reconciler.MANAGED_BY: reconciler.MANAGER}, registry=registry
+    )
+    async def child_job(namespace: str, labels: dict[str, str], **_: Any) -> None:
+        parent = labels.get(reconciler.ADAPTATION_LABEL)
+        if parent:
+            await reconcile(namespace, parent)
+
+    @kopf.on.cleanup(registry=registry)
+    def close(**_: Any) -> None:
+        kube.close()
+
+    return registry
+
+
+def settings_for(options: DriverOptions) -> kopf.OperatorSettings:
+    import kopf
+
+    settings = kopf.OperatorSettings()
+    settings.posting.level = logging.WARNING  # our own Events carry the decisions
+    settings.peering.standalone = options.standalone
+    for key, value in options.extra.items():
+        group, attr = key.split(".", 1)
+        setattr(getattr(settings, group), attr, value)
+    return settings
+
+
+async def operate(
+    options: DriverOptions,
+    configuration: client.Configuration,
+    *,
+    stop_flag: asyncio.Event | threading.Event | None = None,
+    ready_flag: asyncio.Event | threading.Event | None = None,
+) -> None:
+    """Run the operator until the stop flag is set (or a signal in the main thread)."""
+    import kopf
+
+    await kopf.operator(
+        registry=build_registry(options, configuration),
+        settings=settings_for(options),
+        clusterwide=options.all_namespaces,
+        namespaces=list(options.namespaces),
+        standalone=options.standalone,
+        liveness_endpoint=options.liveness_endpoint,
+        stop_flag=stop_flag,
+        ready_flag=ready_flag,
+    )
+
+
+def _command(args: argparse.Namespace) -> int:
+    from marco_operator.kube import load_configuration
+
+    if not args.all_namespaces and not args.namespace:
+        raise SystemExit("marco operator: give --namespace NS (repeatable) or --all-namespaces")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    options = DriverOptions(
+        namespaces=tuple(args.namespace or ()),
+        all_namespaces=args.all_namespaces,
+        trainer_port=args.trainer_port,
+        trainer_timeout=args.trainer_timeout,
+        interval=args.interval,
+        liveness_endpoint=args.liveness,
+        standalone=args.standalone,
+    )
+    configuration = load_configuration(args.kubeconfig, args.context)
+    asyncio.run(operate(options, configuration))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "operator",
+        help="run the Kubernetes operator (kopf) that reconciles AsrAdaptation objects",
+        description="Watch AsrAdaptation objects and their Jobs; run stages, steer the "
+        "learning rate and stop training from measured WER.",
+    )
+    scope = parser.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", "-n", action="append", metavar="NS", help="namespace to serve (repeatable)"
+    )
+    scope.add_argument(
+        "--all-namespaces", "-A", action="store_true", help="serve the whole cluster"
+    )
+    parser.add_argument(
+        "--trainer-port",
+        type=int,
+        default=9400,
+        help="port of rank 0's /v1/evaluations (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--trainer-timeout",
+        type=float,
+        default=2.0,
+        help="seconds to wait for rank 0 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=10.0,
+        help="seconds between reconcile passes per adaptation (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--liveness",
+        metavar="URL",
+        default=None,
+        help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
+    )
+    parser.add_argument(
+        "--standalone", action="store_true", help="no peering with other operator replicas"
+    )
+    parser.add_argument(
+        "--kubeconfig", default=None, help="kubeconfig file when not running in a cluster"
+    )
+    parser.add_argument("--context", default=None, help="kubeconfig context")
+    parser.add_argument("--verbose", "-v", action="store_true")
+    parser.set_defaults(func=_command)

@@ -1,0 +1,263 @@
+"""One level-triggered pass over one AsrAdaptation: observe, decide (core), act.
+
+Everything is read fresh from the API server and rank 0 on every pass; nothing
+is remembered between passes, so any number of passes, by any number of
+operator restarts, converge on the same children and the same status.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from marco_operator.core import JobState, Observed, Outcome, reconcile
+from marco_operator.kube import Kube, KubeError, collection_path
+from marco_trainer.contract import Directive, EvaluationHistory, StageResult
+
+logger = logging.getLogger(__name__)
+
+GROUP = "asr.marco.dev"
+VERSION = "v1alpha1"
+PLURAL = "asradaptations"
+KIND = "AsrAdaptation"
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGER = "marco-asr"
+ADAPTATION_LABEL = f"{GROUP}/adaptation"
+STAGE_LABEL = f"{GROUP}/stage"
+TRAIN_STAGE = "train"
+JOB_NAME_LABEL = "job-name"
+COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+DIRECTIVE_KEY = "directive.json"
+REPORTING_COMPONENT = "marco-asr-operator"
+
+
+@dataclass(frozen=True)
+class Options:
+    trainer_port: int = 9400
+    trainer_timeout: float = 2.0
+
+
+def adaptation_path(namespace: str, name: str = "") -> str:
+    base = collection_path(f"{GROUP}/{VERSION}", PLURAL, namespace)
+    return f"{base}/{name}" if name else base
+
+
+def control_configmap_name(name: str) -> str:
+    return f"{name}-control"
+
+
+# --- observing ----------------------------------------------------------------------------
+
+
+def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for condition in job.get("status", {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return condition
+    return None
+
+
+def _completion_index(pod: Mapping[str, Any]) -> str | None:
+    meta = pod.get("metadata", {})
+    return (meta.get("labels") or {}).get(COMPLETION_INDEX) or (meta.get("annotations") or {}).get(
+        COMPLETION_INDEX
+    )
+
+
+def _lead_pod(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Completion index 0 of an Indexed Job, else the Job's only (or first) pod."""
+    indexed = [pod for pod in pods if _completion_index(pod) is not None]
+    if indexed:
+        zero = [pod for pod in indexed if _completion_index(pod) == "0"]
+        return zero[-1] if zero else None
+    return pods[-1] if pods else None
+
+
+def _termination_result(pod: Mapping[str, Any], job_name: str) -> StageResult | None:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        message = ((status.get("state") or {}).get("terminated") or {}).get("message")
+        if not message:
+            continue
+        try:
+            return StageResult.model_validate_json(message)
+        except ValidationError:
+            # FallbackToLogsOnError puts a log tail here when the stage crashed: not a result.
+            logger.info("job %s: termination message is not a stage result", job_name)
+    return None
+
+
+def _job_state(kube: Kube, namespace: str, job: Mapping[str, Any]) -> JobState:
+    meta = job["metadata"]
+    complete = _condition(job, "Complete") is not None
+    failed_condition = _condition(job, "Failed")
+    reason = None
+    if failed_condition is not None:
+        reason = (
+            f"{failed_condition.get('reason') or 'Failed'}: {failed_condition.get('message') or ''}"
+        )
+    result = None
+    if complete or failed_condition is not None:
+        pods = kube.list(collection_path("v1", "pods", namespace), {JOB_NAME_LABEL: meta["name"]})
+        pod = _lead_pod(pods)
+        result = _termination_result(pod, meta["name"]) if pod is not None else None
+    return JobState(
+        name=meta["name"],
+        stage=(meta.get("labels") or {}).get(STAGE_LABEL, ""),
+        complete=complete,
+        failed=failed_condition is not None,
+        failure_reason=reason,
+        suspended=bool(job.get("spec", {}).get("suspend")),
+        active=int(job.get("status", {}).get("active") or 0),
+        result=result,
+    )
+
+
+def fetch_evaluations(url: str, timeout: float) -> EvaluationHistory | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return EvaluationHistory.model_validate_json(response.read())
+    except (OSError, urllib.error.URLError, TimeoutError, ValidationError) as error:
+        logger.info("rank 0 at %s not readable: %s", url, error)
+        return None
+
+
+def _evaluations(
+    kube: Kube, namespace: str, train: JobState | None, options: Options
+) -> EvaluationHistory | None:
+    if train is None or train.complete or train.failed:
+        return None
+    pods = kube.list(collection_path("v1", "pods", namespace), {JOB_NAME_LABEL: train.name})
+    rank0 = _lead_pod(pods)
+    if rank0 is None:
+        return None
+    status = rank0.get("status", {})
+    ip = status.get("podIP")
+    if not ip or status.get("phase") in ("Succeeded", "Failed"):
+        return None
+    host = f"[{ip}]" if ":" in ip else ip
+    return fetch_evaluations(
+        f"http://{host}:{options.trainer_port}/v1/evaluations", options.trainer_timeout
+    )
+
+
+def _directive(kube: Kube, namespace: str, name: str) -> Directive | None:
+    path = f"{collection_path('v1', 'configmaps', namespace)}/{control_configmap_name(name)}"
+    configmap = kube.get(path)
+    text = ((configmap or {}).get("data") or {}).get(DIRECTIVE_KEY)
+    if not text:
+        return None
+    try:
+        return Directive.model_validate_json(text)
+    except ValidationError:
+        logger.warning("%s/%s: %s holds no valid directive", namespace, name, DIRECTIVE_KEY)
+        return None
+
+
+def observe(kube: Kube, body: Mapping[str, Any], options: Options) -> Observed:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    jobs_raw = kube.list(
+        collection_path("batch/v1", "jobs", namespace),
+        {MANAGED_BY: MANAGER, ADAPTATION_LABEL: name},
+    )
+    jobs: dict[str, JobState] = {}
+    for raw in jobs_raw:
+        state = _job_state(kube, namespace, raw)
+        if state.stage:
+            jobs[state.stage] = state
+    return Observed(
+        jobs=jobs,
+        evaluations=_evaluations(kube, namespace, jobs.get(TRAIN_STAGE), options),
+        directive=_directive(kube, namespace, name),
+        now=time.time(),
+    )
+
+
+# --- acting -------------------------------------------------------------------------------
+
+
+def _timestamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def event_manifest(body: Mapping[str, Any], type_: str, reason: str, message: str) -> dict:
+    meta = body["metadata"]
+    now = _timestamp()
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            # A unique name per occurrence, as client-go does; no reliance on generateName.
+            "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+            "namespace": meta["namespace"],
+        },
+        "involvedObject": {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "source": {"component": REPORTING_COMPONENT},
+        "reportingComponent": REPORTING_COMPONENT,
+        "reportingInstance": socket.gethostname(),
+    }
+
+
+def apply(kube: Kube, body: Mapping[str, Any], observed: Observed, outcome: Outcome) -> None:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    for manifest in outcome.create:
+        if kube.create(manifest):
+            logger.info(
+                "%s/%s: created %s %s",
+                namespace,
+                name,
+                manifest["kind"],
+                manifest["metadata"]["name"],
+            )
+    if outcome.directive is not None and outcome.directive != observed.directive:
+        path = f"{collection_path('v1', 'configmaps', namespace)}/{control_configmap_name(name)}"
+        kube.merge_patch(path, {"data": {DIRECTIVE_KEY: outcome.directive.model_dump_json()}})
+    for job in outcome.suspend:
+        kube.merge_patch(
+            f"{collection_path('batch/v1', 'jobs', namespace)}/{job}", {"spec": {"suspend": True}}
+        )
+    if outcome.status != (body.get("status") or {}):
+        # The whole status is core's answer: replace it, so fields core dropped do not linger
+        # as they would under a merge patch.
+        kube.json_patch(
+            f"{adaptation_path(namespace, name)}/status",
+            [{"op": "add", "path": "/status", "value": outcome.status}],
+        )
+    for event in outcome.events:
+        kube.create(event_manifest(body, event.type, event.reason, event.message))
+
+
+def reconcile_once(kube: Kube, namespace: str, name: str, options: Options) -> float | None:
+    """Read the adaptation fresh, decide, act; returns core's requeue hint (None: done or gone)."""
+    body = kube.get(adaptation_path(namespace, name))
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    observed = observe(kube, body, options)
+    outcome = reconcile(body, observed)
+    apply(kube, body, observed, outcome)
+    return outcome.requeue_after
+
+
+__all__ = ["KubeError", "Options", "apply", "observe", "reconcile_once"]
