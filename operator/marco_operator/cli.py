@@ -11,7 +11,11 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ("marco_operator.crd", "marco_operator.kopf_driver")
+COMMAND_MODULES: tuple[str, ...] = (
+    "marco_operator.crd",
+    "marco_operator.local",
+    "marco_operator.kopf_driver",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,409 @@
+"""The AsrAdaptation API: pydantic models of spec and status.
+
+One source of truth: the CRD's openAPIV3Schema is generated from these models
+(`marco crd`), the operator and the local driver parse manifests with them, and
+the cross-field rules exist twice on purpose — as CEL in the CRD (the API
+server refuses a bad object) and as validators here (a cluster without CEL
+support, or the local driver, refuses it with the same message).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "asr.marco.dev"
+VERSION = "v1alpha1"
+KIND = "AsrAdaptation"
+PLURAL = "asradaptations"
+SINGULAR = "asradaptation"
+SHORT_NAMES = ("asra",)
+API_VERSION = f"{GROUP}/{VERSION}"
+
+#: Longest accepted metadata.name: child Jobs are `<name>-<stage>` and Indexed
+#: pods `<name>-<stage>-<index>`, which must stay a valid 63-character hostname.
+MAX_NAME_LENGTH = 45
+
+Family = Literal["encoder-decoder", "llm"]
+Phase = Literal[
+    "Pending",
+    "Filtering",
+    "Profiling",
+    "Augmenting",
+    "Baseline",
+    "Training",
+    "Evaluating",
+    "Succeeded",
+    "EarlyStopped",
+    "Failed",
+    "Invalid",
+]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "EarlyStopped", "Failed"})
+
+#: Learning-rate bounds per family when the spec gives none (paper §2).
+DEFAULT_LR_BOUNDS: dict[str, tuple[float, float]] = {
+    "encoder-decoder": (1e-7, 1e-5),
+    "llm": (1e-6, 1e-4),
+}
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CEL rule for `x-kubernetes-validations`."""
+    entry = {"rule": rule, "message": message}
+    if field_path:
+        entry["fieldPath"] = field_path
+    return entry
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_assignment=True
+    )
+
+
+# --------------------------------------------------------------------------- spec
+
+
+class LoraSpec(ApiModel):
+    enabled: bool = Field(
+        default=True, description="Train LoRA adapters (llm family); false = full fine-tuning."
+    )
+    r: int = Field(default=16, ge=1, le=1024, description="Adapter rank.")
+    alpha: int = Field(default=32, ge=1, description="Adapter scaling numerator.")
+    dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
+        min_length=1,
+        description="Module names that get adapters.",
+    )
+
+
+class ModelSpec(ApiModel):
+    source: str = Field(
+        min_length=1,
+        description="Hugging Face hub id (org/name) or a model directory on the data volume.",
+    )
+    family: Family | None = Field(
+        default=None,
+        description="encoder-decoder (Whisper) or llm (Qwen2-Audio); detected when omitted.",
+    )
+    language: str | None = Field(default="en", description="Language code of the target audio.")
+    task: Literal["transcribe", "translate"] = "transcribe"
+    decoder_layers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Decoder depth; picks cycle 0's LR (deep decoders start at the lower bound). "
+        "Known for Whisper hub ids.",
+    )
+    lora: LoraSpec = Field(default_factory=LoraSpec)
+
+
+class DataSpec(ApiModel):
+    volume_claim: str | None = Field(
+        default=None,
+        description="PersistentVolumeClaim holding manifests and audio, mounted at mountPath. "
+        "The local driver maps it to a local directory.",
+    )
+    mount_path: str = Field(default="/data", pattern=r"^/")
+    train: list[str] = Field(
+        min_length=1, description="Training manifests (JSONL or directories), relative to mount."
+    )
+    validation: str = Field(
+        min_length=1, description="Target-domain validation manifest (baseline and cycle WER)."
+    )
+    test: str | None = Field(default=None, description="Target-domain test manifest (final WER).")
+    target_audio: str | None = Field(
+        default=None,
+        description="Unlabeled target-domain audio (directory or manifest) for the profile.",
+    )
+
+
+class FilterSpec(ApiModel):
+    enabled: bool = True
+    min_duration: float = Field(default=0.3, ge=0, description="Seconds.")
+    max_duration: float = Field(default=30.0, gt=0, description="Seconds.")
+    max_chars_per_second: float = Field(default=30.0, gt=0)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.minDuration < self.maxDuration", "minDuration must be below maxDuration")
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _durations(self) -> FilterSpec:
+        if self.min_duration >= self.max_duration:
+            raise ValueError("minDuration must be below maxDuration")
+        return self
+
+
+class ProfileSpec(ApiModel):
+    enabled: bool = True
+    shards: int = Field(default=1, ge=1, le=1000, description="Pods of the profile Indexed Job.")
+
+
+class AugmentationSpec(ApiModel):
+    enabled: bool = True
+    preset: Literal["profile", "telephony"] = Field(
+        default="profile",
+        description="profile: Eq. 3 driven by the measured target profile; telephony: Covo-DA.",
+    )
+    copies: int = Field(default=1, ge=1, le=100, description="Augmented copies per utterance.")
+    seed: int = Field(default=0, ge=0)
+    keep_original: bool = Field(default=True, description="Train on original + augmented audio.")
+    shards: int = Field(default=1, ge=1, le=1000)
+    rir_path: str | None = Field(default=None, description="Directory of room impulse responses.")
+    noise_path: str | None = Field(default=None, description="Directory of noise recordings.")
+
+
+class BaselineSpec(ApiModel):
+    enabled: bool = True
+    samples: int = Field(default=200, ge=1, description="Validation utterances measured for WER0.")
+
+
+class LearningRateBounds(ApiModel):
+    min: float = Field(gt=0, description="η_min.")
+    max: float = Field(gt=0, description="η_max.")
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.min < self.max", "learningRate.min must be below learningRate.max")
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LearningRateBounds:
+        if self.min >= self.max:
+            raise ValueError("learningRate.min must be below learningRate.max")
+        return self
+
+
+class EarlyStoppingSpec(ApiModel):
+    patience: int = Field(
+        default=6, ge=1, description="Evaluations without improvement before stopping."
+    )
+    min_improvement: float = Field(
+        default=0.1, ge=0, description="WER points (percent) that count as an improvement."
+    )
+
+
+class TrainingSpec(ApiModel):
+    learning_rate: LearningRateBounds | None = Field(
+        default=None,
+        description="[η_min, η_max]; defaults per family: [1e-7, 1e-5] encoder-decoder, "
+        "[1e-6, 1e-4] llm.",
+    )
+    initial_learning_rate: float | None = Field(
+        default=None, gt=0, description="Cycle 0's LR (encoder-decoder); default from the bounds."
+    )
+    sigma_ref: float = Field(default=0.5, gt=0, description="σ_ref of Eq. 1, in WER points.")
+    cycle_steps: int = Field(default=250, ge=1, description="Optimizer steps per LR cycle.")
+    eval_every: int = Field(default=50, ge=1, description="Steps between validation WERs.")
+    eval_samples: int = Field(default=200, ge=1, description="Validation utterances per eval.")
+    per_device_batch_size: int = Field(default=4, ge=1)
+    gradient_accumulation: int = Field(default=8, ge=1)
+    max_steps: int = Field(default=5000, ge=1)
+    max_cycles: int | None = Field(default=None, ge=1, description="Stop after this many cycles.")
+    early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
+    precision: Literal["auto", "bf16", "fp32"] = "auto"
+    gradient_checkpointing: bool = False
+    stop_grace_period_seconds: int = Field(
+        default=300, ge=0, description="A stop not honoured within this is enforced by suspending."
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.cycleSteps >= self.evalEvery",
+                    "cycleSteps must be at least evalEvery (a cycle needs an evaluation)",
+                ),
+                cel(
+                    "!has(self.learningRate) || !has(self.initialLearningRate) || "
+                    "(self.initialLearningRate >= self.learningRate.min && "
+                    "self.initialLearningRate <= self.learningRate.max)",
+                    "initialLearningRate must lie inside learningRate",
+                ),
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingSpec:
+        if self.cycle_steps < self.eval_every:
+            raise ValueError("cycleSteps must be at least evalEvery (a cycle needs an evaluation)")
+        bounds, first = self.learning_rate, self.initial_learning_rate
+        if bounds is not None and first is not None and not bounds.min <= first <= bounds.max:
+            raise ValueError("initialLearningRate must lie inside learningRate")
+        return self
+
+
+class EvaluationSpec(ApiModel):
+    enabled: bool = True
+    max_samples: int | None = Field(
+        default=None, ge=1, description="Test utterances; all when unset."
+    )
+
+
+class Toleration(ApiModel):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class ResourcesSpec(ApiModel):
+    image: str = Field(default="ghcr.io/marco-asr/trainer:0.1.0", min_length=1)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    nodes: int = Field(default=1, ge=1, le=256, description="Training pods (torchrun nodes).")
+    gpus_per_node: int = Field(default=1, ge=0, le=16, description="0 trains on CPU.")
+    gpu_resource_name: str = Field(default="nvidia.com/gpu", min_length=1)
+    cpu: str = Field(default="4", description="CPU request of every stage pod.")
+    memory: str = Field(default="32Gi", description="Memory request of every stage pod.")
+    shared_memory: str = Field(default="8Gi", description="/dev/shm size for data workers/NCCL.")
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    priority_class_name: str | None = None
+    service_account_name: str | None = Field(
+        default=None, description="Trainer pods' ServiceAccount (it needs no API rights)."
+    )
+    backoff_limit: int = Field(default=2, ge=0, description="Pod retries per stage Job.")
+
+
+class OutputSpec(ApiModel):
+    volume_claim: str | None = Field(default=None, description="Defaults to data.volumeClaim.")
+    mount_path: str = Field(default="/output", pattern=r"^/")
+    path: str | None = Field(
+        default=None, description="Directory under the mount; default marco-asr/<name>."
+    )
+
+
+class AsrAdaptationSpec(ApiModel):
+    model: ModelSpec
+    data: DataSpec
+    filter: FilterSpec = Field(default_factory=FilterSpec)
+    profile: ProfileSpec = Field(default_factory=ProfileSpec)
+    augmentation: AugmentationSpec = Field(default_factory=AugmentationSpec)
+    baseline: BaselineSpec = Field(default_factory=BaselineSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.profile.enabled || has(self.data.targetAudio)",
+                    "profile.enabled needs data.targetAudio",
+                ),
+                cel(
+                    "!self.augmentation.enabled || self.augmentation.preset != 'profile' "
+                    "|| self.profile.enabled",
+                    "augmentation.preset 'profile' needs profile.enabled",
+                ),
+                cel(
+                    "!self.evaluation.enabled || has(self.data.test)",
+                    "evaluation.enabled needs data.test",
+                ),
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _stages_have_inputs(self) -> AsrAdaptationSpec:
+        if self.profile.enabled and not self.data.target_audio:
+            raise ValueError("profile.enabled needs data.targetAudio")
+        augmentation = self.augmentation
+        if augmentation.enabled and augmentation.preset == "profile" and not self.profile.enabled:
+            raise ValueError("augmentation.preset 'profile' needs profile.enabled")
+        if self.evaluation.enabled and not self.data.test:
+            raise ValueError("evaluation.enabled needs data.test")
+        return self
+
+
+# --------------------------------------------------------------------------- status
+
+
+class Condition(ApiModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str | None = None
+
+
+class StageStatus(ApiModel):
+    job_name: str | None = None
+    state: Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"] = "Pending"
+    start_time: str | None = Field(default=None, description="When the stage's Job was created.")
+    completion_time: str | None = Field(default=None, description="When it was seen finished.")
+    wer: float | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    message: str | None = None
+
+
+class CycleRecord(ApiModel):
+    """One LR cycle: the LR it ran at and what was measured in it."""
+
+    cycle: int = Field(ge=0)
+    learning_rate: float = Field(gt=0)
+    reason: str = Field(description="Why this LR (Eq. 1 σ, Eq. 2 WER, initial choice).")
+    wers: list[float] = Field(default_factory=list, description="WERs measured in the cycle.")
+    sigma_wer: float | None = None
+
+
+class StopRecord(ApiModel):
+    requested_at: float = Field(description="Unix time the stop directive was written.")
+    reason: str
+    step: int | None = None
+
+
+class AsrAdaptationStatus(ApiModel):
+    model_config = ConfigDict(extra="ignore")  # kopf keeps its own bookkeeping in status
+
+    phase: Phase = "Pending"
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    message: str | None = None
+    family: Family | None = None
+    stages: dict[str, StageStatus] = Field(default_factory=dict)
+    baseline_wer: float | None = None
+    final_wer: float | None = None
+    step: int | None = None
+    cycle: int | None = None
+    learning_rate: float | None = None
+    sigma_wer: float | None = None
+    wer: float | None = None
+    best_wer: float | None = None
+    best_step: int | None = None
+    cycles: list[CycleRecord] = Field(default_factory=list)
+    stop: StopRecord | None = None
+
+
+def field_path(error: ValidationError, prefix: str = "spec") -> str:
+    """The camelCase path of a validation error's first field, e.g. spec.training.maxSteps."""
+    loc = error.errors()[0]["loc"]
+    parts = [prefix]
+    for item in loc:
+        parts.append(f"[{item}]" if isinstance(item, int) else str(item))
+    return ".".join(parts).replace(".[", "[")
+
+
+def describe_error(error: ValidationError, prefix: str = "spec") -> str:
+    first = error.errors()[0]
+    return f"{field_path(error, prefix)}: {first['msg'].removeprefix('Value error, ')}"
+
+
+def parse_spec(spec: dict[str, Any]) -> AsrAdaptationSpec:
+    """Parse a CR's spec; raises ValidationError (use describe_error for the message)."""
+    return AsrAdaptationSpec.model_validate(spec)

@@ -1,0 +1,452 @@
+"""reconcile(): the whole control logic of one AsrAdaptation, as a pure function.
+
+Level-triggered, in the manner of controller-runtime: whatever woke us, read
+the object and what exists now (`Observed`), compute the desired children,
+directive and status, and return them (`Outcome`). The kopf driver and the
+local driver only gather `Observed` and apply `Outcome`. Safe to call any
+number of times: children have deterministic names, and every decision is a
+function of the evaluation history and the directive in force, so a restarted
+operator reaches the same decisions instead of taking them twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from marco_operator.api import (
+    MAX_NAME_LENGTH,
+    TERMINAL_PHASES,
+    AsrAdaptationSpec,
+    AsrAdaptationStatus,
+    Condition,
+    CycleRecord,
+    StageStatus,
+    StopRecord,
+    describe_error,
+    parse_spec,
+)
+from marco_operator.plan import (
+    PHASE_OF_STAGE,
+    STAGES,
+    Layout,
+    StageCommand,
+    enabled_stages,
+    stage_command,
+)
+from marco_operator.resources import (
+    Owner,
+    cluster_layout,
+    control_configmap,
+    job_name,
+    stage_job,
+    train_service,
+)
+from marco_operator.schedule import (
+    ScheduleSettings,
+    best_evaluation,
+    cycle_wers,
+    decide,
+    detect_family,
+    initial_learning_rate,
+    known_decoder_layers,
+    lr_bounds,
+    sigma,
+)
+from marco_trainer.contract import Directive, Evaluation, EvaluationHistory, StageResult
+
+#: Seconds until the next look while a stage runs (the driver's timer may be faster).
+REQUEUE_RUNNING = 10.0
+DEFAULT_FAMILY = "encoder-decoder"
+
+
+@dataclass(frozen=True)
+class JobState:
+    name: str
+    stage: str
+    complete: bool = False
+    failed: bool = False
+    failure_reason: str | None = None
+    suspended: bool = False
+    active: int = 0
+    result: StageResult | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    jobs: dict[str, JobState] = field(default_factory=dict)
+    evaluations: EvaluationHistory | None = None
+    directive: Directive | None = None
+    now: float = field(default_factory=time.time)
+
+
+@dataclass
+class Event:
+    type: str
+    reason: str
+    message: str
+
+
+@dataclass
+class Outcome:
+    status: dict[str, Any]
+    create: list[dict[str, Any]] = field(default_factory=list)
+    #: The stage commands behind the Jobs in `create`, for drivers that run them directly.
+    commands: list[StageCommand] = field(default_factory=list)
+    directive: Directive | None = None
+    suspend: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+    requeue_after: float | None = None
+
+
+def _iso(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    status: AsrAdaptationStatus, type_: str, value: str, reason: str, message: str, now: float
+) -> None:
+    """Upsert a condition; lastTransitionTime moves only when the status value flips."""
+    for i, condition in enumerate(status.conditions):
+        if condition.type == type_:
+            moved = condition.status != value
+            status.conditions[i] = Condition(
+                type=type_,
+                status=value,  # type: ignore[arg-type]
+                reason=reason,
+                message=message,
+                last_transition_time=_iso(now) if moved else condition.last_transition_time,
+            )
+            return
+    status.conditions.append(
+        Condition(
+            type=type_,
+            status=value,  # type: ignore[arg-type]
+            reason=reason,
+            message=message,
+            last_transition_time=_iso(now),
+        )
+    )
+
+
+def dump_status(status: AsrAdaptationStatus) -> dict[str, Any]:
+    # None stays in: under a merge patch it deletes the field, so stale values go.
+    return status.model_dump(by_alias=True, mode="json")
+
+
+class _Run:
+    """One reconcile pass: the mutable working state, discarded afterwards."""
+
+    def __init__(self, body: Mapping[str, Any], observed: Observed) -> None:
+        self.body = body
+        self.observed = observed
+        self.now = observed.now
+        self.old = AsrAdaptationStatus.model_validate(body.get("status") or {})
+        self.status = self.old.model_copy(deep=True)
+        self.status.observed_generation = body.get("metadata", {}).get("generation")
+        self.owner = Owner.from_body(dict(body))
+        self.outcome = Outcome(status={})
+
+    def event(self, type_: str, reason: str, message: str) -> None:
+        self.outcome.events.append(Event(type_, reason, message))
+
+    def finish(self) -> Outcome:
+        status = self.status
+        if status.phase != self.old.phase:
+            warning = status.phase in ("Failed", "Invalid", "EarlyStopped")
+            detail = f": {status.message}" if status.message else ""
+            self.outcome.events.insert(
+                0,
+                Event(
+                    "Warning" if warning else "Normal",
+                    "PhaseChanged",
+                    f"{self.old.phase} → {status.phase}{detail}",
+                ),
+            )
+        self.outcome.status = dump_status(status)
+        return self.outcome
+
+
+def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None = None) -> Outcome:
+    """The desired children, directive and status of one AsrAdaptation, given what exists.
+
+    `layout` says where stage processes see data and outputs: the pod mounts by
+    default, local directories for the local driver.
+    """
+    run = _Run(body, observed)
+    status = run.status
+    if status.phase in TERMINAL_PHASES:
+        return run.finish()
+    spec = _validated_spec(run)
+    if spec is None:
+        return run.finish()
+    layout = layout or cluster_layout(spec, run.owner)
+    stages = enabled_stages(spec)
+    for stage in STAGES:
+        if stage not in stages:
+            status.stages[stage] = StageStatus(state="Skipped")
+    for stage in stages:
+        record = status.stages.setdefault(stage, StageStatus())
+        record.job_name = job_name(run.owner, stage)
+        if record.state == "Succeeded":
+            continue  # remembered in status: the Job may have been cleaned up since
+        job = observed.jobs.get(stage)
+        if job is None:
+            _start_stage(run, spec, layout, stage)
+            return run.finish()
+        if job.failed:
+            _fail(run, stage, job)
+            return run.finish()
+        if job.complete:
+            _complete_stage(run, spec, stage, job)
+            continue
+        status.phase = PHASE_OF_STAGE[stage]  # type: ignore[assignment]
+        record.state = "Running"
+        set_condition(status, "Ready", "False", f"{status.phase}", f"{stage} running", run.now)
+        if stage == "train":
+            _steer_training(run, spec, job)
+        else:
+            run.outcome.requeue_after = REQUEUE_RUNNING
+        return run.finish()
+    status.phase = "Succeeded"
+    status.message = _summary(status)
+    set_condition(status, "Ready", "True", "Succeeded", status.message, run.now)
+    return run.finish()
+
+
+def _validated_spec(run: _Run) -> AsrAdaptationSpec | None:
+    status = run.status
+    name = run.owner.name
+    try:
+        if len(name) > MAX_NAME_LENGTH:
+            raise ValueError(f"metadata.name: longer than {MAX_NAME_LENGTH} characters")
+        return parse_spec(dict(run.body.get("spec") or {}))
+    except ValidationError as error:
+        message = describe_error(error)
+    except ValueError as error:
+        message = str(error)
+    status.phase = "Invalid"
+    status.message = message
+    set_condition(status, "Ready", "False", "InvalidSpec", message, run.now)
+    if run.old.message != message or run.old.phase != "Invalid":
+        run.event("Warning", "InvalidSpec", message)
+    return None
+
+
+def _family(run: _Run, spec: AsrAdaptationSpec) -> str | None:
+    """Spec, then the model's name, then what the baseline stage detected."""
+    return spec.model.family or detect_family(spec.model.source) or run.status.family
+
+
+def _start_stage(run: _Run, spec: AsrAdaptationSpec, layout: Layout, stage: str) -> None:
+    status = run.status
+    family = _family(run, spec)
+    learning_rate = None
+    if stage == "train":
+        family = family or DEFAULT_FAMILY
+        status.family = family  # type: ignore[assignment]
+        # With cycles already recorded the Job vanished mid-training (deleted, or a local
+        # run interrupted): it starts again under the directive in force and the trainer
+        # resumes from its checkpoint.
+        if not status.cycles and not _first_cycle(run, spec, family):
+            return
+        directive = _current_directive(run)
+        learning_rate = directive.learning_rate
+        run.outcome.create.append(control_configmap(run.owner, directive))
+        run.outcome.create.append(train_service(run.owner))
+        run.outcome.directive = directive
+    command = stage_command(
+        spec,
+        stage,
+        layout,
+        name=run.owner.name,
+        family=family or "auto",
+        learning_rate=learning_rate,
+    )
+    run.outcome.create.append(stage_job(spec, run.owner, command))
+    run.outcome.commands.append(command)
+    status.phase = PHASE_OF_STAGE[stage]  # type: ignore[assignment]
+    status.message = None
+    status.stages[stage].state = "Running"
+    status.stages[stage].start_time = status.stages[stage].start_time or _iso(run.now)
+    set_condition(status, "Ready", "False", status.phase, f"{stage} Job created", run.now)
+    run.event("Normal", "StageStarted", f"created Job {job_name(run.owner, stage)}")
+    run.outcome.requeue_after = REQUEUE_RUNNING
+
+
+def _first_cycle(run: _Run, spec: AsrAdaptationSpec, family: str) -> bool:
+    """Record cycle 0 and its LR in the status; False (and phase Invalid) if there is none."""
+    status = run.status
+    lr_min, lr_max = lr_bounds(spec.training, family)
+    try:
+        learning_rate, reason = initial_learning_rate(
+            family,
+            lr_min,
+            lr_max,
+            baseline_wer=status.baseline_wer,
+            decoder_layers=spec.model.decoder_layers or known_decoder_layers(spec.model.source),
+            override=spec.training.initial_learning_rate,
+        )
+    except ValueError as error:
+        status.phase = "Invalid"
+        status.message = (
+            f"spec.baseline.enabled: {error}; enable the baseline or set "
+            "spec.training.initialLearningRate"
+        )
+        set_condition(status, "Ready", "False", "InvalidSpec", status.message, run.now)
+        return False
+    status.cycle, status.learning_rate = 0, learning_rate
+    status.cycles = [CycleRecord(cycle=0, learning_rate=learning_rate, reason=reason)]
+    run.event("Normal", "LearningRateSet", f"cycle 0 at LR {learning_rate:.3g} ({reason})")
+    return True
+
+
+def _fail(run: _Run, stage: str, job: JobState) -> None:
+    status = run.status
+    reason = job.failure_reason or "unknown reason"
+    status.phase = "Failed"
+    status.message = f"{stage} Job {job.name} failed: {reason}"
+    status.stages[stage].state = "Failed"
+    status.stages[stage].message = reason
+    status.stages[stage].completion_time = _iso(run.now)
+    set_condition(status, "Ready", "False", "StageFailed", status.message, run.now)
+
+
+def _complete_stage(run: _Run, spec: AsrAdaptationSpec, stage: str, job: JobState) -> None:
+    status = run.status
+    record = status.stages[stage]
+    result = job.result
+    record.state = "Succeeded"
+    record.completion_time = _iso(run.now)
+    if result is not None:
+        record.wer = result.wer
+        record.counts = dict(result.counts)
+        record.message = result.message
+    if stage == "baseline" and result is not None:
+        status.baseline_wer = result.wer
+        if not _family(run, spec) and result.family:
+            status.family = result.family  # type: ignore[assignment]
+    if stage == "train" and result is not None:
+        status.best_wer = result.wer if result.wer is not None else status.best_wer
+        status.best_step = result.best_step if result.best_step is not None else status.best_step
+        status.step = result.steps if result.steps is not None else status.step
+    if stage == "evaluate" and result is not None:
+        status.final_wer = result.wer
+    wer = f", WER {result.wer:.2f}%" if result is not None and result.wer is not None else ""
+    run.event("Normal", "StageSucceeded", f"{stage} finished{wer}")
+
+
+def _current_directive(run: _Run) -> Directive:
+    """The ConfigMap is the truth; the status's last cycle stands in until it is readable."""
+    if run.observed.directive is not None:
+        return run.observed.directive
+    last = run.status.cycles[-1]
+    return Directive(
+        cycle=last.cycle,
+        learning_rate=last.learning_rate,
+        reason=last.reason,
+        stop=run.status.stop is not None,
+    )
+
+
+def _sync_cycles(status: AsrAdaptationStatus, current: Directive, history: list[Evaluation]):
+    """Make the cycle records agree with the directive in force and the history.
+
+    Derived, not accumulated: after a restart between writing the directive and
+    the status, this repairs the status instead of deciding again.
+    """
+    records = {record.cycle: record for record in status.cycles}
+    if current.cycle not in records:
+        records[current.cycle] = CycleRecord(
+            cycle=current.cycle,
+            learning_rate=current.learning_rate,
+            reason=current.reason or "directive in force",
+        )
+    for cycle, record in records.items():
+        if history:
+            record.wers = cycle_wers(history, cycle)
+        if cycle < current.cycle:
+            record.sigma_wer = sigma(record.wers)
+    status.cycles = [records[c] for c in sorted(records)]
+
+
+def _steer_training(run: _Run, spec: AsrAdaptationSpec, job: JobState) -> None:
+    status = run.status
+    run.outcome.requeue_after = REQUEUE_RUNNING
+    family = status.family or _family(run, spec) or DEFAULT_FAMILY
+    current = _current_directive(run)
+    history = list(run.observed.evaluations.evaluations) if run.observed.evaluations else []
+    _observe_history(status, history)
+    if current.stop and status.stop is None:
+        status.stop = StopRecord(requested_at=run.now, reason=current.reason or "stop")
+    if status.stop is not None:
+        run.outcome.directive = current
+        grace = spec.training.stop_grace_period_seconds
+        if job.suspended:
+            _early_stopped(run, job)
+        elif run.now - status.stop.requested_at > grace:
+            run.outcome.suspend.append(job.name)
+            run.event(
+                "Warning",
+                "StopNotHonoured",
+                f"trainer ignored the stop for {grace}s; suspending Job {job.name}",
+            )
+            _early_stopped(run, job)
+        return
+    settings = ScheduleSettings.from_spec(spec.training, family)
+    decision = decide(settings, current, history)
+    directive = decision.directive
+    run.outcome.directive = directive
+    _sync_cycles(status, directive, history)
+    status.cycle, status.learning_rate = directive.cycle, directive.learning_rate
+    if decision.sigma_wer is not None:
+        status.sigma_wer = decision.sigma_wer
+    if not decision.changed:
+        return
+    if directive.stop:
+        status.stop = StopRecord(
+            requested_at=run.now, reason=directive.reason or "stop", step=status.best_step
+        )
+        run.event("Normal", "EarlyStop", directive.reason or "stop")
+    else:
+        run.event(
+            "Normal",
+            "LearningRateChanged",
+            f"cycle {directive.cycle} at LR {directive.learning_rate:.3g} ({directive.reason})",
+        )
+
+
+def _observe_history(status: AsrAdaptationStatus, history: list[Evaluation]) -> None:
+    if not history:
+        return
+    last = max(history, key=lambda e: e.step)
+    status.step, status.wer = last.step, last.wer
+    best = best_evaluation(history)
+    if best is not None:
+        status.best_wer, status.best_step = best.wer, best.step
+
+
+def _early_stopped(run: _Run, job: JobState) -> None:
+    status = run.status
+    status.phase = "EarlyStopped"
+    best = ""
+    if status.best_wer is not None:
+        best = f"; best WER {status.best_wer:.2f}% at step {status.best_step}"
+    status.message = f"stop not honoured, Job {job.name} suspended{best}"
+    status.stages["train"].state = "Failed"
+    set_condition(status, "Ready", "False", "StopNotHonoured", status.message, run.now)
+    run.outcome.requeue_after = None
+
+
+def _summary(status: AsrAdaptationStatus) -> str:
+    parts = []
+    if status.baseline_wer is not None:
+        parts.append(f"baseline WER {status.baseline_wer:.2f}%")
+    if status.final_wer is not None:
+        parts.append(f"final WER {status.final_wer:.2f}%")
+    return ", ".join(parts) or "all stages succeeded"

@@ -1,0 +1,194 @@
+"""`marco crd`: the CustomResourceDefinition, generated from the pydantic models.
+
+Pydantic writes JSON Schema 2020-12; a CRD wants a structural OpenAPI v3.0
+schema: no $ref, nullable instead of null unions, boolean exclusive bounds,
+no titles. The conversion is mechanical and lives here, so crds/ is never
+edited by hand (a test regenerates it and diffs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from marco_operator.api import (
+    GROUP,
+    KIND,
+    MAX_NAME_LENGTH,
+    PLURAL,
+    SHORT_NAMES,
+    SINGULAR,
+    VERSION,
+    AsrAdaptationSpec,
+    AsrAdaptationStatus,
+    cel,
+)
+
+CRD_FILE = f"{PLURAL}.{GROUP}.yaml"
+
+PRINTER_COLUMNS: list[dict[str, Any]] = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {"name": "Cycle", "type": "integer", "jsonPath": ".status.cycle"},
+    {"name": "LR", "type": "number", "jsonPath": ".status.learningRate"},
+    {"name": "WER", "type": "number", "jsonPath": ".status.wer"},
+    {"name": "Best WER", "type": "number", "jsonPath": ".status.bestWer"},
+    {"name": "Family", "type": "string", "jsonPath": ".status.family", "priority": 1},
+    {"name": "Baseline", "type": "number", "jsonPath": ".status.baselineWer", "priority": 1},
+    {"name": "Final", "type": "number", "jsonPath": ".status.finalWer", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+_DROP = {"title", "$defs", "discriminator"}
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = copy.deepcopy(defs[node["$ref"].rsplit("/", 1)[-1]])
+        extra = {k: v for k, v in node.items() if k != "$ref"}
+        return _resolve({**target, **extra}, defs)
+    return {k: _resolve(v, defs) for k, v in node.items() if k not in _DROP}
+
+
+def _openapi(node: Any) -> Any:
+    """JSON Schema 2020-12 → structural OpenAPI v3.0, bottom-up."""
+    if isinstance(node, list):
+        return [_openapi(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _openapi(v) for k, v in node.items()}
+    for union in ("anyOf", "oneOf"):
+        options = node.get(union)
+        if options and any(o.get("type") == "null" for o in options):
+            rest = [o for o in options if o.get("type") != "null"]
+            node.pop(union)
+            if len(rest) == 1:
+                node = {**rest[0], **node}
+            else:
+                node[union] = rest
+            node["nullable"] = True
+    for bound, plain in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if isinstance(node.get(bound), int | float) and not isinstance(node.get(bound), bool):
+            node[plain] = node[bound]
+            node[bound] = True
+    if node.get("additionalProperties") is False:
+        # Structural schemas forbid it beside properties; unknown fields are pruned anyway.
+        node.pop("additionalProperties")
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    if node.get("default", 0) is None:
+        node.pop("default")  # a null default only clutters the schema
+    if node.get("type") == "object" and "properties" in node:
+        required = set(node.get("required", []))
+        for name, prop in node["properties"].items():
+            # Objects of defaults get `default: {}`, so the API server fills them in
+            # and CEL rules can read e.g. self.profile.enabled on a terse manifest.
+            if (
+                name not in required
+                and prop.get("type") == "object"
+                and "properties" in prop
+                and not prop.get("nullable")
+                and "default" not in prop
+            ):
+                prop["default"] = {}
+    return node
+
+
+def structural_schema(model: type) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")  # type: ignore[attr-defined]
+    return _openapi(_resolve(raw, raw.get("$defs", {})))
+
+
+def build_crd() -> dict[str, Any]:
+    spec_schema = structural_schema(AsrAdaptationSpec)
+    status_schema = structural_schema(AsrAdaptationStatus)
+    # kopf keeps its own bookkeeping under status; pruning it would break the operator.
+    status_schema["x-kubernetes-preserve-unknown-fields"] = True
+    root = {
+        "type": "object",
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "spec": spec_schema,
+            "status": status_schema,
+        },
+        "x-kubernetes-validations": [
+            cel(
+                f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+                f"metadata.name must be at most {MAX_NAME_LENGTH} characters "
+                "(child Jobs and pod hostnames append to it)",
+            )
+        ],
+    }
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{PLURAL}.{GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "marco-asr"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND,
+                "listKind": f"{KIND}List",
+                "plural": PLURAL,
+                "singular": SINGULAR,
+                "shortNames": list(SHORT_NAMES),
+                "categories": ["all", "marco"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": PRINTER_COLUMNS,
+                    "schema": {"openAPIV3Schema": root},
+                }
+            ],
+        },
+    }
+
+
+def render_crd() -> str:
+    header = "# Generated by `marco crd` from marco_operator/api.py. Do not edit.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
+
+
+def _command(args: argparse.Namespace) -> int:
+    text = render_crd()
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+        return 0
+    path = Path(args.output)
+    if path.is_dir() or args.output.endswith("/"):
+        path = path / CRD_FILE
+    if args.check:
+        current = path.read_text() if path.exists() else ""
+        if current != text:
+            print(f"{path} is stale: run `marco crd --output {args.output}`", file=sys.stderr)
+            return 1
+        return 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    print(f"wrote {path}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("crd", help="write the AsrAdaptation CRD generated from the API")
+    parser.add_argument("--output", "-o", default="-", help="file or directory (default: stdout)")
+    parser.add_argument("--check", action="store_true", help="exit 1 if the file differs")
+    parser.set_defaults(func=_command)

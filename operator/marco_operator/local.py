@@ -1,0 +1,314 @@
+"""`marco run -f FILE.yaml`: the embedded default, one machine and no cluster.
+
+The same `core.reconcile` that the kopf driver calls decides everything; this
+driver only plays the cluster: each stage "Job" is a local subprocess of the
+trainer CLI, the control ConfigMap is a plain file, the CR status is
+`status.json`, Events go to the terminal and `events.jsonl`. The spec's data
+volume maps to `--data-dir`, its output to `--output-dir`.
+
+Ctrl-C stops the stage processes and saves the status; running the same
+command again resumes (finished stages are remembered, the trainer resumes
+from its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from marco_operator.api import API_VERSION, KIND, TERMINAL_PHASES, AsrAdaptationStatus
+from marco_operator.core import Event, JobState, Observed, Outcome, reconcile
+from marco_operator.plan import Layout, StageCommand, output_path
+from marco_trainer.contract import Directive, EvaluationHistory, StageResult
+from marco_trainer.manifest import atomic_write_text
+
+STOP_TIMEOUT = 20.0
+
+
+@dataclass
+class LocalJob:
+    """A stage process standing in for a Job."""
+
+    command: StageCommand
+    process: subprocess.Popen
+    log_path: Path
+    suspended: bool = False
+
+    def state(self, stage_dir: Path) -> JobState:
+        name = f"local-{self.command.stage}"
+        code = self.process.poll()
+        if self.suspended:
+            return JobState(name=name, stage=self.command.stage, suspended=True)
+        if code is None:
+            return JobState(name=name, stage=self.command.stage, active=1)
+        if code == 0:
+            return JobState(
+                name=name, stage=self.command.stage, complete=True, result=_result(stage_dir)
+            )
+        return JobState(
+            name=name,
+            stage=self.command.stage,
+            failed=True,
+            failure_reason=f"exit code {code}: {_last_line(self.log_path)} (log: {self.log_path})",
+        )
+
+
+def _result(stage_dir: Path) -> StageResult | None:
+    path = stage_dir / "result.json"
+    if not path.exists():
+        return None
+    return StageResult.model_validate_json(path.read_text())
+
+
+def _last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1][-300:] if lines else "no output"
+
+
+@dataclass
+class LocalRun:
+    manifest: dict[str, Any]
+    data_dir: Path
+    output_dir: Path
+    metrics_port: int = 9400
+    nproc_per_node: int = 1
+    jobs: dict[str, LocalJob] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        meta = self.manifest.setdefault("metadata", {})
+        if "name" not in meta:
+            raise ValueError("metadata.name: required")
+        meta.setdefault("namespace", "local")
+        # A stable uid: the same manifest resumes the same run.
+        meta.setdefault("uid", str(uuid.uuid5(uuid.NAMESPACE_URL, f"marco-asr/{meta['name']}")))
+        meta.setdefault("generation", 1)
+        spec = self.manifest.get("spec") or {}
+        out = output_path((spec.get("output") or {}).get("path"), meta["name"])
+        self.root = (self.output_dir / out).resolve()
+        mount = (spec.get("data") or {}).get("mountPath", "/data")
+        self.layout = Layout(
+            data_mount=mount,
+            data_root=str(self.data_dir.resolve()),
+            output_root=str(self.root),
+            control_file=str(self.root / "control" / "directive.json"),
+            metrics_port=self.metrics_port,
+        )
+        self.status_path = self.root / "status.json"
+        self.events_path = self.root / "events.jsonl"
+        self.logs = self.root / "logs"
+
+    # ----------------------------------------------------------------- state I/O
+
+    def load_status(self) -> dict[str, Any]:
+        if not self.status_path.exists():
+            return {}
+        return json.loads(self.status_path.read_text())
+
+    def save_status(self, status: dict[str, Any]) -> None:
+        atomic_write_text(self.status_path, json.dumps(status, indent=2) + "\n")
+
+    def read_directive(self) -> Directive | None:
+        path = Path(self.layout.control_file)
+        if not path.exists():
+            return None
+        return Directive.model_validate_json(path.read_text())
+
+    def write_directive(self, directive: Directive) -> None:
+        atomic_write_text(self.layout.control_file, directive.model_dump_json())
+
+    def fetch_evaluations(self) -> EvaluationHistory | None:
+        url = f"http://127.0.0.1:{self.metrics_port}/v1/evaluations"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return EvaluationHistory.model_validate_json(response.read())
+        except (urllib.error.URLError, OSError, ValidationError, ValueError):
+            # Not up yet, or between restarts: the trainer's file is the next best source.
+            path = self.root / "train" / "evaluations.json"
+            if path.exists():
+                try:
+                    return EvaluationHistory.model_validate_json(path.read_text())
+                except ValidationError:
+                    return None
+            return None
+
+    # ----------------------------------------------------------------- processes
+
+    def command_line(self, command: StageCommand) -> list[str]:
+        if command.distributed and self.nproc_per_node > 1:
+            return [
+                sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc-per-node={self.nproc_per_node}", "-m", "marco_trainer", *command.args,
+            ]  # fmt: skip
+        return [sys.executable, "-m", "marco_trainer", *command.args]
+
+    def start(self, command: StageCommand) -> None:
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log_path = self.logs / f"{command.stage}.log"
+        env = dict(os.environ, MARCO_NUM_SHARDS="1", JOB_COMPLETION_INDEX="0")
+        env.pop("MARCO_TERMINATION_LOG", None)
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                self.command_line(command),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,  # Ctrl-C reaches us, and we stop the stage cleanly
+            )
+        self.jobs[command.stage] = LocalJob(command, process, log_path)
+
+    def stop_all(self) -> None:
+        for job in self.jobs.values():
+            _terminate(job.process)
+
+    def observe(self, status: dict[str, Any]) -> Observed:
+        jobs = {
+            stage: job.state(Path(self.layout.stage_dir(stage))) for stage, job in self.jobs.items()
+        }
+        training = "train" in jobs and jobs["train"].active
+        return Observed(
+            jobs=jobs,
+            evaluations=self.fetch_evaluations() if training else None,
+            directive=self.read_directive(),
+            now=time.time(),
+        )
+
+    def apply(self, outcome: Outcome) -> None:
+        if outcome.directive is not None and outcome.directive != self.read_directive():
+            self.write_directive(outcome.directive)
+        for command in outcome.commands:
+            self.start(command)
+        for name in outcome.suspend:
+            job = self.jobs.get(name.removeprefix("local-"))
+            if job is not None:
+                _terminate(job.process)
+                job.suspended = True
+        self.save_status(outcome.status)
+        self.record(outcome.events)
+
+    def record(self, events: list[Event]) -> None:
+        if not events:
+            return
+        self.events_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.events_path.open("a") as handle:
+            for event in events:
+                handle.write(
+                    json.dumps({"time": time.time(), "type": event.type,
+                                "reason": event.reason, "message": event.message}) + "\n"
+                )  # fmt: skip
+
+    def body(self, status: dict[str, Any]) -> dict[str, Any]:
+        return {**self.manifest, "status": status}
+
+    def step(self) -> Outcome:
+        status = self.load_status()
+        outcome = reconcile(self.body(status), self.observe(status), layout=self.layout)
+        self.apply(outcome)
+        return outcome
+
+
+def _terminate(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
+
+
+def load_manifest(path: Path) -> dict[str, Any]:
+    try:
+        manifest = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: {error}") from error
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: not a YAML mapping")
+    if manifest.get("apiVersion") != API_VERSION or manifest.get("kind") != KIND:
+        raise ValueError(f"{path}: expected apiVersion {API_VERSION} and kind {KIND}")
+    return manifest
+
+
+def run_until_done(run: LocalRun, interval: float, on_step=None) -> dict[str, Any]:
+    """Reconcile until a terminal (or invalid) phase; returns the final status."""
+    while True:
+        outcome = run.step()
+        if on_step is not None:
+            on_step(run, outcome)
+        phase = outcome.status.get("phase")
+        if phase in TERMINAL_PHASES or phase == "Invalid":
+            return outcome.status
+        time.sleep(interval)
+
+
+def _command(args: argparse.Namespace) -> int:
+    from marco_operator.local_view import LocalView
+
+    manifest_path = Path(args.file)
+    try:
+        manifest = load_manifest(manifest_path)
+        run = LocalRun(
+            manifest=manifest,
+            data_dir=Path(args.data_dir or manifest_path.parent),
+            output_dir=Path(args.output_dir),
+            metrics_port=args.metrics_port,
+            nproc_per_node=args.nproc_per_node,
+        )
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    view = LocalView(run)
+    try:
+        with view:
+            status = run_until_done(run, args.interval, on_step=view.update)
+    except KeyboardInterrupt:
+        run.stop_all()
+        print(f"\ninterrupted; status saved in {run.status_path}. Run again to resume.")
+        return 130
+    final = AsrAdaptationStatus.model_validate(status)
+    view.summary(final)
+    if final.phase != "Invalid":
+        # The report draws with matplotlib, which lives with the trainer: run it there.
+        report = subprocess.run(
+            [sys.executable, "-m", "marco_trainer", "report", "--run-dir", str(run.root)],
+            capture_output=True,
+            text=True,
+        )
+        print(report.stdout.strip() or report.stderr.strip())
+    return 0 if final.phase in ("Succeeded", "EarlyStopped") else 1
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "run", help="run an AsrAdaptation on this machine (no cluster)", description=__doc__
+    )
+    parser.add_argument("-f", "--file", required=True, help="AsrAdaptation manifest (YAML)")
+    parser.add_argument(
+        "--data-dir", help="local directory standing for the data volume (default: manifest's dir)"
+    )
+    parser.add_argument("--output-dir", default="marco-runs", help="where outputs go")
+    parser.add_argument("--interval", type=float, default=2.0, help="seconds between looks")
+    parser.add_argument("--metrics-port", type=int, default=9400, help="trainer metrics port")
+    parser.add_argument(
+        "--nproc-per-node", type=int, default=1, help="training processes (torchrun standalone)"
+    )
+    parser.set_defaults(func=_command)

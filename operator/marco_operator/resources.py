@@ -1,0 +1,263 @@
+"""Builders of the child objects of an AsrAdaptation: Jobs, a Service, a ConfigMap.
+
+Pure: spec and identity in, manifest dicts out. Names are deterministic
+(`<name>-<stage>`) so creation is idempotent: a second reconcile finds the
+object instead of making another.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from typing import Any
+
+from marco_operator.api import API_VERSION, KIND, AsrAdaptationSpec
+from marco_operator.plan import GPU_STAGES, Layout, StageCommand, output_path
+from marco_trainer.contract import Directive
+
+MANAGED_BY = "marco-asr"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_ADAPTATION = "asr.marco.dev/adaptation"
+LABEL_STAGE = "asr.marco.dev/stage"
+LABEL_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+
+DATA_VOLUME = "data"
+OUTPUT_VOLUME = "output"
+CONTROL_VOLUME = "control"
+CONTROL_MOUNT = "/etc/marco/control"
+DIRECTIVE_KEY = "directive.json"
+RENDEZVOUS_PORT = 29500
+METRICS_PORT = 9400
+TERMINATION_LOG = "/dev/termination-log"
+TRAINER_UID = 1000
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Identity of the AsrAdaptation that owns the children."""
+
+    name: str
+    namespace: str
+    uid: str
+
+    @classmethod
+    def from_body(cls, body: dict[str, Any]) -> Owner:
+        meta = body["metadata"]
+        return cls(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta["uid"])
+
+
+def job_name(owner: Owner, stage: str) -> str:
+    return f"{owner.name}-{stage}"
+
+
+def control_configmap_name(owner: Owner) -> str:
+    return f"{owner.name}-control"
+
+
+def train_service_name(owner: Owner) -> str:
+    return f"{owner.name}-train"
+
+
+def labels(owner: Owner, stage: str | None = None) -> dict[str, str]:
+    result = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ADAPTATION: owner.name}
+    if stage:
+        result[LABEL_STAGE] = stage
+    return result
+
+
+def metadata(owner: Owner, name: str, stage: str | None = None) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner, stage),
+        "ownerReferences": [
+            {
+                "apiVersion": API_VERSION,
+                "kind": KIND,
+                "name": owner.name,
+                "uid": owner.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def cluster_layout(spec: AsrAdaptationSpec, owner: Owner) -> Layout:
+    """Paths as a stage pod sees them."""
+    directory = output_path(spec.output.path, owner.name)
+    output_root = f"{spec.output.mount_path.rstrip('/')}/{directory}"
+    return Layout(
+        data_mount=spec.data.mount_path,
+        data_root=spec.data.mount_path,
+        output_root=output_root,
+        control_file=f"{CONTROL_MOUNT}/{DIRECTIVE_KEY}",
+    )
+
+
+def control_configmap(owner: Owner, directive: Directive) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": metadata(owner, control_configmap_name(owner), "train"),
+        "data": {DIRECTIVE_KEY: directive.model_dump_json()},
+    }
+
+
+def train_service(owner: Owner) -> dict[str, Any]:
+    """Headless Service: stable DNS for pod 0 (the c10d rendezvous host)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(owner, train_service_name(owner), "train"),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": labels(owner, "train"),
+            "ports": [
+                {"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT},
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT},
+            ],
+        },
+    }
+
+
+def torchrun_command(spec: AsrAdaptationSpec, owner: Owner, args: list[str]) -> list[str]:
+    nodes = spec.resources.nodes
+    procs = max(1, spec.resources.gpus_per_node)
+    endpoint = f"{job_name(owner, 'train')}-0.{train_service_name(owner)}:{RENDEZVOUS_PORT}"
+    torchrun = [
+        "torchrun",
+        f"--nnodes={nodes}",
+        f"--nproc-per-node={procs}",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint={endpoint}",
+        f"--rdzv-id={owner.uid}",
+        "--no-python",
+        "marco-trainer",
+        *args,
+    ]
+    # The pod's own index decides which node it is; c10d only needs the endpoint.
+    return ["sh", "-c", "exec " + shlex.join(torchrun)]
+
+
+def _container_resources(spec: AsrAdaptationSpec, stage: str) -> dict[str, Any]:
+    res = spec.resources
+    requests: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
+    limits: dict[str, str] = {"memory": res.memory}
+    if stage in GPU_STAGES and res.gpus_per_node > 0:
+        gpus = str(res.gpus_per_node if stage == "train" else 1)
+        requests[res.gpu_resource_name] = gpus
+        limits[res.gpu_resource_name] = gpus
+    return {"requests": requests, "limits": limits}
+
+
+def _volumes(spec: AsrAdaptationSpec, owner: Owner, stage: str) -> tuple[list, list]:
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    data_claim = spec.data.volume_claim
+    output_claim = spec.output.volume_claim or data_claim
+    if data_claim:
+        volumes.append({"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": data_claim}})
+        mounts.append({"name": DATA_VOLUME, "mountPath": spec.data.mount_path})
+    if output_claim and output_claim != data_claim:
+        volumes.append(
+            {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": output_claim}}
+        )
+        mounts.append({"name": OUTPUT_VOLUME, "mountPath": spec.output.mount_path})
+    elif output_claim:
+        mounts.append({"name": DATA_VOLUME, "mountPath": spec.output.mount_path})
+    else:
+        # No claim: scratch space so the pod runs; results then live only in the pod.
+        volumes.append({"name": OUTPUT_VOLUME, "emptyDir": {}})
+        mounts.append({"name": OUTPUT_VOLUME, "mountPath": spec.output.mount_path})
+    volumes.append({"name": "cache", "emptyDir": {}})
+    mounts.append({"name": "cache", "mountPath": "/home/marco/.cache"})
+    if stage == "train":
+        volumes.append(
+            {"name": CONTROL_VOLUME, "configMap": {"name": control_configmap_name(owner)}}
+        )
+        mounts.append({"name": CONTROL_VOLUME, "mountPath": CONTROL_MOUNT, "readOnly": True})
+        shm = {"medium": "Memory", "sizeLimit": spec.resources.shared_memory}
+        volumes.append({"name": "shm", "emptyDir": shm})
+        mounts.append({"name": "shm", "mountPath": "/dev/shm"})
+    return volumes, mounts
+
+
+def stage_job(spec: AsrAdaptationSpec, owner: Owner, command: StageCommand) -> dict[str, Any]:
+    """The Job that runs one stage: Indexed for sharded stages and for torchrun."""
+    res = spec.resources
+    stage = command.stage
+    name = job_name(owner, stage)
+    volumes, mounts = _volumes(spec, owner, stage)
+    completions = res.nodes if command.distributed else command.shards
+    if command.distributed:
+        container_command = torchrun_command(spec, owner, command.args)
+    else:
+        container_command = ["marco-trainer", *command.args]
+    env = [
+        {"name": "MARCO_TERMINATION_LOG", "value": TERMINATION_LOG},
+        {"name": "MARCO_NUM_SHARDS", "value": str(completions)},
+        {"name": "HF_HOME", "value": "/home/marco/.cache/huggingface"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": res.image,
+        "imagePullPolicy": res.image_pull_policy,
+        "command": container_command,
+        "env": env,
+        "resources": _container_resources(spec, stage),
+        "volumeMounts": mounts,
+        "terminationMessagePath": TERMINATION_LOG,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "runAsNonRoot": True,
+        },
+    }
+    if command.distributed:
+        container["ports"] = [
+            {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT},
+            {"name": "metrics", "containerPort": METRICS_PORT},
+        ]
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "securityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": TRAINER_UID,
+            "runAsGroup": TRAINER_UID,
+            "fsGroup": TRAINER_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "containers": [container],
+        "volumes": volumes,
+    }
+    if res.node_selector:
+        pod_spec["nodeSelector"] = dict(res.node_selector)
+    if res.tolerations:
+        pod_spec["tolerations"] = [
+            t.model_dump(by_alias=True, exclude_none=True) for t in res.tolerations
+        ]
+    if res.priority_class_name:
+        pod_spec["priorityClassName"] = res.priority_class_name
+    if res.service_account_name:
+        pod_spec["serviceAccountName"] = res.service_account_name
+    if command.distributed:
+        pod_spec["subdomain"] = train_service_name(owner)
+    job_spec: dict[str, Any] = {
+        "completions": completions,
+        "parallelism": completions,
+        "backoffLimit": res.backoff_limit,
+        "template": {"metadata": {"labels": labels(owner, stage)}, "spec": pod_spec},
+    }
+    if completions > 1 or command.distributed:
+        job_spec["completionMode"] = "Indexed"
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(owner, name, stage),
+        "spec": job_spec,
+    }

@@ -1,0 +1,232 @@
+"""reconcile() driven step by step, the test playing the cluster."""
+
+import copy
+
+import pytest
+
+from marco_operator.core import JobState, Observed, reconcile
+from marco_operator.schedule import eq1_learning_rate, eq2_learning_rate
+from marco_trainer.contract import Directive, Evaluation, EvaluationHistory, StageResult
+
+
+def body(spec_patch=None, name="demo"):
+    spec = {
+        "model": {"source": "openai/whisper-small", "family": "encoder-decoder"},
+        "data": {"train": ["train.jsonl"], "validation": "dev.jsonl", "test": "test.jsonl",
+                 "targetAudio": "target/"},
+        "training": {"cycleSteps": 100, "evalEvery": 50, "stopGracePeriodSeconds": 30,
+                     "earlyStopping": {"patience": 4, "minImprovement": 0.5}},
+    }  # fmt: skip
+    for key, value in (spec_patch or {}).items():
+        spec[key] = {**spec.get(key, {}), **value}
+    return {
+        "apiVersion": "asr.marco.dev/v1alpha1",
+        "kind": "AsrAdaptation",
+        "metadata": {"name": name, "namespace": "ns", "uid": "uid-1", "generation": 1},
+        "spec": spec,
+    }
+
+
+class Cluster:
+    """Just enough of a cluster: Jobs by stage, a ConfigMap directive, the trainer's history."""
+
+    def __init__(self, obj):
+        self.obj = obj
+        self.jobs: dict[str, JobState] = {}
+        self.created: list[dict] = []
+        self.directive: Directive | None = None
+        self.history: list[Evaluation] = []
+        self.now = 1000.0
+        self.events = []
+
+    def step(self):
+        observed = Observed(
+            jobs=dict(self.jobs),
+            evaluations=EvaluationHistory(evaluations=self.history)
+            if "train" in self.jobs
+            else None,
+            directive=self.directive,
+            now=self.now,
+        )
+        outcome = reconcile(copy.deepcopy(self.obj), observed)
+        self.obj["status"] = outcome.status
+        for child in outcome.create:
+            if child["kind"] == "Job":
+                stage = child["metadata"]["labels"]["asr.marco.dev/stage"]
+                assert stage not in self.jobs, f"second Job for {stage}"
+                self.jobs[stage] = JobState(name=child["metadata"]["name"], stage=stage, active=1)
+            self.created.append(child)
+        if outcome.directive is not None:
+            self.directive = outcome.directive
+        for name in outcome.suspend:
+            stage = next(s for s, j in self.jobs.items() if j.name == name)
+            self.jobs[stage] = JobState(name=name, stage=stage, suspended=True)
+        self.events += outcome.events
+        return outcome
+
+    def finish(self, stage, **result):
+        self.jobs[stage] = JobState(
+            name=self.jobs[stage].name, stage=stage, complete=True,
+            result=StageResult(stage=stage, **result),
+        )  # fmt: skip
+
+    def evaluate(self, wer):
+        step = 50 * (len(self.history) + 1)
+        d = self.directive
+        self.history.append(
+            Evaluation(step=step, cycle=d.cycle, lr=d.learning_rate, wer=wer, time=self.now)
+        )
+
+    @property
+    def phase(self):
+        return self.obj["status"]["phase"]
+
+
+def run_to_training(cluster, baseline_wer=40.0, family=None):
+    for stage, phase in [("filter", "Filtering"), ("profile", "Profiling"),
+                         ("augment", "Augmenting"), ("baseline", "Baseline")]:  # fmt: skip
+        cluster.step()
+        assert cluster.phase == phase
+        cluster.step()  # a second look changes nothing
+        assert list(cluster.jobs) == [*cluster.jobs] and cluster.phase == phase
+        extra = {"wer": baseline_wer, "family": family} if stage == "baseline" else {}
+        cluster.finish(stage, counts={"processed": 3}, **extra)
+    cluster.step()
+    assert cluster.phase == "Training"
+
+
+def test_full_run_succeeds_and_eq1_steers_each_cycle():
+    cluster = Cluster(body())
+    run_to_training(cluster)
+    status = cluster.obj["status"]
+    assert status["baselineWer"] == 40.0 and status["learningRate"] == pytest.approx(1e-6)
+    lrs = [cluster.directive.learning_rate]
+    for cycle_wers in ([30.0, 29.0], [27.0, 27.2], [24.0, 26.0]):
+        for wer in cycle_wers:
+            cluster.evaluate(wer)
+            cluster.step()
+        sigma = abs(cycle_wers[0] - cycle_wers[1]) / 2
+        assert cluster.directive.learning_rate == pytest.approx(
+            eq1_learning_rate(sigma, 1e-7, 1e-5, 0.5)
+        )
+        lrs.append(cluster.directive.learning_rate)
+    status = cluster.obj["status"]
+    assert [c["learningRate"] for c in status["cycles"]] == pytest.approx(lrs)
+    assert status["cycles"][1]["sigmaWer"] == pytest.approx(0.1)
+    assert status["bestWer"] == 24.0 and status["cycle"] == 3
+    cluster.finish("train", wer=24.0, best_step=250, steps=300)
+    cluster.step()
+    assert cluster.phase == "Evaluating"
+    cluster.finish("evaluate", wer=25.0)
+    cluster.step()
+    status = cluster.obj["status"]
+    assert cluster.phase == "Succeeded" and status["finalWer"] == 25.0
+    for stage in ("filter", "profile", "augment", "baseline", "train", "evaluate"):
+        record = status["stages"][stage]
+        assert record["startTime"] <= record["completionTime"], stage
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Succeeded")
+    phases = [e.message for e in cluster.events if e.reason == "PhaseChanged"]
+    assert phases[0].startswith("Pending → Filtering") and phases[-1].startswith(
+        "Evaluating → Succ"
+    )
+    assert sum(e.reason == "LearningRateChanged" for e in cluster.events) == 3
+    kinds = sorted(c["kind"] for c in cluster.created)
+    assert kinds == ["ConfigMap"] + ["Job"] * 6 + ["Service"]
+
+
+def test_llm_trains_at_eq2_lr_from_the_baseline_wer():
+    cluster = Cluster(body({"model": {"source": "/data/models/custom", "family": None}}))
+    run_to_training(cluster, baseline_wer=62.0, family="llm")
+    assert cluster.obj["status"]["family"] == "llm"
+    assert cluster.directive.learning_rate == pytest.approx(eq2_learning_rate(62.0, 1e-6, 1e-4))
+    train = next(c for c in cluster.created if c["metadata"]["name"] == "demo-train"
+                 and c["kind"] == "Job")  # fmt: skip
+    assert "--family llm" in train["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+
+
+def test_ignored_stop_suspends_the_job_and_ends_early_stopped():
+    cluster = Cluster(body())
+    run_to_training(cluster)
+    for wer in [30.0, 30.1, 30.2, 30.0, 30.3]:
+        cluster.evaluate(wer)
+        cluster.step()
+    assert cluster.directive.stop and "early stop" in cluster.directive.reason
+    assert cluster.phase == "Training"
+    cluster.now += 10
+    assert cluster.step().suspend == []  # still inside the grace period
+    cluster.now += 30
+    outcome = cluster.step()
+    assert outcome.suspend == ["demo-train"]
+    assert cluster.phase == "EarlyStopped"
+    assert any(e.reason == "StopNotHonoured" for e in cluster.events)
+    assert cluster.step().create == [] and cluster.phase == "EarlyStopped"
+
+
+def test_failed_job_fails_the_adaptation_with_its_reason():
+    cluster = Cluster(body())
+    cluster.step()
+    cluster.jobs["filter"] = JobState(
+        name="demo-filter", stage="filter", failed=True,
+        failure_reason="BackoffLimitExceeded: Job has reached the specified backoff limit",
+    )  # fmt: skip
+    cluster.step()
+    status = cluster.obj["status"]
+    assert cluster.phase == "Failed" and "BackoffLimitExceeded" in status["message"]
+    assert status["stages"]["filter"]["state"] == "Failed"
+
+
+def test_invalid_spec_is_refused_with_the_field_named():
+    cluster = Cluster(body({"training": {"learningRate": {"min": 1e-4, "max": 1e-6}}}))
+    outcome = cluster.step()
+    status = cluster.obj["status"]
+    assert cluster.phase == "Invalid" and outcome.create == []
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    assert ready["reason"] == "InvalidSpec"
+    assert ready["message"].startswith("spec.training.learningRate:")
+    assert [e.reason for e in outcome.events] == ["PhaseChanged", "InvalidSpec"]
+    assert cluster.step().events == []  # said once, not on every look
+
+
+def test_restart_between_directive_and_status_write_repairs_instead_of_redeciding():
+    cluster = Cluster(body())
+    run_to_training(cluster)
+    cluster.evaluate(30.0)
+    cluster.evaluate(28.0)
+    saved_status = copy.deepcopy(cluster.obj["status"])
+    cluster.step()  # decides cycle 1 ...
+    decided = cluster.directive
+    cluster.obj["status"] = saved_status  # ... but the status write was lost
+    outcome = cluster.step()
+    assert cluster.directive == decided
+    assert [c["cycle"] for c in cluster.obj["status"]["cycles"]] == [0, 1]
+    assert not any(e.reason == "LearningRateChanged" for e in outcome.events)
+
+
+def test_disabled_stages_are_skipped():
+    cluster = Cluster(body({"filter": {"enabled": False}, "profile": {"enabled": False},
+                            "augmentation": {"enabled": False}}))  # fmt: skip
+    cluster.step()
+    assert cluster.phase == "Baseline"
+    stages = cluster.obj["status"]["stages"]
+    assert {s for s, v in stages.items() if v["state"] == "Skipped"} == {
+        "filter", "profile", "augment"}  # fmt: skip
+
+
+def test_vanished_training_job_restarts_under_the_directive_in_force():
+    cluster = Cluster(body())
+    run_to_training(cluster)
+    cluster.evaluate(30.0)
+    cluster.evaluate(29.0)
+    cluster.step()
+    in_force = cluster.directive
+    assert in_force.cycle == 1
+    del cluster.jobs["train"]
+    outcome = cluster.step()
+    (job,) = [c for c in outcome.create if c["kind"] == "Job"]
+    assert (
+        f"--learning-rate {in_force.learning_rate!r}"
+        in (job["spec"]["template"]["spec"]["containers"][0]["command"][-1])
+    )
+    assert outcome.directive == in_force and outcome.commands[0].stage == "train"
+    assert [c["cycle"] for c in cluster.obj["status"]["cycles"]] == [0, 1]

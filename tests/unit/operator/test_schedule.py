@@ -1,0 +1,131 @@
+import math
+
+import pytest
+
+from marco_operator.schedule import (
+    ScheduleSettings,
+    best_evaluation,
+    decide,
+    detect_family,
+    eq1_learning_rate,
+    eq2_learning_rate,
+    initial_learning_rate,
+    known_decoder_layers,
+    plateaued,
+)
+from marco_trainer.contract import Directive, Evaluation
+
+LO, HI = 1e-7, 1e-5
+
+
+@pytest.mark.parametrize(
+    ("sigma", "expected"),
+    [
+        (0.0, HI),  # stable cycle: largest LR
+        (0.5, LO),  # σ = σ_ref: smallest LR
+        (3.0, LO),  # beyond σ_ref: clipped
+        (0.25, HI - (HI - LO) * 0.5),  # halfway: linear
+        (0.1, HI - (HI - LO) * 0.2),
+    ],
+)
+def test_eq1_worked_examples(sigma, expected):
+    assert eq1_learning_rate(sigma, LO, HI, sigma_ref=0.5) == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("wer0", "expected"),
+    [(0, 1e-6), (50, 1e-6 + 0.5 * (1e-4 - 1e-6)), (100, 1e-4), (150, 1e-4)],
+)
+def test_eq2_worked_examples(wer0, expected):
+    assert eq2_learning_rate(wer0, 1e-6, 1e-4) == pytest.approx(expected, rel=1e-12)
+
+
+def test_plateau_stops_and_noisy_improvement_does_not():
+    plateau = [30.0, 25.0, 22.0, 22.05, 21.98, 22.1, 22.0, 22.02]
+    assert plateaued(plateau, patience=5, min_improvement=0.1)
+    assert not plateaued(plateau[:6], patience=5, min_improvement=0.1)
+    # Fluctuating by ±2 points but reaching a new low every third evaluation.
+    noisy = [40.0, 42.0, 39.0, 36.0, 38.5, 37.0, 33.0, 35.0, 34.0, 30.0, 32.5, 31.0, 27.0]
+    assert not plateaued(noisy, patience=3, min_improvement=0.1)
+
+
+def evals(wers, cycle_of=lambda i: 0, start=50, every=50):
+    return [
+        Evaluation(step=start + i * every, cycle=cycle_of(i), lr=1e-6, wer=w, time=float(i))
+        for i, w in enumerate(wers)
+    ]
+
+
+def settings(**overrides):
+    base = dict(
+        family="encoder-decoder", lr_min=LO, lr_max=HI, sigma_ref=0.5, evals_per_cycle=3,
+        patience=6, min_improvement=0.1,
+    )  # fmt: skip
+    return ScheduleSettings(**{**base, **overrides})
+
+
+def test_decide_closes_a_cycle_with_eq1_and_is_idempotent():
+    current = Directive(cycle=0, learning_rate=1e-6)
+    history = evals([30.0, 29.0, 28.0])
+    decision = decide(settings(), current, history)
+    sigma = math.sqrt(2 / 3)  # population σ of 30, 29, 28
+    assert decision.changed and decision.closed_cycle == 0
+    assert decision.sigma_wer == pytest.approx(sigma)
+    assert decision.directive.cycle == 1
+    assert decision.directive.learning_rate == pytest.approx(eq1_learning_rate(sigma, LO, HI, 0.5))
+    again = decide(settings(), decision.directive, history)
+    assert not again.changed and again.directive == decision.directive
+
+
+def test_decide_waits_for_a_full_cycle():
+    decision = decide(settings(), Directive(cycle=0, learning_rate=1e-6), evals([30.0, 29.0]))
+    assert not decision.changed and decision.directive.cycle == 0
+
+
+def test_decide_llm_reapplies_eq2_with_the_cycle_mean():
+    decision = decide(
+        settings(family="llm", lr_min=1e-6, lr_max=1e-4),
+        Directive(cycle=0, learning_rate=5e-5),
+        evals([20.0, 10.0, 30.0]),
+    )
+    assert decision.directive.learning_rate == pytest.approx(eq2_learning_rate(20.0, 1e-6, 1e-4))
+
+
+def test_decide_stops_on_plateau_and_names_the_best_step():
+    history = evals([20.0, 19.0, 19.05, 19.02, 19.1, 19.0, 19.03, 19.04], cycle_of=lambda i: i // 3)
+    current = Directive(cycle=2, learning_rate=1e-6)
+    decision = decide(settings(patience=5), current, history)
+    assert decision.directive.stop
+    assert "step 100" in decision.directive.reason
+    assert decide(settings(patience=5), decision.directive, history).directive.stop
+
+
+def test_max_cycles_stops_at_the_boundary():
+    decision = decide(
+        settings(max_cycles=1), Directive(cycle=0, learning_rate=1e-6), evals([3, 2, 1])
+    )
+    assert decision.directive.stop and "max cycles" in decision.directive.reason
+
+
+def test_best_evaluation_prefers_the_earliest_tie():
+    best = best_evaluation(evals([5.0, 4.0, 4.0, 6.0]))
+    assert (best.wer, best.step) == (4.0, 100)
+
+
+def test_initial_learning_rate_rules():
+    assert initial_learning_rate("encoder-decoder", LO, HI)[0] == pytest.approx(1e-6)
+    deep, reason = initial_learning_rate("encoder-decoder", LO, HI, decoder_layers=32)
+    assert deep == LO and "deep decoder" in reason
+    assert initial_learning_rate("encoder-decoder", LO, HI, override=3e-6)[0] == 3e-6
+    assert initial_learning_rate("llm", 1e-6, 1e-4, baseline_wer=100)[0] == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="baseline WER"):
+        initial_learning_rate("llm", 1e-6, 1e-4)
+
+
+def test_family_and_depth_from_hub_names():
+    assert detect_family("openai/whisper-large-v3") == "encoder-decoder"
+    assert detect_family("Qwen/Qwen2-Audio-7B-Instruct") == "llm"
+    assert detect_family("/data/models/mine") is None
+    assert known_decoder_layers("openai/whisper-large-v3") == 32
+    assert known_decoder_layers("openai/whisper-large-v3-turbo") == 4
+    assert known_decoder_layers("Qwen/Qwen2-Audio-7B") is None

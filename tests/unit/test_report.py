@@ -1,0 +1,59 @@
+import json
+
+import matplotlib.image as mpimg
+
+from marco_operator.api import AsrAdaptationStatus, CycleRecord, StageStatus
+from marco_trainer.cli import main
+from marco_trainer.contract import Evaluation, EvaluationHistory
+
+
+def make_run(tmp_path):
+    run = tmp_path / "run"
+    (run / "train").mkdir(parents=True)
+    wers = [30.0, 28.0, 27.5, 27.9, 26.0, 26.2]
+    history = [
+        Evaluation(step=50 * (i + 1), cycle=i // 2, lr=[1e-6, 8e-6, 9e-6][i // 2], wer=w,
+                   loss=2.0 - 0.2 * i, time=float(i))
+        for i, w in enumerate(wers)
+    ]  # fmt: skip
+    (run / "train" / "evaluations.json").write_text(
+        EvaluationHistory(evaluations=history).model_dump_json()
+    )
+    status = AsrAdaptationStatus(
+        phase="Succeeded", baseline_wer=35.0, final_wer=24.5, best_wer=26.0, best_step=250,
+        cycles=[CycleRecord(cycle=0, learning_rate=1e-6, reason="geometric mean", wers=wers[:2],
+                            sigma_wer=1.0),
+                CycleRecord(cycle=1, learning_rate=8e-6, reason="Eq. 1", wers=wers[2:4],
+                            sigma_wer=0.2),
+                CycleRecord(cycle=2, learning_rate=9e-6, reason="Eq. 1", wers=wers[4:])],
+        stages={"baseline": StageStatus(state="Succeeded", wer=35.0,
+                                        start_time="2026-11-22T10:00:00Z",
+                                        completion_time="2026-11-22T10:01:30Z"),
+                "train": StageStatus(state="Succeeded", start_time="2026-11-22T10:01:30Z",
+                                     completion_time="2026-11-22T10:09:00Z")},
+    )  # fmt: skip
+    (run / "status.json").write_text(status.model_dump_json(by_alias=True))
+    return run
+
+
+def test_report_shows_wers_cycles_and_plots(tmp_path, capsys):
+    run = make_run(tmp_path)
+    assert main(["report", "--run-dir", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "baseline WER 35.00% → final WER 24.50%" in out
+    text = (run / "report" / "report.md").read_text()
+    assert "Final / baseline = **0.70**" in text
+    assert text.count("| Eq. 1 |") == 2 and "| baseline | Succeeded | 90 |" in text
+    for png in ("curves.png", "cycles.png", "stages.png"):
+        image = mpimg.imread(run / "report" / png)
+        assert image.shape[0] > 100 and image.shape[1] > 400, png
+        assert image.std() > 0.01, f"{png} is blank"
+    summary = json.loads((run / "report" / "report.json").read_text())
+    assert summary["best_step"] == 250 and len(summary["evaluations"]) == 6
+
+
+def test_report_names_a_missing_status_file(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(ValueError, match=r"status\.json"):
+        main(["report", "--run-dir", str(tmp_path)])
