@@ -67,7 +67,9 @@ def build_registry(
     import kopf
 
     from marco_operator import reconciler
+    from marco_operator.api import GROUP, PLURAL, VERSION
     from marco_operator.kube import Kube
+    from marco_operator.resources import LABEL_ADAPTATION, LABEL_MANAGED_BY, MANAGED_BY
 
     registry = kopf.OperatorRegistry()
     kube = Kube(configuration)
@@ -91,20 +93,18 @@ def build_registry(
         return connection_info(configuration)
 
     @kopf.timer(
-        reconciler.GROUP,
-        reconciler.VERSION,
-        reconciler.PLURAL,
+        GROUP,
+        VERSION,
+        PLURAL,
         interval=options.interval,
         registry=registry,
     )
     async def tick(namespace: str, name: str, **_: Any) -> None:
         await reconcile(namespace, name)
 
-    @kopf.on.event(
-        "batch", "v1", "jobs", labels={reconciler.MANAGED_BY: reconciler.MANAGER}, registry=registry
-    )
+    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY}, registry=registry)
     async def child_job(namespace: str, labels: dict[str, str], **_: Any) -> None:
-        parent = labels.get(reconciler.ADAPTATION_LABEL)
+        parent = labels.get(LABEL_ADAPTATION)
         if parent:
             await reconcile(namespace, parent)
 

@@ -56,14 +56,18 @@ def matches_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
 
 
 def load_configuration(kubeconfig: str | None = None, context: str | None = None):
-    """In-cluster service account first, then a kubeconfig (``$KUBECONFIG`` or ~/.kube/config)."""
+    """An explicit kubeconfig wins; else the in-cluster service account, else the default
+    kubeconfig (``$KUBECONFIG`` or ~/.kube/config)."""
     configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        config.load_kube_config(
-            config_file=kubeconfig, context=context, client_configuration=configuration
-        )
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+            return configuration
+        except config.ConfigException:
+            pass
+    config.load_kube_config(
+        config_file=kubeconfig, context=context, client_configuration=configuration
+    )
     return configuration
 
 

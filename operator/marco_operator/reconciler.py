@@ -20,41 +20,43 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from marco_operator.api import API_VERSION, KIND, PLURAL
 from marco_operator.core import JobState, Observed, Outcome, reconcile
 from marco_operator.kube import Kube, KubeError, collection_path
+from marco_operator.resources import (
+    DIRECTIVE_KEY,
+    LABEL_ADAPTATION,
+    LABEL_COMPLETION_INDEX,
+    LABEL_MANAGED_BY,
+    LABEL_STAGE,
+    MANAGED_BY,
+    METRICS_PORT,
+    Owner,
+    control_configmap_name,
+)
 from marco_trainer.contract import Directive, EvaluationHistory, StageResult
 
 logger = logging.getLogger(__name__)
 
-GROUP = "asr.marco.dev"
-VERSION = "v1alpha1"
-PLURAL = "asradaptations"
-KIND = "AsrAdaptation"
-
-MANAGED_BY = "app.kubernetes.io/managed-by"
-MANAGER = "marco-asr"
-ADAPTATION_LABEL = f"{GROUP}/adaptation"
-STAGE_LABEL = f"{GROUP}/stage"
 TRAIN_STAGE = "train"
 JOB_NAME_LABEL = "job-name"
-COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
-DIRECTIVE_KEY = "directive.json"
 REPORTING_COMPONENT = "marco-asr-operator"
 
 
 @dataclass(frozen=True)
 class Options:
-    trainer_port: int = 9400
+    trainer_port: int = METRICS_PORT
     trainer_timeout: float = 2.0
 
 
 def adaptation_path(namespace: str, name: str = "") -> str:
-    base = collection_path(f"{GROUP}/{VERSION}", PLURAL, namespace)
+    base = collection_path(API_VERSION, PLURAL, namespace)
     return f"{base}/{name}" if name else base
 
 
-def control_configmap_name(name: str) -> str:
-    return f"{name}-control"
+def control_path(namespace: str, name: str) -> str:
+    configmap = control_configmap_name(Owner(name=name, namespace=namespace, uid=""))
+    return f"{collection_path('v1', 'configmaps', namespace)}/{configmap}"
 
 
 # --- observing ----------------------------------------------------------------------------
@@ -69,9 +71,8 @@ def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
 
 def _completion_index(pod: Mapping[str, Any]) -> str | None:
     meta = pod.get("metadata", {})
-    return (meta.get("labels") or {}).get(COMPLETION_INDEX) or (meta.get("annotations") or {}).get(
-        COMPLETION_INDEX
-    )
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+    return labels.get(LABEL_COMPLETION_INDEX) or annotations.get(LABEL_COMPLETION_INDEX)
 
 
 def _lead_pod(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -112,7 +113,7 @@ def _job_state(kube: Kube, namespace: str, job: Mapping[str, Any]) -> JobState:
         result = _termination_result(pod, meta["name"]) if pod is not None else None
     return JobState(
         name=meta["name"],
-        stage=(meta.get("labels") or {}).get(STAGE_LABEL, ""),
+        stage=(meta.get("labels") or {}).get(LABEL_STAGE, ""),
         complete=complete,
         failed=failed_condition is not None,
         failure_reason=reason,
@@ -151,8 +152,7 @@ def _evaluations(
 
 
 def _directive(kube: Kube, namespace: str, name: str) -> Directive | None:
-    path = f"{collection_path('v1', 'configmaps', namespace)}/{control_configmap_name(name)}"
-    configmap = kube.get(path)
+    configmap = kube.get(control_path(namespace, name))
     text = ((configmap or {}).get("data") or {}).get(DIRECTIVE_KEY)
     if not text:
         return None
@@ -167,7 +167,7 @@ def observe(kube: Kube, body: Mapping[str, Any], options: Options) -> Observed:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     jobs_raw = kube.list(
         collection_path("batch/v1", "jobs", namespace),
-        {MANAGED_BY: MANAGER, ADAPTATION_LABEL: name},
+        {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ADAPTATION: name},
     )
     jobs: dict[str, JobState] = {}
     for raw in jobs_raw:
@@ -183,6 +183,19 @@ def observe(kube: Kube, body: Mapping[str, Any], options: Options) -> Observed:
 
 
 # --- acting -------------------------------------------------------------------------------
+
+
+def merged(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch of `patch` onto `target`, as the API server applies it."""
+    if not isinstance(patch, Mapping):
+        return patch
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merged(result.get(key), value)
+    return result
 
 
 def _timestamp() -> str:
@@ -201,7 +214,7 @@ def event_manifest(body: Mapping[str, Any], type_: str, reason: str, message: st
             "namespace": meta["namespace"],
         },
         "involvedObject": {
-            "apiVersion": f"{GROUP}/{VERSION}",
+            "apiVersion": API_VERSION,
             "kind": KIND,
             "name": meta["name"],
             "namespace": meta["namespace"],
@@ -232,19 +245,17 @@ def apply(kube: Kube, body: Mapping[str, Any], observed: Observed, outcome: Outc
                 manifest["metadata"]["name"],
             )
     if outcome.directive is not None and outcome.directive != observed.directive:
-        path = f"{collection_path('v1', 'configmaps', namespace)}/{control_configmap_name(name)}"
-        kube.merge_patch(path, {"data": {DIRECTIVE_KEY: outcome.directive.model_dump_json()}})
+        data = {DIRECTIVE_KEY: outcome.directive.model_dump_json()}
+        kube.merge_patch(control_path(namespace, name), {"data": data})
     for job in outcome.suspend:
         kube.merge_patch(
             f"{collection_path('batch/v1', 'jobs', namespace)}/{job}", {"spec": {"suspend": True}}
         )
-    if outcome.status != (body.get("status") or {}):
-        # The whole status is core's answer: replace it, so fields core dropped do not linger
-        # as they would under a merge patch.
-        kube.json_patch(
-            f"{adaptation_path(namespace, name)}/status",
-            [{"op": "add", "path": "/status", "value": outcome.status}],
-        )
+    current = body.get("status") or {}
+    # Core's status is complete, with None for fields to drop: a merge patch writes it as
+    # is. Skipped when it would change nothing, so an idle pass writes nothing.
+    if merged(current, outcome.status) != current:
+        kube.merge_patch(f"{adaptation_path(namespace, name)}/status", {"status": outcome.status})
     for event in outcome.events:
         kube.create(event_manifest(body, event.type, event.reason, event.message))
 

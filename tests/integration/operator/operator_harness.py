@@ -11,32 +11,37 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, TypeVar
 
 import jsonpatch
 import kmock
 from kubernetes import client
 
+import marco_operator
+import marco_trainer
+from marco_operator.api import API_VERSION, PLURAL
 from marco_operator.kopf_driver import DriverOptions, operate
 from marco_operator.kube import Kube, collection_path
-from marco_operator.reconciler import (
-    ADAPTATION_LABEL,
-    COMPLETION_INDEX,
+from marco_operator.reconciler import JOB_NAME_LABEL, adaptation_path, control_path
+from marco_operator.resources import (
     DIRECTIVE_KEY,
-    GROUP,
-    JOB_NAME_LABEL,
-    PLURAL,
-    STAGE_LABEL,
-    VERSION,
-    adaptation_path,
-    control_configmap_name,
+    LABEL_ADAPTATION,
+    LABEL_COMPLETION_INDEX,
+    LABEL_STAGE,
 )
 from marco_trainer.contract import Directive, Evaluation, EvaluationHistory, StageResult
 
@@ -46,7 +51,7 @@ T = TypeVar("T")
 _VERBS = {"create", "delete", "get", "list", "patch", "update", "watch"}
 # (group/version/plural, kind, namespaced, subresources, short names)
 _RESOURCES = [
-    (f"{GROUP}/{VERSION}/{PLURAL}", "AsrAdaptation", True, {"status"}, {"asra"}),
+    (f"{API_VERSION}/{PLURAL}", "AsrAdaptation", True, {"status"}, {"asra"}),
     (
         "apiextensions.k8s.io/v1/customresourcedefinitions",
         "CustomResourceDefinition",
@@ -185,7 +190,7 @@ class EmulatedCluster:
 
     def apply_adaptation(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
         manifest = {
-            "apiVersion": f"{GROUP}/{VERSION}",
+            "apiVersion": API_VERSION,
             "kind": "AsrAdaptation",
             "metadata": {"name": name, "namespace": NAMESPACE},
             "spec": dict(spec),
@@ -202,11 +207,11 @@ class EmulatedCluster:
         return self.adaptation(name).get("status") or {}
 
     def jobs(self, adaptation: str) -> list[dict[str, Any]]:
-        return self.kube.list(self.path("batch/v1", "jobs"), {ADAPTATION_LABEL: adaptation})
+        return self.kube.list(self.path("batch/v1", "jobs"), {LABEL_ADAPTATION: adaptation})
 
     def job(self, adaptation: str, stage: str) -> dict[str, Any] | None:
         found = [
-            j for j in self.jobs(adaptation) if j["metadata"]["labels"].get(STAGE_LABEL) == stage
+            j for j in self.jobs(adaptation) if j["metadata"]["labels"].get(LABEL_STAGE) == stage
         ]
         assert len(found) <= 1, f"{len(found)} Jobs for stage {stage}"
         return found[0] if found else None
@@ -216,7 +221,7 @@ class EmulatedCluster:
         return [e for e in events if e.get("involvedObject", {}).get("name") == adaptation]
 
     def directive(self, adaptation: str) -> Directive | None:
-        configmap = self.kube.get(self.path("v1", "configmaps", control_configmap_name(adaptation)))
+        configmap = self.kube.get(control_path(NAMESPACE, adaptation))
         text = ((configmap or {}).get("data") or {}).get(DIRECTIVE_KEY)
         return Directive.model_validate_json(text) if text else None
 
@@ -263,7 +268,7 @@ class JobController:
         for index in indexes:
             labels = {JOB_NAME_LABEL: name, "batch.kubernetes.io/job-name": name}
             if index is not None:
-                labels[COMPLETION_INDEX] = str(index)
+                labels[LABEL_COMPLETION_INDEX] = str(index)
             self.kube.create(
                 {
                     "apiVersion": "v1",
@@ -479,6 +484,71 @@ class OperatorRun:
             raise RuntimeError("the operator did not stop within 30 s")
         if self._error is not None:
             raise RuntimeError("the operator crashed") from self._error
+
+
+class OperatorProcess:
+    """`marco operator` as a real process, as a Deployment runs it: killable with SIGKILL."""
+
+    def __init__(self, cluster: EmulatedCluster, trainer_port: int, workdir: Path) -> None:
+        self.kubeconfig = workdir / "kubeconfig.yaml"
+        self.kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+            "clusters": [{"name": "kmock", "cluster": {"server": cluster.url}}],
+            "users": [{"name": "test", "user": {"token": "test-token"}}],
+            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
+        }))  # fmt: skip
+        self.log = workdir / "operator.log"
+        self.trainer_port = trainer_port
+        self.process: subprocess.Popen[bytes] | None = None
+        self.liveness = ""
+
+    def start(self) -> OperatorProcess:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.liveness = f"http://127.0.0.1:{port}/healthz"
+        roots = [
+            str(Path(m.__file__).resolve().parents[1]) for m in (marco_operator, marco_trainer)
+        ]
+        env = dict(
+            os.environ, PYTHONPATH=os.pathsep.join([*roots, os.environ.get("PYTHONPATH", "")])
+        )
+        command = [
+            sys.executable, "-m", "marco_operator", "operator", "--all-namespaces",
+            "--standalone", "--interval", "0.3", "--trainer-port", str(self.trainer_port),
+            "--trainer-timeout", "1", "--kubeconfig", str(self.kubeconfig),
+            "--liveness", self.liveness,
+        ]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait_for("the operator's liveness endpoint", self.alive, timeout=30)
+        return self
+
+    def alive(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(
+                f"operator exited {self.process.returncode}: {self.log.read_text()[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(self.liveness, timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye, as an OOM kill or a lost node would do it."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
 
 @contextmanager
