@@ -76,9 +76,29 @@ def _now() -> str:
 class ApiServer(kmock.KubernetesEmulator):
     """kmock's emulator plus the metadata a real API server maintains and clients rely on:
     uid, creationTimestamp, resourceVersion (kopf's patches test it), metadata.generation
-    (bumped by spec changes, read back as status.observedGeneration), generateName."""
+    (bumped by spec changes, read back as status.observedGeneration), generateName; and a
+    watch that starts from the listing's resourceVersion instead of replaying what the
+    client just listed (kopf would handle every object twice and race itself)."""
 
     _versions = itertools.count(1)
+
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        listing = await super()._serve_list(request)
+        versions = [int(o["metadata"].get("resourceVersion", 0)) for o in listing["items"]]
+        listing["metadata"]["resourceVersion"] = str(max(versions, default=0))
+        return listing
+
+    async def _serve_watch(self, request: kmock.Request) -> Any:
+        since = request.params.get("resourceVersion", "")
+        async for event in super()._serve_watch(request):
+            if (
+                since.isdigit()
+                and isinstance(event, dict)
+                and event.get("type") == "ADDED"
+                and int(event["object"]["metadata"].get("resourceVersion", 0)) <= int(since)
+            ):
+                continue
+            yield event
 
     async def _handle(self, request: kmock.Request) -> Any:
         if request.resource is not None and request.action == kmock.action.CREATE:
