@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from marco_operator.api import API_VERSION, KIND, PLURAL
+from marco_operator.api import API_VERSION, KIND, PLURAL, TERMINAL_PHASES
 from marco_operator.core import JobState, Observed, Outcome, reconcile
 from marco_operator.kube import Kube, KubeError, collection_path
 from marco_operator.resources import (
@@ -265,6 +265,9 @@ def reconcile_once(kube: Kube, namespace: str, name: str, options: Options) -> f
     body = kube.get(adaptation_path(namespace, name))
     if body is None or body["metadata"].get("deletionTimestamp"):
         return None
+    status, generation = body.get("status") or {}, body["metadata"].get("generation")
+    if status.get("phase") in TERMINAL_PHASES and status.get("observedGeneration") == generation:
+        return None  # core answers a finished adaptation with its status as is: skip the reads
     observed = observe(kube, body, options)
     outcome = reconcile(body, observed)
     apply(kube, body, observed, outcome)
