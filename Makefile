@@ -14,12 +14,13 @@ PYTEST_ARGS ?=
 
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install test lint unit integration e2e crd clean
+.PHONY: help install test lint unit integration e2e crd chart chart-crd chart-rbac chart-dashboard clean
 
 help:
 	@echo "make demo   run the embedded default end to end and print the report's path"
 	@echo "make test   install what the tests need and run the whole suite"
-	@echo "make crd    regenerate crds/ from the API models"
+	@echo "make crd    regenerate crds/ from the API models (and the chart's copy)"
+	@echo "make chart  regenerate the chart's CRD, RBAC rules and Grafana dashboard"
 
 install: $(TOOLS)/apt.stamp $(TOOLS)/bin/helm $(VENV)/install.stamp
 
@@ -45,12 +46,10 @@ $(TOOLS)/bin/helm:
 	chmod +x $(TOOLS)/bin/helm $(TOOLS)/bin/kubectl
 	$(TOOLS)/bin/helm version --short
 
-$(VENV)/install.stamp: pyproject.toml
+# The same install script the Dockerfiles run (torch pinned first).
+$(VENV)/install.stamp: pyproject.toml scripts/install-python.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	# torch first, pinned: the CUDA build from PyPI is the one torchaudio 2.11 works with.
-	$(PY) -m pip install -q 'torch==2.11.*' 'torchaudio==2.11.*'
-	$(PY) -m pip install -q -e '.[operator,trainer,dev]'
+	PYTHON=$(PY) scripts/install-python.sh operator,trainer,dev --editable
 	@touch $@
 
 lint: $(VENV)/install.stamp
@@ -65,6 +64,23 @@ unit: $(VENV)/install.stamp
 
 crd: $(VENV)/install.stamp
 	$(VENV)/bin/marco crd --output crds/
+	$(MAKE) chart-crd
+
+# The chart's generated parts: the CRD (a copy of crds/), the operator's RBAC
+# rules (marco_operator/rbac.py) and the Grafana dashboard (dashboard.py).
+CHART := charts/marco-asr
+
+chart: chart-crd chart-rbac chart-dashboard
+
+chart-crd:
+	mkdir -p $(CHART)/crds
+	cp crds/asradaptations.asr.marco.dev.yaml $(CHART)/crds/
+
+chart-rbac: $(VENV)/install.stamp
+	$(VENV)/bin/marco rbac --output $(CHART)/files/
+
+chart-dashboard: $(VENV)/install.stamp
+	$(VENV)/bin/marco dashboard --output $(CHART)/dashboards/marco-asr.json
 
 clean:
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache

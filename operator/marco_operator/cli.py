@@ -1,4 +1,4 @@
-"""`marco`: the control plane's command line (crd, operator, run).
+"""`marco`: the control plane's command line (crd, operator, run, rbac, dashboard).
 
 Each command module exposes ``register(subparsers)`` which adds its parser and
 sets ``func``; imports of kopf and friends stay inside the command functions.
@@ -14,6 +14,8 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "marco_operator.crd",
     "marco_operator.local",
+    "marco_operator.rbac",
+    "marco_operator.dashboard",
     "marco_operator.kopf_driver",
 )
 

