@@ -14,13 +14,16 @@ import argparse
 import asyncio
 import logging
 import threading
+import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import kopf
     from kubernetes import client
+
+    from marco_operator.metrics import OperatorMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +37,8 @@ class DriverOptions:
     interval: float = 10.0
     liveness_endpoint: str | None = None
     standalone: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    peering_name: str | None = None
+    metrics_port: int | None = None  # None: no /metrics server (tests run several operators)
 
 
 def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
@@ -62,13 +66,13 @@ def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
 
 
 def build_registry(
-    options: DriverOptions, configuration: client.Configuration
+    options: DriverOptions, configuration: client.Configuration, metrics: OperatorMetrics
 ) -> kopf.OperatorRegistry:
     import kopf
 
     from marco_operator import reconciler
     from marco_operator.api import GROUP, PLURAL, VERSION
-    from marco_operator.kube import Kube
+    from marco_operator.kube import Kube, KubeError
     from marco_operator.resources import LABEL_ADAPTATION, LABEL_MANAGED_BY, MANAGED_BY
 
     registry = kopf.OperatorRegistry()
@@ -77,28 +81,38 @@ def build_registry(
         trainer_port=options.trainer_port, trainer_timeout=options.trainer_timeout
     )
     locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
+    phases: dict[str, str] = {}  # for the phase gauge only; rebuilt by the first ticks
 
     async def reconcile(namespace: str, name: str) -> None:
         async with locks[namespace, name]:
+            started = time.monotonic()
             try:
-                await asyncio.to_thread(
+                done = await asyncio.to_thread(
                     reconciler.reconcile_once, kube, namespace, name, pass_options
                 )
-            except Exception:
+            except Exception as error:
                 # The next tick retries from scratch; kopf's own backoff would stall the CR.
                 logger.exception("reconcile of %s/%s failed", namespace, name)
+                metrics.observe_error("api" if isinstance(error, KubeError) else "internal")
+                metrics.observe_reconcile(time.monotonic() - started, ok=False)
+                return
+            metrics.observe_reconcile(time.monotonic() - started, ok=True)
+            metrics.observe_events(done.events)
+            for kind in done.errors:
+                metrics.observe_error(kind)
+            if any(event.reason == "InvalidSpec" for event in done.events):
+                metrics.observe_error("invalid-spec")
+            if done.phase is None:
+                phases.pop(f"{namespace}/{name}", None)
+            else:
+                phases[f"{namespace}/{name}"] = done.phase
+            metrics.observe_phases(phases)
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(configuration)
 
-    @kopf.timer(
-        GROUP,
-        VERSION,
-        PLURAL,
-        interval=options.interval,
-        registry=registry,
-    )
+    @kopf.timer(GROUP, VERSION, PLURAL, interval=options.interval, registry=registry)
     async def tick(namespace: str, name: str, **_: Any) -> None:
         await reconcile(namespace, name)
 
@@ -121,9 +135,9 @@ def settings_for(options: DriverOptions) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     settings.posting.level = logging.WARNING  # our own Events carry the decisions
     settings.peering.standalone = options.standalone
-    for key, value in options.extra.items():
-        group, attr = key.split(".", 1)
-        setattr(getattr(settings, group), attr, value)
+    if options.peering_name:
+        settings.peering.name = options.peering_name
+        settings.peering.mandatory = True  # several replicas must never run unpeered
     return settings
 
 
@@ -133,16 +147,24 @@ async def operate(
     *,
     stop_flag: asyncio.Event | threading.Event | None = None,
     ready_flag: asyncio.Event | threading.Event | None = None,
+    metrics: OperatorMetrics | None = None,
 ) -> None:
     """Run the operator until the stop flag is set (or a signal in the main thread)."""
     import kopf
 
+    from marco_operator.metrics import OperatorMetrics, start_metrics_server
+
+    metrics = metrics or OperatorMetrics()
+    if options.metrics_port is not None:
+        address, port = start_metrics_server(options.metrics_port, metrics=metrics)
+        logger.info("serving /metrics on %s:%d", address, port)
     await kopf.operator(
-        registry=build_registry(options, configuration),
+        registry=build_registry(options, configuration, metrics),
         settings=settings_for(options),
         clusterwide=options.all_namespaces,
         namespaces=list(options.namespaces),
         standalone=options.standalone,
+        peering_name=options.peering_name,
         liveness_endpoint=options.liveness_endpoint,
         stop_flag=stop_flag,
         ready_flag=ready_flag,
@@ -151,6 +173,7 @@ async def operate(
 
 def _command(args: argparse.Namespace) -> int:
     from marco_operator.kube import load_configuration
+    from marco_operator.metrics import metrics_port
 
     if not args.all_namespaces and not args.namespace:
         raise SystemExit("marco operator: give --namespace NS (repeatable) or --all-namespaces")
@@ -166,6 +189,8 @@ def _command(args: argparse.Namespace) -> int:
         interval=args.interval,
         liveness_endpoint=args.liveness,
         standalone=args.standalone,
+        peering_name=args.peering,
+        metrics_port=args.metrics_port if args.metrics_port is not None else metrics_port(),
     )
     configuration = load_configuration(args.kubeconfig, args.context)
     asyncio.run(operate(options, configuration))
@@ -210,8 +235,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz",
     )
-    parser.add_argument(
+    peering = parser.add_mutually_exclusive_group()
+    peering.add_argument(
         "--standalone", action="store_true", help="no peering with other operator replicas"
+    )
+    peering.add_argument(
+        "--peering",
+        metavar="NAME",
+        default=None,
+        help="kopf peering object shared by replicas (only one of them acts at a time)",
+    )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="port of the operator's /metrics (default: $MARCO_METRICS_PORT, else 9090)",
     )
     parser.add_argument(
         "--kubeconfig", default=None, help="kubeconfig file when not running in a cluster"

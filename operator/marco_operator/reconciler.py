@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from marco_operator.api import API_VERSION, KIND, PLURAL, TERMINAL_PHASES
-from marco_operator.core import JobState, Observed, Outcome, reconcile
+from marco_operator.core import Event, JobState, Observed, Outcome, reconcile
 from marco_operator.kube import Kube, KubeError, collection_path
 from marco_operator.resources import (
     DIRECTIVE_KEY,
@@ -132,9 +132,8 @@ def fetch_evaluations(url: str, timeout: float) -> EvaluationHistory | None:
         return None
 
 
-def _evaluations(
-    kube: Kube, namespace: str, train: JobState | None, options: Options
-) -> EvaluationHistory | None:
+def _rank0_url(kube: Kube, namespace: str, train: JobState | None, port: int) -> str | None:
+    """Where a running rank 0 serves its history; None when there is none to ask."""
     if train is None or train.complete or train.failed:
         return None
     pods = kube.list(collection_path("v1", "pods", namespace), {JOB_NAME_LABEL: train.name})
@@ -146,9 +145,7 @@ def _evaluations(
     if not ip or status.get("phase") in ("Succeeded", "Failed"):
         return None
     host = f"[{ip}]" if ":" in ip else ip
-    return fetch_evaluations(
-        f"http://{host}:{options.trainer_port}/v1/evaluations", options.trainer_timeout
-    )
+    return f"http://{host}:{port}/v1/evaluations"
 
 
 def _directive(kube: Kube, namespace: str, name: str) -> Directive | None:
@@ -163,7 +160,17 @@ def _directive(kube: Kube, namespace: str, name: str) -> Directive | None:
         return None
 
 
-def observe(kube: Kube, body: Mapping[str, Any], options: Options) -> Observed:
+@dataclass(frozen=True)
+class Pass:
+    """What one pass saw and did, for the driver's metrics and logs."""
+
+    phase: str | None  # None: the adaptation is gone
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None
+    errors: tuple[str, ...] = ()  # kinds of trouble met, e.g. "trainer" (rank 0 unreadable)
+
+
+def observe(kube: Kube, body: Mapping[str, Any], options: Options) -> tuple[Observed, list[str]]:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     jobs_raw = kube.list(
         collection_path("batch/v1", "jobs", namespace),
@@ -174,12 +181,20 @@ def observe(kube: Kube, body: Mapping[str, Any], options: Options) -> Observed:
         state = _job_state(kube, namespace, raw)
         if state.stage:
             jobs[state.stage] = state
-    return Observed(
+    errors = []
+    evaluations = None
+    url = _rank0_url(kube, namespace, jobs.get(TRAIN_STAGE), options.trainer_port)
+    if url is not None:
+        evaluations = fetch_evaluations(url, options.trainer_timeout)
+        if evaluations is None:
+            errors.append("trainer")
+    observed = Observed(
         jobs=jobs,
-        evaluations=_evaluations(kube, namespace, jobs.get(TRAIN_STAGE), options),
+        evaluations=evaluations,
         directive=_directive(kube, namespace, name),
         now=time.time(),
     )
+    return observed, errors
 
 
 # --- acting -------------------------------------------------------------------------------
@@ -260,18 +275,24 @@ def apply(kube: Kube, body: Mapping[str, Any], observed: Observed, outcome: Outc
         kube.create(event_manifest(body, event.type, event.reason, event.message))
 
 
-def reconcile_once(kube: Kube, namespace: str, name: str, options: Options) -> float | None:
-    """Read the adaptation fresh, decide, act; returns core's requeue hint (None: done or gone)."""
+def reconcile_once(kube: Kube, namespace: str, name: str, options: Options) -> Pass:
+    """Read the adaptation fresh, decide, act."""
     body = kube.get(adaptation_path(namespace, name))
     if body is None or body["metadata"].get("deletionTimestamp"):
-        return None
+        return Pass(phase=None)
     status, generation = body.get("status") or {}, body["metadata"].get("generation")
     if status.get("phase") in TERMINAL_PHASES and status.get("observedGeneration") == generation:
-        return None  # core answers a finished adaptation with its status as is: skip the reads
-    observed = observe(kube, body, options)
+        # Core answers a finished adaptation with its status as is: skip the reads.
+        return Pass(phase=status["phase"])
+    observed, errors = observe(kube, body, options)
     outcome = reconcile(body, observed)
     apply(kube, body, observed, outcome)
-    return outcome.requeue_after
+    return Pass(
+        phase=outcome.status.get("phase"),
+        events=tuple(outcome.events),
+        requeue_after=outcome.requeue_after,
+        errors=tuple(errors),
+    )
 
 
-__all__ = ["KubeError", "Options", "apply", "observe", "reconcile_once"]
+__all__ = ["KubeError", "Options", "Pass", "apply", "observe", "reconcile_once"]

@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from operator_harness import EmulatedCluster, JobController, OperatorRun, ScriptedTrainer
+
+from .harness import EmulatedCluster, JobController, OperatorRun, ScriptedTrainer
 
 
 @pytest.fixture()

@@ -14,15 +14,17 @@ import time
 from typing import Any
 
 import pytest
-from operator_harness import (
+
+from marco_trainer.contract import StageResult
+
+from .harness import (
     EmulatedCluster,
     JobController,
     OperatorProcess,
+    OperatorRun,
     ScriptedTrainer,
     wait_for,
 )
-
-from marco_trainer.contract import StageResult
 
 NAME = "telephony"  # the scripted rank 0 serves this adaptation
 ONLY_TRAINING = {
@@ -112,6 +114,10 @@ def status_at_cycle(cluster: EmulatedCluster, cycle: int) -> dict[str, Any]:
         f"status of cycle {cycle}",
         lambda: (s := cluster.status(NAME)).get("cycle") == cycle and s,
     )
+
+
+def sample(run: OperatorRun, name: str, **labels: str) -> float | None:
+    return run.metrics.registry.get_sample_value(name, labels)
 
 
 def settle(seconds: float = 1.2) -> None:
@@ -204,6 +210,7 @@ def test_the_learning_rate_follows_eq1_cycle_by_cycle(
         assert record["wers"] == wers
     changes = [e["message"] for e in events_in_order(cluster, "LearningRateChanged")]
     assert [m.split(" at ")[0] for m in changes] == ["cycle 1", "cycle 2", "cycle 3"]
+    assert sample(operator, "marco_operator_decisions_total", reason="LearningRateChanged") == 3
     # The trainer's mounted file is the ConfigMap: rank 0 reports the directive it applies.
     assert trainer.history().directive.cycle == 3
 
@@ -275,6 +282,8 @@ def test_a_plateau_stops_training_and_an_ignored_stop_suspends_the_job(
     reasons = [e["reason"] for e in events_in_order(cluster)]
     assert reasons.index("EarlyStop") < reasons.index("StopNotHonoured")
     assert events_in_order(cluster, "StopNotHonoured")[0]["type"] == "Warning"
+    for reason in ("EarlyStop", "StopNotHonoured"):
+        assert sample(operator, "marco_operator_decisions_total", reason=reason) == 1
 
 
 def test_a_failed_job_fails_the_adaptation_with_its_reason(
@@ -365,6 +374,8 @@ def test_learning_rate_bounds_upside_down_are_refused_with_the_field_named(
     assert cluster.jobs(NAME) == []
     (event,) = events_in_order(cluster, "InvalidSpec")
     assert event["type"] == "Warning" and "spec.training.learningRate" in event["message"]
+    assert sample(operator, "marco_operator_errors_total", kind="invalid-spec") == 1
+    assert sample(operator, "marco_operator_adaptations", phase="Invalid") == 1
 
     # Fixing the spec (a new generation) lets it run.
     cluster.kube.merge_patch(

@@ -27,6 +27,17 @@ def test_operator_cli_defaults() -> None:
     assert (args.namespace, args.interval) == (["a", "b"], 0.5)
 
 
+def test_operator_cli_takes_the_flags_the_chart_passes() -> None:
+    liveness = ["--liveness", "http://0.0.0.0:8181/healthz"]
+    args = build_parser().parse_args(["operator", *liveness, "--all-namespaces", "--standalone"])
+    assert (args.all_namespaces, args.standalone, args.peering) == (True, True, None)
+    args = build_parser().parse_args(["operator", *liveness, "-n", "a", "--peering", "marco-asr"])
+    assert (args.namespace, args.standalone, args.peering) == (["a"], False, "marco-asr")
+    assert args.liveness == "http://0.0.0.0:8181/healthz"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["operator", "-A", "--standalone", "--peering", "x"])
+
+
 def test_operator_cli_needs_a_scope_and_only_one(capsys) -> None:
     with pytest.raises(SystemExit, match=r"--namespace NS .* or --all-namespaces"):
         main(["operator"])

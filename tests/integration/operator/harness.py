@@ -30,12 +30,14 @@ from typing import Any, TypeVar
 import jsonpatch
 import kmock
 from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
 
 import marco_operator
 import marco_trainer
 from marco_operator.api import API_VERSION, PLURAL
 from marco_operator.kopf_driver import DriverOptions, operate
 from marco_operator.kube import Kube, collection_path
+from marco_operator.metrics import OperatorMetrics
 from marco_operator.reconciler import JOB_NAME_LABEL, adaptation_path, control_path
 from marco_operator.resources import (
     DIRECTIVE_KEY,
@@ -244,6 +246,12 @@ class EmulatedCluster:
         configmap = self.kube.get(control_path(NAMESPACE, adaptation))
         text = ((configmap or {}).get("data") or {}).get(DIRECTIVE_KEY)
         return Directive.model_validate_json(text) if text else None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) -> T:
@@ -468,6 +476,7 @@ class OperatorRun:
             standalone=True,
         )
         self.cluster = cluster
+        self.metrics = OperatorMetrics()
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -484,6 +493,7 @@ class OperatorRun:
                         self.cluster.configuration(),
                         stop_flag=self._stop,
                         ready_flag=ready,
+                        metrics=self.metrics,
                     )
                 )
             except BaseException as error:
@@ -523,15 +533,17 @@ class OperatorProcess:
         self.liveness = ""
 
     def start(self) -> OperatorProcess:
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        port = free_port()
         self.liveness = f"http://127.0.0.1:{port}/healthz"
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         roots = [
             str(Path(m.__file__).resolve().parents[1]) for m in (marco_operator, marco_trainer)
         ]
         env = dict(
-            os.environ, PYTHONPATH=os.pathsep.join([*roots, os.environ.get("PYTHONPATH", "")])
+            os.environ,
+            PYTHONPATH=os.pathsep.join([*roots, os.environ.get("PYTHONPATH", "")]),
+            MARCO_METRICS_PORT=str(self.metrics_port),
         )
         command = [
             sys.executable, "-m", "marco_operator", "operator", "--all-namespaces",
@@ -555,6 +567,18 @@ class OperatorProcess:
                 return response.status == 200
         except OSError:
             return False
+
+    def metric(self, name: str, labels: Mapping[str, str]) -> float | None:
+        """One sample from the process's /metrics, as Prometheus would scrape it."""
+        with urllib.request.urlopen(self.metrics_url, timeout=2) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(
+                    sample.labels.get(k) == v for k, v in labels.items()
+                ):
+                    return sample.value
+        return None
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye, as an OOM kill or a lost node would do it."""
