@@ -4,8 +4,8 @@ Level-triggered: a timer on each AsrAdaptation and every event of a Job the
 operator manages call the same pass (reconciler.reconcile_once), which reads
 the adaptation and its children fresh. Passes over one adaptation are
 serialised by an asyncio lock, so a timer tick and a Job event never
-interleave; the locks are the only in-memory state and losing them on a
-restart loses nothing.
+interleave. The locks and the phase gauge's tally are all it keeps in memory;
+a restart loses neither a decision nor a child.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+
+from marco_operator.resources import METRICS_PORT
 
 if TYPE_CHECKING:
     import kopf
@@ -32,7 +34,7 @@ logger = logging.getLogger(__name__)
 class DriverOptions:
     namespaces: tuple[str, ...] = ()
     all_namespaces: bool = False
-    trainer_port: int = 9400
+    trainer_port: int = METRICS_PORT
     trainer_timeout: float = 2.0
     interval: float = 10.0
     liveness_endpoint: str | None = None
@@ -121,6 +123,14 @@ def build_registry(
         parent = labels.get(LABEL_ADAPTATION)
         if parent:
             await reconcile(namespace, parent)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def forget(namespace: str, name: str, type: str | None, **_: Any) -> None:
+        # The timer ends with the object, so no pass would see it gone.
+        if type == "DELETED":
+            phases.pop(f"{namespace}/{name}", None)
+            metrics.observe_phases(phases)
+            locks.pop((namespace, name), None)
 
     @kopf.on.cleanup(registry=registry)
     def close(**_: Any) -> None:
@@ -214,7 +224,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--trainer-port",
         type=int,
-        default=9400,
+        default=METRICS_PORT,
         help="port of rank 0's /v1/evaluations (default: %(default)s)",
     )
     parser.add_argument(

@@ -306,6 +306,15 @@ def test_a_failed_job_fails_the_adaptation_with_its_reason(
     assert [j["metadata"]["name"] for j in cluster.jobs(NAME)] == ["telephony-filter"]
     (changed,) = [e for e in events_in_order(cluster, "PhaseChanged") if "Failed" in e["message"]]
     assert changed["type"] == "Warning"
+    assert sample(operator, "marco_operator_adaptations", phase="Failed") == 1
+
+    # Deleted (kopf releases its finalizer): the phase gauge forgets it.
+    cluster.kube.request("DELETE", cluster.path("asr.marco.dev/v1alpha1", "asradaptations", NAME))
+    wait_for(
+        "the gauge to drop the deleted adaptation",
+        lambda: sample(operator, "marco_operator_adaptations", phase="Failed") == 0,
+    )
+    assert cluster.kube.get(cluster.path("asr.marco.dev/v1alpha1", "asradaptations", NAME)) is None
 
 
 def test_an_operator_killed_mid_training_resumes_without_repeating_itself(
