@@ -13,7 +13,11 @@ import sys
 from collections.abc import Sequence
 
 # Stage modules, in pipeline order. A module listed here owns its subcommand(s).
-STAGE_MODULES: tuple[str, ...] = ("marco_trainer.report",)
+STAGE_MODULES: tuple[str, ...] = (
+    "marco_trainer.demo_data",
+    "marco_trainer.ct2_import",
+    "marco_trainer.report",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -63,9 +63,11 @@ def speak(
             _run(["text2wave", "-eval", f"(voice_{voice.name})", str(script), "-o", str(raw)])
         else:
             raise ValueError(f"unknown TTS engine {voice.engine!r}")
+        # -R: sox seeds its dither with a fixed number, so the same text gives the same file.
         _run(
             [
                 "sox",
+                "-R",
                 str(raw),
                 *encoding,
                 "-c",
