@@ -77,7 +77,7 @@ def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
 
 
 def phase_is(cluster: EmulatedCluster, phase: str):
-    return lambda: cluster.status(NAME) if cluster.status(NAME).get("phase") == phase else None
+    return lambda: (s := cluster.status(NAME)).get("phase") == phase and s
 
 
 def events_in_order(cluster: EmulatedCluster, reason: str | None = None) -> list[dict]:
@@ -198,9 +198,7 @@ def test_the_learning_rate_follows_eq1_cycle_by_cycle(
         assert not directive.stop
     assert expected[1] > expected[0] > expected[2] == pytest.approx(1e-7)
 
-    status = wait_for(
-        "status of cycle 3", lambda: (s := cluster.status(NAME)).get("cycle") == 3 and s
-    )
+    status = status_at_cycle(cluster, 3)
     assert status["phase"] == "Training"
     assert status["learningRate"] == pytest.approx(expected[-1], rel=1e-9)
     recorded = status["cycles"]
@@ -234,7 +232,8 @@ def test_an_llm_trains_at_eq2_from_the_baseline_wer(
     command = " ".join(train["spec"]["template"]["spec"]["containers"][0]["command"])
     assert float(re.search(r"--learning-rate (\S+)", command).group(1)) == pytest.approx(expected)
     assert "--family llm" in command
-    status = cluster.status(NAME)
+    # The directive's ConfigMap is created before the status is patched in the same pass.
+    status = wait_for("the first cycle", lambda: (s := cluster.status(NAME)).get("cycles") and s)
     assert (status["family"], status["baselineWer"]) == ("llm", 42.0)
     assert status["learningRate"] == pytest.approx(expected, rel=1e-9)
     assert "Eq. 2" in status["cycles"][0]["reason"]
@@ -326,9 +325,7 @@ def test_an_operator_killed_mid_training_resumes_without_repeating_itself(
         jobs.start(jobs.wait_job(NAME, "train"))
         wait_for("the first directive", lambda: cluster.directive(NAME))
         run_cycle(trainer, cluster, [30.0, 29.2, 29.9])
-        before = wait_for(
-            "status of cycle 1", lambda: (s := cluster.status(NAME)).get("cycle") == 1 and s
-        )
+        before = status_at_cycle(cluster, 1)
         trainer.evaluate(28.1)
         trainer.evaluate(28.0)
     finally:
@@ -342,9 +339,7 @@ def test_an_operator_killed_mid_training_resumes_without_repeating_itself(
             lambda: (d := cluster.directive(NAME)) and d.cycle == 2 and d,
         )
         assert directive.learning_rate == pytest.approx(eq1([28.1, 28.0, 28.05], 1e-7, 1e-5, 0.5))
-        status = wait_for(
-            "status of cycle 2", lambda: (s := cluster.status(NAME)).get("cycle") == 2 and s
-        )
+        status = status_at_cycle(cluster, 2)
         settle()
     finally:
         second.stop()
