@@ -249,6 +249,10 @@ def event_manifest(body: Mapping[str, Any], type_: str, reason: str, message: st
 
 
 def apply(kube: Kube, body: Mapping[str, Any], observed: Observed, outcome: Outcome) -> None:
+    """Make the world match core's outcome. The status goes last: it is the commit point,
+    so whoever sees a new phase also finds its children, directive and Events; a pass that
+    dies before it is repeated by the next one (an Event may then appear twice, never zero
+    times)."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     for manifest in outcome.create:
         if kube.create(manifest):
@@ -266,13 +270,13 @@ def apply(kube: Kube, body: Mapping[str, Any], observed: Observed, outcome: Outc
         kube.merge_patch(
             f"{collection_path('batch/v1', 'jobs', namespace)}/{job}", {"spec": {"suspend": True}}
         )
+    for event in outcome.events:
+        kube.create(event_manifest(body, event.type, event.reason, event.message))
     current = body.get("status") or {}
     # Core's status is complete, with None for fields to drop: a merge patch writes it as
     # is. Skipped when it would change nothing, so an idle pass writes nothing.
     if merged(current, outcome.status) != current:
         kube.merge_patch(f"{adaptation_path(namespace, name)}/status", {"status": outcome.status})
-    for event in outcome.events:
-        kube.create(event_manifest(body, event.type, event.reason, event.message))
 
 
 def reconcile_once(kube: Kube, namespace: str, name: str, options: Options) -> Pass:
