@@ -144,6 +144,9 @@ def settings_for(options: DriverOptions) -> kopf.OperatorSettings:
 
     settings = kopf.OperatorSettings()
     settings.posting.level = logging.WARNING  # our own Events carry the decisions
+    # A deleted adaptation keeps kopf's finalizer until the timer's pass in flight ends
+    # (seconds at most); kopf's default re-check after 60 s would hold the deletion that long.
+    settings.background.cancellation_polling = 1.0
     settings.peering.standalone = options.standalone
     if options.peering_name:
         settings.peering.name = options.peering_name

@@ -308,12 +308,13 @@ def test_a_failed_job_fails_the_adaptation_with_its_reason(
     assert sample(operator, "marco_operator_adaptations", phase="Failed") == 1
 
     # Deleted (kopf releases its finalizer): the phase gauge forgets it.
-    cluster.kube.request("DELETE", cluster.path("asr.marco.dev/v1alpha1", "asradaptations", NAME))
+    path = cluster.path("asr.marco.dev/v1alpha1", "asradaptations", NAME)
+    cluster.kube.request("DELETE", path)
+    wait_for("the adaptation gone", lambda: cluster.kube.get(path) is None)
     wait_for(
         "the gauge to drop the deleted adaptation",
         lambda: sample(operator, "marco_operator_adaptations", phase="Failed") == 0,
     )
-    assert cluster.kube.get(cluster.path("asr.marco.dev/v1alpha1", "asradaptations", NAME)) is None
 
 
 def test_an_operator_killed_mid_training_resumes_without_repeating_itself(
