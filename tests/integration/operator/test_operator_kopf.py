@@ -285,6 +285,34 @@ def test_a_plateau_stops_training_and_an_ignored_stop_suspends_the_job(
         assert sample(operator, "marco_operator_decisions_total", reason=reason) == 1
 
 
+def test_a_stop_the_trainer_honours_ends_in_success_with_the_best_checkpoint(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, operator
+) -> None:
+    spec = make_spec(
+        training={
+            "cycleSteps": 1000,
+            "earlyStopping": {"patience": 2, "minImprovement": 0.1},
+            "stopGracePeriodSeconds": 30,
+        },
+        **ONLY_TRAINING,
+    )
+    cluster.apply_adaptation(NAME, spec)
+    job = jobs.wait_job(NAME, "train")
+    jobs.start(job)
+    wait_for("the first directive", lambda: cluster.directive(NAME))
+    for wer in [25.0, 24.0, 24.5, 24.2]:
+        trainer.evaluate(wer)
+    wait_for("a stop directive", lambda: (d := cluster.directive(NAME)) and d.stop)
+    # Rank 0 exports the best checkpoint and exits 0: the Job completes.
+    trainer.finished = True
+    jobs.complete(job, StageResult(stage="train", wer=24.0, best_step=20, steps=40))
+    status = wait_for("phase Succeeded", phase_is(cluster, "Succeeded"))
+    assert (status["bestWer"], status["bestStep"], status["step"]) == (24.0, 20, 40)
+    assert status["stop"]["reason"].startswith("early stop")
+    assert cluster.job(NAME, "train")["spec"].get("suspend") is not True
+    assert events_in_order(cluster, "StopNotHonoured") == []
+
+
 def test_a_failed_job_fails_the_adaptation_with_its_reason(
     cluster: EmulatedCluster, jobs: JobController, operator
 ) -> None:
