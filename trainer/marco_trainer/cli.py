@@ -16,6 +16,10 @@ from collections.abc import Sequence
 STAGE_MODULES: tuple[str, ...] = (
     "marco_trainer.demo_data",
     "marco_trainer.ct2_import",
+    "marco_trainer.audio.cli_filter",
+    "marco_trainer.audio.cli_profile",
+    "marco_trainer.audio.cli_augment",
+    "marco_trainer.audio.cli_report",
     "marco_trainer.report",
 )
 

@@ -1,0 +1,133 @@
+"""Clean speech augmented against a telephony profile comes out looking like the target."""
+
+from __future__ import annotations
+
+import json
+
+import soundfile as sf
+
+from marco_trainer.audio.match import MatchReport
+from marco_trainer.audio.profile import load_profile
+from marco_trainer.results import read_stage_result
+
+#: KS distance (0 = same distribution, 1 = disjoint) at or below which a metric matches.
+THRESHOLD = 0.5
+
+
+def _lines(directory):
+    return [
+        json.loads(line)
+        for path in sorted(directory.glob("manifest-*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+
+
+def test_profile_augment_report(corpus, tmp_path, marco_trainer):
+    target, source, augmented = tmp_path / "target", tmp_path / "source", tmp_path / "aug"
+    for i in range(2):
+        marco_trainer(
+            "profile",
+            "--input",
+            corpus / "target",
+            "--output-dir",
+            target,
+            "--shard-index",
+            i,
+            "--num-shards",
+            2,
+        )
+    marco_trainer("profile", "--input", corpus / "source" / "source.jsonl", "--output-dir", source)
+    telephone = load_profile(target)
+    assert telephone.sample_rate == {8000: 6}
+    assert telephone.bit_depth == {8: 3, 13: 3}
+    assert telephone == load_profile(target / "profile.json")
+
+    marco_trainer(
+        "augment",
+        "--manifest",
+        corpus / "source" / "source.jsonl",
+        "--output-dir",
+        augmented,
+        "--profile",
+        target,
+        "--copies",
+        2,
+        "--seed",
+        5,
+    )
+    lines = _lines(augmented)
+    assert len(lines) == 12
+    by_source = {(line["source_audio_filepath"], line["text"]) for line in lines}
+    assert len(by_source) == 6 and all(line["language"] == "en" for line in lines)
+    for line in lines:
+        step = line["augmentation"]
+        assert step["chain"] == "profile" and step["resample"]["sample_rate"] == 8000
+        assert step["filter"]["resolved"]
+        info = sf.info(str(augmented / line["audio_filepath"]))
+        assert (info.samplerate, info.subtype) == (16000, "PCM_16")
+        assert abs(info.duration - line["duration"]) < 1e-3
+    assert read_stage_result(augmented).counts["processed"] == 12
+
+    marco_trainer("profile", "--input", augmented, "--output-dir", tmp_path / "aug-profile")
+    report_dir = tmp_path / "report"
+    printed = marco_trainer(
+        "profile-report",
+        "--target",
+        target,
+        "--augmented",
+        tmp_path / "aug-profile",
+        "--source",
+        source,
+        "--output-dir",
+        report_dir,
+        "--threshold",
+        THRESHOLD,
+    ).stdout
+    report = MatchReport.model_validate_json((report_dir / "match.json").read_text())
+    distances = {
+        m.metric: (round(m.ks_source, 2), round(m.ks_augmented, 2)) for m in report.metrics
+    }
+    assert report.matched, (distances, printed)
+    assert report.source_matched is False, distances
+    assert all(m.ks_augmented < m.ks_source for m in report.metrics), distances
+    for metric in ("snr_db", "lufs", "centroid_hz", "rolloff_hz"):
+        assert (report_dir / f"match-{metric}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_outputs_do_not_depend_on_sharding(corpus, tmp_path, marco_trainer):
+    manifest = corpus / "source" / "source.jsonl"
+    marco_trainer(
+        "augment",
+        "--manifest",
+        manifest,
+        "--output-dir",
+        tmp_path / "one",
+        "--preset",
+        "telephony",
+        "--seed",
+        9,
+    )
+    for i in range(2):
+        marco_trainer(
+            "augment",
+            "--manifest",
+            manifest,
+            "--output-dir",
+            tmp_path / "two",
+            "--preset",
+            "telephony",
+            "--seed",
+            9,
+            "--shard-index",
+            i,
+            "--num-shards",
+            2,
+        )
+    one = {line["audio_filepath"]: line for line in _lines(tmp_path / "one")}
+    two = {line["audio_filepath"]: line for line in _lines(tmp_path / "two")}
+    assert one == two and len(one) == 6
+    assert len(list((tmp_path / "two").glob("manifest-*-of-00002.jsonl"))) == 2
+    for name in one:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    assert {line["augmentation"]["chain"] for line in one.values()} == {"telephony"}
+    assert read_stage_result(tmp_path / "two").counts["processed"] == 6

@@ -1,0 +1,173 @@
+"""The pure operators, the parameter drawing and the Eq. 3 composition."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from marco_trainer.audio import ops
+from marco_trainer.audio.assets import Assets, simulate_rirs
+from marco_trainer.audio.chain import apply_chain
+from marco_trainer.audio.features import (
+    FileMetrics,
+    estimate_snr,
+    integrated_loudness,
+    spectral_shape,
+)
+from marco_trainer.audio.params import ChainParams, draw_params, reverb_probability, utterance_rng
+from marco_trainer.audio.profile import build_profile
+from marco_trainer.audio.telephony import apply_telephony, draw_telephony
+
+
+def _band_energy_share(x: np.ndarray, rate: int, above_hz: float) -> float:
+    spectrum = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(len(x), 1 / rate)
+    return float(spectrum[freqs > above_hz].sum() / spectrum.sum())
+
+
+def test_quantize_pcm_keeps_2_to_the_bits_levels():
+    x = np.linspace(-1, 1, 10000, dtype=np.float32)
+    y, _ = ops.quantize(x, 16000, "pcm", 4)
+    assert len(np.unique(y)) <= 16
+    assert np.max(np.abs(y - x)) <= 1 / 8 + 1e-6
+
+
+def test_mulaw_is_finer_near_zero_than_8_bit_pcm():
+    x = np.linspace(-0.01, 0.01, 1000, dtype=np.float32)
+    mulaw, _ = ops.quantize(x, 8000, "mulaw", 8)
+    pcm, _ = ops.quantize(x, 8000, "pcm", 8)
+    assert np.abs(mulaw - x).mean() < np.abs(pcm - x).mean() / 4
+
+
+def test_resample_down_and_up_removes_the_upper_band(speech_samples):
+    x, rate = speech_samples
+    narrow, mid = ops.resample(x, rate, 8000)
+    back, out = ops.resample(narrow, mid, rate)
+    assert (mid, out) == (8000, rate)
+    assert abs(len(back) - len(x)) <= 1
+    assert _band_energy_share(x, rate, 4200) > 1e-3
+    assert _band_energy_share(back, rate, 4200) < 1e-5
+
+
+@pytest.mark.parametrize("snr_db", [5.0, 15.0, 25.0])
+def test_add_noise_hits_the_snr_the_estimator_reads(speech_samples, snr_db):
+    x, rate = speech_samples
+    noise = ops.coloured_noise(len(x), rate, 0.0, seed=3)
+    y, _ = ops.add_noise(x, rate, noise, snr_db)
+    assert estimate_snr(y, rate) == pytest.approx(snr_db, abs=1.5)
+
+
+def test_coloured_noise_is_unit_power_pinker_and_band_limited():
+    white = ops.coloured_noise(16000, 16000, 0.0, seed=1)
+    pink = ops.coloured_noise(16000, 16000, 1.0, seed=1, bandwidth_hz=4000)
+    assert np.mean(pink**2) == pytest.approx(1.0, rel=1e-3)
+    assert spectral_shape(pink, 16000)[0] < 0.5 * spectral_shape(white, 16000)[0]
+    assert _band_energy_share(pink, 16000, 4100) < 1e-6
+
+
+def test_gain_to_loudness_hits_the_target_or_stops_at_the_peak(speech_samples):
+    x, rate = speech_samples
+    y, _ = ops.gain_to_loudness(x, rate, -30.0)
+    assert integrated_loudness(y, rate) == pytest.approx(-30.0, abs=0.01)
+    loud, _ = ops.gain_to_loudness(x, rate, -1.0)
+    assert np.max(np.abs(loud)) <= 0.99 + 1e-6
+    assert integrated_loudness(loud, rate) < -1.0
+
+
+def test_butterworth_low_and_high_pass(speech_samples):
+    x, rate = speech_samples
+    low, _ = ops.butterworth(x, rate, "lowpass", 1000.0)
+    high, _ = ops.butterworth(x, rate, "highpass", 2000.0)
+    assert _band_energy_share(low, rate, 2000) < 0.01
+    assert _band_energy_share(high, rate, 1000) > 0.9
+
+
+def test_reverberation_keeps_length_and_fills_the_pauses(speech_samples):
+    x, rate = speech_samples
+    rir = simulate_rirs(1, rate, seed=0)[0]
+    y, _ = ops.reverberate(x, rate, rir)
+    assert len(y) == len(x)
+    assert estimate_snr(y, rate) < estimate_snr(x, rate) - 5
+
+
+def _profile(**ranges) -> object:
+    records = []
+    for i in range(20):
+        u = i / 19
+        records.append(
+            FileMetrics(
+                path=f"f{i}.wav",
+                sample_rate=8000 if i % 4 else 16000,
+                bit_depth=8 if i % 2 else 16,
+                subtype="ULAW" if i % 2 else "PCM_16",
+                channels=1,
+                duration_s=3.0,
+                snr_db=ranges.get("snr", (10, 20))[0] + u * 10,
+                lufs=-30 + 5 * u,
+                centroid_hz=1200 + 300 * u,
+                rolloff_hz=2200 + 400 * u,
+            )
+        )
+    return build_profile(records)
+
+
+def test_parameters_depend_on_seed_key_and_copy_only():
+    profile = _profile()
+    a = draw_params(profile, utterance_rng(7, "a.wav", 0), 16000, num_rirs=4)
+    assert a == draw_params(profile, utterance_rng(7, "a.wav", 0), 16000, num_rirs=4)
+    others = [
+        draw_params(profile, utterance_rng(*k), 16000, num_rirs=4)
+        for k in ((8, "a.wav", 0), (7, "b.wav", 0), (7, "a.wav", 1))
+    ]
+    assert all(o != a for o in others)
+
+
+def test_parameters_stay_in_the_profile_ranges():
+    profile = _profile()
+    drawn = [draw_params(profile, utterance_rng(0, str(i), 0), 16000) for i in range(200)]
+    snr, lufs = profile.metric("snr_db"), profile.metric("lufs")
+    assert {p.resample.sample_rate for p in drawn} == {8000, 16000}
+    assert {p.resample.encoding for p in drawn} == {"mulaw", "pcm"}
+    assert all(snr.percentile(5) <= p.noise.snr_db <= snr.percentile(95) for p in drawn)
+    assert all(lufs.min <= p.loudness.target_lufs <= lufs.max for p in drawn)
+
+
+def test_reverb_is_likelier_for_noisier_targets():
+    assert reverb_probability(40.0) < reverb_probability(10.0) < reverb_probability(5.0) == 1.0
+    noisy, clean = _profile(snr=(0, 5)), _profile(snr=(35, 40))
+    share = [
+        np.mean(
+            [
+                draw_params(p, utterance_rng(0, str(i), 0), 16000, 4).reverb is not None
+                for i in range(300)
+            ]
+        )
+        for p in (noisy, clean)
+    ]
+    assert share[0] > 0.9 and share[1] < 0.3
+
+
+def test_logged_parameters_replay_to_the_same_audio(speech_samples):
+    x, rate = speech_samples
+    assets = Assets(rirs=simulate_rirs(2, 16000, seed=1))
+    profile = _profile(snr=(0, 5))
+    drawn = draw_params(profile, utterance_rng(3, "x", 0), 16000, num_rirs=2)
+    first, out_rate, applied = apply_chain(x, rate, drawn, assets)
+    assert applied.filter.resolved and out_rate == 16000 and len(first) == len(x)
+    replayed = ChainParams.model_validate_json(applied.model_dump_json())
+    again, _, _ = apply_chain(x, rate, replayed, assets)
+    assert np.array_equal(first, again)
+    assert integrated_loudness(first, out_rate) == pytest.approx(
+        drawn.loudness.target_lufs, abs=0.2
+    )
+
+
+def test_telephony_preset_is_narrowband_noisy_and_at_the_model_rate(speech_samples):
+    x, rate = speech_samples
+    params = draw_telephony(np.random.default_rng(0), 16000)
+    y, out_rate = apply_telephony(x, rate, params)
+    assert out_rate == 16000 and len(y) == len(x)
+    assert _band_energy_share(y, out_rate, 4000) < 1e-3
+    assert _band_energy_share(y, out_rate, 0) > 0  # not silent
+    assert estimate_snr(y, out_rate) < estimate_snr(x, rate) - 10
+    assert np.max(np.abs(y)) <= 1.0

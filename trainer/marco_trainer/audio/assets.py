@@ -1,0 +1,119 @@
+"""Room impulse responses and noise recordings the chain draws from.
+
+Simulated rooms (pyroomacoustics image-source shoeboxes) are generated once per
+run from the seed and cached as one ``.npz`` in the output directory, so every
+shard and every resumed run convolves with the same rooms. A user's RIR or
+noise directory is read once and resampled to the output rate.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from marco_trainer.audio.io import AudioRejected, find_audio_files, read_audio
+from marco_trainer.audio.ops import coloured_noise, resample
+from marco_trainer.manifest import atomic_write_bytes
+
+#: Spectral slopes of the generated noise bank: 1/f^β from white (0) to pink (1).
+NOISE_BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: Seconds of generated noise per slope; utterances take random stretches of it.
+NOISE_BANK_SECONDS = 60.0
+#: Reverberation times (s) of the simulated rooms, drawn uniformly.
+RT60_RANGE = (0.15, 0.7)
+#: Image-source order cap: keeps generation in milliseconds; late reverb past it is small.
+MAX_ORDER = 20
+
+
+@dataclass
+class Assets:
+    """RIRs and noise clips at ``sample_rate``; copies at other rates are made once, on demand."""
+
+    rirs: list[np.ndarray] = field(default_factory=list)
+    noises: list[np.ndarray] = field(default_factory=list)
+    sample_rate: int = 16000
+    rir_source: str = "none"
+    noise_source: str = "coloured"
+    noise_seed: int = 0
+    _bank: list[np.ndarray] = field(default_factory=list, repr=False)
+    _resampled: dict[tuple[str, int], list[np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def _at(self, kind: str, clips: list[np.ndarray], rate: int) -> list[np.ndarray]:
+        if rate == self.sample_rate:
+            return clips
+        if (kind, rate) not in self._resampled:
+            self._resampled[kind, rate] = [resample(c, self.sample_rate, rate)[0] for c in clips]
+        return self._resampled[kind, rate]
+
+    def rirs_at(self, rate: int) -> list[np.ndarray]:
+        return self._at("rir", self.rirs, rate)
+
+    def noises_at(self, rate: int) -> list[np.ndarray]:
+        return self._at("noise", self.noises, rate)
+
+    def bank_at(self, rate: int) -> list[np.ndarray]:
+        """Generated coloured noise, one clip per ``NOISE_BETAS`` slope, made once from
+        ``noise_seed``. Resampling to a channel rate band-limits it to that channel."""
+        if not self._bank:
+            length = int(NOISE_BANK_SECONDS * self.sample_rate)
+            self._bank = [
+                coloured_noise(length, self.sample_rate, beta, seed=self.noise_seed * 101 + k)
+                for k, beta in enumerate(NOISE_BETAS)
+            ]
+        return self._at("bank", self._bank, rate)
+
+
+def simulate_rirs(count: int, sample_rate: int, seed: int) -> list[np.ndarray]:
+    """``count`` shoebox rooms with random size, RT60 and source/microphone positions."""
+    import pyroomacoustics as pra
+
+    rng = np.random.default_rng([seed, sample_rate, count])
+    rirs = []
+    for _ in range(count):
+        dims = rng.uniform([3.0, 3.0, 2.4], [10.0, 8.0, 4.0])
+        rt60 = rng.uniform(*RT60_RANGE)
+        absorption, max_order = pra.inverse_sabine(rt60, dims)
+        room = pra.ShoeBox(
+            dims.tolist(),
+            fs=sample_rate,
+            materials=pra.Material(absorption),
+            max_order=min(max_order, MAX_ORDER),
+        )
+        margin = 0.5
+        room.add_source(rng.uniform(margin, dims - margin).tolist())
+        room.add_microphone(rng.uniform(margin, dims - margin).tolist())
+        room.compute_rir()
+        rir = np.asarray(room.rir[0][0], dtype=np.float32)
+        rirs.append(rir / float(np.max(np.abs(rir))))
+    return rirs
+
+
+def cached_rirs(cache_dir: str | Path, count: int, sample_rate: int, seed: int) -> list[np.ndarray]:
+    path = Path(cache_dir) / f"rirs-{count}-{sample_rate}-{seed}.npz"
+    if path.exists():
+        with np.load(path) as data:
+            return [data[f"rir{i}"] for i in range(count)]
+    rirs = simulate_rirs(count, sample_rate, seed)
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"rir{i}": r for i, r in enumerate(rirs)})
+    atomic_write_bytes(path, buffer.getvalue())
+    return rirs
+
+
+def load_directory(directory: str | Path, sample_rate: int) -> list[np.ndarray]:
+    """Every readable audio file under ``directory`` as mono float32 at ``sample_rate``."""
+    clips = []
+    files = find_audio_files(directory)
+    for path in files:
+        try:
+            data, info = read_audio(path)
+        except AudioRejected:
+            continue
+        mono = data.mean(axis=1).astype(np.float32)
+        clips.append(resample(mono, info.sample_rate, sample_rate)[0])
+    if not clips:
+        raise ValueError(f"{directory}: no readable audio file among {len(files)} found")
+    return clips

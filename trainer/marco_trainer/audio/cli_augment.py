@@ -1,0 +1,254 @@
+"""`marco-trainer augment`: the synthesis phase (paper §3, Eq. 3), sharded and resumable.
+
+Resumption: every finished output is appended to a per-shard journal (a hidden
+JSONL file, one flushed line per output, written after the audio file was
+renamed into place). A rerun reads the journal and skips every output whose
+line is there and whose audio exists; a torn last line is ignored. The
+per-shard manifest is rebuilt from the journal at the end, so it only ever
+lists finished outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+OUTPUT_SUBTYPE = "PCM_16"
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "augment",
+        help="turn clean audio into target-like audio (profile-driven or a preset)",
+        description=(
+            "x_aug = F_filt ∘ F_lufs ∘ F_noise ∘ F_rev ∘ R (x), parameters drawn per output "
+            "utterance from a target profile (or the telephony preset) and logged in its "
+            "manifest line."
+        ),
+    )
+    parser.add_argument(
+        "--manifest",
+        required=True,
+        type=Path,
+        action="append",
+        help=".jsonl or dir of .jsonl (repeat for several)",
+    )
+    parser.add_argument("--output-dir", required=True, type=Path)
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--profile", type=Path, help="profile JSON, or a profile output dir")
+    source.add_argument("--preset", choices=["telephony"])
+    parser.add_argument("--copies", type=int, default=1, help="augmented copies per source line")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target-sample-rate", type=int, default=16000, help="the model's rate")
+    parser.add_argument("--rir-dir", type=Path, help="room impulse responses (default: simulated)")
+    parser.add_argument("--num-rooms", type=int, default=8, help="simulated rooms per run")
+    parser.add_argument("--noise-dir", type=Path, help="noise recordings (default: coloured noise)")
+    parser.add_argument("--keep-original", action="store_true", help="also list the source lines")
+    from marco_trainer.sharding import add_shard_arguments
+
+    add_shard_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def output_name(key: str, copy: int) -> str:
+    digest = hashlib.sha1(key.encode()).hexdigest()
+    stem = Path(key).stem or "audio"
+    return f"audio/{digest[:2]}/{stem}-{digest[:10]}-{copy}.wav"
+
+
+def read_journal(path: Path) -> dict[tuple[str, int], dict]:
+    """Finished outputs by (source key, copy); copy -1 is a refused source."""
+    done: dict[tuple[str, int], dict] = {}
+    if not path.exists():
+        return done
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            done[(record["key"], int(record["copy"]))] = record
+        except (ValueError, KeyError, TypeError):
+            continue  # a line torn by a kill: that output is redone
+    return done
+
+
+def _encode_wav(audio, sample_rate: int) -> bytes:
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, audio, sample_rate, subtype=OUTPUT_SUBTYPE, format="WAV")
+    return buffer.getvalue()
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from marco_trainer.audio.assets import Assets, cached_rirs, load_directory
+    from marco_trainer.audio.chain import apply_chain
+    from marco_trainer.audio.inputs import iter_sources_of_manifests
+    from marco_trainer.audio.io import AudioRejected, load_mono
+    from marco_trainer.audio.params import draw_params, utterance_rng
+    from marco_trainer.audio.profile import load_profile
+    from marco_trainer.audio.telephony import apply_telephony, draw_telephony
+    from marco_trainer.contract import StageResult
+    from marco_trainer.manifest import ManifestProblems, atomic_write_bytes, atomic_write_text
+    from marco_trainer.results import write_stage_result
+    from marco_trainer.sharding import shard_from_args
+
+    if args.copies < 1:
+        print("marco-trainer augment: --copies must be >= 1", file=sys.stderr)
+        return 2
+    shard = shard_from_args(args.shard_index, args.num_shards)
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rate = args.target_sample_rate
+    problems = ManifestProblems()
+    try:
+        sources = shard.select(list(iter_sources_of_manifests(args.manifest, problems)))
+        profile = load_profile(args.profile) if args.profile else None
+        assets = Assets(sample_rate=rate, noise_seed=args.seed)
+        if profile is not None:
+            if args.rir_dir:
+                assets.rirs, assets.rir_source = (
+                    load_directory(args.rir_dir, rate),
+                    str(args.rir_dir),
+                )
+            elif args.num_rooms > 0:
+                assets.rirs = cached_rirs(out / "rirs", args.num_rooms, rate, args.seed)
+                assets.rir_source = "simulated"
+            if args.noise_dir:
+                assets.noises = load_directory(args.noise_dir, rate)
+                assets.noise_source = str(args.noise_dir)
+    except ValueError as error:
+        print(f"marco-trainer augment: {error}", file=sys.stderr)
+        return 2
+
+    tag = f"{shard.index:05d}-of-{shard.count:05d}"
+    journal_path = out / f".manifest-{tag}.journal"
+    done = read_journal(journal_path)
+    counts: Counter[str] = Counter({"processed": 0, "reused": 0, "skipped": 0})
+    if problems.count:
+        counts["skipped:bad_manifest_line"] += problems.count
+        counts["skipped"] += problems.count
+    lines: list[dict] = []
+
+    def finished(key: str, copy: int) -> dict | None:
+        record = done.get((key, copy))
+        if record is None:
+            return None
+        if "line" in record and not (out / record["line"]["audio_filepath"]).exists():
+            return None
+        return record
+
+    with journal_path.open("a", encoding="utf-8") as journal:
+
+        def log(record: dict) -> None:
+            journal.write(json.dumps(record, ensure_ascii=False) + "\n")
+            journal.flush()
+
+        progress = tqdm(
+            sources, desc=f"augment {shard.index + 1}/{shard.count}", unit="utt", file=sys.stderr
+        )
+        for source in progress:
+            # A refusal recorded earlier is not retried; copies finished before it stay.
+            refused = finished(source.key, -1)
+            base = source.utterance.model_dump(exclude_none=True) if source.utterance else {}
+            audio = None
+            if args.keep_original:
+                original = dict(
+                    base, audio_filepath=os.path.relpath(source.path.resolve(), out.resolve())
+                )
+                original["augmentation"] = None
+            for copy in range(args.copies):
+                record = finished(source.key, copy)
+                if record is not None:
+                    counts["reused"] += 1
+                    lines.append(record["line"])
+                    continue
+                if refused is not None:
+                    break
+                try:
+                    if audio is None:
+                        audio, info = load_mono(source.path)
+                    rng = utterance_rng(args.seed, source.key, copy)
+                    if profile is not None:
+                        params = draw_params(
+                            profile, rng, rate, len(assets.rirs), len(assets.noises)
+                        )
+                        augmented, out_rate, params = apply_chain(
+                            audio, info.sample_rate, params, assets
+                        )
+                    else:
+                        params = draw_telephony(rng, rate)
+                        augmented, out_rate = apply_telephony(audio, info.sample_rate, params)
+                except Exception as error:  # one bad source must not end the shard
+                    reason, detail = (
+                        (error.reason, error.detail)
+                        if isinstance(error, AudioRejected)
+                        else ("processing_error", f"{source.path}: {type(error).__name__}: {error}")
+                    )
+                    refused = {"key": source.key, "copy": -1, "skipped": reason, "detail": detail}
+                    log(refused)
+                    tqdm.write(f"skipped {reason}: {detail}", file=sys.stderr)
+                    break
+                augmented = np.clip(augmented, -1.0, 1.0)
+                name = output_name(source.key, copy)
+                atomic_write_bytes(out / name, _encode_wav(augmented, out_rate))
+                line = dict(
+                    base,
+                    audio_filepath=name,
+                    duration=round(len(augmented) / out_rate, 4),
+                    source_audio_filepath=source.key,
+                    augmentation=params.model_dump(mode="json"),
+                )
+                log({"key": source.key, "copy": copy, "line": line})
+                lines.append(line)
+                counts["processed"] += 1
+            if refused is not None:
+                counts["skipped"] += 1
+                counts[f"skipped:{refused['skipped']}"] += 1
+            elif args.keep_original:
+                lines.append(original)
+
+    manifest = out / f"manifest-{tag}.jsonl"
+    atomic_write_text(manifest, "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
+    counts["outputs"] = len(lines)
+    counts["sources"] = len(sources)
+    result = StageResult(
+        stage="augment",
+        counts=dict(sorted(counts.items())),
+        message=f"shard {shard.index + 1}/{shard.count}: {len(lines)} lines in {manifest.name}",
+    )
+    atomic_write_text(out / f".result-{tag}.json", result.model_dump_json())
+    write_stage_result(_merge_results(out, result, shard.count), out)
+    print(
+        f"augment: {counts['processed']} written, {counts['reused']} reused, "
+        f"{counts['skipped']} skipped -> {manifest}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _merge_results(out: Path, own, num_shards: int):
+    """The stage result over every shard finished so far (the last one leaves the total)."""
+    from marco_trainer.contract import StageResult
+
+    parts = []
+    for path in sorted(out.glob(f".result-*-of-{num_shards:05d}.json")):
+        try:
+            parts.append(StageResult.model_validate_json(path.read_text()))
+        except ValueError:
+            continue
+    total: Counter[str] = Counter()
+    for part in parts or [own]:
+        total.update(part.counts)
+    return StageResult(
+        stage="augment",
+        counts=dict(sorted(total.items())),
+        message=f"{len(parts)} shard(s) finished; last: {own.message}",
+    )

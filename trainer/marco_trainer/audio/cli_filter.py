@@ -1,0 +1,114 @@
+"""`marco-trainer filter`: keep the lines a model can learn from, reject the rest with a reason."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    from marco_trainer.audio.filtering import FilterRules
+
+    d = FilterRules()
+    parser = subparsers.add_parser(
+        "filter",
+        help="drop unreadable, out-of-bounds, over-long and duplicate lines",
+        description="Writes kept.jsonl and rejects.jsonl (each reject with its reason).",
+    )
+    parser.add_argument(
+        "--manifest",
+        required=True,
+        type=Path,
+        action="append",
+        help=".jsonl or dir of .jsonl (repeat for several)",
+    )
+    parser.add_argument("--output-dir", required=True, type=Path)
+    parser.add_argument("--min-duration", type=float, default=d.min_duration)
+    parser.add_argument("--max-duration", type=float, default=d.max_duration)
+    parser.add_argument("--max-text-tokens", type=int, default=d.max_text_tokens)
+    parser.add_argument("--min-chars-per-second", type=float, default=d.min_chars_per_second)
+    parser.add_argument("--max-chars-per-second", type=float, default=d.max_chars_per_second)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from pydantic import ValidationError
+    from tqdm import tqdm
+
+    from marco_trainer.audio.filtering import FilterRules, judge
+    from marco_trainer.audio.io import AudioRejected, check_signal, read_audio
+    from marco_trainer.contract import StageResult
+    from marco_trainer.manifest import ManifestProblems, atomic_write_text, iter_manifests
+    from marco_trainer.results import write_stage_result
+
+    try:
+        rules = FilterRules(
+            min_duration=args.min_duration,
+            max_duration=args.max_duration,
+            max_text_tokens=args.max_text_tokens,
+            min_chars_per_second=args.min_chars_per_second,
+            max_chars_per_second=args.max_chars_per_second,
+        )
+        problems = ManifestProblems()
+        utterances = list(iter_manifests(args.manifest, problems))
+    except (ValidationError, ValueError) as error:
+        print(f"marco-trainer filter: {error}", file=sys.stderr)
+        return 2
+    out = Path(args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    here = out.resolve()
+
+    def line(utterance, **extra) -> str:
+        data = utterance.model_dump(exclude_none=True)
+        data["audio_filepath"] = os.path.relpath(Path(utterance.audio_filepath).resolve(), here)
+        data.update(extra)
+        return json.dumps(data, ensure_ascii=False) + "\n"
+
+    kept: list[str] = []
+    rejects: list[str] = []
+    counts: Counter[str] = Counter()
+    seen_paths: set[Path] = set()
+    seen_audio: dict[str, str] = {}
+    for utterance in tqdm(utterances, desc="filter", unit="utt", file=sys.stderr):
+        path = Path(utterance.audio_filepath).resolve()
+        verdict: tuple[str, str] | None = None
+        duration = utterance.duration
+        if path in seen_paths:
+            verdict = ("duplicate_path", str(path))
+        else:
+            seen_paths.add(path)
+            try:
+                data, info = read_audio(path)
+                check_signal(data, path, info.sample_rate)
+                duration = info.duration
+                digest = hashlib.sha256(data.tobytes() + str(info.sample_rate).encode()).hexdigest()
+                if digest in seen_audio:
+                    verdict = ("duplicate_audio", f"same samples as {seen_audio[digest]}")
+                else:
+                    seen_audio[digest] = str(path)
+                    verdict = judge(utterance.text, duration, rules)
+            except AudioRejected as rejected:
+                verdict = (rejected.reason, rejected.detail)
+        if verdict is None:
+            kept.append(line(utterance, duration=round(duration, 4)))
+        else:
+            rejects.append(line(utterance, reason=verdict[0], detail=verdict[1]))
+            counts[f"rejected:{verdict[0]}"] += 1
+    for number, reason in problems.bad_lines:
+        rejects.append(
+            json.dumps({"line": number, "reason": "bad_manifest_line", "detail": reason}) + "\n"
+        )
+        counts["rejected:bad_manifest_line"] += 1
+    atomic_write_text(out / "kept.jsonl", "".join(kept))
+    atomic_write_text(out / "rejects.jsonl", "".join(rejects))
+    counts["kept"] = len(kept)
+    counts["rejected"] = len(rejects)
+    write_stage_result(StageResult(stage="filter", counts=dict(sorted(counts.items()))), out)
+    print(f"filter: kept {len(kept)}, rejected {len(rejects)} -> {out}", file=sys.stderr)
+    return 0

@@ -1,0 +1,247 @@
+"""Per-file metrics of the analysis phase (paper §3): pure functions of samples.
+
+Loudness follows ITU-R BS.1770-4 (K-weighting, 400 ms blocks with 75 % overlap,
+absolute gate -70 LUFS, relative gate -10 LU) with the same filter and block
+layout as pyloudnorm, vectorised with a cumulative sum instead of a Python loop
+over blocks.
+
+SNR is blind: speech has pauses, so the quietest 20 ms frames show the noise
+floor and the loud ones show speech plus noise.
+
+    noise  = 10th percentile of the frame powers
+    active = mean power of the louder half of the frames (the "active level")
+    SNR    = 10·log10((active - noise) / noise), clamped to [SNR_MIN, SNR_MAX]
+
+Why this one rather than WADA-SNR: it needs no speech-amplitude model (WADA
+assumes Gamma-distributed speech amplitudes, so it misreads anything else),
+it works on any signal with pauses (a gated tone as well as speech), it costs one pass, and the
+augmenter's noise operator uses the very same ``active_power`` to set its SNR,
+so a drawn SNR is what the profile of the result measures. Its limit: a signal
+without pauses (continuous music, a steady tone) reads as a low SNR.
+
+Spectral centroid and 85 % rolloff are averaged over the frames that carry
+energy (within 50 dB of the loudest frame), with magnitude spectra of
+~32 ms Hann frames, so leading silence does not pull the means to zero.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from pydantic import BaseModel
+from scipy import fft, signal
+
+from marco_trainer.audio.io import AudioInfo
+
+SNR_FRAME_SECONDS = 0.02
+SNR_NOISE_PERCENTILE = 10.0
+SNR_MIN = -10.0
+SNR_MAX = 80.0
+#: Loudness below the BS.1770 absolute gate reads as the gate itself.
+LUFS_FLOOR = -70.0
+ROLLOFF_SHARE = 0.85
+ACTIVE_FRAME_RANGE = 1e-5  # 50 dB below the loudest frame
+
+_CHANNEL_GAINS = (1.0, 1.0, 1.0, 1.41, 1.41)
+
+
+class FileMetrics(BaseModel):
+    """What the analysis phase measures for one file."""
+
+    path: str
+    sample_rate: int
+    bit_depth: int
+    subtype: str
+    channels: int
+    duration_s: float
+    snr_db: float
+    lufs: float
+    centroid_hz: float
+    rolloff_hz: float
+
+
+def _biquad(kind: str, gain_db: float, q: float, f0: float, rate: float) -> np.ndarray:
+    """Audio-EQ-cookbook biquad as one SOS row (the shapes BS.1770's K-weighting uses)."""
+    a = 10 ** (gain_db / 40)
+    w0 = 2 * math.pi * f0 / rate
+    alpha = math.sin(w0) / (2 * q)
+    cos = math.cos(w0)
+    if kind == "high_shelf":
+        root = 2 * math.sqrt(a) * alpha
+        b = (
+            a * ((a + 1) + (a - 1) * cos + root),
+            -2 * a * ((a - 1) + (a + 1) * cos),
+            a * ((a + 1) + (a - 1) * cos - root),
+        )
+        den = (
+            (a + 1) - (a - 1) * cos + root,
+            2 * ((a - 1) - (a + 1) * cos),
+            (a + 1) - (a - 1) * cos - root,
+        )
+    elif kind == "high_pass":
+        b = ((1 + cos) / 2, -(1 + cos), (1 + cos) / 2)
+        den = (1 + alpha, -2 * cos, 1 - alpha)
+    else:
+        raise ValueError(f"unknown biquad {kind!r}")
+    return np.array([*(x / den[0] for x in b), 1.0, den[1] / den[0], den[2] / den[0]])
+
+
+@lru_cache(maxsize=32)
+def _k_weighting(rate: float) -> np.ndarray:
+    return k_weighting(rate)
+
+
+def k_weighting(rate: float) -> np.ndarray:
+    return np.stack(
+        [
+            _biquad("high_shelf", 4.0, 1 / math.sqrt(2), 1500.0, rate),
+            _biquad("high_pass", 0.0, 0.5, 38.0, rate),
+        ]
+    )
+
+
+def integrated_loudness(
+    data: np.ndarray, rate: int, block: float = 0.4, overlap: float = 0.75
+) -> float:
+    """Integrated loudness in LUFS of ``(frames,)`` or ``(frames, channels)``; -inf if all gated.
+
+    A file shorter than one 400 ms block is measured as one block padded with silence
+    (pyloudnorm refuses such files).
+    """
+    x = np.asarray(data)
+    x = x[None, :] if x.ndim == 1 else x.T  # (channels, frames): running sums along rows
+    channels, frames = x.shape
+    weighted = signal.sosfilt(_k_weighting(rate).astype(x.dtype), x, axis=-1)
+    step = 1.0 - overlap
+    count = max(int(np.round((frames / rate - block) / (block * step))) + 1, 1)
+    z = _block_energies(weighted, rate, block, step, count)  # (blocks, channels)
+    gains = np.array([_CHANNEL_GAINS[min(i, 4)] for i in range(channels)])
+    with np.errstate(divide="ignore"):
+        loudness = -0.691 + 10 * np.log10(z @ gains)
+        above = loudness >= -70.0
+        if not above.any():
+            return -math.inf
+        relative = -0.691 + 10 * np.log10(z[above].mean(axis=0) @ gains) - 10.0
+        gated = above & (loudness > relative)
+        if not gated.any():
+            return -math.inf
+        return float(-0.691 + 10 * np.log10(z[gated].mean(axis=0) @ gains))
+
+
+def _block_energies(
+    weighted: np.ndarray, rate: int, block: float, step: float, count: int
+) -> np.ndarray:
+    """Mean square of each gating block, ``(blocks, channels)``, with pyloudnorm's bounds.
+
+    When a hop (block × step) is a whole number of samples (10 Hz hops at any
+    rate divisible by 10), blocks are sums of consecutive hop energies; else
+    differences of a running sum. Energies accumulate in float64.
+    """
+    channels, frames = weighted.shape
+    hop = block * step * rate
+    per = round(1 / step)
+    if hop.is_integer() and abs(per * step - 1) < 1e-12:
+        hop = int(hop)
+        needed = (count - 1 + per) * hop
+        w = weighted[:, :needed]
+        if w.shape[1] < needed:  # the last blocks run past the end, as in slicing
+            w = np.pad(w, ((0, 0), (0, needed - w.shape[1])))
+        hops = np.square(w).reshape(channels, -1, hop).sum(axis=-1, dtype=np.float64)
+        sums = np.lib.stride_tricks.sliding_window_view(hops, per, axis=-1).sum(axis=-1)
+        return (sums / (block * rate)).T
+    power = np.square(weighted, dtype=np.float64)
+    cumulative = np.concatenate([np.zeros((channels, 1)), np.cumsum(power, axis=-1)], axis=-1)
+    j = np.arange(count, dtype=np.float64)
+    lower = np.minimum((block * (j * step) * rate).astype(np.int64), frames)
+    upper = np.minimum((block * (j * step + 1) * rate).astype(np.int64), frames)
+    return ((cumulative[:, upper] - cumulative[:, lower]) / (block * rate)).T
+
+
+def frame_powers(x: np.ndarray, rate: int, frame_seconds: float = SNR_FRAME_SECONDS) -> np.ndarray:
+    size = max(int(rate * frame_seconds), 1)
+    count = len(x) // size
+    if count == 0:
+        return np.array([float(np.mean(np.square(x, dtype=np.float64)))])
+    frames = np.asarray(x[: count * size]).reshape(count, size)
+    return np.square(frames).sum(axis=1, dtype=np.float64) / size
+
+
+def active_power(x: np.ndarray, rate: int) -> float:
+    """Mean power of the louder half of the 20 ms frames (the level SNRs refer to)."""
+    powers = frame_powers(x, rate)
+    return float(np.mean(powers[powers >= np.median(powers)]))
+
+
+def estimate_snr(x: np.ndarray, rate: int) -> float:
+    """Blind SNR in dB of mono ``x`` (see the module docstring)."""
+    powers = frame_powers(x, rate)
+    noise = float(np.percentile(powers, SNR_NOISE_PERCENTILE))
+    active = float(np.mean(powers[powers >= np.median(powers)]))
+    speech = active - noise
+    if speech <= 0:
+        return SNR_MIN
+    if noise <= 0:
+        return SNR_MAX
+    return float(np.clip(10 * np.log10(speech / noise), SNR_MIN, SNR_MAX))
+
+
+@lru_cache(maxsize=16)
+def _hann(n_fft: int) -> np.ndarray:
+    return np.hanning(n_fft).astype(np.float32)
+
+
+def active_spectra(
+    x: np.ndarray, rate: int, max_frames: int | None = None, frame_seconds: float = 0.032
+) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitude spectra ``(frames, bins)`` of the active ~32 ms Hann frames, and their bin
+    frequencies. ``max_frames`` keeps an evenly spaced subset (a bounded cost per file)."""
+    n_fft = 1 << max(math.ceil(math.log2(frame_seconds * rate)), 4)
+    hop = n_fft // 2
+    x = np.asarray(x, dtype=np.float32)
+    if len(x) < n_fft:
+        x = np.pad(x, (0, n_fft - len(x)))
+    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
+    if max_frames is not None and len(frames) > max_frames:
+        frames = frames[np.linspace(0, len(frames) - 1, max_frames).astype(np.int64)]
+    magnitude = np.abs(fft.rfft(frames * _hann(n_fft), axis=1))
+    energy = magnitude.sum(axis=1)
+    active = energy > energy.max() * ACTIVE_FRAME_RANGE
+    return magnitude[active], np.fft.rfftfreq(n_fft, 1.0 / rate)
+
+
+def mean_rolloff(magnitude: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    """Mean 85 % rolloff over frames; ``magnitude`` is ``(..., frames, bins)``."""
+    cumulative = np.cumsum(magnitude, axis=-1)
+    index = np.argmax(cumulative >= ROLLOFF_SHARE * cumulative[..., -1:], axis=-1)
+    return freqs[index].mean(axis=-1)
+
+
+def spectral_shape(x: np.ndarray, rate: int) -> tuple[float, float]:
+    """Mean spectral centroid and mean 85 % rolloff (Hz) over the active frames of mono ``x``."""
+    magnitude, freqs = active_spectra(x, rate)
+    if not len(magnitude):
+        return 0.0, 0.0
+    centroid = (magnitude @ freqs) / magnitude.sum(axis=1)
+    return float(centroid.mean()), float(mean_rolloff(magnitude, freqs))
+
+
+def measure(path: str, data: np.ndarray, info: AudioInfo) -> FileMetrics:
+    """All metrics of one decoded file; ``data`` is ``(frames, channels)``."""
+    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
+    rate = info.sample_rate
+    lufs = integrated_loudness(data, rate)
+    centroid, rolloff = spectral_shape(mono, rate)
+    return FileMetrics(
+        path=path,
+        sample_rate=rate,
+        bit_depth=info.bit_depth,
+        subtype=info.subtype,
+        channels=info.channels,
+        duration_s=info.duration,
+        snr_db=estimate_snr(mono, rate),
+        lufs=max(lufs, LUFS_FLOOR),
+        centroid_hz=centroid,
+        rolloff_hz=rolloff,
+    )

@@ -1,0 +1,168 @@
+"""Reading audio with soundfile, refusing bad files with a reason instead of crashing.
+
+Bit depth comes from the soundfile subtype (the container says what it stores).
+Every refusal raises :class:`AudioRejected` whose ``reason`` is a short,
+countable word; stages count ``skipped:<reason>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+#: Extensions scanned when a profile input is a directory.
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".snd", ".gsm"}
+)
+
+#: Bits per sample each subtype carries. Companded and codec subtypes get their
+#: nominal word size (μ/A-law: 8; GSM 06.10 works on 13-bit linear PCM; ADPCM: 4).
+#: 0 marks lossy codecs where a bit depth is not defined.
+SUBTYPE_BITS: dict[str, int] = {
+    "PCM_S8": 8,
+    "PCM_U8": 8,
+    "PCM_16": 16,
+    "PCM_24": 24,
+    "PCM_32": 32,
+    "FLOAT": 32,
+    "DOUBLE": 64,
+    "ULAW": 8,
+    "ALAW": 8,
+    "GSM610": 13,
+    "IMA_ADPCM": 4,
+    "MS_ADPCM": 4,
+    "G721_32": 4,
+    "G723_24": 3,
+    "G723_40": 5,
+    "DWVW_12": 12,
+    "DWVW_16": 16,
+    "DWVW_24": 24,
+    "VORBIS": 0,
+    "OPUS": 0,
+    "MPEG_LAYER_III": 0,
+}
+
+#: Shorter than one 20 ms analysis frame is not an utterance (and resamples to nothing).
+MIN_SECONDS = 0.02
+#: A file whose peak stays below this is silence (-80 dBFS).
+SILENCE_PEAK = 1e-4
+#: Samples at or above this magnitude count as clipped.
+CLIP_LEVEL = 0.999
+#: A file is clipped when more than this fraction of samples sits at full scale.
+#: Speech that touches full scale a few times is fine; flat-topped runs are not.
+CLIP_FRACTION = 0.005
+#: Downmixing loses the signal when the channels cancel (e.g. one polarity-inverted):
+#: the mix keeps less than this share of the channels' mean energy.
+DOWNMIX_ENERGY_FLOOR = 0.25
+
+
+class AudioRejected(Exception):
+    """A file the stage cannot use; ``reason`` is counted as ``skipped:<reason>``."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    sample_rate: int
+    channels: int
+    frames: int
+    format: str
+    subtype: str
+
+    @property
+    def bit_depth(self) -> int:
+        return SUBTYPE_BITS.get(self.subtype, 0)
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate if self.sample_rate else 0.0
+
+
+def is_audio_path(path: Path) -> bool:
+    return path.suffix.lower() in AUDIO_EXTENSIONS
+
+
+def find_audio_files(root: str | Path) -> list[Path]:
+    """Audio files under ``root``, recursively, in a stable (sorted) order."""
+    root = Path(root)
+    return sorted(p for p in root.rglob("*") if p.is_file() and is_audio_path(p))
+
+
+def _classify(error: Exception) -> str:
+    text = str(error).lower()
+    if "format not recognised" in text or "unknown format" in text or "unsupported" in text:
+        return "unsupported_format"
+    return "unreadable"
+
+
+def probe(path: str | Path) -> AudioInfo:
+    """Header facts without decoding; raises :class:`AudioRejected` for unusable files."""
+    path = Path(path)
+    if not path.exists():
+        raise AudioRejected("missing", f"{path}: no such file")
+    try:
+        info = sf.info(str(path))
+    except Exception as error:  # libsndfile reports everything as RuntimeError/LibsndfileError
+        raise AudioRejected(_classify(error), f"{path}: {error}") from error
+    return AudioInfo(info.samplerate, info.channels, info.frames, info.format, info.subtype)
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, AudioInfo]:
+    """Decode ``path`` as float32 ``(frames, channels)`` with its header facts.
+
+    Raises :class:`AudioRejected` with reason ``missing``, ``unsupported_format``,
+    ``unreadable`` (corrupt or truncated) or ``empty``.
+    """
+    info = probe(path)
+    try:
+        data, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as error:
+        raise AudioRejected(_classify(error), f"{path}: {error}") from error
+    if data.shape[0] == 0:
+        raise AudioRejected("empty", f"{path}: no samples")
+    if not np.isfinite(data).all():
+        raise AudioRejected("unreadable", f"{path}: non-finite samples")
+    frames = data.shape[0]
+    return data, AudioInfo(info.sample_rate, data.shape[1], frames, info.format, info.subtype)
+
+
+def check_signal(data: np.ndarray, path: str | Path = "", sample_rate: int | None = None) -> None:
+    """Refuse too short, silent or clipped audio (``data`` as returned by :func:`read_audio`)."""
+    if sample_rate and data.shape[0] < MIN_SECONDS * sample_rate:
+        raise AudioRejected("too_short", f"{path}: {data.shape[0]} samples < {MIN_SECONDS} s")
+    magnitude = np.abs(data)
+    if float(magnitude.max()) < SILENCE_PEAK:
+        raise AudioRejected("silent", f"{path}: peak below -80 dBFS")
+    clipped = float(np.count_nonzero(magnitude >= CLIP_LEVEL)) / magnitude.size
+    if clipped > CLIP_FRACTION:
+        raise AudioRejected("clipped", f"{path}: {clipped:.1%} of samples at full scale")
+
+
+def downmix(data: np.ndarray, path: str | Path = "") -> np.ndarray:
+    """Mono float32 from ``(frames, channels)``; refuses channels that cancel in the mix."""
+    if data.shape[1] == 1:
+        return np.ascontiguousarray(data[:, 0])
+    mono = data.mean(axis=1, dtype=np.float32)
+    channel_energy = float(np.mean(np.square(data, dtype=np.float64)))
+    mix_energy = float(np.mean(np.square(mono, dtype=np.float64)))
+    if channel_energy > 0 and mix_energy < DOWNMIX_ENERGY_FLOOR * channel_energy:
+        raise AudioRejected(
+            "channel_mismatch",
+            f"{path}: {data.shape[1]} channels cancel when mixed to mono "
+            f"({10 * np.log10(max(mix_energy, 1e-20) / channel_energy):.1f} dB)",
+        )
+    return mono
+
+
+def load_mono(path: str | Path) -> tuple[np.ndarray, AudioInfo]:
+    """Read, validate and downmix: the one entry point stages use for a source file."""
+    data, info = read_audio(path)
+    check_signal(data, path, info.sample_rate)
+    return downmix(data, path), info

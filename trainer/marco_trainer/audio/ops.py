@@ -1,0 +1,196 @@
+"""Pure augmentation operators: ``(audio, sample_rate, ...) -> (audio, sample_rate)``.
+
+``audio`` is mono float32 in [-1, 1]. Every parameter is explicit (no hidden
+state, no randomness: noise comes from a seed the caller passes), so a logged
+parameter set replays to the same output. numpy/scipy, vectorised: polyphase
+resampling, second-order-section IIR filters, overlap-add FFT convolution.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+from scipy import fft, signal
+
+from marco_trainer.audio.features import active_power, integrated_loudness
+
+Audio = np.ndarray
+
+
+def resample(audio: Audio, sample_rate: int, target_rate: int) -> tuple[Audio, int]:
+    """Band-limited resampling with libsoxr (polyphase, "HQ": ≥ 100 dB stopband);
+    identity when the rates agree. About four times faster than scipy's
+    ``resample_poly`` on short utterances, which matters at 1000 hours."""
+    if target_rate == sample_rate:
+        return audio, sample_rate
+    import soxr
+
+    out = soxr.resample(np.ascontiguousarray(audio, dtype=np.float32), sample_rate, target_rate)
+    return out, target_rate
+
+
+def fit_length(audio: Audio, length: int) -> Audio:
+    """Cut or zero-pad to ``length`` (a round trip through another rate may gain a sample)."""
+    if len(audio) >= length:
+        return audio[:length]
+    return np.pad(audio, (0, length - len(audio)))
+
+
+def quantize(audio: Audio, sample_rate: int, encoding: str, bits: int) -> tuple[Audio, int]:
+    """Lower the bit depth: uniform PCM at ``bits``, or 8-bit μ-law companding.
+
+    ``encoding`` is ``"pcm"`` or ``"mulaw"``; PCM at 24 bits or more is left alone
+    (below float32's own resolution).
+    """
+    x = np.clip(audio, -1.0, 1.0)
+    if encoding == "mulaw":
+        # G.711 works on 14-bit linear samples: index a 16-bit table of μ-law round trips.
+        index = np.rint(x * 32767.0).astype(np.int32) + 32768
+        return _mulaw_table()[index], sample_rate
+    if encoding != "pcm":
+        raise ValueError(f"unknown encoding {encoding!r} (pcm or mulaw)")
+    if bits >= 24:
+        return x.astype(np.float32, copy=False), sample_rate
+    scale = float(2 ** (bits - 1))
+    out = np.clip(np.round(x * scale), -scale, scale - 1) / scale
+    return out.astype(np.float32), sample_rate
+
+
+@lru_cache(maxsize=1)
+def _mulaw_table() -> np.ndarray:
+    """8-bit μ-law (μ = 255) encode + decode of every 16-bit linear value."""
+    x = (np.arange(65536, dtype=np.float64) - 32768) / 32767.0
+    mu = 255.0
+    companded = np.sign(x) * np.log1p(mu * np.abs(x)) / math.log1p(mu)
+    companded = np.round(companded * 127.5) / 127.5
+    return (np.sign(companded) * np.expm1(np.abs(companded) * math.log1p(mu)) / mu).astype(
+        np.float32
+    )
+
+
+def reverberate(audio: Audio, sample_rate: int, rir: Audio) -> tuple[Audio, int]:
+    """Convolve with a room impulse response (at ``sample_rate``), keeping length and peak level.
+
+    The RIR is scaled so its direct path has unit gain; the output is cut to the
+    input's length (the tail past the end belongs to the next utterance).
+    """
+    rir = rir / max(float(np.max(np.abs(rir))), 1e-12)
+    wet = signal.oaconvolve(audio, rir.astype(np.float32), mode="full")[: len(audio)]
+    return wet.astype(np.float32, copy=False), sample_rate
+
+
+def coloured_noise(
+    length: int, sample_rate: int, beta: float, seed: int, bandwidth_hz: float | None = None
+) -> Audio:
+    """Gaussian noise with power spectrum ∝ 1/f^beta (0 white, 1 pink, 2 brown), unit power.
+
+    ``bandwidth_hz`` zeroes the spectrum above it: noise that entered through a
+    channel of that bandwidth.
+    """
+    rng = np.random.default_rng(seed)
+    if bandwidth_hz is not None and bandwidth_hz >= sample_rate / 2:
+        bandwidth_hz = None
+    if beta == 0 and bandwidth_hz is None:
+        return rng.standard_normal(length, dtype=np.float32)
+    # White Gaussian noise drawn straight in the frequency domain (one inverse FFT
+    # instead of two), at a fast FFT length, then cut: stationary, any stretch will do.
+    size = fft.next_fast_len(length, real=True)
+    bins = size // 2 + 1
+    spectrum = rng.standard_normal(bins, dtype=np.float32) + 1j * rng.standard_normal(
+        bins, dtype=np.float32
+    )
+    freqs = np.fft.rfftfreq(size, 1.0 / sample_rate).astype(np.float32)
+    shape = np.ones_like(freqs)
+    if beta:
+        shape[1:] = freqs[1:] ** (-beta / 2)
+        shape[0] = 0.0
+    if bandwidth_hz is not None:
+        shape[freqs > bandwidth_hz] = 0.0
+    noise = fft.irfft(spectrum * shape, n=size)[:length].astype(np.float32)
+    power = float(np.mean(noise * noise))
+    return noise / math.sqrt(power) if power > 0 else noise
+
+
+def add_noise(audio: Audio, sample_rate: int, noise: Audio, snr_db: float) -> tuple[Audio, int]:
+    """Mix ``noise`` (same length) so that active speech power / noise power = ``snr_db``.
+
+    The speech level is ``features.active_power``, the quantity the blind SNR
+    estimator measures, so the profile of the result reads the SNR drawn here.
+    """
+    speech = active_power(audio, sample_rate)
+    noise_power = float(np.dot(noise, noise)) / max(len(noise), 1)
+    if speech <= 0 or noise_power <= 0:
+        return audio, sample_rate
+    gain = math.sqrt(speech / (noise_power * 10 ** (snr_db / 10)))
+    return (audio + gain * noise).astype(np.float32, copy=False), sample_rate
+
+
+def gain_to_loudness(
+    audio: Audio, sample_rate: int, target_lufs: float, peak_limit: float = 0.99
+) -> tuple[Audio, int]:
+    """Scale to ``target_lufs`` integrated loudness; the gain is capped so peaks stay below
+    ``peak_limit`` (then the result is quieter than asked rather than clipped)."""
+    measured = integrated_loudness(audio, sample_rate)
+    if not math.isfinite(measured):
+        return audio, sample_rate
+    gain = 10 ** ((target_lufs - measured) / 20)
+    peak = max(float(audio.max()), -float(audio.min()))
+    if peak * gain > peak_limit:
+        gain = peak_limit / peak
+    return (audio * np.float32(gain)).astype(np.float32, copy=False), sample_rate
+
+
+def butterworth(
+    audio: Audio,
+    sample_rate: int,
+    kind: str,
+    cutoff_hz: float | tuple[float, float],
+    order: int = 4,
+) -> tuple[Audio, int]:
+    """Butterworth ``lowpass``, ``highpass`` or ``bandpass`` (cutoff a (low, high) pair)."""
+    if kind == "bandpass":
+        low, high = cutoff_hz  # type: ignore[misc]
+        sos = np.concatenate(
+            [
+                _butter_sos(order, "highpass", round(low), sample_rate),
+                _butter_sos(order, "lowpass", round(high), sample_rate),
+            ]
+        )
+    else:
+        sos = _butter_sos(order, kind, round(float(cutoff_hz)), sample_rate)  # type: ignore[arg-type]
+    return signal.sosfilt(sos, audio).astype(np.float32, copy=False), sample_rate
+
+
+@lru_cache(maxsize=4096)
+def _butter_sos(order: int, kind: str, cutoff_hz: int, sample_rate: int) -> np.ndarray:
+    """Filter design is slower than filtering a short utterance: designed once per
+    (order, kind, cutoff rounded to 1 Hz, rate). A band-pass is a high-pass and a
+    low-pass in cascade, so its edges are cached independently."""
+    nyquist = sample_rate / 2
+    wn = min(max(float(cutoff_hz), 1.0), 0.99 * nyquist)
+    return signal.butter(order, wn, btype=kind, fs=sample_rate, output="sos")
+
+
+def butterworth_gain(freqs: np.ndarray, kind: str, cutoff_hz: float, order: int) -> np.ndarray:
+    """|H(f)| of an ``order``-th order Butterworth low- or high-pass."""
+    with np.errstate(divide="ignore", over="ignore"):
+        ratio = freqs / cutoff_hz if kind == "lowpass" else cutoff_hz / freqs
+        return 1.0 / np.sqrt(1.0 + ratio ** (2 * order))
+
+
+def hard_clip(audio: Audio, sample_rate: int, threshold: float) -> tuple[Audio, int]:
+    """Distortion: clip at ``threshold`` × the peak, then restore the peak level."""
+    peak = float(np.max(np.abs(audio)))
+    if peak <= 0:
+        return audio, sample_rate
+    limit = threshold * peak
+    return (np.clip(audio, -limit, limit) / threshold).astype(np.float32), sample_rate
+
+
+def saturate(audio: Audio, sample_rate: int, drive: float) -> tuple[Audio, int]:
+    """Soft saturation tanh(drive·x)/tanh(drive) (an overdriven analogue stage)."""
+    if drive <= 0:
+        return audio, sample_rate
+    return (np.tanh(drive * audio) / math.tanh(drive)).astype(np.float32), sample_rate

@@ -1,0 +1,185 @@
+"""Per-utterance parameters of the Eq. 3 chain, drawn from a profile with a seeded RNG.
+
+Drawing is separate from applying (``chain.apply_chain``): the parameters are a
+pydantic model logged with every output line, and replaying them gives the same
+audio. Each utterance gets its own RNG from (seed, source key, copy index), so
+results do not depend on sharding, order or resumption.
+
+How the paper's distributions are read (documented choices):
+
+- R: sample rate drawn from the profile's sample-rate distribution; bit depth
+  from its subtype distribution: PCM keeps its bits, μ/A-law and narrowband
+  codecs (GSM, ADPCM) become 8-bit μ-law companding (their noise floor follows
+  the signal like a codec's does), lossy wideband codecs 16-bit PCM.
+- F_rev: p_rev = min(1, SNR_REF_DB / μ_SNR): a clean target (μ_SNR = 40 dB)
+  reverberates one utterance in eight, a noisy one (μ_SNR ≤ 5 dB) all of them.
+- F_noise: SNR ~ U(SNR_min, SNR_max) over the profile's characteristic range,
+  read as its 5th..95th percentiles so one outlier file does not widen it;
+  a random stretch of generated coloured noise 1/f^β, β drawn from
+  ``assets.NOISE_BETAS`` (white to pink; the bank is made once per run and
+  band-limited by the channel, since noise enters through the same channel),
+  or of a user's noise file.
+- F_lufs: target ~ N(μ_LUFS, σ²_LUFS), clipped to the profile's [min, max].
+- F_filt: a rolloff r and a centroid c, each ~ N(μ, σ²) clipped to [p5, p95].
+  Type and cutoff are then the ones that bring this utterance's mean rolloff
+  (first) and centroid closest to (r, c): audio brighter than the target gets
+  a low-pass (a muffled channel), audio with too much low end a high-pass (a
+  thin, telephone-like channel), both (a band-pass: the telephone band) when
+  that is closer, none when nothing helps (``chain.resolve_filter``; the
+  resolved cutoffs are logged). The paper ties the filter to the rolloff
+  alone; the centroid is what tells a missing low end apart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from bisect import bisect_right
+from itertools import accumulate
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, Field, computed_field
+
+from marco_trainer.audio.assets import NOISE_BETAS
+from marco_trainer.audio.io import SUBTYPE_BITS
+from marco_trainer.audio.profile import MetricSummary, Profile
+
+SNR_REF_DB = 5.0
+FILTER_ORDER = 4
+
+
+class ResampleStep(BaseModel):
+    sample_rate: int = Field(gt=0, description="Channel rate the audio passes through.")
+    encoding: Literal["pcm", "mulaw"]
+    bits: int = Field(gt=0)
+
+
+class ReverbStep(BaseModel):
+    rir_index: int = Field(ge=0)
+
+
+class NoiseStep(BaseModel):
+    snr_db: float
+    source: Literal["coloured", "file"] = "coloured"
+    index: int = Field(default=0, ge=0, description="Noise-bank slope or noise-file index.")
+    beta: float | None = Field(default=None, description="Spectral slope 1/f^β (coloured).")
+    offset: float = Field(default=0.0, ge=0, le=1, description="Start within the clip (share).")
+
+
+class LoudnessStep(BaseModel):
+    target_lufs: float
+
+
+class FilterStep(BaseModel):
+    """The drawn spectral shape; the cutoffs are resolved against the audio when the chain
+    runs (and logged), or taken as given when replaying logged parameters."""
+
+    target_rolloff_hz: float = Field(gt=0)
+    target_centroid_hz: float = Field(gt=0)
+    resolved: bool = False
+    highpass_hz: float | None = Field(default=None, gt=0)
+    lowpass_hz: float | None = Field(default=None, gt=0)
+    order: int = FILTER_ORDER
+
+    @computed_field  # logged with the cutoffs, so a reader sees the channel at a glance
+    @property
+    def kind(self) -> str:
+        if self.highpass_hz and self.lowpass_hz:
+            return "bandpass"
+        return "highpass" if self.highpass_hz else "lowpass" if self.lowpass_hz else "none"
+
+
+class ChainParams(BaseModel):
+    """Everything one output utterance got (logged as its ``augmentation`` field)."""
+
+    chain: Literal["profile"] = "profile"
+    output_rate: int
+    resample: ResampleStep
+    reverb: ReverbStep | None
+    noise: NoiseStep
+    loudness: LoudnessStep
+    filter: FilterStep
+
+
+def utterance_rng(seed: int, key: str, copy: int) -> np.random.Generator:
+    """An RNG that depends only on the run seed, the source's key and the copy index."""
+    digest = hashlib.sha256(f"{seed}\0{key}\0{copy}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:16], "little"))
+
+
+def _categorical(rng: np.random.Generator, counts: dict) -> object:
+    """A key drawn with probability ∝ its count (plain Python: the dicts are tiny)."""
+    keys = list(counts)
+    cumulative = list(accumulate(counts[k] for k in keys))
+    return keys[bisect_right(cumulative, rng.random() * cumulative[-1])]
+
+
+def _clip(value: float, low: float, high: float) -> float:
+    return min(max(float(value), low), high)
+
+
+def _normal_in_range(rng: np.random.Generator, summary: MetricSummary) -> float:
+    """N(μ, σ²) clipped to the characteristic range p5..p95."""
+    low, high = summary.percentile(5), summary.percentile(95)
+    return _clip(rng.normal(summary.mean, summary.std), low, high)
+
+
+def encoding_for(subtype: str, bits: int) -> tuple[Literal["pcm", "mulaw"], int]:
+    if subtype in ("ULAW", "ALAW", "GSM610", "IMA_ADPCM", "MS_ADPCM") or subtype.startswith("G72"):
+        return "mulaw", 8
+    if bits == 0:
+        return "pcm", 16
+    return "pcm", min(bits, 24)
+
+
+def reverb_probability(mean_snr_db: float) -> float:
+    return min(1.0, SNR_REF_DB / max(mean_snr_db, SNR_REF_DB))
+
+
+def draw_params(
+    profile: Profile,
+    rng: np.random.Generator,
+    output_rate: int,
+    num_rirs: int = 0,
+    num_noises: int = 0,
+) -> ChainParams:
+    rate = int(_categorical(rng, profile.sample_rate))  # type: ignore[arg-type]
+    subtype = str(_categorical(rng, profile.subtype))
+    encoding, bits = encoding_for(subtype, SUBTYPE_BITS.get(subtype, 0))
+
+    snr = profile.metric("snr_db")
+    reverb = None
+    if num_rirs and rng.random() < reverb_probability(snr.mean):
+        reverb = ReverbStep(rir_index=int(rng.integers(num_rirs)))
+
+    low, high = snr.percentile(5), snr.percentile(95)
+    noise_snr = float(rng.uniform(low, high)) if high > low else low
+    if num_noises:
+        noise = NoiseStep(
+            snr_db=noise_snr,
+            source="file",
+            index=int(rng.integers(num_noises)),
+            offset=float(rng.random()),
+        )
+    else:
+        k = int(rng.integers(len(NOISE_BETAS)))
+        noise = NoiseStep(
+            snr_db=noise_snr, index=k, beta=NOISE_BETAS[k], offset=float(rng.random())
+        )
+
+    lufs = profile.metric("lufs")
+    target = _clip(rng.normal(lufs.mean, lufs.std), lufs.min, lufs.max)
+
+    filt = FilterStep(
+        target_rolloff_hz=_normal_in_range(rng, profile.metric("rolloff_hz")),
+        target_centroid_hz=_normal_in_range(rng, profile.metric("centroid_hz")),
+    )
+
+    return ChainParams(
+        output_rate=output_rate,
+        resample=ResampleStep(sample_rate=rate, encoding=encoding, bits=bits),
+        reverb=reverb,
+        noise=noise,
+        loudness=LoudnessStep(target_lufs=target),
+        filter=filt,
+    )

@@ -1,0 +1,183 @@
+"""The target profile: per-metric distributions, built from mergeable per-shard state.
+
+A shard keeps every file's metrics (a few numbers per file), so merging shards
+is concatenation and the merged profile is exactly the one-shard profile:
+summaries are computed from records sorted by path, with ``math.fsum`` for the
+moments, so nothing depends on how files were split. Histograms use fixed bins
+per metric (values outside are counted in the edge bins) so histograms of any
+two profiles line up for plots and CDF distances; per-file values are kept up to
+``VALUES_LIMIT`` files for exact two-sample tests.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from marco_trainer.audio.features import FileMetrics
+from marco_trainer.manifest import atomic_write_text
+
+#: Continuous metrics and their fixed histogram bins (low, high, bins).
+METRIC_BINS: dict[str, tuple[float, float, int]] = {
+    "duration_s": (0.0, 60.0, 240),
+    "snr_db": (-10.0, 80.0, 180),
+    "lufs": (-70.0, 0.0, 140),
+    "centroid_hz": (0.0, 24000.0, 480),
+    "rolloff_hz": (0.0, 24000.0, 480),
+}
+PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
+VALUES_LIMIT = 20000
+PROFILE_FILE = "profile.json"
+SHARD_PATTERN = re.compile(r"^profile-shard-(\d{5})-of-(\d{5})\.json$")
+
+
+class Histogram(BaseModel):
+    edges: list[float]
+    counts: list[int]
+
+
+class MetricSummary(BaseModel):
+    count: int
+    min: float
+    max: float
+    mean: float
+    std: float
+    percentiles: dict[str, float] = Field(description="Keys p1 … p99.")
+    histogram: Histogram
+    values: list[float] | None = Field(
+        default=None, description=f"Per-file values (sorted by path), up to {VALUES_LIMIT} files."
+    )
+
+    def percentile(self, q: int) -> float:
+        return self.percentiles[f"p{q}"]
+
+
+class Profile(BaseModel):
+    """What the analysis phase says about a corpus (paper §3)."""
+
+    schema_version: int = 1
+    files: int = Field(description="Files measured.")
+    skipped: dict[str, int] = Field(default_factory=dict, description="Files refused, per reason.")
+    total_duration_s: float
+    sample_rate: dict[int, int] = Field(description="Files per sample rate.")
+    bit_depth: dict[int, int] = Field(description="Files per bit depth (0: lossy codec).")
+    subtype: dict[str, int] = Field(description="Files per soundfile subtype (PCM_16, ULAW, …).")
+    channels: dict[int, int]
+    metrics: dict[str, MetricSummary]
+
+    def metric(self, name: str) -> MetricSummary:
+        if name not in self.metrics:
+            raise KeyError(f"profile has no metric {name!r} (has {sorted(self.metrics)})")
+        return self.metrics[name]
+
+
+class ProfileShard(BaseModel):
+    """One shard's partial: the records themselves (the mergeable state)."""
+
+    shard_index: int
+    num_shards: int
+    records: list[FileMetrics]
+    skipped: dict[str, int] = Field(default_factory=dict)
+
+
+def shard_file_name(index: int, count: int) -> str:
+    return f"profile-shard-{index:05d}-of-{count:05d}.json"
+
+
+def _summary(name: str, values: np.ndarray) -> MetricSummary:
+    low, high, bins = METRIC_BINS[name]
+    counts, edges = np.histogram(np.clip(values, low, high), bins=bins, range=(low, high))
+    mean = math.fsum(values) / len(values)
+    variance = math.fsum((v - mean) ** 2 for v in values) / len(values)
+    return MetricSummary(
+        count=len(values),
+        min=float(values.min()),
+        max=float(values.max()),
+        mean=mean,
+        std=math.sqrt(variance),
+        percentiles={f"p{q}": float(np.percentile(values, q)) for q in PERCENTILES},
+        histogram=Histogram(edges=[float(e) for e in edges], counts=[int(c) for c in counts]),
+        values=[float(v) for v in values] if len(values) <= VALUES_LIMIT else None,
+    )
+
+
+def build_profile(records: list[FileMetrics], skipped: dict[str, int] | None = None) -> Profile:
+    """Summarise per-file records; the result does not depend on their order."""
+    if not records:
+        raise ValueError(f"no file could be measured (skipped: {dict(skipped or {})})")
+    records = sorted(records, key=lambda r: r.path)
+    metrics = {
+        name: _summary(name, np.array([getattr(r, name) for r in records], dtype=np.float64))
+        for name in METRIC_BINS
+    }
+    return Profile(
+        files=len(records),
+        skipped=dict(sorted((skipped or {}).items())),
+        total_duration_s=math.fsum(r.duration_s for r in records),
+        sample_rate=dict(sorted(Counter(r.sample_rate for r in records).items())),
+        bit_depth=dict(sorted(Counter(r.bit_depth for r in records).items())),
+        subtype=dict(sorted(Counter(r.subtype for r in records).items())),
+        channels=dict(sorted(Counter(r.channels for r in records).items())),
+        metrics=metrics,
+    )
+
+
+def merge_shards(shards: list[ProfileShard]) -> Profile:
+    skipped: Counter[str] = Counter()
+    records: list[FileMetrics] = []
+    for shard in shards:
+        records.extend(shard.records)
+        skipped.update(shard.skipped)
+    return build_profile(records, dict(skipped))
+
+
+def write_shard(directory: str | Path, shard: ProfileShard) -> Path:
+    path = Path(directory) / shard_file_name(shard.shard_index, shard.num_shards)
+    atomic_write_text(path, shard.model_dump_json())
+    return path
+
+
+def read_shards(directory: str | Path) -> list[ProfileShard]:
+    """All shard partials in ``directory``; refuses an incomplete or mixed set."""
+    directory = Path(directory)
+    found: dict[int, set[int]] = {}
+    for path in directory.iterdir():
+        match = SHARD_PATTERN.match(path.name)
+        if match:
+            found.setdefault(int(match.group(2)), set()).add(int(match.group(1)))
+    if not found:
+        return []
+    if len(found) > 1:
+        raise ValueError(
+            f"{directory}: shard partials of different runs: num_shards {sorted(found)}"
+        )
+    ((count, indices),) = found.items()
+    missing = sorted(set(range(count)) - indices)
+    if missing:
+        raise ValueError(f"{directory}: profile shards {missing} of {count} have not finished")
+    return [
+        ProfileShard.model_validate_json((directory / shard_file_name(i, count)).read_text())
+        for i in range(count)
+    ]
+
+
+def load_profile(path: str | Path) -> Profile:
+    """A profile from a profile JSON file, or from a directory of shard partials (merged)."""
+    path = Path(path)
+    if path.is_dir():
+        shards = read_shards(path)
+        if shards:
+            return merge_shards(shards)
+        if (path / PROFILE_FILE).exists():
+            return Profile.model_validate_json((path / PROFILE_FILE).read_text())
+        raise ValueError(f"{path}: no {PROFILE_FILE} and no profile shard partials")
+    if not path.exists():
+        raise ValueError(f"{path}: profile not found")
+    if SHARD_PATTERN.match(path.name):
+        return merge_shards([ProfileShard.model_validate_json(path.read_text())])
+    return Profile.model_validate_json(path.read_text())
