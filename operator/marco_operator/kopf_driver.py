@@ -210,6 +210,26 @@ def _command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 < value < 65536:
+        raise argparse.ArgumentTypeError(f"port must be in 1..65535, got {value}")
+    return value
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "operator",
@@ -226,19 +246,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--trainer-port",
-        type=int,
+        type=_port,
         default=METRICS_PORT,
         help="port of rank 0's /v1/evaluations (default: %(default)s)",
     )
     parser.add_argument(
         "--trainer-timeout",
-        type=float,
+        type=_positive_seconds,
         default=2.0,
         help="seconds to wait for rank 0 (default: %(default)s)",
     )
     parser.add_argument(
         "--interval",
-        type=float,
+        type=_positive_seconds,
         default=10.0,
         help="seconds between reconcile passes per adaptation (default: %(default)s)",
     )
@@ -260,7 +280,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--metrics-port",
-        type=int,
+        type=_port,
         default=None,
         help="port of the operator's /metrics (default: $MARCO_METRICS_PORT, else 9090)",
     )

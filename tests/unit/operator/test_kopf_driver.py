@@ -47,6 +47,21 @@ def test_operator_cli_needs_a_scope_and_only_one(capsys) -> None:
     assert "not allowed with argument" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--interval", "0", "must be more than 0 seconds"),
+        ("--trainer-timeout", "soon", "is not a number of seconds"),
+        ("--trainer-port", "70000", "port must be in 1..65535"),
+    ],
+)
+def test_operator_cli_refuses_bad_numbers_naming_the_flag(capsys, flag, value, message) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["operator", "-A", flag, value])
+    err = capsys.readouterr().err
+    assert flag in err and message in err
+
+
 def test_kopf_logs_in_with_the_client_configuration() -> None:
     configuration = client.Configuration(host="https://10.0.0.1:6443")
     configuration.api_key["BearerToken"] = "Bearer s3cret"
