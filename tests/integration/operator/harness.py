@@ -27,6 +27,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiohttp.web
 import jsonpatch
 import kmock
 from kubernetes import client
@@ -48,6 +49,7 @@ from marco_operator.resources import (
 from marco_trainer.contract import Directive, Evaluation, EvaluationHistory, StageResult
 
 NAMESPACE = "asr"
+OTHER_NAMESPACE = "elsewhere"
 T = TypeVar("T")
 
 _VERBS = {"create", "delete", "get", "list", "patch", "update", "watch"}
@@ -83,6 +85,26 @@ class ApiServer(kmock.KubernetesEmulator):
     client just listed (kopf would handle every object twice and race itself)."""
 
     _versions = itertools.count(1)
+    #: What /api/v1/namespaces lists (see __call__).
+    namespaces: tuple[str, ...] = ()
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        # kmock 0.8 cannot parse the cluster-wide namespace collection (it expects a namespace
+        # after "namespaces/"); kopf lists and watches it when serving named namespaces.
+        if raw_request.path.rstrip("/") != "/api/v1/namespaces" or raw_request.method != "GET":
+            return await super().__call__(raw_request)
+        if raw_request.query.get("watch") != "true":
+            items = [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
+                for n in self.namespaces
+            ]
+            return aiohttp.web.json_response(
+                {"kind": "NamespaceList", "metadata": {"resourceVersion": "1"}, "items": items}
+            )
+        stream = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        await stream.prepare(raw_request)
+        while True:  # no namespace ever changes here; the client closes the stream
+            await asyncio.sleep(3600)
 
     async def _serve_list(self, request: kmock.Request) -> Any:
         listing = await super()._serve_list(request)
@@ -167,6 +189,7 @@ class EmulatedCluster:
     def _serve(self) -> None:
         async def main() -> None:
             async with ApiServer() as emulator, kmock.Server(emulator) as server:
+                emulator.namespaces = (NAMESPACE, OTHER_NAMESPACE)
                 for key, kind, namespaced, subresources, shortnames in _RESOURCES:
                     emulator.resources[key] = kmock.ResourceInfo(
                         kind=kind,
@@ -190,9 +213,6 @@ class EmulatedCluster:
         self._thread.start()
         if not self._ready.wait(20) or self._error is not None:
             raise RuntimeError(f"kmock did not start: {self._error!r}")
-        # No Namespace object: kmock 0.8 cannot parse /api/v1/namespaces (a kmock bug), and
-        # nothing here needs one. It is also why the operator serves --all-namespaces here:
-        # kopf lists namespaces when given explicit ones.
         self.kube = Kube(self.configuration())
         return self
 
@@ -210,18 +230,20 @@ class EmulatedCluster:
         base = collection_path(api_version, plural, NAMESPACE)
         return f"{base}/{name}" if name else base
 
-    def apply_adaptation(self, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    def apply_adaptation(
+        self, name: str, spec: Mapping[str, Any], namespace: str = NAMESPACE
+    ) -> dict[str, Any]:
         manifest = {
             "apiVersion": API_VERSION,
             "kind": "AsrAdaptation",
-            "metadata": {"name": name, "namespace": NAMESPACE},
+            "metadata": {"name": name, "namespace": namespace},
             "spec": dict(spec),
         }
         self.kube.create(manifest)
-        return self.adaptation(name)
+        return self.adaptation(name, namespace)
 
-    def adaptation(self, name: str) -> dict[str, Any]:
-        body = self.kube.get(adaptation_path(NAMESPACE, name))
+    def adaptation(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+        body = self.kube.get(adaptation_path(namespace, name))
         assert body is not None, f"AsrAdaptation {name} is gone"
         return body
 
@@ -467,9 +489,16 @@ class ScriptedTrainer:
 class OperatorRun:
     """`marco operator` in a background thread until stop()."""
 
-    def __init__(self, cluster: EmulatedCluster, trainer_port: int, interval: float = 0.3) -> None:
+    def __init__(
+        self,
+        cluster: EmulatedCluster,
+        trainer_port: int,
+        interval: float = 0.3,
+        namespaces: tuple[str, ...] = (),
+    ) -> None:
         self.options = DriverOptions(
-            all_namespaces=True,
+            namespaces=namespaces,
+            all_namespaces=not namespaces,
             trainer_port=trainer_port,
             trainer_timeout=1.0,
             interval=interval,

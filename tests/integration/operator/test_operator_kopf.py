@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest
 
+from marco_operator.kube import collection_path
 from marco_trainer.contract import StageResult
 
 from .harness import (
+    NAMESPACE,
+    OTHER_NAMESPACE,
     EmulatedCluster,
     JobController,
     OperatorProcess,
@@ -418,3 +421,20 @@ def test_learning_rate_bounds_upside_down_are_refused_with_the_field_named(
     jobs.wait_job(NAME, "filter")
     status = wait_for("phase Filtering", phase_is(cluster, "Filtering"))
     assert status["observedGeneration"] == cluster.adaptation(NAME)["metadata"]["generation"] == 2
+
+
+def test_a_namespaced_operator_serves_only_its_namespaces(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer
+) -> None:
+    run = OperatorRun(cluster, trainer.port, namespaces=(NAMESPACE,)).start()
+    try:
+        cluster.apply_adaptation(NAME, make_spec(), namespace=OTHER_NAMESPACE)
+        cluster.apply_adaptation(NAME, make_spec())
+        jobs.wait_job(NAME, "filter")
+        wait_for("phase Filtering", phase_is(cluster, "Filtering"))
+        settle()
+    finally:
+        run.stop()
+    assert "status" not in cluster.adaptation(NAME, OTHER_NAMESPACE)
+    elsewhere = collection_path("batch/v1", "jobs", OTHER_NAMESPACE)
+    assert cluster.kube.list(elsewhere) == []
