@@ -597,17 +597,24 @@ class OperatorProcess:
         except OSError:
             return False
 
-    def metric(self, name: str, labels: Mapping[str, str]) -> float | None:
-        """One sample from the process's /metrics, as Prometheus would scrape it."""
+    def _samples(self, name: str, labels: Mapping[str, str]) -> list[float]:
+        """Samples from the process's /metrics, scraped as Prometheus would."""
         with urllib.request.urlopen(self.metrics_url, timeout=2) as response:
             text = response.read().decode()
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(
-                    sample.labels.get(k) == v for k, v in labels.items()
-                ):
-                    return sample.value
-        return None
+        return [
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        ]
+
+    def metric(self, name: str, labels: Mapping[str, str]) -> float | None:
+        found = self._samples(name, labels)
+        assert len(found) <= 1, f"{name}{dict(labels)} matches {len(found)} series"
+        return found[0] if found else None
+
+    def metric_sum(self, name: str) -> float:
+        return sum(self._samples(name, {}))
 
     def kill(self) -> None:
         """SIGKILL: no cleanup, no goodbye, as an OOM kill or a lost node would do it."""

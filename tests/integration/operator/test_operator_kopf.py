@@ -373,6 +373,12 @@ def test_an_operator_killed_mid_training_resumes_without_repeating_itself(
         assert directive.learning_rate == pytest.approx(eq1([28.1, 28.0, 28.05], 1e-7, 1e-5, 0.5))
         status = status_at_cycle(cluster, 2)
         settle()
+        # The restarted operator took one decision (cycle 2), none of the first one's again.
+        assert second.metric_sum("marco_operator_decisions_total") == 1
+        learning_rate_changes = {"reason": "LearningRateChanged"}
+        assert second.metric("marco_operator_decisions_total", learning_rate_changes) == 1
+        assert second.metric("marco_operator_adaptations", {"phase": "Training"}) == 1
+        assert second.metric("marco_operator_reconciles_total", {"result": "success"}) > 1
     finally:
         second.stop()
 
