@@ -50,7 +50,35 @@ from marco_trainer.contract import Directive, Evaluation, EvaluationHistory, Sta
 
 NAMESPACE = "asr"
 OTHER_NAMESPACE = "elsewhere"
+#: The harness's own requests (playing kubectl and the Job controller) carry this agent.
+TEST_USER_AGENT = "marco-test-harness"
 T = TypeVar("T")
+
+
+def rbac_of_call(method: str, path: str, watch: bool) -> tuple[str, str, str] | None:
+    """The (apiGroup, resource, verb) an API request needs, as the API server authorises it;
+    None for discovery (/api, /apis/G/V), which every authenticated client may read."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["api"]:  # /api/v1/...
+        group, rest = "", parts[2:]
+    else:  # /apis/group/version/...
+        group, rest = (parts[1] if len(parts) > 1 else ""), parts[3:]
+    if not rest:
+        return None
+    if len(rest) >= 2 and rest[0] == "namespaces" and len(rest) > 2:
+        rest = rest[2:]  # drop namespaces/<ns>/ before a namespaced resource
+    resource, named = rest[0], len(rest) >= 2
+    if len(rest) >= 3:
+        resource = f"{resource}/{rest[2]}"  # subresource, e.g. asradaptations/status
+    verb = {
+        "GET": "watch" if watch else ("get" if named else "list"),
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete" if named else "deletecollection",
+    }[method]
+    return group, resource, verb
+
 
 _VERBS = {"create", "delete", "get", "list", "patch", "update", "watch"}
 # (group/version/plural, kind, namespaced, subresources, short names)
@@ -85,10 +113,20 @@ class ApiServer(kmock.KubernetesEmulator):
     client just listed (kopf would handle every object twice and race itself)."""
 
     _versions = itertools.count(1)
+    #: Every request served: (method, path, watch, user agent). Tests derive RBAC from it.
+    calls: list[tuple[str, str, bool, str]]
     #: What /api/v1/namespaces lists (see __call__).
     namespaces: tuple[str, ...] = ()
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        self.calls.append(
+            (
+                raw_request.method,
+                raw_request.path,
+                raw_request.query.get("watch") == "true",
+                raw_request.headers.get("User-Agent", ""),
+            )
+        )
         # kmock 0.8 cannot parse the cluster-wide namespace collection (it expects a namespace
         # after "namespaces/"); kopf lists and watches it when serving named namespaces.
         if raw_request.path.rstrip("/") != "/api/v1/namespaces" or raw_request.method != "GET":
@@ -181,6 +219,7 @@ class EmulatedCluster:
 
     def __init__(self) -> None:
         self.url = ""
+        self.calls: list[tuple[str, str, bool, str]] = []
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -190,6 +229,7 @@ class EmulatedCluster:
         async def main() -> None:
             async with ApiServer() as emulator, kmock.Server(emulator) as server:
                 emulator.namespaces = (NAMESPACE, OTHER_NAMESPACE)
+                emulator.calls = self.calls
                 for key, kind, namespaced, subresources, shortnames in _RESOURCES:
                     emulator.resources[key] = kmock.ResourceInfo(
                         kind=kind,
@@ -213,7 +253,7 @@ class EmulatedCluster:
         self._thread.start()
         if not self._ready.wait(20) or self._error is not None:
             raise RuntimeError(f"kmock did not start: {self._error!r}")
-        self.kube = Kube(self.configuration())
+        self.kube = Kube(self.configuration(), user_agent=TEST_USER_AGENT)
         return self
 
     def __exit__(self, *_: object) -> None:
@@ -223,6 +263,15 @@ class EmulatedCluster:
 
     def configuration(self) -> client.Configuration:
         return client.Configuration(host=self.url)
+
+    def operator_rbac(self) -> set[tuple[str, str, str]]:
+        """What the operator's own requests (kopf's and the driver's) needed, so far."""
+        needed = {
+            rbac_of_call(method, path, watch)
+            for method, path, watch, agent in list(self.calls)
+            if agent != TEST_USER_AGENT
+        }
+        return {rule for rule in needed if rule is not None}
 
     # --- kubectl, in short ------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from marco_operator.kube import collection_path
+from marco_operator.rbac import OPERATOR_RULES, namespaced_cluster_rules, namespaced_rules
 from marco_trainer.contract import StageResult
 
 from .harness import (
@@ -444,3 +445,42 @@ def test_a_namespaced_operator_serves_only_its_namespaces(
     assert "status" not in cluster.adaptation(NAME, OTHER_NAMESPACE)
     elsewhere = collection_path("batch/v1", "jobs", OTHER_NAMESPACE)
     assert cluster.kube.list(elsewhere) == []
+    # The namespaced chart's Roles and small ClusterRole allow every call this mode makes.
+    allowed = {
+        (rule.api_group, rule.resource, verb)
+        for rule in namespaced_rules() + namespaced_cluster_rules()
+        for verb in rule.verbs
+    }
+    used = cluster.operator_rbac()
+    assert used <= allowed, f"calls the namespaced chart does not allow: {sorted(used - allowed)}"
+    assert ("", "namespaces", "watch") in used
+
+
+def test_the_operator_needs_exactly_the_rbac_rules_the_chart_grants(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, operator
+) -> None:
+    """Derive RBAC from every request the operator made over a whole run (children created,
+    rank 0 found, directive patched, a Job suspended, Events, status) and compare it with
+    OPERATOR_RULES, from which the Helm chart's Roles are rendered."""
+    spec = make_spec(
+        training={"cycleSteps": 20, "earlyStopping": {"patience": 3, "minImprovement": 0.1}}
+    )
+    cluster.apply_adaptation(NAME, spec)
+    for stage in ("filter", "profile", "augment", "baseline"):
+        extra = {"wer": 30.0} if stage == "baseline" else {}
+        jobs.complete(jobs.wait_job(NAME, stage), StageResult(stage=stage, **extra))
+    jobs.start(jobs.wait_job(NAME, "train"))
+    wait_for("the first directive", lambda: cluster.directive(NAME))
+    for wer in [30.0, 29.0]:  # closes cycle 0: the directive is patched
+        trainer.evaluate(wer)
+    wait_for("cycle 1", lambda: (d := cluster.directive(NAME)) and d.cycle == 1)
+    for wer in [29.05, 29.1, 29.0]:  # a plateau; the scripted trainer ignores the stop
+        trainer.evaluate(wer)
+    wait_for("phase EarlyStopped", phase_is(cluster, "EarlyStopped"))
+
+    granted = {
+        (rule.api_group, rule.resource, verb) for rule in OPERATOR_RULES for verb in rule.verbs
+    }
+    used = cluster.operator_rbac()
+    assert used <= granted, f"calls the chart does not allow: {sorted(used - granted)}"
+    assert granted <= used, f"rights the operator never used: {sorted(granted - used)}"
