@@ -19,6 +19,9 @@ STAGE_MODULES: tuple[str, ...] = (
     "marco_trainer.audio.cli_filter",
     "marco_trainer.audio.cli_profile",
     "marco_trainer.audio.cli_augment",
+    "marco_trainer.evaluate",
+    "marco_trainer.train.cli",
+    "marco_trainer.export",
     "marco_trainer.audio.cli_report",
     "marco_trainer.report",
 )

@@ -47,6 +47,11 @@ class Evaluation(BaseModel):
     cer: float | None = Field(default=None, ge=0, description="Character error rate in percent.")
     loss: float | None = Field(default=None, description="Mean training loss since the last eval.")
     time: float = Field(description="Unix time of the measurement.")
+    skipped_steps: int = Field(
+        default=0,
+        ge=0,
+        description="Optimizer steps skipped for a non-finite loss since the previous evaluation.",
+    )
 
 
 class EvaluationHistory(BaseModel):

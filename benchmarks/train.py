@@ -1,0 +1,228 @@
+"""Training throughput: marco-trainer's loop vs Hugging Face ``Seq2SeqTrainer``.
+
+Same model (a small random Whisper built in code, or ``--model``), same spoken
+utterances (flite), same per-device batch and gradient accumulation, same
+optimizer settings (AdamW, β = 0.9/0.995, constant LR), in one process, one
+after the other, alternating (peer, ours, peer, ours) so that neither gets the
+warm caches. Throughput is training utterances per second between the end of
+a warm-up step and the last step, taken from each trainer's own per-step
+timestamps (our per-rank trace; a callback for the peer); evaluation and
+checkpointing are excluded from both.
+
+    python benchmarks/train.py [--steps 30] [--batch 4] [--accum 2]
+
+Prints both figures and the ratio (ours / peer); the target is >= 1.0 on CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from functools import partial
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "trainer"), str(REPO)]
+
+SENTENCES = (
+    "hello world this is a test",
+    "the quick brown fox jumps over the lazy dog",
+    "good morning how are you today",
+    "please call me back tomorrow",
+    "one two three four five six seven eight nine ten",
+    "the meeting starts at nine in the morning",
+    "my account number is four five six",
+    "thank you for calling customer service",
+)
+
+
+def make_data(folder: Path, copies: int) -> Path:
+    from tests.tiny_models import write_speech_manifest
+
+    return write_speech_manifest(folder, [s for s in SENTENCES for _ in range(copies)])
+
+
+def ours(
+    model: str,
+    manifest: Path,
+    out: Path,
+    steps: int,
+    batch: int,
+    accum: int,
+    warmup: int,
+    prefetch: bool = True,
+):
+    from marco_trainer.train.loop import Trainer
+    from marco_trainer.train.options import TrainOptions
+
+    opts = TrainOptions(
+        model=model,
+        train_manifests=[str(manifest)],
+        validation_manifest=str(manifest),
+        output_dir=out,
+        learning_rate=1e-4,
+        max_steps=steps,
+        eval_every=10 * steps,
+        eval_samples=1,
+        per_device_batch_size=batch,
+        gradient_accumulation=accum,
+        metrics_port=0,
+        max_new_tokens=2,
+        precision="fp32",
+        prefetch=prefetch,
+    )
+    trainer = Trainer(opts)
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
+    lines = [json.loads(line) for line in (out / "trace" / "rank-0.jsonl").read_text().splitlines()]
+    times = {line["step"]: line["time"] for line in lines}
+    return (steps - warmup) * batch * accum / (times[steps] - times[warmup])
+
+
+def peer(model: str, manifest: Path, out: Path, steps: int, batch: int, accum: int, warmup: int):
+    import torch
+    from transformers import (
+        AutoModelForSpeechSeq2Seq,
+        AutoProcessor,
+        Seq2SeqTrainer,
+        Seq2SeqTrainingArguments,
+        TrainerCallback,
+    )
+
+    from marco_trainer.data import load_examples
+    from marco_trainer.model_audio import load_audio
+    from marco_trainer.models.seq2seq import EncoderDecoderAsr
+
+    examples = load_examples([manifest])
+    processor = AutoProcessor.from_pretrained(model)
+    network = AutoModelForSpeechSeq2Seq.from_pretrained(model, dtype=torch.float32)
+    # The same collation (features + labels) as ours, so only the loops differ.
+    collate_with = EncoderDecoderAsr(network, processor, model, "en", "transcribe")
+
+    class Speech(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(examples)
+
+        def __getitem__(self, index: int) -> dict:
+            example = examples[index]
+            return {"audio": load_audio(example.audio_filepath, 16000), "text": example.text}
+
+    def collate(items: list[dict]) -> dict:
+        return collate_with.training_batch([i["audio"] for i in items], [i["text"] for i in items])
+
+    stamps: dict[int, float] = {}
+
+    class Stamp(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            stamps[state.global_step] = time.time()
+
+    arguments = Seq2SeqTrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=batch,
+        gradient_accumulation_steps=accum,
+        learning_rate=1e-4,
+        lr_scheduler_type="constant",
+        adam_beta1=0.9,
+        adam_beta2=0.995,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        max_steps=steps,
+        logging_steps=10 * steps,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+        seed=0,
+    )
+    trainer = Seq2SeqTrainer(
+        model=network,
+        args=arguments,
+        data_collator=collate,
+        train_dataset=Speech(),
+        callbacks=[Stamp()],
+    )
+    trainer.train()
+    return (steps - warmup) * batch * accum / (stamps[steps] - stamps[warmup])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=None, help="model dir (default: a small random Whisper)")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--accum", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--copies", type=int, default=4, help="copies of each sentence")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument(
+        "--also-no-prefetch",
+        action="store_true",
+        help="also time marco-trainer without its background data thread",
+    )
+    args = parser.parse_args()
+
+    from marco_trainer.runtime import quiet_transformers
+
+    quiet_transformers()
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        manifest = make_data(work / "data", args.copies)
+        model = args.model
+        if model is None:
+            from tests.tiny_models import build_tiny_whisper
+
+            model = str(
+                build_tiny_whisper(
+                    work / "model", SENTENCES, d_model=128, layers=2, chunk_seconds=10
+                )
+            )
+        systems = [("Seq2SeqTrainer", peer), ("marco-trainer", ours)]
+        if args.also_no_prefetch:
+            systems.append(("marco-no-prefetch", partial(ours, prefetch=False)))
+        results: dict[str, list[float]] = {name: [] for name, _ in systems}
+        for round_ in range(args.rounds):
+            for name, fn in systems:
+                rate = fn(
+                    model,
+                    manifest,
+                    work / f"{name}-{round_}",
+                    args.steps,
+                    args.batch,
+                    args.accum,
+                    args.warmup,
+                )
+                results[name].append(rate)
+                print(f"round {round_ + 1}: {name:15s} {rate:7.2f} samples/s", flush=True)
+    ours_rate = statistics.median(results["marco-trainer"])
+    peer_rate = statistics.median(results["Seq2SeqTrainer"])
+    device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+    print(
+        f"\nmodel {model if args.model else 'random Whisper d_model 128, 2+2 layers, 10 s window'}"
+        f", batch {args.batch} x accumulation {args.accum}, {args.steps} steps, {device}"
+    )
+    print(f"Seq2SeqTrainer : {peer_rate:7.2f} samples/s (median of {args.rounds})")
+    print(f"marco-trainer  : {ours_rate:7.2f} samples/s (median of {args.rounds})")
+    if args.also_no_prefetch:
+        rate = statistics.median(results["marco-no-prefetch"])
+        print(f"marco, no prefetch: {rate:7.2f} samples/s (median of {args.rounds})")
+    print(f"ratio marco-trainer / Seq2SeqTrainer = {ours_rate / peer_rate:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

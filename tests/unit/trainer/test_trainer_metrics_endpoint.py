@@ -1,0 +1,73 @@
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from marco_trainer.contract import Directive, Evaluation, EvaluationHistory
+from marco_trainer.metrics_server import MetricsServer, TrainerMetrics
+
+
+def fetch(url: str) -> tuple[int, str, bytes]:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, response.headers["Content-Type"], response.read()
+
+
+@pytest.fixture
+def server():
+    metrics = TrainerMetrics("demo")
+    history = EvaluationHistory(
+        adaptation="demo",
+        evaluations=[Evaluation(step=50, cycle=0, lr=1e-5, wer=21.5, loss=0.7, time=time.time())],
+        directive=Directive(cycle=0, learning_rate=1e-5),
+    )
+    srv = MetricsServer(metrics, lambda: history, port=0, host="127.0.0.1").start()
+    yield metrics, srv
+    srv.stop()
+
+
+def test_metrics_parse_with_prometheus_client(server):
+    metrics, srv = server
+    metrics.step.set(50)
+    metrics.learning_rate.set(1e-5)
+    metrics.observe_evaluation(
+        Evaluation(step=50, cycle=0, lr=1e-5, wer=21.5, time=time.time()), best_wer=20.0
+    )
+    metrics.nonfinite_steps.inc(2)
+    status, content_type, body = fetch(f"http://127.0.0.1:{srv.port}/metrics")
+    assert status == 200 and content_type.startswith("text/plain")
+    samples = {
+        s.name: s
+        for family in text_string_to_metric_families(body.decode())
+        for s in family.samples
+    }
+    assert samples["marco_trainer_wer"].value == 21.5
+    assert samples["marco_trainer_wer"].labels == {"adaptation": "demo"}
+    assert samples["marco_trainer_best_wer"].value == 20.0
+    assert samples["marco_trainer_learning_rate"].value == 1e-5
+    assert samples["marco_trainer_evaluations_total"].value == 1
+    assert samples["marco_trainer_nonfinite_steps_total"].value == 2
+    # A private registry: nothing from the host process leaks in.
+    assert not any(name.startswith(("process_", "python_")) for name in samples)
+
+
+def test_evaluations_json_validates(server):
+    _, srv = server
+    status, content_type, body = fetch(f"http://127.0.0.1:{srv.port}/v1/evaluations")
+    assert status == 200 and content_type == "application/json"
+    history = EvaluationHistory.model_validate_json(body)
+    assert history.evaluations[0].wer == 21.5 and history.directive.learning_rate == 1e-5
+
+
+def test_unknown_path_is_404(server):
+    _, srv = server
+    with pytest.raises(urllib.error.HTTPError) as error:
+        fetch(f"http://127.0.0.1:{srv.port}/nope")
+    assert error.value.code == 404
+
+
+def test_two_trainers_in_one_process_keep_their_own_registries():
+    a, b = TrainerMetrics("a"), TrainerMetrics("b")
+    a.wer.set(1.0)
+    assert b'adaptation="a"' in a.exposition() and b'adaptation="a"' not in b.exposition()

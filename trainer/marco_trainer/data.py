@@ -1,0 +1,157 @@
+"""Training and evaluation data: examples from manifests, length-bucketed batches.
+
+Batches are drawn from a deterministic stream of micro-batches (seeded, per
+epoch), identical on every rank and for every world size: a global step takes
+the next ``world_size × accumulation`` micro-batches and rank r trains on its
+``accumulation`` consecutive ones. So one process with twice the accumulation
+sees exactly what two processes see together, and a resumed run continues at
+the saved stream position.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from marco_trainer.manifest import ManifestProblems, iter_manifests
+from marco_trainer.model_audio import AudioError, audio_duration, load_audio
+
+
+@dataclass(frozen=True)
+class Example:
+    audio_filepath: str
+    text: str
+    duration: float
+    language: str | None = None
+
+
+def load_examples(
+    manifests: Iterable[str | Path],
+    counts: Counter | None = None,
+    limit: int | None = None,
+) -> list[Example]:
+    """Labelled utterances of the manifests, in manifest order (first ``limit`` usable ones).
+
+    Bad manifest lines, utterances without text and files whose header cannot be
+    read are skipped and counted in ``counts`` (``bad_lines``, ``unlabeled``,
+    ``corrupt_audio``).
+    """
+    counts = counts if counts is not None else Counter()
+    problems = ManifestProblems()
+    examples: list[Example] = []
+    for utterance in iter_manifests(manifests, problems):
+        if limit is not None and len(examples) >= limit:
+            break
+        if not (utterance.text or "").strip():
+            counts["unlabeled"] += 1
+            continue
+        duration = utterance.duration
+        if duration is None:
+            try:
+                duration = audio_duration(utterance.audio_filepath)
+            except AudioError:
+                counts["corrupt_audio"] += 1
+                continue
+        examples.append(
+            Example(utterance.audio_filepath, utterance.text, float(duration), utterance.language)
+        )
+    counts["bad_lines"] += problems.count
+    return examples
+
+
+def bucketed_batches(
+    durations: Sequence[float],
+    batch_size: int,
+    seed: int,
+    epoch: int,
+    buckets_per_chunk: int = 32,
+) -> list[list[int]]:
+    """One epoch of micro-batches: shuffled, then sorted by length inside chunks.
+
+    Utterances of similar length share a batch (little padding for the text and,
+    for models with variable-length input, the audio) while the order of
+    batches stays random.
+    """
+    rng = random.Random(seed * 1_000_003 + epoch)
+    order = list(range(len(durations)))
+    rng.shuffle(order)
+    chunk = batch_size * buckets_per_chunk
+    batches: list[list[int]] = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start : start + chunk], key=lambda i: durations[i])
+        batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+@dataclass
+class StreamPosition:
+    epoch: int = 0
+    offset: int = 0
+
+
+class MicroBatchStream:
+    """An endless, resumable stream of micro-batches over epochs."""
+
+    def __init__(self, durations: Sequence[float], batch_size: int, seed: int) -> None:
+        if not durations:
+            raise ValueError("no usable training utterances")
+        self.durations = list(durations)
+        self.batch_size = batch_size
+        self.seed = seed
+        self.position = StreamPosition()
+        self._epoch_batches: list[list[int]] | None = None
+
+    def _batches(self) -> list[list[int]]:
+        if self._epoch_batches is None:
+            self._epoch_batches = bucketed_batches(
+                self.durations, self.batch_size, self.seed, self.position.epoch
+            )
+        return self._epoch_batches
+
+    def take(self, count: int) -> list[list[int]]:
+        out: list[list[int]] = []
+        while len(out) < count:
+            batches = self._batches()
+            if self.position.offset >= len(batches):
+                self.position = StreamPosition(self.position.epoch + 1, 0)
+                self._epoch_batches = None
+                continue
+            out.append(batches[self.position.offset])
+            self.position.offset += 1
+        return out
+
+    def seek(self, position: StreamPosition) -> None:
+        self.position = StreamPosition(position.epoch, position.offset)
+        self._epoch_batches = None
+
+
+@dataclass
+class LoadedBatch:
+    """Audio and text of one micro-batch, with the files that could not be read."""
+
+    audios: list[np.ndarray]
+    texts: list[str]
+    skipped: list[str]
+
+
+def load_batch(
+    examples: Sequence[Example], indices: Sequence[int], sample_rate: int
+) -> LoadedBatch:
+    audios: list[np.ndarray] = []
+    texts: list[str] = []
+    skipped: list[str] = []
+    for index in indices:
+        example = examples[index]
+        try:
+            audios.append(load_audio(example.audio_filepath, sample_rate))
+        except AudioError as error:
+            skipped.append(str(error))
+            continue
+        texts.append(example.text)
+    return LoadedBatch(audios, texts, skipped)

@@ -1,0 +1,189 @@
+"""WER of a model on a manifest: batched greedy transcription, normalised scoring.
+
+The core (:func:`transcribe_examples`, :func:`score`) is shared with the
+trainer's periodic validation; :func:`run_evaluate` is the ``evaluate`` stage.
+See :mod:`marco_trainer.text` for the normalisation.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+from marco_trainer.text import corpus_rates, is_character_language, score_pair
+
+log = logging.getLogger(__name__)
+
+NORMALISATION_NOTE = (
+    "English: whisper_normalizer EnglishTextNormalizer; other languages: BasicTextNormalizer; "
+    "languages without word spaces (zh, ja, th, ...) scored per character"
+)
+
+
+class UtteranceResult(BaseModel):
+    audio_filepath: str
+    reference: str
+    hypothesis: str
+    normalized_reference: str
+    normalized_hypothesis: str
+    word_errors: int = Field(ge=0)
+    reference_words: int = Field(ge=0)
+
+
+class EvaluationReport(BaseModel):
+    """``report.json`` of the evaluate stage."""
+
+    model: str
+    manifest: list[str]
+    family: str
+    language: str | None
+    wer: float = Field(ge=0, description="Percent.")
+    cer: float = Field(ge=0, description="Percent.")
+    normalisation: str = NORMALISATION_NOTE
+    counts: dict[str, int] = Field(default_factory=dict)
+    skipped: list[str] = Field(default_factory=list, description="Unusable files and why.")
+    utterances: list[UtteranceResult] = Field(default_factory=list)
+
+
+def transcribe_examples(
+    asr,
+    examples: Sequence,
+    indices: Sequence[int],
+    batch_size: int,
+    max_new_tokens: int = 128,
+    on_batch: Callable[[int], None] | None = None,
+) -> tuple[dict[int, str], dict[int, str]]:
+    """Transcribe ``examples[i]`` for i in ``indices``; returns (hypotheses, skipped reasons)."""
+    from marco_trainer.model_audio import AudioError, load_audio
+
+    ordered = sorted(indices, key=lambda i: examples[i].duration)
+    hypotheses: dict[int, str] = {}
+    skipped: dict[int, str] = {}
+    for start in range(0, len(ordered), batch_size):
+        batch_indices: list[int] = []
+        audios = []
+        for index in ordered[start : start + batch_size]:
+            try:
+                audios.append(load_audio(examples[index].audio_filepath, asr.sampling_rate))
+            except AudioError as error:
+                skipped[index] = str(error)
+                continue
+            batch_indices.append(index)
+        if audios:
+            texts = asr.transcribe(audios, max_new_tokens=max_new_tokens)
+            hypotheses.update(zip(batch_indices, texts, strict=True))
+        if on_batch is not None:
+            on_batch(len(ordered[start : start + batch_size]))
+    return hypotheses, skipped
+
+
+def score(
+    examples: Sequence, hypotheses: dict[int, str], language: str | None
+) -> tuple[float, float, list[UtteranceResult]]:
+    """Corpus (WER, CER) in percent and per-utterance results, in manifest order."""
+    scored = []
+    results = []
+    for index in sorted(hypotheses):
+        example = examples[index]
+        lang = example.language or language
+        item = score_pair(example.text, hypotheses[index], lang)
+        scored.append(item)
+        results.append(
+            UtteranceResult(
+                audio_filepath=example.audio_filepath,
+                reference=example.text,
+                hypothesis=hypotheses[index],
+                normalized_reference=item.reference,
+                normalized_hypothesis=item.hypothesis,
+                word_errors=item.words.errors,
+                reference_words=item.words.reference_tokens,
+            )
+        )
+    wer, cer = corpus_rates(scored)
+    return wer, cer, results
+
+
+def run_evaluate(args) -> int:
+    from tqdm import tqdm
+
+    from marco_trainer.contract import StageResult
+    from marco_trainer.data import load_examples
+    from marco_trainer.manifest import atomic_write_text
+    from marco_trainer.models import load_asr_model
+    from marco_trainer.results import write_stage_result
+    from marco_trainer.runtime import pick_device, quiet_transformers
+
+    quiet_transformers()
+    output = Path(args.output_dir)
+    counts: Counter = Counter()
+    try:
+        examples = load_examples(args.manifest, counts, limit=args.max_samples)
+    except ValueError as error:
+        raise SystemExit(f"marco-trainer evaluate: {error}") from error
+    if not examples:
+        raise SystemExit(
+            f"marco-trainer evaluate: --manifest {args.manifest}: no labelled utterances"
+        )
+    asr = load_asr_model(args.model, family=args.family, language=args.language, task=args.task)
+    asr.to(pick_device())
+    with tqdm(total=len(examples), desc="evaluate", unit="utt") as bar:
+        hypotheses, skipped = transcribe_examples(
+            asr, examples, range(len(examples)), args.batch_size, on_batch=bar.update
+        )
+    counts["corrupt_audio"] += len(skipped)
+    counts["evaluated"] = len(hypotheses)
+    wer, cer, results = score(examples, hypotheses, args.language)
+    counts = Counter({k: v for k, v in counts.items() if v})
+    report = EvaluationReport(
+        model=str(args.model),
+        manifest=[str(m) for m in args.manifest],
+        family=asr.family,
+        language=args.language,
+        wer=wer,
+        cer=cer,
+        counts=dict(counts),
+        skipped=list(skipped.values()),
+        utterances=results,
+    )
+    atomic_write_text(output / "report.json", report.model_dump_json(indent=2))
+    write_stage_result(
+        StageResult(
+            stage="evaluate",
+            wer=round(wer, 4),
+            cer=round(cer, 4) if is_character_language(args.language) else None,
+            counts=dict(counts),
+            family=asr.family,
+            ok=bool(hypotheses),
+            message=None if hypotheses else "no utterance could be transcribed",
+        ),
+        output,
+    )
+    print(
+        f"WER {wer:.2f} %  CER {cer:.2f} %  ({len(hypotheses)} utterances, {len(skipped)} skipped)"
+    )
+    return 0 if hypotheses else 1
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="WER/CER of a model on a manifest (batched greedy decoding)",
+        description=f"Normalisation: {NORMALISATION_NOTE}.",
+    )
+    parser.add_argument("--model", required=True, help="model directory or Hub id (cached)")
+    parser.add_argument(
+        "--manifest", required=True, action="append", help=".jsonl or a folder of them"
+    )
+    parser.add_argument("--output-dir", required=True)
+    parser.add_argument(
+        "--max-samples", type=int, default=None, help="first N utterances (200 for WER0)"
+    )
+    parser.add_argument("--language", default="en")
+    parser.add_argument("--task", default="transcribe")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--family", choices=("auto", "encoder-decoder", "llm"), default="auto")
+    parser.set_defaults(func=run_evaluate)

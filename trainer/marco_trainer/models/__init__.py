@@ -1,0 +1,25 @@
+"""ASR model families behind one interface (:class:`~marco_trainer.models.base.AsrModel`).
+
+- ``encoder-decoder``: Whisper and any ``AutoModelForSpeechSeq2Seq`` model;
+  full fine-tuning.
+- ``llm``: audio-LLMs such as Qwen2-Audio (audio encoder + projector + causal LM);
+  LoRA adapters by default (peft), full fine-tuning on request.
+
+Import :func:`load_asr_model` from here; it imports torch lazily.
+"""
+
+from __future__ import annotations
+
+FAMILIES = ("encoder-decoder", "llm")
+
+
+def load_asr_model(*args, **kwargs):
+    from marco_trainer.models.loading import load_asr_model as _load
+
+    return _load(*args, **kwargs)
+
+
+def detect_family(source: str) -> str:
+    from marco_trainer.models.loading import detect_family as _detect
+
+    return _detect(source)

@@ -1,0 +1,126 @@
+"""What the trainer and the evaluator need from a model family."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class LoraOptions:
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+
+
+class AsrModel:
+    """A model, its processor, and how to turn audio + text into its inputs."""
+
+    family: ClassVar[str]
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        processor: Any,
+        source: str,
+        language: str | None,
+        task: str,
+    ) -> None:
+        self.model = model
+        self.processor = processor
+        self.source = source
+        self.language = language
+        self.task = task
+        self.device = torch.device("cpu")
+        self.autocast_dtype: torch.dtype | None = None
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(self.processor.feature_extractor.sampling_rate)
+
+    @property
+    def is_adapter(self) -> bool:
+        return hasattr(self.model, "peft_config")
+
+    def to(self, device: torch.device) -> AsrModel:
+        self.model.to(device)
+        self.device = device
+        return self
+
+    # -- batches ---------------------------------------------------------------
+    def training_batch(self, audios: list[np.ndarray], texts: list[str]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def transcribe(self, audios: list[np.ndarray], max_new_tokens: int = 128) -> list[str]:
+        raise NotImplementedError
+
+    def loss(self, module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean token cross-entropy of ``batch`` through ``module`` (the model or its DDP)."""
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        with self._autocast():
+            # No KV cache in training: nothing reads it, and building it costs time and memory.
+            return module(**batch, use_cache=False).loss
+
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return torch.autocast(device_type=self.device.type, enabled=False)
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)
+
+    # -- parameters and files ----------------------------------------------------
+    def parameter_counts(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts."""
+        params = list(self.model.parameters())
+        return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.model.parameters() if p.requires_grad]
+
+    def save(self, path: str | Path) -> None:
+        """Hugging Face format (model + processor); an adapter model saves its adapter only."""
+        if self.is_adapter:
+            # peft would also save a targeted lm_head's frozen base weights: adapters only.
+            self.model.save_pretrained(str(path), save_embedding_layers=False)
+        else:
+            self.model.save_pretrained(str(path))
+        self.processor.save_pretrained(str(path))
+
+    def load_weights(self, path: str | Path) -> None:
+        """Load weights saved by :meth:`save` into the live model (rollback, resume)."""
+        path = Path(path)
+        if self.is_adapter:
+            from peft import set_peft_model_state_dict
+            from safetensors.torch import load_file
+
+            state = load_file(str(path / "adapter_model.safetensors"))
+            set_peft_model_state_dict(self.model, state)
+            return
+        from transformers.trainer_utils import load_sharded_checkpoint
+
+        if (path / "model.safetensors").exists():
+            from safetensors.torch import load_file
+
+            state = load_file(str(path / "model.safetensors"))
+            missing, unexpected = self.model.load_state_dict(state, strict=False)
+            tied = {k for k in missing if "proj_out" in k or "lm_head" in k}
+            if unexpected or set(missing) - tied:
+                raise ValueError(
+                    f"{path}: weights do not fit the model "
+                    f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {unexpected[:3]})"
+                )
+        else:
+            load_sharded_checkpoint(self.model, str(path), strict=False)
+        if hasattr(self.model, "tie_weights"):
+            self.model.tie_weights()
+
+    def merged_for_export(self) -> torch.nn.Module:
+        """A self-contained model (adapters merged into a copy of the base weights)."""
+        if self.is_adapter:
+            return self.model.merge_and_unload()
+        return self.model

@@ -1,0 +1,64 @@
+"""Encoder-decoder ASR (Whisper and other ``AutoModelForSpeechSeq2Seq`` models)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from marco_trainer.models.base import IGNORE_INDEX, AsrModel
+
+
+class EncoderDecoderAsr(AsrModel):
+    family = "encoder-decoder"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        tokenizer = self.processor.tokenizer
+        if hasattr(tokenizer, "set_prefix_tokens") and self._multilingual:
+            # Labels then start with <|startoftranscript|><|lang|><|task|><|notimestamps|>.
+            tokenizer.set_prefix_tokens(language=self.language, task=self.task)
+
+    @property
+    def _multilingual(self) -> bool:
+        return bool(getattr(self.model.generation_config, "is_multilingual", False))
+
+    def _features(self, audios: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        out = self.processor.feature_extractor(
+            audios, sampling_rate=self.sampling_rate, return_tensors="pt"
+        )
+        name = "input_features" if "input_features" in out else "input_values"
+        features = {name: out[name]}
+        if "attention_mask" in out and name == "input_values":
+            features["attention_mask"] = out["attention_mask"]
+        return features
+
+    def training_batch(self, audios: list[np.ndarray], texts: list[str]) -> dict[str, torch.Tensor]:
+        batch = self._features(audios)
+        tokenizer = self.processor.tokenizer
+        ids = tokenizer(texts).input_ids
+        start = self.model.config.decoder_start_token_id
+        # The model prepends decoder_start itself when shifting labels right.
+        ids = [seq[1:] if seq and seq[0] == start else seq for seq in ids]
+        width = max(len(seq) for seq in ids)
+        labels = torch.full((len(ids), width), IGNORE_INDEX, dtype=torch.long)
+        for row, seq in enumerate(ids):
+            labels[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        batch["labels"] = labels
+        return batch
+
+    @torch.no_grad()
+    def transcribe(self, audios: list[np.ndarray], max_new_tokens: int = 128) -> list[str]:
+        batch = {k: v.to(self.device) for k, v in self._features(audios).items()}
+        kwargs: dict = {}
+        if self._multilingual:
+            kwargs = {"language": self.language, "task": self.task}
+        limit = getattr(self.model.config, "max_target_positions", None)
+        if limit:
+            max_new_tokens = min(max_new_tokens, limit - 8)
+        self.model.eval()
+        with self._autocast():
+            out = self.model.generate(
+                **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, **kwargs
+            )
+        sequences = out.sequences if hasattr(out, "sequences") else out
+        return self.processor.tokenizer.batch_decode(sequences, skip_special_tokens=True)

@@ -1,0 +1,1 @@
+"""The training stage: loop, checkpoints, directives, distributed plumbing."""

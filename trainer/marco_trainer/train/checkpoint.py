@@ -1,0 +1,131 @@
+"""Checkpoints: ``best`` (Hugging Face format, what gets exported) and ``last`` (resume).
+
+``last`` holds the model in Hugging Face format plus what a resumed run needs to
+continue exactly: optimizer state, RNG states, data-stream position, the
+evaluation history and the directive in force (``trainer_state.json``). Both
+are written to a temporary folder and swapped in, so a kill mid-save leaves the
+previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from pydantic import BaseModel, Field
+
+from marco_trainer.contract import Directive, Evaluation
+from marco_trainer.manifest import atomic_write_text
+
+STATE_FILE = "trainer_state.json"
+BEST_FILE = "best.json"
+OPTIMIZER_FILE = "optimizer.pt"
+RNG_FILE = "rng.pt"
+
+
+class TrainerState(BaseModel):
+    """Everything besides tensors that a resumed run needs (``trainer_state.json``)."""
+
+    step: int = 0
+    epoch: int = 0
+    offset: int = Field(default=0, description="Micro-batch position inside the epoch.")
+    cycle: int = 0
+    learning_rate: float
+    directive: Directive | None = None
+    evaluations: list[Evaluation] = Field(default_factory=list)
+    best_wer: float | None = None
+    best_step: int | None = None
+    loss_sum: float = Field(default=0.0, description="Losses since the last evaluation.")
+    loss_steps: int = 0
+    nonfinite_steps: int = 0
+    nonfinite_since_eval: int = 0
+    consecutive_nonfinite: int = 0
+    rollbacks: int = 0
+    skipped_audio: int = 0
+    samples: int = 0
+    tokens: int = 0
+
+
+class BestInfo(BaseModel):
+    """``best.json`` next to the best weights: what the model card reports."""
+
+    step: int
+    wer: float
+    cer: float | None = None
+    family: str
+    base_model: str
+    language: str | None = None
+    train_manifests: list[str] = Field(default_factory=list)
+    train_utterances: int = 0
+    train_hours: float = 0.0
+    adaptation: str | None = None
+
+
+def replace_dir(target: Path, write) -> None:
+    """Build a folder with ``write(tmp)`` and swap it in for ``target``."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fresh = target.parent / f".{target.name}.new"
+    old = target.parent / f".{target.name}.old"
+    shutil.rmtree(fresh, ignore_errors=True)
+    fresh.mkdir()
+    write(fresh)
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    fresh.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def existing_dir(target: Path) -> Path | None:
+    """``target`` or, after a kill between the two renames, its previous version."""
+    if target.is_dir():
+        return target
+    old = target.parent / f".{target.name}.old"
+    return old if old.is_dir() else None
+
+
+def rng_state() -> dict:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_last(target: Path, asr, optimizer, state: TrainerState) -> None:
+    def write(folder: Path) -> None:
+        asr.save(folder)
+        torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
+        torch.save(rng_state(), folder / RNG_FILE)
+        atomic_write_text(folder / STATE_FILE, state.model_dump_json(indent=2))
+
+    replace_dir(target, write)
+
+
+def load_last(source: Path, asr, optimizer) -> TrainerState:
+    asr.load_weights(source)
+    optimizer.load_state_dict(torch.load(source / OPTIMIZER_FILE, map_location=asr.device))
+    set_rng_state(torch.load(source / RNG_FILE, weights_only=False))
+    return TrainerState.model_validate_json((source / STATE_FILE).read_text())
+
+
+def save_best(target: Path, asr, info: BestInfo) -> None:
+    def write(folder: Path) -> None:
+        asr.save(folder)
+        atomic_write_text(folder / BEST_FILE, info.model_dump_json(indent=2))
+
+    replace_dir(target, write)

@@ -1,0 +1,529 @@
+"""The training loop, read top to bottom like the method (paper §1, §2, §4).
+
+Per optimizer step: rank 0 polls the directive file and broadcasts it (a new
+cycle's LR takes effect at this step on every rank; ``stop`` ends the run);
+each rank runs its ``gradient_accumulation`` micro-batches (DDP syncs on the
+last); a non-finite loss or gradient skips the step everywhere (repeated ones
+roll back to the best checkpoint); AdamW (β = 0.9, 0.995) steps. Every
+``eval_every`` steps the validation subset is transcribed (sharded over ranks),
+WER recorded with the cycle and LR in force, the best checkpoint kept and the
+``last`` checkpoint written for resuming. At the end the best checkpoint is
+exported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import signal
+import time
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from marco_trainer.contract import Directive, Evaluation, EvaluationHistory, StageResult
+from marco_trainer.data import (
+    LoadedBatch,
+    MicroBatchStream,
+    StreamPosition,
+    load_batch,
+    load_examples,
+)
+from marco_trainer.evaluate import score, transcribe_examples
+from marco_trainer.manifest import atomic_write_text
+from marco_trainer.models import load_asr_model
+from marco_trainer.models.base import IGNORE_INDEX, LoraOptions
+from marco_trainer.text import is_character_language
+from marco_trainer.train.checkpoint import (
+    BestInfo,
+    TrainerState,
+    existing_dir,
+    load_last,
+    save_best,
+    save_last,
+)
+from marco_trainer.train.directive import DirectiveWatcher, differs
+from marco_trainer.train.distributed import Distributed
+from marco_trainer.train.options import TrainOptions
+
+log = logging.getLogger(__name__)
+
+#: Exit status after SIGTERM (a suspended Job): state saved, not finished.
+EXIT_TERMINATED = 143
+
+
+@dataclass
+class PreparedStep:
+    """One rank's micro-batches for a step, loaded and collated (in the prefetch thread)."""
+
+    batches: list[dict[str, torch.Tensor] | None]
+    loaded: list[LoadedBatch]
+    position: StreamPosition
+
+
+class Trainer:
+    def __init__(self, opts: TrainOptions) -> None:
+        self.opts = opts
+        self.dist = Distributed.from_env()
+        self.out = Path(opts.output_dir)
+        self.checkpoints = self.out / "checkpoints"
+        self.counts: Counter = Counter()
+        self._terminate = False
+        self._polled_at = 0.0
+        # Loading and featurising the next step's audio while this one computes hides the
+        # data time (measured by benchmarks/train.py, on CPU too).
+        self.prefetch = opts.prefetch
+        self._seed(opts.seed)
+
+        family = opts.family
+        lora = None
+        if not opts.full_finetune:
+            from marco_trainer.models.loading import detect_family
+
+            family = detect_family(opts.model) if family == "auto" else family
+            if family == "llm":
+                lora = LoraOptions(
+                    opts.lora_r, opts.lora_alpha, opts.lora_dropout, opts.lora_target_modules
+                )
+        self.asr = load_asr_model(
+            opts.model,
+            family=family,
+            language=opts.language,
+            task=opts.task,
+            lora=lora,
+            trainable=True,
+            gradient_checkpointing=opts.gradient_checkpointing,
+        )
+        self.asr.to(self.dist.device)
+        if self._use_bf16():
+            self.asr.autocast_dtype = torch.bfloat16
+        self._initial_adapter = self._adapter_snapshot()
+
+        self.train_examples = load_examples(opts.train_manifests, self.counts)
+        self.val_examples = load_examples(
+            [opts.validation_manifest], Counter(), limit=opts.eval_samples
+        )
+        if not self.train_examples:
+            raise ValueError(f"--train-manifest {opts.train_manifests}: no usable utterances")
+        if not self.val_examples:
+            raise ValueError(f"--validation-manifest {opts.validation_manifest}: no utterances")
+        filler = self._find_filler()
+        self.filler_batch = self.asr.training_batch(filler.audios, filler.texts)
+
+        self.optimizer = torch.optim.AdamW(
+            self.asr.trainable_parameters(),
+            lr=opts.learning_rate,
+            betas=(0.9, 0.995),
+            weight_decay=opts.weight_decay,
+            # One kernel for all parameters instead of a loop of small ops (CPU and CUDA).
+            fused=self.dist.device.type in ("cpu", "cuda"),
+        )
+        self.state = TrainerState(learning_rate=opts.learning_rate)
+        last = existing_dir(self.checkpoints / "last")
+        if last is not None:
+            self.state = load_last(last, self.asr, self.optimizer)
+            log.info("resumed from %s at step %d", last, self.state.step)
+        self._set_lr(self.state.learning_rate)
+
+        self.stream = MicroBatchStream(
+            [e.duration for e in self.train_examples], opts.per_device_batch_size, opts.seed
+        )
+        self.stream.seek(StreamPosition(self.state.epoch, self.state.offset))
+
+        self.module: torch.nn.Module = self.asr.model
+        if self.dist.active:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.dist.local_rank] if self.dist.device.type == "cuda" else None
+            self.module = DistributedDataParallel(self.asr.model, device_ids=ids)
+
+        self.watcher = DirectiveWatcher(opts.control_file if self.dist.is_main else None)
+        self.metrics = None
+        self.server = None
+        self.finished = False
+        if self.dist.is_main:
+            from marco_trainer.metrics_server import MetricsServer, TrainerMetrics
+
+            self.metrics = TrainerMetrics(opts.adaptation or "")
+            self.metrics.learning_rate.set(self.state.learning_rate)
+            self.metrics.step.set(self.state.step)
+            self.metrics.cycle.set(self.state.cycle)
+            if opts.metrics_port:
+                self.server = MetricsServer(
+                    self.metrics, self.history, opts.metrics_port, opts.metrics_host
+                ).start()
+        self._trace = None
+        trace_dir = self.out / "trace"
+        trace_dir.mkdir(parents=True, exist_ok=True)
+        self._trace = (trace_dir / f"rank-{self.dist.rank}.jsonl").open("a", buffering=1)
+
+    # -- setup helpers ---------------------------------------------------------------
+    def _seed(self, seed: int) -> None:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _use_bf16(self) -> bool:
+        if self.opts.precision == "fp32":
+            return False
+        if self.opts.precision == "bf16":
+            return True
+        return self.dist.device.type == "cuda" and torch.cuda.is_bf16_supported()
+
+    def _adapter_snapshot(self) -> dict | None:
+        if not self.asr.is_adapter:
+            return None
+        from peft import get_peft_model_state_dict
+
+        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.asr.model).items()}
+
+    def _find_filler(self) -> LoadedBatch:
+        """One readable utterance, run with zero weight when a rank's micro-batch is unreadable.
+
+        DDP needs every rank in every backward; a rank whose files all fail to
+        read still takes part, contributing nothing.
+        """
+        for index in range(len(self.train_examples)):
+            batch = load_batch(self.train_examples, [index], self.asr.sampling_rate)
+            if batch.audios:
+                return batch
+        raise ValueError("no training audio file can be read")
+
+    def _set_lr(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    # -- the contract's views ----------------------------------------------------------
+    def history(self) -> EvaluationHistory:
+        return EvaluationHistory(
+            adaptation=self.opts.adaptation,
+            evaluations=list(self.state.evaluations),
+            directive=self.state.directive,
+            finished=self.finished,
+        )
+
+    # -- one step ---------------------------------------------------------------------
+    def _prepare(self) -> PreparedStep:
+        world, accum, rank = self.dist.world_size, self.opts.gradient_accumulation, self.dist.rank
+        micro = self.stream.take(world * accum)[rank * accum : (rank + 1) * accum]
+        position = StreamPosition(self.stream.position.epoch, self.stream.position.offset)
+        batches: list[dict[str, torch.Tensor] | None] = []
+        loaded: list[LoadedBatch] = []
+        for indices in micro:
+            batch = load_batch(self.train_examples, indices, self.asr.sampling_rate)
+            loaded.append(batch)
+            batches.append(
+                self.asr.training_batch(batch.audios, batch.texts) if batch.audios else None
+            )
+        return PreparedStep(batches, loaded, position)
+
+    def _poll_directive(self) -> None:
+        self._polled_at = time.time()
+        directive = self.watcher.poll() if self.dist.is_main else None
+        if (
+            self.dist.is_main
+            and directive is not None
+            and not differs(directive, self.state.directive)
+        ):
+            directive = None
+        payload = [0.0, 0.0, 0.0, 0.0]
+        if directive is not None:
+            payload = [1.0, float(directive.cycle), directive.learning_rate, float(directive.stop)]
+        has, cycle, lr, stop = self.dist.broadcast_floats(payload)
+        if not has:
+            return
+        if directive is None:  # other ranks rebuild it from the broadcast
+            directive = Directive(cycle=int(cycle), learning_rate=lr, stop=bool(stop))
+        self.state.directive = directive
+        self.state.cycle = directive.cycle
+        self.state.learning_rate = directive.learning_rate
+        self._set_lr(directive.learning_rate)
+        if self.metrics is not None:
+            self.metrics.learning_rate.set(directive.learning_rate)
+            self.metrics.cycle.set(directive.cycle)
+        log.info(
+            "directive: cycle %d, lr %.3g, stop %s",
+            directive.cycle,
+            directive.learning_rate,
+            directive.stop,
+        )
+
+    def _train_step(self, prepared: PreparedStep) -> None:
+        accum = len(prepared.batches)
+        self.module.train()
+        started = time.perf_counter()
+        loss_sum = 0.0
+        samples = tokens = skipped = real = 0
+        for i, batch in enumerate(prepared.batches):
+            weight = 1.0 / accum
+            if batch is None:
+                batch = self.filler_batch
+                weight = 0.0
+            last = i == accum - 1
+            sync = nullcontext() if last or not self.dist.active else self.module.no_sync()
+            with sync:
+                loss = self.asr.loss(self.module, batch)
+                (loss * weight).backward()
+            if weight:
+                real += 1
+                loss_sum += float(loss.detach())
+                samples += int(batch["labels"].shape[0])
+                tokens += int((batch["labels"] != IGNORE_INDEX).sum())
+            skipped += len(prepared.loaded[i].skipped)
+        params = self.asr.trainable_parameters()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, self.opts.max_grad_norm)
+        total_loss, samples, tokens, skipped, real, terminate = self.dist.all_sum(
+            [loss_sum, samples, tokens, skipped, real, float(self._terminate)]
+        )
+        step_loss = total_loss / max(real, 1)
+        finite = math.isfinite(step_loss) and bool(torch.isfinite(grad_norm))
+        if not real:
+            # Every file of the step was unreadable: nothing to learn from, and AdamW's
+            # momentum would still move the weights. Counted as skipped audio.
+            finite = False
+            step_loss = float("nan")
+        elif finite:
+            self.optimizer.step()
+            self.state.consecutive_nonfinite = 0
+            self.state.loss_sum += step_loss
+            self.state.loss_steps += 1
+        else:
+            self._nonfinite()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.state.step += 1
+        self.state.epoch, self.state.offset = prepared.position.epoch, prepared.position.offset
+        self.state.samples += int(samples)
+        self.state.tokens += int(tokens)
+        self.state.skipped_audio += int(skipped)
+        self._terminate = self._terminate or bool(terminate)
+        elapsed = max(time.perf_counter() - started, 1e-9)
+        self._trace.write(
+            json.dumps(
+                {
+                    "step": self.state.step,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "cycle": self.state.cycle,
+                    "loss": step_loss if finite else None,
+                    "polled": self._polled_at,
+                    "time": time.time(),
+                }
+            )
+            + "\n"
+        )
+        if self.metrics is not None:
+            self.metrics.step.set(self.state.step)
+            if finite:
+                self.metrics.loss.set(step_loss)
+            self.metrics.samples_per_second.set(samples / elapsed)
+            self.metrics.tokens_per_second.set(tokens / elapsed)
+            if skipped:
+                self.metrics.skipped_audio.inc(skipped)
+
+    def _nonfinite(self) -> None:
+        self.state.nonfinite_steps += 1
+        self.state.nonfinite_since_eval += 1
+        self.state.consecutive_nonfinite += 1
+        if self.metrics is not None:
+            self.metrics.nonfinite_steps.inc()
+        log.warning("step %d: non-finite loss or gradient, step skipped", self.state.step + 1)
+        if self.state.consecutive_nonfinite >= self.opts.max_consecutive_nonfinite:
+            self._rollback()
+
+    def _rollback(self) -> None:
+        """Back to the best weights (or the initial ones) with fresh optimizer moments."""
+        best = existing_dir(self.checkpoints / "best")
+        if best is not None:
+            self.asr.load_weights(best)
+        elif self._initial_adapter is not None:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.asr.model, self._initial_adapter)
+        else:
+            self.asr.load_weights(_local_model_dir(self.opts.model))
+        self.optimizer.state.clear()
+        self.state.consecutive_nonfinite = 0
+        self.state.rollbacks += 1
+        if self.metrics is not None:
+            self.metrics.rollbacks.inc()
+        log.warning("rolled back to %s", best or "the initial weights")
+
+    # -- evaluation and checkpoints -------------------------------------------------------
+    def evaluate(self) -> Evaluation:
+        rank, world = self.dist.rank, self.dist.world_size
+        mine = [i for i in range(len(self.val_examples)) if i % world == rank]
+        hypotheses, skipped = transcribe_examples(
+            self.asr, self.val_examples, mine, self.opts.eval_batch_size, self.opts.max_new_tokens
+        )
+        merged: dict[int, str] = {}
+        unreadable: dict[int, str] = {}
+        for part, refused in self.dist.all_gather_object((hypotheses, skipped)):
+            merged.update(part)
+            unreadable.update(refused)
+        if unreadable and not self.counts["validation_corrupt_audio"]:
+            log.warning("validation: %d unreadable files left out of WER", len(unreadable))
+        self.counts["validation_corrupt_audio"] = len(unreadable)
+        wer, cer, _ = score(self.val_examples, merged, self.opts.language)
+        state = self.state
+        evaluation = Evaluation(
+            step=state.step,
+            cycle=state.cycle,
+            lr=state.learning_rate,
+            wer=wer,
+            cer=cer if is_character_language(self.opts.language) else None,
+            loss=state.loss_sum / state.loss_steps if state.loss_steps else None,
+            time=time.time(),
+            skipped_steps=state.nonfinite_since_eval,
+        )
+        state.evaluations.append(evaluation)
+        state.loss_sum, state.loss_steps, state.nonfinite_since_eval = 0.0, 0, 0
+        if state.best_wer is None or wer < state.best_wer:
+            state.best_wer, state.best_step = wer, state.step
+            if self.dist.is_main:
+                save_best(self.checkpoints / "best", self.asr, self._best_info(evaluation))
+        if self.dist.is_main:
+            save_last(self.checkpoints / "last", self.asr, self.optimizer, state)
+            atomic_write_text(
+                self.out / "evaluations.json", self.history().model_dump_json(indent=2)
+            )
+            if self.metrics is not None:
+                self.metrics.observe_evaluation(evaluation, state.best_wer)
+        self.dist.barrier()
+        return evaluation
+
+    def _best_info(self, evaluation: Evaluation) -> BestInfo:
+        return BestInfo(
+            step=evaluation.step,
+            wer=evaluation.wer,
+            cer=evaluation.cer,
+            family=self.asr.family,
+            base_model=str(self.opts.model),
+            language=self.opts.language,
+            train_manifests=[str(m) for m in self.opts.train_manifests],
+            train_utterances=len(self.train_examples),
+            train_hours=sum(e.duration for e in self.train_examples) / 3600,
+            adaptation=self.opts.adaptation,
+        )
+
+    # -- the run ---------------------------------------------------------------------------
+    def run(self) -> int:
+        from tqdm import tqdm
+
+        previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+        opts, state = self.opts, self.state
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+        pending: Future | None = None
+        bar = tqdm(
+            total=opts.max_steps,
+            initial=state.step,
+            desc="train",
+            unit="step",
+            disable=not self.dist.is_main,
+        )
+        stopped = False
+        try:
+            while True:
+                self._poll_directive()
+                if state.directive is not None and state.directive.stop:
+                    stopped = True
+                    break
+                if state.step >= opts.max_steps:
+                    break
+                if self._terminate:
+                    if self.dist.is_main:
+                        save_last(self.checkpoints / "last", self.asr, self.optimizer, state)
+                    return EXIT_TERMINATED
+                prepared = pending.result() if pending is not None else self._prepare()
+                pending = None
+                if self.prefetch and state.step + 1 < opts.max_steps:
+                    pending = pool.submit(self._prepare)
+                self._train_step(prepared)
+                bar.update(1)
+                if state.step % opts.eval_every == 0 or state.step == opts.max_steps:
+                    if pending is not None:
+                        pending.result()  # the processor is not shared across threads
+                    evaluation = self.evaluate()
+                    bar.set_postfix(wer=f"{evaluation.wer:.2f}", lr=f"{state.learning_rate:.2g}")
+            if state.best_step is None:
+                self.evaluate()
+            self.finished = True
+            if self.dist.is_main:
+                self._finish(stopped)
+            self.dist.barrier()
+            return 0
+        finally:
+            bar.close()
+            pool.shutdown(wait=True)
+            signal.signal(signal.SIGTERM, previous)
+            if self._trace is not None:
+                self._trace.close()
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self._terminate = True
+
+    def _finish(self, stopped: bool) -> None:
+        from marco_trainer.export import export_checkpoint
+        from marco_trainer.results import write_stage_result
+        from marco_trainer.train.plot import plot_history
+
+        state = self.state
+        history = self.history()
+        atomic_write_text(self.out / "evaluations.json", history.model_dump_json(indent=2))
+        plot_history(history, self.out / "wer.png")
+        best = existing_dir(self.checkpoints / "best")
+        export_checkpoint(
+            best,
+            self.out / "export",
+            baseline_wer=self.opts.baseline_wer,
+            final_wer=state.best_wer,
+            steps=state.step,
+        )
+        counts = {k: v for k, v in self.counts.items() if v}
+        counts.update(
+            {
+                "train_utterances": len(self.train_examples),
+                "skipped_audio": state.skipped_audio,
+                "nonfinite_steps": state.nonfinite_steps,
+                "rollbacks": state.rollbacks,
+            }
+        )
+        write_stage_result(
+            StageResult(
+                stage="train",
+                wer=round(state.best_wer, 4) if state.best_wer is not None else None,
+                best_step=state.best_step,
+                steps=state.step,
+                family=self.asr.family,
+                counts=counts,
+                message="stopped by directive" if stopped else "reached --max-steps",
+            ),
+            self.out,
+        )
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        self.dist.close()
+
+
+def _local_model_dir(source: str) -> Path:
+    path = Path(source)
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(source, local_files_only=True))
+
+
+def run_training(opts: TrainOptions) -> int:
+    trainer = Trainer(opts)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
