@@ -161,14 +161,15 @@ class _Run:
         if status.phase != self.old.phase:
             warning = status.phase in ("Failed", "Invalid", "EarlyStopped")
             detail = f": {status.message}" if status.message else ""
-            self.outcome.events.insert(
-                0,
-                Event(
-                    "Warning" if warning else "Normal",
-                    "PhaseChanged",
-                    f"{self.old.phase} → {status.phase}{detail}",
-                ),
+            change = Event(
+                "Warning" if warning else "Normal",
+                "PhaseChanged",
+                f"{self.old.phase} → {status.phase}{detail}",
             )
+            # Read in order: what finished, the phase it leads to, then what started.
+            events = self.outcome.events
+            starts = [i for i, e in enumerate(events) if e.reason == "StageStarted"]
+            events.insert(starts[0] if starts else len(events), change)
         self.outcome.status = dump_status(status)
         return self.outcome
 
