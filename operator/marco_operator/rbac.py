@@ -11,14 +11,13 @@ refuses one.
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any, NamedTuple
 
 import yaml
 
 from marco_operator.api import GROUP, PLURAL
+from marco_operator.generated import add_generator
 
 RULES_FILE = "rules.yaml"
 
@@ -113,29 +112,11 @@ def render_rules() -> str:
     return header + yaml.safe_dump(rule_sets(), sort_keys=False, width=100)
 
 
-def _command(args: argparse.Namespace) -> int:
-    text = render_rules()
-    if args.output in (None, "-"):
-        sys.stdout.write(text)
-        return 0
-    path = Path(args.output)
-    if path.is_dir() or args.output.endswith("/"):
-        path = path / RULES_FILE
-    if args.check:
-        if not path.exists() or path.read_text() != text:
-            print(f"{path} is stale: run `marco rbac --output {args.output}`", file=sys.stderr)
-            return 1
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    print(f"wrote {path}")
-    return 0
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("rbac", help="write the operator's RBAC rules for the chart")
-    parser.add_argument("--output", "-o", default="-", help="file or directory (default: stdout)")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file differs")
-    parser.set_defaults(func=_command)
+    add_generator(
+        subparsers,
+        "rbac",
+        "write the operator's RBAC rules for the chart",
+        render_rules,
+        RULES_FILE,
+    )
