@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install test lint unit integration e2e crd chart chart-crd chart-rbac chart-dashboard clean
+.PHONY: help install demo demo-data test lint unit integration e2e crd chart chart-crd chart-rbac chart-dashboard clean
 
 help:
 	@echo "make demo   run the embedded default end to end and print the report's path"
@@ -51,6 +51,18 @@ $(VENV)/install.stamp: pyproject.toml scripts/install-python.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	PYTHON=$(PY) scripts/install-python.sh operator,trainer,dev --editable
 	@touch $@
+
+# The embedded default: synthesised speech, Whisper tiny.en imported offline, the
+# whole pipeline run locally by `marco run` on the CPU. Resumable: run it again.
+DEMO_DIR ?= demo-out
+DEMO_MANIFEST ?= examples/demo-local.yaml
+
+demo: install demo-data
+	$(VENV)/bin/marco run -f $(DEMO_MANIFEST) --data-dir $(DEMO_DIR)/data --output-dir $(DEMO_DIR)
+
+demo-data: $(VENV)/install.stamp
+	$(PY) -m marco_trainer demo-data --output-dir $(DEMO_DIR)/data
+	$(PY) -m marco_trainer import-ct2 --output-dir $(DEMO_DIR)/data/models/whisper-tiny.en
 
 lint: $(VENV)/install.stamp
 	$(VENV)/bin/ruff check .

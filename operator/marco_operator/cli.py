@@ -16,6 +16,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "marco_operator.local",
     "marco_operator.rbac",
     "marco_operator.dashboard",
+    "marco_operator.kopf_driver",
 )
 
 

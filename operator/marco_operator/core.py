@@ -51,6 +51,7 @@ from marco_operator.schedule import (
     ScheduleSettings,
     best_evaluation,
     cycle_wers,
+    cycle_window,
     decide,
     detect_family,
     initial_learning_rate,
@@ -160,14 +161,15 @@ class _Run:
         if status.phase != self.old.phase:
             warning = status.phase in ("Failed", "Invalid", "EarlyStopped")
             detail = f": {status.message}" if status.message else ""
-            self.outcome.events.insert(
-                0,
-                Event(
-                    "Warning" if warning else "Normal",
-                    "PhaseChanged",
-                    f"{self.old.phase} → {status.phase}{detail}",
-                ),
+            change = Event(
+                "Warning" if warning else "Normal",
+                "PhaseChanged",
+                f"{self.old.phase} → {status.phase}{detail}",
             )
+            # Read in order: what finished, the phase it leads to, then what started.
+            events = self.outcome.events
+            starts = [i for i, e in enumerate(events) if e.reason == "StageStarted"]
+            events.insert(starts[0] if starts else len(events), change)
         self.outcome.status = dump_status(status)
         return self.outcome
 
@@ -354,7 +356,12 @@ def _current_directive(run: _Run) -> Directive:
     )
 
 
-def _sync_cycles(status: AsrAdaptationStatus, current: Directive, history: list[Evaluation]):
+def _sync_cycles(
+    status: AsrAdaptationStatus,
+    current: Directive,
+    history: list[Evaluation],
+    evals_per_cycle: int,
+) -> None:
     """Make the cycle records agree with the directive in force and the history.
 
     Derived, not accumulated: after a restart between writing the directive and
@@ -368,10 +375,11 @@ def _sync_cycles(status: AsrAdaptationStatus, current: Directive, history: list[
             reason=current.reason or "directive in force",
         )
     for cycle, record in records.items():
-        if history:
-            record.wers = cycle_wers(history, cycle)
+        if not history:
+            continue  # rank 0 not reachable this time: keep what the status says
+        record.wers = cycle_wers(history, cycle)
         if cycle < current.cycle:
-            record.sigma_wer = sigma(record.wers)
+            record.sigma_wer = sigma(cycle_window(history, cycle, evals_per_cycle))
     status.cycles = [records[c] for c in sorted(records)]
 
 
@@ -402,7 +410,7 @@ def _steer_training(run: _Run, spec: AsrAdaptationSpec, job: JobState) -> None:
     decision = decide(settings, current, history)
     directive = decision.directive
     run.outcome.directive = directive
-    _sync_cycles(status, directive, history)
+    _sync_cycles(status, directive, history, settings.evals_per_cycle)
     status.cycle, status.learning_rate = directive.cycle, directive.learning_rate
     if decision.sigma_wer is not None:
         status.sigma_wer = decision.sigma_wer

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import sys
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -28,6 +26,7 @@ from marco_operator.api import (
     AsrAdaptationStatus,
     cel,
 )
+from marco_operator.generated import add_generator
 
 CRD_FILE = f"{PLURAL}.{GROUP}.yaml"
 
@@ -167,28 +166,11 @@ def render_crd() -> str:
     return header + yaml.safe_dump(build_crd(), sort_keys=False, width=100)
 
 
-def _command(args: argparse.Namespace) -> int:
-    text = render_crd()
-    if args.output in (None, "-"):
-        sys.stdout.write(text)
-        return 0
-    path = Path(args.output)
-    if path.is_dir() or args.output.endswith("/"):
-        path = path / CRD_FILE
-    if args.check:
-        current = path.read_text() if path.exists() else ""
-        if current != text:
-            print(f"{path} is stale: run `marco crd --output {args.output}`", file=sys.stderr)
-            return 1
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    print(f"wrote {path}")
-    return 0
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("crd", help="write the AsrAdaptation CRD generated from the API")
-    parser.add_argument("--output", "-o", default="-", help="file or directory (default: stdout)")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file differs")
-    parser.set_defaults(func=_command)
+    add_generator(
+        subparsers,
+        "crd",
+        "write the AsrAdaptation CRD generated from the API",
+        render_crd,
+        CRD_FILE,
+    )

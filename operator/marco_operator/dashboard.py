@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
+
+from marco_operator.generated import add_generator
 
 UID = "marco-asr"
 TITLE = "marco-asr: domain adaptation"
@@ -294,27 +294,11 @@ def render_dashboard() -> str:
     return json.dumps(build_dashboard(), indent=2, sort_keys=False) + "\n"
 
 
-def _command(args: argparse.Namespace) -> int:
-    text = render_dashboard()
-    if args.output in (None, "-"):
-        sys.stdout.write(text)
-        return 0
-    path = Path(args.output)
-    if args.check:
-        if not path.exists() or path.read_text() != text:
-            print(f"{path} is stale: run `marco dashboard -o {args.output}`", file=sys.stderr)
-            return 1
-        return 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-    print(f"wrote {path}")
-    return 0
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("dashboard", help="write the Grafana dashboard JSON")
-    parser.add_argument("--output", "-o", default="-", help="file (default: stdout)")
-    parser.add_argument("--check", action="store_true", help="exit 1 if the file differs")
-    parser.set_defaults(func=_command)
+    add_generator(
+        subparsers,
+        "dashboard",
+        "write the Grafana dashboard JSON",
+        render_dashboard,
+        "marco-asr.json",
+    )

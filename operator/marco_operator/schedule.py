@@ -185,6 +185,16 @@ def cycle_wers(history: Sequence[Evaluation], cycle: int) -> list[float]:
     return [e.wer for e in sorted(history, key=lambda e: e.step) if e.cycle == cycle]
 
 
+def cycle_window(history: Sequence[Evaluation], cycle: int, evals_per_cycle: int) -> list[float]:
+    """The WERs that close a cycle: its first `evals_per_cycle` evaluations.
+
+    The trainer keeps evaluating at the old LR until it reads the next directive;
+    those late evaluations still belong to the cycle but not to its σ, so the
+    decision depends on the history alone and not on when the operator looked.
+    """
+    return cycle_wers(history, cycle)[:evals_per_cycle]
+
+
 def decide(
     settings: ScheduleSettings, current: Directive, history: Sequence[Evaluation]
 ) -> Decision:
@@ -208,7 +218,7 @@ def decide(
         return Decision(
             directive=current.model_copy(update={"stop": True, "reason": reason}), changed=True
         )
-    wers = cycle_wers(ordered, current.cycle)
+    wers = cycle_window(ordered, current.cycle, settings.evals_per_cycle)
     if len(wers) < settings.evals_per_cycle:
         return Decision(directive=current)
     spread = sigma(wers)

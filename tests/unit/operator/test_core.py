@@ -184,7 +184,7 @@ def test_invalid_spec_is_refused_with_the_field_named():
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "InvalidSpec"
     assert ready["message"].startswith("spec.training.learningRate:")
-    assert [e.reason for e in outcome.events] == ["PhaseChanged", "InvalidSpec"]
+    assert [e.reason for e in outcome.events] == ["InvalidSpec", "PhaseChanged"]
     assert cluster.step().events == []  # said once, not on every look
 
 

@@ -109,3 +109,16 @@ def test_long_names_are_refused_by_cel():
     obj = whisper_example()
     obj["metadata"]["name"] = "x" * 46
     assert any("metadata.name" in f for f in validate_against_crd(obj))
+
+
+def test_generator_commands_write_and_check(tmp_path, capsys):
+    from marco_operator.cli import main
+
+    for command, name in (("crd", CRD_FILE), ("rbac", "rules.yaml")):
+        target = tmp_path / command
+        target.mkdir()
+        (target / name).write_text("stale\n")
+        assert main([command, "-o", f"{target}/", "--check"]) == 1
+        assert f"marco {command} --output" in capsys.readouterr().err
+        assert main([command, "-o", f"{target}/"]) == 0
+        assert main([command, "-o", f"{target}/", "--check"]) == 0

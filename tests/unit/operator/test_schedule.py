@@ -129,3 +129,12 @@ def test_family_and_depth_from_hub_names():
     assert known_decoder_layers("openai/whisper-large-v3") == 32
     assert known_decoder_layers("openai/whisper-large-v3-turbo") == 4
     assert known_decoder_layers("Qwen/Qwen2-Audio-7B") is None
+
+
+def test_late_evaluations_of_a_cycle_do_not_change_its_decision():
+    """The operator may look late; evaluations past the cycle's window do not enter σ."""
+    current = Directive(cycle=0, learning_rate=1e-6)
+    on_time = decide(settings(), current, evals([30.0, 29.0, 28.0]))
+    late = decide(settings(), current, evals([30.0, 29.0, 28.0, 20.0, 35.0]))
+    assert late.directive == on_time.directive
+    assert late.sigma_wer == on_time.sigma_wer

@@ -1,0 +1,153 @@
+"""Raw-JSON access to the Kubernetes API through the ``kubernetes`` client's ApiClient.
+
+The typed models of the client would reject partial objects and cost a
+conversion on every call; the control plane works on plain manifests (what core
+builds and reads), so requests go through the client's transport (auth, TLS,
+token refresh) and bodies stay dicts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client, config
+
+from marco_operator import __version__
+
+USER_AGENT = f"marco-operator/{__version__}"
+MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
+
+# Kinds the operator creates, to their URL plural; anything else falls back to kind+"s".
+_PLURALS = {
+    "ConfigMap": "configmaps",
+    "Event": "events",
+    "Job": "jobs",
+    "PersistentVolumeClaim": "persistentvolumeclaims",
+    "Pod": "pods",
+    "Secret": "secrets",
+    "Service": "services",
+    "ServiceAccount": "serviceaccounts",
+}
+
+
+class KubeError(RuntimeError):
+    """A request the API server refused; ``status`` is the HTTP code."""
+
+    def __init__(self, method: str, path: str, status: int, body: str) -> None:
+        super().__init__(f"{method} {path} -> HTTP {status}: {body[:500]}")
+        self.status = status
+
+
+def collection_path(api_version: str, plural: str, namespace: str | None) -> str:
+    """URL of a resource collection: /api/v1/... for the core group, /apis/G/V/... otherwise."""
+    root = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    return f"{root}/namespaces/{namespace}/{plural}" if namespace else f"{root}/{plural}"
+
+
+def manifest_collection_path(manifest: Mapping[str, Any]) -> str:
+    kind = manifest["kind"]
+    plural = _PLURALS.get(kind, kind.lower() + "s")
+    return collection_path(manifest["apiVersion"], plural, manifest["metadata"].get("namespace"))
+
+
+def matches_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
+    have = obj.get("metadata", {}).get("labels") or {}
+    return all(have.get(key) == value for key, value in labels.items())
+
+
+def load_configuration(kubeconfig: str | None = None, context: str | None = None):
+    """An explicit kubeconfig wins; else the in-cluster service account, else the default
+    kubeconfig (``$KUBECONFIG`` or ~/.kube/config)."""
+    configuration = client.Configuration()
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+            return configuration
+        except config.ConfigException:
+            pass
+    config.load_kube_config(
+        config_file=kubeconfig, context=context, client_configuration=configuration
+    )
+    return configuration
+
+
+class Kube:
+    """Synchronous JSON requests; callers in an event loop run them in a worker thread."""
+
+    def __init__(
+        self,
+        configuration: client.Configuration,
+        timeout: float = 15.0,
+        user_agent: str = USER_AGENT,
+    ) -> None:
+        self.configuration = configuration
+        self._api = client.ApiClient(configuration)
+        # Names the operator in the API server's audit log (and lets tests tell its calls apart).
+        self._api.user_agent = user_agent
+        self._timeout = timeout
+
+    def close(self) -> None:
+        self._api.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        content_type: str | None = None,
+    ) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = content_type or "application/json"
+        prepared = self._api.param_serialize(
+            method,
+            path,
+            query_params=list((query or {}).items()),
+            header_params=headers,
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self._api.call_api(*prepared, _request_timeout=self._timeout)
+        response.read()
+        text = (response.data or b"").decode()
+        if response.status >= 400:
+            raise KubeError(method, path, response.status, text)
+        return json.loads(text) if text else None
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return self.request("GET", path)
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def list(self, path: str, labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+        labels = labels or {}
+        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else {}
+        items = self.request("GET", path, query=query).get("items") or []
+        # Filter again here: a server (or an emulator) that ignores the selector must not make
+        # another adaptation's children ours.
+        return [item for item in items if matches_labels(item, labels)]
+
+    def create(self, manifest: Mapping[str, Any]) -> bool:
+        """Create the object; False when it already exists (409), which callers treat as done."""
+        try:
+            self.request("POST", manifest_collection_path(manifest), body=dict(manifest))
+        except KubeError as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    def merge_patch(self, path: str, patch: Mapping[str, Any]) -> Any:
+        return self.request("PATCH", path, body=dict(patch), content_type=MERGE_PATCH)
+
+    def json_patch(self, path: str, operations: list[dict[str, Any]]) -> Any:
+        return self.request("PATCH", path, body=operations, content_type=JSON_PATCH)

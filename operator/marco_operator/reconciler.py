@@ -1,0 +1,302 @@
+"""One level-triggered pass over one AsrAdaptation: observe, decide (core), act.
+
+Everything is read fresh from the API server and rank 0 on every pass; nothing
+is remembered between passes, so any number of passes, by any number of
+operator restarts, converge on the same children and the same status.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from marco_operator.api import API_VERSION, KIND, PLURAL, TERMINAL_PHASES
+from marco_operator.core import Event, JobState, Observed, Outcome, reconcile
+from marco_operator.kube import Kube, KubeError, collection_path
+from marco_operator.resources import (
+    DIRECTIVE_KEY,
+    LABEL_ADAPTATION,
+    LABEL_COMPLETION_INDEX,
+    LABEL_MANAGED_BY,
+    LABEL_STAGE,
+    MANAGED_BY,
+    METRICS_PORT,
+    Owner,
+    control_configmap_name,
+)
+from marco_trainer.contract import Directive, EvaluationHistory, StageResult
+
+logger = logging.getLogger(__name__)
+
+TRAIN_STAGE = "train"
+JOB_NAME_LABEL = "job-name"
+REPORTING_COMPONENT = "marco-asr-operator"
+
+
+@dataclass(frozen=True)
+class Options:
+    trainer_port: int = METRICS_PORT
+    trainer_timeout: float = 2.0
+
+
+def adaptation_path(namespace: str, name: str = "") -> str:
+    base = collection_path(API_VERSION, PLURAL, namespace)
+    return f"{base}/{name}" if name else base
+
+
+def control_path(namespace: str, name: str) -> str:
+    configmap = control_configmap_name(Owner(name=name, namespace=namespace, uid=""))
+    return f"{collection_path('v1', 'configmaps', namespace)}/{configmap}"
+
+
+# --- observing ----------------------------------------------------------------------------
+
+
+def _condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    for condition in job.get("status", {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return condition
+    return None
+
+
+def _completion_index(pod: Mapping[str, Any]) -> str | None:
+    meta = pod.get("metadata", {})
+    labels, annotations = meta.get("labels") or {}, meta.get("annotations") or {}
+    return labels.get(LABEL_COMPLETION_INDEX) or annotations.get(LABEL_COMPLETION_INDEX)
+
+
+def _lead_pod(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Completion index 0 of an Indexed Job, else the Job's only (or first) pod."""
+    indexed = [pod for pod in pods if _completion_index(pod) is not None]
+    if indexed:
+        zero = [pod for pod in indexed if _completion_index(pod) == "0"]
+        return zero[-1] if zero else None
+    return pods[-1] if pods else None
+
+
+def _termination_result(pod: Mapping[str, Any], job_name: str) -> StageResult | None:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        message = ((status.get("state") or {}).get("terminated") or {}).get("message")
+        if not message:
+            continue
+        try:
+            return StageResult.model_validate_json(message)
+        except ValidationError:
+            # FallbackToLogsOnError puts a log tail here when the stage crashed: not a result.
+            logger.info("job %s: termination message is not a stage result", job_name)
+    return None
+
+
+def _job_state(kube: Kube, namespace: str, job: Mapping[str, Any]) -> JobState:
+    meta = job["metadata"]
+    complete = _condition(job, "Complete") is not None
+    failed_condition = _condition(job, "Failed")
+    reason = None
+    if failed_condition is not None:
+        reason = (
+            f"{failed_condition.get('reason') or 'Failed'}: {failed_condition.get('message') or ''}"
+        )
+    result = None
+    if complete or failed_condition is not None:
+        pods = kube.list(collection_path("v1", "pods", namespace), {JOB_NAME_LABEL: meta["name"]})
+        pod = _lead_pod(pods)
+        result = _termination_result(pod, meta["name"]) if pod is not None else None
+    return JobState(
+        name=meta["name"],
+        stage=(meta.get("labels") or {}).get(LABEL_STAGE, ""),
+        complete=complete,
+        failed=failed_condition is not None,
+        failure_reason=reason,
+        suspended=bool(job.get("spec", {}).get("suspend")),
+        active=int(job.get("status", {}).get("active") or 0),
+        result=result,
+    )
+
+
+def fetch_evaluations(url: str, timeout: float) -> EvaluationHistory | None:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return EvaluationHistory.model_validate_json(response.read())
+    except (OSError, urllib.error.URLError, TimeoutError, ValidationError) as error:
+        logger.info("rank 0 at %s not readable: %s", url, error)
+        return None
+
+
+def _rank0_url(kube: Kube, namespace: str, train: JobState | None, port: int) -> str | None:
+    """Where a running rank 0 serves its history; None when there is none to ask."""
+    if train is None or train.complete or train.failed:
+        return None
+    pods = kube.list(collection_path("v1", "pods", namespace), {JOB_NAME_LABEL: train.name})
+    rank0 = _lead_pod(pods)
+    if rank0 is None:
+        return None
+    status = rank0.get("status", {})
+    ip = status.get("podIP")
+    if not ip or status.get("phase") in ("Succeeded", "Failed"):
+        return None
+    host = f"[{ip}]" if ":" in ip else ip
+    return f"http://{host}:{port}/v1/evaluations"
+
+
+def _directive(kube: Kube, namespace: str, name: str) -> Directive | None:
+    configmap = kube.get(control_path(namespace, name))
+    text = ((configmap or {}).get("data") or {}).get(DIRECTIVE_KEY)
+    if not text:
+        return None
+    try:
+        return Directive.model_validate_json(text)
+    except ValidationError:
+        logger.warning("%s/%s: %s holds no valid directive", namespace, name, DIRECTIVE_KEY)
+        return None
+
+
+@dataclass(frozen=True)
+class Pass:
+    """What one pass saw and did, for the driver's metrics and logs."""
+
+    phase: str | None  # None: the adaptation is gone
+    events: tuple[Event, ...] = ()
+    requeue_after: float | None = None
+    errors: tuple[str, ...] = ()  # kinds of trouble met, e.g. "trainer" (rank 0 unreadable)
+
+
+def observe(kube: Kube, body: Mapping[str, Any], options: Options) -> tuple[Observed, list[str]]:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    jobs_raw = kube.list(
+        collection_path("batch/v1", "jobs", namespace),
+        {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ADAPTATION: name},
+    )
+    jobs: dict[str, JobState] = {}
+    for raw in jobs_raw:
+        state = _job_state(kube, namespace, raw)
+        if state.stage:
+            jobs[state.stage] = state
+    errors = []
+    evaluations = None
+    url = _rank0_url(kube, namespace, jobs.get(TRAIN_STAGE), options.trainer_port)
+    if url is not None:
+        evaluations = fetch_evaluations(url, options.trainer_timeout)
+        if evaluations is None:
+            errors.append("trainer")
+    observed = Observed(
+        jobs=jobs,
+        evaluations=evaluations,
+        directive=_directive(kube, namespace, name),
+        now=time.time(),
+    )
+    return observed, errors
+
+
+# --- acting -------------------------------------------------------------------------------
+
+
+def merged(target: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch of `patch` onto `target`, as the API server applies it."""
+    if not isinstance(patch, Mapping):
+        return patch
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merged(result.get(key), value)
+    return result
+
+
+def _timestamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def event_manifest(body: Mapping[str, Any], type_: str, reason: str, message: str) -> dict:
+    meta = body["metadata"]
+    now = _timestamp()
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {
+            # A unique name per occurrence, as client-go does; no reliance on generateName.
+            "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+            "namespace": meta["namespace"],
+        },
+        "involvedObject": {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid"),
+            "resourceVersion": meta.get("resourceVersion"),
+        },
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "firstTimestamp": now,
+        "lastTimestamp": now,
+        "count": 1,
+        "source": {"component": REPORTING_COMPONENT},
+        "reportingComponent": REPORTING_COMPONENT,
+        "reportingInstance": socket.gethostname(),
+    }
+
+
+def apply(kube: Kube, body: Mapping[str, Any], observed: Observed, outcome: Outcome) -> None:
+    """Make the world match core's outcome. The status goes last: it is the commit point,
+    so whoever sees a new phase also finds its children, directive and Events; a pass that
+    dies before it is repeated by the next one (an Event may then appear twice, never zero
+    times)."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    for manifest in outcome.create:
+        if kube.create(manifest):
+            logger.info(
+                "%s/%s: created %s %s",
+                namespace,
+                name,
+                manifest["kind"],
+                manifest["metadata"]["name"],
+            )
+    if outcome.directive is not None and outcome.directive != observed.directive:
+        data = {DIRECTIVE_KEY: outcome.directive.model_dump_json()}
+        kube.merge_patch(control_path(namespace, name), {"data": data})
+    for job in outcome.suspend:
+        kube.merge_patch(
+            f"{collection_path('batch/v1', 'jobs', namespace)}/{job}", {"spec": {"suspend": True}}
+        )
+    for event in outcome.events:
+        kube.create(event_manifest(body, event.type, event.reason, event.message))
+    current = body.get("status") or {}
+    # Core's status is complete, with None for fields to drop: a merge patch writes it as
+    # is. Skipped when it would change nothing, so an idle pass writes nothing.
+    if merged(current, outcome.status) != current:
+        kube.merge_patch(f"{adaptation_path(namespace, name)}/status", {"status": outcome.status})
+
+
+def reconcile_once(kube: Kube, namespace: str, name: str, options: Options) -> Pass:
+    """Read the adaptation fresh, decide, act."""
+    body = kube.get(adaptation_path(namespace, name))
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return Pass(phase=None)
+    status, generation = body.get("status") or {}, body["metadata"].get("generation")
+    if status.get("phase") in TERMINAL_PHASES and status.get("observedGeneration") == generation:
+        # Core answers a finished adaptation with its status as is: skip the reads.
+        return Pass(phase=status["phase"])
+    observed, errors = observe(kube, body, options)
+    outcome = reconcile(body, observed)
+    apply(kube, body, observed, outcome)
+    return Pass(
+        phase=outcome.status.get("phase"),
+        events=tuple(outcome.events),
+        requeue_after=outcome.requeue_after,
+        errors=tuple(errors),
+    )
+
+
+__all__ = ["KubeError", "Options", "Pass", "apply", "observe", "reconcile_once"]

@@ -1,0 +1,118 @@
+"""`marco run` end to end: every stage as a real trainer subprocess, on a tiny random
+Whisper and a few synthesised utterances, steered by the same core as the operator."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from marco_operator.api import AsrAdaptationStatus, parse_spec
+from marco_operator.schedule import ScheduleSettings, decide, initial_learning_rate, lr_bounds
+from marco_trainer.contract import Directive, EvaluationHistory
+from marco_trainer.manifest import read_manifest
+from tests.tiny_models import build_tiny_whisper
+from tests.trainer_runs import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def tiny_manifest() -> dict:
+    """The demo's manifest, shrunk: a tiny model and a few dozen steps."""
+    manifest = yaml.safe_load((ROOT / "examples" / "demo-local.yaml").read_text())
+    manifest["metadata"]["name"] = "e2e"
+    spec = manifest["spec"]
+    spec["model"]["source"] = "/data/models/tiny"
+    spec["baseline"]["samples"] = 3
+    spec["augmentation"]["copies"] = 1
+    spec["training"] = {
+        "learningRate": {"min": 1e-4, "max": 3e-3},
+        "cycleSteps": 4,
+        "evalEvery": 2,
+        "evalSamples": 3,
+        "perDeviceBatchSize": 2,
+        "gradientAccumulation": 1,
+        "maxSteps": 16,
+        # No early stop: the LR sequence is then a function of the history alone.
+        "earlyStopping": {"patience": 100, "minImprovement": 0.0},
+        "precision": "fp32",
+    }
+    return manifest
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("e2e-data")
+    subprocess.run(
+        [sys.executable, "-m", "marco_trainer", "demo-data", "--output-dir", str(data),
+         "--source-utterances", "8", "--source-validation-utterances", "2",
+         "--target-utterances", "4", "--target-dev-utterances", "3",
+         "--target-test-utterances", "3"],
+        check=True, capture_output=True, text=True,
+    )  # fmt: skip
+    texts = [u.text for split in ("source/train", "target/dev", "target/test")
+             for u in read_manifest(data / f"{split}.jsonl")]  # fmt: skip
+    build_tiny_whisper(data / "models" / "tiny", texts)
+    return data
+
+
+def test_marco_run_goes_through_every_stage_and_steers_like_the_operator(data_dir, tmp_path):
+    manifest_path = tmp_path / "e2e.yaml"
+    manifest_path.write_text(yaml.safe_dump(tiny_manifest()))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "marco_operator", "run", "-f", str(manifest_path),
+         "--data-dir", str(data_dir), "--output-dir", str(out), "--interval", "0.5",
+         "--metrics-port", str(free_port())],
+        capture_output=True, text=True, timeout=800,
+    )  # fmt: skip
+    run_dir = out / "marco-asr" / "e2e"
+    logs = "".join(p.read_text()[-1500:] for p in (run_dir / "logs").glob("*.log"))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:] + logs
+
+    status = AsrAdaptationStatus.model_validate_json((run_dir / "status.json").read_text())
+    assert status.phase == "Succeeded"
+    assert {name: s.state for name, s in status.stages.items()} == {
+        stage: "Succeeded"
+        for stage in ("filter", "profile", "augment", "baseline", "train", "evaluate")
+    }
+    assert status.baseline_wer is not None and status.final_wer is not None
+    assert (run_dir / "train" / "export" / "config.json").exists()
+    assert list((run_dir / "augment").glob("manifest-*.jsonl"))
+    assert (run_dir / "report" / "report.md").exists()
+    assert (run_dir / "report" / "curves.png").stat().st_size > 10_000
+    assert "final WER" in done.stdout + done.stderr
+
+    # The same evaluation history, fed to the operator's schedule, gives the same LRs.
+    history = EvaluationHistory.model_validate_json(
+        (run_dir / "train" / "evaluations.json").read_text()
+    ).evaluations
+    assert len(history) >= 6
+    spec = parse_spec(tiny_manifest()["spec"])
+    settings = ScheduleSettings.from_spec(spec.training, "encoder-decoder")
+    lr0, _ = initial_learning_rate(
+        "encoder-decoder", *lr_bounds(spec.training, "encoder-decoder"),
+        override=spec.training.initial_learning_rate,
+    )  # fmt: skip
+    current = Directive(cycle=0, learning_rate=lr0)
+    expected = [lr0]
+    ordered = sorted(history, key=lambda e: e.step)
+    for seen in range(1, len(ordered) + 1):
+        decision = decide(settings, current, ordered[:seen])
+        if decision.changed:
+            current = decision.directive
+            expected.append(current.learning_rate)
+    assert [c.learning_rate for c in status.cycles] == pytest.approx(expected)
+    assert len(status.cycles) >= 3
+    # And the trainer really ran each cycle at the LR the directive gave it.
+    for record in status.cycles:
+        lrs = {e.lr for e in history if e.cycle == record.cycle}
+        assert all(lr == pytest.approx(record.learning_rate) for lr in lrs), (record.cycle, lrs)
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert sum(e["reason"] == "LearningRateChanged" for e in events) == len(status.cycles) - 1

@@ -1,0 +1,695 @@
+"""A cluster for the kopf driver without a cluster: kmock's API emulator, the operator in a
+background thread, the test as Job controller and kubelet, and a scripted rank-0 trainer.
+
+Threads: the emulator serves on its own event loop, the operator runs on another, and the
+test talks to both over HTTP (marco_operator.kube.Kube), as kubectl and the kubelet would.
+Objects are changed only through the API, so every change reaches the watch streams.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp.web
+import jsonpatch
+import kmock
+from kubernetes import client
+from prometheus_client.parser import text_string_to_metric_families
+
+import marco_operator
+import marco_trainer
+from marco_operator.api import API_VERSION, PLURAL
+from marco_operator.kopf_driver import DriverOptions, operate
+from marco_operator.kube import Kube, collection_path
+from marco_operator.metrics import OperatorMetrics
+from marco_operator.reconciler import JOB_NAME_LABEL, adaptation_path, control_path
+from marco_operator.resources import (
+    DIRECTIVE_KEY,
+    LABEL_ADAPTATION,
+    LABEL_COMPLETION_INDEX,
+    LABEL_STAGE,
+)
+from marco_trainer.contract import Directive, Evaluation, EvaluationHistory, StageResult
+
+NAMESPACE = "asr"
+OTHER_NAMESPACE = "elsewhere"
+#: The harness's own requests (playing kubectl and the Job controller) carry this agent.
+TEST_USER_AGENT = "marco-test-harness"
+T = TypeVar("T")
+
+
+def rbac_of_call(method: str, path: str, watch: bool) -> tuple[str, str, str] | None:
+    """The (apiGroup, resource, verb) an API request needs, as the API server authorises it;
+    None for discovery (/api, /apis/G/V), which every authenticated client may read."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:1] == ["api"]:  # /api/v1/...
+        group, rest = "", parts[2:]
+    else:  # /apis/group/version/...
+        group, rest = (parts[1] if len(parts) > 1 else ""), parts[3:]
+    if not rest:
+        return None
+    if len(rest) >= 2 and rest[0] == "namespaces" and len(rest) > 2:
+        rest = rest[2:]  # drop namespaces/<ns>/ before a namespaced resource
+    resource, named = rest[0], len(rest) >= 2
+    if len(rest) >= 3:
+        resource = f"{resource}/{rest[2]}"  # subresource, e.g. asradaptations/status
+    verb = {
+        "GET": "watch" if watch else ("get" if named else "list"),
+        "POST": "create",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete" if named else "deletecollection",
+    }[method]
+    return group, resource, verb
+
+
+_VERBS = {"create", "delete", "get", "list", "patch", "update", "watch"}
+# (group/version/plural, kind, namespaced, subresources, short names)
+_RESOURCES = [
+    (f"{API_VERSION}/{PLURAL}", "AsrAdaptation", True, {"status"}, {"asra"}),
+    (
+        "apiextensions.k8s.io/v1/customresourcedefinitions",
+        "CustomResourceDefinition",
+        False,
+        {"status"},
+        {"crd"},
+    ),
+    ("v1/namespaces", "Namespace", False, {"status"}, {"ns"}),
+    ("v1/events", "Event", True, set(), {"ev"}),
+    ("v1/pods", "Pod", True, {"status"}, {"po"}),
+    ("v1/configmaps", "ConfigMap", True, set(), {"cm"}),
+    ("v1/services", "Service", True, {"status"}, {"svc"}),
+    ("v1/persistentvolumeclaims", "PersistentVolumeClaim", True, {"status"}, {"pvc"}),
+    ("batch/v1/jobs", "Job", True, {"status"}, set()),
+]
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ApiServer(kmock.KubernetesEmulator):
+    """kmock's emulator plus the metadata a real API server maintains and clients rely on:
+    uid, creationTimestamp, resourceVersion (kopf's patches test it), metadata.generation
+    (bumped by spec changes, read back as status.observedGeneration), generateName; and a
+    watch that starts from the listing's resourceVersion instead of replaying what the
+    client just listed (kopf would handle every object twice and race itself)."""
+
+    _versions = itertools.count(1)
+    #: Every request served: (method, path, watch, user agent). Tests derive RBAC from it.
+    calls: list[tuple[str, str, bool, str]]
+    #: What /api/v1/namespaces lists (see __call__).
+    namespaces: tuple[str, ...] = ()
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        self.calls.append(
+            (
+                raw_request.method,
+                raw_request.path,
+                raw_request.query.get("watch") == "true",
+                raw_request.headers.get("User-Agent", ""),
+            )
+        )
+        # kmock 0.8 cannot parse the cluster-wide namespace collection (it expects a namespace
+        # after "namespaces/"); kopf lists and watches it when serving named namespaces.
+        if raw_request.path.rstrip("/") != "/api/v1/namespaces" or raw_request.method != "GET":
+            return await super().__call__(raw_request)
+        if raw_request.query.get("watch") != "true":
+            items = [
+                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": n}}
+                for n in self.namespaces
+            ]
+            return aiohttp.web.json_response(
+                {"kind": "NamespaceList", "metadata": {"resourceVersion": "1"}, "items": items}
+            )
+        stream = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        await stream.prepare(raw_request)
+        while True:  # no namespace ever changes here; the client closes the stream
+            await asyncio.sleep(3600)
+
+    async def _serve_list(self, request: kmock.Request) -> Any:
+        listing = await super()._serve_list(request)
+        versions = [int(o["metadata"].get("resourceVersion", 0)) for o in listing["items"]]
+        listing["metadata"]["resourceVersion"] = str(max(versions, default=0))
+        return listing
+
+    async def _serve_watch(self, request: kmock.Request) -> Any:
+        since = request.params.get("resourceVersion", "")
+        async for event in super()._serve_watch(request):
+            if (
+                since.isdigit()
+                and isinstance(event, dict)
+                and event.get("type") == "ADDED"
+                and int(event["object"]["metadata"].get("resourceVersion", 0)) <= int(since)
+            ):
+                continue
+            yield event
+
+    async def _handle(self, request: kmock.Request) -> Any:
+        if request.resource is not None and request.action == kmock.action.CREATE:
+            self._stamp_create(request)
+        elif request.resource is not None and request.action == kmock.action.UPDATE:
+            self._stamp_update(request)
+        try:
+            return await super()._handle(request)
+        except jsonpatch.JsonPatchTestFailed as error:
+            # A stale resourceVersion in a JSON patch's test: the API server's answer is a
+            # conflict (the client re-reads and retries), not kmock's generic 500.
+            raise kmock.KubernetesError(status=409, reason="Conflict", message=str(error)) from None
+
+    def _stamp_create(self, request: kmock.Request) -> None:
+        if not isinstance(request.data, dict):
+            return
+        meta = request.data.setdefault("metadata", {})
+        if not meta.get("name") and meta.get("generateName"):
+            meta["name"] = meta["generateName"] + uuid.uuid4().hex[:5]
+        if request.namespace:
+            meta.setdefault("namespace", request.namespace)
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", _now())
+        meta["resourceVersion"] = str(next(self._versions))
+        meta["generation"] = 1
+
+    def _stamp_update(self, request: kmock.Request) -> None:
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return
+        current = self.objects[key].raw.get("metadata", {})
+        version = str(next(self._versions))
+        if isinstance(request.data, dict):
+            touches_spec = request.subresource is None and "spec" in request.data
+            meta = request.data.setdefault("metadata", {}) or {}
+            request.data["metadata"] = meta
+            meta["resourceVersion"] = version
+            if touches_spec:
+                meta["generation"] = int(current.get("generation", 1)) + 1
+        elif isinstance(request.data, list):
+            touches_spec = request.subresource is None and any(
+                str(op.get("path", "")).startswith("/spec") for op in request.data
+            )
+            request.data.append(
+                {"op": "add", "path": "/metadata/resourceVersion", "value": version}
+            )
+            if touches_spec:
+                generation = int(current.get("generation", 1)) + 1
+                request.data.append(
+                    {"op": "add", "path": "/metadata/generation", "value": generation}
+                )
+
+
+class EmulatedCluster:
+    """The emulator on a loopback port, served from a background thread."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.calls: list[tuple[str, str, bool, str]] = []
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._serve, name="kmock", daemon=True)
+
+    def _serve(self) -> None:
+        async def main() -> None:
+            async with ApiServer() as emulator, kmock.Server(emulator) as server:
+                emulator.namespaces = (NAMESPACE, OTHER_NAMESPACE)
+                emulator.calls = self.calls
+                for key, kind, namespaced, subresources, shortnames in _RESOURCES:
+                    emulator.resources[key] = kmock.ResourceInfo(
+                        kind=kind,
+                        namespaced=namespaced,
+                        verbs=_VERBS,
+                        subresources=subresources,
+                        shortnames=shortnames,
+                    )
+                self.url = str(server.url).rstrip("/")
+                self._ready.set()
+                while not self._stop.is_set():
+                    await asyncio.sleep(0.05)
+
+        try:
+            asyncio.run(main())
+        except BaseException as error:
+            self._error = error
+            self._ready.set()
+
+    def __enter__(self) -> EmulatedCluster:
+        self._thread.start()
+        if not self._ready.wait(20) or self._error is not None:
+            raise RuntimeError(f"kmock did not start: {self._error!r}")
+        self.kube = Kube(self.configuration(), user_agent=TEST_USER_AGENT)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.kube.close()
+        self._stop.set()
+        self._thread.join(10)
+
+    def configuration(self) -> client.Configuration:
+        return client.Configuration(host=self.url)
+
+    def operator_rbac(self) -> set[tuple[str, str, str]]:
+        """What the operator's own requests (kopf's and the driver's) needed, so far."""
+        needed = {
+            rbac_of_call(method, path, watch)
+            for method, path, watch, agent in list(self.calls)
+            if agent != TEST_USER_AGENT
+        }
+        return {rule for rule in needed if rule is not None}
+
+    # --- kubectl, in short ------------------------------------------------------------
+
+    def path(self, api_version: str, plural: str, name: str = "") -> str:
+        base = collection_path(api_version, plural, NAMESPACE)
+        return f"{base}/{name}" if name else base
+
+    def apply_adaptation(
+        self, name: str, spec: Mapping[str, Any], namespace: str = NAMESPACE
+    ) -> dict[str, Any]:
+        manifest = {
+            "apiVersion": API_VERSION,
+            "kind": "AsrAdaptation",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": dict(spec),
+        }
+        self.kube.create(manifest)
+        return self.adaptation(name, namespace)
+
+    def adaptation(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
+        body = self.kube.get(adaptation_path(namespace, name))
+        assert body is not None, f"AsrAdaptation {name} is gone"
+        return body
+
+    def status(self, name: str) -> dict[str, Any]:
+        return self.adaptation(name).get("status") or {}
+
+    def jobs(self, adaptation: str) -> list[dict[str, Any]]:
+        return self.kube.list(self.path("batch/v1", "jobs"), {LABEL_ADAPTATION: adaptation})
+
+    def job(self, adaptation: str, stage: str) -> dict[str, Any] | None:
+        found = [
+            j for j in self.jobs(adaptation) if j["metadata"]["labels"].get(LABEL_STAGE) == stage
+        ]
+        assert len(found) <= 1, f"{len(found)} Jobs for stage {stage}"
+        return found[0] if found else None
+
+    def events(self, adaptation: str) -> list[dict[str, Any]]:
+        events = self.kube.list(self.path("v1", "events"))
+        return [e for e in events if e.get("involvedObject", {}).get("name") == adaptation]
+
+    def directive(self, adaptation: str) -> Directive | None:
+        configmap = self.kube.get(control_path(NAMESPACE, adaptation))
+        text = ((configmap or {}).get("data") or {}).get(DIRECTIVE_KEY)
+        return Directive.model_validate_json(text) if text else None
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) -> T:
+    """Poll until probe() returns something truthy; fail with what was awaited."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class JobController:
+    """What the Job controller and the kubelet would do, on the test's command."""
+
+    def __init__(self, cluster: EmulatedCluster) -> None:
+        self.cluster = cluster
+        self.kube = cluster.kube
+
+    def wait_job(self, adaptation: str, stage: str, timeout: float = 20.0) -> dict[str, Any]:
+        return wait_for(
+            f"the {stage} Job of {adaptation}", lambda: self.cluster.job(adaptation, stage), timeout
+        )
+
+    def _pod_name(self, job: str, index: int | None) -> str:
+        return f"{job}-{index}" if index is not None else f"{job}-pod"
+
+    def _indexed(self, job: Mapping[str, Any]) -> bool:
+        return job.get("spec", {}).get("completionMode") == "Indexed"
+
+    def start(self, job: Mapping[str, Any]) -> None:
+        """Schedule the Job's pods (all completion indexes of an Indexed Job), running."""
+        spec = job.get("spec", {})
+        name = job["metadata"]["name"]
+        indexes: list[int | None] = (
+            list(range(int(spec.get("parallelism") or spec.get("completions") or 1)))
+            if self._indexed(job)
+            else [None]
+        )
+        for index in indexes:
+            labels = {JOB_NAME_LABEL: name, "batch.kubernetes.io/job-name": name}
+            if index is not None:
+                labels[LABEL_COMPLETION_INDEX] = str(index)
+            self.kube.create(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": self._pod_name(name, index),
+                        "namespace": NAMESPACE,
+                        "labels": labels,
+                    },
+                    "spec": job.get("spec", {}).get("template", {}).get("spec", {}),
+                    "status": {"phase": "Running", "podIP": "127.0.0.1"},
+                }
+            )
+        self.kube.merge_patch(
+            self.cluster.path("batch/v1", "jobs", name) + "/status",
+            {"status": {"active": len(indexes), "startTime": _now()}},
+        )
+
+    def _pods(self, job: str) -> list[dict[str, Any]]:
+        return self.kube.list(self.cluster.path("v1", "pods"), {JOB_NAME_LABEL: job})
+
+    def _terminate(self, job: str, exit_code: int, message: str, phase: str) -> None:
+        pods = self._pods(job) or []
+        if not pods:
+            raise AssertionError(f"Job {job} has no pods: start() it first")
+        for pod in pods:
+            terminated = {
+                "exitCode": exit_code,
+                "reason": "Completed" if exit_code == 0 else "Error",
+                "message": message,
+                "finishedAt": _now(),
+            }
+            self.kube.merge_patch(
+                self.cluster.path("v1", "pods", pod["metadata"]["name"]) + "/status",
+                {
+                    "status": {
+                        "phase": phase,
+                        "containerStatuses": [
+                            {
+                                "name": "stage",
+                                "ready": False,
+                                "restartCount": 0,
+                                "state": {"terminated": terminated},
+                            }
+                        ],
+                    }
+                },
+            )
+
+    def complete(self, job: Mapping[str, Any], result: StageResult) -> None:
+        name = job["metadata"]["name"]
+        if not self._pods(name):
+            self.start(job)
+        self._terminate(name, 0, result.to_termination_message(), "Succeeded")
+        self.kube.merge_patch(
+            self.cluster.path("batch/v1", "jobs", name) + "/status",
+            {
+                "status": {
+                    "active": 0,
+                    "succeeded": 1,
+                    "completionTime": _now(),
+                    "conditions": [
+                        {"type": "Complete", "status": "True", "lastTransitionTime": _now()}
+                    ],
+                }
+            },
+        )
+
+    def fail(self, job: Mapping[str, Any], reason: str, message: str, log_tail: str) -> None:
+        name = job["metadata"]["name"]
+        if not self._pods(name):
+            self.start(job)
+        self._terminate(name, 1, log_tail, "Failed")
+        self.kube.merge_patch(
+            self.cluster.path("batch/v1", "jobs", name) + "/status",
+            {
+                "status": {
+                    "active": 0,
+                    "failed": 1,
+                    "conditions": [
+                        {
+                            "type": "Failed",
+                            "status": "True",
+                            "reason": reason,
+                            "message": message,
+                            "lastTransitionTime": _now(),
+                        }
+                    ],
+                }
+            },
+        )
+
+
+class ScriptedTrainer:
+    """Rank 0 on loopback: serves the evaluation history the test scripts, and applies the
+    directive the operator wrote to the control ConfigMap (the file a real rank 0 has mounted)."""
+
+    def __init__(self, cluster: EmulatedCluster, adaptation: str, eval_every: int = 10) -> None:
+        self.cluster = cluster
+        self.adaptation = adaptation
+        self.eval_every = eval_every
+        self.evaluations: list[Evaluation] = []
+        self.finished = False
+        self.requests = 0
+        self._lock = threading.Lock()
+        trainer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path != "/v1/evaluations":
+                    self.send_error(404)
+                    return
+                body = trainer.history().model_dump_json().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="rank0", daemon=True
+        )
+
+    def __enter__(self) -> ScriptedTrainer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def directive(self) -> Directive | None:
+        return self.cluster.directive(self.adaptation)
+
+    def history(self) -> EvaluationHistory:
+        with self._lock:
+            self.requests += 1
+            return EvaluationHistory(
+                adaptation=self.adaptation,
+                evaluations=list(self.evaluations),
+                directive=self.directive(),
+                finished=self.finished,
+            )
+
+    def evaluate(self, wer: float) -> Evaluation:
+        """Record one validation WER, measured under the directive now in force."""
+        directive = self.directive()
+        assert directive is not None, "rank 0 runs only once the operator wrote a directive"
+        with self._lock:
+            step = (len(self.evaluations) + 1) * self.eval_every
+            evaluation = Evaluation(
+                step=step,
+                cycle=directive.cycle,
+                lr=directive.learning_rate,
+                wer=wer,
+                loss=1.0 / step,
+                time=time.time(),
+            )
+            self.evaluations.append(evaluation)
+        return evaluation
+
+
+class OperatorRun:
+    """`marco operator` in a background thread until stop()."""
+
+    def __init__(
+        self,
+        cluster: EmulatedCluster,
+        trainer_port: int,
+        interval: float = 0.3,
+        namespaces: tuple[str, ...] = (),
+    ) -> None:
+        self.options = DriverOptions(
+            namespaces=namespaces,
+            all_namespaces=not namespaces,
+            trainer_port=trainer_port,
+            trainer_timeout=1.0,
+            interval=interval,
+            standalone=True,
+        )
+        self.cluster = cluster
+        self.metrics = OperatorMetrics()
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self) -> OperatorRun:
+        self._stop = threading.Event()
+        ready = threading.Event()
+
+        def run() -> None:
+            try:
+                asyncio.run(
+                    operate(
+                        self.options,
+                        self.cluster.configuration(),
+                        stop_flag=self._stop,
+                        ready_flag=ready,
+                        metrics=self.metrics,
+                    )
+                )
+            except BaseException as error:
+                self._error = error
+                ready.set()
+
+        self._thread = threading.Thread(target=run, name="marco-operator", daemon=True)
+        self._thread.start()
+        if not ready.wait(30) or self._error is not None:
+            raise RuntimeError(f"the operator did not start: {self._error!r}")
+        return self
+
+    def stop(self) -> None:
+        assert self._thread is not None
+        self._stop.set()
+        self._thread.join(30)
+        if self._thread.is_alive():
+            raise RuntimeError("the operator did not stop within 30 s")
+        if self._error is not None:
+            raise RuntimeError("the operator crashed") from self._error
+
+
+class OperatorProcess:
+    """`marco operator` as a real process, as a Deployment runs it: killable with SIGKILL."""
+
+    def __init__(self, cluster: EmulatedCluster, trainer_port: int, workdir: Path) -> None:
+        self.kubeconfig = workdir / "kubeconfig.yaml"
+        self.kubeconfig.write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "kmock",
+            "clusters": [{"name": "kmock", "cluster": {"server": cluster.url}}],
+            "users": [{"name": "test", "user": {"token": "test-token"}}],
+            "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
+        }))  # fmt: skip
+        self.log = workdir / "operator.log"
+        self.trainer_port = trainer_port
+        self.process: subprocess.Popen[bytes] | None = None
+        self.liveness = ""
+
+    def start(self) -> OperatorProcess:
+        port = free_port()
+        self.liveness = f"http://127.0.0.1:{port}/healthz"
+        self.metrics_port = free_port()
+        self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        roots = [
+            str(Path(m.__file__).resolve().parents[1]) for m in (marco_operator, marco_trainer)
+        ]
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join([*roots, os.environ.get("PYTHONPATH", "")]),
+            MARCO_METRICS_PORT=str(self.metrics_port),
+        )
+        command = [
+            sys.executable, "-m", "marco_operator", "operator", "--all-namespaces",
+            "--standalone", "--interval", "0.3", "--trainer-port", str(self.trainer_port),
+            "--trainer-timeout", "1", "--kubeconfig", str(self.kubeconfig),
+            "--liveness", self.liveness,
+        ]  # fmt: skip
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        wait_for("the operator's liveness endpoint", self.alive, timeout=30)
+        return self
+
+    def alive(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(
+                f"operator exited {self.process.returncode}: {self.log.read_text()[-3000:]}"
+            )
+        try:
+            with urllib.request.urlopen(self.liveness, timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def _samples(self, name: str, labels: Mapping[str, str]) -> list[float]:
+        """Samples from the process's /metrics, scraped as Prometheus would."""
+        with urllib.request.urlopen(self.metrics_url, timeout=2) as response:
+            text = response.read().decode()
+        return [
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+        ]
+
+    def metric(self, name: str, labels: Mapping[str, str]) -> float | None:
+        found = self._samples(name, labels)
+        assert len(found) <= 1, f"{name}{dict(labels)} matches {len(found)} series"
+        return found[0] if found else None
+
+    def metric_sum(self, name: str) -> float:
+        return sum(self._samples(name, {}))
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup, no goodbye, as an OOM kill or a lost node would do it."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@contextmanager
+def running_operator(
+    cluster: EmulatedCluster, trainer_port: int, interval: float = 0.3
+) -> Iterator[OperatorRun]:
+    run = OperatorRun(cluster, trainer_port, interval).start()
+    try:
+        yield run
+    finally:
+        run.stop()
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=1, default=str)

@@ -1,0 +1,486 @@
+"""`marco operator` against kmock's API emulator: the kopf driver and core.reconcile together.
+
+The test plays the Job controller and kubelet (jobs fixture) and rank 0 (trainer fixture):
+it completes or fails the Jobs the operator creates and scripts the validation WERs
+rank 0 serves, then reads what a user reads with kubectl: status, Events, children.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import time
+from typing import Any
+
+import pytest
+
+from marco_operator.kube import collection_path
+from marco_operator.rbac import OPERATOR_RULES, namespaced_cluster_rules, namespaced_rules
+from marco_trainer.contract import StageResult
+
+from .harness import (
+    NAMESPACE,
+    OTHER_NAMESPACE,
+    EmulatedCluster,
+    JobController,
+    OperatorProcess,
+    OperatorRun,
+    ScriptedTrainer,
+    wait_for,
+)
+
+NAME = "telephony"  # the scripted rank 0 serves this adaptation
+ONLY_TRAINING = {
+    "filter": {"enabled": False},
+    "profile": {"enabled": False},
+    "augmentation": {"enabled": False},
+    "baseline": {"enabled": False},
+    "evaluation": {"enabled": False},
+}
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def make_spec(**overrides: Any) -> dict[str, Any]:
+    """A small adaptation: cycles of three evaluations, a one-second stop grace period."""
+    base = {
+        "model": {"source": "openai/whisper-tiny"},
+        "data": {
+            "train": ["train.jsonl"],
+            "validation": "validation.jsonl",
+            "test": "test.jsonl",
+            "targetAudio": "target",
+        },
+        "training": {
+            "learningRate": {"min": 1e-7, "max": 1e-5},
+            "sigmaRef": 0.5,
+            "cycleSteps": 30,
+            "evalEvery": 10,
+            "earlyStopping": {"patience": 50, "minImprovement": 0.1},
+            "stopGracePeriodSeconds": 1,
+        },
+    }
+    return _deep_merge(base, overrides)
+
+
+def condition(status: dict[str, Any], type_: str) -> dict[str, Any]:
+    found = [c for c in status.get("conditions", []) if c["type"] == type_]
+    assert len(found) == 1, f"one {type_} condition expected in {status.get('conditions')}"
+    return found[0]
+
+
+def phase_is(cluster: EmulatedCluster, phase: str):
+    return lambda: (s := cluster.status(NAME)).get("phase") == phase and s
+
+
+def events_in_order(cluster: EmulatedCluster, reason: str | None = None) -> list[dict]:
+    events = sorted(cluster.events(NAME), key=lambda e: int(e["metadata"]["resourceVersion"]))
+    return [e for e in events if reason is None or e["reason"] == reason]
+
+
+def eq1(wers: list[float], lr_min: float, lr_max: float, sigma_ref: float) -> float:
+    """Eq. 1 written out: η_{j+1} = η_max − (η_max − η_min)·clip(σ_WER(j)/σ_ref, 0, 1),
+    σ_WER(j) the (population) standard deviation of the WERs measured in cycle j."""
+    mean = sum(wers) / len(wers)
+    sigma = math.sqrt(sum((w - mean) ** 2 for w in wers) / len(wers))
+    return lr_max - (lr_max - lr_min) * min(1.0, max(0.0, sigma / sigma_ref))
+
+
+def eq2(wer: float, lr_min: float, lr_max: float) -> float:
+    """Eq. 2 written out: η = η'_min + (η'_max − η'_min)·clip(WER, 0, 100)/100."""
+    return lr_min + (lr_max - lr_min) * min(100.0, max(0.0, wer)) / 100.0
+
+
+def run_cycle(trainer: ScriptedTrainer, cluster: EmulatedCluster, wers: list[float]):
+    """Rank 0 measures one cycle's WERs; the operator must answer with the next cycle."""
+    cycle = trainer.directive().cycle
+    for wer in wers:
+        trainer.evaluate(wer)
+    return wait_for(
+        f"the directive of cycle {cycle + 1}",
+        lambda: d if (d := cluster.directive(NAME)) and d.cycle == cycle + 1 else None,
+    )
+
+
+def status_at_cycle(cluster: EmulatedCluster, cycle: int) -> dict[str, Any]:
+    return wait_for(
+        f"status of cycle {cycle}",
+        lambda: (s := cluster.status(NAME)).get("cycle") == cycle and s,
+    )
+
+
+def sample(run: OperatorRun, name: str, **labels: str) -> float | None:
+    return run.metrics.registry.get_sample_value(name, labels)
+
+
+def settle(seconds: float = 1.2) -> None:
+    """Let several operator passes (0.3 s apart) happen before asserting that nothing did."""
+    time.sleep(seconds)
+
+
+def test_an_adaptation_goes_through_every_phase_to_succeeded(
+    cluster: EmulatedCluster, jobs: JobController, operator
+) -> None:
+    created = cluster.apply_adaptation(NAME, make_spec())
+    results = {
+        "filter": ("Filtering", StageResult(stage="filter", counts={"kept": 9, "skipped": 1})),
+        "profile": ("Profiling", StageResult(stage="profile", counts={"processed": 5})),
+        "augment": ("Augmenting", StageResult(stage="augment", counts={"written": 18})),
+        "baseline": ("Baseline", StageResult(stage="baseline", wer=31.5, family="encoder-decoder")),
+        "train": ("Training", StageResult(stage="train", wer=22.0, best_step=40, steps=60)),
+        "evaluate": ("Evaluating", StageResult(stage="evaluate", wer=21.0)),
+    }
+    for stage, (phase, result) in results.items():
+        job = jobs.wait_job(NAME, stage)
+        status = wait_for(f"phase {phase}", phase_is(cluster, phase))
+        ready = condition(status, "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", phase)
+        assert status["stages"][stage]["state"] == "Running"
+        jobs.complete(job, result)
+
+    status = wait_for("phase Succeeded", phase_is(cluster, "Succeeded"))
+    body = cluster.adaptation(NAME)
+    assert status["observedGeneration"] == body["metadata"]["generation"] == 1
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Succeeded")
+    assert status["baselineWer"] == 31.5
+    assert status["finalWer"] == 21.0
+    assert status["bestWer"] == 22.0
+    assert status["stages"]["filter"]["counts"] == {"kept": 9, "skipped": 1}
+    assert {s["state"] for s in status["stages"].values()} == {"Succeeded"}
+
+    phases = [e["message"] for e in events_in_order(cluster, "PhaseChanged")]
+    assert phases == [
+        "Pending → Filtering",
+        "Filtering → Profiling",
+        "Profiling → Augmenting",
+        "Augmenting → Baseline",
+        "Baseline → Training",
+        "Training → Evaluating",
+        "Evaluating → Succeeded: baseline WER 31.50%, final WER 21.00%",
+    ]
+    children = cluster.jobs(NAME)
+    assert sorted(j["metadata"]["labels"]["asr.marco.dev/stage"] for j in children) == sorted(
+        results
+    )
+    for child in children:
+        (owner,) = child["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["uid"]) == ("AsrAdaptation", created["metadata"]["uid"])
+
+
+def test_the_learning_rate_follows_eq1_cycle_by_cycle(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, operator
+) -> None:
+    cluster.apply_adaptation(NAME, make_spec(**ONLY_TRAINING))
+    jobs.start(jobs.wait_job(NAME, "train"))
+    first = wait_for("the first directive", lambda: cluster.directive(NAME))
+    # Cycle 0 of a shallow decoder (whisper-tiny: 4 layers) starts at the geometric mean.
+    assert first.cycle == 0
+    assert first.learning_rate == pytest.approx(math.sqrt(1e-7 * 1e-5), rel=1e-9)
+
+    cycles = [
+        [30.0, 29.2, 29.9],  # σ ≈ 0.36: unstable, LR drops towards η_min
+        [28.1, 28.0, 28.05],  # σ ≈ 0.04: stable, LR close to η_max
+        [27.0, 28.4, 26.2],  # σ ≈ 0.91 > σ_ref: clipped, LR = η_min
+    ]
+    expected = []
+    for wers in cycles:
+        directive = run_cycle(trainer, cluster, wers)
+        expected.append(eq1(wers, 1e-7, 1e-5, 0.5))
+        assert directive.learning_rate == pytest.approx(expected[-1], rel=1e-9)
+        assert not directive.stop
+    assert expected[1] > expected[0] > expected[2] == pytest.approx(1e-7)
+
+    status = status_at_cycle(cluster, 3)
+    assert status["phase"] == "Training"
+    assert status["learningRate"] == pytest.approx(expected[-1], rel=1e-9)
+    recorded = status["cycles"]
+    assert [c["cycle"] for c in recorded] == [0, 1, 2, 3]
+    assert [c["learningRate"] for c in recorded[1:]] == pytest.approx(expected, rel=1e-9)
+    for record, wers in zip(recorded, cycles, strict=False):
+        assert record["wers"] == wers
+    changes = [e["message"] for e in events_in_order(cluster, "LearningRateChanged")]
+    assert [m.split(" at ")[0] for m in changes] == ["cycle 1", "cycle 2", "cycle 3"]
+    assert sample(operator, "marco_operator_decisions_total", reason="LearningRateChanged") == 3
+    # The trainer's mounted file is the ConfigMap: rank 0 reports the directive it applies.
+    assert trainer.history().directive.cycle == 3
+
+
+def test_an_llm_trains_at_eq2_from_the_baseline_wer(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, operator
+) -> None:
+    spec = make_spec(
+        model={"source": "Qwen/Qwen2-Audio-7B-Instruct"},
+        training={"learningRate": {"min": 1e-6, "max": 1e-4}},
+        **{k: v for k, v in ONLY_TRAINING.items() if k != "baseline"},
+    )
+    cluster.apply_adaptation(NAME, spec)
+    assert jobs.cluster.job(NAME, "train") is None
+    jobs.complete(jobs.wait_job(NAME, "baseline"), StageResult(stage="baseline", wer=42.0))
+
+    train = jobs.wait_job(NAME, "train")
+    directive = wait_for("the first directive", lambda: cluster.directive(NAME))
+    expected = eq2(42.0, 1e-6, 1e-4)
+    assert (directive.cycle, directive.learning_rate) == (0, pytest.approx(expected, rel=1e-9))
+    command = " ".join(train["spec"]["template"]["spec"]["containers"][0]["command"])
+    assert float(re.search(r"--learning-rate (\S+)", command).group(1)) == pytest.approx(expected)
+    assert "--family llm" in command
+    # The directive's ConfigMap is created before the status is patched in the same pass.
+    status = wait_for("the first cycle", lambda: (s := cluster.status(NAME)).get("cycles") and s)
+    assert (status["family"], status["baselineWer"]) == ("llm", 42.0)
+    assert status["learningRate"] == pytest.approx(expected, rel=1e-9)
+    assert "Eq. 2" in status["cycles"][0]["reason"]
+
+    # At the cycle boundary Eq. 2 is re-applied with the cycle's mean WER: the gap closed.
+    jobs.start(train)
+    wers = [40.0, 38.0, 36.0]
+    directive = run_cycle(trainer, cluster, wers)
+    assert directive.learning_rate == pytest.approx(eq2(sum(wers) / 3, 1e-6, 1e-4), rel=1e-9)
+    assert directive.learning_rate < expected
+
+
+def test_a_plateau_stops_training_and_an_ignored_stop_suspends_the_job(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, operator
+) -> None:
+    spec = make_spec(
+        training={"cycleSteps": 1000, "earlyStopping": {"patience": 3, "minImprovement": 0.1}},
+        **ONLY_TRAINING,
+    )
+    cluster.apply_adaptation(NAME, spec)
+    job = jobs.wait_job(NAME, "train")
+    jobs.start(job)
+    wait_for("the first directive", lambda: cluster.directive(NAME))
+    for wer in [30.0, 29.0, 29.05, 28.95]:  # best 28.95 at step 40; no 0.1 gain twice
+        trainer.evaluate(wer)
+    seen = trainer.requests
+    wait_for("two more reads of rank 0", lambda: trainer.requests >= seen + 2)
+    assert not cluster.directive(NAME).stop, "stopped before `patience` evaluations passed"
+
+    trainer.evaluate(29.1)  # third evaluation without a 0.1-point improvement
+    stop = wait_for("a stop directive", lambda: (d := cluster.directive(NAME)) and d.stop and d)
+    assert "early stop" in stop.reason and "28.95% at step 40" in stop.reason
+
+    # The scripted trainer ignores it; after the grace period the Job gets suspended.
+    suspended = wait_for(
+        "the train Job suspended", lambda: cluster.job(NAME, "train")["spec"].get("suspend")
+    )
+    suspended_seen = time.time()
+    status = wait_for("phase EarlyStopped", phase_is(cluster, "EarlyStopped"))
+    assert suspended is True
+    assert suspended_seen - status["stop"]["requestedAt"] >= 1.0, "suspended before the grace"
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "StopNotHonoured")
+    assert (status["bestWer"], status["bestStep"]) == (28.95, 40)
+    reasons = [e["reason"] for e in events_in_order(cluster)]
+    assert reasons.index("EarlyStop") < reasons.index("StopNotHonoured")
+    assert events_in_order(cluster, "StopNotHonoured")[0]["type"] == "Warning"
+    for reason in ("EarlyStop", "StopNotHonoured"):
+        assert sample(operator, "marco_operator_decisions_total", reason=reason) == 1
+
+
+def test_a_stop_the_trainer_honours_ends_in_success_with_the_best_checkpoint(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, operator
+) -> None:
+    spec = make_spec(
+        training={
+            "cycleSteps": 1000,
+            "earlyStopping": {"patience": 2, "minImprovement": 0.1},
+            "stopGracePeriodSeconds": 30,
+        },
+        **ONLY_TRAINING,
+    )
+    cluster.apply_adaptation(NAME, spec)
+    job = jobs.wait_job(NAME, "train")
+    jobs.start(job)
+    wait_for("the first directive", lambda: cluster.directive(NAME))
+    for wer in [25.0, 24.0, 24.5, 24.2]:
+        trainer.evaluate(wer)
+    wait_for("a stop directive", lambda: (d := cluster.directive(NAME)) and d.stop)
+    # Rank 0 exports the best checkpoint and exits 0: the Job completes.
+    trainer.finished = True
+    jobs.complete(job, StageResult(stage="train", wer=24.0, best_step=20, steps=40))
+    status = wait_for("phase Succeeded", phase_is(cluster, "Succeeded"))
+    assert (status["bestWer"], status["bestStep"], status["step"]) == (24.0, 20, 40)
+    assert status["stop"]["reason"].startswith("early stop")
+    assert cluster.job(NAME, "train")["spec"].get("suspend") is not True
+    assert events_in_order(cluster, "StopNotHonoured") == []
+
+
+def test_a_failed_job_fails_the_adaptation_with_its_reason(
+    cluster: EmulatedCluster, jobs: JobController, operator
+) -> None:
+    cluster.apply_adaptation(NAME, make_spec())
+    jobs.fail(
+        jobs.wait_job(NAME, "filter"),
+        reason="BackoffLimitExceeded",
+        message="Job has reached the specified backoff limit",
+        log_tail="Traceback (most recent call last): ... OSError: disk full",
+    )
+    status = wait_for("phase Failed", phase_is(cluster, "Failed"))
+    assert "BackoffLimitExceeded: Job has reached the specified backoff limit" in status["message"]
+    assert status["message"].startswith("filter Job telephony-filter failed")
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "StageFailed")
+    assert status["stages"]["filter"]["state"] == "Failed"
+    settle()
+    assert [j["metadata"]["name"] for j in cluster.jobs(NAME)] == ["telephony-filter"]
+    (changed,) = [e for e in events_in_order(cluster, "PhaseChanged") if "Failed" in e["message"]]
+    assert changed["type"] == "Warning"
+    assert sample(operator, "marco_operator_adaptations", phase="Failed") == 1
+
+    # Deleted (kopf releases its finalizer): the phase gauge forgets it.
+    path = cluster.path("asr.marco.dev/v1alpha1", "asradaptations", NAME)
+    cluster.kube.request("DELETE", path)
+    wait_for("the adaptation gone", lambda: cluster.kube.get(path) is None)
+    wait_for(
+        "the gauge to drop the deleted adaptation",
+        lambda: sample(operator, "marco_operator_adaptations", phase="Failed") == 0,
+    )
+
+
+def test_an_operator_killed_mid_training_resumes_without_repeating_itself(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, tmp_path
+) -> None:
+    first = OperatorProcess(cluster, trainer.port, tmp_path).start()
+    try:
+        cluster.apply_adaptation(NAME, make_spec(**ONLY_TRAINING))
+        jobs.start(jobs.wait_job(NAME, "train"))
+        wait_for("the first directive", lambda: cluster.directive(NAME))
+        run_cycle(trainer, cluster, [30.0, 29.2, 29.9])
+        before = status_at_cycle(cluster, 1)
+        trainer.evaluate(28.1)
+        trainer.evaluate(28.0)
+    finally:
+        first.kill()
+    trainer.evaluate(28.05)  # the cycle closes while no operator runs
+
+    second = OperatorProcess(cluster, trainer.port, tmp_path).start()
+    try:
+        directive = wait_for(
+            "the directive of cycle 2",
+            lambda: (d := cluster.directive(NAME)) and d.cycle == 2 and d,
+        )
+        assert directive.learning_rate == pytest.approx(eq1([28.1, 28.0, 28.05], 1e-7, 1e-5, 0.5))
+        status = status_at_cycle(cluster, 2)
+        settle()
+        # The restarted operator took one decision (cycle 2), none of the first one's again.
+        assert second.metric_sum("marco_operator_decisions_total") == 1
+        learning_rate_changes = {"reason": "LearningRateChanged"}
+        assert second.metric("marco_operator_decisions_total", learning_rate_changes) == 1
+        assert second.metric("marco_operator_adaptations", {"phase": "Training"}) == 1
+        assert second.metric("marco_operator_reconciles_total", {"result": "success"}) > 1
+    finally:
+        second.stop()
+
+    assert [c["learningRate"] for c in status["cycles"][:2]] == [
+        c["learningRate"] for c in before["cycles"][:2]
+    ]
+    assert [c["reason"] for c in status["cycles"][:2]] == [
+        c["reason"] for c in before["cycles"][:2]
+    ]
+    assert status["cycles"][1]["wers"] == [28.1, 28.0, 28.05]
+    stages = [j["metadata"]["labels"]["asr.marco.dev/stage"] for j in cluster.jobs(NAME)]
+    assert stages == ["train"]
+    configmaps = cluster.kube.list(cluster.path("v1", "configmaps"))
+    services = cluster.kube.list(cluster.path("v1", "services"))
+    assert [c["metadata"]["name"] for c in configmaps] == ["telephony-control"]
+    assert [s["metadata"]["name"] for s in services] == ["telephony-train"]
+    changes = [
+        e["message"].split(" at ")[0] for e in events_in_order(cluster, "LearningRateChanged")
+    ]
+    assert changes == ["cycle 1", "cycle 2"], "a decision was taken twice"
+
+
+def test_learning_rate_bounds_upside_down_are_refused_with_the_field_named(
+    cluster: EmulatedCluster, jobs: JobController, operator
+) -> None:
+    spec = make_spec(training={"learningRate": {"min": 1e-5, "max": 1e-7}})
+    cluster.apply_adaptation(NAME, spec)
+    status = wait_for("phase Invalid", phase_is(cluster, "Invalid"))
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSpec")
+    assert ready["message"].startswith("spec.training.learningRate")
+    assert "learningRate.min must be below learningRate.max" in ready["message"]
+    assert status["observedGeneration"] == 1
+    settle()
+    assert cluster.jobs(NAME) == []
+    (event,) = events_in_order(cluster, "InvalidSpec")
+    assert event["type"] == "Warning" and "spec.training.learningRate" in event["message"]
+    assert sample(operator, "marco_operator_errors_total", kind="invalid-spec") == 1
+    assert sample(operator, "marco_operator_adaptations", phase="Invalid") == 1
+
+    # Fixing the spec (a new generation) lets it run.
+    cluster.kube.merge_patch(
+        cluster.path("asr.marco.dev/v1alpha1", "asradaptations", NAME),
+        {"spec": {"training": {"learningRate": {"min": 1e-7, "max": 1e-5}}}},
+    )
+    jobs.wait_job(NAME, "filter")
+    status = wait_for("phase Filtering", phase_is(cluster, "Filtering"))
+    assert status["observedGeneration"] == cluster.adaptation(NAME)["metadata"]["generation"] == 2
+
+
+def test_a_namespaced_operator_serves_only_its_namespaces(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer
+) -> None:
+    run = OperatorRun(cluster, trainer.port, namespaces=(NAMESPACE,)).start()
+    try:
+        cluster.apply_adaptation(NAME, make_spec(), namespace=OTHER_NAMESPACE)
+        cluster.apply_adaptation(NAME, make_spec())
+        jobs.wait_job(NAME, "filter")
+        wait_for("phase Filtering", phase_is(cluster, "Filtering"))
+        settle()
+    finally:
+        run.stop()
+    assert "status" not in cluster.adaptation(NAME, OTHER_NAMESPACE)
+    elsewhere = collection_path("batch/v1", "jobs", OTHER_NAMESPACE)
+    assert cluster.kube.list(elsewhere) == []
+    # The namespaced chart's Roles and small ClusterRole allow every call this mode makes.
+    allowed = {
+        (rule.api_group, rule.resource, verb)
+        for rule in namespaced_rules() + namespaced_cluster_rules()
+        for verb in rule.verbs
+    }
+    used = cluster.operator_rbac()
+    assert used <= allowed, f"calls the namespaced chart does not allow: {sorted(used - allowed)}"
+    assert ("", "namespaces", "watch") in used
+
+
+def test_the_operator_needs_exactly_the_rbac_rules_the_chart_grants(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, operator
+) -> None:
+    """Derive RBAC from every request the operator made over a whole run (children created,
+    rank 0 found, directive patched, a Job suspended, Events, status) and compare it with
+    OPERATOR_RULES, from which the Helm chart's Roles are rendered."""
+    spec = make_spec(
+        training={"cycleSteps": 20, "earlyStopping": {"patience": 3, "minImprovement": 0.1}}
+    )
+    cluster.apply_adaptation(NAME, spec)
+    for stage in ("filter", "profile", "augment", "baseline"):
+        extra = {"wer": 30.0} if stage == "baseline" else {}
+        jobs.complete(jobs.wait_job(NAME, stage), StageResult(stage=stage, **extra))
+    jobs.start(jobs.wait_job(NAME, "train"))
+    wait_for("the first directive", lambda: cluster.directive(NAME))
+    for wer in [30.0, 29.0]:  # closes cycle 0: the directive is patched
+        trainer.evaluate(wer)
+    wait_for("cycle 1", lambda: (d := cluster.directive(NAME)) and d.cycle == 1)
+    for wer in [29.05, 29.1, 29.0]:  # a plateau; the scripted trainer ignores the stop
+        trainer.evaluate(wer)
+    wait_for("phase EarlyStopped", phase_is(cluster, "EarlyStopped"))
+
+    granted = {
+        (rule.api_group, rule.resource, verb) for rule in OPERATOR_RULES for verb in rule.verbs
+    }
+    used = cluster.operator_rbac()
+    assert used <= granted, f"calls the chart does not allow: {sorted(used - granted)}"
+    assert granted <= used, f"rights the operator never used: {sorted(granted - used)}"

@@ -1,0 +1,154 @@
+"""The kopf driver's pure edges: CLI, credentials, merge patches, reading pods and Jobs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from kubernetes import client
+
+from marco_operator.cli import build_parser, main
+from marco_operator.kopf_driver import connection_info
+from marco_operator.kube import collection_path, load_configuration, manifest_collection_path
+from marco_operator.reconciler import (
+    _job_state,
+    _lead_pod,
+    _termination_result,
+    event_manifest,
+    merged,
+)
+from marco_trainer.contract import StageResult
+
+
+def test_operator_cli_defaults() -> None:
+    args = build_parser().parse_args(["operator", "--all-namespaces"])
+    assert (args.trainer_port, args.interval, args.liveness) == (9400, 10.0, None)
+    args = build_parser().parse_args(["operator", "-n", "a", "-n", "b", "--interval", "0.5"])
+    assert (args.namespace, args.interval) == (["a", "b"], 0.5)
+
+
+def test_operator_cli_takes_the_flags_the_chart_passes() -> None:
+    liveness = ["--liveness", "http://0.0.0.0:8181/healthz"]
+    args = build_parser().parse_args(["operator", *liveness, "--all-namespaces", "--standalone"])
+    assert (args.all_namespaces, args.standalone, args.peering) == (True, True, None)
+    args = build_parser().parse_args(["operator", *liveness, "-n", "a", "--peering", "marco-asr"])
+    assert (args.namespace, args.standalone, args.peering) == (["a"], False, "marco-asr")
+    assert args.liveness == "http://0.0.0.0:8181/healthz"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["operator", "-A", "--standalone", "--peering", "x"])
+
+
+def test_operator_cli_needs_a_scope_and_only_one(capsys) -> None:
+    with pytest.raises(SystemExit, match=r"--namespace NS .* or --all-namespaces"):
+        main(["operator"])
+    with pytest.raises(SystemExit) as exited:
+        main(["operator", "-n", "a", "--all-namespaces"])
+    assert exited.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--interval", "0", "must be more than 0 seconds"),
+        ("--trainer-timeout", "soon", "is not a number of seconds"),
+        ("--trainer-port", "70000", "port must be in 1..65535"),
+    ],
+)
+def test_operator_cli_refuses_bad_numbers_naming_the_flag(capsys, flag, value, message) -> None:
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["operator", "-A", flag, value])
+    err = capsys.readouterr().err
+    assert flag in err and message in err
+
+
+def test_kopf_logs_in_with_the_client_configuration() -> None:
+    configuration = client.Configuration(host="https://10.0.0.1:6443")
+    configuration.api_key["BearerToken"] = "Bearer s3cret"
+    configuration.ssl_ca_cert = "/run/ca.crt"
+    info = connection_info(configuration)
+    assert (info.server, info.scheme, info.token) == ("https://10.0.0.1:6443", "Bearer", "s3cret")
+    assert (info.ca_path, info.insecure) == ("/run/ca.crt", False)
+
+
+def test_an_explicit_kubeconfig_is_used(tmp_path) -> None:
+    path = tmp_path / "config"
+    path.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "c",
+        "clusters": [{"name": "k", "cluster": {"server": "http://127.0.0.1:1234"}}],
+        "users": [{"name": "u", "user": {"token": "t0k"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "k", "user": "u"}}],
+    }))  # fmt: skip
+    configuration = load_configuration(str(path))
+    assert configuration.host == "http://127.0.0.1:1234"
+    assert connection_info(configuration).token == "t0k"
+
+
+def test_paths_of_core_and_group_resources() -> None:
+    assert collection_path("v1", "configmaps", "ns") == "/api/v1/namespaces/ns/configmaps"
+    assert collection_path("batch/v1", "jobs", None) == "/apis/batch/v1/jobs"
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "namespace": "x"}}
+    assert manifest_collection_path(job) == "/apis/batch/v1/namespaces/x/jobs"
+
+
+def test_merge_patch_semantics_match_the_api_server() -> None:
+    current = {"phase": "Training", "stop": {"reason": "r"}, "stages": {"a": {"wer": 1.0}}}
+    patch = {"phase": "Failed", "stop": None, "stages": {"a": {"wer": None, "state": "Failed"}}}
+    assert merged(current, patch) == {"phase": "Failed", "stages": {"a": {"state": "Failed"}}}
+    assert merged(current, {"phase": "Training"}) == current
+    assert merged({"cycles": [1, 2]}, {"cycles": [3]}) == {"cycles": [3]}
+
+
+def _pod(name: str, index: str | None = None) -> dict:
+    labels = {"job-name": "x-train"}
+    if index is not None:
+        labels["batch.kubernetes.io/job-completion-index"] = index
+    return {"metadata": {"name": name, "labels": labels}, "status": {}}
+
+
+def test_rank_zero_is_completion_index_zero() -> None:
+    assert _lead_pod([_pod("a", "1"), _pod("b", "0"), _pod("c", "2")])["metadata"]["name"] == "b"
+    assert _lead_pod([_pod("a", "1")]) is None
+    assert _lead_pod([_pod("solo")])["metadata"]["name"] == "solo"
+    assert _lead_pod([]) is None
+
+
+def test_termination_message_is_a_stage_result_or_nothing() -> None:
+    result = StageResult(stage="baseline", wer=12.5, family="llm")
+    pod = {"status": {"containerStatuses": [
+        {"state": {"terminated": {"exitCode": 0, "message": result.to_termination_message()}}}
+    ]}}  # fmt: skip
+    assert _termination_result(pod, "j") == result
+    crashed = {"status": {"containerStatuses": [
+        {"state": {"terminated": {"exitCode": 1, "message": "Traceback ... KeyError"}}}
+    ]}}  # fmt: skip
+    assert _termination_result(crashed, "j") is None
+
+
+class _NoPods:
+    def list(self, path, labels=None):
+        return []
+
+
+def test_job_state_reads_conditions_and_suspension() -> None:
+    job = {
+        "metadata": {"name": "x-filter", "labels": {"asr.marco.dev/stage": "filter"}},
+        "spec": {"suspend": True},
+        "status": {"active": 0, "conditions": [
+            {"type": "Complete", "status": "False"},
+            {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "late"},
+        ]},
+    }  # fmt: skip
+    state = _job_state(_NoPods(), "ns", job)
+    assert (state.stage, state.complete, state.failed, state.suspended) == (
+        "filter", False, True, True,
+    )  # fmt: skip
+    assert state.failure_reason == "DeadlineExceeded: late"
+
+
+def test_events_are_named_uniquely_and_point_at_the_adaptation() -> None:
+    body = {"metadata": {"name": "a", "namespace": "ns", "uid": "u-1", "resourceVersion": "7"}}
+    first, second = (event_manifest(body, "Normal", "PhaseChanged", "x") for _ in range(2))
+    assert first["metadata"]["name"] != second["metadata"]["name"]
+    assert first["involvedObject"]["uid"] == "u-1"
+    assert first["involvedObject"]["kind"] == "AsrAdaptation"
