@@ -62,7 +62,7 @@ demo: install demo-data
 
 demo-data: $(VENV)/install.stamp
 	$(PY) -m marco_trainer demo-data --output-dir $(DEMO_DIR)/data
-	$(PY) -m marco_trainer import-ct2 --output-dir $(DEMO_DIR)/data/models/whisper-tiny.en
+	$(PY) -m marco_trainer import-ct2 --window-seconds 10 --output-dir $(DEMO_DIR)/data/models/whisper-tiny.en-10s
 
 lint: $(VENV)/install.stamp
 	$(VENV)/bin/ruff check .

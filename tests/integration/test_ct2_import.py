@@ -80,3 +80,25 @@ def test_transcribes_clean_speech_and_degrades_on_a_phone_line(whisper_tiny_dir,
     print(f"GSM 8 kHz, 10 dB SNR WER {phone_wer:.1%}: {phone_text!r}")
     assert clean_wer <= 0.10
     assert phone_wer >= clean_wer + 0.10
+
+
+def test_a_shrunk_encoder_window_still_hears_clean_speech(tmp_path):
+    import subprocess
+    import sys
+
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    output = tmp_path / "tiny-10s"
+    subprocess.run(
+        [sys.executable, "-m", "marco_trainer", "import-ct2", "--output-dir", str(output),
+         "--window-seconds", "10"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    model = WhisperForConditionalGeneration.from_pretrained(output)
+    processor = WhisperProcessor.from_pretrained(output)
+    assert model.config.max_source_positions == 500
+    assert processor.feature_extractor.nb_max_frames == 1000
+    clean = speak(SENTENCE, tmp_path / "clean.wav", Voice("flite", "kal16"))
+    hypothesis = transcribe(model, processor, clean)
+    print(f"10 s window, clean WER {wer(SENTENCE, hypothesis):.1%}: {hypothesis!r}")
+    assert wer(SENTENCE, hypothesis) <= 0.10

@@ -161,3 +161,29 @@ def test_cli_names_a_missing_source_file(tmp_path):
     assert done.returncode == 2
     assert "model.bin: file not found" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_shrinking_the_encoder_window_keeps_the_first_positions():
+    import numpy as np
+    import pytest
+
+    from marco_trainer.ct2_import import (
+        POSITIONS_KEY,
+        Ct2ImportError,
+        WhisperDims,
+        shrink_encoder_window,
+    )
+
+    dims = WhisperDims(
+        vocab_size=10, d_model=4, num_mel_bins=80, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=1, decoder_attention_heads=1, encoder_ffn_dim=8,
+        decoder_ffn_dim=8, max_source_positions=1500, max_target_positions=448,
+    )  # fmt: skip
+    positions = np.arange(1500 * 4, dtype=np.float32).reshape(1500, 4)
+    other = np.ones(3, dtype=np.float32)
+    small, state = shrink_encoder_window(dims, {POSITIONS_KEY: positions, "x": other}, 10)
+    assert small.max_source_positions == 500  # 10 s of 10 ms mel frames, conv stride 2
+    assert np.array_equal(state[POSITIONS_KEY], positions[:500])
+    assert state["x"] is other and dims.max_source_positions == 1500  # inputs untouched
+    with pytest.raises(Ct2ImportError, match="--window-seconds"):
+        shrink_encoder_window(dims, {POSITIONS_KEY: positions}, 31)

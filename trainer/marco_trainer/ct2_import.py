@@ -24,7 +24,7 @@ import shutil
 import struct
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -493,6 +493,7 @@ class ImportResult(BaseModel):
     d_model: int
     encoder_layers: int
     decoder_layers: int
+    encoder_window_seconds: int = 30
 
 
 def default_source() -> Path:
@@ -534,6 +535,36 @@ def _load_model(config_kwargs: dict, state: dict[str, np.ndarray]):
     return model
 
 
+#: Mel frames per second (10 ms hop) and the encoder's stride-2 convolution.
+MEL_FRAMES_PER_SECOND = 100
+ENCODER_STRIDE = 2
+POSITIONS_KEY = "model.encoder.embed_positions.weight"
+
+
+def shrink_encoder_window(
+    dims: WhisperDims, state: dict[str, np.ndarray], seconds: int
+) -> tuple[WhisperDims, dict[str, np.ndarray]]:
+    """Cut the encoder's input window from 30 s to `seconds`.
+
+    Whisper pads every input to 30 s and the encoder pays for all of it; for short
+    utterances on a CPU most of the compute goes to padding. Keeping the first
+    positions only (the learned embedding of a position does not depend on the
+    window) makes training and evaluation several times cheaper. Audio longer
+    than the window is cut by the feature extractor, so filter it out first.
+    """
+    positions = seconds * MEL_FRAMES_PER_SECOND // ENCODER_STRIDE
+    if not 1 <= positions <= dims.max_source_positions:
+        limit = dims.max_source_positions * ENCODER_STRIDE // MEL_FRAMES_PER_SECOND
+        raise Ct2ImportError(f"--window-seconds must be in [1, {limit}], got {seconds}")
+    shrunk = dict(state)
+    shrunk[POSITIONS_KEY] = np.ascontiguousarray(state[POSITIONS_KEY][:positions])
+    return replace(dims, max_source_positions=positions), shrunk
+
+
+def _window_seconds(dims: WhisperDims) -> int:
+    return dims.max_source_positions * ENCODER_STRIDE // MEL_FRAMES_PER_SECOND
+
+
 def _build_processor(tokenizer_path: Path, tokens: SpecialTokens, dims: WhisperDims):
     from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizerFast
     from transformers.tokenization_utils_base import AddedToken
@@ -566,7 +597,9 @@ def _build_processor(tokenizer_path: Path, tokens: SpecialTokens, dims: WhisperD
         raise Ct2ImportError(
             f"tokenizer.json: {len(tokenizer)} tokens, model vocabulary has {dims.vocab_size}"
         )
-    extractor = WhisperFeatureExtractor(feature_size=dims.num_mel_bins, sampling_rate=16000)
+    extractor = WhisperFeatureExtractor(
+        feature_size=dims.num_mel_bins, sampling_rate=16000, chunk_length=_window_seconds(dims)
+    )
     return WhisperProcessor(feature_extractor=extractor, tokenizer=tokenizer)
 
 
@@ -574,11 +607,25 @@ def is_imported(output_dir: str | Path) -> bool:
     return (Path(output_dir) / RESULT_FILE).is_file()
 
 
-def import_ct2(source: str | Path, output_dir: str | Path, force: bool = False) -> ImportResult:
-    """Write a Hugging Face Whisper directory from a CTranslate2 one (skip if already done)."""
+def import_ct2(
+    source: str | Path,
+    output_dir: str | Path,
+    force: bool = False,
+    window_seconds: int | None = None,
+) -> ImportResult:
+    """Write a Hugging Face Whisper directory from a CTranslate2 one (skip if already done).
+
+    `window_seconds` shrinks the encoder's 30 s window (see shrink_encoder_window).
+    """
     source, output_dir = Path(source), Path(output_dir)
     if is_imported(output_dir) and not force:
-        return ImportResult.model_validate_json((output_dir / RESULT_FILE).read_text())
+        done = ImportResult.model_validate_json((output_dir / RESULT_FILE).read_text())
+        if window_seconds is not None and done.encoder_window_seconds != window_seconds:
+            raise Ct2ImportError(
+                f"{output_dir}: imported with a {done.encoder_window_seconds} s window, "
+                f"not {window_seconds} s (use --force to re-import)"
+            )
+        return done
     if output_dir.exists() and any(output_dir.iterdir()) and not force:
         raise Ct2ImportError(
             f"{output_dir}: exists, is not empty and holds no {RESULT_FILE}; "
@@ -599,6 +646,8 @@ def import_ct2(source: str | Path, output_dir: str | Path, force: bool = False) 
     ct2 = parse_model_bin(data)
     dims = whisper_dims(ct2)
     state = hf_state_dict(ct2, dims)
+    if window_seconds is not None:
+        dims, state = shrink_encoder_window(dims, state, window_seconds)
     config_kwargs = hf_config(dims, tokens)
     model = _load_model(config_kwargs, state)
     from transformers import GenerationConfig
@@ -616,6 +665,7 @@ def import_ct2(source: str | Path, output_dir: str | Path, force: bool = False) 
         d_model=dims.d_model,
         encoder_layers=dims.encoder_layers,
         decoder_layers=dims.decoder_layers,
+        encoder_window_seconds=_window_seconds(dims),
     )
 
     # Build next to the target and rename: a killed import leaves no half directory.
@@ -638,7 +688,9 @@ def import_ct2(source: str | Path, output_dir: str | Path, force: bool = False) 
 def _run(args: argparse.Namespace) -> int:
     source = Path(args.source) if args.source else default_source()
     try:
-        result = import_ct2(source, args.output_dir, force=args.force)
+        result = import_ct2(
+            source, args.output_dir, force=args.force, window_seconds=args.window_seconds
+        )
     except Ct2ImportError as error:
         print(f"import-ct2: {error}", file=sys.stderr)
         return 2
@@ -663,5 +715,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-dir", required=True, help="Hugging Face model directory")
     parser.add_argument(
         "--force", action="store_true", help="re-import even if the output is complete"
+    )
+    parser.add_argument(
+        "--window-seconds",
+        type=int,
+        default=None,
+        help="shrink the encoder's 30 s input window (cheaper on short utterances)",
     )
     parser.set_defaults(func=_run)
