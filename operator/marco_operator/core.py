@@ -454,7 +454,7 @@ def _early_stopped(run: _Run, job: JobState) -> None:
 def _summary(status: AsrAdaptationStatus) -> str:
     parts = []
     if status.baseline_wer is not None:
-        parts.append(f"baseline WER {status.baseline_wer:.2f}%")
+        parts.append(f"baseline WER {status.baseline_wer:.2f}% (validation)")
     if status.final_wer is not None:
-        parts.append(f"final WER {status.final_wer:.2f}%")
+        parts.append(f"final WER {status.final_wer:.2f}% (test)")
     return ", ".join(parts) or "all stages succeeded"

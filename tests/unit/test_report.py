@@ -40,9 +40,9 @@ def test_report_shows_wers_cycles_and_plots(tmp_path, capsys):
     run = make_run(tmp_path)
     assert main(["report", "--run-dir", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "baseline WER 35.00% → final WER 24.50%" in out
+    assert "baseline WER 35.00% (validation subset), final WER 24.50% (test)" in out
     text = (run / "report" / "report.md").read_text()
-    assert "Final / baseline = **0.70**" in text
+    assert "| final (target test) | 24.50 |" in text
     assert text.count("| Eq. 1 |") == 2 and "| baseline | Succeeded | 90 |" in text
     for png in ("curves.png", "cycles.png", "stages.png"):
         image = mpimg.imread(run / "report" / png)

@@ -45,12 +45,6 @@ class RunReport(BaseModel):
     images: dict[str, str] = Field(default_factory=dict)
     extra_sections: list[str] = Field(default_factory=list)
 
-    @property
-    def relative_change(self) -> float | None:
-        if self.baseline_wer and self.final_wer is not None:
-            return self.final_wer / self.baseline_wer
-        return None
-
 
 def _seconds(start: str | None, end: str | None) -> float | None:
     if not start or not end:
@@ -206,8 +200,9 @@ def render_markdown(report: RunReport) -> str:
     lines += [f"| best during training (validation) | {_f(report.best_wer)} "
               f"(step {report.best_step if report.best_step is not None else '–'}) |"]  # fmt: skip
     lines += [f"| final (target test) | {_f(report.final_wer)} |"]
-    if report.relative_change is not None:
-        lines += ["", f"Final / baseline = **{report.relative_change:.2f}**."]
+    lines += ["", "The baseline is measured on the validation subset (it sets the first LR); "
+              "compare the final test WER with a baseline on the same test set "
+              "(benchmarks/table2.py)."]  # fmt: skip
     if "curves" in report.images:
         lines += ["", f"![WER and loss by step]({report.images['curves']})"]
     lines += ["", "## Learning-rate cycles", "",
@@ -250,7 +245,10 @@ def _command(args: argparse.Namespace) -> int:
     path = write_report(Path(args.run_dir), Path(args.output_dir) if args.output_dir else None)
     summary: dict[str, Any] = json.loads((path.parent / "report.json").read_text())
     print(f"report: {path}")
-    print(f"baseline WER {_f(summary['baseline_wer'])}% → final WER {_f(summary['final_wer'])}%")
+    print(
+        f"baseline WER {_f(summary['baseline_wer'])}% (validation subset), "
+        f"final WER {_f(summary['final_wer'])}% (test)"
+    )
     return 0
 
 

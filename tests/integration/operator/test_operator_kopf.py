@@ -168,7 +168,7 @@ def test_an_adaptation_goes_through_every_phase_to_succeeded(
         "Augmenting → Baseline",
         "Baseline → Training",
         "Training → Evaluating",
-        "Evaluating → Succeeded: baseline WER 31.50%, final WER 21.00%",
+        "Evaluating → Succeeded: baseline WER 31.50% (validation), final WER 21.00% (test)",
     ]
     children = cluster.jobs(NAME)
     assert sorted(j["metadata"]["labels"]["asr.marco.dev/stage"] for j in children) == sorted(
