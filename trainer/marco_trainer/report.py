@@ -107,6 +107,13 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_training_curves(report: RunReport, path: Path) -> Path:
     """WER and loss against steps, each LR cycle shaded and labelled (paper Fig. 2)."""
     plt = _pyplot()
@@ -142,10 +149,7 @@ def plot_training_curves(report: RunReport, path: Path) -> Path:
         previous_end = end
     ax.legend(handles, labels, loc="upper right", fontsize=8)
     ax.set_title(f"{report.name}: WER and loss by step, LR cycles shaded", pad=28)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_cycles(report: RunReport, path: Path) -> Path:
@@ -165,10 +169,7 @@ def plot_cycles(report: RunReport, path: Path) -> Path:
     sigma_ax.set_xlabel("cycle")
     sigma_ax.set_ylabel("σ_WER (WER points)")
     sigma_ax.set_title("WER spread per cycle")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_stage_timings(report: RunReport, path: Path) -> Path:
@@ -179,10 +180,7 @@ def plot_stage_timings(report: RunReport, path: Path) -> Path:
     ax.invert_yaxis()
     ax.set_xlabel("seconds")
     ax.set_title("stage timings")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 # ----------------------------------------------------------------------------- markdown
