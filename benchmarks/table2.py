@@ -177,6 +177,12 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "demo-out" / "table2")
     parser.add_argument("--max-steps", type=int, help="override the demo's step budget")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"subset of {','.join(ROWS)}")
+    parser.add_argument(
+        "--ftda-run",
+        type=Path,
+        help="an FT + DA run directory whose data the peer row trains on "
+        "(default: this script's own ftda row, e.g. demo-out/marco-asr/demo-callcentre)",
+    )
     args = parser.parse_args()
     rows = args.rows.split(",")
     if unknown := set(rows) - set(ROWS):
@@ -198,7 +204,7 @@ def main() -> int:
         elif row == "ftda":
             results[row] = marco_run(copy.deepcopy(base), args.data, args.out)
         else:
-            ftda_dir = args.out / "marco-asr" / "table2-ftda"
+            ftda_dir = args.ftda_run or args.out / "marco-asr" / "table2-ftda"
             if not (ftda_dir / "augment").exists():
                 parser.error("the peer row trains on the FT + DA row's data: run that row too")
             results[row] = peer(base, args.data, ftda_dir, args.out)
