@@ -87,6 +87,9 @@ def test_marco_run_goes_through_every_stage_and_steers_like_the_operator(data_di
     assert list((run_dir / "augment").glob("manifest-*.jsonl"))
     assert (run_dir / "report" / "report.md").exists()
     assert (run_dir / "report" / "curves.png").stat().st_size > 10_000
+    report = (run_dir / "report" / "report.md").read_text()
+    assert "## Profile match (augmented vs target)" in report
+    assert len(list((run_dir / "report" / "match").glob("match-*.png"))) == 4
     assert "final WER" in done.stdout + done.stderr
 
     # The same evaluation history, fed to the operator's schedule, gives the same LRs.

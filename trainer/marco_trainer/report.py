@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -223,10 +225,53 @@ def render_markdown(report: RunReport) -> str:
     return "\n".join(lines) + "\n"
 
 
+def profile_match_section(run_dir: Path, output_dir: Path) -> str | None:
+    """Profile the clean and the augmented training audio and compare both with the target.
+
+    Only when the run profiled the target and augmented against it. Profiling is
+    cheap (thousands of times real time), so the report measures instead of trusting.
+    """
+    from marco_trainer.audio.match import DEFAULT_THRESHOLD, compare_profiles, plot_match
+    from marco_trainer.audio.profile import load_profile
+
+    augmented_dir, target_dir = run_dir / "augment", run_dir / "profile"
+    source_manifest = run_dir / "filter" / "kept.jsonl"
+    if not (augmented_dir.is_dir() and (target_dir / "profile.json").exists()):
+        return None
+    measured = output_dir / "profiles"
+    inputs = {"augmented": augmented_dir}
+    if source_manifest.exists():
+        inputs["source"] = source_manifest
+    for name, source in inputs.items():
+        subprocess.run(
+            [sys.executable, "-m", "marco_trainer", "profile", "--input", str(source),
+             "--output-dir", str(measured / name), "--num-shards", "1", "--shard-index", "0"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+    target = load_profile(target_dir)
+    augmented = load_profile(measured / "augmented")
+    source = load_profile(measured / "source") if "source" in inputs else None
+    match = compare_profiles(target, augmented, source, DEFAULT_THRESHOLD)
+    plots = plot_match(target, augmented, source, output_dir / "match")
+    lines = ["## Profile match (augmented vs target)", "",
+             f"KS distance per metric; matched when ≤ {DEFAULT_THRESHOLD}.", "",
+             "| metric | augmented vs target | source vs target | matched |",
+             "|---|---|---|---|"]  # fmt: skip
+    for m in match.metrics:
+        src = "–" if m.ks_source is None else f"{m.ks_source:.2f}"
+        lines.append(f"| {m.metric} | {m.ks_augmented:.2f} | {src} | {m.matched} |")
+    lines.append("")
+    lines += [f"![{name}]({Path(path).relative_to(output_dir)})" for name, path in plots.items()]
+    return "\n".join(lines)
+
+
 def write_report(run_dir: Path, output_dir: Path | None = None) -> Path:
     output_dir = output_dir or run_dir / "report"
     output_dir.mkdir(parents=True, exist_ok=True)
     report = build_report(run_dir)
+    match = profile_match_section(run_dir, output_dir)
+    if match:
+        report.extra_sections.append(match)
     if report.evaluations:
         report.images["curves"] = plot_training_curves(report, output_dir / "curves.png").name
     if report.status.cycles:
