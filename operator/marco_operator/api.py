@@ -377,8 +377,13 @@ class AsrAdaptationStatus(ApiModel):
     message: str | None = None
     family: Family | None = None
     stages: dict[str, StageStatus] = Field(default_factory=dict)
-    baseline_wer: float | None = None
-    final_wer: float | None = None
+    baseline_wer: float | None = Field(
+        default=None, description="WER0 of the pre-trained model on the validation subset."
+    )
+    baseline_test_wer: float | None = Field(
+        default=None, description="The pre-trained model's WER on the test set."
+    )
+    final_wer: float | None = Field(default=None, description="The best checkpoint's test WER.")
     step: int | None = None
     cycle: int | None = None
     learning_rate: float | None = None

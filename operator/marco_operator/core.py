@@ -339,6 +339,7 @@ def _complete_stage(run: _Run, spec: AsrAdaptationSpec, stage: str, job: JobStat
         status.step = result.steps if result.steps is not None else status.step
     if stage == "evaluate" and result is not None:
         status.final_wer = result.wer
+        status.baseline_test_wer = result.reference_wer
     wer = f", WER {result.wer:.2f}%" if result is not None and result.wer is not None else ""
     run.event("Normal", "StageSucceeded", f"{stage} finished{wer}")
 
@@ -453,7 +454,9 @@ def _early_stopped(run: _Run, job: JobState) -> None:
 
 def _summary(status: AsrAdaptationStatus) -> str:
     parts = []
-    if status.baseline_wer is not None:
+    if status.baseline_test_wer is not None:
+        parts.append(f"baseline WER {status.baseline_test_wer:.2f}% (test)")
+    elif status.baseline_wer is not None:
         parts.append(f"baseline WER {status.baseline_wer:.2f}% (validation)")
     if status.final_wer is not None:
         parts.append(f"final WER {status.final_wer:.2f}% (test)")

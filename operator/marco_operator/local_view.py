@@ -92,7 +92,7 @@ class LocalView:
         self.console.print(f"[bold]{status.phase}[/]: {status.message or ''}")
         if status.baseline_wer is not None or status.final_wer is not None:
             self.console.print(
-                f"baseline WER {_fmt(status.baseline_wer, '.2f')}% (validation subset), "
-                f"final WER {_fmt(status.final_wer, '.2f')}% (test)"
+                f"target test WER: baseline {_fmt(status.baseline_test_wer, '.2f')}% → "
+                f"final {_fmt(status.final_wer, '.2f')}%"
             )
         self.console.print(f"status: {self.run.status_path}  (at {time.strftime('%H:%M:%S')})")

@@ -200,6 +200,7 @@ def stage_command(
         args = [
             "evaluate",
             "--model", posixpath.join(layout.stage_dir("train"), "export"),
+            "--reference-model", layout.model(spec.model.source),
             "--manifest", layout.data(spec.data.test),
             "--output-dir", out,
             "--family", family,

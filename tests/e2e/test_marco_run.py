@@ -83,6 +83,7 @@ def test_marco_run_goes_through_every_stage_and_steers_like_the_operator(data_di
         for stage in ("filter", "profile", "augment", "baseline", "train", "evaluate")
     }
     assert status.baseline_wer is not None and status.final_wer is not None
+    assert status.baseline_test_wer is not None  # the pre-trained model on the test set
     assert (run_dir / "train" / "export" / "config.json").exists()
     assert list((run_dir / "augment").glob("manifest-*.jsonl"))
     assert (run_dir / "report" / "report.md").exists()

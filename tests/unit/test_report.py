@@ -20,7 +20,8 @@ def make_run(tmp_path):
         EvaluationHistory(evaluations=history).model_dump_json()
     )
     status = AsrAdaptationStatus(
-        phase="Succeeded", baseline_wer=35.0, final_wer=24.5, best_wer=26.0, best_step=250,
+        phase="Succeeded", baseline_wer=33.0, baseline_test_wer=35.0, final_wer=24.5,
+        best_wer=26.0, best_step=250,
         cycles=[CycleRecord(cycle=0, learning_rate=1e-6, reason="geometric mean", wers=wers[:2],
                             sigma_wer=1.0),
                 CycleRecord(cycle=1, learning_rate=8e-6, reason="Eq. 1", wers=wers[2:4],
@@ -40,9 +41,10 @@ def test_report_shows_wers_cycles_and_plots(tmp_path, capsys):
     run = make_run(tmp_path)
     assert main(["report", "--run-dir", str(run)]) == 0
     out = capsys.readouterr().out
-    assert "baseline WER 35.00% (validation subset), final WER 24.50% (test)" in out
+    assert "target test WER: baseline 35.00% → final 24.50%" in out
     text = (run / "report" / "report.md").read_text()
     assert "| final (target test) | 24.50 |" in text
+    assert "final / baseline = **0.70**" in text
     assert text.count("| Eq. 1 |") == 2 and "| baseline | Succeeded | 90 |" in text
     for png in ("curves.png", "cycles.png", "stages.png"):
         image = mpimg.imread(run / "report" / png)

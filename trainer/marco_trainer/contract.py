@@ -74,6 +74,9 @@ class StageResult(BaseModel):
     wer: float | None = Field(default=None, ge=0)
     cer: float | None = Field(default=None, ge=0)
     best_step: int | None = None
+    reference_wer: float | None = Field(
+        default=None, ge=0, description="WER of the reference (pre-trained) model, same set."
+    )
     family: str | None = Field(
         default=None, description="Model family the stage detected: encoder-decoder or llm."
     )

@@ -128,12 +128,24 @@ def run_evaluate(args) -> int:
         raise SystemExit(
             f"marco-trainer evaluate: --manifest {args.manifest}: no labelled utterances"
         )
-    asr = load_asr_model(args.model, family=args.family, language=args.language, task=args.task)
-    asr.to(pick_device())
-    with tqdm(total=len(examples), desc="evaluate", unit="utt") as bar:
-        hypotheses, skipped = transcribe_examples(
-            asr, examples, range(len(examples)), args.batch_size, on_batch=bar.update
-        )
+
+    def transcribe(model: str, label: str):
+        asr = load_asr_model(model, family=args.family, language=args.language, task=args.task)
+        asr.to(pick_device())
+        with tqdm(total=len(examples), desc=label, unit="utt") as bar:
+            found = transcribe_examples(
+                asr, examples, range(len(examples)), args.batch_size, on_batch=bar.update
+            )
+        return asr, *found
+
+    reference_wer = None
+    if args.reference_model:
+        # The pre-trained model on the very same utterances: the baseline the final WER
+        # is compared with (WER0 itself is measured on the validation subset).
+        _, reference_hypotheses, _ = transcribe(args.reference_model, "evaluate reference")
+        reference_wer, _, _ = score(examples, reference_hypotheses, args.language)
+        reference_wer = round(reference_wer, 4)
+    asr, hypotheses, skipped = transcribe(args.model, "evaluate")
     counts["corrupt_audio"] += len(skipped)
     counts["evaluated"] = len(hypotheses)
     wer, cer, results = score(examples, hypotheses, args.language)
@@ -157,6 +169,7 @@ def run_evaluate(args) -> int:
             cer=round(cer, 4) if is_character_language(args.language) else None,
             counts=dict(counts),
             family=asr.family,
+            reference_wer=reference_wer,
             ok=bool(hypotheses),
             message=None if hypotheses else "no utterance could be transcribed",
         ),
@@ -186,4 +199,7 @@ def register(subparsers) -> None:
     parser.add_argument("--task", default="transcribe")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--family", choices=("auto", "encoder-decoder", "llm"), default="auto")
+    parser.add_argument(
+        "--reference-model", help="also score this model (the pre-trained one) on the same set"
+    )
     parser.set_defaults(func=run_evaluate)

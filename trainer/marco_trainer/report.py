@@ -38,6 +38,7 @@ class RunReport(BaseModel):
     message: str | None = None
     family: str | None = None
     baseline_wer: float | None = None
+    baseline_test_wer: float | None = None
     final_wer: float | None = None
     best_wer: float | None = None
     best_step: int | None = None
@@ -88,6 +89,7 @@ def build_report(run_dir: Path, name: str | None = None) -> RunReport:
         message=status.message,
         family=status.family,
         baseline_wer=status.baseline_wer,
+        baseline_test_wer=status.baseline_test_wer,
         final_wer=status.final_wer,
         best_wer=status.best_wer,
         best_step=status.best_step,
@@ -199,10 +201,11 @@ def render_markdown(report: RunReport) -> str:
     lines += [f"| baseline (WER0, target validation) | {_f(report.baseline_wer)} |"]
     lines += [f"| best during training (validation) | {_f(report.best_wer)} "
               f"(step {report.best_step if report.best_step is not None else '–'}) |"]  # fmt: skip
+    lines += [f"| baseline (pre-trained model, target test) | {_f(report.baseline_test_wer)} |"]
     lines += [f"| final (target test) | {_f(report.final_wer)} |"]
-    lines += ["", "The baseline is measured on the validation subset (it sets the first LR); "
-              "compare the final test WER with a baseline on the same test set "
-              "(benchmarks/table2.py)."]  # fmt: skip
+    if report.baseline_test_wer and report.final_wer is not None:
+        ratio = report.final_wer / report.baseline_test_wer
+        lines += ["", f"On the target test set, final / baseline = **{ratio:.2f}**."]
     if "curves" in report.images:
         lines += ["", f"![WER and loss by step]({report.images['curves']})"]
     lines += ["", "## Learning-rate cycles", "",
@@ -289,8 +292,8 @@ def _command(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = json.loads((path.parent / "report.json").read_text())
     print(f"report: {path}")
     print(
-        f"baseline WER {_f(summary['baseline_wer'])}% (validation subset), "
-        f"final WER {_f(summary['final_wer'])}% (test)"
+        f"target test WER: baseline {_f(summary['baseline_test_wer'])}% → "
+        f"final {_f(summary['final_wer'])}%"
     )
     return 0
 
