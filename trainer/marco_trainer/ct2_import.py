@@ -313,6 +313,23 @@ class _Mapper:
         return sorted(set(self.model.variables) - self.used - CT2_METADATA)
 
 
+#: The encoder's learned positions, one row per 20 ms of input.
+POSITIONS_KEY = "model.encoder.embed_positions.weight"
+
+
+def _self_attention(m: _Mapper, hf: str, ct2: str, d: int) -> None:
+    """A layer's self-attention: CT2 fuses q/k/v into one linear."""
+    m.fused(f"{hf}.self_attn", f"{ct2}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"), d)
+    m.linear(f"{hf}.self_attn.out_proj", f"{ct2}/self_attention/linear_1", d, d)
+    m.layer_norm(f"{hf}.self_attn_layer_norm", f"{ct2}/self_attention/layer_norm", d)
+
+
+def _feed_forward(m: _Mapper, hf: str, ct2: str, d: int, ffn: int) -> None:
+    m.linear(f"{hf}.fc1", f"{ct2}/ffn/linear_0", ffn, d)
+    m.linear(f"{hf}.fc2", f"{ct2}/ffn/linear_1", d, ffn)
+    m.layer_norm(f"{hf}.final_layer_norm", f"{ct2}/ffn/layer_norm", d)
+
+
 def hf_state_dict(model: Ct2Model, dims: WhisperDims) -> dict[str, np.ndarray]:
     """Map every CT2 weight onto its ``WhisperForConditionalGeneration`` key (float32).
 
@@ -326,20 +343,14 @@ def hf_state_dict(model: Ct2Model, dims: WhisperDims) -> dict[str, np.ndarray]:
     m.copy("model.encoder.conv2.weight", "encoder/conv2/weight", (d, d, 3))
     m.copy("model.encoder.conv2.bias", "encoder/conv2/bias", (d,))
     m.copy(
-        "model.encoder.embed_positions.weight",
+        POSITIONS_KEY,
         "encoder/position_encodings/encodings",
         (dims.max_source_positions, d),
     )
     for i in range(dims.encoder_layers):
         hf, ct2 = f"model.encoder.layers.{i}", f"encoder/layer_{i}"
-        m.fused(
-            f"{hf}.self_attn", f"{ct2}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"), d
-        )
-        m.linear(f"{hf}.self_attn.out_proj", f"{ct2}/self_attention/linear_1", d, d)
-        m.layer_norm(f"{hf}.self_attn_layer_norm", f"{ct2}/self_attention/layer_norm", d)
-        m.linear(f"{hf}.fc1", f"{ct2}/ffn/linear_0", dims.encoder_ffn_dim, d)
-        m.linear(f"{hf}.fc2", f"{ct2}/ffn/linear_1", d, dims.encoder_ffn_dim)
-        m.layer_norm(f"{hf}.final_layer_norm", f"{ct2}/ffn/layer_norm", d)
+        _self_attention(m, hf, ct2, d)
+        _feed_forward(m, hf, ct2, d, dims.encoder_ffn_dim)
     m.layer_norm("model.encoder.layer_norm", "encoder/layer_norm", d)
 
     m.copy("model.decoder.embed_tokens.weight", "decoder/embeddings/weight", (dims.vocab_size, d))
@@ -350,18 +361,12 @@ def hf_state_dict(model: Ct2Model, dims: WhisperDims) -> dict[str, np.ndarray]:
     )
     for i in range(dims.decoder_layers):
         hf, ct2 = f"model.decoder.layers.{i}", f"decoder/layer_{i}"
-        m.fused(
-            f"{hf}.self_attn", f"{ct2}/self_attention/linear_0", ("q_proj", "k_proj", "v_proj"), d
-        )
-        m.linear(f"{hf}.self_attn.out_proj", f"{ct2}/self_attention/linear_1", d, d)
-        m.layer_norm(f"{hf}.self_attn_layer_norm", f"{ct2}/self_attention/layer_norm", d)
+        _self_attention(m, hf, ct2, d)
         m.linear(f"{hf}.encoder_attn.q_proj", f"{ct2}/attention/linear_0", d, d)
         m.fused(f"{hf}.encoder_attn", f"{ct2}/attention/linear_1", ("k_proj", "v_proj"), d)
         m.linear(f"{hf}.encoder_attn.out_proj", f"{ct2}/attention/linear_2", d, d)
         m.layer_norm(f"{hf}.encoder_attn_layer_norm", f"{ct2}/attention/layer_norm", d)
-        m.linear(f"{hf}.fc1", f"{ct2}/ffn/linear_0", dims.decoder_ffn_dim, d)
-        m.linear(f"{hf}.fc2", f"{ct2}/ffn/linear_1", d, dims.decoder_ffn_dim)
-        m.layer_norm(f"{hf}.final_layer_norm", f"{ct2}/ffn/layer_norm", d)
+        _feed_forward(m, hf, ct2, d, dims.decoder_ffn_dim)
     m.layer_norm("model.decoder.layer_norm", "decoder/layer_norm", d)
 
     projection = model.aliases.get("decoder/projection/weight")
@@ -538,7 +543,6 @@ def _load_model(config_kwargs: dict, state: dict[str, np.ndarray]):
 #: Mel frames per second (10 ms hop) and the encoder's stride-2 convolution.
 MEL_FRAMES_PER_SECOND = 100
 ENCODER_STRIDE = 2
-POSITIONS_KEY = "model.encoder.embed_positions.weight"
 
 
 def shrink_encoder_window(
