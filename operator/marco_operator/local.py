@@ -177,7 +177,7 @@ class LocalRun:
         for job in self.jobs.values():
             _terminate(job.process)
 
-    def observe(self, status: dict[str, Any]) -> Observed:
+    def observe(self) -> Observed:
         jobs = {
             stage: job.state(Path(self.layout.stage_dir(stage))) for stage, job in self.jobs.items()
         }
@@ -218,7 +218,7 @@ class LocalRun:
 
     def step(self) -> Outcome:
         status = self.load_status()
-        outcome = reconcile(self.body(status), self.observe(status), layout=self.layout)
+        outcome = reconcile(self.body(status), self.observe(), layout=self.layout)
         self.apply(outcome)
         return outcome
 
