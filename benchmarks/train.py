@@ -10,8 +10,15 @@ timestamps (our per-rank trace; a callback for the peer); evaluation and
 checkpointing are excluded from both.
 
     python benchmarks/train.py [--steps 30] [--batch 4] [--accum 2]
+    # on a GPU: a Whisper-base-sized random model, 30 s window, bf16 for both
+    python benchmarks/train.py --d-model 512 --layers 6 --heads 8 --ffn 2048 \
+        --window 30 --batch 16 --precision bf16
 
 Prints both figures and the ratio (ours / peer); the target is >= 1.0 on CPU.
+On a GPU it also prints each system's peak GPU memory (``max_memory_allocated``).
+The speech is synthesised with flite; ``--write-data DIR`` only writes it (a
+manifest with relative paths) and ``--manifest`` reuses it, for a machine
+without flite.
 """
 
 from __future__ import annotations
@@ -54,6 +61,7 @@ def ours(
     batch: int,
     accum: int,
     warmup: int,
+    precision: str = "fp32",
     prefetch: bool = True,
 ):
     from marco_trainer.train.loop import Trainer
@@ -72,7 +80,7 @@ def ours(
         gradient_accumulation=accum,
         metrics_port=0,
         max_new_tokens=2,
-        precision="fp32",
+        precision=precision,
         prefetch=prefetch,
     )
     trainer = Trainer(opts)
@@ -85,7 +93,17 @@ def ours(
     return (steps - warmup) * batch * accum / (times[steps] - times[warmup])
 
 
-def peer(model: str, manifest: Path, out: Path, steps: int, batch: int, accum: int, warmup: int):
+def peer(
+    model: str,
+    manifest: Path,
+    out: Path,
+    steps: int,
+    batch: int,
+    accum: int,
+    warmup: int,
+    precision: str = "fp32",
+    workers: int = 0,
+):
     import torch
     from transformers import (
         AutoModelForSpeechSeq2Seq,
@@ -138,7 +156,8 @@ def peer(model: str, manifest: Path, out: Path, steps: int, batch: int, accum: i
         eval_strategy="no",
         report_to=[],
         remove_unused_columns=False,
-        dataloader_num_workers=0,
+        dataloader_num_workers=workers,
+        bf16=precision == "bf16",
         disable_tqdm=True,
         use_cpu=not torch.cuda.is_available(),
         seed=0,
@@ -154,6 +173,21 @@ def peer(model: str, manifest: Path, out: Path, steps: int, batch: int, accum: i
     return (steps - warmup) * batch * accum / (stamps[steps] - stamps[warmup])
 
 
+def timed(fn, *args, **kwargs) -> tuple[float, float | None]:
+    """Samples/s of one run, and its peak GPU memory in GiB (None on CPU)."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if not torch.cuda.is_available():
+        return fn(*args, **kwargs), None
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    rate = fn(*args, **kwargs)
+    return rate, torch.cuda.max_memory_allocated() / 2**30
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="model dir (default: a small random Whisper)")
@@ -164,12 +198,35 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--copies", type=int, default=4, help="copies of each sentence")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    size = parser.add_argument_group("the random Whisper (when no --model)")
+    size.add_argument("--d-model", type=int, default=128)
+    size.add_argument("--layers", type=int, default=2, help="encoder and decoder layers each")
+    size.add_argument("--heads", type=int, default=2)
+    size.add_argument("--ffn", type=int, default=None, help="FFN width (default 2 x d-model)")
+    size.add_argument("--window", type=int, default=10, help="encoder window in seconds")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="both systems: fp32, or bf16 autocast (Trainer's bf16=True)",
+    )
+    parser.add_argument(
+        "--peer-workers",
+        type=int,
+        default=0,
+        help="Seq2SeqTrainer's dataloader_num_workers (marco-trainer prefetches in a thread)",
+    )
+    parser.add_argument("--manifest", type=Path, default=None, help="reuse data written earlier")
+    parser.add_argument("--write-data", type=Path, default=None, help="only write the data")
     parser.add_argument(
         "--also-no-prefetch",
         action="store_true",
         help="also time marco-trainer without its background data thread",
     )
     args = parser.parse_args()
+    if args.write_data is not None:
+        print(make_data(args.write_data, args.copies))
+        return 0
 
     from marco_trainer.runtime import quiet_transformers
 
@@ -181,23 +238,39 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        manifest = make_data(work / "data", args.copies)
+        manifest = args.manifest or make_data(work / "data", args.copies)
         model = args.model
+        described = model
         if model is None:
             from tests.tiny_models import build_tiny_whisper
 
             model = str(
                 build_tiny_whisper(
-                    work / "model", SENTENCES, d_model=128, layers=2, chunk_seconds=10
+                    work / "model",
+                    SENTENCES,
+                    d_model=args.d_model,
+                    layers=args.layers,
+                    heads=args.heads,
+                    ffn_dim=args.ffn,
+                    chunk_seconds=args.window,
                 )
             )
-        systems = [("Seq2SeqTrainer", peer), ("marco-trainer", ours)]
+            described = (
+                f"random Whisper d_model {args.d_model}, {args.layers}+{args.layers} layers, "
+                f"{args.heads} heads, FFN {args.ffn or 2 * args.d_model}, {args.window} s window"
+            )
+        systems = [
+            ("Seq2SeqTrainer", partial(peer, workers=args.peer_workers)),
+            ("marco-trainer", ours),
+        ]
         if args.also_no_prefetch:
             systems.append(("marco-no-prefetch", partial(ours, prefetch=False)))
-        results: dict[str, list[float]] = {name: [] for name, _ in systems}
+        rates: dict[str, list[float]] = {name: [] for name, _ in systems}
+        memory: dict[str, list[float]] = {name: [] for name, _ in systems}
         for round_ in range(args.rounds):
             for name, fn in systems:
-                rate = fn(
+                rate, peak = timed(
+                    fn,
                     model,
                     manifest,
                     work / f"{name}-{round_}",
@@ -205,22 +278,32 @@ def main() -> int:
                     args.batch,
                     args.accum,
                     args.warmup,
+                    precision=args.precision,
                 )
-                results[name].append(rate)
-                print(f"round {round_ + 1}: {name:15s} {rate:7.2f} samples/s", flush=True)
-    ours_rate = statistics.median(results["marco-trainer"])
-    peer_rate = statistics.median(results["Seq2SeqTrainer"])
-    device = "cuda" if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)"
+                rates[name].append(rate)
+                shown = f", peak GPU memory {peak:.2f} GiB" if peak is not None else ""
+                if peak is not None:
+                    memory[name].append(peak)
+                print(f"round {round_ + 1}: {name:15s} {rate:7.2f} samples/s{shown}", flush=True)
+    if torch.cuda.is_available():
+        device = f"{torch.cuda.get_device_name()} ({args.precision})"
+    else:
+        device = f"cpu ({torch.get_num_threads()} threads, {args.precision})"
     print(
-        f"\nmodel {model if args.model else 'random Whisper d_model 128, 2+2 layers, 10 s window'}"
-        f", batch {args.batch} x accumulation {args.accum}, {args.steps} steps, {device}"
+        f"\nmodel {described}, batch {args.batch} x accumulation {args.accum}, "
+        f"{args.steps} steps, {device}"
     )
-    print(f"Seq2SeqTrainer : {peer_rate:7.2f} samples/s (median of {args.rounds})")
-    print(f"marco-trainer  : {ours_rate:7.2f} samples/s (median of {args.rounds})")
-    if args.also_no_prefetch:
-        rate = statistics.median(results["marco-no-prefetch"])
-        print(f"marco, no prefetch: {rate:7.2f} samples/s (median of {args.rounds})")
+    for name, _ in systems:
+        line = f"{name:18s}: {statistics.median(rates[name]):8.2f} samples/s"
+        if memory[name]:
+            line += f", peak GPU memory {max(memory[name]):.2f} GiB"
+        print(line + f" (median of {args.rounds})")
+    ours_rate = statistics.median(rates["marco-trainer"])
+    peer_rate = statistics.median(rates["Seq2SeqTrainer"])
     print(f"ratio marco-trainer / Seq2SeqTrainer = {ours_rate / peer_rate:.2f}")
+    if memory["marco-trainer"]:
+        ratio = max(memory["marco-trainer"]) / max(memory["Seq2SeqTrainer"])
+        print(f"peak GPU memory ratio marco-trainer / Seq2SeqTrainer = {ratio:.2f}")
     return 0
 
 

@@ -69,6 +69,8 @@ def build_tiny_whisper(
     layers: int = 1,
     chunk_seconds: int = 3,
     seed: int = 0,
+    heads: int = 2,
+    ffn_dim: int | None = None,
 ) -> Path:
     """Save a tiny random Whisper (model, tokenizer, feature extractor) under ``path``."""
     import torch
@@ -106,10 +108,10 @@ def build_tiny_whisper(
         d_model=d_model,
         encoder_layers=layers,
         decoder_layers=layers,
-        encoder_attention_heads=2,
-        decoder_attention_heads=2,
-        encoder_ffn_dim=2 * d_model,
-        decoder_ffn_dim=2 * d_model,
+        encoder_attention_heads=heads,
+        decoder_attention_heads=heads,
+        encoder_ffn_dim=ffn_dim or 2 * d_model,
+        decoder_ffn_dim=ffn_dim or 2 * d_model,
         max_source_positions=window // 2,
         max_target_positions=64,
         dropout=0.0,

@@ -47,8 +47,9 @@ class Distributed:
         if self.active:
             dist.barrier()
 
-    def all_sum(self, values: list[float]) -> list[float]:
-        tensor = torch.tensor(values, dtype=torch.float64, device=self.device)
+    def all_sum(self, values: list[float] | torch.Tensor) -> list[float]:
+        """Element-wise sum over ranks, read back to the host (one sync)."""
+        tensor = torch.as_tensor(values, dtype=torch.float64, device=self.device)
         if self.active:
             dist.all_reduce(tensor)
         return tensor.tolist()

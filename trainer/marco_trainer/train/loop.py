@@ -219,9 +219,11 @@ class Trainer:
         for indices in micro:
             batch = load_batch(self.train_examples, indices, self.asr.sampling_rate)
             loaded.append(batch)
-            batches.append(
-                self.asr.training_batch(batch.audios, batch.texts) if batch.audios else None
-            )
+            tensors = self.asr.training_batch(batch.audios, batch.texts) if batch.audios else None
+            if tensors is not None and self.dist.device.type == "cuda":
+                # Page-locked, so the copy to the GPU runs asynchronously (non_blocking).
+                tensors = {k: v.pin_memory() for k, v in tensors.items()}
+            batches.append(tensors)
         return PreparedStep(batches, loaded, position)
 
     def _poll_directive(self) -> None:
@@ -260,7 +262,9 @@ class Trainer:
         accum = len(prepared.batches)
         self.module.train()
         started = time.perf_counter()
-        loss_sum = 0.0
+        # The loss stays on the device until the step's one host sync below: reading it
+        # per micro-batch would stall a GPU's queue between micro-batches.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.dist.device)
         samples = tokens = skipped = real = 0
         for i, batch in enumerate(prepared.batches):
             weight = 1.0 / accum
@@ -274,17 +278,26 @@ class Trainer:
                 (loss * weight).backward()
             if weight:
                 real += 1
-                loss_sum += float(loss.detach())
+                loss_sum += loss.detach().double()
                 samples += int(batch["labels"].shape[0])
                 tokens += int((batch["labels"] != IGNORE_INDEX).sum())
             skipped += len(prepared.loaded[i].skipped)
         params = self.asr.trainable_parameters()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.opts.max_grad_norm)
-        total_loss, samples, tokens, skipped, real, terminate = self.dist.all_sum(
-            [loss_sum, samples, tokens, skipped, real, float(self._terminate)]
+        # One all-reduce and one host sync per step. The gradient norm is the same on
+        # every rank after DDP's sync, so its sum is finite exactly when it is.
+        counts = torch.tensor(
+            [samples, tokens, skipped, real, float(self._terminate)], dtype=torch.float64
         )
+        packed = torch.cat(
+            [
+                torch.stack([loss_sum, grad_norm.detach().double()]),
+                counts.to(self.dist.device, non_blocking=True),
+            ]
+        )
+        total_loss, norm_sum, samples, tokens, skipped, real, terminate = self.dist.all_sum(packed)
         step_loss = total_loss / max(real, 1)
-        finite = math.isfinite(step_loss) and bool(torch.isfinite(grad_norm))
+        finite = math.isfinite(step_loss) and math.isfinite(norm_sum)
         if not real:
             # Every file of the step was unreadable: nothing to learn from, and AdamW's
             # momentum would still move the weights. Counted as skipped audio.
