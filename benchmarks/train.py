@@ -225,7 +225,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     if args.write_data is not None:
-        print(make_data(args.write_data, args.copies))
+        print(make_data(args.write_data.resolve(), args.copies))
         return 0
 
     from marco_trainer.runtime import quiet_transformers
