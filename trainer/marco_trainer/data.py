@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -138,6 +138,8 @@ class LoadedBatch:
     audios: list[np.ndarray]
     texts: list[str]
     skipped: list[str]
+    #: Example index of each audio (the readable ones, in order).
+    indices: list[int] = field(default_factory=list)
 
 
 def load_batch(
@@ -146,6 +148,7 @@ def load_batch(
     audios: list[np.ndarray] = []
     texts: list[str] = []
     skipped: list[str] = []
+    kept: list[int] = []
     for index in indices:
         example = examples[index]
         try:
@@ -154,4 +157,5 @@ def load_batch(
             skipped.append(str(error))
             continue
         texts.append(example.text)
-    return LoadedBatch(audios, texts, skipped)
+        kept.append(index)
+    return LoadedBatch(audios, texts, skipped, kept)

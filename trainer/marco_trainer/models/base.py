@@ -61,6 +61,20 @@ class AsrModel:
     def transcribe(self, audios: list[np.ndarray], max_new_tokens: int = 128) -> list[str]:
         raise NotImplementedError
 
+    def example_inputs(self, batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        """Each example's audio inputs in a training batch, for re-batching later.
+
+        Empty when an example's inputs depend on its batch-mates (padding to the
+        longest, a prompt shared with the text): then nothing can be reused.
+        """
+        return []
+
+    def batch_from_inputs(
+        self, inputs: list[dict[str, torch.Tensor]], texts: list[str]
+    ) -> dict[str, torch.Tensor]:
+        """The training batch of examples given by :meth:`example_inputs` and their texts."""
+        raise NotImplementedError(f"{type(self).__name__} has no per-example inputs")
+
     def loss(self, module: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Mean token cross-entropy of ``batch`` through ``module`` (the model or its DDP)."""
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}

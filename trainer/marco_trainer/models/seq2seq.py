@@ -34,6 +34,10 @@ class EncoderDecoderAsr(AsrModel):
 
     def training_batch(self, audios: list[np.ndarray], texts: list[str]) -> dict[str, torch.Tensor]:
         batch = self._features(audios)
+        batch["labels"] = self._labels(texts)
+        return batch
+
+    def _labels(self, texts: list[str]) -> torch.Tensor:
         tokenizer = self.processor.tokenizer
         ids = tokenizer(texts).input_ids
         start = self.model.config.decoder_start_token_id
@@ -43,8 +47,24 @@ class EncoderDecoderAsr(AsrModel):
         labels = torch.full((len(ids), width), IGNORE_INDEX, dtype=torch.long)
         for row, seq in enumerate(ids):
             labels[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        batch["labels"] = labels
-        return batch
+        return labels
+
+    @property
+    def _fixed_window(self) -> bool:
+        # Whisper's extractor pads every clip to its window: a clip's features do not
+        # depend on the rest of the batch. Others pad to the longest clip in the batch.
+        return type(self.processor.feature_extractor).__name__ == "WhisperFeatureExtractor"
+
+    def example_inputs(self, batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
+        if not self._fixed_window or set(batch) != {"input_features", "labels"}:
+            return []
+        return [{"input_features": row} for row in batch["input_features"]]
+
+    def batch_from_inputs(
+        self, inputs: list[dict[str, torch.Tensor]], texts: list[str]
+    ) -> dict[str, torch.Tensor]:
+        features = torch.stack([example["input_features"] for example in inputs])
+        return {"input_features": features, "labels": self._labels(texts)}
 
     @torch.no_grad()
     def transcribe(self, audios: list[np.ndarray], max_new_tokens: int = 128) -> list[str]:

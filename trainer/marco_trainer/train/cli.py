@@ -43,6 +43,7 @@ def run_train(args: argparse.Namespace) -> int:
             baseline_wer=args.baseline_wer,
             max_new_tokens=args.max_new_tokens,
             prefetch=args.prefetch,
+            feature_cache_mb=args.feature_cache_mb,
         )
     except ValueError as error:
         raise SystemExit(f"marco-trainer train: {error}") from error
@@ -110,5 +111,12 @@ def register(subparsers) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="load the next step's audio in a background thread (default: on)",
+    )
+    p.add_argument(
+        "--feature-cache-mb",
+        type=int,
+        default=2048,
+        help="memory per rank for training utterances' features reused in later epochs "
+        "(Whisper-style fixed windows; 0 = off)",
     )
     p.set_defaults(func=run_train)

@@ -51,6 +51,7 @@ from marco_trainer.train.checkpoint import (
 )
 from marco_trainer.train.directive import DirectiveWatcher, differs
 from marco_trainer.train.distributed import Distributed
+from marco_trainer.train.feature_cache import FeatureCache
 from marco_trainer.train.options import TrainOptions
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,9 @@ class Trainer:
             raise ValueError(f"--validation-manifest {opts.validation_manifest}: no utterances")
         filler = self._find_filler()
         self.filler_batch = self.asr.training_batch(filler.audios, filler.texts)
+        # Only families whose per-utterance inputs stand alone can reuse them.
+        reusable = bool(self.asr.example_inputs(self.filler_batch))
+        self.feature_cache = FeatureCache(opts.feature_cache_mb * 2**20 if reusable else 0)
 
         self.optimizer = torch.optim.AdamW(
             self.asr.trainable_parameters(),
@@ -217,14 +221,27 @@ class Trainer:
         batches: list[dict[str, torch.Tensor] | None] = []
         loaded: list[LoadedBatch] = []
         for indices in micro:
+            reused = self.feature_cache.get_all(list(indices))
+            if reused is not None:
+                texts = [self.train_examples[i].text for i in indices]
+                loaded.append(LoadedBatch([], texts, [], list(indices)))
+                batches.append(self._pinned(self.asr.batch_from_inputs(reused, texts)))
+                continue
             batch = load_batch(self.train_examples, indices, self.asr.sampling_rate)
             loaded.append(batch)
             tensors = self.asr.training_batch(batch.audios, batch.texts) if batch.audios else None
-            if tensors is not None and self.dist.device.type == "cuda":
-                # Page-locked, so the copy to the GPU runs asynchronously (non_blocking).
-                tensors = {k: v.pin_memory() for k, v in tensors.items()}
-            batches.append(tensors)
+            if tensors is not None and self.feature_cache.max_bytes:
+                examples = self.asr.example_inputs(tensors)
+                for index, inputs in zip(batch.indices, examples, strict=bool(examples)):
+                    self.feature_cache.put(index, inputs)
+            batches.append(self._pinned(tensors))
         return PreparedStep(batches, loaded, position)
+
+    def _pinned(self, tensors: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+        if tensors is not None and self.dist.device.type == "cuda":
+            # Page-locked, so the copy to the GPU runs asynchronously (non_blocking).
+            tensors = {k: v.pin_memory() for k, v in tensors.items()}
+        return tensors
 
     def _poll_directive(self) -> None:
         self._polled_at = time.time()
@@ -506,6 +523,7 @@ class Trainer:
                 "skipped_audio": state.skipped_audio,
                 "nonfinite_steps": state.nonfinite_steps,
                 "rollbacks": state.rollbacks,
+                "feature_cache_utterances": len(self.feature_cache),
             }
         )
         write_stage_result(

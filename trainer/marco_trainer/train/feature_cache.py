@@ -1,0 +1,94 @@
+"""Model inputs of training utterances, kept in memory across epochs.
+
+Featurising audio (decode, resample, log-mel) is the same work every epoch for
+the same file, and on a CPU it is a tenth of a small model's step. The cache
+keeps each utterance's audio inputs, as the model family computed them, up to
+a byte budget; later epochs skip the file and the featuriser. Reconstructed
+inputs are bit-identical, so training does not change with the cache on or off.
+
+Whisper pads every clip to its 30 s window, and the padded frames of a
+log-mel spectrogram are one repeated column: a tensor is stored without its
+run of trailing columns equal to the last one (a 3 s clip keeps about a
+tenth), and that column is repeated back on the way out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class _Packed:
+    head: torch.Tensor  # the columns before the repeated tail
+    tail: torch.Tensor | None  # the repeated last column ([..., 1]), None if nothing repeats
+    length: int  # columns in the full tensor
+
+    @property
+    def nbytes(self) -> int:
+        tail = self.tail.nbytes if self.tail is not None else 0
+        return self.head.nbytes + tail
+
+
+def pack(tensor: torch.Tensor) -> _Packed:
+    """``tensor`` (last dimension = time) without its trailing copies of the last column."""
+    if tensor.dim() == 0 or tensor.shape[-1] < 3:
+        return _Packed(tensor.clone(), None, tensor.shape[-1] if tensor.dim() else 0)
+    length = tensor.shape[-1]
+    last = tensor[..., -1:]
+    same = (tensor == last).reshape(-1, length).all(dim=0)
+    # Columns at the end equal to the last one: the length of the final run of True.
+    repeats = int(same.flip(0).int().cumprod(0).sum())
+    if repeats < 3:  # the stored column would cost what it saves
+        return _Packed(tensor.clone(), None, length)
+    return _Packed(tensor[..., : length - repeats].clone(), last.clone(), length)
+
+
+def unpack(packed: _Packed) -> torch.Tensor:
+    if packed.tail is None:
+        return packed.head
+    missing = packed.length - packed.head.shape[-1]
+    shape = (*packed.tail.shape[:-1], missing)
+    return torch.cat([packed.head, packed.tail.expand(shape)], dim=-1)
+
+
+class FeatureCache:
+    """Per-utterance model inputs by example index, up to ``max_bytes`` (0 disables)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._items: dict[int, dict[str, _Packed]] = {}
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def get(self, key: int) -> dict[str, torch.Tensor] | None:
+        item = self._items.get(key)
+        if item is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        return {name: unpack(packed) for name, packed in item.items()}
+
+    def get_all(self, keys: list[int]) -> list[dict[str, torch.Tensor]] | None:
+        """Inputs of every key, or None when any is missing (the batch is featurised anew)."""
+        if not self.max_bytes or any(key not in self._items for key in keys):
+            self.misses += len(keys) if self.max_bytes else 0
+            return None
+        return [self.get(key) for key in keys]  # type: ignore[misc]
+
+    def put(self, key: int, inputs: dict[str, torch.Tensor]) -> bool:
+        """Keep ``inputs`` for ``key`` if the budget allows; True if stored."""
+        if not self.max_bytes or key in self._items:
+            return False
+        item = {name: pack(tensor) for name, tensor in inputs.items()}
+        size = sum(packed.nbytes for packed in item.values())
+        if self.bytes + size > self.max_bytes:
+            return False
+        self._items[key] = item
+        self.bytes += size
+        return True
