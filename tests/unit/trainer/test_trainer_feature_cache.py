@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import soundfile as sf
 import torch
 from transformers import WhisperFeatureExtractor
 
-from marco_trainer.train.feature_cache import FeatureCache, pack, unpack
+from marco_trainer.train.feature_cache import (
+    FeatureCache,
+    auto_budget,
+    container_memory_limit,
+    pack,
+    unpack,
+)
 
 
 def test_a_padded_window_is_stored_without_its_repeated_tail_and_comes_back_exactly():
@@ -53,3 +61,14 @@ def test_the_budget_bounds_what_is_kept_and_a_batch_hits_only_when_complete():
     )
     off = FeatureCache(max_bytes=0)
     assert not off.put(0, one) and off.get_all([0]) is None
+
+
+def test_the_default_budget_shares_the_container_memory_among_the_node_ranks():
+    gib = 2**30
+    # 32 GiB pod, 8 GPUs: an eighth of the memory over eight ranks.
+    assert auto_budget(32 * gib, 8) == gib // 2
+    assert auto_budget(8 * gib, 1) == gib
+    assert auto_budget(512 * gib, 1) == 2 * gib  # capped
+    assert auto_budget(8 * gib, 0) == gib  # no LOCAL_WORLD_SIZE: one rank
+    limit = container_memory_limit()
+    assert 0 < limit <= os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -115,8 +115,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--feature-cache-mb",
         type=int,
-        default=2048,
+        default=None,
         help="memory per rank for training utterances' features reused in later epochs "
-        "(Whisper-style fixed windows; 0 = off)",
+        "(Whisper-style fixed windows; 0 = off; default: an eighth of the container's memory "
+        "over the node's ranks, at most 2048)",
     )
     p.set_defaults(func=run_train)

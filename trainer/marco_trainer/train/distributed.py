@@ -20,6 +20,7 @@ class Distributed:
     world_size: int = 1
     local_rank: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    local_world_size: int = 1  # ranks on this node (they share its memory)
 
     @property
     def is_main(self) -> bool:
@@ -41,7 +42,8 @@ class Distributed:
             device = torch.device("cpu")
         if world > 1 and not dist.is_initialized():
             dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-        return cls(rank, world, local, device)
+        local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        return cls(rank, world, local, device, local_world)
 
     def barrier(self) -> None:
         if self.active:

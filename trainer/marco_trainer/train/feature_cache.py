@@ -14,9 +14,16 @@ tenth), and that column is repeated back on the way out.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+#: Share of the container's memory the caches of all ranks on a node may take, and the
+#: most one rank takes: the rest is the model, the optimizer, the data loader and the OS.
+MEMORY_SHARE = 8
+MAX_AUTO_BYTES = 2 << 30
 
 
 @dataclass(frozen=True)
@@ -92,3 +99,21 @@ class FeatureCache:
         self._items[key] = item
         self.bytes += size
         return True
+
+
+def auto_budget(memory_limit: int, local_ranks: int) -> int:
+    """Bytes one rank may cache: an eighth of the memory shared by the node's ranks, capped."""
+    return min(MAX_AUTO_BYTES, memory_limit // (MEMORY_SHARE * max(local_ranks, 1)))
+
+
+def container_memory_limit() -> int:
+    """The cgroup's memory limit (v2, then v1), else the machine's physical memory."""
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(path).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():  # "max" means no limit; v1 reports a huge number instead
+            return min(int(text), physical)
+    return physical

@@ -51,7 +51,11 @@ from marco_trainer.train.checkpoint import (
 )
 from marco_trainer.train.directive import DirectiveWatcher, differs
 from marco_trainer.train.distributed import Distributed
-from marco_trainer.train.feature_cache import FeatureCache
+from marco_trainer.train.feature_cache import (
+    FeatureCache,
+    auto_budget,
+    container_memory_limit,
+)
 from marco_trainer.train.options import TrainOptions
 
 log = logging.getLogger(__name__)
@@ -119,7 +123,12 @@ class Trainer:
         self.filler_batch = self.asr.training_batch(filler.audios, filler.texts)
         # Only families whose per-utterance inputs stand alone can reuse them.
         reusable = bool(self.asr.example_inputs(self.filler_batch))
-        self.feature_cache = FeatureCache(opts.feature_cache_mb * 2**20 if reusable else 0)
+        budget = (
+            auto_budget(container_memory_limit(), self.dist.local_world_size)
+            if opts.feature_cache_mb is None
+            else opts.feature_cache_mb * 2**20
+        )
+        self.feature_cache = FeatureCache(budget if reusable else 0)
 
         self.optimizer = torch.optim.AdamW(
             self.asr.trainable_parameters(),

@@ -40,7 +40,7 @@ class TrainOptions:
     baseline_wer: float | None = None
     max_new_tokens: int = 128
     prefetch: bool = True
-    feature_cache_mb: int = 2048
+    feature_cache_mb: int | None = None  # None: from the container's memory
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -55,7 +55,7 @@ class TrainOptions:
             "--precision": self.precision in ("auto", "bf16", "fp32"),
             "--family": self.family in ("auto", "encoder-decoder", "llm"),
             "--metrics-port": 0 <= self.metrics_port < 65536,
-            "--feature-cache-mb": self.feature_cache_mb >= 0,
+            "--feature-cache-mb": self.feature_cache_mb is None or self.feature_cache_mb >= 0,
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
