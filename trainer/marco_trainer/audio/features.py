@@ -89,8 +89,8 @@ def _biquad(kind: str, gain_db: float, q: float, f0: float, rate: float) -> np.n
 
 
 @lru_cache(maxsize=32)
-def _k_weighting(rate: float) -> np.ndarray:
-    return k_weighting(rate)
+def _k_weighting(rate: float, dtype: np.dtype) -> np.ndarray:
+    return k_weighting(rate).astype(dtype)
 
 
 def k_weighting(rate: float) -> np.ndarray:
@@ -102,42 +102,51 @@ def k_weighting(rate: float) -> np.ndarray:
     )
 
 
+#: BS.1770's gates as powers: a block is louder than -70 LUFS when its weighted
+#: power is above this, and the relative gate (-10 LU) is a tenth of a power.
+_ABSOLUTE_GATE_POWER = 10 ** ((LUFS_FLOOR + 0.691) / 10)
+_RELATIVE_GATE_SHARE = 0.1
+
+
 def integrated_loudness(
     data: np.ndarray, rate: int, block: float = 0.4, overlap: float = 0.75
 ) -> float:
     """Integrated loudness in LUFS of ``(frames,)`` or ``(frames, channels)``; -inf if all gated.
 
     A file shorter than one 400 ms block is measured as one block padded with silence
-    (pyloudnorm refuses such files).
+    (pyloudnorm refuses such files). The gates compare block powers rather than
+    their logarithms (the same comparisons, one log10 instead of one per block),
+    which matters for the augmenter: it measures every utterance it writes.
     """
     x = np.asarray(data)
     x = x[None, :] if x.ndim == 1 else x.T  # (channels, frames): running sums along rows
     channels, frames = x.shape
-    weighted = signal.sosfilt(_k_weighting(rate).astype(x.dtype), x, axis=-1)
+    weighted = signal.sosfilt(_k_weighting(rate, x.dtype), x, axis=-1)
     step = 1.0 - overlap
     count = max(int(np.round((frames / rate - block) / (block * step))) + 1, 1)
-    z = _block_energies(weighted, rate, block, step, count)  # (blocks, channels)
-    gains = np.array([_CHANNEL_GAINS[min(i, 4)] for i in range(channels)])
-    with np.errstate(divide="ignore"):
-        loudness = -0.691 + 10 * np.log10(z @ gains)
-        above = loudness >= -70.0
-        if not above.any():
-            return -math.inf
-        relative = -0.691 + 10 * np.log10(z[above].mean(axis=0) @ gains) - 10.0
-        gated = above & (loudness > relative)
-        if not gated.any():
-            return -math.inf
-        return float(-0.691 + 10 * np.log10(z[gated].mean(axis=0) @ gains))
+    z = _block_energies(weighted, rate, block, step, count)  # (channels, blocks)
+    if channels == 1:
+        power = z[0]
+    else:
+        power = np.array([_CHANNEL_GAINS[min(i, 4)] for i in range(channels)]) @ z
+    above = power[power >= _ABSOLUTE_GATE_POWER]
+    if not len(above):
+        return -math.inf
+    gated = above[above > _RELATIVE_GATE_SHARE * (float(above.sum()) / len(above))]
+    if not len(gated):
+        return -math.inf
+    return -0.691 + 10 * math.log10(float(gated.sum()) / len(gated))
 
 
 def _block_energies(
     weighted: np.ndarray, rate: int, block: float, step: float, count: int
 ) -> np.ndarray:
-    """Mean square of each gating block, ``(blocks, channels)``, with pyloudnorm's bounds.
+    """Mean square of each gating block, ``(channels, blocks)``, with pyloudnorm's bounds.
 
     When a hop (block × step) is a whole number of samples (10 Hz hops at any
-    rate divisible by 10), blocks are sums of consecutive hop energies; else
-    differences of a running sum. Energies accumulate in float64.
+    rate divisible by 10), blocks are sums of consecutive hop energies (each
+    hop summed pairwise in the signal's precision, the few hop sums added in
+    float64); else differences of a float64 running sum.
     """
     channels, frames = weighted.shape
     hop = block * step * rate
@@ -148,15 +157,19 @@ def _block_energies(
         w = weighted[:, :needed]
         if w.shape[1] < needed:  # the last blocks run past the end, as in slicing
             w = np.pad(w, ((0, 0), (0, needed - w.shape[1])))
-        hops = np.square(w).reshape(channels, -1, hop).sum(axis=-1, dtype=np.float64)
-        sums = np.lib.stride_tricks.sliding_window_view(hops, per, axis=-1).sum(axis=-1)
-        return (sums / (block * rate)).T
+        w = w.reshape(channels, -1, hop)
+        hops = np.einsum("cbh,cbh->cb", w, w).astype(np.float64)
+        sums = hops[:, :count].copy()
+        for k in range(1, per):
+            sums += hops[:, k : k + count]
+        sums /= block * rate
+        return sums
     power = np.square(weighted, dtype=np.float64)
     cumulative = np.concatenate([np.zeros((channels, 1)), np.cumsum(power, axis=-1)], axis=-1)
     j = np.arange(count, dtype=np.float64)
     lower = np.minimum((block * (j * step) * rate).astype(np.int64), frames)
     upper = np.minimum((block * (j * step + 1) * rate).astype(np.int64), frames)
-    return ((cumulative[:, upper] - cumulative[:, lower]) / (block * rate)).T
+    return (cumulative[:, upper] - cumulative[:, lower]) / (block * rate)
 
 
 def frame_powers(x: np.ndarray, rate: int, frame_seconds: float = SNR_FRAME_SECONDS) -> np.ndarray:
