@@ -173,26 +173,39 @@ def _block_energies(
 
 
 def frame_powers(x: np.ndarray, rate: int, frame_seconds: float = SNR_FRAME_SECONDS) -> np.ndarray:
+    """Mean square of each whole 20 ms frame (float64; each frame summed in the signal's
+    precision, which for 20 ms of float32 is exact to ~1e-7)."""
     size = max(int(rate * frame_seconds), 1)
     count = len(x) // size
     if count == 0:
         return np.array([float(np.mean(np.square(x, dtype=np.float64)))])
     frames = np.asarray(x[: count * size]).reshape(count, size)
-    return np.square(frames).sum(axis=1, dtype=np.float64) / size
+    return np.einsum("ij,ij->i", frames, frames).astype(np.float64) / size
+
+
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of a 1-D float array (the same partition and mean of the middle
+    pair), without its generic-axis bookkeeping: it runs once per augmented utterance."""
+    middle = len(values) // 2
+    if len(values) % 2:
+        return float(np.partition(values, middle)[middle])
+    part = np.partition(values, (middle - 1, middle))
+    return float((part[middle - 1] + part[middle]) / 2)
 
 
 def active_power(x: np.ndarray, rate: int) -> float:
     """Mean power of the louder half of the 20 ms frames (the level SNRs refer to)."""
     powers = frame_powers(x, rate)
-    return float(np.mean(powers[powers >= np.median(powers)]))
+    active = powers[powers >= _median(powers)]
+    return float(active.sum()) / len(active)
 
 
 def estimate_snr(x: np.ndarray, rate: int) -> float:
     """Blind SNR in dB of mono ``x`` (see the module docstring)."""
     powers = frame_powers(x, rate)
     noise = float(np.percentile(powers, SNR_NOISE_PERCENTILE))
-    active = float(np.mean(powers[powers >= np.median(powers)]))
-    speech = active - noise
+    loud = powers[powers >= _median(powers)]
+    speech = float(loud.sum()) / len(loud) - noise
     if speech <= 0:
         return SNR_MIN
     if noise <= 0:

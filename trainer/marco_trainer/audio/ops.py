@@ -44,11 +44,16 @@ def quantize(audio: Audio, sample_rate: int, encoding: str, bits: int) -> tuple[
     ``encoding`` is ``"pcm"`` or ``"mulaw"``; PCM at 24 bits or more is left alone
     (below float32's own resolution).
     """
-    x = np.clip(audio, -1.0, 1.0)
     if encoding == "mulaw":
         # G.711 works on 14-bit linear samples: index a 16-bit table of μ-law round trips.
-        index = np.rint(x * 32767.0).astype(np.int32) + 32768
-        return _mulaw_table()[index], sample_rate
+        # Clipping after scaling is the same as before it (x·32767 is monotonic and maps
+        # ±1 to ±32767), and lets one buffer go through clip, round and offset in place.
+        scaled = audio * 32767.0
+        np.clip(scaled, -32767.0, 32767.0, out=scaled)
+        np.rint(scaled, out=scaled)
+        scaled += 32768.0
+        return np.take(_mulaw_table(), scaled.astype(np.intp)), sample_rate
+    x = np.clip(audio, -1.0, 1.0)
     if encoding != "pcm":
         raise ValueError(f"unknown encoding {encoding!r} (pcm or mulaw)")
     if bits >= 24:
