@@ -109,25 +109,33 @@ def resolve_filter(x: Audio, sr: int, step: FilterStep) -> FilterStep:
     bins = len(freqs)
     lows, highs, low_gain, high_gain, low_matrix, high_matrix = _candidates(sr, bins, step.order)
     spectra = np.ascontiguousarray(magnitude.T)  # (bins, frames)
+    frames = spectra.shape[1]
     share = np.float32(features.ROLLOFF_SHARE)
+    # Means over frames relative to the targets, as sums times one constant each.
+    per_rolloff = 1.0 / (frames * step.target_rolloff_hz)
+    per_centroid = 1.0 / (frames * step.target_centroid_hz)
 
-    def scores(matrix: np.ndarray, weighted: np.ndarray) -> np.ndarray:
-        out = (matrix @ weighted).reshape(bins + 1, -1, weighted.shape[1])
+    def best(matrix: np.ndarray, weighted: np.ndarray) -> int:
+        out = (matrix @ weighted).reshape(bins + 1, -1, frames)
         totals = np.maximum(out[bins - 1], 1e-12)  # (candidates, frames)
         below = (out[:bins] < share * totals).view(np.uint8)
         index = np.add.reduce(below, axis=0, dtype=np.int16)  # bins under the rolloff share
-        rolloff = freqs[np.minimum(index, bins - 1)].mean(axis=-1)
-        centroid = (out[bins] / totals).mean(axis=-1)
-        return np.abs(rolloff / step.target_rolloff_hz - 1) + 0.5 * np.abs(
-            centroid / step.target_centroid_hz - 1
-        )
+        np.minimum(index, bins - 1, out=index)
+        rolloff = freqs.take(index).sum(axis=-1).tolist()
+        centroid = (out[bins] / totals).sum(axis=-1).tolist()
+        # A dozen numbers: plain Python is quicker than another round of array calls.
+        score = [
+            abs(r * per_rolloff - 1) + 0.5 * abs(c * per_centroid - 1)
+            for r, c in zip(rolloff, centroid, strict=True)
+        ]
+        return score.index(min(score))
 
     # Coordinate descent over (high-pass, low-pass): low-pass alone, then the
     # high-pass under it, then the low-pass again: 35 candidates, not 117. The
     # filter held fixed weights the spectra, so each round is one product.
-    low = int(np.argmin(scores(low_matrix, spectra)))
-    high = int(np.argmin(scores(high_matrix, spectra * low_gain[:, low : low + 1])))
-    low = int(np.argmin(scores(low_matrix, spectra * high_gain[:, high : high + 1])))
+    low = best(low_matrix, spectra)
+    high = best(high_matrix, spectra * low_gain[:, low : low + 1])
+    low = best(low_matrix, spectra * high_gain[:, high : high + 1])
     return step.model_copy(
         update={
             "resolved": True,
