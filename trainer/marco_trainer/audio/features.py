@@ -153,12 +153,14 @@ def _block_energies(
     per = round(1 / step)
     if hop.is_integer() and abs(per * step - 1) < 1e-12:
         hop = int(hop)
-        needed = (count - 1 + per) * hop
-        w = weighted[:, :needed]
-        if w.shape[1] < needed:  # the last blocks run past the end, as in slicing
-            w = np.pad(w, ((0, 0), (0, needed - w.shape[1])))
-        w = w.reshape(channels, -1, hop)
-        hops = np.einsum("cbh,cbh->cb", w, w).astype(np.float64)
+        needed = count - 1 + per
+        whole = min(frames // hop, needed)
+        w = weighted[:, : whole * hop].reshape(channels, whole, hop)
+        hops = np.zeros((channels, needed))
+        hops[:, :whole] = (w[..., None, :] @ w[..., :, None])[..., 0, 0]  # a dot per hop
+        if whole < needed:  # the last blocks run past the end and see silence, as in slicing
+            rest = weighted[:, whole * hop :]
+            hops[:, whole] = np.einsum("cs,cs->c", rest, rest)
         sums = hops[:, :count].copy()
         for k in range(1, per):
             sums += hops[:, k : k + count]
