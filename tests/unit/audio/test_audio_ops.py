@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import signal
 
-from marco_trainer.audio import ops
+from marco_trainer.audio import iir, ops
 from marco_trainer.audio.assets import Assets, simulate_rirs
 from marco_trainer.audio.chain import apply_chain
 from marco_trainer.audio.features import (
@@ -80,6 +81,33 @@ def test_butterworth_low_and_high_pass(speech_samples):
     high, _ = ops.butterworth(x, rate, "highpass", 2000.0)
     assert _band_energy_share(low, rate, 2000) < 0.01
     assert _band_energy_share(high, rate, 1000) > 0.9
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_iir_sosfilt_equals_scipy_sosfilt(speech_samples, dtype):
+    x, rate = speech_samples
+    sos = np.concatenate(
+        [
+            signal.butter(4, 60.0, "highpass", fs=rate, output="sos"),
+            signal.butter(4, 3400.0, "lowpass", fs=rate, output="sos"),
+        ]
+    ).astype(dtype)
+    for audio in (x.astype(dtype), np.stack([x, -0.5 * x]).astype(dtype)):
+        ours = iir.sosfilt(sos, audio)
+        assert ours.dtype == dtype
+        np.testing.assert_array_equal(ours, signal.sosfilt(sos, audio, axis=-1))
+    # float32 audio through float64 coefficients is filtered in float64, as scipy does
+    mixed = iir.sosfilt(sos.astype(np.float64), x.astype(np.float32))
+    np.testing.assert_array_equal(mixed, signal.sosfilt(sos.astype(np.float64), x))
+
+
+def test_mulaw_clips_out_of_range_input_to_the_end_codes():
+    x = np.array([-3.0, -1.0, -0.5, 0.0, 0.25, 1.0, 2.5], dtype=np.float32)
+    y, _ = ops.quantize(x, 8000, "mulaw", 8)
+    clipped, _ = ops.quantize(np.clip(x, -1.0, 1.0), 8000, "mulaw", 8)
+    np.testing.assert_array_equal(y, clipped)
+    assert y[0] == y[1] < y[2] < y[3] < y[4] < y[5] == y[6]
+    assert y.dtype == np.float32
 
 
 def test_reverberation_keeps_length_and_fills_the_pauses(speech_samples):

@@ -31,8 +31,9 @@ from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel
-from scipy import fft, signal
+from scipy import fft
 
+from marco_trainer.audio import iir
 from marco_trainer.audio.io import AudioInfo
 
 SNR_FRAME_SECONDS = 0.02
@@ -121,7 +122,7 @@ def integrated_loudness(
     x = np.asarray(data)
     x = x[None, :] if x.ndim == 1 else x.T  # (channels, frames): running sums along rows
     channels, frames = x.shape
-    weighted = signal.sosfilt(_k_weighting(rate, x.dtype), x, axis=-1)
+    weighted = iir.sosfilt(_k_weighting(rate, x.dtype), x)
     step = 1.0 - overlap
     count = max(int(np.round((frames / rate - block) / (block * step))) + 1, 1)
     z = _block_energies(weighted, rate, block, step, count)  # (channels, blocks)
