@@ -132,10 +132,12 @@ def resolve_filter(x: Audio, sr: int, step: FilterStep) -> FilterStep:
 
     # Coordinate descent over (high-pass, low-pass): low-pass alone, then the
     # high-pass under it, then the low-pass again: 35 candidates, not 117. The
-    # filter held fixed weights the spectra, so each round is one product.
+    # filter held fixed weights the spectra, so each round is one product. With
+    # no high-pass the last round would repeat the first one exactly.
     low = best(low_matrix, spectra)
     high = best(high_matrix, spectra * low_gain[:, low : low + 1])
-    low = best(low_matrix, spectra * high_gain[:, high : high + 1])
+    if high:
+        low = best(low_matrix, spectra * high_gain[:, high : high + 1])
     return step.model_copy(
         update={
             "resolved": True,
