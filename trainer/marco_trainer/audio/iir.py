@@ -11,13 +11,26 @@ loop is missing or the dtype is not float32/float64, it is ``sosfilt`` itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from scipy import signal
 
-try:
-    from scipy.signal._sosfilt import _sosfilt as _compiled_sosfilt
-except ImportError:  # a scipy that moved it: the public function does the same
-    _compiled_sosfilt = None
+
+def _find_compiled_sosfilt() -> Callable[..., None] | None:
+    """scipy's loop behind ``sosfilt``, if this scipy has it with the signature used here
+    (tried once on a unit impulse); else None, and the public function does the work."""
+    try:
+        from scipy.signal._sosfilt import _sosfilt
+
+        rows = np.array([[1.0, 0.0]])
+        _sosfilt(np.array([[1.0, 0.0, 0.0, 1.0, -0.5, 0.0]]), rows, np.zeros((1, 1, 2)))
+    except (ImportError, TypeError, ValueError):
+        return None
+    return _sosfilt if np.allclose(rows, [[1.0, 0.5]]) else None
+
+
+_compiled_sosfilt = _find_compiled_sosfilt()
 
 
 def sosfilt(sos: np.ndarray, x: np.ndarray) -> np.ndarray:
