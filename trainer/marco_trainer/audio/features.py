@@ -2,8 +2,8 @@
 
 Loudness follows ITU-R BS.1770-4 (K-weighting, 400 ms blocks with 75 % overlap,
 absolute gate -70 LUFS, relative gate -10 LU) with the same filter and block
-layout as pyloudnorm, vectorised with a cumulative sum instead of a Python loop
-over blocks.
+layout as pyloudnorm, vectorised (one dot product per 100 ms hop, blocks as sums
+of four hops) instead of a Python loop over blocks.
 
 SNR is blind: speech has pauses, so the quietest 20 ms frames show the noise
 floor and the loud ones show speech plus noise.
