@@ -91,8 +91,9 @@ def test_loudness_matches_pyloudnorm(speech_samples, rate):
     y, _ = resample(x, source_rate, rate)
     y = y.astype(np.float64)
     stereo = np.stack([y, 0.5 * y], axis=1)
-    for signal in (y, stereo):
-        expected = pyloudnorm.Meter(rate).integrated_loudness(signal)
+    # float32 too: the augmenter measures float32 audio (K-weighting and hop sums in float32).
+    for signal in (y, stereo, y.astype(np.float32), stereo.astype(np.float32)):
+        expected = pyloudnorm.Meter(rate).integrated_loudness(signal.astype(np.float64))
         assert integrated_loudness(signal, rate) == pytest.approx(expected, abs=0.01)
 
 

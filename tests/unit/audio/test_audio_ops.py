@@ -4,17 +4,26 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import signal
 
-from marco_trainer.audio import ops
+from marco_trainer.audio import chain, iir, ops
 from marco_trainer.audio.assets import Assets, simulate_rirs
 from marco_trainer.audio.chain import apply_chain
 from marco_trainer.audio.features import (
     FileMetrics,
+    active_spectra,
     estimate_snr,
     integrated_loudness,
+    mean_rolloff,
     spectral_shape,
 )
-from marco_trainer.audio.params import ChainParams, draw_params, reverb_probability, utterance_rng
+from marco_trainer.audio.params import (
+    ChainParams,
+    FilterStep,
+    draw_params,
+    reverb_probability,
+    utterance_rng,
+)
 from marco_trainer.audio.profile import build_profile
 from marco_trainer.audio.telephony import apply_telephony, draw_telephony
 
@@ -82,6 +91,36 @@ def test_butterworth_low_and_high_pass(speech_samples):
     assert _band_energy_share(high, rate, 1000) > 0.9
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_iir_sosfilt_equals_scipy_sosfilt(speech_samples, dtype):
+    # The compiled loop is what is compared (a scipy without it makes this fail loudly
+    # rather than the augmenter quietly slow down).
+    assert iir._compiled_sosfilt is not None
+    x, rate = speech_samples
+    sos = np.concatenate(
+        [
+            signal.butter(4, 60.0, "highpass", fs=rate, output="sos"),
+            signal.butter(4, 3400.0, "lowpass", fs=rate, output="sos"),
+        ]
+    ).astype(dtype)
+    for audio in (x.astype(dtype), np.stack([x, -0.5 * x]).astype(dtype)):
+        ours = iir.sosfilt(sos, audio)
+        assert ours.dtype == dtype
+        np.testing.assert_array_equal(ours, signal.sosfilt(sos, audio, axis=-1))
+    # float32 audio through float64 coefficients is filtered in float64, as scipy does
+    mixed = iir.sosfilt(sos.astype(np.float64), x.astype(np.float32))
+    np.testing.assert_array_equal(mixed, signal.sosfilt(sos.astype(np.float64), x))
+
+
+def test_mulaw_clips_out_of_range_input_to_the_end_codes():
+    x = np.array([-3.0, -1.0, -0.5, 0.0, 0.25, 1.0, 2.5], dtype=np.float32)
+    y, _ = ops.quantize(x, 8000, "mulaw", 8)
+    clipped, _ = ops.quantize(np.clip(x, -1.0, 1.0), 8000, "mulaw", 8)
+    np.testing.assert_array_equal(y, clipped)
+    assert y[0] == y[1] < y[2] < y[3] < y[4] < y[5] == y[6]
+    assert y.dtype == np.float32
+
+
 def test_reverberation_keeps_length_and_fills_the_pauses(speech_samples):
     x, rate = speech_samples
     rir = simulate_rirs(1, rate, seed=0)[0]
@@ -145,6 +184,51 @@ def test_reverb_is_likelier_for_noisier_targets():
         for p in (noisy, clean)
     ]
     assert share[0] > 0.9 and share[1] < 0.3
+
+
+def _scores_spelled_out(magnitude, freqs, gains, step):
+    """The filter choice's score of every candidate (a column of ``gains``), by its
+    definition: weight the frames' spectra, then mean rolloff and mean centroid."""
+    scores = []
+    for gain in gains.T.astype(np.float64):
+        weighted = magnitude * gain
+        rolloff = float(mean_rolloff(weighted, freqs))
+        centroid = float(np.mean((weighted @ freqs) / weighted.sum(axis=1)))
+        scores.append(
+            abs(rolloff / step.target_rolloff_hz - 1)
+            + 0.5 * abs(centroid / step.target_centroid_hz - 1)
+        )
+    return np.array(scores)
+
+
+@pytest.mark.parametrize(
+    ("rate", "rolloff_hz", "centroid_hz"),
+    [(8000, 3000.0, 1500.0), (8000, 1500.0, 700.0), (8000, 3400.0, 1900.0), (16000, 2000.0, 900.0)],
+)
+def test_filter_choice_minimises_the_documented_score(
+    speech_samples, rate, rolloff_hz, centroid_hz
+):
+    x, source_rate = speech_samples
+    x, _ = ops.resample(x, source_rate, rate)
+    noise = ops.coloured_noise(len(x), rate, 1.0, seed=3)
+    x, _ = ops.add_noise(x, rate, noise, 20.0)
+    step = FilterStep(target_rolloff_hz=rolloff_hz, target_centroid_hz=centroid_hz)
+    resolved = chain.resolve_filter(x, rate, step)
+
+    # Coordinate descent as documented, with the scores computed the slow, plain way.
+    magnitude, freqs = active_spectra(
+        x, rate, max_frames=chain.RESOLVE_FRAMES, frame_seconds=chain.RESOLVE_FRAME_SECONDS
+    )
+    lows, highs, low_gain, high_gain, *_ = chain._candidates(rate, len(freqs), step.order)
+    low = int(np.argmin(_scores_spelled_out(magnitude, freqs, low_gain, step)))
+    high_gains = high_gain * low_gain[:, low : low + 1]
+    high = int(np.argmin(_scores_spelled_out(magnitude, freqs, high_gains, step)))
+    low_gains = low_gain * high_gain[:, high : high + 1]
+    low = int(np.argmin(_scores_spelled_out(magnitude, freqs, low_gains, step)))
+
+    assert resolved.resolved
+    assert resolved.highpass_hz == (float(highs[high]) if high else None)
+    assert resolved.lowpass_hz == (float(lows[low]) if low else None)
 
 
 def test_logged_parameters_replay_to_the_same_audio(speech_samples):

@@ -57,9 +57,22 @@ def _butterworth_gain(freqs: np.ndarray, kind: str, cutoffs: np.ndarray, order: 
     return ops.butterworth_gain(freqs[:, None], kind, cutoffs[None, :], order)
 
 
+def _scoring_matrix(gains: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    """``((bins + 1) · candidates, bins)``: the running sums of every candidate's weighted
+    spectrum (``bins`` blocks of rows) and the candidates' centroid numerators (one
+    block), so that scoring a set of frames against every candidate is one matrix
+    product, laid out bins first like a running sum along frequency."""
+    bins, count = gains.shape
+    matrix = np.empty((bins + 1, count, bins), dtype=np.float32)
+    matrix[:bins] = np.tril(np.ones((bins, bins)))[:, None, :] * gains.T[None, :, :]
+    matrix[bins] = (gains * freqs[:, None]).T
+    return matrix.reshape((bins + 1) * count, bins)
+
+
 @lru_cache(maxsize=64)
 def _candidates(sr: int, bins: int, order: int) -> tuple[np.ndarray, ...]:
-    """Cutoff grids and their gains, once per (rate, FFT size, order). Index 0 is "none"."""
+    """Cutoff grids, their gains and scoring matrices, once per (rate, FFT size, order).
+    Index 0 is "none"."""
     nyquist = sr / 2
     freqs = np.linspace(0.0, nyquist, bins)
     lows = np.concatenate([[np.inf], np.geomspace(300.0, 0.95 * nyquist, 12)])
@@ -67,8 +80,14 @@ def _candidates(sr: int, bins: int, order: int) -> tuple[np.ndarray, ...]:
     low_gain = _butterworth_gain(freqs, "lowpass", lows, order)
     high_gain = _butterworth_gain(freqs, "highpass", np.maximum(highs, 1e-9), order)
     high_gain[:, 0] = 1.0
-    f32 = freqs.astype(np.float32)
-    return lows, highs, low_gain.astype(np.float32), high_gain.astype(np.float32), f32
+    return (
+        lows,
+        highs,
+        low_gain.astype(np.float32),
+        high_gain.astype(np.float32),
+        _scoring_matrix(low_gain, freqs),
+        _scoring_matrix(high_gain, freqs),
+    )
 
 
 def resolve_filter(x: Audio, sr: int, step: FilterStep) -> FilterStep:
@@ -77,7 +96,7 @@ def resolve_filter(x: Audio, sr: int, step: FilterStep) -> FilterStep:
     Every candidate (none, a low-pass, a high-pass, or both) is scored by
     weighting the frames' magnitude spectra with the Butterworth magnitude
     response and measuring the mean rolloff and centroid that would result:
-    one vectorised pass over a bounded set of frames, no trial filtering. The
+    one matrix product over a bounded set of frames, no trial filtering. The
     score is the relative rolloff error plus half the relative centroid error.
     """
     if step.resolved:
@@ -87,29 +106,38 @@ def resolve_filter(x: Audio, sr: int, step: FilterStep) -> FilterStep:
     )
     if not len(magnitude):
         return step.model_copy(update={"resolved": True})
-    lows, highs, low_gain, high_gain, f32 = _candidates(sr, len(freqs), step.order)
+    bins = len(freqs)
+    lows, highs, low_gain, high_gain, low_matrix, high_matrix = _candidates(sr, bins, step.order)
     spectra = np.ascontiguousarray(magnitude.T)  # (bins, frames)
-
-    bins = spectra.shape[0]
+    frames = spectra.shape[1]
     share = np.float32(features.ROLLOFF_SHARE)
+    # Means over frames relative to the targets, as sums times one constant each.
+    per_rolloff = 1.0 / (frames * step.target_rolloff_hz)
+    per_centroid = 1.0 / (frames * step.target_centroid_hz)
 
-    def scores(gains: np.ndarray) -> np.ndarray:
-        # (bins, candidates, frames): bins first, so the running sums over
-        # frequency add whole rows (vectorised) instead of walking short rows.
-        cumulative = np.cumsum(gains[:, :, None] * spectra[:, None, :], axis=0)
-        totals = np.maximum(cumulative[-1], 1e-12)
-        centroid = ((gains * f32[:, None]).T @ spectra) / totals
-        index = np.count_nonzero(cumulative < share * totals, axis=0)
-        rolloff = freqs[np.minimum(index, bins - 1)].mean(axis=-1)
-        return np.abs(rolloff / step.target_rolloff_hz - 1) + 0.5 * np.abs(
-            centroid.mean(axis=-1) / step.target_centroid_hz - 1
-        )
+    def best(matrix: np.ndarray, weighted: np.ndarray) -> int:
+        out = (matrix @ weighted).reshape(bins + 1, -1, frames)
+        totals = np.maximum(out[bins - 1], 1e-12)  # (candidates, frames)
+        below = (out[:bins] < share * totals).view(np.uint8)
+        index = np.add.reduce(below, axis=0, dtype=np.int16)  # bins under the rolloff share
+        np.minimum(index, bins - 1, out=index)
+        rolloff = freqs.take(index).sum(axis=-1).tolist()
+        centroid = (out[bins] / totals).sum(axis=-1).tolist()
+        # A dozen numbers: plain Python is quicker than another round of array calls.
+        score = [
+            abs(r * per_rolloff - 1) + 0.5 * abs(c * per_centroid - 1)
+            for r, c in zip(rolloff, centroid, strict=True)
+        ]
+        return score.index(min(score))
 
     # Coordinate descent over (high-pass, low-pass): low-pass alone, then the
-    # high-pass under it, then the low-pass again: 35 candidates, not 117.
-    low = int(np.argmin(scores(low_gain)))
-    high = int(np.argmin(scores(high_gain * low_gain[:, low : low + 1])))
-    low = int(np.argmin(scores(low_gain * high_gain[:, high : high + 1])))
+    # high-pass under it, then the low-pass again: 35 candidates, not 117. The
+    # filter held fixed weights the spectra, so each round is one product. With
+    # no high-pass the last round would repeat the first one exactly.
+    low = best(low_matrix, spectra)
+    high = best(high_matrix, spectra * low_gain[:, low : low + 1])
+    if high:
+        low = best(low_matrix, spectra * high_gain[:, high : high + 1])
     return step.model_copy(
         update={
             "resolved": True,

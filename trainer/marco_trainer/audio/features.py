@@ -2,8 +2,8 @@
 
 Loudness follows ITU-R BS.1770-4 (K-weighting, 400 ms blocks with 75 % overlap,
 absolute gate -70 LUFS, relative gate -10 LU) with the same filter and block
-layout as pyloudnorm, vectorised with a cumulative sum instead of a Python loop
-over blocks.
+layout as pyloudnorm, vectorised (one dot product per 100 ms hop, blocks as sums
+of four hops) instead of a Python loop over blocks.
 
 SNR is blind: speech has pauses, so the quietest 20 ms frames show the noise
 floor and the loud ones show speech plus noise.
@@ -31,8 +31,9 @@ from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel
-from scipy import fft, signal
+from scipy import fft
 
+from marco_trainer.audio import iir
 from marco_trainer.audio.io import AudioInfo
 
 SNR_FRAME_SECONDS = 0.02
@@ -89,8 +90,8 @@ def _biquad(kind: str, gain_db: float, q: float, f0: float, rate: float) -> np.n
 
 
 @lru_cache(maxsize=32)
-def _k_weighting(rate: float) -> np.ndarray:
-    return k_weighting(rate)
+def _k_weighting(rate: float, dtype: np.dtype) -> np.ndarray:
+    return k_weighting(rate).astype(dtype)
 
 
 def k_weighting(rate: float) -> np.ndarray:
@@ -102,84 +103,112 @@ def k_weighting(rate: float) -> np.ndarray:
     )
 
 
+#: BS.1770's gates as powers: a block is louder than -70 LUFS when its weighted
+#: power is above this, and the relative gate (-10 LU) is a tenth of a power.
+_ABSOLUTE_GATE_POWER = 10 ** ((LUFS_FLOOR + 0.691) / 10)
+_RELATIVE_GATE_SHARE = 0.1
+
+
 def integrated_loudness(
     data: np.ndarray, rate: int, block: float = 0.4, overlap: float = 0.75
 ) -> float:
     """Integrated loudness in LUFS of ``(frames,)`` or ``(frames, channels)``; -inf if all gated.
 
     A file shorter than one 400 ms block is measured as one block padded with silence
-    (pyloudnorm refuses such files).
+    (pyloudnorm refuses such files). The gates compare block powers rather than
+    their logarithms (the same comparisons, one log10 instead of one per block),
+    which matters for the augmenter: it measures every utterance it writes.
     """
     x = np.asarray(data)
     x = x[None, :] if x.ndim == 1 else x.T  # (channels, frames): running sums along rows
     channels, frames = x.shape
-    weighted = signal.sosfilt(_k_weighting(rate).astype(x.dtype), x, axis=-1)
+    weighted = iir.sosfilt(_k_weighting(rate, x.dtype), x)
     step = 1.0 - overlap
     count = max(int(np.round((frames / rate - block) / (block * step))) + 1, 1)
-    z = _block_energies(weighted, rate, block, step, count)  # (blocks, channels)
-    gains = np.array([_CHANNEL_GAINS[min(i, 4)] for i in range(channels)])
-    with np.errstate(divide="ignore"):
-        loudness = -0.691 + 10 * np.log10(z @ gains)
-        above = loudness >= -70.0
-        if not above.any():
-            return -math.inf
-        relative = -0.691 + 10 * np.log10(z[above].mean(axis=0) @ gains) - 10.0
-        gated = above & (loudness > relative)
-        if not gated.any():
-            return -math.inf
-        return float(-0.691 + 10 * np.log10(z[gated].mean(axis=0) @ gains))
+    z = _block_energies(weighted, rate, block, step, count)  # (channels, blocks)
+    if channels == 1:
+        power = z[0]
+    else:
+        power = np.array([_CHANNEL_GAINS[min(i, 4)] for i in range(channels)]) @ z
+    above = power[power >= _ABSOLUTE_GATE_POWER]
+    if not len(above):
+        return -math.inf
+    gated = above[above > _RELATIVE_GATE_SHARE * (float(above.sum()) / len(above))]
+    if not len(gated):
+        return -math.inf
+    return -0.691 + 10 * math.log10(float(gated.sum()) / len(gated))
 
 
 def _block_energies(
     weighted: np.ndarray, rate: int, block: float, step: float, count: int
 ) -> np.ndarray:
-    """Mean square of each gating block, ``(blocks, channels)``, with pyloudnorm's bounds.
+    """Mean square of each gating block, ``(channels, blocks)``, with pyloudnorm's bounds.
 
     When a hop (block × step) is a whole number of samples (10 Hz hops at any
-    rate divisible by 10), blocks are sums of consecutive hop energies; else
-    differences of a running sum. Energies accumulate in float64.
+    rate divisible by 10), blocks are sums of consecutive hop energies (each
+    hop summed pairwise in the signal's precision, the few hop sums added in
+    float64); else differences of a float64 running sum.
     """
     channels, frames = weighted.shape
     hop = block * step * rate
     per = round(1 / step)
     if hop.is_integer() and abs(per * step - 1) < 1e-12:
         hop = int(hop)
-        needed = (count - 1 + per) * hop
-        w = weighted[:, :needed]
-        if w.shape[1] < needed:  # the last blocks run past the end, as in slicing
-            w = np.pad(w, ((0, 0), (0, needed - w.shape[1])))
-        hops = np.square(w).reshape(channels, -1, hop).sum(axis=-1, dtype=np.float64)
-        sums = np.lib.stride_tricks.sliding_window_view(hops, per, axis=-1).sum(axis=-1)
-        return (sums / (block * rate)).T
+        needed = count - 1 + per
+        whole = min(frames // hop, needed)
+        w = weighted[:, : whole * hop].reshape(channels, whole, hop)
+        hops = np.zeros((channels, needed))
+        hops[:, :whole] = (w[..., None, :] @ w[..., :, None])[..., 0, 0]  # a dot per hop
+        if whole < needed:  # the last blocks run past the end and see silence, as in slicing
+            rest = weighted[:, whole * hop :]
+            hops[:, whole] = np.einsum("cs,cs->c", rest, rest)
+        sums = hops[:, :count].copy()
+        for k in range(1, per):
+            sums += hops[:, k : k + count]
+        sums /= block * rate
+        return sums
     power = np.square(weighted, dtype=np.float64)
     cumulative = np.concatenate([np.zeros((channels, 1)), np.cumsum(power, axis=-1)], axis=-1)
     j = np.arange(count, dtype=np.float64)
     lower = np.minimum((block * (j * step) * rate).astype(np.int64), frames)
     upper = np.minimum((block * (j * step + 1) * rate).astype(np.int64), frames)
-    return ((cumulative[:, upper] - cumulative[:, lower]) / (block * rate)).T
+    return (cumulative[:, upper] - cumulative[:, lower]) / (block * rate)
 
 
 def frame_powers(x: np.ndarray, rate: int, frame_seconds: float = SNR_FRAME_SECONDS) -> np.ndarray:
+    """Mean square of each whole 20 ms frame (float64; each frame summed in the signal's
+    precision, which for 20 ms of float32 is exact to ~1e-7)."""
     size = max(int(rate * frame_seconds), 1)
     count = len(x) // size
     if count == 0:
         return np.array([float(np.mean(np.square(x, dtype=np.float64)))])
     frames = np.asarray(x[: count * size]).reshape(count, size)
-    return np.square(frames).sum(axis=1, dtype=np.float64) / size
+    return np.einsum("ij,ij->i", frames, frames).astype(np.float64) / size
+
+
+def _median(values: np.ndarray) -> float:
+    """``np.median`` of a 1-D float array (the same partition and mean of the middle
+    pair), without its generic-axis bookkeeping: it runs once per augmented utterance."""
+    middle = len(values) // 2
+    if len(values) % 2:
+        return float(np.partition(values, middle)[middle])
+    part = np.partition(values, (middle - 1, middle))
+    return float((part[middle - 1] + part[middle]) / 2)
 
 
 def active_power(x: np.ndarray, rate: int) -> float:
     """Mean power of the louder half of the 20 ms frames (the level SNRs refer to)."""
     powers = frame_powers(x, rate)
-    return float(np.mean(powers[powers >= np.median(powers)]))
+    active = powers[powers >= _median(powers)]
+    return float(active.sum()) / len(active)
 
 
 def estimate_snr(x: np.ndarray, rate: int) -> float:
     """Blind SNR in dB of mono ``x`` (see the module docstring)."""
     powers = frame_powers(x, rate)
     noise = float(np.percentile(powers, SNR_NOISE_PERCENTILE))
-    active = float(np.mean(powers[powers >= np.median(powers)]))
-    speech = active - noise
+    loud = powers[powers >= _median(powers)]
+    speech = float(loud.sum()) / len(loud) - noise
     if speech <= 0:
         return SNR_MIN
     if noise <= 0:
@@ -188,8 +217,13 @@ def estimate_snr(x: np.ndarray, rate: int) -> float:
 
 
 @lru_cache(maxsize=16)
-def _hann(n_fft: int) -> np.ndarray:
-    return np.hanning(n_fft).astype(np.float32)
+def _frame_constants(n_fft: int, rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hann window, sample offsets within a frame, and bin frequencies of one frame size."""
+    return (
+        np.hanning(n_fft).astype(np.float32),
+        np.arange(n_fft),
+        np.fft.rfftfreq(n_fft, 1.0 / rate),
+    )
 
 
 def active_spectra(
@@ -199,16 +233,27 @@ def active_spectra(
     frequencies. ``max_frames`` keeps an evenly spaced subset (a bounded cost per file)."""
     n_fft = 1 << max(math.ceil(math.log2(frame_seconds * rate)), 4)
     hop = n_fft // 2
+    window, offsets, freqs = _frame_constants(n_fft, rate)
     x = np.asarray(x, dtype=np.float32)
     if len(x) < n_fft:
         x = np.pad(x, (0, n_fft - len(x)))
-    frames = np.lib.stride_tricks.sliding_window_view(x, n_fft)[::hop]
-    if max_frames is not None and len(frames) > max_frames:
-        frames = frames[np.linspace(0, len(frames) - 1, max_frames).astype(np.int64)]
-    magnitude = np.abs(fft.rfft(frames * _hann(n_fft), axis=1))
+    count = (len(x) - n_fft) // hop + 1
+    if max_frames is not None and count > max_frames:
+        # Frame k of np.linspace(0, count - 1, max_frames), gathered in one indexing step
+        # (the same doubles as linspace computes, in plain Python: a few numbers).
+        last = max_frames - 1
+        spacing = (count - 1) / last if last else 0.0
+        starts = [int(k * spacing) * hop for k in range(last)] + [(count - 1) * hop if last else 0]
+        frames = x[np.array(starts)[:, None] + offsets]
+    else:
+        stride = x.strides[0]
+        frames = np.lib.stride_tricks.as_strided(
+            x, (count, n_fft), (hop * stride, stride), writeable=False
+        )
+    magnitude = np.abs(fft.rfft(frames * window, axis=1))
     energy = magnitude.sum(axis=1)
     active = energy > energy.max() * ACTIVE_FRAME_RANGE
-    return magnitude[active], np.fft.rfftfreq(n_fft, 1.0 / rate)
+    return magnitude[active], freqs
 
 
 def mean_rolloff(magnitude: np.ndarray, freqs: np.ndarray) -> np.ndarray:

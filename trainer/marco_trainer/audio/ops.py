@@ -14,6 +14,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import fft, signal
 
+from marco_trainer.audio import iir
 from marco_trainer.audio.features import active_power, integrated_loudness
 
 Audio = np.ndarray
@@ -44,11 +45,16 @@ def quantize(audio: Audio, sample_rate: int, encoding: str, bits: int) -> tuple[
     ``encoding`` is ``"pcm"`` or ``"mulaw"``; PCM at 24 bits or more is left alone
     (below float32's own resolution).
     """
-    x = np.clip(audio, -1.0, 1.0)
     if encoding == "mulaw":
         # G.711 works on 14-bit linear samples: index a 16-bit table of μ-law round trips.
-        index = np.rint(x * 32767.0).astype(np.int32) + 32768
-        return _mulaw_table()[index], sample_rate
+        # Clipping after scaling is the same as before it (x·32767 is monotonic and maps
+        # ±1 to ±32767), and lets one buffer go through clip, round and offset in place.
+        scaled = audio * 32767.0
+        np.clip(scaled, -32767.0, 32767.0, out=scaled)
+        np.rint(scaled, out=scaled)
+        scaled += 32768.0
+        return np.take(_mulaw_table(), scaled.astype(np.intp)), sample_rate
+    x = np.clip(audio, -1.0, 1.0)
     if encoding != "pcm":
         raise ValueError(f"unknown encoding {encoding!r} (pcm or mulaw)")
     if bits >= 24:
@@ -76,8 +82,11 @@ def reverberate(audio: Audio, sample_rate: int, rir: Audio) -> tuple[Audio, int]
     The RIR is scaled so its direct path has unit gain; the output is cut to the
     input's length (the tail past the end belongs to the next utterance).
     """
-    rir = rir / max(float(np.max(np.abs(rir))), 1e-12)
-    wet = signal.oaconvolve(audio, rir.astype(np.float32), mode="full")[: len(audio)]
+    rir = (rir / max(float(np.max(np.abs(rir))), 1e-12)).astype(np.float32)
+    # One product of transforms at a fast length that holds the whole convolution: for
+    # an utterance and a room (seconds, and a fraction of one) it beats overlap-add.
+    size = fft.next_fast_len(len(audio) + len(rir) - 1, real=True)
+    wet = fft.irfft(fft.rfft(audio, size) * fft.rfft(rir, size), size)[: len(audio)]
     return wet.astype(np.float32, copy=False), sample_rate
 
 
@@ -160,7 +169,7 @@ def butterworth(
         )
     else:
         sos = _butter_sos(order, kind, round(float(cutoff_hz)), sample_rate)  # type: ignore[arg-type]
-    return signal.sosfilt(sos, audio).astype(np.float32, copy=False), sample_rate
+    return iir.sosfilt(sos, audio).astype(np.float32, copy=False), sample_rate
 
 
 @lru_cache(maxsize=4096)
