@@ -62,7 +62,7 @@ def ours(
     accum: int,
     warmup: int,
     precision: str = "fp32",
-    prefetch: bool = True,
+    prefetch: bool | None = None,
 ):
     from marco_trainer.train.loop import Trainer
     from marco_trainer.train.options import TrainOptions
@@ -219,9 +219,10 @@ def main() -> int:
     parser.add_argument("--manifest", type=Path, default=None, help="reuse data written earlier")
     parser.add_argument("--write-data", type=Path, default=None, help="only write the data")
     parser.add_argument(
-        "--also-no-prefetch",
+        "--also-other-prefetch",
         action="store_true",
-        help="also time marco-trainer without its background data thread",
+        help="also time marco-trainer with its background data thread the other way "
+        "from its default (on with a GPU, off on CPU)",
     )
     args = parser.parse_args()
     if args.write_data is not None:
@@ -263,8 +264,11 @@ def main() -> int:
             ("Seq2SeqTrainer", partial(peer, workers=args.peer_workers)),
             ("marco-trainer", ours),
         ]
-        if args.also_no_prefetch:
-            systems.append(("marco-no-prefetch", partial(ours, prefetch=False)))
+        if args.also_other_prefetch:
+            flipped = not torch.cuda.is_available()
+            systems.append(
+                (f"marco-prefetch-{'on' if flipped else 'off'}", partial(ours, prefetch=flipped))
+            )
         rates: dict[str, list[float]] = {name: [] for name, _ in systems}
         memory: dict[str, list[float]] = {name: [] for name, _ in systems}
         for round_ in range(args.rounds):

@@ -60,6 +60,6 @@ cp $W/run-*.log $OUT/ 2>/dev/null
 bench() { python3 benchmarks/train.py --manifest $M "$@" 2>&1 | grep -vE "train:|train_runtime|Warning|warn"; }
 [ -n "${FUNCTIONAL_ONLY:-}" ] && exit 0
 echo "== benchmark: Whisper-base size"
-bench --d-model 512 --layers 6 --heads 8 --ffn 2048 --window 30 --batch 16 --accum 2 --steps 25 --warmup 5 --rounds 2 --precision bf16 --also-no-prefetch | tee $OUT/bench-base.txt
+bench --d-model 512 --layers 6 --heads 8 --ffn 2048 --window 30 --batch 16 --accum 2 --steps 25 --warmup 5 --rounds 2 --precision bf16 --also-other-prefetch | tee $OUT/bench-base.txt
 echo "== benchmark: Whisper-small size"
 bench --d-model 768 --layers 12 --heads 12 --ffn 3072 --window 30 --batch 16 --accum 2 --steps 20 --warmup 5 --rounds 2 --precision bf16 | tee $OUT/bench-small.txt

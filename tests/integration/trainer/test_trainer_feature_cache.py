@@ -1,4 +1,5 @@
-"""Reusing featurised utterances across epochs changes nothing in what the trainer learns."""
+"""Reusing featurised utterances across epochs, or preparing the next step in a background
+thread, changes nothing in what the trainer learns."""
 
 from __future__ import annotations
 
@@ -9,32 +10,40 @@ from marco_trainer.contract import StageResult
 from tests.trainer_runs import read_history, read_trace, run_trainer, train_args
 
 
-def test_training_with_the_feature_cache_equals_training_without_it(
+def test_training_with_the_feature_cache_or_prefetch_equals_training_without_them(
     tmp_path, tiny_whisper, speech_manifest
 ):
     # 4 utterances in micro-batches of 2 over 8 steps: epochs 2 to 4 come from the cache.
     flags = dict(learning_rate=1e-2, max_steps=8, eval_every=4, per_device_batch_size=2)
     runs = {}
-    for name, megabytes in (("cached", 64), ("uncached", 0)):
+    variants = {
+        "cached": dict(feature_cache_mb=64, no_prefetch=True),
+        "uncached": dict(feature_cache_mb=0, no_prefetch=True),
+        "prefetched": dict(feature_cache_mb=64, prefetch=True),
+    }
+    for name, options in variants.items():
         out = tmp_path / name
-        done = run_trainer(
-            *train_args(tiny_whisper, speech_manifest, out, feature_cache_mb=megabytes, **flags)
-        )
+        done = run_trainer(*train_args(tiny_whisper, speech_manifest, out, **options, **flags))
         assert done.returncode == 0, done.stderr[-3000:]
         runs[name] = out
 
-    cached, uncached = runs["cached"], runs["uncached"]
     counts = {
         n: StageResult.model_validate_json((runs[n] / "result.json").read_text()).counts
         for n in runs
     }
     assert counts["cached"]["feature_cache_utterances"] == 4
+    assert counts["prefetched"]["feature_cache_utterances"] == 4
     assert counts["uncached"]["feature_cache_utterances"] == 0
 
-    a, b = read_history(cached).evaluations, read_history(uncached).evaluations
-    assert [(e.step, e.loss, e.wer) for e in a] == [(e.step, e.loss, e.wer) for e in b]
-    assert [t["loss"] for t in read_trace(cached)] == [t["loss"] for t in read_trace(uncached)]
-    assert a[-1].loss < a[0].loss  # it trained
-    w1 = load_file(cached / "checkpoints" / "last" / "model.safetensors")
-    w2 = load_file(uncached / "checkpoints" / "last" / "model.safetensors")
-    assert all(torch.equal(w1[k], w2[k]) for k in w1)
+    reference = read_history(runs["uncached"]).evaluations
+    assert reference[-1].loss < reference[0].loss  # it trained
+    weights = load_file(runs["uncached"] / "checkpoints" / "last" / "model.safetensors")
+    for name in ("cached", "prefetched"):
+        history = read_history(runs[name]).evaluations
+        assert [(e.step, e.loss, e.wer) for e in history] == [
+            (e.step, e.loss, e.wer) for e in reference
+        ], name
+        losses = [t["loss"] for t in read_trace(runs[name])]
+        assert losses == [t["loss"] for t in read_trace(runs["uncached"])], name
+        other = load_file(runs[name] / "checkpoints" / "last" / "model.safetensors")
+        assert all(torch.equal(other[k], weights[k]) for k in weights), name

@@ -109,8 +109,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--prefetch",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="load the next step's audio in a background thread (default: on)",
+        default=None,
+        help="load the next step's audio in a background thread "
+        "(default: on with a GPU, off on CPU, where the step already uses every core)",
     )
     p.add_argument(
         "--feature-cache-mb",

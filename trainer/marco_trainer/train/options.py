@@ -39,7 +39,7 @@ class TrainOptions:
     max_consecutive_nonfinite: int = 3
     baseline_wer: float | None = None
     max_new_tokens: int = 128
-    prefetch: bool = True
+    prefetch: bool | None = None  # None: on with a GPU, off on CPU
     feature_cache_mb: int | None = None  # None: from the container's memory
     extra: dict = field(default_factory=dict)
 
