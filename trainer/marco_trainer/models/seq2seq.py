@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from marco_trainer.models.base import IGNORE_INDEX, AsrModel
+from marco_trainer.models.whisper_features import window_log_mel
 
 
 class EncoderDecoderAsr(AsrModel):
@@ -23,6 +24,10 @@ class EncoderDecoderAsr(AsrModel):
         return bool(getattr(self.model.generation_config, "is_multilingual", False))
 
     def _features(self, audios: list[np.ndarray]) -> dict[str, torch.Tensor]:
+        if self._fixed_window:
+            features = window_log_mel(self.processor.feature_extractor, audios, self.sampling_rate)
+            if features is not None:
+                return {"input_features": features}
         out = self.processor.feature_extractor(
             audios, sampling_rate=self.sampling_rate, return_tensors="pt"
         )
