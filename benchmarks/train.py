@@ -2,7 +2,9 @@
 
 Same model (a small random Whisper built in code, or ``--model``), same spoken
 utterances (flite), same per-device batch and gradient accumulation, same
-optimizer settings (AdamW, β = 0.9/0.995, constant LR), in one process, one
+optimizer settings (AdamW, β = 0.9/0.995, constant LR), the same label token
+sequences; each system featurises the audio its own way (the peer with the
+processor, as a Hugging Face fine-tuning script does). In one process, one
 after the other, alternating (peer, ours, peer, ours) so that neither gets the
 warm caches. Throughput is training utterances per second between the end of
 a warm-up step and the last step, taken from each trainer's own per-step
@@ -115,13 +117,14 @@ def peer(
 
     from marco_trainer.data import load_examples
     from marco_trainer.model_audio import load_audio
-    from marco_trainer.models.seq2seq import EncoderDecoderAsr
 
     examples = load_examples([manifest])
     processor = AutoProcessor.from_pretrained(model)
     network = AutoModelForSpeechSeq2Seq.from_pretrained(model, dtype=torch.float32)
-    # The same collation (features + labels) as ours, so only the loops differ.
-    collate_with = EncoderDecoderAsr(network, processor, model, "en", "transcribe")
+    tokenizer = processor.tokenizer
+    if getattr(network.generation_config, "is_multilingual", False):
+        tokenizer.set_prefix_tokens(language="en", task="transcribe")  # as ours does
+    start = network.config.decoder_start_token_id
 
     class Speech(torch.utils.data.Dataset):
         def __len__(self) -> int:
@@ -132,7 +135,29 @@ def peer(
             return {"audio": load_audio(example.audio_filepath, 16000), "text": example.text}
 
     def collate(items: list[dict]) -> dict:
-        return collate_with.training_batch([i["audio"] for i in items], [i["text"] for i in items])
+        # What a Hugging Face Whisper fine-tuning script does: the processor's features,
+        # the tokenizer's ids padded with -100, the decoder start token left to the model.
+        # The token sequences are the ones marco-trainer trains on.
+        features = processor.feature_extractor(
+            [i["audio"] for i in items], sampling_rate=16000, return_tensors="pt"
+        ).input_features
+        ids = tokenizer([i["text"] for i in items]).input_ids
+        ids = [seq[1:] if seq and seq[0] == start else seq for seq in ids]
+        labels = torch.full((len(ids), max(map(len, ids))), -100, dtype=torch.long)
+        for row, seq in enumerate(ids):
+            labels[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        return {"input_features": features, "labels": labels}
+
+    # The systems must train on the same inputs: check one batch against ours.
+    from marco_trainer.models.seq2seq import EncoderDecoderAsr
+
+    sample = [Speech()[i] for i in range(min(batch, len(examples)))]
+    theirs = collate(sample)
+    mine = EncoderDecoderAsr(network, processor, model, "en", "transcribe").training_batch(
+        [s["audio"] for s in sample], [s["text"] for s in sample]
+    )
+    assert torch.equal(theirs["labels"], mine["labels"]), "label tokens differ"
+    assert torch.allclose(theirs["input_features"], mine["input_features"]), "features differ"
 
     stamps: dict[int, float] = {}
 
