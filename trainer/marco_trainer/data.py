@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +139,7 @@ class LoadedBatch:
     texts: list[str]
     skipped: list[str]
     #: Example index of each audio (the readable ones, in order).
-    indices: list[int] = field(default_factory=list)
+    indices: list[int]
 
 
 def load_batch(

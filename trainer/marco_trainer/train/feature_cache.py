@@ -66,27 +66,16 @@ class FeatureCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self.hits = 0
-        self.misses = 0
         self._items: dict[int, dict[str, _Packed]] = {}
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def get(self, key: int) -> dict[str, torch.Tensor] | None:
-        item = self._items.get(key)
-        if item is None:
-            self.misses += 1
-            return None
-        self.hits += 1
-        return {name: unpack(packed) for name, packed in item.items()}
-
     def get_all(self, keys: list[int]) -> list[dict[str, torch.Tensor]] | None:
         """Inputs of every key, or None when any is missing (the batch is featurised anew)."""
-        if not self.max_bytes or any(key not in self._items for key in keys):
-            self.misses += len(keys) if self.max_bytes else 0
+        if any(key not in self._items for key in keys):
             return None
-        return [self.get(key) for key in keys]  # type: ignore[misc]
+        return [{name: unpack(packed) for name, packed in self._items[key].items()} for key in keys]
 
     def put(self, key: int, inputs: dict[str, torch.Tensor]) -> bool:
         """Keep ``inputs`` for ``key`` if the budget allows; True if stored."""

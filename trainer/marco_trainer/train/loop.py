@@ -243,8 +243,9 @@ class Trainer:
             loaded.append(batch)
             tensors = self.asr.training_batch(batch.audios, batch.texts) if batch.audios else None
             if tensors is not None and self.feature_cache.max_bytes:
+                # On only for families with per-example inputs (checked at start-up).
                 examples = self.asr.example_inputs(tensors)
-                for index, inputs in zip(batch.indices, examples, strict=bool(examples)):
+                for index, inputs in zip(batch.indices, examples, strict=True):
                     self.feature_cache.put(index, inputs)
             batches.append(self._pinned(tensors))
         return PreparedStep(batches, loaded, position)
