@@ -115,7 +115,7 @@ def stage_command(
     family: str,
     learning_rate: float | None = None,
 ) -> StageCommand:
-    """The `marco-trainer` command of one stage (see DESIGN.md's CLI contract)."""
+    """The `marco-trainer` command of one stage (contract: docs/architecture.md)."""
     out = layout.stage_dir(stage)
     if stage == "filter":
         args = ["filter", "--output-dir", out]

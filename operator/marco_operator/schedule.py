@@ -1,6 +1,6 @@
 """The learning-rate policy: pure functions of the evaluation history.
 
-Paper §2 (see shared/PAPER.md):
+Paper §2 (see docs/method.md):
 
 - Eq. 1, encoder-decoder models: training runs in cycles of constant LR; the
   next cycle's LR falls linearly from η_max to η_min as the standard deviation
