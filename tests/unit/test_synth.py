@@ -1,8 +1,10 @@
+import pytest
 import soundfile as sf
 
 from marco_trainer.synth import Voice, available_voices, speak
 
 
+@pytest.mark.tts
 def test_every_listed_engine_speaks(tmp_path):
     voices = available_voices()
     assert {v.engine for v in voices} == {"flite", "espeak-ng", "festival"}
@@ -15,7 +17,5 @@ def test_every_listed_engine_speaks(tmp_path):
 
 
 def test_unknown_engine_is_named(tmp_path):
-    import pytest
-
     with pytest.raises(ValueError, match="nope"):
         speak("x", tmp_path / "x.wav", Voice("nope", "x"))

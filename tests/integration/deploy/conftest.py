@@ -10,8 +10,6 @@ API, and `wait_for_series` polls until a query has results.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import time
@@ -25,35 +23,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.deploy.chart import ROOT
+from tests.tools import find_tool
 
 PROMETHEUS_BIN = "/usr/bin/prometheus"
 SCRAPE_INTERVAL = "1s"
-
-
-def find_tool(name: str) -> str:
-    """PATH first (make test puts .tools/bin there), else the repo's .tools/bin."""
-    found = shutil.which(name)
-    if found:
-        return found
-    local = ROOT / ".tools" / "bin" / name
-    if local.is_file() and os.access(local, os.X_OK):
-        return str(local)
-    # The main checkout's tools serve its worktrees too.
-    common = Path(
-        subprocess.run(
-            ["git", "rev-parse", "--path-format=absolute", "--git-common-dir"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        ).stdout.strip()
-        or ROOT / ".git"
-    )
-    shared = common.parent / ".tools" / "bin" / name
-    if shared.is_file():
-        return str(shared)
-    raise FileNotFoundError(f"{name} not on PATH nor in {local.parent}: run `make install`")
 
 
 @pytest.fixture(scope="session")

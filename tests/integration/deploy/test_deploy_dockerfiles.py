@@ -66,6 +66,8 @@ def test_make_installs_with_the_same_script():
     recipe = makefile.split("$(VENV)/install.stamp:", 1)[1].split("\n\n", 1)[0]
     assert f"{INSTALL_SCRIPT} operator,trainer,dev" in recipe
     assert "pip install" not in recipe
+    script = (ROOT / INSTALL_SCRIPT).read_text()
+    assert "sync --locked" in script and "pip install" not in script
 
 
 def test_operator_image_has_no_torch_and_runs_as_the_charts_user(helm):
@@ -85,8 +87,15 @@ def test_trainer_image_matches_what_the_jobs_expect():
     assert "HOME=/home/marco" in last(path, "ENV")
     run = last(path, "RUN")
     assert "command -v torchrun marco-trainer" in run  # the build fails without them
-    base = next(rest for kw, rest in instructions(path) if kw == "ARG")
-    assert re.search(r"cuda", base) and "2.11" in base
+    # torch and its CUDA libraries come from the lock, not from the base image.
+    assert last(path, "FROM").startswith("python:3.")
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_images_copy_the_lock_and_what_installs_from_it(name):
+    copied = " ".join(rest for kw, rest in instructions(DOCKERFILES[name]) if kw == "COPY").split()
+    for needed in ("uv.lock", "pyproject.toml", INSTALL_SCRIPT, "scripts/uv-requirements.txt"):
+        assert needed in copied, f"{name} image does not copy {needed}"
 
 
 def test_install_script_refuses_bad_extras():
