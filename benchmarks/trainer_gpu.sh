@@ -15,7 +15,7 @@ if compgen -G ".whl/*.whl" >/dev/null; then
     --target /tmp/site .whl/*.whl >/dev/null 2>&1 || { echo "wheel install failed"; exit 1; }
   export PYTHONPATH=/tmp/site
 fi
-export PYTHONPATH=${PYTHONPATH:-}:$PWD/operator:$PWD/trainer:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+export PYTHONPATH=${PYTHONPATH:-}:$PWD/contract:$PWD/operator:$PWD/trainer:$PWD PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || echo "no nvidia-smi"
 python3 -c "import torch,transformers,peft,pydantic;print('torch',torch.__version__,'transformers',transformers.__version__,'peft',peft.__version__,'cuda',torch.cuda.is_available())"
 W=$(mktemp -d)
@@ -30,9 +30,9 @@ M=$PWD/.gpu/data/speech.jsonl
 functional() {  # family model lr
   local name=$1 model=$2 lr=$3; local out=$W/run-$name ctl=$W/ctl-$name.json
   ( while ! grep -q '"step": 25,' $out/trace/rank-0.jsonl 2>/dev/null; do sleep 0.2; done
-    python3 -c "from marco_trainer.contract import Directive;print(Directive(cycle=1,learning_rate=$lr/4).model_dump_json())" > $ctl.tmp && mv $ctl.tmp $ctl
+    python3 -c "from marco_contract.formats import Directive;print(Directive(cycle=1,learning_rate=$lr/4).model_dump_json())" > $ctl.tmp && mv $ctl.tmp $ctl
     while ! grep -q '"step": 45,' $out/trace/rank-0.jsonl 2>/dev/null; do sleep 0.2; done
-    python3 -c "from marco_trainer.contract import Directive;print(Directive(cycle=1,learning_rate=$lr/4,stop=True).model_dump_json())" > $ctl.tmp && mv $ctl.tmp $ctl ) &
+    python3 -c "from marco_contract.formats import Directive;print(Directive(cycle=1,learning_rate=$lr/4,stop=True).model_dump_json())" > $ctl.tmp && mv $ctl.tmp $ctl ) &
   local t0=$(date +%s.%N)
   timeout 300 python3 -m torch.distributed.run --standalone --nproc-per-node=1 -m marco_trainer train --model $model \
     --train-manifest $M --validation-manifest $M --output-dir $out --control-file $ctl --learning-rate $lr \

@@ -27,7 +27,7 @@ from tqdm import tqdm
 from transformers import WhisperForConditionalGeneration, WhisperProcessor
 from whisper_normalizer.english import EnglishTextNormalizer
 
-from marco_trainer.manifest import read_manifest
+from marco_contract.manifests import read_manifest
 
 SIMPLE = jiwer.Compose(
     [jiwer.ToLowerCase(), jiwer.RemovePunctuation(), jiwer.RemoveMultipleSpaces(), jiwer.Strip()]

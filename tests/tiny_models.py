@@ -238,8 +238,8 @@ def write_speech_manifest(
     """Speak ``sentences`` with flite (16 kHz WAVs) and write a manifest next to them."""
     import soundfile as sf
 
-    from marco_trainer.contract import Utterance
-    from marco_trainer.manifest import write_manifest
+    from marco_contract.formats import Utterance
+    from marco_contract.manifests import write_manifest
     from marco_trainer.synth import speak
 
     folder = Path(folder)

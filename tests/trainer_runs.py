@@ -52,7 +52,7 @@ def run_trainer(*args: str, nproc: int = 1, timeout: float = 240) -> subprocess.
 
 
 def read_history(output_dir: Path):
-    from marco_trainer.contract import EvaluationHistory
+    from marco_contract.formats import EvaluationHistory
 
     return EvaluationHistory.model_validate_json(
         (Path(output_dir) / "evaluations.json").read_text()

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 COMMAND_MODULES: tuple[str, ...] = (
     "marco_operator.crd",
-    "marco_operator.local",
+    "marco_operator.local_cli",
     "marco_operator.rbac",
     "marco_operator.dashboard",
     "marco_operator.kopf_driver",

@@ -19,26 +19,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from marco_operator.api import (
-    MAX_NAME_LENGTH,
+from marco_contract.formats import Directive, Evaluation, EvaluationHistory, StageResult
+from marco_contract.layout import STAGES, Layout
+from marco_contract.status import (
     TERMINAL_PHASES,
-    AsrAdaptationSpec,
     AsrAdaptationStatus,
     Condition,
     CycleRecord,
     StageStatus,
     StopRecord,
-    describe_error,
-    parse_spec,
 )
-from marco_operator.plan import (
-    PHASE_OF_STAGE,
-    STAGES,
-    Layout,
-    StageCommand,
-    enabled_stages,
-    stage_command,
-)
+from marco_operator.api import MAX_NAME_LENGTH, AsrAdaptationSpec, describe_error, parse_spec
+from marco_operator.plan import PHASE_OF_STAGE, StageCommand, enabled_stages, stage_command
 from marco_operator.resources import (
     Owner,
     cluster_layout,
@@ -59,7 +51,6 @@ from marco_operator.schedule import (
     lr_bounds,
     sigma,
 )
-from marco_trainer.contract import Directive, Evaluation, EvaluationHistory, StageResult
 
 #: Seconds until the next look while a stage runs (the driver's timer may be faster).
 REQUEUE_RUNNING = 10.0

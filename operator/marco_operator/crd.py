@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from marco_contract.status import AsrAdaptationStatus
 from marco_operator.api import (
     GROUP,
     KIND,
@@ -23,7 +24,6 @@ from marco_operator.api import (
     SINGULAR,
     VERSION,
     AsrAdaptationSpec,
-    AsrAdaptationStatus,
     cel,
 )
 from marco_operator.generated import add_generator

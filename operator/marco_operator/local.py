@@ -13,7 +13,6 @@ from its last checkpoint).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -30,11 +29,14 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from marco_operator.api import API_VERSION, KIND, TERMINAL_PHASES, AsrAdaptationStatus
+from marco_contract.files import atomic_write_text
+from marco_contract.formats import Directive, EvaluationHistory
+from marco_contract.layout import Layout, output_path
+from marco_contract.results import read_stage_result
+from marco_contract.status import TERMINAL_PHASES
+from marco_operator.api import API_VERSION, KIND
 from marco_operator.core import Event, JobState, Observed, Outcome, reconcile
-from marco_operator.plan import Layout, StageCommand, output_path
-from marco_trainer.contract import Directive, EvaluationHistory, StageResult
-from marco_trainer.manifest import atomic_write_text
+from marco_operator.plan import StageCommand
 
 STOP_TIMEOUT = 20.0
 
@@ -57,7 +59,10 @@ class LocalJob:
             return JobState(name=name, stage=self.command.stage, active=1)
         if code == 0:
             return JobState(
-                name=name, stage=self.command.stage, complete=True, result=_result(stage_dir)
+                name=name,
+                stage=self.command.stage,
+                complete=True,
+                result=read_stage_result(stage_dir),
             )
         return JobState(
             name=name,
@@ -65,13 +70,6 @@ class LocalJob:
             failed=True,
             failure_reason=f"exit code {code}: {_last_line(self.log_path)} (log: {self.log_path})",
         )
-
-
-def _result(stage_dir: Path) -> StageResult | None:
-    path = stage_dir / "result.json"
-    if not path.exists():
-        return None
-    return StageResult.model_validate_json(path.read_text())
 
 
 def _last_line(path: Path) -> str:
@@ -110,8 +108,8 @@ class LocalRun:
             control_file=str(self.root / "control" / "directive.json"),
             metrics_port=self.metrics_port,
         )
-        self.status_path = self.root / "status.json"
-        self.events_path = self.root / "events.jsonl"
+        self.status_path = Path(self.layout.run.status_file)
+        self.events_path = Path(self.layout.run.events_file)
         self.logs = self.root / "logs"
 
     # ----------------------------------------------------------------- state I/O
@@ -140,7 +138,7 @@ class LocalRun:
                 return EvaluationHistory.model_validate_json(response.read())
         except (urllib.error.URLError, OSError, ValidationError, ValueError):
             # Not up yet, or between restarts: the trainer's file is the next best source.
-            path = self.root / "train" / "evaluations.json"
+            path = Path(self.layout.run.evaluations_file)
             if path.exists():
                 try:
                     return EvaluationHistory.model_validate_json(path.read_text())
@@ -258,57 +256,3 @@ def run_until_done(run: LocalRun, interval: float, on_step=None) -> dict[str, An
         if phase in TERMINAL_PHASES or phase == "Invalid":
             return outcome.status
         time.sleep(interval)
-
-
-def _command(args: argparse.Namespace) -> int:
-    from marco_operator.local_view import LocalView
-
-    manifest_path = Path(args.file)
-    try:
-        manifest = load_manifest(manifest_path)
-        run = LocalRun(
-            manifest=manifest,
-            data_dir=Path(args.data_dir or manifest_path.parent),
-            output_dir=Path(args.output_dir),
-            metrics_port=args.metrics_port,
-            nproc_per_node=args.nproc_per_node,
-        )
-    except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    view = LocalView(run)
-    try:
-        with view:
-            status = run_until_done(run, args.interval, on_step=view.update)
-    except KeyboardInterrupt:
-        run.stop_all()
-        print(f"\ninterrupted; status saved in {run.status_path}. Run again to resume.")
-        return 130
-    final = AsrAdaptationStatus.model_validate(status)
-    view.summary(final)
-    if final.phase != "Invalid":
-        # The report draws with matplotlib, which lives with the trainer: run it there.
-        report = subprocess.run(
-            [sys.executable, "-m", "marco_trainer", "report", "--run-dir", str(run.root)],
-            capture_output=True,
-            text=True,
-        )
-        print(report.stdout.strip() or report.stderr.strip())
-    return 0 if final.phase in ("Succeeded", "EarlyStopped") else 1
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "run", help="run an AsrAdaptation on this machine (no cluster)", description=__doc__
-    )
-    parser.add_argument("-f", "--file", required=True, help="AsrAdaptation manifest (YAML)")
-    parser.add_argument(
-        "--data-dir", help="local directory standing for the data volume (default: manifest's dir)"
-    )
-    parser.add_argument("--output-dir", default="marco-runs", help="where outputs go")
-    parser.add_argument("--interval", type=float, default=2.0, help="seconds between looks")
-    parser.add_argument("--metrics-port", type=int, default=9400, help="trainer metrics port")
-    parser.add_argument(
-        "--nproc-per-node", type=int, default=1, help="training processes (torchrun standalone)"
-    )
-    parser.set_defaults(func=_command)

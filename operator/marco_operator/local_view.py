@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from marco_operator.api import AsrAdaptationStatus
-from marco_operator.plan import STAGES
+from marco_contract.layout import STAGES
+from marco_contract.status import AsrAdaptationStatus
 
 if TYPE_CHECKING:
     from marco_operator.core import Outcome

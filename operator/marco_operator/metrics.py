@@ -15,7 +15,7 @@ from typing import Protocol, get_args
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from marco_operator.api import Phase
+from marco_contract.status import Phase
 
 DEFAULT_PORT = 9090
 PORT_ENV = "MARCO_METRICS_PORT"

@@ -12,9 +12,8 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from marco_contract.layout import STAGES, Layout
 from marco_operator.api import AsrAdaptationSpec
-
-STAGES: tuple[str, ...] = ("filter", "profile", "augment", "baseline", "train", "evaluate")
 
 PHASE_OF_STAGE: dict[str, str] = {
     "filter": "Filtering",
@@ -41,45 +40,10 @@ def enabled_stages(spec: AsrAdaptationSpec) -> list[str]:
     return [stage for stage in STAGES if switches[stage]]
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Where things are for the process that runs a stage.
-
-    `data_root` is where data.mountPath is seen, `output_root` this adaptation's
-    output directory, `control_file` the directive file the trainer reads.
-    """
-
-    data_mount: str
-    data_root: str
-    output_root: str
-    control_file: str
-    metrics_port: int = 9400
-
-    def data(self, path: str) -> str:
-        """A data path from the spec: relative to the volume, or absolute under its mount."""
-        if path == self.data_mount or path.startswith(self.data_mount.rstrip("/") + "/"):
-            return posixpath.join(self.data_root, posixpath.relpath(path, self.data_mount))
-        if posixpath.isabs(path):
-            return path
-        return posixpath.join(self.data_root, path)
-
-    def stage_dir(self, stage: str) -> str:
-        return posixpath.join(self.output_root, stage)
-
-    def model(self, source: str) -> str:
-        """Absolute paths are volume paths; anything else is a hub id, passed as is."""
-        return self.data(source) if posixpath.isabs(source) else source
-
-
-def output_path(path: str | None, name: str) -> str:
-    """The adaptation's directory under the output mount (spec.output.path)."""
-    return path or f"marco-asr/{name}"
-
-
 def source_manifests(spec: AsrAdaptationSpec, layout: Layout) -> list[str]:
     """The clean training data: the filter's kept lines, or the spec's manifests as given."""
     if spec.filter.enabled:
-        return [posixpath.join(layout.stage_dir("filter"), "kept.jsonl")]
+        return [layout.run.kept_manifest]
     return [layout.data(path) for path in spec.data.train]
 
 

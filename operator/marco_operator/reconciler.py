@@ -20,7 +20,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from marco_operator.api import API_VERSION, KIND, PLURAL, TERMINAL_PHASES
+from marco_contract.formats import Directive, EvaluationHistory, StageResult
+from marco_contract.status import TERMINAL_PHASES
+from marco_operator.api import API_VERSION, KIND, PLURAL
 from marco_operator.core import Event, JobState, Observed, Outcome, reconcile
 from marco_operator.kube import Kube, KubeError, collection_path
 from marco_operator.resources import (
@@ -34,7 +36,6 @@ from marco_operator.resources import (
     Owner,
     control_configmap_name,
 )
-from marco_trainer.contract import Directive, EvaluationHistory, StageResult
 
 logger = logging.getLogger(__name__)
 

@@ -11,9 +11,11 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from marco_contract.formats import Directive
+from marco_contract.layout import Layout, output_path
+from marco_contract.results import TERMINATION_LOG_ENV
 from marco_operator.api import API_VERSION, KIND, AsrAdaptationSpec
-from marco_operator.plan import GPU_STAGES, Layout, StageCommand, output_path
-from marco_trainer.contract import Directive
+from marco_operator.plan import GPU_STAGES, StageCommand
 
 MANAGED_BY = "marco-asr"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -196,7 +198,7 @@ def stage_job(spec: AsrAdaptationSpec, owner: Owner, command: StageCommand) -> d
     else:
         container_command = ["marco-trainer", *command.args]
     env = [
-        {"name": "MARCO_TERMINATION_LOG", "value": TERMINATION_LOG},
+        {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG},
         {"name": "MARCO_NUM_SHARDS", "value": str(completions)},
         {"name": "HF_HOME", "value": "/home/marco/.cache/huggingface"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},

@@ -21,8 +21,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from marco_contract.formats import Directive, Evaluation
 from marco_operator.api import DEFAULT_LR_BOUNDS, TrainingSpec
-from marco_trainer.contract import Directive, Evaluation
 
 #: Decoders at least this deep start cycle 0 at η_min: the paper ties LR
 #: sensitivity to decoder depth (Whisper-Large-V3's 32 layers wanted 1e-7).

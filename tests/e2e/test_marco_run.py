@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from marco_operator.api import AsrAdaptationStatus, parse_spec
+from marco_contract.formats import Directive, EvaluationHistory
+from marco_contract.manifests import read_manifest
+from marco_contract.status import AsrAdaptationStatus
+from marco_operator.api import parse_spec
 from marco_operator.schedule import ScheduleSettings, decide, initial_learning_rate, lr_bounds
-from marco_trainer.contract import Directive, EvaluationHistory
-from marco_trainer.manifest import read_manifest
 from tests.tiny_models import build_tiny_whisper
 from tests.trainer_runs import free_port
 

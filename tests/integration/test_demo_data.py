@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from marco_contract.manifests import read_manifest
 from marco_trainer.demo_data import DemoDataConfig, DemoDataSummary, plan
 from marco_trainer.demo_sentences import DOMAIN_VOCABULARY, words
-from marco_trainer.manifest import read_manifest
 from marco_trainer.synth import available_voices
 
 SIZES = {

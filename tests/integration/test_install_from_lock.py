@@ -1,11 +1,14 @@
-"""The install step of the operator image, run here: exact versions from uv.lock,
-whatever newer releases the index offers."""
+"""The operator image's install, run here on exactly the files its Dockerfile
+copies: exact versions from uv.lock whatever newer releases the index offers,
+no torch, no trainer code."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import os
+import re
+import shutil
 import subprocess
 import tomllib
 import zipfile
@@ -13,7 +16,31 @@ from pathlib import Path
 
 from tests.tools import ROOT, find_tool
 
-INSTALL_SCRIPT = ROOT / "scripts" / "install-python.sh"
+INSTALL_SCRIPT = "scripts/install-python.sh"
+
+
+def image_tree(dockerfile: Path, dest: Path) -> Path:
+    """Copy what the Dockerfile's COPY instructions copy from the checkout into `dest`."""
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] != ["COPY"]:
+            continue
+        *sources, target = words[1:]
+        for source in sources:
+            origin = ROOT / source
+            if origin.is_dir():
+                shutil.copytree(origin, dest / target, ignore=IGNORED)
+            elif target.endswith("/"):
+                (dest / target).mkdir(parents=True, exist_ok=True)
+                shutil.copy(origin, dest / target / origin.name)
+            else:
+                (dest / target).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(origin, dest / target)
+    return dest
+
+
+IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info")
 
 
 def fake_release(folder: Path, name: str, version: str) -> Path:
@@ -67,19 +94,22 @@ def test_the_operator_install_takes_the_lock_not_a_newer_release(tmp_path):
     )  # fmt: skip
     assert "pydantic==99.0.0" in resolved.stdout + resolved.stderr
 
+    src = image_tree(ROOT / "Dockerfile.operator", tmp_path / "src")
+    assert not (src / "trainer").exists()
     venv = tmp_path / "operator-venv"
     env = {**os.environ, "VENV": str(venv), "UV": uv, "UV_FIND_LINKS": str(newer)}
-    done = run("bash", INSTALL_SCRIPT, "operator", env=env)
+    done = run("bash", src / INSTALL_SCRIPT, "operator", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.strip().endswith(f"in {venv}, Python {python_version(venv)}")
 
     probe = (
         "import importlib.metadata as m, importlib.util as u;"
         "print(m.version('pydantic'), u.find_spec('torch') is None,"
-        " u.find_spec('kopf') is not None)"
+        " u.find_spec('marco_trainer') is None, u.find_spec('kopf') is not None)"
     )
     assert run(venv / "bin" / "python", "-c", probe).stdout.split() == [
         locked_version("pydantic"),
+        "True",
         "True",
         "True",
     ]

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from marco_trainer.contract import TERMINATION_MESSAGE_LIMIT, Directive, StageResult, Utterance
-from marco_trainer.manifest import ManifestProblems, iter_manifest, read_manifest, write_manifest
+from marco_contract.formats import TERMINATION_MESSAGE_LIMIT, Directive, StageResult, Utterance
+from marco_contract.manifests import ManifestProblems, iter_manifest, read_manifest, write_manifest
 from marco_trainer.sharding import Shard, shard_from_args
 
 

@@ -2,9 +2,9 @@ import json
 
 import matplotlib.image as mpimg
 
-from marco_operator.api import AsrAdaptationStatus, CycleRecord, StageStatus
+from marco_contract.formats import Evaluation, EvaluationHistory
+from marco_contract.status import AsrAdaptationStatus, CycleRecord, StageStatus
 from marco_trainer.cli import main
-from marco_trainer.contract import Evaluation, EvaluationHistory
 
 
 def make_run(tmp_path):

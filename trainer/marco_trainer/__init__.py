@@ -1,7 +1,8 @@
 """marco-asr data plane: audio profiling and augmentation, evaluation, training.
 
-Importing this package must stay cheap and torch-free: the operator imports
-``marco_trainer.contract`` for the formats it shares with the trainer.
+Importing this package must stay cheap and torch-free: `marco-trainer --help`
+answers without loading torch. The formats it shares with the operator are in
+``marco_contract``.
 """
 
 __version__ = "0.1.0"

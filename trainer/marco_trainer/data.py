@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from marco_trainer.manifest import ManifestProblems, iter_manifests
+from marco_contract.manifests import ManifestProblems, iter_manifests
 from marco_trainer.model_audio import AudioError, audio_duration, load_audio
 
 

@@ -38,9 +38,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
 
-from marco_trainer.contract import Utterance
+from marco_contract.files import atomic_write_text
+from marco_contract.formats import Utterance
+from marco_contract.manifests import write_manifest
 from marco_trainer.demo_sentences import source_sentences, target_sentences
-from marco_trainer.manifest import atomic_write_text, write_manifest
 from marco_trainer.synth import Voice, available_voices, speak
 from marco_trainer.telephony import TELEPHONE_RATE, ChannelParams, telephony_channel
 

@@ -110,11 +110,11 @@ def score(
 def run_evaluate(args) -> int:
     from tqdm import tqdm
 
-    from marco_trainer.contract import StageResult
+    from marco_contract.files import atomic_write_text
+    from marco_contract.formats import StageResult
+    from marco_contract.results import write_stage_result
     from marco_trainer.data import load_examples
-    from marco_trainer.manifest import atomic_write_text
     from marco_trainer.models import load_asr_model
-    from marco_trainer.results import write_stage_result
     from marco_trainer.runtime import pick_device, quiet_transformers
 
     quiet_transformers()

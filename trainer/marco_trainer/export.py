@@ -87,7 +87,7 @@ def export_checkpoint(
     final_wer: float | None = None,
     steps: int | None = None,
 ) -> Path:
-    from marco_trainer.manifest import atomic_write_text
+    from marco_contract.files import atomic_write_text
     from marco_trainer.train.checkpoint import BEST_FILE, BestInfo, replace_dir
 
     checkpoint = Path(checkpoint)

@@ -2,7 +2,7 @@
 
 - ``GET /metrics``: Prometheus text format from a private registry (no process
   collectors of the host bleed in; two trainers in one process stay apart).
-- ``GET /v1/evaluations``: :class:`marco_trainer.contract.EvaluationHistory` JSON.
+- ``GET /v1/evaluations``: :class:`marco_contract.formats.EvaluationHistory` JSON.
 - ``GET /healthz``: ``ok``.
 """
 
@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from marco_trainer.contract import Evaluation, EvaluationHistory
+from marco_contract.formats import Evaluation, EvaluationHistory
 
 
 class TrainerMetrics:

@@ -18,9 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from marco_operator.api import AsrAdaptationStatus
-from marco_trainer.contract import Evaluation, EvaluationHistory
-from marco_trainer.manifest import atomic_write_text
+from marco_contract.files import atomic_write_text
+from marco_contract.formats import Evaluation, EvaluationHistory
+from marco_contract.layout import RunPaths
+from marco_contract.status import AsrAdaptationStatus
 
 
 class StageTiming(BaseModel):
@@ -75,11 +76,12 @@ def stage_timings(status: AsrAdaptationStatus) -> list[StageTiming]:
 
 
 def build_report(run_dir: Path, name: str | None = None) -> RunReport:
-    status_path = run_dir / "status.json"
+    paths = RunPaths(str(run_dir))
+    status_path = Path(paths.status_file)
     if not status_path.exists():
         raise ValueError(f"{status_path}: no status file; is this a `marco run` output directory?")
     status = AsrAdaptationStatus.model_validate_json(status_path.read_text())
-    history_path = run_dir / "train" / "evaluations.json"
+    history_path = Path(paths.evaluations_file)
     evaluations: list[Evaluation] = []
     if history_path.exists():
         evaluations = EvaluationHistory.model_validate_json(history_path.read_text()).evaluations
@@ -237,9 +239,10 @@ def profile_match_section(run_dir: Path, output_dir: Path) -> str | None:
     from marco_trainer.audio.match import DEFAULT_THRESHOLD, compare_profiles, plot_match
     from marco_trainer.audio.profile import load_profile
 
-    augmented_dir, target_dir = run_dir / "augment", run_dir / "profile"
-    source_manifest = run_dir / "filter" / "kept.jsonl"
-    if not (augmented_dir.is_dir() and (target_dir / "profile.json").exists()):
+    paths = RunPaths(str(run_dir))
+    augmented_dir, target_dir = Path(paths.stage_dir("augment")), Path(paths.stage_dir("profile"))
+    source_manifest = Path(paths.kept_manifest)
+    if not (augmented_dir.is_dir() and Path(paths.profile_file).exists()):
         return None
     measured = output_dir / "profiles"
     inputs = {"augmented": augmented_dir}
@@ -269,7 +272,7 @@ def profile_match_section(run_dir: Path, output_dir: Path) -> str | None:
 
 
 def write_report(run_dir: Path, output_dir: Path | None = None) -> Path:
-    output_dir = output_dir or run_dir / "report"
+    output_dir = output_dir or Path(RunPaths(str(run_dir)).report_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     report = build_report(run_dir)
     match = profile_match_section(run_dir, output_dir)

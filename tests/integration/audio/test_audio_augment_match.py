@@ -6,9 +6,9 @@ import json
 
 import soundfile as sf
 
+from marco_contract.results import read_stage_result
 from marco_trainer.audio.match import MatchReport
 from marco_trainer.audio.profile import load_profile
-from marco_trainer.results import read_stage_result
 
 #: KS distance (0 = same distribution, 1 = disjoint) at or below which a metric matches.
 THRESHOLD = 0.5

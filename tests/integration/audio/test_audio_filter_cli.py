@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import soundfile as sf
 
-from marco_trainer.results import read_stage_result
+from marco_contract.results import read_stage_result
 
 
 def test_filter_rejects_with_reasons(corpus, tmp_path, marco_trainer, make_manifest):

@@ -8,8 +8,8 @@ import shutil
 import numpy as np
 import soundfile as sf
 
+from marco_contract.results import read_stage_result
 from marco_trainer.audio.profile import load_profile
-from marco_trainer.results import read_stage_result
 
 BAD_REASONS = {
     "text.wav": "unsupported_format",

@@ -96,6 +96,9 @@ def test_images_copy_the_lock_and_what_installs_from_it(name):
     copied = " ".join(rest for kw, rest in instructions(DOCKERFILES[name]) if kw == "COPY").split()
     for needed in ("uv.lock", "pyproject.toml", INSTALL_SCRIPT, "scripts/uv-requirements.txt"):
         assert needed in copied, f"{name} image does not copy {needed}"
+    # Each image carries the contract and its own package, not the other side's.
+    other = {"operator": "trainer/", "trainer": "operator/"}[name]
+    assert "contract/" in copied and f"{name}/" in copied and other not in copied
 
 
 def test_install_script_refuses_bad_extras():

@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 import subprocess
 
+from marco_contract.formats import Directive
 from marco_operator.dashboard import concrete, dashboard_queries
-from marco_trainer.contract import Directive
 from tests.integration.deploy.conftest import targets_of, wait_for_series
 from tests.tiny_models import TEST_SENTENCES, build_tiny_whisper, write_speech_manifest
 from tests.trainer_runs import free_port, trainer_command, trainer_env

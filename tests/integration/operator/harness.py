@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import marco_operator
 import marco_trainer
+from marco_contract.formats import Directive, Evaluation, EvaluationHistory, StageResult
 from marco_operator.api import API_VERSION, PLURAL
 from marco_operator.kopf_driver import DriverOptions, operate
 from marco_operator.kube import Kube, collection_path
@@ -46,7 +47,6 @@ from marco_operator.resources import (
     LABEL_COMPLETION_INDEX,
     LABEL_STAGE,
 )
-from marco_trainer.contract import Directive, Evaluation, EvaluationHistory, StageResult
 
 NAMESPACE = "asr"
 OTHER_NAMESPACE = "elsewhere"

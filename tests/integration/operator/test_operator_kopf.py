@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from marco_contract.formats import StageResult
 from marco_operator.kube import collection_path
 from marco_operator.rbac import OPERATOR_RULES, namespaced_cluster_rules, namespaced_rules
-from marco_trainer.contract import StageResult
 
 from .harness import (
     NAMESPACE,

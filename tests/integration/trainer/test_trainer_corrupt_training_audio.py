@@ -7,8 +7,8 @@ import math
 
 import pytest
 
+from marco_contract.formats import StageResult
 from marco_trainer.cli import main
-from marco_trainer.contract import StageResult
 from tests.trainer_runs import read_history, read_trace, train_args
 
 pytestmark = pytest.mark.slow

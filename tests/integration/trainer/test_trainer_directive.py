@@ -15,7 +15,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from marco_trainer.contract import Directive, EvaluationHistory, StageResult
+from marco_contract.formats import Directive, EvaluationHistory, StageResult
 from tests.trainer_runs import (
     free_port,
     read_history,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from safetensors.torch import load_file
 
-from marco_trainer.contract import StageResult
+from marco_contract.formats import StageResult
 from tests.trainer_runs import read_history, read_trace, run_trainer, train_args
 
 

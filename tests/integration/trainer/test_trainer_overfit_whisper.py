@@ -8,8 +8,8 @@ import pytest
 import soundfile as sf
 import torch
 
+from marco_contract.formats import StageResult
 from marco_trainer.cli import main
-from marco_trainer.contract import StageResult
 from marco_trainer.evaluate import EvaluationReport
 from marco_trainer.train.loop import Trainer
 from marco_trainer.train.options import TrainOptions

@@ -4,9 +4,9 @@ import copy
 
 import pytest
 
+from marco_contract.formats import Directive, Evaluation, EvaluationHistory, StageResult
 from marco_operator.core import JobState, Observed, reconcile
 from marco_operator.schedule import eq1_learning_rate, eq2_learning_rate
-from marco_trainer.contract import Directive, Evaluation, EvaluationHistory, StageResult
 
 
 def body(spec_patch=None, name="demo"):

@@ -7,6 +7,7 @@ import json
 import pytest
 from kubernetes import client
 
+from marco_contract.formats import StageResult
 from marco_operator.cli import build_parser, main
 from marco_operator.kopf_driver import connection_info
 from marco_operator.kube import collection_path, load_configuration, manifest_collection_path
@@ -17,7 +18,6 @@ from marco_operator.reconciler import (
     event_manifest,
     merged,
 )
-from marco_trainer.contract import StageResult
 
 
 def test_operator_cli_defaults() -> None:

@@ -4,8 +4,10 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from marco_contract.formats import Directive
+from marco_contract.layout import STAGES
 from marco_operator.api import parse_spec
-from marco_operator.plan import STAGES, enabled_stages, stage_command
+from marco_operator.plan import enabled_stages, stage_command
 from marco_operator.resources import (
     LABEL_ADAPTATION,
     LABEL_MANAGED_BY,
@@ -16,7 +18,6 @@ from marco_operator.resources import (
     stage_job,
     train_service,
 )
-from marco_trainer.contract import Directive
 
 ROOT = Path(__file__).resolve().parents[3]
 OWNER = Owner(name="whisper-telephony", namespace="asr", uid="0f9d2c51-aaaa-bbbb-cccc-1234567890ab")

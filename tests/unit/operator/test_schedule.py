@@ -2,6 +2,7 @@ import math
 
 import pytest
 
+from marco_contract.formats import Directive, Evaluation
 from marco_operator.schedule import (
     ScheduleSettings,
     best_evaluation,
@@ -13,7 +14,6 @@ from marco_operator.schedule import (
     known_decoder_layers,
     plateaued,
 )
-from marco_trainer.contract import Directive, Evaluation
 
 LO, HI = 1e-7, 1e-5
 

@@ -1,6 +1,6 @@
 import os
 
-from marco_trainer.contract import Directive
+from marco_contract.formats import Directive
 from marco_trainer.train.directive import DirectiveWatcher, differs
 
 

@@ -5,7 +5,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from marco_trainer.contract import Directive, Evaluation, EvaluationHistory
+from marco_contract.formats import Directive, Evaluation, EvaluationHistory
 from marco_trainer.metrics_server import MetricsServer, TrainerMetrics
 
 

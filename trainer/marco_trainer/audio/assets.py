@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
+from marco_contract.files import atomic_write_bytes
 from marco_trainer.audio.io import AudioRejected, find_audio_files, read_audio
 from marco_trainer.audio.ops import coloured_noise, resample
-from marco_trainer.manifest import atomic_write_bytes
 
 #: Spectral slopes of the generated noise bank: 1/f^β from white (0) to pink (1).
 NOISE_BETAS = (0.0, 0.25, 0.5, 0.75, 1.0)

@@ -88,6 +88,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from marco_contract.files import atomic_write_bytes, atomic_write_text
+    from marco_contract.formats import StageResult
+    from marco_contract.manifests import ManifestProblems
+    from marco_contract.results import write_stage_result
     from marco_trainer.audio.assets import Assets, cached_rirs, load_directory
     from marco_trainer.audio.chain import apply_chain
     from marco_trainer.audio.inputs import iter_sources_of_manifests
@@ -95,9 +99,6 @@ def run(args: argparse.Namespace) -> int:
     from marco_trainer.audio.params import draw_params, utterance_rng
     from marco_trainer.audio.profile import load_profile
     from marco_trainer.audio.telephony import apply_telephony, draw_telephony
-    from marco_trainer.contract import StageResult
-    from marco_trainer.manifest import ManifestProblems, atomic_write_bytes, atomic_write_text
-    from marco_trainer.results import write_stage_result
     from marco_trainer.sharding import shard_from_args
 
     if args.copies < 1:
@@ -236,7 +237,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _merge_results(out: Path, own, num_shards: int):
     """The stage result over every shard finished so far (the last one leaves the total)."""
-    from marco_trainer.contract import StageResult
+    from marco_contract.formats import StageResult
 
     parts = []
     for path in sorted(out.glob(f".result-*-of-{num_shards:05d}.json")):

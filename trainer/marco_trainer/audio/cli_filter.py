@@ -41,11 +41,13 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
     from tqdm import tqdm
 
+    from marco_contract.files import atomic_write_text
+    from marco_contract.formats import StageResult
+    from marco_contract.layout import KEPT_MANIFEST
+    from marco_contract.manifests import ManifestProblems, iter_manifests
+    from marco_contract.results import write_stage_result
     from marco_trainer.audio.filtering import FilterRules, judge
     from marco_trainer.audio.io import AudioRejected, check_signal, read_audio
-    from marco_trainer.contract import StageResult
-    from marco_trainer.manifest import ManifestProblems, atomic_write_text, iter_manifests
-    from marco_trainer.results import write_stage_result
 
     try:
         rules = FilterRules(
@@ -105,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
             json.dumps({"line": number, "reason": "bad_manifest_line", "detail": reason}) + "\n"
         )
         counts["rejected:bad_manifest_line"] += 1
-    atomic_write_text(out / "kept.jsonl", "".join(kept))
+    atomic_write_text(out / KEPT_MANIFEST, "".join(kept))
     atomic_write_text(out / "rejects.jsonl", "".join(rejects))
     counts["kept"] = len(kept)
     counts["rejected"] = len(rejects)

@@ -31,13 +31,14 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from marco_contract.files import atomic_write_text
+    from marco_contract.formats import StageResult
+    from marco_contract.manifests import ManifestProblems
+    from marco_contract.results import write_stage_result
     from marco_trainer.audio import profile as profiles
     from marco_trainer.audio.features import measure
     from marco_trainer.audio.inputs import gather_sources
     from marco_trainer.audio.io import AudioRejected, check_signal, downmix, read_audio
-    from marco_trainer.contract import StageResult
-    from marco_trainer.manifest import ManifestProblems, atomic_write_text
-    from marco_trainer.results import write_stage_result
     from marco_trainer.sharding import shard_from_args
 
     shard = shard_from_args(args.shard_index, args.num_shards)

@@ -23,9 +23,9 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from marco_contract.files import atomic_write_text
     from marco_trainer.audio.match import DEFAULT_THRESHOLD, compare_profiles, plot_match
     from marco_trainer.audio.profile import load_profile
-    from marco_trainer.manifest import atomic_write_text
 
     try:
         target = load_profile(args.target)

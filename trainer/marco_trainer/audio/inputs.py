@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from marco_contract.formats import Utterance
+from marco_contract.manifests import ManifestProblems, iter_manifest, manifest_files
 from marco_trainer.audio.io import find_audio_files, is_audio_path
-from marco_trainer.contract import Utterance
-from marco_trainer.manifest import ManifestProblems, iter_manifest, manifest_files
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, Field
 
+from marco_contract.files import atomic_write_text
+from marco_contract.layout import PROFILE_FILE
 from marco_trainer.audio.features import FileMetrics
-from marco_trainer.manifest import atomic_write_text
 
 #: Continuous metrics and their fixed histogram bins (low, high, bins).
 METRIC_BINS: dict[str, tuple[float, float, int]] = {
@@ -32,7 +33,7 @@ METRIC_BINS: dict[str, tuple[float, float, int]] = {
 }
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 VALUES_LIMIT = 20000
-PROFILE_FILE = "profile.json"
+
 SHARD_PATTERN = re.compile(r"^profile-shard-(\d{5})-of-(\d{5})\.json$")
 
 

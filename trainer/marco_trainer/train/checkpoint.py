@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from pydantic import BaseModel, Field
 
-from marco_trainer.contract import Directive, Evaluation
-from marco_trainer.manifest import atomic_write_text
+from marco_contract.files import atomic_write_text
+from marco_contract.formats import Directive, Evaluation
 
 STATE_FILE = "trainer_state.json"
 BEST_FILE = "best.json"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from marco_trainer.contract import Directive
+from marco_contract.formats import Directive
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from marco_trainer.contract import Directive, Evaluation, EvaluationHistory, StageResult
+from marco_contract.files import atomic_write_text
+from marco_contract.formats import Directive, Evaluation, EvaluationHistory, StageResult
+from marco_contract.layout import EVALUATIONS_FILE
 from marco_trainer.data import (
     LoadedBatch,
     MicroBatchStream,
@@ -37,7 +39,6 @@ from marco_trainer.data import (
     load_examples,
 )
 from marco_trainer.evaluate import score, transcribe_examples
-from marco_trainer.manifest import atomic_write_text
 from marco_trainer.models import load_asr_model
 from marco_trainer.models.base import IGNORE_INDEX, LoraOptions
 from marco_trainer.text import is_character_language
@@ -434,9 +435,7 @@ class Trainer:
                 save_best(self.checkpoints / "best", self.asr, self._best_info(evaluation))
         if self.dist.is_main:
             save_last(self.checkpoints / "last", self.asr, self.optimizer, state)
-            atomic_write_text(
-                self.out / "evaluations.json", self.history().model_dump_json(indent=2)
-            )
+            atomic_write_text(self.out / EVALUATIONS_FILE, self.history().model_dump_json(indent=2))
             if self.metrics is not None:
                 self.metrics.observe_evaluation(evaluation, state.best_wer)
         self.dist.barrier()
@@ -513,13 +512,13 @@ class Trainer:
         self._terminate = True
 
     def _finish(self, stopped: bool) -> None:
+        from marco_contract.results import write_stage_result
         from marco_trainer.export import export_checkpoint
-        from marco_trainer.results import write_stage_result
         from marco_trainer.train.plot import plot_history
 
         state = self.state
         history = self.history()
-        atomic_write_text(self.out / "evaluations.json", history.model_dump_json(indent=2))
+        atomic_write_text(self.out / EVALUATIONS_FILE, history.model_dump_json(indent=2))
         plot_history(history, self.out / "wer.png")
         best = existing_dir(self.checkpoints / "best")
         export_checkpoint(

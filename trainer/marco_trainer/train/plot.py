@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from marco_trainer.contract import EvaluationHistory
+from marco_contract.formats import EvaluationHistory
 
 
 def plot_history(history: EvaluationHistory, path: str | Path) -> Path | None:
@@ -15,7 +15,7 @@ def plot_history(history: EvaluationHistory, path: str | Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from marco_trainer.manifest import atomic_write_bytes
+    from marco_contract.files import atomic_write_bytes
 
     steps = [e.step for e in history.evaluations]
     fig, (ax_wer, ax_lr) = plt.subplots(2, 1, sharex=True, figsize=(7, 5))

@@ -1,21 +1,17 @@
-"""JSONL data manifests and atomic file output.
-
-Every stage writes its outputs atomically (temp file + rename) so a killed
-process never leaves a half-written file that a resumed run would trust.
-"""
+"""JSONL data manifests: one utterance a line, audio paths relative to the manifest."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from marco_trainer.contract import Utterance
+from marco_contract.files import atomic_write_text
+from marco_contract.formats import Utterance
 
 
 @dataclass
@@ -76,25 +72,6 @@ def write_manifest(path: str | Path, utterances: Iterable[Utterance]) -> int:
     lines = [manifest_line(u, relative_to=path.parent.resolve()) for u in utterances]
     atomic_write_text(path, "".join(line + "\n" for line in lines))
     return len(lines)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def manifest_files(path: str | Path) -> list[Path]:

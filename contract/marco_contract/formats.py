@@ -3,7 +3,7 @@
 Everything here crosses a process boundary: the data manifests, the directive
 the operator writes, the evaluation history rank 0 serves, and the compact
 stage result a finished container leaves in its termination message. Pure
-pydantic, no torch: the operator imports this module.
+pydantic, no torch.
 
 WER and CER are in percent throughout, as in the paper (σ_ref = 0.5 means half
 a WER point).

@@ -1,20 +1,25 @@
-"""Writing a stage's compact result where the operator (or local driver) reads it."""
+"""A stage's compact result: written by the stage, read by either driver.
+
+Locally it is `result.json` in the stage's folder; in a pod it is also the
+container's termination message, which the operator reads from the pod's status.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from marco_trainer.contract import StageResult
-from marco_trainer.manifest import atomic_write_text
+from marco_contract.files import atomic_write_text
+from marco_contract.formats import StageResult
+from marco_contract.layout import RESULT_FILE
 
 #: Set by the Job builder to the container's terminationMessagePath.
 TERMINATION_LOG_ENV = "MARCO_TERMINATION_LOG"
 
 
 def write_stage_result(result: StageResult, output_dir: str | Path) -> Path:
-    """Write ``result.json`` in the stage's output dir and, in a pod, the termination message."""
-    path = Path(output_dir) / "result.json"
+    """Write the result file in the stage's output dir and, in a pod, the termination message."""
+    path = Path(output_dir) / RESULT_FILE
     atomic_write_text(path, result.model_dump_json(indent=2))
     log = os.environ.get(TERMINATION_LOG_ENV)
     if log:
@@ -23,7 +28,7 @@ def write_stage_result(result: StageResult, output_dir: str | Path) -> Path:
 
 
 def read_stage_result(output_dir: str | Path) -> StageResult | None:
-    path = Path(output_dir) / "result.json"
+    path = Path(output_dir) / RESULT_FILE
     if not path.exists():
         return None
     return StageResult.model_validate_json(path.read_text())

@@ -1,0 +1,105 @@
+"""Where an adaptation's files are: the stages, and the folder each writes.
+
+The operator plans paths with it (`Layout`: the data volume as a stage's
+process sees it, the run's output root, the directive file), the trainer's
+stages write where it says, and the run report reads a finished run back
+through `RunPaths`. One folder per stage under the output root.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+STAGES: tuple[str, ...] = ("filter", "profile", "augment", "baseline", "train", "evaluate")
+
+#: Each stage's compact result (`marco_contract.formats.StageResult`) in its folder.
+RESULT_FILE = "result.json"
+#: The filter's kept lines, the clean training manifest of later stages.
+KEPT_MANIFEST = "kept.jsonl"
+#: The merged target profile in the profile stage's folder.
+PROFILE_FILE = "profile.json"
+#: The trainer's evaluation history in the train stage's folder.
+EVALUATIONS_FILE = "evaluations.json"
+#: Written by `marco run` at the output root: the status and the Events.
+STATUS_FILE = "status.json"
+EVENTS_FILE = "events.jsonl"
+REPORT_DIR = "report"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """A run's outputs under its output root."""
+
+    output_root: str
+
+    def stage_dir(self, stage: str) -> str:
+        if stage not in STAGES:
+            raise ValueError(f"unknown stage {stage!r}; stages are {', '.join(STAGES)}")
+        return posixpath.join(self.output_root, stage)
+
+    def result_file(self, stage: str) -> str:
+        return posixpath.join(self.stage_dir(stage), RESULT_FILE)
+
+    @property
+    def kept_manifest(self) -> str:
+        return posixpath.join(self.stage_dir("filter"), KEPT_MANIFEST)
+
+    @property
+    def profile_file(self) -> str:
+        return posixpath.join(self.stage_dir("profile"), PROFILE_FILE)
+
+    @property
+    def evaluations_file(self) -> str:
+        return posixpath.join(self.stage_dir("train"), EVALUATIONS_FILE)
+
+    @property
+    def status_file(self) -> str:
+        return posixpath.join(self.output_root, STATUS_FILE)
+
+    @property
+    def events_file(self) -> str:
+        return posixpath.join(self.output_root, EVENTS_FILE)
+
+    @property
+    def report_dir(self) -> str:
+        return posixpath.join(self.output_root, REPORT_DIR)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things are for the process that runs a stage.
+
+    `data_root` is where data.mountPath is seen, `output_root` this adaptation's
+    output directory, `control_file` the directive file the trainer reads.
+    """
+
+    data_mount: str
+    data_root: str
+    output_root: str
+    control_file: str
+    metrics_port: int = 9400
+
+    @property
+    def run(self) -> RunPaths:
+        return RunPaths(self.output_root)
+
+    def data(self, path: str) -> str:
+        """A data path from the spec: relative to the volume, or absolute under its mount."""
+        if path == self.data_mount or path.startswith(self.data_mount.rstrip("/") + "/"):
+            return posixpath.join(self.data_root, posixpath.relpath(path, self.data_mount))
+        if posixpath.isabs(path):
+            return path
+        return posixpath.join(self.data_root, path)
+
+    def stage_dir(self, stage: str) -> str:
+        return self.run.stage_dir(stage)
+
+    def model(self, source: str) -> str:
+        """Absolute paths are volume paths; anything else is a hub id, passed as is."""
+        return self.data(source) if posixpath.isabs(source) else source
+
+
+def output_path(path: str | None, name: str) -> str:
+    """The adaptation's directory under the output mount (spec.output.path)."""
+    return path or f"marco-asr/{name}"

@@ -1,0 +1,95 @@
+"""The status an adaptation reports: the CR's `.status`, and `status.json` of a
+local run, which the trainer's report reads. The spec models build on the same
+`ApiModel` base (`marco_operator.api`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+Family = Literal["encoder-decoder", "llm"]
+Phase = Literal[
+    "Pending",
+    "Filtering",
+    "Profiling",
+    "Augmenting",
+    "Baseline",
+    "Training",
+    "Evaluating",
+    "Succeeded",
+    "EarlyStopped",
+    "Failed",
+    "Invalid",
+]
+TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "EarlyStopped", "Failed"})
+
+
+class ApiModel(BaseModel):
+    """camelCase on the wire, snake_case in Python; unknown fields are refused."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_assignment=True
+    )
+
+
+class Condition(ApiModel):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str
+    message: str = ""
+    last_transition_time: str | None = None
+
+
+class StageStatus(ApiModel):
+    job_name: str | None = None
+    state: Literal["Pending", "Running", "Succeeded", "Failed", "Skipped"] = "Pending"
+    start_time: str | None = Field(default=None, description="When the stage's Job was created.")
+    completion_time: str | None = Field(default=None, description="When it was seen finished.")
+    wer: float | None = None
+    counts: dict[str, int] = Field(default_factory=dict)
+    message: str | None = None
+
+
+class CycleRecord(ApiModel):
+    """One LR cycle: the LR it ran at and what was measured in it."""
+
+    cycle: int = Field(ge=0)
+    learning_rate: float = Field(gt=0)
+    reason: str = Field(description="Why this LR (Eq. 1 σ, Eq. 2 WER, initial choice).")
+    wers: list[float] = Field(default_factory=list, description="WERs measured in the cycle.")
+    sigma_wer: float | None = None
+
+
+class StopRecord(ApiModel):
+    requested_at: float = Field(description="Unix time the stop directive was written.")
+    reason: str
+    step: int | None = None
+
+
+class AsrAdaptationStatus(ApiModel):
+    model_config = ConfigDict(extra="ignore")  # kopf keeps its own bookkeeping in status
+
+    phase: Phase = "Pending"
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    message: str | None = None
+    family: Family | None = None
+    stages: dict[str, StageStatus] = Field(default_factory=dict)
+    baseline_wer: float | None = Field(
+        default=None, description="WER0 of the pre-trained model on the validation subset."
+    )
+    baseline_test_wer: float | None = Field(
+        default=None, description="The pre-trained model's WER on the test set."
+    )
+    final_wer: float | None = Field(default=None, description="The best checkpoint's test WER.")
+    step: int | None = None
+    cycle: int | None = None
+    learning_rate: float | None = None
+    sigma_wer: float | None = None
+    wer: float | None = None
+    best_wer: float | None = None
+    best_step: int | None = None
+    cycles: list[CycleRecord] = Field(default_factory=list)
+    stop: StopRecord | None = None
