@@ -5,6 +5,9 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 
 PYTHON ?= python3
+# The interpreter the environment is built from (and whose pip installs uv), found
+# before .venv/bin goes first on PATH below: the venv uv makes has no pip.
+BASE_PYTHON := $(shell command -v $(PYTHON))
 VENV := .venv
 PY := $(VENV)/bin/python
 TOOLS := .tools
@@ -47,11 +50,12 @@ $(TOOLS)/helm-$(KUBECTL_LAYER_VERSION).stamp:
 
 # uv, pinned with its hashes, installs the Python environment from uv.lock.
 $(UV): scripts/uv-requirements.txt
-	@$(STEP) uv scripts/install-uv.sh $(TOOLS)
+	@test -n "$(BASE_PYTHON)" || { echo "no $(PYTHON) on PATH: install Python 3.11 or newer, or set PYTHON=" >&2; exit 1; }
+	@PYTHON=$(BASE_PYTHON) $(STEP) uv scripts/install-uv.sh $(TOOLS)
 
 # The same install script the Dockerfiles run: exact versions from uv.lock.
 $(VENV)/install.stamp: pyproject.toml uv.lock scripts/install-python.sh $(UV)
-	@UV=$(UV) PYTHON=$(PYTHON) $(STEP) python scripts/install-python.sh operator,trainer,dev --editable
+	@UV=$(UV) PYTHON=$(BASE_PYTHON) $(STEP) python scripts/install-python.sh operator,trainer,dev --editable
 	@touch $@
 
 # Regenerate the lock from pyproject.toml (releases before its exclude-newer date)

@@ -16,6 +16,7 @@ FIXTURE_MARKERS = {
     "speech": ("tts",),
     "speech_manifest": ("tts",),
     "corpus": ("tts", "sox"),
+    "small_run": ("tts", "sox"),
 }
 
 

@@ -21,7 +21,8 @@ from tests.trainer_runs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.timeout(900)
+# The data comes from `marco-trainer demo-data`: TTS voices and a sox phone line.
+pytestmark = [pytest.mark.timeout(900), pytest.mark.tts, pytest.mark.sox]
 
 
 def tiny_manifest() -> dict:

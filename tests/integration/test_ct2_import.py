@@ -2,6 +2,7 @@
 
 import jiwer
 import numpy as np
+import pytest
 import soundfile as sf
 import torch
 from scipy.signal import resample_poly
@@ -59,6 +60,8 @@ def test_every_parameter_comes_from_model_bin(whisper_tiny_dir):
     assert [3, 4] in generation.alignment_heads and 50257 in generation.suppress_tokens
 
 
+@pytest.mark.tts
+@pytest.mark.sox
 def test_transcribes_clean_speech_and_degrades_on_a_phone_line(whisper_tiny_dir, tmp_path):
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
@@ -82,6 +85,7 @@ def test_transcribes_clean_speech_and_degrades_on_a_phone_line(whisper_tiny_dir,
     assert phone_wer >= clean_wer + 0.10
 
 
+@pytest.mark.tts
 def test_a_shrunk_encoder_window_still_hears_clean_speech(tmp_path):
     import subprocess
     import sys
