@@ -7,40 +7,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-import re
-import shutil
 import subprocess
 import tomllib
 import zipfile
 from pathlib import Path
 
+from tests.integration.deploy.images import INSTALL_SCRIPT, image_tree
 from tests.tools import ROOT, find_tool
-
-INSTALL_SCRIPT = "scripts/install-python.sh"
-
-
-def image_tree(dockerfile: Path, dest: Path) -> Path:
-    """Copy what the Dockerfile's COPY instructions copy from the checkout into `dest`."""
-    text = re.sub(r"\\\n", " ", dockerfile.read_text())
-    for line in text.splitlines():
-        words = line.split()
-        if words[:1] != ["COPY"]:
-            continue
-        *sources, target = words[1:]
-        for source in sources:
-            origin = ROOT / source
-            if origin.is_dir():
-                shutil.copytree(origin, dest / target, ignore=IGNORED)
-            elif target.endswith("/"):
-                (dest / target).mkdir(parents=True, exist_ok=True)
-                shutil.copy(origin, dest / target / origin.name)
-            else:
-                (dest / target).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(origin, dest / target)
-    return dest
-
-
-IGNORED = shutil.ignore_patterns("__pycache__", "*.egg-info")
 
 
 def fake_release(folder: Path, name: str, version: str) -> Path:

