@@ -226,7 +226,8 @@ def test_vanished_training_job_restarts_under_the_directive_in_force():
     cluster.evaluate(29.0)
     cluster.step()
     in_force = cluster.directive
-    assert in_force.cycle == 1
+    # Eq. 1: σ(30, 29) = 0.5 = σ_ref, so cycle 1 runs at η_min = 1e-7 (not cycle 0's 1e-6).
+    assert in_force.cycle == 1 and in_force.learning_rate == pytest.approx(1e-7, rel=1e-9)
     del cluster.jobs["train"]
     outcome = cluster.step()
     (job,) = [c for c in outcome.create if c["kind"] == "Job"]
