@@ -59,13 +59,13 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str
 # --------------------------------------------------------------------------- spec
 
 
-class LoraSpec(LoraOptions):
+class LoraSpec(LoraOptions):  # r, alpha, dropout, target_modules (marco_contract.options)
     enabled: bool = Field(
         default=True, description="Train LoRA adapters (llm family); false = full fine-tuning."
     )
 
 
-class ModelSpec(LanguageOptions):
+class ModelSpec(LanguageOptions):  # task, language
     source: str = Field(
         min_length=1,
         description="Hugging Face hub id (org/name) or a model directory on the data volume.",
@@ -103,7 +103,7 @@ class DataSpec(ApiModel):
     )
 
 
-class FilterSpec(FilterOptions):
+class FilterSpec(FilterOptions):  # min_duration, max_duration, max_chars_per_second
     enabled: bool = True
 
     model_config = ConfigDict(
@@ -126,7 +126,7 @@ class ProfileSpec(ApiModel):
     shards: int = Field(default=1, ge=1, le=1000, description="Pods of the profile Indexed Job.")
 
 
-class AugmentationSpec(AugmentOptions):
+class AugmentationSpec(AugmentOptions):  # copies, seed
     enabled: bool = True
     preset: Literal["profile", "telephony"] = Field(
         default="profile",
@@ -171,7 +171,7 @@ class EarlyStoppingSpec(ApiModel):
     )
 
 
-class TrainingSpec(TrainingOptions):
+class TrainingSpec(TrainingOptions):  # max_steps, eval_every, ..., gradient_checkpointing
     learning_rate: LearningRateBounds | None = Field(
         default=None,
         description="[η_min, η_max]; defaults per family: [1e-7, 1e-5] encoder-decoder, "
@@ -215,7 +215,7 @@ class TrainingSpec(TrainingOptions):
         return self
 
 
-class EvaluationSpec(EvaluateOptions):
+class EvaluationSpec(EvaluateOptions):  # max_samples
     enabled: bool = True
 
 
