@@ -1,6 +1,11 @@
 """The AsrAdaptation API: pydantic models of the spec (this module) and the
 status (`marco_contract.status`, shared with the trainer's report).
 
+The spec sections that the trainer also reads extend the stage options of
+`marco_contract.options` (filter bounds, augmentation draws, the training
+budget, LoRA, language): their defaults are defined there, once, and the
+trainer's CLIs are built from the same models.
+
 One source of truth: the CRD's openAPIV3Schema is generated from these models
 (`marco crd`), the operator and the local driver parse manifests with them, and
 the cross-field rules exist twice on purpose — as CEL in the CRD (the API
@@ -14,6 +19,14 @@ from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 
+from marco_contract.options import (
+    AugmentOptions,
+    EvaluateOptions,
+    FilterOptions,
+    LanguageOptions,
+    LoraOptions,
+    TrainingOptions,
+)
 from marco_contract.status import ApiModel, Family
 
 GROUP = "asr.marco.dev"
@@ -46,21 +59,13 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str
 # --------------------------------------------------------------------------- spec
 
 
-class LoraSpec(ApiModel):
+class LoraSpec(LoraOptions):  # r, alpha, dropout, target_modules (marco_contract.options)
     enabled: bool = Field(
         default=True, description="Train LoRA adapters (llm family); false = full fine-tuning."
     )
-    r: int = Field(default=16, ge=1, le=1024, description="Adapter rank.")
-    alpha: int = Field(default=32, ge=1, description="Adapter scaling numerator.")
-    dropout: float = Field(default=0.05, ge=0, lt=1)
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
-        min_length=1,
-        description="Module names that get adapters.",
-    )
 
 
-class ModelSpec(ApiModel):
+class ModelSpec(LanguageOptions):  # task, language
     source: str = Field(
         min_length=1,
         description="Hugging Face hub id (org/name) or a model directory on the data volume.",
@@ -69,8 +74,6 @@ class ModelSpec(ApiModel):
         default=None,
         description="encoder-decoder (Whisper) or llm (Qwen2-Audio); detected when omitted.",
     )
-    language: str | None = Field(default="en", description="Language code of the target audio.")
-    task: Literal["transcribe", "translate"] = "transcribe"
     decoder_layers: int | None = Field(
         default=None,
         ge=1,
@@ -100,11 +103,8 @@ class DataSpec(ApiModel):
     )
 
 
-class FilterSpec(ApiModel):
+class FilterSpec(FilterOptions):  # min_duration, max_duration, max_chars_per_second
     enabled: bool = True
-    min_duration: float = Field(default=0.3, ge=0, description="Seconds.")
-    max_duration: float = Field(default=30.0, gt=0, description="Seconds.")
-    max_chars_per_second: float = Field(default=30.0, gt=0)
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -126,14 +126,12 @@ class ProfileSpec(ApiModel):
     shards: int = Field(default=1, ge=1, le=1000, description="Pods of the profile Indexed Job.")
 
 
-class AugmentationSpec(ApiModel):
+class AugmentationSpec(AugmentOptions):  # copies, seed
     enabled: bool = True
     preset: Literal["profile", "telephony"] = Field(
         default="profile",
         description="profile: Eq. 3 driven by the measured target profile; telephony: Covo-DA.",
     )
-    copies: int = Field(default=1, ge=1, le=100, description="Augmented copies per utterance.")
-    seed: int = Field(default=0, ge=0)
     keep_original: bool = Field(default=True, description="Train on original + augmented audio.")
     shards: int = Field(default=1, ge=1, le=1000)
     rir_path: str | None = Field(default=None, description="Directory of room impulse responses.")
@@ -173,7 +171,7 @@ class EarlyStoppingSpec(ApiModel):
     )
 
 
-class TrainingSpec(ApiModel):
+class TrainingSpec(TrainingOptions):  # max_steps, eval_every, ..., gradient_checkpointing
     learning_rate: LearningRateBounds | None = Field(
         default=None,
         description="[η_min, η_max]; defaults per family: [1e-7, 1e-5] encoder-decoder, "
@@ -184,15 +182,8 @@ class TrainingSpec(ApiModel):
     )
     sigma_ref: float = Field(default=0.5, gt=0, description="σ_ref of Eq. 1, in WER points.")
     cycle_steps: int = Field(default=250, ge=1, description="Optimizer steps per LR cycle.")
-    eval_every: int = Field(default=50, ge=1, description="Steps between validation WERs.")
-    eval_samples: int = Field(default=200, ge=1, description="Validation utterances per eval.")
-    per_device_batch_size: int = Field(default=4, ge=1)
-    gradient_accumulation: int = Field(default=8, ge=1)
-    max_steps: int = Field(default=5000, ge=1)
     max_cycles: int | None = Field(default=None, ge=1, description="Stop after this many cycles.")
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
-    precision: Literal["auto", "bf16", "fp32"] = "auto"
-    gradient_checkpointing: bool = False
     stop_grace_period_seconds: int = Field(
         default=300, ge=0, description="A stop not honoured within this is enforced by suspending."
     )
@@ -224,11 +215,8 @@ class TrainingSpec(ApiModel):
         return self
 
 
-class EvaluationSpec(ApiModel):
+class EvaluationSpec(EvaluateOptions):  # max_samples
     enabled: bool = True
-    max_samples: int | None = Field(
-        default=None, ge=1, description="Test utterances; all when unset."
-    )
 
 
 class Toleration(ApiModel):

@@ -5,6 +5,12 @@ the spec turns stages off. Both drivers use this module: the kopf driver wraps
 the commands into Jobs (resources.py), the local driver runs them as
 subprocesses. Paths go through a `Layout`, which maps the spec's volume paths
 onto the pod's mounts or onto local directories.
+
+The spec's stage options reach the command line through `to_argv`, one flag
+per field of the shared options model (`marco_contract.options`), and every
+value is passed explicitly, defaults included: what a stage does never depends
+on the trainer's defaults. Only paths (mapped by the layout) and the values the
+operator computes (family, learning rate) are written here by hand.
 """
 
 from __future__ import annotations
@@ -12,7 +18,16 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from marco_contract.argv import to_argv
 from marco_contract.layout import STAGES, Layout
+from marco_contract.options import (
+    AugmentOptions,
+    EvaluateOptions,
+    FilterOptions,
+    LanguageOptions,
+    LoraOptions,
+    TrainingOptions,
+)
 from marco_operator.api import AsrAdaptationSpec
 
 PHASE_OF_STAGE: dict[str, str] = {
@@ -64,10 +79,7 @@ class StageCommand:
 
 
 def _language_args(spec: AsrAdaptationSpec) -> list[str]:
-    args = ["--task", spec.model.task]
-    if spec.model.language:
-        args += ["--language", spec.model.language]
-    return args
+    return to_argv(spec.model, LanguageOptions)
 
 
 def stage_command(
@@ -85,11 +97,7 @@ def stage_command(
         args = ["filter", "--output-dir", out]
         for manifest in spec.data.train:
             args += ["--manifest", layout.data(manifest)]
-        args += [
-            "--min-duration", str(spec.filter.min_duration),
-            "--max-duration", str(spec.filter.max_duration),
-            "--max-chars-per-second", str(spec.filter.max_chars_per_second),
-        ]  # fmt: skip
+        args += to_argv(spec.filter, FilterOptions)
         return StageCommand(stage, args)
     if stage == "profile":
         assert spec.data.target_audio is not None  # the spec validator guarantees it
@@ -97,8 +105,7 @@ def stage_command(
         return StageCommand(stage, args, shards=spec.profile.shards)
     if stage == "augment":
         aug = spec.augmentation
-        args = ["augment", "--output-dir", out, "--copies", str(aug.copies)]
-        args += ["--seed", str(aug.seed)]
+        args = ["augment", "--output-dir", out, *to_argv(aug, AugmentOptions)]
         for manifest in source_manifests(spec, layout):
             args += ["--manifest", manifest]
         if aug.preset == "telephony":
@@ -116,7 +123,7 @@ def stage_command(
             "--model", layout.model(spec.model.source),
             "--manifest", layout.data(spec.data.validation),
             "--output-dir", out,
-            "--max-samples", str(spec.baseline.samples),
+            *to_argv(EvaluateOptions(max_samples=spec.baseline.samples)),
             "--family", family,
             *_language_args(spec),
         ]  # fmt: skip
@@ -132,12 +139,7 @@ def stage_command(
             "--output-dir", out,
             "--control-file", layout.control_file,
             "--learning-rate", repr(learning_rate),
-            "--max-steps", str(training.max_steps),
-            "--eval-every", str(training.eval_every),
-            "--eval-samples", str(training.eval_samples),
-            "--per-device-batch-size", str(training.per_device_batch_size),
-            "--gradient-accumulation", str(training.gradient_accumulation),
-            "--precision", training.precision,
+            *to_argv(training, TrainingOptions),
             "--family", family,
             "--adaptation", name,
             "--metrics-port", str(layout.metrics_port),
@@ -145,17 +147,10 @@ def stage_command(
         ]  # fmt: skip
         for manifest in train_manifests(spec, layout):
             args += ["--train-manifest", manifest]
-        if training.gradient_checkpointing:
-            args.append("--gradient-checkpointing")
         if family == "llm":
             lora = spec.model.lora
             if lora.enabled:
-                args += [
-                    "--lora-r", str(lora.r),
-                    "--lora-alpha", str(lora.alpha),
-                    "--lora-dropout", str(lora.dropout),
-                    "--lora-target-modules", ",".join(lora.target_modules),
-                ]  # fmt: skip
+                args += to_argv(lora, LoraOptions, prefix="lora-")
             else:
                 args.append("--full-finetune")
         return StageCommand(stage, args, distributed=True)
@@ -169,8 +164,7 @@ def stage_command(
             "--output-dir", out,
             "--family", family,
             *_language_args(spec),
+            *to_argv(spec.evaluation, EvaluateOptions),
         ]  # fmt: skip
-        if spec.evaluation.max_samples:
-            args += ["--max-samples", str(spec.evaluation.max_samples)]
         return StageCommand(stage, args)
     raise ValueError(f"unknown stage {stage!r}")

@@ -110,13 +110,20 @@ def score(
 def run_evaluate(args) -> int:
     from tqdm import tqdm
 
+    from marco_contract.argv import parse_options
     from marco_contract.files import atomic_write_text
     from marco_contract.formats import StageResult
+    from marco_contract.options import EvaluateOptions, LanguageOptions
     from marco_contract.results import write_stage_result
     from marco_trainer.data import load_examples
     from marco_trainer.models import load_asr_model
     from marco_trainer.runtime import pick_device, quiet_transformers
 
+    try:  # the spec's bounds (argparse checked the types)
+        for options in (EvaluateOptions, LanguageOptions):
+            parse_options(options, args)
+    except ValueError as error:
+        raise SystemExit(f"marco-trainer evaluate: {error}") from error
     quiet_transformers()
     output = Path(args.output_dir)
     counts: Counter = Counter()
@@ -182,6 +189,11 @@ def run_evaluate(args) -> int:
 
 
 def register(subparsers) -> None:
+    from typing import get_args
+
+    from marco_contract.argv import add_arguments
+    from marco_contract.options import EvaluateOptions, LanguageOptions, TrainerFamily
+
     parser = subparsers.add_parser(
         "evaluate",
         help="WER/CER of a model on a manifest (batched greedy decoding)",
@@ -192,13 +204,11 @@ def register(subparsers) -> None:
         "--manifest", required=True, action="append", help=".jsonl or a folder of them"
     )
     parser.add_argument("--output-dir", required=True)
-    parser.add_argument(
-        "--max-samples", type=int, default=None, help="first N utterances (200 for WER0)"
-    )
-    parser.add_argument("--language", default="en")
-    parser.add_argument("--task", default="transcribe")
+    # --max-samples, --task, --language: the spec's options, defaults and help from the models.
+    add_arguments(parser, EvaluateOptions)
+    add_arguments(parser, LanguageOptions)
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--family", choices=("auto", "encoder-decoder", "llm"), default="auto")
+    parser.add_argument("--family", choices=get_args(TrainerFamily), default="auto")
     parser.add_argument(
         "--reference-model", help="also score this model (the pre-trained one) on the same set"
     )

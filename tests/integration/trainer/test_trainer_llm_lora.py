@@ -46,10 +46,7 @@ def test_lora_loss_falls_and_checkpoints_hold_adapters_only(
         eval_samples=2,
         per_device_batch_size=2,
         gradient_accumulation=1,
-        lora_r=8,
-        lora_alpha=16,
-        lora_dropout=0.0,
-        lora_target_modules=TARGETS,
+        lora=LoraOptions(r=8, alpha=16, dropout=0.0, target_modules=list(TARGETS)),
         metrics_port=0,
         max_new_tokens=6,
     )

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from marco_trainer.models import detect_family, load_asr_model
 from marco_trainer.models.base import LoraOptions
@@ -14,6 +15,24 @@ from marco_trainer.models.base import LoraOptions
 def speech(manifest, count=2):
     folder = manifest.parent
     return [sf.read(folder / f"utt{i:02d}.wav", dtype="float32")[0] for i in range(count)]
+
+
+def count_layer_runs(model) -> list[int]:
+    """A one-item list counting the forward runs of the modules inside checkpointable layers.
+
+    transformers keeps a checkpointed layer's own hooks out of the recompute, but the
+    modules inside it run again in backward: their runs show whether it recomputed.
+    """
+    runs = [0]
+
+    def hook(*_) -> None:
+        runs[0] += 1
+
+    for layer in model.modules():
+        if isinstance(layer, GradientCheckpointingLayer):
+            for inner in layer.children():
+                inner.register_forward_hook(hook)
+    return runs
 
 
 @pytest.mark.parametrize("family", ["encoder-decoder", "llm"])
@@ -35,8 +54,15 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(
             for name, param in asr.model.named_parameters():
                 if "lora_B" in name:
                     param.data.fill_(0.01)
+        # Checkpointed layers run their forward again during backward: count the runs, so
+        # the comparison below is not between two models that both skip checkpointing.
+        runs = count_layer_runs(asr.model)
         loss = asr.loss(asr.model, asr.training_batch(audios, texts))
+        forward_runs = runs[0]
         loss.backward()
+        assert forward_runs > 0
+        # Recomputed in backward with checkpointing, never without.
+        assert (runs[0] > forward_runs) == checkpointing, (runs[0], forward_runs)
         grads = [p.grad.clone() for p in asr.trainable_parameters()]
         assert all(g is not None and bool(g.isfinite().all()) for g in grads)
         results.append((float(loss.detach()), grads))

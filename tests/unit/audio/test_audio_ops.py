@@ -219,7 +219,14 @@ def test_filter_choice_minimises_the_documented_score(
     magnitude, freqs = active_spectra(
         x, rate, max_frames=chain.RESOLVE_FRAMES, frame_seconds=chain.RESOLVE_FRAME_SECONDS
     )
-    lows, highs, low_gain, high_gain, *_ = chain._candidates(rate, len(freqs), step.order)
+    # The cutoff grids are the module's design; the gains are |H(f)| of a Butterworth
+    # filter of that order, written out here: 1 / sqrt(1 + (f / fc)^2n) for a low-pass,
+    # 1 / sqrt(1 + (fc / f)^2n) for a high-pass; index 0 of each grid is "no filter".
+    lows, highs, *_ = chain._candidates(rate, len(freqs), step.order)
+    with np.errstate(divide="ignore", invalid="ignore"):  # f = 0 under the "none" high-pass
+        low_gain = 1 / np.sqrt(1 + (freqs[:, None] / lows[None, :]) ** (2 * step.order))
+        high_gain = 1 / np.sqrt(1 + (highs[None, :] / freqs[:, None]) ** (2 * step.order))
+    high_gain[:, 0] = 1.0
     low = int(np.argmin(_scores_spelled_out(magnitude, freqs, low_gain, step)))
     high_gains = high_gain * low_gain[:, low : low + 1]
     high = int(np.argmin(_scores_spelled_out(magnitude, freqs, high_gains, step)))

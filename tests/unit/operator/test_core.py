@@ -6,7 +6,6 @@ import pytest
 
 from marco_contract.formats import Directive, Evaluation, EvaluationHistory, StageResult
 from marco_operator.core import JobState, Observed, reconcile
-from marco_operator.schedule import eq1_learning_rate, eq2_learning_rate
 
 
 def body(spec_patch=None, name="demo"):
@@ -87,8 +86,10 @@ def run_to_training(cluster, baseline_wer=40.0, family=None):
                          ("augment", "Augmenting"), ("baseline", "Baseline")]:  # fmt: skip
         cluster.step()
         assert cluster.phase == phase
+        seen = (dict(cluster.jobs), len(cluster.created), len(cluster.events))
         cluster.step()  # a second look changes nothing
-        assert list(cluster.jobs) == [*cluster.jobs] and cluster.phase == phase
+        assert (cluster.jobs, len(cluster.created), len(cluster.events)) == seen
+        assert cluster.phase == phase
         extra = {"wer": baseline_wer, "family": family} if stage == "baseline" else {}
         cluster.finish(stage, counts={"processed": 3}, **extra)
     cluster.step()
@@ -99,19 +100,23 @@ def test_full_run_succeeds_and_eq1_steers_each_cycle():
     cluster = Cluster(body())
     run_to_training(cluster)
     status = cluster.obj["status"]
+    # whisper-small (12 decoder layers) starts at the geometric mean of [1e-7, 1e-5]: 1e-6.
     assert status["baselineWer"] == 40.0 and status["learningRate"] == pytest.approx(1e-6)
-    lrs = [cluster.directive.learning_rate]
-    for cycle_wers in ([30.0, 29.0], [27.0, 27.2], [24.0, 26.0]):
+    # Eq. 1 by hand, η_min = 1e-7, η_max = 1e-5 (η_max − η_min = 9.9e-6), σ_ref = 0.5; two
+    # evaluations a cycle (cycleSteps 100 / evalEvery 50), population σ = |a − b| / 2:
+    #   [30.0, 29.0]: σ = 0.5, clip(0.5 / 0.5) = 1   → η = 1e-5 − 9.9e-6 · 1   = 1e-7
+    #   [27.0, 27.2]: σ = 0.1, clip(0.1 / 0.5) = 0.2 → η = 1e-5 − 9.9e-6 · 0.2 = 8.02e-6
+    #   [24.0, 26.0]: σ = 1.0, clip(1.0 / 0.5) = 1   → η = 1e-7
+    expected = {(30.0, 29.0): 1e-7, (27.0, 27.2): 8.02e-6, (24.0, 26.0): 1e-7}
+    for cycle_wers, lr in expected.items():
         for wer in cycle_wers:
             cluster.evaluate(wer)
             cluster.step()
-        sigma = abs(cycle_wers[0] - cycle_wers[1]) / 2
-        assert cluster.directive.learning_rate == pytest.approx(
-            eq1_learning_rate(sigma, 1e-7, 1e-5, 0.5)
-        )
-        lrs.append(cluster.directive.learning_rate)
+        assert cluster.directive.learning_rate == pytest.approx(lr, rel=1e-9)
     status = cluster.obj["status"]
-    assert [c["learningRate"] for c in status["cycles"]] == pytest.approx(lrs)
+    assert [c["learningRate"] for c in status["cycles"]] == pytest.approx(
+        [1e-6, 1e-7, 8.02e-6, 1e-7], rel=1e-9
+    )
     assert status["cycles"][1]["sigmaWer"] == pytest.approx(0.1)
     assert status["bestWer"] == 24.0 and status["cycle"] == 3
     cluster.finish("train", wer=24.0, best_step=250, steps=300)
@@ -139,7 +144,8 @@ def test_llm_trains_at_eq2_lr_from_the_baseline_wer():
     cluster = Cluster(body({"model": {"source": "/data/models/custom", "family": None}}))
     run_to_training(cluster, baseline_wer=62.0, family="llm")
     assert cluster.obj["status"]["family"] == "llm"
-    assert cluster.directive.learning_rate == pytest.approx(eq2_learning_rate(62.0, 1e-6, 1e-4))
+    # Eq. 2 by hand: η = 1e-6 + (1e-4 − 1e-6) · 62 / 100 = 1e-6 + 9.9e-5 · 0.62 = 6.238e-5.
+    assert cluster.directive.learning_rate == pytest.approx(6.238e-5, rel=1e-9)
     train = next(c for c in cluster.created if c["metadata"]["name"] == "demo-train"
                  and c["kind"] == "Job")  # fmt: skip
     assert "--family llm" in train["spec"]["template"]["spec"]["containers"][0]["command"][-1]
@@ -220,7 +226,8 @@ def test_vanished_training_job_restarts_under_the_directive_in_force():
     cluster.evaluate(29.0)
     cluster.step()
     in_force = cluster.directive
-    assert in_force.cycle == 1
+    # Eq. 1: σ(30, 29) = 0.5 = σ_ref, so cycle 1 runs at η_min = 1e-7 (not cycle 0's 1e-6).
+    assert in_force.cycle == 1 and in_force.learning_rate == pytest.approx(1e-7, rel=1e-9)
     del cluster.jobs["train"]
     outcome = cluster.step()
     (job,) = [c for c in outcome.create if c["kind"] == "Job"]

@@ -4,7 +4,6 @@ import pytest
 import yaml
 
 from marco_operator.rbac import (
-    CLUSTER_SCOPED,
     NAMESPACE_SCAN_RULES,
     OPERATOR_RULES,
     Rule,
@@ -35,8 +34,31 @@ def test_one_rule_per_resource_and_nothing_deletes():
     assert ("", "secrets") not in by_key
 
 
+#: Resources the Kubernetes API serves without a namespace (Kubernetes API reference; kept
+#: here, not taken from rbac.CLUSTER_SCOPED, which is what is checked): a Role cannot grant
+#: them, only a ClusterRole.
+KUBERNETES_CLUSTER_SCOPED = {
+    ("", "namespaces"),
+    ("", "nodes"),
+    ("", "persistentvolumes"),
+    ("apiextensions.k8s.io", "customresourcedefinitions"),
+    ("rbac.authorization.k8s.io", "clusterroles"),
+    ("rbac.authorization.k8s.io", "clusterrolebindings"),
+    ("storage.k8s.io", "storageclasses"),
+    ("scheduling.k8s.io", "priorityclasses"),
+    ("admissionregistration.k8s.io", "validatingwebhookconfigurations"),
+    ("admissionregistration.k8s.io", "mutatingwebhookconfigurations"),
+    ("kopf.dev", "clusterkopfpeerings"),
+}
+
+
 def test_namespaced_roles_hold_no_cluster_scoped_resource():
-    assert all((r.api_group, r.resource) not in CLUSTER_SCOPED for r in namespaced_rules())
+    for peering in (False, True):
+        held = {(r.api_group, r.resource) for r in namespaced_rules(peering=peering)}
+        assert held & KUBERNETES_CLUSTER_SCOPED == set(), peering
+    # What the operator needs of those goes to the small ClusterRole instead.
+    needed = {(r.api_group, r.resource) for r in OPERATOR_RULES} & KUBERNETES_CLUSTER_SCOPED
+    assert needed <= {(r.api_group, r.resource) for r in namespaced_cluster_rules()}
     assert [r.resource for r in namespaced_cluster_rules()] == [
         "customresourcedefinitions",
         "namespaces",

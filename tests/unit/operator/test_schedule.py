@@ -18,23 +18,30 @@ from marco_operator.schedule import (
 LO, HI = 1e-7, 1e-5
 
 
+# Eq. 1 by hand with η_min = 1e-7, η_max = 1e-5 (η_max − η_min = 9.9e-6), σ_ref = 0.5.
 @pytest.mark.parametrize(
     ("sigma", "expected"),
     [
-        (0.0, HI),  # stable cycle: largest LR
-        (0.5, LO),  # σ = σ_ref: smallest LR
-        (3.0, LO),  # beyond σ_ref: clipped
-        (0.25, HI - (HI - LO) * 0.5),  # halfway: linear
-        (0.1, HI - (HI - LO) * 0.2),
+        (0.0, 1e-5),  # stable cycle: clip(0) = 0 → η_max
+        (0.5, 1e-7),  # σ = σ_ref: clip(1) = 1 → η_min
+        (3.0, 1e-7),  # beyond σ_ref: clip(6) = 1 → η_min
+        (0.25, 5.05e-6),  # halfway: 1e-5 − 9.9e-6 · 0.5 = 5.05e-6
+        (0.1, 8.02e-6),  # 1e-5 − 9.9e-6 · 0.2 = 8.02e-6
     ],
 )
 def test_eq1_worked_examples(sigma, expected):
     assert eq1_learning_rate(sigma, LO, HI, sigma_ref=0.5) == pytest.approx(expected, rel=1e-12)
 
 
+# Eq. 2 by hand with η'_min = 1e-6, η'_max = 1e-4 (η'_max − η'_min = 9.9e-5).
 @pytest.mark.parametrize(
     ("wer0", "expected"),
-    [(0, 1e-6), (50, 1e-6 + 0.5 * (1e-4 - 1e-6)), (100, 1e-4), (150, 1e-4)],
+    [
+        (0, 1e-6),  # clip(0) / 100 = 0 → η'_min
+        (50, 5.05e-5),  # 1e-6 + 9.9e-5 · 0.5 = 5.05e-5
+        (100, 1e-4),  # η'_max
+        (150, 1e-4),  # clip(150, 0, 100) = 100 → η'_max
+    ],
 )
 def test_eq2_worked_examples(wer0, expected):
     assert eq2_learning_rate(wer0, 1e-6, 1e-4) == pytest.approx(expected, rel=1e-12)
@@ -66,13 +73,15 @@ def settings(**overrides):
 
 def test_decide_closes_a_cycle_with_eq1_and_is_idempotent():
     current = Directive(cycle=0, learning_rate=1e-6)
-    history = evals([30.0, 29.0, 28.0])
+    # σ below σ_ref, so Eq. 1 is on its linear part (not clipped to an end):
+    # population σ of 30.0, 29.8, 29.6 = sqrt((0.2² + 0² + 0.2²) / 3) = sqrt(0.08 / 3) = 0.1632993;
+    # η = 1e-5 − 9.9e-6 · 0.1632993 / 0.5 = 1e-5 − 3.2333265e-6 = 6.7666735e-6.
+    history = evals([30.0, 29.8, 29.6])
     decision = decide(settings(), current, history)
-    sigma = math.sqrt(2 / 3)  # population σ of 30, 29, 28
     assert decision.changed and decision.closed_cycle == 0
-    assert decision.sigma_wer == pytest.approx(sigma)
+    assert decision.sigma_wer == pytest.approx(math.sqrt(0.08 / 3))
     assert decision.directive.cycle == 1
-    assert decision.directive.learning_rate == pytest.approx(eq1_learning_rate(sigma, LO, HI, 0.5))
+    assert decision.directive.learning_rate == pytest.approx(6.7666735e-6, rel=1e-7)
     again = decide(settings(), decision.directive, history)
     assert not again.changed and again.directive == decision.directive
 
@@ -88,7 +97,8 @@ def test_decide_llm_reapplies_eq2_with_the_cycle_mean():
         Directive(cycle=0, learning_rate=5e-5),
         evals([20.0, 10.0, 30.0]),
     )
-    assert decision.directive.learning_rate == pytest.approx(eq2_learning_rate(20.0, 1e-6, 1e-4))
+    # Mean of 20, 10, 30 = 20; η = 1e-6 + 9.9e-5 · 20 / 100 = 1e-6 + 1.98e-5 = 2.08e-5.
+    assert decision.directive.learning_rate == pytest.approx(2.08e-5, rel=1e-9)
 
 
 def test_decide_stops_on_plateau_and_names_the_best_step():
@@ -136,5 +146,9 @@ def test_late_evaluations_of_a_cycle_do_not_change_its_decision():
     current = Directive(cycle=0, learning_rate=1e-6)
     on_time = decide(settings(), current, evals([30.0, 29.0, 28.0]))
     late = decide(settings(), current, evals([30.0, 29.0, 28.0, 20.0, 35.0]))
+    # Both close cycle 0 on 30, 29, 28 alone (population σ sqrt(2/3) = 0.816, above σ_ref:
+    # η_min); had the late 20 and 35 entered, σ would be 4.84 (same LR, but not the same σ).
+    assert on_time.changed and on_time.directive.cycle == 1
+    assert on_time.sigma_wer == pytest.approx(math.sqrt(2 / 3))
     assert late.directive == on_time.directive
     assert late.sigma_wer == on_time.sigma_wer

@@ -42,15 +42,28 @@ def test_stream_crosses_epochs_and_resumes_at_its_position():
     again = MicroBatchStream(durations, batch_size=3, seed=1)
     again.seek(saved)
     assert again.take(4) == rest
-    assert first + rest[:1] == bucketed_batches(durations, 3, 1, 0)
+    # Epoch 0 is the first four batches (3 + 3 + 3 + 1 utterances): each utterance once.
+    epoch0, epoch1 = first + rest[:1], rest[1:]
+    assert sorted(i for batch in epoch0 for i in batch) == list(range(10))
+    assert sorted(len(batch) for batch in epoch0) == [1, 3, 3, 3]
+    # Epoch 1 starts over: its first three batches repeat no utterance among themselves.
+    drawn = [i for batch in epoch1 for i in batch]
+    assert len(drawn) == len(set(drawn)) >= 7
 
 
-def test_world_split_equals_accumulation():
-    """2 ranks × 1 micro-batch see what 1 rank × 2 micro-batches sees."""
+def test_every_rank_draws_the_same_stream_however_many_it_takes_at_a_time():
+    """Each rank builds its own stream and takes world × accumulation micro-batches a step
+    (train/loop.py slices its share out of them): the ranks agree only if every instance
+    yields the same sequence whatever the chunk size. That the 2-rank run then equals the
+    1-rank run with twice the accumulation is checked end to end in
+    tests/integration/trainer/test_trainer_torchrun.py."""
     durations = [float(i) for i in range(12)]
-    single = MicroBatchStream(durations, 2, seed=0).take(2)
-    ranks = [MicroBatchStream(durations, 2, seed=0).take(2)[r : r + 1] for r in (0, 1)]
-    assert ranks[0] + ranks[1] == single
+    whole = MicroBatchStream(durations, 2, seed=0).take(8)  # 6 batches an epoch: crosses it
+    stream = MicroBatchStream(durations, 2, seed=0)
+    chunked = [batch for _ in range(4) for batch in stream.take(2)]
+    assert chunked == whole
+    # Within an epoch the batches are disjoint: two ranks of one step train different utterances.
+    assert sorted(i for batch in whole[:6] for i in batch) == list(range(12))
 
 
 def test_load_examples_skips_and_counts(tmp_path):

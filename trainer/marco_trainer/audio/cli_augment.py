@@ -23,6 +23,9 @@ OUTPUT_SUBTYPE = "PCM_16"
 
 
 def register(subparsers) -> None:
+    from marco_contract.argv import add_arguments
+    from marco_contract.options import AugmentOptions
+
     parser = subparsers.add_parser(
         "augment",
         help="turn clean audio into target-like audio (profile-driven or a preset)",
@@ -43,8 +46,7 @@ def register(subparsers) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--profile", type=Path, help="profile JSON, or a profile output dir")
     source.add_argument("--preset", choices=["telephony"])
-    parser.add_argument("--copies", type=int, default=1, help="augmented copies per source line")
-    parser.add_argument("--seed", type=int, default=0)
+    add_arguments(parser, AugmentOptions)  # --copies, --seed: as the spec's augmentation
     parser.add_argument("--target-sample-rate", type=int, default=16000, help="the model's rate")
     parser.add_argument("--rir-dir", type=Path, help="room impulse responses (default: simulated)")
     parser.add_argument("--num-rooms", type=int, default=8, help="simulated rooms per run")
@@ -88,9 +90,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     from tqdm import tqdm
 
+    from marco_contract.argv import parse_options
     from marco_contract.files import atomic_write_bytes, atomic_write_text
     from marco_contract.formats import StageResult
     from marco_contract.manifests import ManifestProblems
+    from marco_contract.options import AugmentOptions
     from marco_contract.results import write_stage_result
     from marco_trainer.audio.assets import Assets, cached_rirs, load_directory
     from marco_trainer.audio.chain import apply_chain
@@ -101,8 +105,10 @@ def run(args: argparse.Namespace) -> int:
     from marco_trainer.audio.telephony import apply_telephony, draw_telephony
     from marco_trainer.sharding import shard_from_args
 
-    if args.copies < 1:
-        print("marco-trainer augment: --copies must be >= 1", file=sys.stderr)
+    try:
+        parse_options(AugmentOptions, args)  # the spec's bounds on --copies and --seed
+    except ValueError as error:
+        print(f"marco-trainer augment: {error}", file=sys.stderr)
         return 2
     shard = shard_from_args(args.shard_index, args.num_shards)
     out = Path(args.output_dir)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
+    from marco_contract.argv import add_arguments
     from marco_trainer.audio.filtering import FilterRules
 
-    d = FilterRules()
     parser = subparsers.add_parser(
         "filter",
         help="drop unreadable, out-of-bounds, over-long and duplicate lines",
@@ -27,20 +27,16 @@ def register(subparsers) -> None:
         help=".jsonl or dir of .jsonl (repeat for several)",
     )
     parser.add_argument("--output-dir", required=True, type=Path)
-    parser.add_argument("--min-duration", type=float, default=d.min_duration)
-    parser.add_argument("--max-duration", type=float, default=d.max_duration)
-    parser.add_argument("--max-text-tokens", type=int, default=d.max_text_tokens)
-    parser.add_argument("--min-chars-per-second", type=float, default=d.min_chars_per_second)
-    parser.add_argument("--max-chars-per-second", type=float, default=d.max_chars_per_second)
+    add_arguments(parser, FilterRules)  # the bounds: flags, defaults and help from the model
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from pydantic import ValidationError
     from tqdm import tqdm
 
+    from marco_contract.argv import parse_options
     from marco_contract.files import atomic_write_text
     from marco_contract.formats import StageResult
     from marco_contract.layout import KEPT_MANIFEST
@@ -50,16 +46,10 @@ def run(args: argparse.Namespace) -> int:
     from marco_trainer.audio.io import AudioRejected, check_signal, read_audio
 
     try:
-        rules = FilterRules(
-            min_duration=args.min_duration,
-            max_duration=args.max_duration,
-            max_text_tokens=args.max_text_tokens,
-            min_chars_per_second=args.min_chars_per_second,
-            max_chars_per_second=args.max_chars_per_second,
-        )
+        rules = parse_options(FilterRules, args)
         problems = ManifestProblems()
         utterances = list(iter_manifests(args.manifest, problems))
-    except (ValidationError, ValueError) as error:
+    except ValueError as error:
         print(f"marco-trainer filter: {error}", file=sys.stderr)
         return 2
     out = Path(args.output_dir)

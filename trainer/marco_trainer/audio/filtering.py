@@ -16,18 +16,25 @@ from __future__ import annotations
 
 import math
 
-from pydantic import BaseModel, Field
+from pydantic import Field
+
+from marco_contract.options import FilterOptions
 
 WHISPER_MAX_TOKENS = 448
 PROMPT_TOKENS = 4
 
 
-class FilterRules(BaseModel):
-    min_duration: float = Field(default=0.3, ge=0, description="Seconds.")
-    max_duration: float = Field(default=30.0, gt=0, description="Seconds (Whisper's window).")
-    max_text_tokens: int = Field(default=WHISPER_MAX_TOKENS, gt=0)
-    min_chars_per_second: float = Field(default=1.0, ge=0)
-    max_chars_per_second: float = Field(default=35.0, gt=0)
+class FilterRules(FilterOptions):
+    """The spec's filter bounds (defaults there, once) and the filter's own limits."""
+
+    max_text_tokens: int = Field(
+        default=WHISPER_MAX_TOKENS, gt=0, description="Approximate transcript tokens at most."
+    )
+    min_chars_per_second: float = Field(
+        default=1.0,
+        ge=0,
+        description="Transcript characters per second of audio below which a line is rejected.",
+    )
 
 
 def approx_tokens(text: str) -> int:

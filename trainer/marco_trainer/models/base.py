@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
+# The LoRA settings are the spec's `model.lora` (defaults there, once); re-exported here
+# for the model loaders.
+from marco_contract.options import LoraOptions
+
+__all__ = ["IGNORE_INDEX", "AsrModel", "LoraOptions"]
+
 IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class LoraOptions:
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
 
 
 class AsrModel:

@@ -40,7 +40,7 @@ from marco_trainer.data import (
 )
 from marco_trainer.evaluate import score, transcribe_examples
 from marco_trainer.models import load_asr_model
-from marco_trainer.models.base import IGNORE_INDEX, LoraOptions
+from marco_trainer.models.base import IGNORE_INDEX
 from marco_trainer.text import is_character_language
 from marco_trainer.train.checkpoint import (
     BestInfo,
@@ -98,9 +98,7 @@ class Trainer:
 
             family = detect_family(opts.model) if family == "auto" else family
             if family == "llm":
-                lora = LoraOptions(
-                    opts.lora_r, opts.lora_alpha, opts.lora_dropout, opts.lora_target_modules
-                )
+                lora = opts.lora
         self.asr = load_asr_model(
             opts.model,
             family=family,

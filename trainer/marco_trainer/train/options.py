@@ -1,62 +1,59 @@
-"""Training options (the ``train`` CLI's flags, as one typed object). No torch here."""
+"""Training options: the ``train`` CLI's flags as one typed object. No torch here.
+
+The knobs the spec sets (budget, batch, precision, language, LoRA) and their
+defaults come from the shared models of `marco_contract.options`; this model
+adds the paths and the trainer-only knobs. The ``train`` parser is built from
+it (`marco_contract.argv`), so a flag, its default and its check exist once.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field
+
+from marco_contract.argv import Flag
+from marco_contract.options import LanguageOptions, LoraOptions, TrainerFamily, TrainingOptions
 
 
-@dataclass
-class TrainOptions:
-    model: str
-    train_manifests: list[str]
-    validation_manifest: str
-    output_dir: Path
-    control_file: str | None = None
-    learning_rate: float = 1e-5
-    max_steps: int = 1000
-    eval_every: int = 50
-    eval_samples: int = 200
-    eval_batch_size: int = 8
-    per_device_batch_size: int = 4
-    gradient_accumulation: int = 8
-    precision: str = "auto"
-    gradient_checkpointing: bool = False
-    family: str = "auto"
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    lora_target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    full_finetune: bool = False
-    language: str | None = "en"
-    task: str = "transcribe"
-    metrics_port: int = 9400
-    metrics_host: str = "0.0.0.0"
-    adaptation: str | None = None
-    seed: int = 0
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    max_consecutive_nonfinite: int = 3
-    baseline_wer: float | None = None
-    max_new_tokens: int = 128
-    prefetch: bool | None = None  # None: on with a GPU, off on CPU
-    feature_cache_mb: int | None = None  # None: from the container's memory
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.output_dir = Path(self.output_dir)
-        checks = {
-            "--learning-rate": self.learning_rate > 0,
-            "--max-steps": self.max_steps > 0,
-            "--eval-every": self.eval_every > 0,
-            "--eval-samples": self.eval_samples > 0,
-            "--per-device-batch-size": self.per_device_batch_size > 0,
-            "--gradient-accumulation": self.gradient_accumulation > 0,
-            "--precision": self.precision in ("auto", "bf16", "fp32"),
-            "--family": self.family in ("auto", "encoder-decoder", "llm"),
-            "--metrics-port": 0 <= self.metrics_port < 65536,
-            "--feature-cache-mb": self.feature_cache_mb is None or self.feature_cache_mb >= 0,
-        }
-        bad = [name for name, ok in checks.items() if not ok]
-        if bad:
-            raise ValueError(f"invalid value for {', '.join(bad)}")
+class TrainOptions(TrainingOptions, LanguageOptions):
+    model: str = Field(description="model directory or Hub id (cached)")
+    train_manifests: Annotated[list[str], Flag("train-manifest", repeat=True)] = Field(
+        min_length=1, description="training manifest (.jsonl or a folder of them); repeatable"
+    )
+    validation_manifest: str = Field(description="validation manifest for the periodic WER")
+    output_dir: Path = Field(description="checkpoints, evaluations and the export")
+    control_file: str | None = Field(
+        default=None, description="directive JSON written by the operator"
+    )
+    learning_rate: float = Field(default=1e-5, gt=0, description="LR until a directive")
+    eval_batch_size: int = Field(default=8, ge=1, description="utterances per validation batch")
+    family: TrainerFamily = Field(default="auto", description="model family; auto: detected")
+    lora: LoraOptions = Field(default_factory=LoraOptions)
+    full_finetune: bool = Field(default=False, description="LLM family: no LoRA")
+    metrics_port: int = Field(default=9400, ge=0, lt=65536, description="0 = no endpoint")
+    metrics_host: str = Field(default="0.0.0.0", description="address of the metrics endpoint")
+    adaptation: str | None = Field(default=None, description="name used as the metrics label")
+    seed: int = Field(default=0, description="seed of the data order and initialisation")
+    weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay")
+    max_grad_norm: float = Field(default=1.0, gt=0, description="gradient clipping norm")
+    max_consecutive_nonfinite: int = Field(
+        default=3,
+        ge=1,
+        description="non-finite steps in a row before rolling back to the best checkpoint",
+    )
+    baseline_wer: float | None = Field(default=None, description="WER0 for the model card")
+    max_new_tokens: int = Field(default=128, ge=1, description="decoding limit in validation")
+    prefetch: bool | None = Field(
+        default=None,
+        description="load the next step's audio in a background thread "
+        "(default: on with a GPU, off on CPU, where the step already uses every core)",
+    )
+    feature_cache_mb: int | None = Field(
+        default=None,
+        ge=0,
+        description="memory per rank for training utterances' features reused in later epochs "
+        "(Whisper-style fixed windows; 0 = off; default: an eighth of the container's memory "
+        "over the node's ranks, at most 2048)",
+    )

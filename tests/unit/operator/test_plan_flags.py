@@ -1,0 +1,198 @@
+"""The plan's stage commands, read back by the trainer's own parsers.
+
+The operator writes the flags (plan.py), the trainer parses them (its CLIs):
+both derive them from `marco_contract.options`. These tests hold the two ends
+together: every field of every shared options model is set to a non-default
+value in one spec, the plan's command lines for it go through the trainer's
+real parser, and each parsed value must be the one written out here by hand.
+A field added to an options model fails `test_every_shared_field_is_checked`
+until an expectation is written for it below — and that expectation passes
+only if the field reaches the trainer's CLI.
+"""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+
+import marco_contract.options as shared
+from marco_contract.argv import parse_options
+from marco_operator.api import parse_spec
+from marco_operator.plan import enabled_stages, stage_command
+from marco_operator.resources import Owner, cluster_layout
+from marco_trainer.audio.filtering import FilterRules
+from marco_trainer.cli import build_parser
+from marco_trainer.train.options import TrainOptions
+
+ROOT = Path(__file__).resolve().parents[3]
+OWNER = Owner(name="flags", namespace="ns", uid="uid-1")
+
+#: Every shared field away from its default (defaults: docs of marco_contract.options).
+SPEC = {
+    "model": {
+        "source": "Qwen/Qwen2-Audio-7B",
+        "family": "llm",
+        "task": "translate",
+        "language": "de",
+        "lora": {"r": 8, "alpha": 64, "dropout": 0.1, "targetModules": ["q_proj", "up_proj"]},
+    },
+    "data": {"train": ["train.jsonl"], "validation": "dev.jsonl", "test": "test.jsonl",
+             "targetAudio": "target/"},
+    "filter": {"minDuration": 0.5, "maxDuration": 12.5, "maxCharsPerSecond": 22.5},
+    "augmentation": {"copies": 3, "seed": 7},
+    "baseline": {"samples": 50},
+    "training": {"maxSteps": 1234, "evalEvery": 20, "cycleSteps": 40, "evalSamples": 30,
+                 "perDeviceBatchSize": 2, "gradientAccumulation": 3, "precision": "bf16",
+                 "gradientCheckpointing": True},
+    "evaluation": {"maxSamples": 60},
+}  # fmt: skip
+
+#: (options model, field) -> (stage, what the trainer parsed, the value expected there).
+EXPECTED = {
+    ("LanguageOptions", "task"): ("train", "task", "translate"),
+    ("LanguageOptions", "language"): ("train", "language", "de"),
+    ("LoraOptions", "r"): ("train", "lora.r", 8),
+    ("LoraOptions", "alpha"): ("train", "lora.alpha", 64),
+    ("LoraOptions", "dropout"): ("train", "lora.dropout", 0.1),
+    ("LoraOptions", "target_modules"): ("train", "lora.target_modules", ["q_proj", "up_proj"]),
+    ("FilterOptions", "min_duration"): ("filter", "min_duration", 0.5),
+    ("FilterOptions", "max_duration"): ("filter", "max_duration", 12.5),
+    ("FilterOptions", "max_chars_per_second"): ("filter", "max_chars_per_second", 22.5),
+    ("AugmentOptions", "copies"): ("augment", "copies", 3),
+    ("AugmentOptions", "seed"): ("augment", "seed", 7),
+    ("EvaluateOptions", "max_samples"): ("evaluate", "max_samples", 60),
+    ("TrainingOptions", "max_steps"): ("train", "max_steps", 1234),
+    ("TrainingOptions", "eval_every"): ("train", "eval_every", 20),
+    ("TrainingOptions", "eval_samples"): ("train", "eval_samples", 30),
+    ("TrainingOptions", "per_device_batch_size"): ("train", "per_device_batch_size", 2),
+    ("TrainingOptions", "gradient_accumulation"): ("train", "gradient_accumulation", 3),
+    ("TrainingOptions", "precision"): ("train", "precision", "bf16"),
+    ("TrainingOptions", "gradient_checkpointing"): ("train", "gradient_checkpointing", True),
+}
+
+
+def commands(spec_data: dict) -> dict[str, list[str]]:
+    spec = parse_spec(spec_data)
+    layout = cluster_layout(spec, OWNER)
+    return {
+        stage: stage_command(
+            spec, stage, layout, name=OWNER.name, family=spec.model.family or "encoder-decoder",
+            learning_rate=2.5e-6,
+        ).args
+        for stage in enabled_stages(spec)
+    }  # fmt: skip
+
+
+def parsed(argv: list[str]):
+    """What the trainer makes of a command line: its options model where it has one."""
+    namespace = build_parser().parse_args(argv)  # an unknown flag exits: the test fails
+    if argv[0] == "train":
+        return parse_options(TrainOptions, namespace)
+    if argv[0] == "filter":
+        return parse_options(FilterRules, namespace)
+    return namespace
+
+
+def value_at(obj, path: str):
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def shared_models() -> list[type]:
+    return [
+        cls
+        for _, cls in inspect.getmembers(shared, inspect.isclass)
+        if issubclass(cls, shared.StageOptions)
+        and cls is not shared.StageOptions
+        and cls.__module__ == shared.__name__
+    ]
+
+
+def test_every_shared_field_is_checked():
+    fields = {(cls.__name__, name) for cls in shared_models() for name in cls.model_fields}
+    assert fields == set(EXPECTED)
+
+
+def test_the_spec_moves_every_shared_field_off_its_default():
+    # Otherwise a flag the plan forgot would still parse to the expected (default) value.
+    models = {cls.__name__: cls for cls in shared_models()}
+    for (model, name), (_, _, value) in EXPECTED.items():
+        assert models[model].model_fields[name].get_default(call_default_factory=True) != value
+
+
+@pytest.mark.parametrize("key", sorted(EXPECTED), ids=lambda k: f"{k[0]}.{k[1]}")
+def test_the_trainer_parses_what_the_plan_writes(key):
+    stage, path, value = EXPECTED[key]
+    assert value_at(parsed(commands(SPEC)[stage]), path) == value
+
+
+def test_baseline_scores_the_spec_samples_in_the_spec_language():
+    args = parsed(commands(SPEC)["baseline"])
+    assert (args.max_samples, args.language, args.task) == (50, "de", "translate")
+    assert args.family == "llm"
+
+
+def test_train_gets_the_computed_values_and_paths():
+    opts = parsed(commands(SPEC)["train"])
+    out = "/output/marco-asr/flags"
+    assert (opts.learning_rate, opts.family, opts.adaptation) == (2.5e-6, "llm", "flags")
+    assert opts.train_manifests == [f"{out}/filter/kept.jsonl", f"{out}/augment"]
+    assert (opts.validation_manifest, str(opts.output_dir)) == ("/data/dev.jsonl", f"{out}/train")
+    assert opts.full_finetune is False
+
+
+def test_false_and_unset_values_are_passed_as_such():
+    spec = {**SPEC, "training": {**SPEC["training"], "gradientCheckpointing": False},
+            "model": {**SPEC["model"], "lora": {"enabled": False}},
+            "evaluation": {}}  # fmt: skip
+    argv = commands(spec)
+    train = parsed(argv["train"])
+    assert train.gradient_checkpointing is False and "--no-gradient-checkpointing" in argv["train"]
+    assert train.full_finetune is True and not any(a.startswith("--lora") for a in argv["train"])
+    assert "--max-samples" not in argv["evaluate"]  # all test utterances
+    assert parsed(argv["evaluate"]).max_samples is None
+
+
+def test_the_demo_commands_are_unchanged():
+    """The demo's stage commands as the plan wrote them before the shared options
+    (main at 1605497), except `--no-gradient-checkpointing`, the default's value made
+    explicit: the demo's WER numbers depend on these lines."""
+    obj = yaml.safe_load((ROOT / "examples" / "demo-local.yaml").read_text())
+    spec = parse_spec(obj["spec"])
+    owner = Owner(name=obj["metadata"]["name"], namespace="default", uid="u")
+    layout = cluster_layout(spec, owner)
+    out = "/output/marco-asr/demo-callcentre"
+    model = "/data/models/whisper-tiny.en-10s"
+    lines = {
+        stage: " ".join(
+            stage_command(
+                spec, stage, layout, name=owner.name, family="encoder-decoder",
+                learning_rate=1e-5,
+            ).args
+        )
+        for stage in enabled_stages(spec)
+    }  # fmt: skip
+    assert lines == {
+        "filter": f"filter --output-dir {out}/filter --manifest /data/source/train.jsonl "
+        "--min-duration 0.3 --max-duration 10.0 --max-chars-per-second 30.0",
+        "profile": f"profile --input /data/target/unlabeled.jsonl --output-dir {out}/profile",
+        "augment": f"augment --output-dir {out}/augment --copies 1 --seed 0 "
+        f"--manifest {out}/filter/kept.jsonl --profile {out}/profile",
+        "baseline": f"evaluate --model {model} --manifest /data/target/dev.jsonl "
+        f"--output-dir {out}/baseline --max-samples 100 --family encoder-decoder "
+        "--task transcribe --language en",
+        "train": f"train --model {model} --validation-manifest /data/target/dev.jsonl "
+        f"--output-dir {out}/train --control-file /etc/marco/control/directive.json "
+        "--learning-rate 1e-05 --max-steps 300 --eval-every 25 --eval-samples 40 "
+        "--per-device-batch-size 8 --gradient-accumulation 1 --precision fp32 "
+        "--no-gradient-checkpointing --family encoder-decoder --adaptation demo-callcentre "
+        "--metrics-port 9400 --task transcribe --language en "
+        f"--train-manifest {out}/filter/kept.jsonl --train-manifest {out}/augment",
+        "evaluate": f"evaluate --model {out}/train/export --reference-model {model} "
+        f"--manifest /data/target/test.jsonl --output-dir {out}/evaluate "
+        "--family encoder-decoder --task transcribe --language en",
+    }
