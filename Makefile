@@ -74,8 +74,8 @@ demo: install demo-data ## run the embedded default end to end (CPU, offline) an
 	$(VENV)/bin/marco run -f $(DEMO_MANIFEST) --data-dir $(DEMO_DIR)/data --output-dir $(DEMO_DIR)
 
 demo-data: $(TOOLS)/apt.stamp $(VENV)/install.stamp ## build the demo's speech data and import Whisper tiny.en (part of make demo)
-	$(PY) -m marco_trainer demo-data --output-dir $(DEMO_DIR)/data
-	$(PY) -m marco_trainer import-ct2 --window-seconds 10 --output-dir $(DEMO_DIR)/data/models/whisper-tiny.en-10s
+	$(PY) -m marco_demo data --output-dir $(DEMO_DIR)/data
+	$(PY) -m marco_demo import-ct2 --window-seconds 10 --output-dir $(DEMO_DIR)/data/models/whisper-tiny.en-10s
 
 lint: $(VENV)/install.stamp ## ruff check and ruff format --check
 	@ruff check --quiet . && ruff format --check --quiet . && echo "  ok   lint     ruff check and ruff format: clean"

@@ -1,6 +1,6 @@
 """Profile and augment throughput, side by side with audiomentations and torch-audiomentations.
 
-Run: ``PYTHONPATH=trainer .venv/bin/python benchmarks/augment.py [--minutes 1.0]``
+Run: ``PYTHONPATH=trainer:demo .venv/bin/python benchmarks/augment.py [--minutes 1.0]``
 
 Everything runs in one process on one core (numpy/scipy/torch threads pinned to
 1), on the same synthesised speech (flite/espeak-ng, 16 kHz), against the same
@@ -44,13 +44,13 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import soundfile as sf  # noqa: E402
 
+from marco_demo.synth import Voice, speak  # noqa: E402
 from marco_trainer.audio.assets import Assets, simulate_rirs  # noqa: E402
 from marco_trainer.audio.chain import apply_chain  # noqa: E402
 from marco_trainer.audio.features import estimate_snr, measure  # noqa: E402
 from marco_trainer.audio.io import read_audio  # noqa: E402
 from marco_trainer.audio.params import draw_params, reverb_probability, utterance_rng  # noqa: E402
 from marco_trainer.audio.profile import Profile, build_profile  # noqa: E402
-from marco_trainer.synth import Voice, speak  # noqa: E402
 
 SENTENCES = (
     "please hold while i transfer your call to the billing department",

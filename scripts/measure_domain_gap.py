@@ -1,6 +1,6 @@
 """Measure the domain gap the demo has to close: Whisper tiny.en on clean source vs phone target.
 
-Usage (after `marco-trainer import-ct2` and `marco-trainer demo-data`)::
+Usage (after `python -m marco_demo import-ct2` and `python -m marco_demo data`)::
 
     python scripts/measure_domain_gap.py --model DIR --data DIR [--out DIR]
 

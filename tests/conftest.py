@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from marco_trainer.synth import Voice, speak
+from marco_demo.synth import Voice, speak
 
 # Fixtures that run a program from outside the Python environment, and the
 # marker (pyproject.toml) that a test using one of them gets: `make unit`
@@ -42,16 +42,11 @@ def hello_wav(speech_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def whisper_tiny_dir(tmp_path_factory) -> Path:
-    """The offline Whisper tiny.en imported once per session by `marco-trainer import-ct2`."""
-    import subprocess
-    import sys
+    """The offline Whisper tiny.en, imported once per session by `marco_demo import-ct2`."""
+    from tests.demo_runs import run_demo
 
     output = tmp_path_factory.mktemp("whisper") / "tiny.en"
-    done = subprocess.run(
-        [sys.executable, "-m", "marco_trainer", "import-ct2", "--output-dir", str(output)],
-        capture_output=True,
-        text=True,
-    )
+    done = run_demo("import-ct2", "--output-dir", str(output))
     if done.returncode != 0:
         pytest.fail(f"import-ct2 failed ({done.returncode}): {done.stderr[-2000:]}")
     return output

@@ -240,7 +240,7 @@ def write_speech_manifest(
 
     from marco_contract.formats import Utterance
     from marco_contract.manifests import write_manifest
-    from marco_trainer.synth import speak
+    from marco_demo.synth import speak
 
     folder = Path(folder)
     utterances = []

@@ -16,12 +16,13 @@ from marco_contract.manifests import read_manifest
 from marco_contract.status import AsrAdaptationStatus
 from marco_operator.api import parse_spec
 from marco_operator.schedule import ScheduleSettings, decide, initial_learning_rate, lr_bounds
+from tests.demo_runs import run_demo
 from tests.tiny_models import build_tiny_whisper
 from tests.trainer_runs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# The data comes from `marco-trainer demo-data`: TTS voices and a sox phone line.
+# The data comes from `python -m marco_demo data`: TTS voices and a sox phone line.
 pytestmark = [pytest.mark.timeout(900), pytest.mark.tts, pytest.mark.sox]
 
 
@@ -51,13 +52,10 @@ def tiny_manifest() -> dict:
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     data = tmp_path_factory.mktemp("e2e-data")
-    subprocess.run(
-        [sys.executable, "-m", "marco_trainer", "demo-data", "--output-dir", str(data),
-         "--source-utterances", "8", "--source-validation-utterances", "2",
-         "--target-utterances", "4", "--target-dev-utterances", "3",
-         "--target-test-utterances", "3"],
-        check=True, capture_output=True, text=True,
-    )  # fmt: skip
+    run_demo("data", "--output-dir", str(data),
+             "--source-utterances", "8", "--source-validation-utterances", "2",
+             "--target-utterances", "4", "--target-dev-utterances", "3",
+             "--target-test-utterances", "3", check=True)  # fmt: skip
     texts = [u.text for split in ("source/train", "target/dev", "target/test")
              for u in read_manifest(data / f"{split}.jsonl")]  # fmt: skip
     build_tiny_whisper(data / "models" / "tiny", texts)

@@ -7,9 +7,10 @@ import soundfile as sf
 import torch
 from scipy.signal import resample_poly
 
-from marco_trainer.ct2_import import default_source, hf_state_dict, parse_model_bin, whisper_dims
-from marco_trainer.synth import Voice, speak
-from marco_trainer.telephony import ChannelParams, telephony_channel
+from marco_demo.ct2_import import default_source, hf_state_dict, parse_model_bin, whisper_dims
+from marco_demo.phone_line import ChannelParams, telephony_channel
+from marco_demo.synth import Voice, speak
+from tests.demo_runs import run_demo
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the river bank."
 NORMALISE = jiwer.Compose(
@@ -87,17 +88,10 @@ def test_transcribes_clean_speech_and_degrades_on_a_phone_line(whisper_tiny_dir,
 
 @pytest.mark.tts
 def test_a_shrunk_encoder_window_still_hears_clean_speech(tmp_path):
-    import subprocess
-    import sys
-
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     output = tmp_path / "tiny-10s"
-    subprocess.run(
-        [sys.executable, "-m", "marco_trainer", "import-ct2", "--output-dir", str(output),
-         "--window-seconds", "10"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+    run_demo("import-ct2", "--output-dir", str(output), "--window-seconds", "10", check=True)
     model = WhisperForConditionalGeneration.from_pretrained(output)
     processor = WhisperProcessor.from_pretrained(output)
     assert model.config.max_source_positions == 500

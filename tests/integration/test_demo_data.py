@@ -1,8 +1,7 @@
-"""A small demo-data run: valid manifests, right rates, several voices, domain words, seeded."""
+"""A small demo data run: valid manifests, right rates, several voices, domain words, seeded."""
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -10,9 +9,10 @@ import pytest
 import soundfile as sf
 
 from marco_contract.manifests import read_manifest
-from marco_trainer.demo_data import DemoDataConfig, DemoDataSummary, plan
-from marco_trainer.demo_sentences import DOMAIN_VOCABULARY, words
-from marco_trainer.synth import available_voices
+from marco_demo.data import DemoDataConfig, DemoDataSummary, plan
+from marco_demo.sentences import DOMAIN_VOCABULARY, words
+from marco_demo.synth import available_voices
+from tests.demo_runs import run_demo
 
 SIZES = {
     "--source-utterances": 4,
@@ -25,11 +25,8 @@ SIZES = {
 
 def demo_data(output, *extra: str) -> subprocess.CompletedProcess:
     sizes = [str(part) for pair in SIZES.items() for part in pair]
-    return subprocess.run(
-        [sys.executable, "-m", "marco_trainer", "demo-data", "--output-dir", str(output),
-         "--seed", "7", *sizes, *extra],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    return run_demo("data", "--output-dir", str(output), "--seed", "7", *sizes, *extra,
+                    timeout=120)  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from marco_trainer.ct2_import import (
+from marco_demo.ct2_import import (
     Ct2ImportError,
     Ct2Model,
     hf_state_dict,
@@ -64,7 +64,7 @@ def test_alias_to_nothing_is_refused():
 
 @pytest.fixture(scope="module")
 def real_model() -> Ct2Model:
-    from marco_trainer.ct2_import import default_source
+    from marco_demo.ct2_import import default_source
 
     return parse_model_bin((default_source() / "model.bin").read_bytes())
 
@@ -149,15 +149,12 @@ def test_special_tokens_and_timestamps():
 
 
 def test_cli_names_a_missing_source_file(tmp_path):
-    import subprocess
-    import sys
+    from tests.demo_runs import run_demo
 
     (tmp_path / "src").mkdir()
-    done = subprocess.run(
-        [sys.executable, "-m", "marco_trainer", "import-ct2", "--source", str(tmp_path / "src"),
-         "--output-dir", str(tmp_path / "out")],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    done = run_demo(
+        "import-ct2", "--source", str(tmp_path / "src"), "--output-dir", str(tmp_path / "out")
+    )
     assert done.returncode == 2
     assert "model.bin: file not found" in done.stderr
     assert not (tmp_path / "out").exists()
@@ -167,7 +164,7 @@ def test_shrinking_the_encoder_window_keeps_the_first_positions():
     import numpy as np
     import pytest
 
-    from marco_trainer.ct2_import import (
+    from marco_demo.ct2_import import (
         POSITIONS_KEY,
         Ct2ImportError,
         WhisperDims,

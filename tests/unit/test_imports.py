@@ -2,9 +2,10 @@
 
 The operator and the trainer meet only in `marco_contract`: the operator
 imports no trainer module, the trainer no operator module, the contract
-neither. No first-party module takes part in an import cycle. Every import
-counts, at any depth: a lazy one inside a function, and one under
-`if TYPE_CHECKING:` too (a cycle for the type checker is still a tangle).
+neither. The demo (`marco_demo`, in neither image) may use the trainer and the
+contract, and nothing imports it. No first-party module takes part in an import
+cycle. Every import counts, at any depth: a lazy one inside a function, and one
+under `if TYPE_CHECKING:` too (a cycle for the type checker is still a tangle).
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ PACKAGES = {
     "marco_contract": ROOT / "contract" / "marco_contract",
     "marco_operator": ROOT / "operator" / "marco_operator",
     "marco_trainer": ROOT / "trainer" / "marco_trainer",
+    "marco_demo": ROOT / "demo" / "marco_demo",
 }
 FORBIDDEN = {
-    "marco_contract": {"marco_operator", "marco_trainer"},
-    "marco_operator": {"marco_trainer"},
-    "marco_trainer": {"marco_operator"},
+    "marco_contract": {"marco_operator", "marco_trainer", "marco_demo"},
+    "marco_operator": {"marco_trainer", "marco_demo"},
+    "marco_trainer": {"marco_operator", "marco_demo"},
+    "marco_demo": {"marco_operator"},
 }
 
 
@@ -109,7 +112,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-def test_the_operator_trainer_and_contract_import_only_what_they_may():
+def test_the_operator_trainer_contract_and_demo_import_only_what_they_may():
     assert crossings(PACKAGES, FORBIDDEN) == []
 
 
@@ -121,7 +124,8 @@ def test_the_walk_sees_crossings_and_cycles_lazy_or_for_types_only(tmp_path):
     """The checks above on a made-up tree whose answers are known by construction."""
     operator = tmp_path / "marco_operator"
     trainer = tmp_path / "marco_trainer"
-    for folder in (operator, trainer):
+    demo = tmp_path / "marco_demo"
+    for folder in (operator, trainer, demo):
         folder.mkdir()
         (folder / "__init__.py").write_text("")
     (operator / "a.py").write_text("from marco_operator import b\n")
@@ -131,11 +135,17 @@ def test_the_walk_sees_crossings_and_cycles_lazy_or_for_types_only(tmp_path):
     )
     (operator / "d.py").write_text("from marco_trainer.t import x\n")
     (trainer / "t.py").write_text("x = 1\n")
-    packages = {"marco_operator": operator, "marco_trainer": trainer}
+    (trainer / "u.py").write_text("def f():\n    from marco_demo import s\n")
+    # The demo may use the trainer (not flagged), not the operator.
+    (demo / "s.py").write_text("import marco_trainer.t\nimport marco_operator.a\n")
+    packages = {"marco_operator": operator, "marco_trainer": trainer, "marco_demo": demo}
     assert crossings(packages, FORBIDDEN) == [
         "marco_operator.c imports marco_trainer",
         "marco_operator.c imports marco_trainer.t",
         "marco_operator.d imports marco_trainer.t",
         "marco_operator.d imports marco_trainer.t.x",
+        "marco_trainer.u imports marco_demo",
+        "marco_trainer.u imports marco_demo.s",
+        "marco_demo.s imports marco_operator.a",
     ]
     assert cycles(import_graph(packages)) == [["marco_operator.a", "marco_operator.b"]]

@@ -1,7 +1,7 @@
 import pytest
 import soundfile as sf
 
-from marco_trainer.synth import Voice, available_voices, speak
+from marco_demo.synth import Voice, available_voices, speak
 
 
 @pytest.mark.tts

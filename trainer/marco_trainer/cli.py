@@ -14,8 +14,6 @@ from collections.abc import Sequence
 
 # Stage modules, in pipeline order. A module listed here owns its subcommand(s).
 STAGE_MODULES: tuple[str, ...] = (
-    "marco_trainer.demo_data",
-    "marco_trainer.ct2_import",
     "marco_trainer.audio.cli_filter",
     "marco_trainer.audio.cli_profile",
     "marco_trainer.audio.cli_augment",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
-from marco_trainer.synth import Voice, speak
+from marco_demo.synth import Voice, speak
 
 SOURCE_LINES = (
     ("please hold while i transfer your call", Voice("flite", "kal16")),

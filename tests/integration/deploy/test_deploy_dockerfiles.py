@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -12,7 +15,14 @@ import pytest
 
 from marco_operator.resources import TRAINER_UID
 from tests.integration.deploy.chart import ROOT, one, render
-from tests.integration.deploy.images import DOCKERFILES, INSTALL_SCRIPT, instructions, last
+from tests.integration.deploy.images import (
+    DOCKERFILES,
+    INSTALL_SCRIPT,
+    image_tree,
+    instructions,
+    last,
+)
+from tests.unit.test_imports import imported_names
 
 
 def hadolint() -> str:
@@ -78,9 +88,59 @@ def test_images_copy_the_lock_and_what_installs_from_it(name):
     copied = " ".join(rest for kw, rest in instructions(DOCKERFILES[name]) if kw == "COPY").split()
     for needed in ("uv.lock", "pyproject.toml", INSTALL_SCRIPT, "scripts/uv-requirements.txt"):
         assert needed in copied, f"{name} image does not copy {needed}"
-    # Each image carries the contract and its own package, not the other side's.
-    other = {"operator": "trainer/", "trainer": "operator/"}[name]
-    assert "contract/" in copied and f"{name}/" in copied and other not in copied
+    # Each image carries the contract and its own package, not the other side's nor the demo.
+    others = {"operator": ("trainer/", "demo/"), "trainer": ("operator/", "demo/")}[name]
+    assert "contract/" in copied and f"{name}/" in copied
+    assert [other for other in others if other in copied] == []
+
+
+# Where the demo's modules were while they lived in the trainer package.
+FORMER_DEMO_MODULES = ("ct2_import.py", "demo_data.py", "demo_sentences.py", "synth.py",
+                       "telephony.py")  # fmt: skip
+DEMO_COMMANDS = {"demo-data", "import-ct2", "data"}
+TRAINER_COMMANDS = """
+import json, marco_trainer, marco_trainer.cli as cli
+subparsers = next(a for a in cli.build_parser()._actions if a.dest == "command")
+print(json.dumps({"file": marco_trainer.__file__, "commands": sorted(subparsers.choices)}))
+"""
+
+
+def test_trainer_image_has_no_demo_code(tmp_path):
+    tree = image_tree(DOCKERFILES["trainer"], tmp_path / "src")
+    package = tree / "trainer" / "marco_trainer"
+    assert (package / "cli.py").is_file()  # the walk below looks at the real package
+    assert not (tree / "demo").exists()
+    assert [p for p in tree.rglob("marco_demo*")] == []
+    assert [name for name in FORMER_DEMO_MODULES if (package / name).exists()] == []
+    # Nor a demo module copied in under another name, nor an import of one.
+    demo_digests = {
+        hashlib.sha256(p.read_bytes()).hexdigest(): p.name
+        for p in (ROOT / "demo" / "marco_demo").glob("*.py")
+        if p.stat().st_size
+    }
+    modules = sorted(tree.rglob("*.py"))
+    copies = [str(p) for p in modules if hashlib.sha256(p.read_bytes()).hexdigest() in demo_digests]
+    assert copies == []
+    importers = [
+        str(p.relative_to(tree))
+        for p in modules
+        if any(name.split(".")[0] == "marco_demo" for name in imported_names(p))
+    ]
+    assert importers == []
+    # The image's own `marco-trainer` offers no demo subcommand.
+    paths = os.pathsep.join(str(tree / folder) for folder in ("trainer", "contract"))
+    done = subprocess.run(
+        [sys.executable, "-c", TRAINER_COMMANDS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        env={**os.environ, "PYTHONPATH": paths},
+    )
+    shown = json.loads(done.stdout)
+    assert Path(shown["file"]).is_relative_to(package)
+    assert {"evaluate", "train", "augment"} <= set(shown["commands"])
+    assert DEMO_COMMANDS & set(shown["commands"]) == set()
 
 
 def test_install_script_refuses_bad_extras():

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from marco_trainer.synth import Voice, speak
+from marco_demo.synth import Voice, speak
 
 
 def sox(*args: str) -> None:

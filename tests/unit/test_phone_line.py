@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from marco_trainer.telephony import PEAK_LIMIT, add_noise, pink_noise
+from marco_demo.phone_line import PEAK_LIMIT, add_noise, pink_noise
 
 
 def test_noise_is_mixed_at_the_requested_snr_and_replayable():

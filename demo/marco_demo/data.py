@@ -1,6 +1,6 @@
 """Demo data made on the machine: clean everyday speech (source) and phone calls (target).
 
-``marco-trainer demo-data --output-dir DIR`` writes::
+``python -m marco_demo data --output-dir DIR`` writes::
 
     DIR/source/train.jsonl        + source/train/*.wav        clean, 16 kHz, labeled
     DIR/source/validation.jsonl   + source/validation/*.wav   clean, 16 kHz, labeled
@@ -9,8 +9,8 @@
     DIR/target/test.jsonl         + target/test/*.wav         phone line, 8 kHz, labeled
     DIR/summary.json              counts, hours, speakers per split
 
-Sentences come from :mod:`marco_trainer.demo_sentences`, voices from the Debian TTS
-engines, the phone line from :mod:`marco_trainer.telephony`. Everything (texts,
+Sentences come from :mod:`marco_demo.sentences`, voices from the Debian TTS
+engines, the phone line from :mod:`marco_demo.phone_line`. Everything (texts,
 voice per utterance, codec, SNR, noise) is drawn up front from the seed by
 :func:`plan`; rendering is then a pure function of each job, so a killed run
 resumes by skipping files that exist (file names carry a hash of their job, so
@@ -41,9 +41,9 @@ from pydantic import BaseModel, Field, ValidationError
 from marco_contract.files import atomic_write_text
 from marco_contract.formats import Utterance
 from marco_contract.manifests import write_manifest
-from marco_trainer.demo_sentences import source_sentences, target_sentences
-from marco_trainer.synth import Voice, available_voices, speak
-from marco_trainer.telephony import TELEPHONE_RATE, ChannelParams, telephony_channel
+from marco_demo.phone_line import TELEPHONE_RATE, ChannelParams, telephony_channel
+from marco_demo.sentences import source_sentences, target_sentences
+from marco_demo.synth import Voice, available_voices, speak
 
 SOURCE_RATE = 16000
 #: Speech-to-noise ratios of the phone line: noisy to fair. Lower than this and
@@ -272,7 +272,7 @@ def _run(args: argparse.Namespace) -> int:
         )
     except ValidationError as error:
         first = error.errors()[0]
-        print(f"demo-data: --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}",
+        print(f"data: --{str(first['loc'][0]).replace('_', '-')}: {first['msg']}",
               file=sys.stderr)  # fmt: skip
         return 2
     summary = build(config, args.output_dir, workers=args.workers)
@@ -293,7 +293,7 @@ def _run(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     defaults = DemoDataConfig()
     parser = subparsers.add_parser(
-        "demo-data",
+        "data",
         help="synthesise the demo's source (clean) and target (phone call) data sets",
         description=__doc__.split("\n\n")[0],
     )
