@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import socket
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -20,11 +18,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from marco_contract.formats import Directive, EvaluationHistory, StageResult
-from marco_contract.status import TERMINAL_PHASES
+from marco_contract.formats import Directive, StageResult
+from marco_contract.results import parse_stage_result
 from marco_operator.api import API_VERSION, KIND, PLURAL
-from marco_operator.core import Event, JobState, Observed, Outcome, reconcile
+from marco_operator.core import Event, JobState, Observed, Outcome, reconcile, settled
 from marco_operator.kube import Kube, KubeError, collection_path
+from marco_operator.rank0 import evaluations_url, fetch_evaluations
 from marco_operator.resources import (
     DIRECTIVE_KEY,
     LABEL_ADAPTATION,
@@ -34,7 +33,10 @@ from marco_operator.resources import (
     MANAGED_BY,
     METRICS_PORT,
     Owner,
+    control_configmap,
     control_configmap_name,
+    stage_job,
+    train_service,
 )
 
 logger = logging.getLogger(__name__)
@@ -90,11 +92,10 @@ def _termination_result(pod: Mapping[str, Any], job_name: str) -> StageResult | 
         message = ((status.get("state") or {}).get("terminated") or {}).get("message")
         if not message:
             continue
-        try:
-            return StageResult.model_validate_json(message)
-        except ValidationError:
-            # FallbackToLogsOnError puts a log tail here when the stage crashed: not a result.
-            logger.info("job %s: termination message is not a stage result", job_name)
+        result = parse_stage_result(message)
+        if result is not None:
+            return result
+        logger.info("job %s: termination message is not a stage result", job_name)
     return None
 
 
@@ -124,15 +125,6 @@ def _job_state(kube: Kube, namespace: str, job: Mapping[str, Any]) -> JobState:
     )
 
 
-def fetch_evaluations(url: str, timeout: float) -> EvaluationHistory | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return EvaluationHistory.model_validate_json(response.read())
-    except (OSError, urllib.error.URLError, TimeoutError, ValidationError) as error:
-        logger.info("rank 0 at %s not readable: %s", url, error)
-        return None
-
-
 def _rank0_url(kube: Kube, namespace: str, train: JobState | None, port: int) -> str | None:
     """Where a running rank 0 serves its history; None when there is none to ask."""
     if train is None or train.complete or train.failed:
@@ -145,8 +137,7 @@ def _rank0_url(kube: Kube, namespace: str, train: JobState | None, port: int) ->
     ip = status.get("podIP")
     if not ip or status.get("phase") in ("Succeeded", "Failed"):
         return None
-    host = f"[{ip}]" if ":" in ip else ip
-    return f"http://{host}:{port}/v1/evaluations"
+    return evaluations_url(ip, port)
 
 
 def _directive(kube: Kube, namespace: str, name: str) -> Directive | None:
@@ -199,6 +190,20 @@ def observe(kube: Kube, body: Mapping[str, Any], options: Options) -> tuple[Obse
 
 
 # --- acting -------------------------------------------------------------------------------
+
+
+def children(outcome: Outcome, owner: Owner) -> list[dict[str, Any]]:
+    """The Kubernetes objects of the stages core starts, in creation order: a steered stage's
+    ConfigMap (the directive it mounts) and headless Service (its rendezvous) before its Job."""
+    manifests: list[dict[str, Any]] = []
+    for start in outcome.start:
+        assert outcome.spec is not None, "core starts stages of a valid spec only"
+        if start.steered:
+            assert outcome.directive is not None, "core gives a steered stage its directive"
+            manifests.append(control_configmap(owner, outcome.directive))
+            manifests.append(train_service(owner))
+        manifests.append(stage_job(outcome.spec, owner, start.command))
+    return manifests
 
 
 def merged(target: Any, patch: Any) -> Any:
@@ -255,7 +260,8 @@ def apply(kube: Kube, body: Mapping[str, Any], observed: Observed, outcome: Outc
     dies before it is repeated by the next one (an Event may then appear twice, never zero
     times)."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    for manifest in outcome.create:
+    owner = Owner.from_body(dict(body))
+    for manifest in children(outcome, owner):
         if kube.create(manifest):
             logger.info(
                 "%s/%s: created %s %s",
@@ -285,9 +291,9 @@ def reconcile_once(kube: Kube, namespace: str, name: str, options: Options) -> P
     body = kube.get(adaptation_path(namespace, name))
     if body is None or body["metadata"].get("deletionTimestamp"):
         return Pass(phase=None)
-    status, generation = body.get("status") or {}, body["metadata"].get("generation")
-    if status.get("phase") in TERMINAL_PHASES and status.get("observedGeneration") == generation:
-        # Core answers a finished adaptation with its status as is: skip the reads.
+    status = body.get("status") or {}
+    if settled(body):
+        # Core answers a settled adaptation with its status as is: skip the reads.
         return Pass(phase=status["phase"])
     observed, errors = observe(kube, body, options)
     outcome = reconcile(body, observed)
