@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from marco_contract.files import atomic_write_text
 from marco_contract.formats import StageResult
 from marco_contract.layout import RESULT_FILE
@@ -27,8 +29,17 @@ def write_stage_result(result: StageResult, output_dir: str | Path) -> Path:
     return path
 
 
+def parse_stage_result(text: str) -> StageResult | None:
+    """The stage result in a result file or a termination message; None for anything else
+    (under FallbackToLogsOnError a crashed container's message is the tail of its log)."""
+    try:
+        return StageResult.model_validate_json(text)
+    except ValidationError:
+        return None
+
+
 def read_stage_result(output_dir: str | Path) -> StageResult | None:
     path = Path(output_dir) / RESULT_FILE
     if not path.exists():
         return None
-    return StageResult.model_validate_json(path.read_text())
+    return parse_stage_result(path.read_text())

@@ -1,10 +1,14 @@
 """reconcile(): the whole control logic of one AsrAdaptation, as a pure function.
 
 Level-triggered, in the manner of controller-runtime: whatever woke us, read
-the object and what exists now (`Observed`), compute the desired children,
-directive and status, and return them (`Outcome`). The kopf driver and the
-local driver only gather `Observed` and apply `Outcome`. Safe to call any
-number of times: children have deterministic names, and every decision is a
+the object and what exists now (`Observed`), compute what should exist and
+happen, and return it (`Outcome`) in the plan's own terms: the stages to start
+(`StageStart`: stage, job name, command, nodes), the directive in force, the
+stage jobs to suspend, Events, the status and when to look again. Neither
+Kubernetes objects nor processes: the kopf driver turns a `StageStart` into a
+Job (with its ConfigMap and Service, resources.py), the local driver into a
+subprocess. Both name a stage's job with `names.job_name`. Safe to call any
+number of times: jobs have deterministic names, and every decision is a
 function of the evaluation history and the directive in force, so a restarted
 operator reaches the same decisions instead of taking them twice.
 """
@@ -30,15 +34,9 @@ from marco_contract.status import (
     StopRecord,
 )
 from marco_operator.api import MAX_NAME_LENGTH, AsrAdaptationSpec, describe_error, parse_spec
+from marco_operator.names import job_name
 from marco_operator.plan import PHASE_OF_STAGE, StageCommand, enabled_stages, stage_command
-from marco_operator.resources import (
-    Owner,
-    cluster_layout,
-    control_configmap,
-    job_name,
-    stage_job,
-    train_service,
-)
+from marco_operator.resources import cluster_layout
 from marco_operator.schedule import (
     ScheduleSettings,
     best_evaluation,
@@ -84,16 +82,41 @@ class Event:
     message: str
 
 
+@dataclass(frozen=True)
+class StageStart:
+    """A stage to run, in the plan's terms; each driver makes its own object of it."""
+
+    stage: str
+    job_name: str  # names.job_name: the status's jobName, the Job's or the process's name
+    command: StageCommand  # its shards (completion indexes) and whether it runs distributed
+    nodes: int = 1  # machines a distributed stage spans (torchrun's --nnodes)
+    #: Reads the directive in force (Outcome.directive), which must exist before it starts.
+    steered: bool = False
+
+
 @dataclass
 class Outcome:
     status: dict[str, Any]
-    create: list[dict[str, Any]] = field(default_factory=list)
-    #: The stage commands behind the Jobs in `create`, for drivers that run them directly.
-    commands: list[StageCommand] = field(default_factory=list)
+    #: The validated spec, for drivers that size what they start from it; None when invalid.
+    spec: AsrAdaptationSpec | None = None
+    start: list[StageStart] = field(default_factory=list)
     directive: Directive | None = None
+    #: Job names (`names.job_name`) of stage jobs to suspend.
     suspend: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
+
+
+def settled(body: Mapping[str, Any]) -> bool:
+    """Nothing left to do for this generation: a terminal phase, or a spec found invalid.
+
+    Both drivers stop looking at a settled adaptation; a new generation (the spec
+    edited) unsettles it, and core reconciles it again.
+    """
+    status = body.get("status") or {}
+    generation = (body.get("metadata") or {}).get("generation")
+    finished = status.get("phase") in TERMINAL_PHASES or status.get("phase") == "Invalid"
+    return finished and status.get("observedGeneration") == generation
 
 
 def _iso(now: float) -> str:
@@ -141,7 +164,7 @@ class _Run:
         self.old = AsrAdaptationStatus.model_validate(body.get("status") or {})
         self.status = self.old.model_copy(deep=True)
         self.status.observed_generation = body.get("metadata", {}).get("generation")
-        self.owner = Owner.from_body(dict(body))
+        self.name: str = body["metadata"]["name"]
         self.outcome = Outcome(status={})
 
     def event(self, type_: str, reason: str, message: str) -> None:
@@ -178,14 +201,15 @@ def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None
     spec = _validated_spec(run)
     if spec is None:
         return run.finish()
-    layout = layout or cluster_layout(spec, run.owner)
+    run.outcome.spec = spec
+    layout = layout or cluster_layout(spec, run.name)
     stages = enabled_stages(spec)
     for stage in STAGES:
         if stage not in stages:
             status.stages[stage] = StageStatus(state="Skipped")
     for stage in stages:
         record = status.stages.setdefault(stage, StageStatus())
-        record.job_name = job_name(run.owner, stage)
+        record.job_name = job_name(run.name, stage)
         if record.state == "Succeeded":
             continue  # remembered in status: the Job may have been cleaned up since
         job = observed.jobs.get(stage)
@@ -214,7 +238,7 @@ def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None
 
 def _validated_spec(run: _Run) -> AsrAdaptationSpec | None:
     status = run.status
-    name = run.owner.name
+    name = run.name
     try:
         if len(name) > MAX_NAME_LENGTH:
             raise ValueError(f"metadata.name: longer than {MAX_NAME_LENGTH} characters")
@@ -250,25 +274,30 @@ def _start_stage(run: _Run, spec: AsrAdaptationSpec, layout: Layout, stage: str)
             return
         directive = _current_directive(run)
         learning_rate = directive.learning_rate
-        run.outcome.create.append(control_configmap(run.owner, directive))
-        run.outcome.create.append(train_service(run.owner))
         run.outcome.directive = directive
     command = stage_command(
         spec,
         stage,
         layout,
-        name=run.owner.name,
+        name=run.name,
         family=family or "auto",
         learning_rate=learning_rate,
     )
-    run.outcome.create.append(stage_job(spec, run.owner, command))
-    run.outcome.commands.append(command)
+    run.outcome.start.append(
+        StageStart(
+            stage=stage,
+            job_name=job_name(run.name, stage),
+            command=command,
+            nodes=spec.resources.nodes if command.distributed else 1,
+            steered=stage == "train",
+        )
+    )
     status.phase = PHASE_OF_STAGE[stage]  # type: ignore[assignment]
     status.message = None
     status.stages[stage].state = "Running"
     status.stages[stage].start_time = status.stages[stage].start_time or _iso(run.now)
     set_condition(status, "Ready", "False", status.phase, f"{stage} Job created", run.now)
-    run.event("Normal", "StageStarted", f"created Job {job_name(run.owner, stage)}")
+    run.event("Normal", "StageStarted", f"created Job {job_name(run.name, stage)}")
     run.outcome.requeue_after = REQUEUE_RUNNING
 
 

@@ -1,22 +1,34 @@
 """`marco operator`: the cluster driver. kopf wiring only; every decision is core.reconcile's.
 
-Level-triggered: a timer on each AsrAdaptation and every event of a Job the
-operator manages call the same pass (reconciler.reconcile_once), which reads
-the adaptation and its children fresh. Passes over one adaptation are
-serialised by an asyncio lock, so a timer tick and a Job event never
-interleave. The locks and the phase gauge's tally are all it keeps in memory;
-a restart loses neither a decision nor a child.
+Level-triggered, the way kopf intends it: a daemon per AsrAdaptation that is
+not settled (`when=`; finished and invalid ones have none and cost nothing)
+runs passes (reconciler.reconcile_pass) on the body kopf's watch delivers, with
+the adaptation's Jobs and pods from kopf indexes instead of listings. It sleeps
+until an event of the adaptation, its Jobs or their pods wakes it, or core's
+requeue_after (at most `--interval`) passes. One loop per adaptation, and an
+asyncio lock around each pass, keep passes over one adaptation in sequence.
+The wake-up flags, the locks and the phase gauge's tally are all it keeps in
+memory, rebuilt from the watches after a restart: a restart loses neither a
+decision nor a child.
+
+Core's status goes out through the driver's own client, not through kopf's
+`patch`: kopf applies a daemon's patch only when the daemon returns, and this
+one returns only when kopf stops it. After writing a status the loop waits for
+the watch to bring that version back before the next pass, as kopf does for
+its own patches, so no pass decides on a body older than its predecessor's.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import copy
 import logging
 import threading
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from marco_operator.resources import METRICS_PORT
@@ -25,9 +37,14 @@ if TYPE_CHECKING:
     import kopf
     from kubernetes import client
 
+    from marco_operator import reconciler
     from marco_operator.metrics import OperatorMetrics
 
 logger = logging.getLogger(__name__)
+
+#: Seconds a loop waits for the watch to bring back its own status write (kopf's default
+#: `persistence.consistency_timeout`); past it, the next pass goes ahead on what it has.
+CONSISTENCY_TIMEOUT = 5.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +84,50 @@ def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
     )
 
 
+def wait_seconds(done: reconciler.Pass | None, interval: float) -> float | None:
+    """How long an adaptation's loop sleeps when no watch event wakes it.
+
+    Core's requeue_after, but never longer than `interval`, the driver's ceiling (a
+    resync should an event be missed, and how often rank 0 is asked while training);
+    None, waiting for events alone, once the status is settled: the `when` filter then
+    stops the loop, or a spec edit wakes it. After a failed pass, `interval`.
+    """
+    if done is None:
+        return interval
+    if done.settled or done.phase is None:
+        return None
+    if done.requeue_after is None:
+        return interval
+    return min(done.requeue_after, interval)
+
+
+async def _wait(wake: asyncio.Event, stopped: kopf.DaemonStopped, timeout: float | None) -> None:
+    """Until `wake` is set, the daemon is told to stop, or `timeout` seconds pass."""
+    waiters = {
+        asyncio.ensure_future(wake.wait()),
+        asyncio.ensure_future(_stop_requested(stopped)),
+    }
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+
+
+async def _stop_requested(stopped: kopf.DaemonStopped) -> None:
+    await stopped.wait()
+
+
+@dataclass
+class _Tracked:
+    """What the driver keeps per adaptation, all rebuilt from the watches after a restart."""
+
+    wake: asyncio.Event = field(default_factory=asyncio.Event)  # anything of it changed
+    delivered: asyncio.Event = field(default_factory=asyncio.Event)  # a body of its own came
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    seen_version: str | None = None  # resourceVersion of the latest body the watch delivered
+
+
 def build_registry(
     options: DriverOptions, configuration: client.Configuration, metrics: OperatorMetrics
 ) -> kopf.OperatorRegistry:
@@ -74,6 +135,7 @@ def build_registry(
 
     from marco_operator import reconciler
     from marco_operator.api import GROUP, PLURAL, VERSION
+    from marco_operator.core import settled
     from marco_operator.kube import Kube, KubeError
     from marco_operator.resources import LABEL_ADAPTATION, LABEL_MANAGED_BY, MANAGED_BY
 
@@ -82,55 +144,137 @@ def build_registry(
     pass_options = reconciler.Options(
         trainer_port=options.trainer_port, trainer_timeout=options.trainer_timeout
     )
-    locks: defaultdict[tuple[str, str], asyncio.Lock] = defaultdict(asyncio.Lock)
-    phases: dict[str, str] = {}  # for the phase gauge only; rebuilt by the first ticks
+    managed = {LABEL_MANAGED_BY: MANAGED_BY}
+    tracked: defaultdict[tuple[str, str], _Tracked] = defaultdict(_Tracked)
+    phases: dict[str, str] = {}  # for the phase gauge only; rebuilt from the watch
+    loops: set[tuple[str, str]] = set()  # adaptations whose daemon runs, for its gauge
 
-    async def reconcile(namespace: str, name: str) -> None:
-        async with locks[namespace, name]:
+    def set_phase(namespace: str, name: str, phase: str | None) -> None:
+        if phase is None:
+            phases.pop(f"{namespace}/{name}", None)
+        else:
+            phases[f"{namespace}/{name}"] = phase
+        metrics.observe_phases(phases)
+
+    async def reconcile(
+        namespace: str, name: str, body: kopf.Body, found: reconciler.Children
+    ) -> reconciler.Pass | None:
+        """One pass, in a worker thread (the client and rank 0's HTTP are synchronous)."""
+        snapshot = {key: copy.deepcopy(value) for key, value in body.items()}
+        async with tracked[namespace, name].lock:
             started = time.monotonic()
             try:
                 done = await asyncio.to_thread(
-                    reconciler.reconcile_once, kube, namespace, name, pass_options
+                    reconciler.reconcile_pass, kube, snapshot, found, pass_options
                 )
             except Exception as error:
-                # The next tick retries from scratch; kopf's own backoff would stall the CR.
+                # The loop retries after `interval`; kopf's own backoff would stall the CR.
                 logger.exception("reconcile of %s/%s failed", namespace, name)
                 metrics.observe_error("api" if isinstance(error, KubeError) else "internal")
                 metrics.observe_reconcile(time.monotonic() - started, ok=False)
-                return
-            metrics.observe_reconcile(time.monotonic() - started, ok=True)
-            metrics.observe_events(done.events)
-            for kind in done.errors:
-                metrics.observe_error(kind)
-            if any(event.reason == "InvalidSpec" for event in done.events):
-                metrics.observe_error("invalid-spec")
-            if done.phase is None:
-                phases.pop(f"{namespace}/{name}", None)
-            else:
-                phases[f"{namespace}/{name}"] = done.phase
-            metrics.observe_phases(phases)
+                return None
+        metrics.observe_reconcile(time.monotonic() - started, ok=True)
+        metrics.observe_events(done.events)
+        for kind in done.errors:
+            metrics.observe_error(kind)
+        if any(event.reason == "InvalidSpec" for event in done.events):
+            metrics.observe_error("invalid-spec")
+        set_phase(namespace, name, done.phase)
+        return done
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
         return connection_info(configuration)
 
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=options.interval, registry=registry)
-    async def tick(namespace: str, name: str, **_: Any) -> None:
-        await reconcile(namespace, name)
-
-    @kopf.on.event("batch", "v1", "jobs", labels={LABEL_MANAGED_BY: MANAGED_BY}, registry=registry)
-    async def child_job(namespace: str, labels: dict[str, str], **_: Any) -> None:
+    # In-memory views of the operator's Jobs and their pods, kept by kopf's watches and
+    # keyed by (namespace, adaptation): a pass reads them instead of listing. The pods carry
+    # the Job template's labels, so the same label selects them.
+    @kopf.index("batch", "v1", "jobs", id="stage_jobs", labels=managed, registry=registry)
+    def stage_jobs(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
         parent = labels.get(LABEL_ADAPTATION)
-        if parent:
-            await reconcile(namespace, parent)
+        return {(namespace, parent): copy.deepcopy(dict(body))} if parent else None
+
+    @kopf.index("", "v1", "pods", id="stage_pods", labels=managed, registry=registry)
+    def stage_pods(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
+        parent = labels.get(LABEL_ADAPTATION)
+        return {(namespace, parent): copy.deepcopy(dict(body))} if parent else None
+
+    def not_settled(body: kopf.Body, **_: Any) -> bool:
+        return not settled(body)
+
+    # One loop per adaptation that has work left. Once its status is settled (terminal, or
+    # an invalid spec, for this generation) the filter stops matching and kopf stops the
+    # daemon: a finished adaptation costs nothing. A spec edit (a new generation) matches
+    # again and kopf starts a new one. The daemon never returns by itself: kopf would not
+    # restart one that did.
+    @kopf.daemon(GROUP, VERSION, PLURAL, when=not_settled, registry=registry)
+    async def adaptation(
+        namespace: str,
+        name: str,
+        body: kopf.Body,
+        stopped: kopf.DaemonStopped,
+        stage_jobs: kopf.Index,
+        stage_pods: kopf.Index,
+        **_: Any,
+    ) -> None:
+        key = (namespace, name)
+        state = tracked[key]
+        loops.add(key)
+        metrics.observe_loops(len(loops))
+        try:
+            while not stopped:
+                state.wake.clear()
+                found = reconciler.Children(
+                    jobs=tuple(stage_jobs.get(key, ())), pods=tuple(stage_pods.get(key, ()))
+                )
+                done = await reconcile(namespace, name, body, found)
+                if done is not None and done.written_version is not None:
+                    await _until_seen(state, stopped, done.written_version)
+                await _wait(state.wake, stopped, wait_seconds(done, options.interval))
+        finally:
+            loops.discard(key)
+            metrics.observe_loops(len(loops))
+
+    async def _until_seen(state: _Tracked, stopped: kopf.DaemonStopped, version: str) -> None:
+        """Wait for the watch to deliver the status this pass wrote, as kopf itself waits
+        for its own patches: a pass on the older body would repeat this one's Events."""
+        deadline = time.monotonic() + CONSISTENCY_TIMEOUT
+        while not stopped:
+            state.delivered.clear()  # before the check: a delivery after it still wakes us
+            if state.seen_version == version:
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                logger.warning("status version %s not seen in %ss", version, CONSISTENCY_TIMEOUT)
+                return
+            await _wait(state.delivered, stopped, left)
+
+    def wake(namespace: str, name: str | None) -> None:
+        if name:
+            tracked[namespace, name].wake.set()
+
+    @kopf.on.event("batch", "v1", "jobs", labels=managed, registry=registry)
+    def child_job(namespace: str, labels: Mapping[str, str], **_: Any) -> None:
+        wake(namespace, labels.get(LABEL_ADAPTATION))
+
+    @kopf.on.event("", "v1", "pods", labels=managed, registry=registry)
+    def child_pod(namespace: str, labels: Mapping[str, str], **_: Any) -> None:
+        wake(namespace, labels.get(LABEL_ADAPTATION))
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def forget(namespace: str, name: str, type: str | None, **_: Any) -> None:
-        # The timer ends with the object, so no pass would see it gone.
+    def seen(namespace: str, name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
         if type == "DELETED":
-            phases.pop(f"{namespace}/{name}", None)
-            metrics.observe_phases(phases)
-            locks.pop((namespace, name), None)
+            set_phase(namespace, name, None)
+            tracked.pop((namespace, name), None)
+            return
+        state = tracked[namespace, name]
+        state.seen_version = body.get("metadata", {}).get("resourceVersion")
+        # Settled adaptations have no loop; their phase still counts in the gauge.
+        phase = (body.get("status") or {}).get("phase")
+        if phase:
+            set_phase(namespace, name, phase)
+        state.delivered.set()
+        state.wake.set()
 
     @kopf.on.cleanup(registry=registry)
     def close(**_: Any) -> None:
@@ -144,7 +288,7 @@ def settings_for(options: DriverOptions) -> kopf.OperatorSettings:
 
     settings = kopf.OperatorSettings()
     settings.posting.level = logging.WARNING  # our own Events carry the decisions
-    # A deleted adaptation keeps kopf's finalizer until the timer's pass in flight ends
+    # A deleted adaptation keeps kopf's finalizer until the daemon's pass in flight ends
     # (seconds at most); kopf's default re-check after 60 s would hold the deletion that long.
     settings.background.cancellation_polling = 1.0
     settings.peering.standalone = options.standalone
@@ -260,7 +404,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--interval",
         type=_positive_seconds,
         default=10.0,
-        help="seconds between reconcile passes per adaptation (default: %(default)s)",
+        help="longest wait between passes over an adaptation with work left; sooner when "
+        "the core asks or a child changes (default: %(default)s)",
     )
     parser.add_argument(
         "--liveness",

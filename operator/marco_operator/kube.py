@@ -20,16 +20,14 @@ USER_AGENT = f"marco-operator/{__version__}"
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 
-# Kinds the operator creates, to their URL plural; anything else falls back to kind+"s".
-_PLURALS = {
+#: The kinds the operator creates (core.reconcile's children and its Events), to the URL
+#: plural of each. A fixed table: guessing plurals (kind + "s") is wrong for many kinds
+#: (Ingress, NetworkPolicy, Endpoints), and a wrong guess would surface only as a 404.
+PLURALS: dict[str, str] = {
     "ConfigMap": "configmaps",
     "Event": "events",
     "Job": "jobs",
-    "PersistentVolumeClaim": "persistentvolumeclaims",
-    "Pod": "pods",
-    "Secret": "secrets",
     "Service": "services",
-    "ServiceAccount": "serviceaccounts",
 }
 
 
@@ -48,9 +46,15 @@ def collection_path(api_version: str, plural: str, namespace: str | None) -> str
 
 
 def manifest_collection_path(manifest: Mapping[str, Any]) -> str:
+    """Where a manifest of one of the operator's kinds (PLURALS) is created."""
     kind = manifest["kind"]
-    plural = _PLURALS.get(kind, kind.lower() + "s")
-    return collection_path(manifest["apiVersion"], plural, manifest["metadata"].get("namespace"))
+    if kind not in PLURALS:
+        raise ValueError(
+            f"no collection known for kind {kind!r}; the operator creates {', '.join(PLURALS)}"
+        )
+    return collection_path(
+        manifest["apiVersion"], PLURALS[kind], manifest["metadata"].get("namespace")
+    )
 
 
 def matches_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:

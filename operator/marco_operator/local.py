@@ -19,8 +19,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,40 +31,39 @@ from marco_contract.files import atomic_write_text
 from marco_contract.formats import Directive, EvaluationHistory
 from marco_contract.layout import Layout, output_path
 from marco_contract.results import read_stage_result
-from marco_contract.status import TERMINAL_PHASES
 from marco_operator.api import API_VERSION, KIND
-from marco_operator.core import Event, JobState, Observed, Outcome, reconcile
+from marco_operator.core import Event, JobState, Observed, Outcome, StageStart, reconcile, settled
 from marco_operator.plan import StageCommand
+from marco_operator.rank0 import evaluations_url, fetch_evaluations
 
 STOP_TIMEOUT = 20.0
+LOOPBACK = "127.0.0.1"
+RANK0_TIMEOUT = 2.0
 
 
 @dataclass
 class LocalJob:
-    """A stage process standing in for a Job."""
+    """A stage process standing in for a Job, under the Job's name (names.job_name)."""
 
-    command: StageCommand
+    start: StageStart
     process: subprocess.Popen
     log_path: Path
     suspended: bool = False
 
     def state(self, stage_dir: Path) -> JobState:
-        name = f"local-{self.command.stage}"
+        name, stage = self.start.job_name, self.start.stage
         code = self.process.poll()
         if self.suspended:
-            return JobState(name=name, stage=self.command.stage, suspended=True)
+            return JobState(name=name, stage=stage, suspended=True)
         if code is None:
-            return JobState(name=name, stage=self.command.stage, active=1)
+            return JobState(name=name, stage=stage, active=1)
         if code == 0:
             return JobState(
-                name=name,
-                stage=self.command.stage,
-                complete=True,
-                result=read_stage_result(stage_dir),
+                name=name, stage=stage, complete=True, result=read_stage_result(stage_dir)
             )
         return JobState(
             name=name,
-            stage=self.command.stage,
+            stage=stage,
             failed=True,
             failure_reason=f"exit code {code}: {_last_line(self.log_path)} (log: {self.log_path})",
         )
@@ -132,19 +129,17 @@ class LocalRun:
         atomic_write_text(self.layout.control_file, directive.model_dump_json())
 
     def fetch_evaluations(self) -> EvaluationHistory | None:
-        url = f"http://127.0.0.1:{self.metrics_port}/v1/evaluations"
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                return EvaluationHistory.model_validate_json(response.read())
-        except (urllib.error.URLError, OSError, ValidationError, ValueError):
-            # Not up yet, or between restarts: the trainer's file is the next best source.
-            path = Path(self.layout.run.evaluations_file)
-            if path.exists():
-                try:
-                    return EvaluationHistory.model_validate_json(path.read_text())
-                except ValidationError:
-                    return None
-            return None
+        history = fetch_evaluations(evaluations_url(LOOPBACK, self.metrics_port), RANK0_TIMEOUT)
+        if history is not None:
+            return history
+        # Not up yet, or between restarts: the trainer's file is the next best source.
+        path = Path(self.layout.run.evaluations_file)
+        if path.exists():
+            try:
+                return EvaluationHistory.model_validate_json(path.read_text())
+            except ValidationError:
+                return None
+        return None
 
     # ----------------------------------------------------------------- processes
 
@@ -156,7 +151,8 @@ class LocalRun:
             ]  # fmt: skip
         return [sys.executable, "-m", "marco_trainer", *command.args]
 
-    def start(self, command: StageCommand) -> None:
+    def start(self, start: StageStart) -> None:
+        command = start.command
         self.logs.mkdir(parents=True, exist_ok=True)
         log_path = self.logs / f"{command.stage}.log"
         env = dict(os.environ, MARCO_NUM_SHARDS="1", JOB_COMPLETION_INDEX="0")
@@ -169,7 +165,7 @@ class LocalRun:
                 env=env,
                 start_new_session=True,  # Ctrl-C reaches us, and we stop the stage cleanly
             )
-        self.jobs[command.stage] = LocalJob(command, process, log_path)
+        self.jobs[command.stage] = LocalJob(start, process, log_path)
 
     def stop_all(self) -> None:
         for job in self.jobs.values():
@@ -190,11 +186,10 @@ class LocalRun:
     def apply(self, outcome: Outcome) -> None:
         if outcome.directive is not None and outcome.directive != self.read_directive():
             self.write_directive(outcome.directive)
-        for command in outcome.commands:
-            self.start(command)
-        for name in outcome.suspend:
-            job = self.jobs.get(name.removeprefix("local-"))
-            if job is not None:
+        for start in outcome.start:
+            self.start(start)
+        for job in self.jobs.values():
+            if job.start.job_name in outcome.suspend:
                 _terminate(job.process)
                 job.suspended = True
         self.save_status(outcome.status)
@@ -247,12 +242,11 @@ def load_manifest(path: Path) -> dict[str, Any]:
 
 
 def run_until_done(run: LocalRun, interval: float, on_step=None) -> dict[str, Any]:
-    """Reconcile until a terminal (or invalid) phase; returns the final status."""
+    """Reconcile until settled (a terminal phase, or an invalid spec); returns the status."""
     while True:
         outcome = run.step()
         if on_step is not None:
             on_step(run, outcome)
-        phase = outcome.status.get("phase")
-        if phase in TERMINAL_PHASES or phase == "Invalid":
+        if settled(run.body(outcome.status)):
             return outcome.status
         time.sleep(interval)

@@ -56,6 +56,12 @@ class OperatorMetrics:
             ["phase"],
             registry=self.registry,
         )
+        self.loops = Gauge(
+            "marco_operator_reconcile_loops",
+            "AsrAdaptations with a reconcile loop running: those not settled (finished or "
+            "invalid adaptations have none).",
+            registry=self.registry,
+        )
         self.decisions = Counter(
             "marco_operator_decisions",
             "Schedule decisions (LR changes, early stops, suspensions), by Event reason.",
@@ -88,6 +94,9 @@ class OperatorMetrics:
             counts[phase] += 1
         for phase, count in counts.items():
             self.adaptations.labels(phase=phase).set(count)
+
+    def observe_loops(self, running: int) -> None:
+        self.loops.set(running)
 
     def observe_events(self, events: Iterable[HasReason]) -> int:
         """Count the decisions among a reconcile's events; returns how many were counted."""

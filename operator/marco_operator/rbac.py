@@ -29,14 +29,15 @@ class Rule(NamedTuple):
 
 
 OPERATOR_RULES: tuple[Rule, ...] = (
-    # The custom resource: kopf lists and watches it, reads it fresh before each pass and
+    # The custom resource: kopf lists and watches it (a pass works on the watched body) and
     # patches its finalizer and progress annotations.
-    Rule(GROUP, PLURAL, ("get", "list", "watch", "patch")),
+    Rule(GROUP, PLURAL, ("list", "watch", "patch")),
     Rule(GROUP, f"{PLURAL}/status", ("patch",)),
     # Stage Jobs: created, watched, suspended when a stop is not honoured.
     Rule("batch", "jobs", ("list", "watch", "create", "patch")),
-    # Stage pods are listed for rank 0's IP and the termination messages, never changed.
-    Rule("", "pods", ("list",)),
+    # Stage pods are watched (kopf's index) for rank 0's IP and the termination messages,
+    # never changed.
+    Rule("", "pods", ("list", "watch")),
     # The `<name>-control` ConfigMap carries the directive to the trainer.
     Rule("", "configmaps", ("get", "create", "patch")),
     # The headless rendezvous Service for torchrun.

@@ -1,8 +1,10 @@
 """One level-triggered pass over one AsrAdaptation: observe, decide (core), act.
 
-Everything is read fresh from the API server and rank 0 on every pass; nothing
-is remembered between passes, so any number of passes, by any number of
-operator restarts, converge on the same children and the same status.
+The driver hands in the adaptation and its Jobs and pods as its watches hold
+them (kopf's body and indexes); the pass reads only what no watch carries:
+the directive's ConfigMap and rank 0's history. Nothing is remembered between
+passes, so any number of passes, by any number of operator restarts, converge
+on the same children and the same status.
 """
 
 from __future__ import annotations
@@ -10,31 +12,30 @@ from __future__ import annotations
 import logging
 import socket
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from marco_contract.formats import Directive, EvaluationHistory, StageResult
-from marco_contract.status import TERMINAL_PHASES
+from marco_contract.formats import Directive, StageResult
+from marco_contract.results import parse_stage_result
 from marco_operator.api import API_VERSION, KIND, PLURAL
-from marco_operator.core import Event, JobState, Observed, Outcome, reconcile
+from marco_operator.core import Event, JobState, Observed, Outcome, reconcile, settled
 from marco_operator.kube import Kube, KubeError, collection_path
+from marco_operator.rank0 import evaluations_url, fetch_evaluations
 from marco_operator.resources import (
     DIRECTIVE_KEY,
-    LABEL_ADAPTATION,
     LABEL_COMPLETION_INDEX,
-    LABEL_MANAGED_BY,
     LABEL_STAGE,
-    MANAGED_BY,
     METRICS_PORT,
     Owner,
+    control_configmap,
     control_configmap_name,
+    stage_job,
+    train_service,
 )
 
 logger = logging.getLogger(__name__)
@@ -76,7 +77,7 @@ def _completion_index(pod: Mapping[str, Any]) -> str | None:
     return labels.get(LABEL_COMPLETION_INDEX) or annotations.get(LABEL_COMPLETION_INDEX)
 
 
-def _lead_pod(pods: list[dict[str, Any]]) -> dict[str, Any] | None:
+def _lead_pod(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     """Completion index 0 of an Indexed Job, else the Job's only (or first) pod."""
     indexed = [pod for pod in pods if _completion_index(pod) is not None]
     if indexed:
@@ -90,15 +91,22 @@ def _termination_result(pod: Mapping[str, Any], job_name: str) -> StageResult | 
         message = ((status.get("state") or {}).get("terminated") or {}).get("message")
         if not message:
             continue
-        try:
-            return StageResult.model_validate_json(message)
-        except ValidationError:
-            # FallbackToLogsOnError puts a log tail here when the stage crashed: not a result.
-            logger.info("job %s: termination message is not a stage result", job_name)
+        result = parse_stage_result(message)
+        if result is not None:
+            return result
+        logger.info("job %s: termination message is not a stage result", job_name)
     return None
 
 
-def _job_state(kube: Kube, namespace: str, job: Mapping[str, Any]) -> JobState:
+def _pods_of(pods: Iterable[Mapping[str, Any]], job: str) -> list[Mapping[str, Any]]:
+    return [
+        p for p in pods if (p.get("metadata", {}).get("labels") or {}).get(JOB_NAME_LABEL) == job
+    ]
+
+
+def _job_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> JobState:
+    """A Job as core sees it; `pods` are the adaptation's stage pods (the lead one's
+    termination message is the result of a finished Job)."""
     meta = job["metadata"]
     complete = _condition(job, "Complete") is not None
     failed_condition = _condition(job, "Failed")
@@ -109,8 +117,7 @@ def _job_state(kube: Kube, namespace: str, job: Mapping[str, Any]) -> JobState:
         )
     result = None
     if complete or failed_condition is not None:
-        pods = kube.list(collection_path("v1", "pods", namespace), {JOB_NAME_LABEL: meta["name"]})
-        pod = _lead_pod(pods)
+        pod = _lead_pod(_pods_of(pods, meta["name"]))
         result = _termination_result(pod, meta["name"]) if pod is not None else None
     return JobState(
         name=meta["name"],
@@ -124,29 +131,18 @@ def _job_state(kube: Kube, namespace: str, job: Mapping[str, Any]) -> JobState:
     )
 
 
-def fetch_evaluations(url: str, timeout: float) -> EvaluationHistory | None:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return EvaluationHistory.model_validate_json(response.read())
-    except (OSError, urllib.error.URLError, TimeoutError, ValidationError) as error:
-        logger.info("rank 0 at %s not readable: %s", url, error)
-        return None
-
-
-def _rank0_url(kube: Kube, namespace: str, train: JobState | None, port: int) -> str | None:
+def _rank0_url(train: JobState | None, pods: Iterable[Mapping[str, Any]], port: int) -> str | None:
     """Where a running rank 0 serves its history; None when there is none to ask."""
     if train is None or train.complete or train.failed:
         return None
-    pods = kube.list(collection_path("v1", "pods", namespace), {JOB_NAME_LABEL: train.name})
-    rank0 = _lead_pod(pods)
+    rank0 = _lead_pod(_pods_of(pods, train.name))
     if rank0 is None:
         return None
     status = rank0.get("status", {})
     ip = status.get("podIP")
     if not ip or status.get("phase") in ("Succeeded", "Failed"):
         return None
-    host = f"[{ip}]" if ":" in ip else ip
-    return f"http://{host}:{port}/v1/evaluations"
+    return evaluations_url(ip, port)
 
 
 def _directive(kube: Kube, namespace: str, name: str) -> Directive | None:
@@ -162,29 +158,40 @@ def _directive(kube: Kube, namespace: str, name: str) -> Directive | None:
 
 
 @dataclass(frozen=True)
+class Children:
+    """The adaptation's stage Jobs and their pods, as the driver's watch caches hold them."""
+
+    jobs: tuple[Mapping[str, Any], ...] = ()
+    pods: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
 class Pass:
-    """What one pass saw and did, for the driver's metrics and logs."""
+    """What one pass saw and did, for the driver's metrics, logs and next wait."""
 
     phase: str | None  # None: the adaptation is gone
     events: tuple[Event, ...] = ()
     requeue_after: float | None = None
     errors: tuple[str, ...] = ()  # kinds of trouble met, e.g. "trainer" (rank 0 unreadable)
+    #: resourceVersion of the status this pass wrote; None when it wrote none.
+    written_version: str | None = None
+    settled: bool = False  # core.settled() of the status it leaves
 
 
-def observe(kube: Kube, body: Mapping[str, Any], options: Options) -> tuple[Observed, list[str]]:
+def observe(
+    kube: Kube, body: Mapping[str, Any], found: Children, options: Options
+) -> tuple[Observed, list[str]]:
+    """What exists: the Jobs and pods from the driver's caches (no listing), rank 0's history
+    over HTTP while training runs, and the directive read fresh from its ConfigMap."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    jobs_raw = kube.list(
-        collection_path("batch/v1", "jobs", namespace),
-        {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ADAPTATION: name},
-    )
     jobs: dict[str, JobState] = {}
-    for raw in jobs_raw:
-        state = _job_state(kube, namespace, raw)
+    for raw in found.jobs:
+        state = _job_state(raw, found.pods)
         if state.stage:
             jobs[state.stage] = state
     errors = []
     evaluations = None
-    url = _rank0_url(kube, namespace, jobs.get(TRAIN_STAGE), options.trainer_port)
+    url = _rank0_url(jobs.get(TRAIN_STAGE), found.pods, options.trainer_port)
     if url is not None:
         evaluations = fetch_evaluations(url, options.trainer_timeout)
         if evaluations is None:
@@ -199,6 +206,20 @@ def observe(kube: Kube, body: Mapping[str, Any], options: Options) -> tuple[Obse
 
 
 # --- acting -------------------------------------------------------------------------------
+
+
+def children(outcome: Outcome, owner: Owner) -> list[dict[str, Any]]:
+    """The Kubernetes objects of the stages core starts, in creation order: a steered stage's
+    ConfigMap (the directive it mounts) and headless Service (its rendezvous) before its Job."""
+    manifests: list[dict[str, Any]] = []
+    for start in outcome.start:
+        assert outcome.spec is not None, "core starts stages of a valid spec only"
+        if start.steered:
+            assert outcome.directive is not None, "core gives a steered stage its directive"
+            manifests.append(control_configmap(owner, outcome.directive))
+            manifests.append(train_service(owner))
+        manifests.append(stage_job(outcome.spec, owner, start.command))
+    return manifests
 
 
 def merged(target: Any, patch: Any) -> Any:
@@ -249,13 +270,17 @@ def event_manifest(body: Mapping[str, Any], type_: str, reason: str, message: st
     }
 
 
-def apply(kube: Kube, body: Mapping[str, Any], observed: Observed, outcome: Outcome) -> None:
+def apply(
+    kube: Kube, body: Mapping[str, Any], observed: Observed, outcome: Outcome
+) -> dict[str, Any] | None:
     """Make the world match core's outcome. The status goes last: it is the commit point,
     so whoever sees a new phase also finds its children, directive and Events; a pass that
     dies before it is repeated by the next one (an Event may then appear twice, never zero
-    times)."""
+    times). Returns the adaptation as the status write left it, None when nothing was written.
+    """
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    for manifest in outcome.create:
+    owner = Owner.from_body(dict(body))
+    for manifest in children(outcome, owner):
         if kube.create(manifest):
             logger.info(
                 "%s/%s: created %s %s",
@@ -276,28 +301,32 @@ def apply(kube: Kube, body: Mapping[str, Any], observed: Observed, outcome: Outc
     current = body.get("status") or {}
     # Core's status is complete, with None for fields to drop: a merge patch writes it as
     # is. Skipped when it would change nothing, so an idle pass writes nothing.
-    if merged(current, outcome.status) != current:
-        kube.merge_patch(f"{adaptation_path(namespace, name)}/status", {"status": outcome.status})
+    if merged(current, outcome.status) == current:
+        return None
+    return kube.merge_patch(
+        f"{adaptation_path(namespace, name)}/status", {"status": outcome.status}
+    )
 
 
-def reconcile_once(kube: Kube, namespace: str, name: str, options: Options) -> Pass:
-    """Read the adaptation fresh, decide, act."""
-    body = kube.get(adaptation_path(namespace, name))
-    if body is None or body["metadata"].get("deletionTimestamp"):
+def reconcile_pass(kube: Kube, body: Mapping[str, Any], found: Children, options: Options) -> Pass:
+    """One pass over the adaptation `body` as the driver's watch last delivered it."""
+    if body["metadata"].get("deletionTimestamp"):
         return Pass(phase=None)
-    status, generation = body.get("status") or {}, body["metadata"].get("generation")
-    if status.get("phase") in TERMINAL_PHASES and status.get("observedGeneration") == generation:
-        # Core answers a finished adaptation with its status as is: skip the reads.
-        return Pass(phase=status["phase"])
-    observed, errors = observe(kube, body, options)
+    if settled(body):
+        # Core answers a settled adaptation with its status as is: skip the reads.
+        return Pass(phase=(body.get("status") or {}).get("phase"), settled=True)
+    observed, errors = observe(kube, body, found, options)
     outcome = reconcile(body, observed)
-    apply(kube, body, observed, outcome)
+    written = apply(kube, body, observed, outcome)
+    version = ((written or {}).get("metadata") or {}).get("resourceVersion")
     return Pass(
         phase=outcome.status.get("phase"),
         events=tuple(outcome.events),
         requeue_after=outcome.requeue_after,
         errors=tuple(errors),
+        written_version=version,
+        settled=settled({**body, "status": outcome.status}),
     )
 
 
-__all__ = ["KubeError", "Options", "Pass", "apply", "observe", "reconcile_once"]
+__all__ = ["Children", "KubeError", "Options", "Pass", "apply", "observe", "reconcile_pass"]

@@ -1,8 +1,9 @@
 """Builders of the child objects of an AsrAdaptation: Jobs, a Service, a ConfigMap.
 
 Pure: spec and identity in, manifest dicts out. Names are deterministic
-(`<name>-<stage>`) so creation is idempotent: a second reconcile finds the
-object instead of making another.
+(`<name>-<stage>`: names.job_name, as the local driver names its processes) so
+creation is idempotent: a second reconcile finds the object instead of making
+another.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from marco_contract.formats import Directive
 from marco_contract.layout import Layout, output_path
 from marco_contract.results import TERMINATION_LOG_ENV
 from marco_operator.api import API_VERSION, KIND, AsrAdaptationSpec
+from marco_operator.names import job_name
 from marco_operator.plan import GPU_STAGES, StageCommand
 
 MANAGED_BY = "marco-asr"
@@ -46,10 +48,6 @@ class Owner:
     def from_body(cls, body: dict[str, Any]) -> Owner:
         meta = body["metadata"]
         return cls(name=meta["name"], namespace=meta.get("namespace", "default"), uid=meta["uid"])
-
-
-def job_name(owner: Owner, stage: str) -> str:
-    return f"{owner.name}-{stage}"
 
 
 def control_configmap_name(owner: Owner) -> str:
@@ -85,9 +83,9 @@ def metadata(owner: Owner, name: str, stage: str | None = None) -> dict[str, Any
     }
 
 
-def cluster_layout(spec: AsrAdaptationSpec, owner: Owner) -> Layout:
-    """Paths as a stage pod sees them."""
-    directory = output_path(spec.output.path, owner.name)
+def cluster_layout(spec: AsrAdaptationSpec, name: str) -> Layout:
+    """Paths as a stage pod of adaptation `name` sees them."""
+    directory = output_path(spec.output.path, name)
     output_root = f"{spec.output.mount_path.rstrip('/')}/{directory}"
     return Layout(
         data_mount=spec.data.mount_path,
@@ -127,7 +125,7 @@ def train_service(owner: Owner) -> dict[str, Any]:
 def torchrun_command(spec: AsrAdaptationSpec, owner: Owner, args: list[str]) -> list[str]:
     nodes = spec.resources.nodes
     procs = max(1, spec.resources.gpus_per_node)
-    endpoint = f"{job_name(owner, 'train')}-0.{train_service_name(owner)}:{RENDEZVOUS_PORT}"
+    endpoint = f"{job_name(owner.name, 'train')}-0.{train_service_name(owner)}:{RENDEZVOUS_PORT}"
     torchrun = [
         "torchrun",
         f"--nnodes={nodes}",
@@ -190,7 +188,7 @@ def stage_job(spec: AsrAdaptationSpec, owner: Owner, command: StageCommand) -> d
     """The Job that runs one stage: Indexed for sharded stages and for torchrun."""
     res = spec.resources
     stage = command.stage
-    name = job_name(owner, stage)
+    name = job_name(owner.name, stage)
     volumes, mounts = _volumes(spec, owner, stage)
     completions = res.nodes if command.distributed else command.shards
     if command.distributed:

@@ -33,6 +33,7 @@ import kmock
 from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
+import marco_contract
 import marco_operator
 import marco_trainer
 from marco_contract.formats import Directive, Evaluation, EvaluationHistory, StageResult
@@ -288,7 +289,8 @@ class EmulatedCluster:
             "metadata": {"name": name, "namespace": namespace},
             "spec": dict(spec),
         }
-        self.kube.create(manifest)
+        path = collection_path(API_VERSION, PLURAL, namespace)
+        self.kube.request("POST", path, body=manifest)
         return self.adaptation(name, namespace)
 
     def adaptation(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any]:
@@ -364,12 +366,17 @@ class JobController:
             if self._indexed(job)
             else [None]
         )
+        template = job.get("spec", {}).get("template", {})
         for index in indexes:
-            labels = {JOB_NAME_LABEL: name, "batch.kubernetes.io/job-name": name}
+            # As the Job controller does: the template's labels, plus the Job's own.
+            labels = dict(template.get("metadata", {}).get("labels") or {})
+            labels.update({JOB_NAME_LABEL: name, "batch.kubernetes.io/job-name": name})
             if index is not None:
                 labels[LABEL_COMPLETION_INDEX] = str(index)
-            self.kube.create(
-                {
+            self.kube.request(
+                "POST",
+                self.cluster.path("v1", "pods"),
+                body={
                     "apiVersion": "v1",
                     "kind": "Pod",
                     "metadata": {
@@ -377,9 +384,9 @@ class JobController:
                         "namespace": NAMESPACE,
                         "labels": labels,
                     },
-                    "spec": job.get("spec", {}).get("template", {}).get("spec", {}),
+                    "spec": template.get("spec", {}),
                     "status": {"phase": "Running", "podIP": "127.0.0.1"},
-                }
+                },
             )
         self.kube.merge_patch(
             self.cluster.path("batch/v1", "jobs", name) + "/status",
@@ -616,7 +623,8 @@ class OperatorProcess:
         self.metrics_port = free_port()
         self.metrics_url = f"http://127.0.0.1:{self.metrics_port}/metrics"
         roots = [
-            str(Path(m.__file__).resolve().parents[1]) for m in (marco_operator, marco_trainer)
+            str(Path(m.__file__).resolve().parents[1])
+            for m in (marco_contract, marco_operator, marco_trainer)
         ]
         env = dict(
             os.environ,

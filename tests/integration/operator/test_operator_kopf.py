@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 
 from marco_contract.formats import StageResult
-from marco_operator.kube import collection_path
+from marco_operator import core
+from marco_operator.kube import USER_AGENT, collection_path
 from marco_operator.rbac import OPERATOR_RULES, namespaced_cluster_rules, namespaced_rules
+from marco_operator.reconciler import control_path
 
 from .harness import (
     NAMESPACE,
@@ -124,9 +126,23 @@ def sample(run: OperatorRun, name: str, **labels: str) -> float | None:
     return run.metrics.registry.get_sample_value(name, labels)
 
 
-def settle(seconds: float = 1.2) -> None:
-    """Let several operator passes (0.3 s apart) happen before asserting that nothing did."""
-    time.sleep(seconds)
+def passes(run: OperatorRun) -> float:
+    """Reconcile passes the operator has completed so far."""
+    return sample(run, "marco_operator_reconciles_total", result="success") or 0.0
+
+
+def more_passes(run: OperatorRun, count: int = 3) -> None:
+    """Wait until the operator has made `count` more passes: whatever it was going to do
+    about what it saw before has been done."""
+    target = passes(run) + count
+    wait_for(f"{count} more passes", lambda: passes(run) >= target)
+
+
+def loop_stopped(run: OperatorRun) -> None:
+    """Wait until no adaptation has a reconcile loop: a settled one gets no more passes."""
+    wait_for(
+        "the reconcile loop to stop", lambda: sample(run, "marco_operator_reconcile_loops") == 0
+    )
 
 
 def test_an_adaptation_goes_through_every_phase_to_succeeded(
@@ -333,7 +349,7 @@ def test_a_failed_job_fails_the_adaptation_with_its_reason(
     ready = condition(status, "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "StageFailed")
     assert status["stages"]["filter"]["state"] == "Failed"
-    settle()
+    loop_stopped(operator)
     assert [j["metadata"]["name"] for j in cluster.jobs(NAME)] == ["telephony-filter"]
     (changed,) = [e for e in events_in_order(cluster, "PhaseChanged") if "Failed" in e["message"]]
     assert changed["type"] == "Warning"
@@ -373,7 +389,13 @@ def test_an_operator_killed_mid_training_resumes_without_repeating_itself(
         )
         assert directive.learning_rate == pytest.approx(eq1([28.1, 28.0, 28.05], 1e-7, 1e-5, 0.5))
         status = status_at_cycle(cluster, 2)
-        settle()
+        target = second.metric("marco_operator_reconciles_total", {"result": "success"}) + 3
+        wait_for(
+            "three more passes",
+            lambda: (
+                second.metric("marco_operator_reconciles_total", {"result": "success"}) >= target
+            ),
+        )
         # The restarted operator took one decision (cycle 2), none of the first one's again.
         assert second.metric_sum("marco_operator_decisions_total") == 1
         learning_rate_changes = {"reason": "LearningRateChanged"}
@@ -413,7 +435,7 @@ def test_learning_rate_bounds_upside_down_are_refused_with_the_field_named(
     assert ready["message"].startswith("spec.training.learningRate")
     assert "learningRate.min must be below learningRate.max" in ready["message"]
     assert status["observedGeneration"] == 1
-    settle()
+    loop_stopped(operator)
     assert cluster.jobs(NAME) == []
     (event,) = events_in_order(cluster, "InvalidSpec")
     assert event["type"] == "Warning" and "spec.training.learningRate" in event["message"]
@@ -439,7 +461,7 @@ def test_a_namespaced_operator_serves_only_its_namespaces(
         cluster.apply_adaptation(NAME, make_spec())
         jobs.wait_job(NAME, "filter")
         wait_for("phase Filtering", phase_is(cluster, "Filtering"))
-        settle()
+        more_passes(run)
     finally:
         run.stop()
     assert "status" not in cluster.adaptation(NAME, OTHER_NAMESPACE)
@@ -484,3 +506,75 @@ def test_the_operator_needs_exactly_the_rbac_rules_the_chart_grants(
     used = cluster.operator_rbac()
     assert used <= granted, f"calls the chart does not allow: {sorted(used - granted)}"
     assert granted <= used, f"rights the operator never used: {sorted(granted - used)}"
+
+
+def test_a_settled_adaptation_gets_no_passes(
+    cluster: EmulatedCluster, jobs: JobController, operator
+) -> None:
+    cluster.apply_adaptation(NAME, make_spec())
+    job = jobs.wait_job(NAME, "filter")
+    wait_for("its loop", lambda: sample(operator, "marco_operator_reconcile_loops") == 1)
+    jobs.fail(job, reason="BackoffLimitExceeded", message="limit", log_tail="boom")
+    wait_for("phase Failed", phase_is(cluster, "Failed"))
+    loop_stopped(operator)
+
+    # Every pass reads the directive's ConfigMap (telephony-control), and would read or
+    # write the adaptation: the driver's requests naming it count its passes.
+    def passes_over_it() -> int:
+        return sum(
+            1 for _, path, _, agent in list(cluster.calls) if agent == USER_AGENT and NAME in path
+        )
+
+    before = passes_over_it()
+    # What wakes a live adaptation's loop: an event of its Job, one of its own.
+    job_path = cluster.path("batch/v1", "jobs", job["metadata"]["name"])
+    cluster.kube.merge_patch(job_path + "/status", {"status": {"failed": 2}})
+    cluster.kube.merge_patch(
+        cluster.path("asr.marco.dev/v1alpha1", "asradaptations", NAME),
+        {"metadata": {"annotations": {"example.com/touched": "yes"}}},
+    )
+    # The operator has handled those events once it serves an adaptation created after them.
+    cluster.apply_adaptation("later", make_spec())
+    jobs.wait_job("later", "filter")
+    wait_for("later's phase", lambda: cluster.status("later").get("phase") == "Filtering")
+    more_passes(operator)
+    assert passes_over_it() == before
+    assert sample(operator, "marco_operator_reconcile_loops") == 1  # later's only
+    assert cluster.status(NAME)["phase"] == "Failed"
+    assert sample(operator, "marco_operator_adaptations", phase="Failed") == 1
+
+
+def test_core_s_requeue_paces_the_passes(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, monkeypatch
+) -> None:
+    # A ceiling far beyond the test: only core's requeue (and events) can bring passes.
+    monkeypatch.setattr(core, "REQUEUE_RUNNING", 0.2)
+    run = OperatorRun(cluster, trainer.port, interval=60.0).start()
+    try:
+        cluster.apply_adaptation(NAME, make_spec())
+        jobs.wait_job(NAME, "filter")
+        wait_for("phase Filtering", phase_is(cluster, "Filtering"))
+        # Nothing changes from here on: no event, and the status stays as it is.
+        more_passes(run, count=5)
+    finally:
+        run.stop()
+
+
+def test_passes_read_jobs_and_pods_from_the_watch_caches(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, operator
+) -> None:
+    cluster.apply_adaptation(NAME, make_spec(**ONLY_TRAINING))
+    jobs.start(jobs.wait_job(NAME, "train"))
+    wait_for("the first directive", lambda: cluster.directive(NAME))
+    trainer.evaluate(30.0)  # a pass finds rank 0 through its pod, in the index
+    wait_for("the WER in the status", lambda: cluster.status(NAME).get("wer") == 30.0)
+
+    first_call, first_pass = len(cluster.calls), passes(operator)
+    more_passes(operator, count=5)
+    calls = [c for c in list(cluster.calls)[first_call:] if c[3] == USER_AGENT]
+    made = passes(operator) - first_pass
+    reads = [path for method, path, _, _ in calls if method == "GET"]
+    # No listing of Jobs or pods: the only read is the directive's ConfigMap, which is the
+    # operator's own write and no watch carries; one per pass.
+    assert set(reads) == {control_path(NAMESPACE, NAME)}
+    assert made - 1 <= len(reads) <= made + 1

@@ -6,6 +6,8 @@ import pytest
 
 from marco_contract.formats import Directive, Evaluation, EvaluationHistory, StageResult
 from marco_operator.core import JobState, Observed, reconcile
+from marco_operator.reconciler import children
+from marco_operator.resources import Owner
 
 
 def body(spec_patch=None, name="demo"):
@@ -49,7 +51,8 @@ class Cluster:
         )
         outcome = reconcile(copy.deepcopy(self.obj), observed)
         self.obj["status"] = outcome.status
-        for child in outcome.create:
+        # The kopf driver's objects of what core starts: what a cluster would hold.
+        for child in children(outcome, Owner.from_body(self.obj)):
             if child["kind"] == "Job":
                 stage = child["metadata"]["labels"]["asr.marco.dev/stage"]
                 assert stage not in self.jobs, f"second Job for {stage}"
@@ -166,7 +169,7 @@ def test_ignored_stop_suspends_the_job_and_ends_early_stopped():
     assert outcome.suspend == ["demo-train"]
     assert cluster.phase == "EarlyStopped"
     assert any(e.reason == "StopNotHonoured" for e in cluster.events)
-    assert cluster.step().create == [] and cluster.phase == "EarlyStopped"
+    assert cluster.step().start == [] and cluster.phase == "EarlyStopped"
 
 
 def test_failed_job_fails_the_adaptation_with_its_reason():
@@ -186,7 +189,7 @@ def test_invalid_spec_is_refused_with_the_field_named():
     cluster = Cluster(body({"training": {"learningRate": {"min": 1e-4, "max": 1e-6}}}))
     outcome = cluster.step()
     status = cluster.obj["status"]
-    assert cluster.phase == "Invalid" and outcome.create == []
+    assert cluster.phase == "Invalid" and outcome.start == []
     ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert ready["reason"] == "InvalidSpec"
     assert ready["message"].startswith("spec.training.learningRate:")
@@ -230,10 +233,10 @@ def test_vanished_training_job_restarts_under_the_directive_in_force():
     assert in_force.cycle == 1 and in_force.learning_rate == pytest.approx(1e-7, rel=1e-9)
     del cluster.jobs["train"]
     outcome = cluster.step()
-    (job,) = [c for c in outcome.create if c["kind"] == "Job"]
+    (job,) = [c for c in children(outcome, Owner.from_body(cluster.obj)) if c["kind"] == "Job"]
     assert (
         f"--learning-rate {in_force.learning_rate!r}"
         in (job["spec"]["template"]["spec"]["containers"][0]["command"][-1])
     )
-    assert outcome.directive == in_force and outcome.commands[0].stage == "train"
+    assert outcome.directive == in_force and outcome.start[0].stage == "train"
     assert [c["cycle"] for c in cluster.obj["status"]["cycles"]] == [0, 1]

@@ -9,9 +9,10 @@ from kubernetes import client
 
 from marco_contract.formats import StageResult
 from marco_operator.cli import build_parser, main
-from marco_operator.kopf_driver import connection_info
+from marco_operator.kopf_driver import connection_info, wait_seconds
 from marco_operator.kube import collection_path, load_configuration, manifest_collection_path
 from marco_operator.reconciler import (
+    Pass,
     _job_state,
     _lead_pod,
     _termination_result,
@@ -89,6 +90,15 @@ def test_paths_of_core_and_group_resources() -> None:
     assert collection_path("batch/v1", "jobs", None) == "/apis/batch/v1/jobs"
     job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "namespace": "x"}}
     assert manifest_collection_path(job) == "/apis/batch/v1/namespaces/x/jobs"
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "x"}}
+    assert manifest_collection_path(service) == "/api/v1/namespaces/x/services"
+
+
+def test_a_kind_the_operator_does_not_create_has_no_guessed_path() -> None:
+    # "ingresss" would be the old kind + "s" guess: a 404 far from its cause.
+    ingress = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {}}
+    with pytest.raises(ValueError, match=r"kind 'Ingress'.*ConfigMap, Event, Job, Service"):
+        manifest_collection_path(ingress)
 
 
 def test_merge_patch_semantics_match_the_api_server() -> None:
@@ -125,11 +135,6 @@ def test_termination_message_is_a_stage_result_or_nothing() -> None:
     assert _termination_result(crashed, "j") is None
 
 
-class _NoPods:
-    def list(self, path, labels=None):
-        return []
-
-
 def test_job_state_reads_conditions_and_suspension() -> None:
     job = {
         "metadata": {"name": "x-filter", "labels": {"asr.marco.dev/stage": "filter"}},
@@ -139,7 +144,7 @@ def test_job_state_reads_conditions_and_suspension() -> None:
             {"type": "Failed", "status": "True", "reason": "DeadlineExceeded", "message": "late"},
         ]},
     }  # fmt: skip
-    state = _job_state(_NoPods(), "ns", job)
+    state = _job_state(job, [])
     assert (state.stage, state.complete, state.failed, state.suspended) == (
         "filter", False, True, True,
     )  # fmt: skip
@@ -152,3 +157,38 @@ def test_events_are_named_uniquely_and_point_at_the_adaptation() -> None:
     assert first["metadata"]["name"] != second["metadata"]["name"]
     assert first["involvedObject"]["uid"] == "u-1"
     assert first["involvedObject"]["kind"] == "AsrAdaptation"
+
+
+def test_a_finished_job_takes_its_result_from_its_own_lead_pod() -> None:
+    job = {
+        "metadata": {"name": "x-baseline", "labels": {"asr.marco.dev/stage": "baseline"}},
+        "status": {"conditions": [{"type": "Complete", "status": "True"}]},
+    }
+    ours, other = StageResult(stage="baseline", wer=12.5), StageResult(stage="filter")
+
+    def pod(job_name: str, result: StageResult) -> dict:
+        terminated = {"exitCode": 0, "message": result.to_termination_message()}
+        return {
+            "metadata": {"name": f"{job_name}-pod", "labels": {"job-name": job_name}},
+            "status": {"containerStatuses": [{"state": {"terminated": terminated}}]},
+        }
+
+    # The index holds every stage pod of the adaptation; only x-baseline's counts.
+    state = _job_state(job, [pod("x-filter", other), pod("x-baseline", ours)])
+    assert (state.complete, state.result) == (True, ours)
+    assert _job_state(job, [pod("x-filter", other)]).result is None
+
+
+@pytest.mark.parametrize(
+    ("done", "interval", "expected"),
+    [
+        (Pass(phase="Training", requeue_after=10.0), 0.3, 0.3),  # the driver's ceiling
+        (Pass(phase="Training", requeue_after=2.0), 30.0, 2.0),  # core's requeue, sooner
+        (Pass(phase="Filtering", requeue_after=None), 30.0, 30.0),  # nothing asked: resync
+        (Pass(phase="Succeeded", settled=True), 30.0, None),  # settled: events only
+        (Pass(phase=None), 30.0, None),  # gone
+        (None, 5.0, 5.0),  # the pass failed: retry after the interval
+    ],
+)
+def test_a_loop_sleeps_until_core_s_requeue_within_the_interval(done, interval, expected) -> None:
+    assert wait_seconds(done, interval) == expected

@@ -29,7 +29,7 @@ def spec_of(example="whisper-large-v3-telephony.yaml"):
 
 
 def all_children(spec):
-    layout = cluster_layout(spec, OWNER)
+    layout = cluster_layout(spec, OWNER.name)
     children = [control_configmap(OWNER, Directive(cycle=0, learning_rate=1e-6)),
                 train_service(OWNER)]  # fmt: skip
     for stage in enabled_stages(spec):
