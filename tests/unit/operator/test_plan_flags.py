@@ -76,7 +76,7 @@ EXPECTED = {
 
 def commands(spec_data: dict) -> dict[str, list[str]]:
     spec = parse_spec(spec_data)
-    layout = cluster_layout(spec, OWNER)
+    layout = cluster_layout(spec, OWNER.name)
     return {
         stage: stage_command(
             spec, stage, layout, name=OWNER.name, family=spec.model.family or "encoder-decoder",
@@ -164,7 +164,7 @@ def test_the_demo_commands_are_unchanged():
     obj = yaml.safe_load((ROOT / "examples" / "demo-local.yaml").read_text())
     spec = parse_spec(obj["spec"])
     owner = Owner(name=obj["metadata"]["name"], namespace="default", uid="u")
-    layout = cluster_layout(spec, owner)
+    layout = cluster_layout(spec, owner.name)
     out = "/output/marco-asr/demo-callcentre"
     model = "/data/models/whisper-tiny.en-10s"
     lines = {
