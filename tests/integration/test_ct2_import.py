@@ -61,6 +61,43 @@ def test_every_parameter_comes_from_model_bin(whisper_tiny_dir):
     assert [3, 4] in generation.alignment_heads and 50257 in generation.suppress_tokens
 
 
+# CTranslate2's names for a few Hugging Face parameters, written out from the two formats'
+# layouts rather than taken from the importer: CT2 fuses self-attention's q, k and v into
+# one linear_0 (rows q, then k, then v) and cross-attention's k and v into linear_1.
+D = 384  # tiny.en's d_model
+HE, HD = "model.encoder.layers.0.", "model.decoder.layers.0."
+CE, CD = "encoder/layer_0/", "decoder/layer_0/"
+# A fused matrix's first, second and third block of rows.
+ROWS_1, ROWS_2, ROWS_3 = slice(0, D), slice(D, 2 * D), slice(2 * D, 3 * D)
+CT2_SLICES = {
+    "model.encoder.conv1.weight": ("encoder/conv1/weight", None),
+    HE + "self_attn.q_proj.weight": (CE + "self_attention/linear_0/weight", ROWS_1),
+    HE + "self_attn.k_proj.weight": (CE + "self_attention/linear_0/weight", ROWS_2),
+    HE + "self_attn.v_proj.weight": (CE + "self_attention/linear_0/weight", ROWS_3),
+    HE + "self_attn.out_proj.weight": (CE + "self_attention/linear_1/weight", None),
+    HE + "fc1.weight": (CE + "ffn/linear_0/weight", None),
+    HE + "final_layer_norm.weight": (CE + "ffn/layer_norm/gamma", None),
+    "model.decoder.embed_tokens.weight": ("decoder/embeddings/weight", None),
+    HD + "encoder_attn.q_proj.weight": (CD + "attention/linear_0/weight", None),
+    HD + "encoder_attn.k_proj.weight": (CD + "attention/linear_1/weight", ROWS_1),
+    HD + "encoder_attn.v_proj.weight": (CD + "attention/linear_1/weight", ROWS_2),
+    HD + "self_attn.v_proj.bias": (CD + "self_attention/linear_0/bias", ROWS_3),
+}
+
+
+def test_parameters_sit_where_ct2_stores_them(whisper_tiny_dir):
+    from transformers import WhisperForConditionalGeneration
+
+    state = WhisperForConditionalGeneration.from_pretrained(whisper_tiny_dir).state_dict()
+    ct2 = parse_model_bin((default_source() / "model.bin").read_bytes())
+    for hf_name, (ct2_name, rows) in CT2_SLICES.items():
+        raw = ct2.get(ct2_name)
+        raw = raw if rows is None else raw[rows]
+        got = state[hf_name].numpy()
+        assert got.shape == raw.shape, hf_name
+        assert np.array_equal(got, raw.astype(got.dtype)), hf_name
+
+
 @pytest.mark.tts
 @pytest.mark.sox
 def test_transcribes_clean_speech_and_degrades_on_a_phone_line(whisper_tiny_dir, tmp_path):

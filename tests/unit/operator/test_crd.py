@@ -54,7 +54,11 @@ def test_examples_exist_for_both_families():
 def test_example_is_accepted_by_crd_schema_cel_and_pydantic(path):
     obj = yaml.safe_load(path.read_text())
     assert validate_against_crd(obj) == []
-    parse_spec(obj["spec"])
+    # Accepted, and read as written (not replaced by defaults on the way).
+    spec = parse_spec(obj["spec"])
+    assert spec.model.source == obj["spec"]["model"]["source"]
+    assert spec.model.family == obj["spec"]["model"]["family"]
+    assert spec.data.train == obj["spec"]["data"]["train"]
 
 
 def whisper_example():
