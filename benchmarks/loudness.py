@@ -1,7 +1,7 @@
 """Integrated loudness (ITU-R BS.1770-4, LUFS): ours vs pyloudnorm vs torchaudio, per call,
 in the augmenter's F_lufs, and in the target profile.
 
-Run: ``PYTHONPATH=trainer:contract .venv/bin/python benchmarks/loudness.py
+Run: ``PYTHONPATH=trainer:contract:demo .venv/bin/python benchmarks/loudness.py
 [--minutes 1.0] [--targets MANIFEST_OR_DIR]``
 
 pyloudnorm and torchaudio are declared trainer dependencies; this decides

@@ -1,7 +1,7 @@
 """SOS filtering for the augmenter: scipy's private compiled loop vs ``scipy.signal.sosfilt``
 vs ``torchaudio.functional.lfilter``, per call and over a whole augment run.
 
-Run: ``PYTHONPATH=trainer:contract .venv/bin/python benchmarks/sosfilt.py [--minutes 1.0]``
+Run: ``PYTHONPATH=trainer:contract:demo .venv/bin/python benchmarks/sosfilt.py [--minutes 1.0]``
 
 The chain filters every utterance twice at its channel rate (8 kHz in the demo):
 F_filt (a 4th-order Butterworth: 2 sections, 4 for a band-pass) and BS.1770's
