@@ -43,7 +43,7 @@ from marco_operator.schedule import (
     cycle_wers,
     cycle_window,
     decide,
-    detect_family,
+    family_from_name,
     initial_learning_rate,
     known_decoder_layers,
     lr_bounds,
@@ -257,7 +257,7 @@ def _validated_spec(run: _Run) -> AsrAdaptationSpec | None:
 
 def _family(run: _Run, spec: AsrAdaptationSpec) -> str | None:
     """Spec, then the model's name, then what the baseline stage detected."""
-    return spec.model.family or detect_family(spec.model.source) or run.status.family
+    return spec.model.family or family_from_name(spec.model.source) or run.status.family
 
 
 def _start_stage(run: _Run, spec: AsrAdaptationSpec, layout: Layout, stage: str) -> None:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from marco_contract.formats import Directive, Evaluation
+from marco_contract.status import Family
 from marco_operator.api import DEFAULT_LR_BOUNDS, TrainingSpec
 
 #: Decoders at least this deep start cycle 0 at η_min: the paper ties LR
@@ -62,8 +63,12 @@ def sigma(wers: Sequence[float]) -> float:
     return statistics.pstdev(wers) if len(wers) > 1 else 0.0
 
 
-def detect_family(model_source: str) -> str | None:
-    """Family from the model's name when it is telling; None when it is not."""
+def family_from_name(model_source: str) -> Family | None:
+    """A guess from the model's name alone, for the LR range before any stage has run
+    (the operator reads no model files); None when the name is not telling. The
+    trainer's :func:`marco_trainer.models.loading.family_from_config` answers from
+    the model's config and reports it in its stage result, which the operator
+    uses then (``status.family``)."""
     name = model_source.lower()
     if any(hint in name for hint in ENCODER_DECODER_NAME_HINTS):
         return "encoder-decoder"

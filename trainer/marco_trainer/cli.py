@@ -20,7 +20,7 @@ STAGE_MODULES: tuple[str, ...] = (
     "marco_trainer.evaluate",
     "marco_trainer.train.cli",
     "marco_trainer.export",
-    "marco_trainer.audio.cli_report",
+    "marco_trainer.audio.cli_profile_report",
     "marco_trainer.report",
 )
 

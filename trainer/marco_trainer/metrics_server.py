@@ -1,16 +1,23 @@
 """Rank 0's HTTP endpoint: Prometheus metrics and the evaluation history.
 
-- ``GET /metrics``: Prometheus text format from a private registry (no process
-  collectors of the host bleed in; two trainers in one process stay apart).
+- ``GET /metrics``: prometheus_client's own WSGI app (exposition format negotiation,
+  gzip) over a private registry (no process collectors of the host bleed in; two
+  trainers in one process stay apart).
 - ``GET /v1/evaluations``: :class:`marco_contract.formats.EvaluationHistory` JSON.
 - ``GET /healthz``: ``ok``.
+
+prometheus_client's ``start_http_server`` serves only its metrics app on every path,
+so the one port the operator knows is served by a small WSGI router in front of
+``make_wsgi_app``, on the standard library's WSGI server.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from marco_contract.formats import Evaluation, EvaluationHistory
 
@@ -55,14 +62,54 @@ class TrainerMetrics:
             self.best_wer.set(best_wer)
         self.evaluations.inc()
 
-    def exposition(self) -> bytes:
-        from prometheus_client import generate_latest
 
-        return generate_latest(self.registry)
+Environ = dict[str, Any]
+StartResponse = Callable[..., Any]
+App = Callable[[Environ, StartResponse], Iterable[bytes]]
+
+
+def trainer_app(metrics: TrainerMetrics, history: Callable[[], EvaluationHistory]) -> App:
+    """The endpoint as a WSGI app: a pure function of the metrics and the history."""
+    from prometheus_client import make_wsgi_app
+
+    prometheus = make_wsgi_app(metrics.registry)
+
+    def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/metrics":
+            return prometheus(environ, start_response)
+        if environ.get("REQUEST_METHOD") != "GET":
+            return _reply(start_response, "405 Method Not Allowed", b"use GET\n", "text/plain")
+        if path == "/v1/evaluations":
+            body = history().model_dump_json().encode()
+            return _reply(start_response, "200 OK", body, "application/json")
+        if path == "/healthz":
+            return _reply(start_response, "200 OK", b"ok\n", "text/plain")
+        return _reply(start_response, "404 Not Found", b"not found\n", "text/plain")
+
+    return app
+
+
+def _reply(
+    start_response: StartResponse, status: str, body: bytes, content_type: str
+) -> list[bytes]:
+    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    # A slow scraper must not hold up the operator's /v1/evaluations poll; daemon
+    # threads so that a request in flight never keeps the trainer from exiting.
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # scraped every few seconds: keep the trainer's log for training
 
 
 class MetricsServer:
-    """A threaded HTTP server in the background (daemon thread)."""
+    """:func:`trainer_app` served in a background daemon thread."""
 
     def __init__(
         self,
@@ -71,33 +118,13 @@ class MetricsServer:
         port: int,
         host: str = "0.0.0.0",
     ) -> None:
-        from prometheus_client import CONTENT_TYPE_LATEST
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._send(200, metrics.exposition(), CONTENT_TYPE_LATEST)
-                elif path == "/v1/evaluations":
-                    body = history().model_dump_json().encode()
-                    self._send(200, body, "application/json")
-                elif path == "/healthz":
-                    self._send(200, b"ok\n", "text/plain")
-                else:
-                    self._send(404, b"not found\n", "text/plain")
-
-            def _send(self, code: int, body: bytes, content_type: str) -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args) -> None:  # scrapes every few seconds: keep logs quiet
-                pass
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = make_server(
+            host,
+            port,
+            trainer_app(metrics, history),
+            server_class=_ThreadingWSGIServer,
+            handler_class=_QuietHandler,
+        )
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -8,7 +8,7 @@ import soundfile as sf
 import torch
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from marco_trainer.models import detect_family, load_asr_model
+from marco_trainer.models import family_from_config, load_asr_model
 from marco_trainer.models.base import LoraOptions
 
 
@@ -40,7 +40,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(
     family, tiny_whisper, tiny_qwen2_audio, speech_manifest
 ):
     source = str(tiny_whisper if family == "encoder-decoder" else tiny_qwen2_audio)
-    assert detect_family(source) == family
+    assert family_from_config(source) == family
     lora = LoraOptions(r=4, alpha=8, dropout=0.0) if family == "llm" else None
     audios, texts = speech(speech_manifest), ["hello world", "good morning"]
     results = []
@@ -76,4 +76,4 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(
 def test_unknown_model_type_is_refused_by_name(tmp_path):
     (tmp_path / "config.json").write_text('{"model_type": "bert"}')
     with pytest.raises(ValueError, match="neither a speech"):
-        detect_family(str(tmp_path))
+        family_from_config(str(tmp_path))

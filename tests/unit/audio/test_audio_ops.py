@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import signal
 
-from marco_trainer.audio import chain, iir, ops
+from marco_trainer.audio import chain, ops
 from marco_trainer.audio.assets import Assets, simulate_rirs
 from marco_trainer.audio.chain import apply_chain
 from marco_trainer.audio.features import (
@@ -89,27 +88,6 @@ def test_butterworth_low_and_high_pass(speech_samples):
     high, _ = ops.butterworth(x, rate, "highpass", 2000.0)
     assert _band_energy_share(low, rate, 2000) < 0.01
     assert _band_energy_share(high, rate, 1000) > 0.9
-
-
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_iir_sosfilt_equals_scipy_sosfilt(speech_samples, dtype):
-    # The compiled loop is what is compared (a scipy without it makes this fail loudly
-    # rather than the augmenter quietly slow down).
-    assert iir._compiled_sosfilt is not None
-    x, rate = speech_samples
-    sos = np.concatenate(
-        [
-            signal.butter(4, 60.0, "highpass", fs=rate, output="sos"),
-            signal.butter(4, 3400.0, "lowpass", fs=rate, output="sos"),
-        ]
-    ).astype(dtype)
-    for audio in (x.astype(dtype), np.stack([x, -0.5 * x]).astype(dtype)):
-        ours = iir.sosfilt(sos, audio)
-        assert ours.dtype == dtype
-        np.testing.assert_array_equal(ours, signal.sosfilt(sos, audio, axis=-1))
-    # float32 audio through float64 coefficients is filtered in float64, as scipy does
-    mixed = iir.sosfilt(sos.astype(np.float64), x.astype(np.float32))
-    np.testing.assert_array_equal(mixed, signal.sosfilt(sos.astype(np.float64), x))
 
 
 def test_mulaw_clips_out_of_range_input_to_the_end_codes():

@@ -7,9 +7,9 @@ from marco_operator.schedule import (
     ScheduleSettings,
     best_evaluation,
     decide,
-    detect_family,
     eq1_learning_rate,
     eq2_learning_rate,
+    family_from_name,
     initial_learning_rate,
     known_decoder_layers,
     plateaued,
@@ -133,9 +133,9 @@ def test_initial_learning_rate_rules():
 
 
 def test_family_and_depth_from_hub_names():
-    assert detect_family("openai/whisper-large-v3") == "encoder-decoder"
-    assert detect_family("Qwen/Qwen2-Audio-7B-Instruct") == "llm"
-    assert detect_family("/data/models/mine") is None
+    assert family_from_name("openai/whisper-large-v3") == "encoder-decoder"
+    assert family_from_name("Qwen/Qwen2-Audio-7B-Instruct") == "llm"
+    assert family_from_name("/data/models/mine") is None
     assert known_decoder_layers("openai/whisper-large-v3") == 32
     assert known_decoder_layers("openai/whisper-large-v3-turbo") == 4
     assert known_decoder_layers("Qwen/Qwen2-Audio-7B") is None

@@ -3,6 +3,7 @@ import urllib.error
 import urllib.request
 
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from marco_contract.formats import Directive, Evaluation, EvaluationHistory
@@ -70,4 +71,45 @@ def test_unknown_path_is_404(server):
 def test_two_trainers_in_one_process_keep_their_own_registries():
     a, b = TrainerMetrics("a"), TrainerMetrics("b")
     a.wer.set(1.0)
-    assert b'adaptation="a"' in a.exposition() and b'adaptation="a"' not in b.exposition()
+    assert b'adaptation="a"' in generate_latest(a.registry)
+    assert b'adaptation="a"' not in generate_latest(b.registry)
+
+
+def test_healthz_and_query_strings(server):
+    _, srv = server
+    assert fetch(f"http://127.0.0.1:{srv.port}/healthz")[2] == b"ok\n"
+    status, content_type, _ = fetch(f"http://127.0.0.1:{srv.port}/v1/evaluations?since=0")
+    assert status == 200 and content_type == "application/json"
+
+
+def test_metrics_negotiate_openmetrics_and_gzip_like_prometheus_scrapes(server):
+    """/metrics is prometheus_client's own app: a Prometheus scrape asks for OpenMetrics
+    and gzip and gets them; a plain GET gets the text format (above)."""
+    import gzip
+
+    metrics, srv = server
+    metrics.step.set(7)
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{srv.port}/metrics",
+        headers={
+            "Accept": "application/openmetrics-text; version=1.0.0",
+            "Accept-Encoding": "gzip",
+        },
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        content_type, encoding, body = (
+            response.headers["Content-Type"],
+            response.headers["Content-Encoding"],
+            response.read(),
+        )
+    assert content_type.startswith("application/openmetrics-text") and encoding == "gzip"
+    text = gzip.decompress(body).decode()
+    assert 'marco_trainer_step{adaptation="demo"} 7.0' in text and text.endswith("# EOF\n")
+
+
+def test_post_is_refused(server):
+    _, srv = server
+    request = urllib.request.Request(f"http://127.0.0.1:{srv.port}/v1/evaluations", data=b"{}")
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=5)
+    assert error.value.code == 405

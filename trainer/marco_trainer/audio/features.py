@@ -31,9 +31,8 @@ from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel
-from scipy import fft
+from scipy import fft, signal
 
-from marco_trainer.audio import iir
 from marco_trainer.audio.io import AudioInfo
 
 SNR_FRAME_SECONDS = 0.02
@@ -122,7 +121,7 @@ def integrated_loudness(
     x = np.asarray(data)
     x = x[None, :] if x.ndim == 1 else x.T  # (channels, frames): running sums along rows
     channels, frames = x.shape
-    weighted = iir.sosfilt(_k_weighting(rate, x.dtype), x)
+    weighted = signal.sosfilt(_k_weighting(rate, x.dtype), x, axis=-1)
     step = 1.0 - overlap
     count = max(int(np.round((frames / rate - block) / (block * step))) + 1, 1)
     z = _block_energies(weighted, rate, block, step, count)  # (channels, blocks)

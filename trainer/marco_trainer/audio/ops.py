@@ -14,7 +14,6 @@ from functools import lru_cache
 import numpy as np
 from scipy import fft, signal
 
-from marco_trainer.audio import iir
 from marco_trainer.audio.features import active_power, integrated_loudness
 
 Audio = np.ndarray
@@ -169,7 +168,7 @@ def butterworth(
         )
     else:
         sos = _butter_sos(order, kind, round(float(cutoff_hz)), sample_rate)  # type: ignore[arg-type]
-    return iir.sosfilt(sos, audio).astype(np.float32, copy=False), sample_rate
+    return signal.sosfilt(sos, audio, axis=-1).astype(np.float32, copy=False), sample_rate
 
 
 @lru_cache(maxsize=4096)

@@ -10,6 +10,8 @@ Import :func:`load_asr_model` from here; it imports torch lazily.
 
 from __future__ import annotations
 
+from marco_contract.status import Family
+
 FAMILIES = ("encoder-decoder", "llm")
 
 
@@ -19,7 +21,7 @@ def load_asr_model(*args, **kwargs):
     return _load(*args, **kwargs)
 
 
-def detect_family(source: str) -> str:
-    from marco_trainer.models.loading import detect_family as _detect
+def family_from_config(source: str) -> Family:
+    from marco_trainer.models.loading import family_from_config as _family
 
-    return _detect(source)
+    return _family(source)

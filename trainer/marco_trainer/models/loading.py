@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from marco_contract.status import Family
 from marco_trainer.models.base import AsrModel, LoraOptions
 from marco_trainer.models.llm import LlmAsr
 from marco_trainer.models.seq2seq import EncoderDecoderAsr
@@ -24,8 +25,9 @@ def _adapter_base(source: str) -> str | None:
     return None
 
 
-def detect_family(source: str) -> str:
-    """``encoder-decoder`` or ``llm`` from the model's config (no weights loaded)."""
+def family_from_config(source: str) -> Family:
+    """``encoder-decoder`` or ``llm`` from the model's config (no weights loaded); the
+    operator's ``family_from_name`` only guesses from the name, before this runs."""
     from transformers import AutoConfig, AutoModelForSpeechSeq2Seq
 
     base = _adapter_base(source) or source
@@ -73,7 +75,7 @@ def load_asr_model(
     from transformers import AutoConfig, AutoProcessor
 
     if family == "auto":
-        family = detect_family(source)
+        family = family_from_config(source)
     adapter_base = _adapter_base(source)
     base = adapter_base or source
     config = AutoConfig.from_pretrained(base)

@@ -94,9 +94,9 @@ class Trainer:
         family = opts.family
         lora = None
         if not opts.full_finetune:
-            from marco_trainer.models.loading import detect_family
+            from marco_trainer.models.loading import family_from_config
 
-            family = detect_family(opts.model) if family == "auto" else family
+            family = family_from_config(opts.model) if family == "auto" else family
             if family == "llm":
                 lora = opts.lora
         self.asr = load_asr_model(
