@@ -12,8 +12,6 @@ from __future__ import annotations
 
 from marco_contract.status import Family
 
-FAMILIES = ("encoder-decoder", "llm")
-
 
 def load_asr_model(*args, **kwargs):
     from marco_trainer.models.loading import load_asr_model as _load
