@@ -55,7 +55,7 @@ def transcribe_examples(
     indices: Sequence[int],
     batch_size: int,
     max_new_tokens: int = 128,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], object] | None = None,
 ) -> tuple[dict[int, str], dict[int, str]]:
     """Transcribe ``examples[i]`` for i in ``indices``; returns (hypotheses, skipped reasons)."""
     from marco_trainer.model_audio import AudioError, load_audio

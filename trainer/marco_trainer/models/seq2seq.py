@@ -25,9 +25,9 @@ class EncoderDecoderAsr(AsrModel):
 
     def _features(self, audios: list[np.ndarray]) -> dict[str, torch.Tensor]:
         if self._fixed_window:
-            features = window_log_mel(self.processor.feature_extractor, audios, self.sampling_rate)
-            if features is not None:
-                return {"input_features": features}
+            window = window_log_mel(self.processor.feature_extractor, audios, self.sampling_rate)
+            if window is not None:
+                return {"input_features": window}
         out = self.processor.feature_extractor(
             audios, sampling_rate=self.sampling_rate, return_tensors="pt"
         )
