@@ -84,7 +84,7 @@ class AsrModel:
             # No KV cache in training: nothing reads it, and building it costs time and memory.
             return module(**batch, use_cache=False).loss
 
-    def _autocast(self):
+    def _autocast(self) -> torch.autocast:
         if self.autocast_dtype is None:
             return torch.autocast(device_type=self.device.type, enabled=False)
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)

@@ -24,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, cast
 
 import numpy as np
@@ -517,7 +518,7 @@ class Trainer:
             if self._trace is not None:
                 self._trace.close()
 
-    def _on_sigterm(self, signum, frame) -> None:
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self._terminate = True
 
     def _finish(self, stopped: bool) -> None:
