@@ -96,7 +96,7 @@ class Trainer:
         )
         self._seed(opts.seed)
 
-        family = opts.family
+        family: str = opts.family  # "auto" becomes the detected family below
         lora = None
         if not opts.full_finetune:
             from marco_trainer.models.loading import detect_family
