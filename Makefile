@@ -29,7 +29,7 @@ EXTERNAL_MARKERS := not (sox or tts or helm or prometheus)
 
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install demo demo-data test lint unit integration e2e lock crd chart chart-crd chart-rbac chart-dashboard clean
+.PHONY: help install demo demo-data test lint typecheck unit integration e2e lock crd chart chart-crd chart-rbac chart-dashboard clean
 
 help: ## this list
 	@echo "make demo and make test install everything they need on a fresh machine."
@@ -80,7 +80,12 @@ demo-data: $(TOOLS)/apt.stamp $(VENV)/install.stamp ## build the demo's speech d
 lint: $(VENV)/install.stamp ## ruff check and ruff format --check
 	@ruff check --quiet . && ruff format --check --quiet . && echo "  ok   lint     ruff check and ruff format: clean"
 
-test: install lint ## install what the tests need and run the whole suite (CI runs this)
+# mypy over every package (its settings, and what it leaves unchecked and why, are
+# in pyproject.toml [tool.mypy]); the full report only when it finds something.
+typecheck: $(VENV)/install.stamp ## mypy over the packages (contract, operator, trainer, demo)
+	@out=$$(mypy 2>&1) || { echo "$$out"; exit 1; }; echo "  ok   typecheck $$out"
+
+test: install lint typecheck ## install what the tests need and run the whole suite (CI runs this)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: $(VENV)/install.stamp ## unit tests that need no Debian package or helm: seconds, Python only
@@ -113,4 +118,4 @@ chart-dashboard: $(VENV)/install.stamp
 	$(VENV)/bin/marco dashboard --output $(CHART)/dashboards/marco-asr.json
 
 clean: ## remove the Python environment and the installed tools
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache .mypy_cache

@@ -13,6 +13,7 @@ import copy
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from marco_contract.status import AsrAdaptationStatus
 from marco_operator.api import (
@@ -101,8 +102,8 @@ def _openapi(node: Any) -> Any:
     return node
 
 
-def structural_schema(model: type) -> dict[str, Any]:
-    raw = model.model_json_schema(by_alias=True, mode="validation")  # type: ignore[attr-defined]
+def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
+    raw = model.model_json_schema(by_alias=True, mode="validation")
     return _openapi(_resolve(raw, raw.get("$defs", {})))
 
 

@@ -168,7 +168,9 @@ def dashboard_queries(source: Source | None = None) -> list[str]:
     ]
 
 
-def concrete(expr: str, adaptation: str = ".+", rate_interval: str = "1m", range_: str = "5m"):
+def concrete(
+    expr: str, adaptation: str = ".+", rate_interval: str = "1m", range_: str = "5m"
+) -> str:
     """The expression as Grafana sends it, with the dashboard's variables filled in."""
     return (
         expr.replace("$adaptation", adaptation)

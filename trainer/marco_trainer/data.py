@@ -47,7 +47,8 @@ def load_examples(
     for utterance in iter_manifests(manifests, problems):
         if limit is not None and len(examples) >= limit:
             break
-        if not (utterance.text or "").strip():
+        text = utterance.text or ""
+        if not text.strip():
             counts["unlabeled"] += 1
             continue
         duration = utterance.duration
@@ -58,7 +59,7 @@ def load_examples(
                 counts["corrupt_audio"] += 1
                 continue
         examples.append(
-            Example(utterance.audio_filepath, utterance.text, float(duration), utterance.language)
+            Example(utterance.audio_filepath, text, float(duration), utterance.language)
         )
     counts["bad_lines"] += problems.count
     return examples

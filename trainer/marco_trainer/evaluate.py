@@ -7,14 +7,19 @@ See :mod:`marco_trainer.text` for the normalisation.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, Field
 
 from marco_trainer.text import corpus_rates, is_character_language, score_pair
+
+if TYPE_CHECKING:
+    from marco_trainer.models.base import AsrModel
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +55,12 @@ class EvaluationReport(BaseModel):
 
 
 def transcribe_examples(
-    asr,
+    asr: AsrModel,
     examples: Sequence,
     indices: Sequence[int],
     batch_size: int,
     max_new_tokens: int = 128,
-    on_batch: Callable[[int], None] | None = None,
+    on_batch: Callable[[int], object] | None = None,
 ) -> tuple[dict[int, str], dict[int, str]]:
     """Transcribe ``examples[i]`` for i in ``indices``; returns (hypotheses, skipped reasons)."""
     from marco_trainer.model_audio import AudioError, load_audio
@@ -107,7 +112,7 @@ def score(
     return wer, cer, results
 
 
-def run_evaluate(args) -> int:
+def run_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from marco_contract.argv import parse_options
@@ -136,7 +141,7 @@ def run_evaluate(args) -> int:
             f"marco-trainer evaluate: --manifest {args.manifest}: no labelled utterances"
         )
 
-    def transcribe(model: str, label: str):
+    def transcribe(model: str, label: str) -> tuple[AsrModel, dict[int, str], dict[int, str]]:
         asr = load_asr_model(model, family=args.family, language=args.language, task=args.task)
         asr.to(pick_device())
         with tqdm(total=len(examples), desc=label, unit="utt") as bar:
@@ -188,7 +193,7 @@ def run_evaluate(args) -> int:
     return 0 if hypotheses else 1
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     from typing import get_args
 
     from marco_contract.argv import add_arguments

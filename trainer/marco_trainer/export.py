@@ -7,6 +7,7 @@ A full checkpoint is copied (model + processor files); an adapter checkpoint
 
 from __future__ import annotations
 
+import argparse
 import shutil
 from pathlib import Path
 
@@ -137,7 +138,7 @@ def export_checkpoint(
     return output
 
 
-def run_export(args) -> int:
+def run_export(args: argparse.Namespace) -> int:
     from marco_trainer.runtime import quiet_transformers
 
     quiet_transformers()
@@ -151,7 +152,7 @@ def run_export(args) -> int:
     return 0
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export", help="best checkpoint → self-contained model directory with a model card"
     )

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
 
-def pick_device():
+if TYPE_CHECKING:
+    import torch
+
+
+def pick_device() -> torch.device:
     import os
 
     import torch

@@ -8,6 +8,7 @@ local process and as N pods.
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,7 +45,7 @@ def shard_from_args(index: int | None, count: int | None) -> Shard:
     return Shard(index=index, count=count)
 
 
-def add_shard_arguments(parser) -> None:  # argparse.ArgumentParser
+def add_shard_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shard-index",
         type=int,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -98,7 +99,9 @@ def cached_rirs(cache_dir: str | Path, count: int, sample_rate: int, seed: int) 
             return [data[f"rir{i}"] for i in range(count)]
     rirs = simulate_rirs(count, sample_rate, seed)
     buffer = io.BytesIO()
-    np.savez(buffer, **{f"rir{i}": r for i, r in enumerate(rirs)})
+    # Any: numpy's stub types **kwds as if one could be its allow_pickle flag.
+    arrays: dict[str, Any] = {f"rir{i}": r for i, r in enumerate(rirs)}
+    np.savez(buffer, **arrays)
     atomic_write_bytes(path, buffer.getvalue())
     return rirs
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Literal, cast
 
 import numpy as np
 from scipy import fft, signal
@@ -153,13 +154,14 @@ def gain_to_loudness(
 def butterworth(
     audio: Audio,
     sample_rate: int,
-    kind: str,
+    kind: Literal["lowpass", "highpass", "bandpass"],
     cutoff_hz: float | tuple[float, float],
     order: int = 4,
 ) -> tuple[Audio, int]:
     """Butterworth ``lowpass``, ``highpass`` or ``bandpass`` (cutoff a (low, high) pair)."""
+    # The cutoff's type follows ``kind`` (a pair for a band-pass), which mypy cannot see.
     if kind == "bandpass":
-        low, high = cutoff_hz  # type: ignore[misc]
+        low, high = cast("tuple[float, float]", cutoff_hz)
         sos = np.concatenate(
             [
                 _butter_sos(order, "highpass", round(low), sample_rate),
@@ -167,12 +169,14 @@ def butterworth(
             ]
         )
     else:
-        sos = _butter_sos(order, kind, round(float(cutoff_hz)), sample_rate)  # type: ignore[arg-type]
+        sos = _butter_sos(order, kind, round(float(cast("float", cutoff_hz))), sample_rate)
     return signal.sosfilt(sos, audio, axis=-1).astype(np.float32, copy=False), sample_rate
 
 
 @lru_cache(maxsize=4096)
-def _butter_sos(order: int, kind: str, cutoff_hz: int, sample_rate: int) -> np.ndarray:
+def _butter_sos(
+    order: int, kind: Literal["lowpass", "highpass"], cutoff_hz: int, sample_rate: int
+) -> np.ndarray:
     """Filter design is slower than filtering a short utterance: designed once per
     (order, kind, cutoff rounded to 1 Hz, rate). A band-pass is a high-pass and a
     low-pass in cascade, so its edges are cached independently."""
@@ -181,8 +185,10 @@ def _butter_sos(order: int, kind: str, cutoff_hz: int, sample_rate: int) -> np.n
     return signal.butter(order, wn, btype=kind, fs=sample_rate, output="sos")
 
 
-def butterworth_gain(freqs: np.ndarray, kind: str, cutoff_hz: float, order: int) -> np.ndarray:
-    """|H(f)| of an ``order``-th order Butterworth low- or high-pass."""
+def butterworth_gain(
+    freqs: np.ndarray, kind: str, cutoff_hz: float | np.ndarray, order: int
+) -> np.ndarray:
+    """|H(f)| of an ``order``-th order Butterworth low- or high-pass (cutoffs broadcast)."""
     with np.errstate(divide="ignore", over="ignore"):
         ratio = freqs / cutoff_hz if kind == "lowpass" else cutoff_hz / freqs
         return 1.0 / np.sqrt(1.0 + ratio ** (2 * order))

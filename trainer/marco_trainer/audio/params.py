@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_right
 from itertools import accumulate
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 from pydantic import BaseModel, Field, computed_field
@@ -81,7 +81,9 @@ class FilterStep(BaseModel):
     lowpass_hz: float | None = Field(default=None, gt=0)
     order: int = FILTER_ORDER
 
-    @computed_field  # logged with the cutoffs, so a reader sees the channel at a glance
+    # Logged with the cutoffs, so a reader sees the channel at a glance. mypy does not
+    # support decorators over @property; this is pydantic's documented form.
+    @computed_field  # type: ignore[prop-decorator]
     @property
     def kind(self) -> str:
         if self.highpass_hz and self.lowpass_hz:
@@ -107,7 +109,10 @@ def utterance_rng(seed: int, key: str, copy: int) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest[:16], "little"))
 
 
-def _categorical(rng: np.random.Generator, counts: dict) -> object:
+_Key = TypeVar("_Key")
+
+
+def _categorical(rng: np.random.Generator, counts: dict[_Key, int]) -> _Key:
     """A key drawn with probability ∝ its count (plain Python: the dicts are tiny)."""
     keys = list(counts)
     cumulative = list(accumulate(counts[k] for k in keys))
@@ -143,7 +148,7 @@ def draw_params(
     num_rirs: int = 0,
     num_noises: int = 0,
 ) -> ChainParams:
-    rate = int(_categorical(rng, profile.sample_rate))  # type: ignore[arg-type]
+    rate = int(_categorical(rng, profile.sample_rate))
     subtype = str(_categorical(rng, profile.subtype))
     encoding, bits = encoding_for(subtype, SUBTYPE_BITS.get(subtype, 0))
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
@@ -13,6 +13,11 @@ import torch
 from marco_contract.options import LoraOptions
 
 __all__ = ["IGNORE_INDEX", "AsrModel", "LoraOptions"]
+
+if TYPE_CHECKING:
+    # A transformers model, or a peft model that wraps one and forwards to it: its
+    # generate/save_pretrained/config are not torch.nn.Module's.
+    from transformers import PreTrainedModel
 
 IGNORE_INDEX = -100
 
@@ -24,7 +29,7 @@ class AsrModel:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: PreTrainedModel,
         processor: Any,
         source: str,
         language: str | None,
@@ -79,7 +84,7 @@ class AsrModel:
             # No KV cache in training: nothing reads it, and building it costs time and memory.
             return module(**batch, use_cache=False).loss
 
-    def _autocast(self):
+    def _autocast(self) -> torch.autocast:
         if self.autocast_dtype is None:
             return torch.autocast(device_type=self.device.type, enabled=False)
         return torch.autocast(device_type=self.device.type, dtype=self.autocast_dtype)

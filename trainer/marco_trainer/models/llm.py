@@ -7,6 +7,8 @@ on the transcript and eos only; generation pads prompts on the left.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -22,7 +24,7 @@ DEFAULT_PROMPT = (
 class LlmAsr(AsrModel):
     family = "llm"
 
-    def __init__(self, *args, prompt: str = DEFAULT_PROMPT, **kwargs) -> None:
+    def __init__(self, *args: Any, prompt: str = DEFAULT_PROMPT, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.prompt = prompt.format(language=self.language or "en")
         tokenizer = self.processor.tokenizer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
@@ -12,7 +14,7 @@ from marco_trainer.models.whisper_features import window_log_mel
 class EncoderDecoderAsr(AsrModel):
     family = "encoder-decoder"
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         tokenizer = self.processor.tokenizer
         if hasattr(tokenizer, "set_prefix_tokens") and self._multilingual:
@@ -25,9 +27,9 @@ class EncoderDecoderAsr(AsrModel):
 
     def _features(self, audios: list[np.ndarray]) -> dict[str, torch.Tensor]:
         if self._fixed_window:
-            features = window_log_mel(self.processor.feature_extractor, audios, self.sampling_rate)
-            if features is not None:
-                return {"input_features": features}
+            window = window_log_mel(self.processor.feature_extractor, audios, self.sampling_rate)
+            if window is not None:
+                return {"input_features": window}
         out = self.processor.feature_extractor(
             audios, sampling_rate=self.sampling_rate, return_tensors="pt"
         )

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import random
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +21,9 @@ from pydantic import BaseModel, Field
 
 from marco_contract.files import atomic_write_text
 from marco_contract.formats import Directive, Evaluation
+
+if TYPE_CHECKING:
+    from marco_trainer.models.base import AsrModel
 
 STATE_FILE = "trainer_state.json"
 BEST_FILE = "best.json"
@@ -64,7 +69,7 @@ class BestInfo(BaseModel):
     adaptation: str | None = None
 
 
-def replace_dir(target: Path, write) -> None:
+def replace_dir(target: Path, write: Callable[[Path], None]) -> None:
     """Build a folder with ``write(tmp)`` and swap it in for ``target``."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fresh = target.parent / f".{target.name}.new"
@@ -106,7 +111,9 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def save_last(target: Path, asr, optimizer, state: TrainerState) -> None:
+def save_last(
+    target: Path, asr: AsrModel, optimizer: torch.optim.Optimizer, state: TrainerState
+) -> None:
     def write(folder: Path) -> None:
         asr.save(folder)
         torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
@@ -116,14 +123,14 @@ def save_last(target: Path, asr, optimizer, state: TrainerState) -> None:
     replace_dir(target, write)
 
 
-def load_last(source: Path, asr, optimizer) -> TrainerState:
+def load_last(source: Path, asr: AsrModel, optimizer: torch.optim.Optimizer) -> TrainerState:
     asr.load_weights(source)
     optimizer.load_state_dict(torch.load(source / OPTIMIZER_FILE, map_location=asr.device))
     set_rng_state(torch.load(source / RNG_FILE, weights_only=False))
     return TrainerState.model_validate_json((source / STATE_FILE).read_text())
 
 
-def save_best(target: Path, asr, info: BestInfo) -> None:
+def save_best(target: Path, asr: AsrModel, info: BestInfo) -> None:
     def write(folder: Path) -> None:
         asr.save(folder)
         atomic_write_text(folder / BEST_FILE, info.model_dump_json(indent=2))

@@ -24,6 +24,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import torch
@@ -59,6 +61,9 @@ from marco_trainer.train.feature_cache import (
 )
 from marco_trainer.train.options import TrainOptions
 
+if TYPE_CHECKING:
+    from torch.nn.parallel import DistributedDataParallel
+
 log = logging.getLogger(__name__)
 
 #: Exit status after SIGTERM (a suspended Job): state saved, not finished.
@@ -91,7 +96,7 @@ class Trainer:
         )
         self._seed(opts.seed)
 
-        family = opts.family
+        family: str = opts.family  # "auto" becomes the detected family below
         lora = None
         if not opts.full_finetune:
             from marco_trainer.models.loading import family_from_config
@@ -174,7 +179,6 @@ class Trainer:
                 self.server = MetricsServer(
                     self.metrics, self.history, opts.metrics_port, opts.metrics_host
                 ).start()
-        self._trace = None
         trace_dir = self.out / "trace"
         trace_dir.mkdir(parents=True, exist_ok=True)
         self._trace = (trace_dir / f"rank-{self.dist.rank}.jsonl").open("a", buffering=1)
@@ -294,14 +298,22 @@ class Trainer:
         # The loss stays on the device until the step's one host sync below: reading it
         # per micro-batch would stall a GPU's queue between micro-batches.
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.dist.device)
-        samples = tokens = skipped = real = 0
+        # float: after counting locally, each becomes its sum over ranks (all_sum below).
+        samples: float = 0
+        tokens: float = 0
+        skipped: float = 0
+        real: float = 0
         for i, batch in enumerate(prepared.batches):
             weight = 1.0 / accum
             if batch is None:
                 batch = self.filler_batch
                 weight = 0.0
             last = i == accum - 1
-            sync = nullcontext() if last or not self.dist.active else self.module.no_sync()
+            sync = (
+                nullcontext()
+                if last or not self.dist.active
+                else cast("DistributedDataParallel", self.module).no_sync()
+            )
             with sync:
                 loss = self.asr.loss(self.module, batch)
                 (loss * weight).backward()
@@ -506,7 +518,7 @@ class Trainer:
             if self._trace is not None:
                 self._trace.close()
 
-    def _on_sigterm(self, signum, frame) -> None:
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self._terminate = True
 
     def _finish(self, stopped: bool) -> None:
@@ -519,6 +531,8 @@ class Trainer:
         atomic_write_text(self.out / EVALUATIONS_FILE, history.model_dump_json(indent=2))
         plot_history(history, self.out / "wer.png")
         best = existing_dir(self.checkpoints / "best")
+        if best is None:  # cannot happen: run() evaluates (and saves a best) before this
+            raise RuntimeError(f"{self.checkpoints / 'best'}: no checkpoint to export")
         export_checkpoint(
             best,
             self.out / "export",
