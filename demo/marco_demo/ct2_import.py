@@ -26,10 +26,13 @@ import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import BaseModel, Field, ValidationError
+
+if TYPE_CHECKING:
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
 #: The model.bin binary versions this parser understands (version 6: variables, then aliases).
 SUPPORTED_BINARY_VERSIONS = (5, 6)
@@ -520,7 +523,9 @@ def _read_json(path: Path) -> Any:
         raise Ct2ImportError(f"{path}: not valid JSON ({error})") from error
 
 
-def _load_model(config_kwargs: dict, state: dict[str, np.ndarray]):
+def _load_model(
+    config_kwargs: dict, state: dict[str, np.ndarray]
+) -> WhisperForConditionalGeneration:
     import torch
     from transformers import WhisperConfig, WhisperForConditionalGeneration
 
@@ -569,7 +574,9 @@ def _window_seconds(dims: WhisperDims) -> int:
     return dims.max_source_positions * ENCODER_STRIDE // MEL_FRAMES_PER_SECOND
 
 
-def _build_processor(tokenizer_path: Path, tokens: SpecialTokens, dims: WhisperDims):
+def _build_processor(
+    tokenizer_path: Path, tokens: SpecialTokens, dims: WhisperDims
+) -> WhisperProcessor:
     from transformers import WhisperFeatureExtractor, WhisperProcessor, WhisperTokenizerFast
     from transformers.tokenization_utils_base import AddedToken
 

@@ -41,7 +41,7 @@ from pydantic import BaseModel, Field, ValidationError
 from marco_contract.files import atomic_write_text
 from marco_contract.formats import Utterance
 from marco_contract.manifests import write_manifest
-from marco_demo.phone_line import TELEPHONE_RATE, ChannelParams, telephony_channel
+from marco_demo.phone_line import TELEPHONE_RATE, ChannelParams, Codec, telephony_channel
 from marco_demo.sentences import source_sentences, target_sentences
 from marco_demo.synth import Voice, available_voices, speak
 
@@ -50,7 +50,7 @@ SOURCE_RATE = 16000
 #: Whisper tiny.en hears almost nothing, which leaves a fine-tune nothing to close.
 SNR_LEVELS_DB: tuple[float, ...] = (12.0, 18.0, 24.0)
 #: GSM full rate is the common mobile codec; G.711 μ-law the landline one.
-CODECS: tuple[str, ...] = ("gsm", "gsm", "mulaw")
+CODECS: tuple[Codec, ...] = ("gsm", "gsm", "mulaw")
 
 
 class DemoDataConfig(BaseModel):
@@ -112,7 +112,9 @@ def _sizes(config: DemoDataConfig) -> dict[str, int]:
     }
 
 
-def _job_path(split: Split, index: int, text: str, voice: Voice, channel: ChannelParams | None):
+def _job_path(
+    split: Split, index: int, text: str, voice: Voice, channel: ChannelParams | None
+) -> str:
     identity = f"{text}|{voice.engine}|{voice.name}|{channel.model_dump_json() if channel else ''}"
     digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
     return f"{split.domain}/{split.name}/{split.name}-{index:05d}-{digest}.wav"

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic.json_schema import JsonDict
 
 from marco_contract.options import (
     AugmentOptions,
@@ -48,9 +49,9 @@ DEFAULT_LR_BOUNDS: dict[str, tuple[float, float]] = {
 }
 
 
-def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     """One CEL rule for `x-kubernetes-validations`."""
-    entry = {"rule": rule, "message": message}
+    entry: JsonDict = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
     return entry

@@ -190,14 +190,18 @@ def build_registry(
     # keyed by (namespace, adaptation): a pass reads them instead of listing. The pods carry
     # the Job template's labels, so the same label selects them.
     @kopf.index("batch", "v1", "jobs", id="stage_jobs", labels=managed, registry=registry)
-    def stage_jobs(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
+    def stage_jobs(
+        namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    ) -> Any:
         parent = labels.get(LABEL_ADAPTATION)
-        return {(namespace, parent): copy.deepcopy(dict(body))} if parent else None
+        return {(namespace, parent): copy.deepcopy(dict(body))} if parent and namespace else None
 
     @kopf.index("", "v1", "pods", id="stage_pods", labels=managed, registry=registry)
-    def stage_pods(namespace: str, labels: Mapping[str, str], body: kopf.Body, **_: Any) -> Any:
+    def stage_pods(
+        namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
+    ) -> Any:
         parent = labels.get(LABEL_ADAPTATION)
-        return {(namespace, parent): copy.deepcopy(dict(body))} if parent else None
+        return {(namespace, parent): copy.deepcopy(dict(body))} if parent and namespace else None
 
     def not_settled(body: kopf.Body, **_: Any) -> bool:
         return not settled(body)
@@ -209,14 +213,17 @@ def build_registry(
     # restart one that did.
     @kopf.daemon(GROUP, VERSION, PLURAL, when=not_settled, registry=registry)
     async def adaptation(
-        namespace: str,
+        namespace: str | None,
         name: str,
         body: kopf.Body,
         stopped: kopf.DaemonStopped,
-        stage_jobs: kopf.Index,
-        stage_pods: kopf.Index,
-        **_: Any,
+        **kwargs: Any,
     ) -> None:
+        # kopf hands each index in as a keyword named by its id.
+        stage_jobs: kopf.Index = kwargs["stage_jobs"]
+        stage_pods: kopf.Index = kwargs["stage_pods"]
+        # kopf types namespace as optional for cluster-scoped kinds; AsrAdaptation is not.
+        assert namespace is not None
         key = (namespace, name)
         state = tracked[key]
         loops.add(key)
@@ -249,20 +256,22 @@ def build_registry(
                 return
             await _wait(state.delivered, stopped, left)
 
-    def wake(namespace: str, name: str | None) -> None:
-        if name:
+    def wake(namespace: str | None, name: str | None) -> None:
+        if namespace and name:
             tracked[namespace, name].wake.set()
 
     @kopf.on.event("batch", "v1", "jobs", labels=managed, registry=registry)
-    def child_job(namespace: str, labels: Mapping[str, str], **_: Any) -> None:
+    def child_job(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         wake(namespace, labels.get(LABEL_ADAPTATION))
 
     @kopf.on.event("", "v1", "pods", labels=managed, registry=registry)
-    def child_pod(namespace: str, labels: Mapping[str, str], **_: Any) -> None:
+    def child_pod(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         wake(namespace, labels.get(LABEL_ADAPTATION))
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def seen(namespace: str, name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
+    def seen(namespace: str | None, name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
+        if namespace is None:  # AsrAdaptation is namespaced; kopf's signature is general
+            return
         if type == "DELETED":
             set_phase(namespace, name, None)
             tracked.pop((namespace, name), None)

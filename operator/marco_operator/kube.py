@@ -8,6 +8,7 @@ token refresh) and bodies stay dicts.
 
 from __future__ import annotations
 
+import builtins
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -62,7 +63,9 @@ def matches_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     return all(have.get(key) == value for key, value in labels.items())
 
 
-def load_configuration(kubeconfig: str | None = None, context: str | None = None):
+def load_configuration(
+    kubeconfig: str | None = None, context: str | None = None
+) -> client.Configuration:
     """An explicit kubeconfig wins; else the in-cluster service account, else the default
     kubeconfig (``$KUBECONFIG`` or ~/.kube/config)."""
     configuration = client.Configuration()
@@ -153,5 +156,6 @@ class Kube:
     def merge_patch(self, path: str, patch: Mapping[str, Any]) -> Any:
         return self.request("PATCH", path, body=dict(patch), content_type=MERGE_PATCH)
 
-    def json_patch(self, path: str, operations: list[dict[str, Any]]) -> Any:
+    # builtins.list: inside the class, `list` is the method above.
+    def json_patch(self, path: str, operations: builtins.list[dict[str, Any]]) -> Any:
         return self.request("PATCH", path, body=operations, content_type=JSON_PATCH)

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -241,7 +242,11 @@ def load_manifest(path: Path) -> dict[str, Any]:
     return manifest
 
 
-def run_until_done(run: LocalRun, interval: float, on_step=None) -> dict[str, Any]:
+def run_until_done(
+    run: LocalRun,
+    interval: float,
+    on_step: Callable[[LocalRun, Outcome], object] | None = None,
+) -> dict[str, Any]:
     """Reconcile until settled (a terminal phase, or an invalid spec); returns the status."""
     while True:
         outcome = run.step()

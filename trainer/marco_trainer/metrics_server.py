@@ -31,12 +31,12 @@ class TrainerMetrics:
         self.registry = CollectorRegistry(auto_describe=True)
         labels = ["adaptation"]
 
-        def gauge(name: str, doc: str):
+        def gauge(name: str, doc: str) -> Gauge:
             return Gauge(f"marco_trainer_{name}", doc, labels, registry=self.registry).labels(
                 adaptation
             )
 
-        def counter(name: str, doc: str):
+        def counter(name: str, doc: str) -> Counter:
             return Counter(f"marco_trainer_{name}", doc, labels, registry=self.registry).labels(
                 adaptation
             )

@@ -14,7 +14,8 @@ import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -22,6 +23,9 @@ from marco_contract.files import atomic_write_text
 from marco_contract.formats import Evaluation, EvaluationHistory
 from marco_contract.layout import RunPaths
 from marco_contract.status import AsrAdaptationStatus
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class StageTiming(BaseModel):
@@ -104,7 +108,7 @@ def build_report(run_dir: Path, name: str | None = None) -> RunReport:
 # ----------------------------------------------------------------------------- plots
 
 
-def _pyplot():
+def _pyplot() -> ModuleType:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -113,7 +117,7 @@ def _pyplot():
     return plt
 
 
-def _save(fig, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     _pyplot().close(fig)
@@ -248,9 +252,9 @@ def profile_match_section(run_dir: Path, output_dir: Path) -> str | None:
     inputs = {"augmented": augmented_dir}
     if source_manifest.exists():
         inputs["source"] = source_manifest
-    for name, source in inputs.items():
+    for name, manifest in inputs.items():
         subprocess.run(
-            [sys.executable, "-m", "marco_trainer", "profile", "--input", str(source),
+            [sys.executable, "-m", "marco_trainer", "profile", "--input", str(manifest),
              "--output-dir", str(measured / name), "--num-shards", "1", "--shard-index", "0"],
             check=True, capture_output=True,
         )  # fmt: skip

@@ -18,11 +18,17 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from marco_contract.formats import StageResult
 
 OUTPUT_SUBTYPE = "PCM_16"
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     from marco_contract.argv import add_arguments
     from marco_contract.options import AugmentOptions
 
@@ -78,7 +84,7 @@ def read_journal(path: Path) -> dict[tuple[str, int], dict]:
     return done
 
 
-def _encode_wav(audio, sample_rate: int) -> bytes:
+def _encode_wav(audio: np.ndarray, sample_rate: int) -> bytes:
     import soundfile as sf
 
     buffer = io.BytesIO()
@@ -100,9 +106,9 @@ def run(args: argparse.Namespace) -> int:
     from marco_trainer.audio.chain import apply_chain
     from marco_trainer.audio.inputs import iter_sources_of_manifests
     from marco_trainer.audio.io import AudioRejected, load_mono
-    from marco_trainer.audio.params import draw_params, utterance_rng
+    from marco_trainer.audio.params import ChainParams, draw_params, utterance_rng
     from marco_trainer.audio.profile import load_profile
-    from marco_trainer.audio.telephony import apply_telephony, draw_telephony
+    from marco_trainer.audio.telephony import TelephonyParams, apply_telephony, draw_telephony
     from marco_trainer.sharding import shard_from_args
 
     try:
@@ -179,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
                     continue
                 if refused is not None:
                     break
+                params: ChainParams | TelephonyParams
                 try:
                     if audio is None:
                         audio, info = load_mono(source.path)
@@ -191,8 +198,9 @@ def run(args: argparse.Namespace) -> int:
                             audio, info.sample_rate, params, assets
                         )
                     else:
-                        params = draw_telephony(rng, rate)
-                        augmented, out_rate = apply_telephony(audio, info.sample_rate, params)
+                        phone = draw_telephony(rng, rate)
+                        augmented, out_rate = apply_telephony(audio, info.sample_rate, phone)
+                        params = phone
                 except Exception as error:  # one bad source must not end the shard
                     reason, detail = (
                         (error.reason, error.detail)
@@ -241,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _merge_results(out: Path, own, num_shards: int):
+def _merge_results(out: Path, own: StageResult, num_shards: int) -> StageResult:
     """The stage result over every shard finished so far (the last one leaves the total)."""
     from marco_contract.formats import StageResult
 

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     from marco_contract.argv import add_arguments
     from marco_trainer.audio.filtering import FilterRules
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     from marco_contract.argv import parse_options
     from marco_contract.files import atomic_write_text
-    from marco_contract.formats import StageResult
+    from marco_contract.formats import StageResult, Utterance
     from marco_contract.layout import KEPT_MANIFEST
     from marco_contract.manifests import ManifestProblems, iter_manifests
     from marco_contract.results import write_stage_result
@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     here = out.resolve()
 
-    def line(utterance, **extra) -> str:
+    def line(utterance: Utterance, **extra: object) -> str:
         data = utterance.model_dump(exclude_none=True)
         data["audio_filepath"] = os.path.relpath(Path(utterance.audio_filepath).resolve(), here)
         data.update(extra)
@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
             except AudioRejected as rejected:
                 verdict = (rejected.reason, rejected.detail)
         if verdict is None:
+            # Kept means judged, and judging needed the duration measured from the audio.
+            assert duration is not None
             kept.append(line(utterance, duration=round(duration, 4)))
         else:
             rejects.append(line(utterance, reason=verdict[0], detail=verdict[1]))

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "profile",
         help="measure target-domain audio into a profile JSON",

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "profile-report",
         help="compare an augmented set's profile with the target's (JSON + PNG per metric)",

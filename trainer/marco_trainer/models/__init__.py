@@ -10,10 +10,15 @@ Import :func:`load_asr_model` from here; it imports torch lazily.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from marco_contract.status import Family
 
+if TYPE_CHECKING:
+    from marco_trainer.models.base import AsrModel
 
-def load_asr_model(*args, **kwargs):
+
+def load_asr_model(*args: Any, **kwargs: Any) -> AsrModel:
     from marco_trainer.models.loading import load_asr_model as _load
 
     return _load(*args, **kwargs)

@@ -135,7 +135,7 @@ class AsrModel:
         if hasattr(self.model, "tie_weights"):
             self.model.tie_weights()
 
-    def merged_for_export(self) -> torch.nn.Module:
+    def merged_for_export(self) -> PreTrainedModel:
         """A self-contained model (adapters merged into a copy of the base weights)."""
         if self.is_adapter:
             return self.model.merge_and_unload()

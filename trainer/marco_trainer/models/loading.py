@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -45,7 +46,7 @@ def family_from_config(source: str) -> Family:
     )
 
 
-def _model_class(config, family: str):
+def _model_class(config: Any, family: str) -> Any:
     import transformers
 
     if family == "encoder-decoder":

@@ -32,7 +32,7 @@ def run_train(args: argparse.Namespace) -> int:
         raise SystemExit(f"marco-trainer train: {error}") from error
 
 
-def register(subparsers) -> None:
+def register(subparsers: argparse._SubParsersAction) -> None:
     from marco_contract.argv import add_arguments
     from marco_trainer.train.options import TrainOptions
 
