@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from marco_contract.status import Family
+
 #: Kubernetes caps a termination message at 4096 bytes; stage results stay below.
 TERMINATION_MESSAGE_LIMIT = 4096
 
@@ -77,7 +79,7 @@ class StageResult(BaseModel):
     reference_wer: float | None = Field(
         default=None, ge=0, description="WER of the reference (pre-trained) model, same set."
     )
-    family: str | None = Field(
+    family: Family | None = Field(
         default=None, description="Model family the stage detected: encoder-decoder or llm."
     )
     steps: int | None = None

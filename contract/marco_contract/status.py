@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 Family = Literal["encoder-decoder", "llm"]
+#: A condition's status, as Kubernetes spells it.
+ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal[
     "Pending",
     "Filtering",
@@ -36,7 +38,7 @@ class ApiModel(BaseModel):
 
 class Condition(ApiModel):
     type: str
-    status: Literal["True", "False", "Unknown"]
+    status: ConditionStatus
     reason: str
     message: str = ""
     last_transition_time: str | None = None

@@ -29,7 +29,9 @@ from marco_contract.status import (
     TERMINAL_PHASES,
     AsrAdaptationStatus,
     Condition,
+    ConditionStatus,
     CycleRecord,
+    Family,
     StageStatus,
     StopRecord,
 )
@@ -52,7 +54,7 @@ from marco_operator.schedule import (
 
 #: Seconds until the next look while a stage runs (the driver's timer may be faster).
 REQUEUE_RUNNING = 10.0
-DEFAULT_FAMILY = "encoder-decoder"
+DEFAULT_FAMILY: Family = "encoder-decoder"
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,12 @@ def _iso(now: float) -> str:
 
 
 def set_condition(
-    status: AsrAdaptationStatus, type_: str, value: str, reason: str, message: str, now: float
+    status: AsrAdaptationStatus,
+    type_: str,
+    value: ConditionStatus,
+    reason: str,
+    message: str,
+    now: float,
 ) -> None:
     """Upsert a condition; lastTransitionTime moves only when the status value flips."""
     for i, condition in enumerate(status.conditions):
@@ -132,7 +139,7 @@ def set_condition(
             moved = condition.status != value
             status.conditions[i] = Condition(
                 type=type_,
-                status=value,  # type: ignore[arg-type]
+                status=value,
                 reason=reason,
                 message=message,
                 last_transition_time=_iso(now) if moved else condition.last_transition_time,
@@ -141,7 +148,7 @@ def set_condition(
     status.conditions.append(
         Condition(
             type=type_,
-            status=value,  # type: ignore[arg-type]
+            status=value,
             reason=reason,
             message=message,
             last_transition_time=_iso(now),
@@ -222,7 +229,7 @@ def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None
         if job.complete:
             _complete_stage(run, spec, stage, job)
             continue
-        status.phase = PHASE_OF_STAGE[stage]  # type: ignore[assignment]
+        status.phase = PHASE_OF_STAGE[stage]
         record.state = "Running"
         set_condition(status, "Ready", "False", f"{status.phase}", f"{stage} running", run.now)
         if stage == "train":
@@ -255,7 +262,7 @@ def _validated_spec(run: _Run) -> AsrAdaptationSpec | None:
     return None
 
 
-def _family(run: _Run, spec: AsrAdaptationSpec) -> str | None:
+def _family(run: _Run, spec: AsrAdaptationSpec) -> Family | None:
     """Spec, then the model's name, then what the baseline stage detected."""
     return spec.model.family or family_from_name(spec.model.source) or run.status.family
 
@@ -266,7 +273,7 @@ def _start_stage(run: _Run, spec: AsrAdaptationSpec, layout: Layout, stage: str)
     learning_rate = None
     if stage == "train":
         family = family or DEFAULT_FAMILY
-        status.family = family  # type: ignore[assignment]
+        status.family = family
         # With cycles already recorded the Job vanished mid-training (deleted, or a local
         # run interrupted): it starts again under the directive in force and the trainer
         # resumes from its checkpoint.
@@ -292,7 +299,7 @@ def _start_stage(run: _Run, spec: AsrAdaptationSpec, layout: Layout, stage: str)
             steered=stage == "train",
         )
     )
-    status.phase = PHASE_OF_STAGE[stage]  # type: ignore[assignment]
+    status.phase = PHASE_OF_STAGE[stage]
     status.message = None
     status.stages[stage].state = "Running"
     status.stages[stage].start_time = status.stages[stage].start_time or _iso(run.now)
@@ -352,7 +359,7 @@ def _complete_stage(run: _Run, spec: AsrAdaptationSpec, stage: str, job: JobStat
     if stage == "baseline" and result is not None:
         status.baseline_wer = result.wer
         if not _family(run, spec) and result.family:
-            status.family = result.family  # type: ignore[assignment]
+            status.family = result.family
     if stage == "train" and result is not None:
         status.best_wer = result.wer if result.wer is not None else status.best_wer
         status.best_step = result.best_step if result.best_step is not None else status.best_step

@@ -28,9 +28,10 @@ from marco_contract.options import (
     LoraOptions,
     TrainingOptions,
 )
+from marco_contract.status import Phase
 from marco_operator.api import AsrAdaptationSpec
 
-PHASE_OF_STAGE: dict[str, str] = {
+PHASE_OF_STAGE: dict[str, Phase] = {
     "filter": "Filtering",
     "profile": "Profiling",
     "augment": "Augmenting",

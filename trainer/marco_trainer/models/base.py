@@ -11,6 +11,7 @@ import torch
 # The LoRA settings are the spec's `model.lora` (defaults there, once); re-exported here
 # for the model loaders.
 from marco_contract.options import LoraOptions
+from marco_contract.status import Family
 
 __all__ = ["IGNORE_INDEX", "AsrModel", "LoraOptions"]
 
@@ -25,7 +26,7 @@ IGNORE_INDEX = -100
 class AsrModel:
     """A model, its processor, and how to turn audio + text into its inputs."""
 
-    family: ClassVar[str]
+    family: ClassVar[Family]
 
     def __init__(
         self,
