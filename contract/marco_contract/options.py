@@ -100,3 +100,25 @@ class TrainingOptions(StageOptions):
     gradient_checkpointing: bool = Field(
         default=False, description="Recompute activations in the backward pass (less memory)."
     )
+    # The cycle length lives here, not only in the API, because the trainer needs it
+    # too: it waits at a cycle's boundary for the next directive (`wait_for_directive`).
+    cycle_steps: int = Field(default=250, ge=1, description="Optimizer steps per LR cycle.")
+    wait_for_directive: bool = Field(
+        default=True,
+        description="At a cycle's boundary (its last windowed evaluation) the trainer waits "
+        "for the next cycle's directive, so every cycle starts at the same step in every run "
+        "(same manifest, same seed: the same LR sequence); false: a directive takes effect at "
+        "the step it is read.",
+    )
+    directive_timeout_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Longest wait for the next cycle's directive; then training goes on at the "
+        "old LR and takes the directive when it comes (keep below the process group's "
+        "collective timeout, 10 min with NCCL, as the other ranks wait in a broadcast).",
+    )
+
+
+def evals_per_cycle(cycle_steps: int, eval_every: int) -> int:
+    """The evaluations that close a cycle: the operator's σ window, the trainer's wait point."""
+    return max(1, cycle_steps // eval_every)

@@ -10,6 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 Family = Literal["encoder-decoder", "llm"]
+#: How σ_WER of Eq. 1 is taken over a cycle (`spec.training.sigma`, docs/method.md).
+SigmaKind = Literal["population", "trend-residual"]
 #: A condition's status, as Kubernetes spells it.
 ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal[
@@ -62,6 +64,9 @@ class CycleRecord(ApiModel):
     reason: str = Field(description="Why this LR (Eq. 1 σ, Eq. 2 WER, initial choice).")
     wers: list[float] = Field(default_factory=list, description="WERs measured in the cycle.")
     sigma_wer: float | None = None
+    sigma_kind: SigmaKind | None = Field(
+        default=None, description="Which σ_WER this is: population (the paper's) or trend-residual."
+    )
 
 
 class StopRecord(ApiModel):

@@ -28,7 +28,7 @@ from marco_contract.options import (
     LoraOptions,
     TrainingOptions,
 )
-from marco_contract.status import ApiModel, Family
+from marco_contract.status import ApiModel, Family, SigmaKind
 
 GROUP = "asr.marco.dev"
 VERSION = "v1alpha1"
@@ -163,12 +163,23 @@ class LearningRateBounds(ApiModel):
         return self
 
 
+#: How the early stop reads `patience` evaluations (docs/method.md, early stopping).
+EarlyStoppingMode = Literal["per-evaluation", "cumulative"]
+
+
 class EarlyStoppingSpec(ApiModel):
     patience: int = Field(
         default=6, ge=1, description="Evaluations without improvement before stopping."
     )
     min_improvement: float = Field(
         default=0.1, ge=0, description="WER points (percent) that count as an improvement."
+    )
+    mode: EarlyStoppingMode = Field(
+        default="per-evaluation",
+        description="per-evaluation (the paper's reading): stop after `patience` evaluations "
+        "that each failed to beat the best by minImprovement; cumulative (ours): stop when "
+        "the best improved by less than minImprovement over the last `patience` evaluations "
+        "together, so a slow steady descent goes on.",
     )
 
 
@@ -182,7 +193,12 @@ class TrainingSpec(TrainingOptions):  # max_steps, eval_every, ..., gradient_che
         default=None, gt=0, description="Cycle 0's LR (encoder-decoder); default from the bounds."
     )
     sigma_ref: float = Field(default=0.5, gt=0, description="σ_ref of Eq. 1, in WER points.")
-    cycle_steps: int = Field(default=250, ge=1, description="Optimizer steps per LR cycle.")
+    sigma: SigmaKind = Field(
+        default="population",
+        description="σ_WER of Eq. 1: population (the paper's: spread around the cycle's mean) "
+        "or trend-residual (ours: spread around the least-squares line of WER against step, "
+        "so a steady descent reads as stable).",
+    )
     max_cycles: int | None = Field(default=None, ge=1, description="Stop after this many cycles.")
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
     stop_grace_period_seconds: int = Field(

@@ -42,14 +42,14 @@ from marco_operator.resources import cluster_layout
 from marco_operator.schedule import (
     ScheduleSettings,
     best_evaluation,
+    cycle_sigma,
     cycle_wers,
-    cycle_window,
     decide,
     family_from_name,
     initial_learning_rate,
     known_decoder_layers,
     lr_bounds,
-    sigma,
+    window_evaluations,
 )
 
 #: Seconds until the next look while a stage runs (the driver's timer may be faster).
@@ -388,7 +388,7 @@ def _sync_cycles(
     status: AsrAdaptationStatus,
     current: Directive,
     history: list[Evaluation],
-    evals_per_cycle: int,
+    settings: ScheduleSettings,
 ) -> None:
     """Make the cycle records agree with the directive in force and the history.
 
@@ -407,7 +407,9 @@ def _sync_cycles(
             continue  # rank 0 not reachable this time: keep what the status says
         record.wers = cycle_wers(history, cycle)
         if cycle < current.cycle:
-            record.sigma_wer = sigma(cycle_window(history, cycle, evals_per_cycle))
+            window = window_evaluations(history, cycle, settings.evals_per_cycle)
+            record.sigma_wer = cycle_sigma(window, settings.sigma_kind)
+            record.sigma_kind = settings.sigma_kind
     status.cycles = [records[c] for c in sorted(records)]
 
 
@@ -438,7 +440,7 @@ def _steer_training(run: _Run, spec: AsrAdaptationSpec, job: JobState) -> None:
     decision = decide(settings, current, history)
     directive = decision.directive
     run.outcome.directive = directive
-    _sync_cycles(status, directive, history, settings.evals_per_cycle)
+    _sync_cycles(status, directive, history, settings)
     status.cycle, status.learning_rate = directive.cycle, directive.learning_rate
     if decision.sigma_wer is not None:
         status.sigma_wer = decision.sigma_wer

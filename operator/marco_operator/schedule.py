@@ -11,6 +11,13 @@ Paper §2 (see docs/method.md):
 - Early stopping: stop when the best WER has not improved by `min_improvement`
   WER points for `patience` evaluations; the best step is kept.
 
+Two readings that are ours, off by default (docs/method.md, "Readings and
+deviations"): the spread of a cycle taken around its linear trend instead of
+its mean (`trend-residual`), so that a steady descent reads as stable; and an
+early stop that measures the best WER's progress over the last `patience`
+evaluations together (`cumulative`), so that a slow steady descent is not read
+as a plateau.
+
 WER is in percent everywhere. No I/O here.
 """
 
@@ -22,8 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from marco_contract.formats import Directive, Evaluation
-from marco_contract.status import Family
-from marco_operator.api import DEFAULT_LR_BOUNDS, TrainingSpec
+from marco_contract.options import evals_per_cycle
+from marco_contract.status import Family, SigmaKind
+from marco_operator.api import DEFAULT_LR_BOUNDS, EarlyStoppingMode, TrainingSpec
 
 #: Decoders at least this deep start cycle 0 at η_min: the paper ties LR
 #: sensitivity to decoder depth (Whisper-Large-V3's 32 layers wanted 1e-7).
@@ -61,6 +69,38 @@ def eq2_learning_rate(wer: float, lr_min: float, lr_max: float) -> float:
 def sigma(wers: Sequence[float]) -> float:
     """Population standard deviation of a cycle's WERs (0 for fewer than two)."""
     return statistics.pstdev(wers) if len(wers) > 1 else 0.0
+
+
+def trend_residual_sigma(steps: Sequence[float], wers: Sequence[float]) -> float:
+    """Spread of a cycle's WERs around their least-squares line against the step.
+
+    A steady descent lies on its line and reads as stable, where the population σ
+    reads the descent itself as spread. Divided by n like the population σ, so the
+    two agree on a series without trend and this one is never the larger (the
+    mean is one of the lines the fit chooses among). With two points or fewer a
+    line goes through every point: 0.
+    """
+    if len(steps) != len(wers):
+        raise ValueError(f"{len(steps)} steps for {len(wers)} WERs")
+    n = len(wers)
+    if n < 3:
+        return 0.0
+    mean_x, mean_y = statistics.fmean(steps), statistics.fmean(wers)
+    sxx = sum((x - mean_x) ** 2 for x in steps)
+    if sxx == 0:  # every WER at one step: no trend to take out
+        return sigma(wers)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in zip(steps, wers, strict=True)) / sxx
+    intercept = mean_y - slope * mean_x
+    residuals = [y - (intercept + slope * x) for x, y in zip(steps, wers, strict=True)]
+    return math.sqrt(sum(r * r for r in residuals) / n)
+
+
+def cycle_sigma(window: Sequence[Evaluation], kind: SigmaKind = "population") -> float:
+    """σ_WER of Eq. 1 over a cycle's window, as `spec.training.sigma` chooses."""
+    wers = [e.wer for e in window]
+    if kind == "trend-residual":
+        return trend_residual_sigma([float(e.step) for e in window], wers)
+    return sigma(wers)
 
 
 def family_from_name(model_source: str) -> Family | None:
@@ -119,6 +159,8 @@ class ScheduleSettings:
     patience: int
     min_improvement: float
     max_cycles: int | None = None
+    sigma_kind: SigmaKind = "population"
+    early_stopping: EarlyStoppingMode = "per-evaluation"
 
     @classmethod
     def from_spec(cls, training: TrainingSpec, family: str) -> ScheduleSettings:
@@ -129,10 +171,12 @@ class ScheduleSettings:
             lr_max=lr_max,
             sigma_ref=training.sigma_ref,
             # A cycle is closed by its last evaluation: cycle_steps / eval_every of them.
-            evals_per_cycle=max(1, training.cycle_steps // training.eval_every),
+            evals_per_cycle=evals_per_cycle(training.cycle_steps, training.eval_every),
             patience=training.early_stopping.patience,
             min_improvement=training.early_stopping.min_improvement,
             max_cycles=training.max_cycles,
+            sigma_kind=training.sigma,
+            early_stopping=training.early_stopping.mode,
         )
 
 
@@ -175,6 +219,29 @@ def plateaued(wers: Sequence[float], patience: int, min_improvement: float) -> b
     return since >= patience
 
 
+def plateaued_cumulative(wers: Sequence[float], patience: int, min_improvement: float) -> bool:
+    """True when the best WER fell by less than `min_improvement` over the last `patience` WERs.
+
+    The best after all evaluations against the best before the last `patience` of
+    them: a descent of 0.06 points an evaluation gains 0.18 over three and goes
+    on, where :func:`plateaued` sees three gains under 0.1 and stops. Needs one
+    evaluation before the window, so it stops after `patience` + 1 at the
+    earliest, like :func:`plateaued`.
+    """
+    if len(wers) <= patience:
+        return False
+    return min(wers[:-patience]) - min(wers) < min_improvement
+
+
+def stopped_early(
+    wers: Sequence[float], patience: int, min_improvement: float, mode: EarlyStoppingMode
+) -> bool:
+    """The plateau test `spec.training.earlyStopping.mode` chooses."""
+    if mode == "cumulative":
+        return plateaued_cumulative(wers, patience, min_improvement)
+    return plateaued(wers, patience, min_improvement)
+
+
 @dataclass(frozen=True)
 class Decision:
     """What the schedule wants now; `closed_cycle` is set when a cycle ended."""
@@ -182,6 +249,7 @@ class Decision:
     directive: Directive
     closed_cycle: int | None = None
     sigma_wer: float | None = None
+    sigma_kind: SigmaKind | None = None
     cycle_wers: tuple[float, ...] = ()
     changed: bool = False
 
@@ -190,14 +258,24 @@ def cycle_wers(history: Sequence[Evaluation], cycle: int) -> list[float]:
     return [e.wer for e in sorted(history, key=lambda e: e.step) if e.cycle == cycle]
 
 
-def cycle_window(history: Sequence[Evaluation], cycle: int, evals_per_cycle: int) -> list[float]:
-    """The WERs that close a cycle: its first `evals_per_cycle` evaluations.
+def window_evaluations(
+    history: Sequence[Evaluation], cycle: int, evals_per_cycle: int
+) -> list[Evaluation]:
+    """The evaluations that close a cycle: its first `evals_per_cycle` ones.
 
-    The trainer keeps evaluating at the old LR until it reads the next directive;
-    those late evaluations still belong to the cycle but not to its σ, so the
-    decision depends on the history alone and not on when the operator looked.
+    A trainer that does not wait at the boundary (`waitForDirective: false`, or a
+    wait that timed out) keeps evaluating at the old LR until it reads the next
+    directive; those late evaluations still belong to the cycle but not to its
+    σ, so the decision depends on the history alone and not on when the
+    operator looked.
     """
-    return cycle_wers(history, cycle)[:evals_per_cycle]
+    ordered = sorted(history, key=lambda e: e.step)
+    return [e for e in ordered if e.cycle == cycle][:evals_per_cycle]
+
+
+def cycle_window(history: Sequence[Evaluation], cycle: int, evals_per_cycle: int) -> list[float]:
+    """The WERs of :func:`window_evaluations`."""
+    return [e.wer for e in window_evaluations(history, cycle, evals_per_cycle)]
 
 
 def decide(
@@ -213,20 +291,25 @@ def decide(
         return Decision(directive=current)
     ordered = sorted(history, key=lambda e: e.step)
     all_wers = [e.wer for e in ordered]
-    if all_wers and plateaued(all_wers, settings.patience, settings.min_improvement):
+    if all_wers and stopped_early(
+        all_wers, settings.patience, settings.min_improvement, settings.early_stopping
+    ):
         best = best_evaluation(ordered)
         assert best is not None
+        over = " together" if settings.early_stopping == "cumulative" else ""
         reason = (
             f"early stop: no improvement of {settings.min_improvement} WER points in "
-            f"{settings.patience} evaluations; best {best.wer:.2f}% at step {best.step}"
+            f"{settings.patience} evaluations{over}; best {best.wer:.2f}% at step {best.step}"
         )
         return Decision(
             directive=current.model_copy(update={"stop": True, "reason": reason}), changed=True
         )
-    wers = cycle_window(ordered, current.cycle, settings.evals_per_cycle)
+    window = window_evaluations(ordered, current.cycle, settings.evals_per_cycle)
+    wers = [e.wer for e in window]
     if len(wers) < settings.evals_per_cycle:
         return Decision(directive=current)
-    spread = sigma(wers)
+    kind = settings.sigma_kind
+    spread = cycle_sigma(window, kind)
     next_cycle = current.cycle + 1
     if settings.max_cycles is not None and next_cycle >= settings.max_cycles:
         reason = f"max cycles ({settings.max_cycles}) reached"
@@ -234,6 +317,7 @@ def decide(
             directive=current.model_copy(update={"stop": True, "reason": reason}),
             closed_cycle=current.cycle,
             sigma_wer=spread,
+            sigma_kind=kind,
             cycle_wers=tuple(wers),
             changed=True,
         )
@@ -243,11 +327,14 @@ def decide(
         reason = f"Eq. 2 from cycle {current.cycle} mean WER {mean:.2f}%"
     else:
         lr = eq1_learning_rate(spread, settings.lr_min, settings.lr_max, settings.sigma_ref)
-        reason = f"Eq. 1 from cycle {current.cycle} σ_WER {spread:.3f}"
+        # The paper's σ keeps the reason it always had; ours says which it is.
+        label = "" if kind == "population" else f" ({kind})"
+        reason = f"Eq. 1 from cycle {current.cycle} σ_WER{label} {spread:.3f}"
     return Decision(
         directive=Directive(cycle=next_cycle, learning_rate=lr, reason=reason),
         closed_cycle=current.cycle,
         sigma_wer=spread,
+        sigma_kind=kind,
         cycle_wers=tuple(wers),
         changed=True,
     )

@@ -240,3 +240,64 @@ def test_vanished_training_job_restarts_under_the_directive_in_force():
     )
     assert outcome.directive == in_force and outcome.start[0].stage == "train"
     assert [c["cycle"] for c in cluster.obj["status"]["cycles"]] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("kind", "sigma_wer", "lr"),
+    [
+        # WERs 40.0, 38.0, 36.1 at steps 50, 100, 150 (cycleSteps 150 / evalEvery 50 = 3).
+        # population: mean 38.03333, squares 3.86778 + 0.00111 + 3.73778 = 7.60667, / 3,
+        # sqrt: σ = 1.59235 ≥ σ_ref → η_min = 1e-7.
+        (None, 1.59235, 1e-7),
+        # trend-residual: x̄ = 100, Sxx = 5000, Sxy = 50 · (36.1 − 40) = −195, slope −0.039,
+        # intercept 38.03333 + 3.9 = 41.93333; residuals 1/60, −1/30, 1/60; σ =
+        # sqrt((6/3600) / 3) = 0.0235702; η = 1e-5 − 9.9e-6 · 0.0235702 / 0.5
+        # = 1e-5 − 4.666905e-7 = 9.533310e-6.
+        ("trend-residual", 0.0235702, 9.533310e-6),
+    ],
+)
+def test_the_spec_sigma_reaches_the_decision_and_the_cycle_record(kind, sigma_wer, lr):
+    training = {"cycleSteps": 150} if kind is None else {"cycleSteps": 150, "sigma": kind}
+    cluster = Cluster(body({"training": training}))
+    run_to_training(cluster)
+    for wer in (40.0, 38.0, 36.1):
+        cluster.evaluate(wer)
+        cluster.step()
+    assert cluster.directive.cycle == 1
+    assert cluster.directive.learning_rate == pytest.approx(lr, rel=1e-6)
+    record = cluster.obj["status"]["cycles"][0]
+    assert record["sigmaWer"] == pytest.approx(sigma_wer, rel=1e-5)
+    assert record["sigmaKind"] == (kind or "population")
+    assert cluster.obj["status"]["sigmaWer"] == pytest.approx(sigma_wer, rel=1e-5)
+
+
+@pytest.mark.parametrize(("mode", "stops"), [(None, True), ("cumulative", False)])
+def test_the_spec_early_stopping_mode_reaches_the_decision(mode, stops):
+    # The slow descent, 0.06 an evaluation, patience 3, threshold 0.1; cycles long
+    # enough (1000 steps) that only the stop rule acts. Per evaluation: three gains under
+    # 0.1 → stop after the 4th; cumulative: 0.18 over the last three → go on.
+    stopping = {"patience": 3, "minImprovement": 0.1}
+    if mode is not None:
+        stopping["mode"] = mode
+    cluster = Cluster(body({"training": {"cycleSteps": 1000, "earlyStopping": stopping}}))
+    run_to_training(cluster)
+    for wer in (30.00, 29.94, 29.88, 29.82):
+        cluster.evaluate(wer)
+        cluster.step()
+    assert cluster.directive.stop is stops
+    assert [e.reason for e in cluster.events if e.reason == "EarlyStop"] == (
+        ["EarlyStop"] if stops else []
+    )
+
+
+def test_an_unknown_sigma_or_stopping_mode_is_refused_by_name():
+    cluster = Cluster(body({"training": {"sigma": "median"}}))
+    cluster.step()
+    assert cluster.phase == "Invalid"
+    assert cluster.obj["status"]["message"].startswith("spec.training.sigma: Input should be")
+    stopping = {"earlyStopping": {"mode": "sometimes"}}
+    cluster = Cluster(body({"training": stopping}))
+    cluster.step()
+    assert cluster.obj["status"]["message"].startswith(
+        "spec.training.earlyStopping.mode: Input should be"
+    )

@@ -13,6 +13,9 @@ from marco_operator.schedule import (
     initial_learning_rate,
     known_decoder_layers,
     plateaued,
+    plateaued_cumulative,
+    sigma,
+    trend_residual_sigma,
 )
 
 LO, HI = 1e-7, 1e-5
@@ -152,3 +155,133 @@ def test_late_evaluations_of_a_cycle_do_not_change_its_decision():
     assert on_time.sigma_wer == pytest.approx(math.sqrt(2 / 3))
     assert late.directive == on_time.directive
     assert late.sigma_wer == on_time.sigma_wer
+
+
+# --- issue 16: the trend-residual σ and the cumulative early stop (both ours, off by default)
+
+#: The demo's bounds (examples/demo-local.yaml): η_min = 1e-6, η_max = 5e-5, σ_ref = 0.5;
+#: η_max − η_min = 4.9e-5.
+DEMO_LO, DEMO_HI = 1e-6, 5e-5
+DEMO_CYCLE_0 = [43.8, 31.2, 28.9]  # the demo's cycle 0, at steps 25, 50, 75
+STEPS = [25.0, 50.0, 75.0]
+
+
+def demo_settings(**overrides):
+    return settings(lr_min=DEMO_LO, lr_max=DEMO_HI, **overrides)
+
+
+def test_demo_cycle_0_reads_unstable_under_the_population_sigma():
+    # Mean (43.8 + 31.2 + 28.9) / 3 = 103.9 / 3 = 34.63333; deviations 9.16667, −3.43333,
+    # −5.73333; squares 84.02778 + 11.78778 + 32.87111 = 128.68667; / 3 = 42.89556;
+    # σ = sqrt(42.89556) = 6.54947, thirteen times σ_ref: clip(σ / σ_ref) = 1 → η_min.
+    assert sigma(DEMO_CYCLE_0) == pytest.approx(6.54947, abs=1e-5)
+    decision = decide(
+        demo_settings(),
+        Directive(cycle=0, learning_rate=1e-5),
+        evals(DEMO_CYCLE_0, start=25, every=25),
+    )
+    assert decision.sigma_kind == "population"
+    assert decision.directive.learning_rate == pytest.approx(DEMO_LO, rel=1e-12)
+    assert decision.directive.reason == "Eq. 1 from cycle 0 σ_WER 6.549"
+
+
+def test_demo_cycle_0_still_reads_unstable_around_its_trend():
+    # Least squares by hand: x̄ = 50, Sxx = 25² + 0 + 25² = 1250,
+    # Sxy = −25 · 43.8 + 0 · 31.2 + 25 · 28.9 = 25 · (28.9 − 43.8) = −372.5,
+    # slope = −372.5 / 1250 = −0.298 WER points a step, intercept = 34.63333 + 0.298 · 50
+    # = 49.53333; the line at 25, 50, 75: 42.08333, 34.63333, 27.18333; residuals
+    # 1.71667, −3.43333, 1.71667; squares 2.94694 + 11.78778 + 2.94694 = 17.68167; / 3
+    # = 5.89389; σ = 2.42773. The drop is not a line (−12.6 then −2.3), so the spread
+    # around it is still five times σ_ref: η_min as well.
+    assert trend_residual_sigma(STEPS, DEMO_CYCLE_0) == pytest.approx(2.42773, abs=1e-5)
+    decision = decide(
+        demo_settings(sigma_kind="trend-residual"),
+        Directive(cycle=0, learning_rate=1e-5),
+        evals(DEMO_CYCLE_0, start=25, every=25),
+    )
+    assert decision.sigma_kind == "trend-residual"
+    assert decision.sigma_wer == pytest.approx(2.42773, abs=1e-5)
+    assert decision.directive.learning_rate == pytest.approx(DEMO_LO, rel=1e-12)
+    assert decision.directive.reason == "Eq. 1 from cycle 0 σ_WER (trend-residual) 2.428"
+
+
+def test_a_steady_descent_reads_stable_around_its_trend_only():
+    wers = [40.0, 38.0, 36.1]
+    # Population: mean 38.03333, deviations 1.96667, −0.03333, −1.93333; squares
+    # 3.86778 + 0.00111 + 3.73778 = 7.60667; / 3 = 2.53556; σ = 1.59235 → η_min.
+    # Trend: Sxy = 25 · (36.1 − 40) = −97.5, slope = −97.5 / 1250 = −0.078,
+    # intercept = 38.03333 + 0.078 · 50 = 41.93333; line 39.98333, 38.03333, 36.08333;
+    # residuals 1/60, −1/30, 1/60; squares 1/3600 + 4/3600 + 1/3600 = 1/600; / 3 = 1/1800;
+    # σ = 0.0235702. η = 5e-5 − 4.9e-5 · 0.0235702 / 0.5 = 5e-5 − 2.309880e-6 = 4.769012e-5.
+    assert sigma(wers) == pytest.approx(1.59235, abs=1e-5)
+    assert trend_residual_sigma(STEPS, wers) == pytest.approx(0.0235702, rel=1e-5)
+    history = evals(wers, start=25, every=25)
+    current = Directive(cycle=0, learning_rate=1e-5)
+    paper = decide(demo_settings(), current, history)
+    ours = decide(demo_settings(sigma_kind="trend-residual"), current, history)
+    assert paper.directive.learning_rate == pytest.approx(DEMO_LO, rel=1e-12)
+    assert ours.directive.learning_rate == pytest.approx(4.769012e-5, rel=1e-6)
+
+
+def test_a_noisy_flat_cycle_reads_unstable_either_way():
+    wers = [30.0, 33.0, 29.0]
+    # Population: mean 30.66667, deviations −0.66667, 2.33333, −1.66667; squares sum
+    # 26/3, / 3 = 26/9; σ = 1.69967. Trend: Sxy = 25 · (29 − 30) = −25, slope −0.02,
+    # intercept 30.66667 + 1 = 31.66667; line 31.16667, 30.66667, 30.16667; residuals
+    # −7/6, 7/3, −7/6; squares (49/36)(1 + 4 + 1) = 49/6, / 3 = 49/18; σ = 1.64992.
+    # Both above σ_ref: η_min.
+    assert sigma(wers) == pytest.approx(1.69967, abs=1e-5)
+    assert trend_residual_sigma(STEPS, wers) == pytest.approx(1.64992, abs=1e-5)
+    history = evals(wers, start=25, every=25)
+    for kind in ("population", "trend-residual"):
+        decision = decide(
+            demo_settings(sigma_kind=kind), Directive(cycle=0, learning_rate=1e-5), history
+        )
+        assert decision.directive.learning_rate == pytest.approx(DEMO_LO, rel=1e-12), kind
+
+
+def test_trend_residual_sigma_of_two_points_is_zero_and_lengths_must_match():
+    assert trend_residual_sigma([25.0, 50.0], [40.0, 10.0]) == 0.0  # a line through both
+    with pytest.raises(ValueError, match="2 steps for 3 WERs"):
+        trend_residual_sigma([25.0, 50.0], [1.0, 2.0, 3.0])
+
+
+#: The issue's steady slow descent: 0.06 WER points an evaluation.
+SLOW = [30.00, 29.94, 29.88, 29.82, 29.76, 29.70]
+
+
+def test_a_slow_descent_is_a_plateau_to_the_per_evaluation_reading():
+    # patience 3, threshold 0.1: each evaluation beats the best by 0.06 < 0.1, so the count
+    # runs 1, 2, 3 at the 2nd, 3rd and 4th evaluation: stopped after 4.
+    assert not plateaued(SLOW[:3], patience=3, min_improvement=0.1)
+    assert plateaued(SLOW[:4], patience=3, min_improvement=0.1)
+
+
+def test_the_cumulative_reading_lets_a_slow_descent_go_on_and_stops_a_plateau():
+    # Over any 3 evaluations the best falls 3 · 0.06 = 0.18 ≥ 0.1: never a stop.
+    for n in range(1, len(SLOW) + 1):
+        assert not plateaued_cumulative(SLOW[:n], patience=3, min_improvement=0.1), n
+    flat = [*SLOW, 29.70, 29.70, 29.70]
+    # 7th: best before the last three (of the first four) 29.82, now 29.70: 0.12, goes on.
+    assert not plateaued_cumulative(flat[:7], patience=3, min_improvement=0.1)
+    # 8th: best of the first five 29.76, now 29.70: 0.06 < 0.1, a plateau.
+    assert plateaued_cumulative(flat[:8], patience=3, min_improvement=0.1)
+
+
+def test_decide_uses_the_early_stopping_mode():
+    # evals_per_cycle 10: no cycle closes, only the stop rule can act.
+    history = evals(SLOW[:4])
+    current = Directive(cycle=0, learning_rate=1e-6)
+    per_eval = decide(settings(patience=3, evals_per_cycle=10), current, history)
+    assert per_eval.directive.stop
+    assert per_eval.directive.reason == (
+        "early stop: no improvement of 0.1 WER points in 3 evaluations; best 29.82% at step 200"
+    )
+    cumulative = settings(patience=3, evals_per_cycle=10, early_stopping="cumulative")
+    assert not decide(cumulative, current, history).changed
+    stopped = decide(cumulative, current, evals([*SLOW, 29.70, 29.70]))
+    assert stopped.directive.stop
+    assert stopped.directive.reason == (
+        "early stop: no improvement of 0.1 WER points in 3 evaluations together; "
+        "best 29.70% at step 300"
+    )

@@ -2,11 +2,15 @@
 
 Checked every step, so it must be cheap: one ``stat`` unless the file changed.
 A file that does not parse keeps the directive in force and is reported once.
+At a cycle's boundary the loop waits here for the next cycle's directive
+(``wait_for_next``), so that a cycle starts at the same step in every run.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -14,6 +18,11 @@ from pydantic import ValidationError
 from marco_contract.formats import Directive
 
 log = logging.getLogger(__name__)
+
+
+#: Seconds between looks at the file while waiting at a cycle's boundary: one ``stat``
+#: each, and the wait ends at most this long after the operator wrote the directive.
+WAIT_POLL_SECONDS = 0.1
 
 
 class DirectiveWatcher:
@@ -42,6 +51,32 @@ class DirectiveWatcher:
             log.warning("--control-file %s: ignored, not a valid directive: %s", self.path, error)
             return None
 
+    def wait_for_next(
+        self,
+        current: Directive,
+        timeout: float,
+        *,
+        interval: float = WAIT_POLL_SECONDS,
+        cancelled: Callable[[], bool] = lambda: False,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> Directive | None:
+        """Block until the file holds a directive past ``current`` (a later cycle, or a stop).
+
+        None when ``timeout`` seconds pass first, or when ``cancelled()`` turns true
+        (SIGTERM: a suspended Job must save and exit within its grace period). A
+        directive read meanwhile that is not past ``current`` (the same cycle written
+        again) is passed over; it changes nothing the trainer does.
+        """
+        deadline = clock() + timeout
+        while True:
+            directive = self.poll()
+            if directive is not None and is_next(directive, current):
+                return directive
+            if cancelled() or clock() >= deadline:
+                return None
+            sleep(interval)
+
 
 def differs(new: Directive, current: Directive | None) -> bool:
     """Whether ``new`` changes what the trainer does (a new cycle, LR, or a stop)."""
@@ -52,3 +87,8 @@ def differs(new: Directive, current: Directive | None) -> bool:
         current.learning_rate,
         current.stop,
     )
+
+
+def is_next(new: Directive, current: Directive) -> bool:
+    """Whether ``new`` ends ``current``'s cycle: a later cycle, or a stop."""
+    return new.stop or new.cycle > current.cycle

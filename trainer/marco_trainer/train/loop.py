@@ -1,7 +1,8 @@
 """The training loop, read top to bottom like the method (paper §1, §2, §4).
 
 Per optimizer step: rank 0 polls the directive file and broadcasts it (a new
-cycle's LR takes effect at this step on every rank; ``stop`` ends the run);
+cycle's LR takes effect at this step on every rank; ``stop`` ends the run; at a
+cycle's boundary rank 0 first waits for the next cycle's directive);
 each rank runs its ``gradient_accumulation`` micro-batches (DDP syncs on the
 last); a non-finite loss or gradient skips the step everywhere (repeated ones
 roll back to the best checkpoint); AdamW (β = 0.9, 0.995) steps. Every
@@ -33,6 +34,7 @@ import torch
 from marco_contract.files import atomic_write_text
 from marco_contract.formats import Directive, Evaluation, EvaluationHistory, StageResult
 from marco_contract.layout import EVALUATIONS_FILE
+from marco_contract.options import evals_per_cycle
 from marco_trainer.data import (
     LoadedBatch,
     MicroBatchStream,
@@ -52,7 +54,7 @@ from marco_trainer.train.checkpoint import (
     save_best,
     save_last,
 )
-from marco_trainer.train.directive import DirectiveWatcher, differs
+from marco_trainer.train.directive import DirectiveWatcher, differs, is_next
 from marco_trainer.train.distributed import Distributed
 from marco_trainer.train.feature_cache import (
     FeatureCache,
@@ -165,6 +167,7 @@ class Trainer:
             self.module = DistributedDataParallel(self.asr.model, device_ids=ids)
 
         self.watcher = DirectiveWatcher(opts.control_file if self.dist.is_main else None)
+        self._gave_up_cycle: int | None = None  # the cycle whose boundary wait timed out
         self.metrics = None
         self.server = None
         self.finished = False
@@ -261,14 +264,8 @@ class Trainer:
 
     def _poll_directive(self) -> None:
         self._polled_at = time.time()
-        directive = self.watcher.poll() if self.dist.is_main else None
+        directive = self._read_directive() if self.dist.is_main else None
         self._polled_until = time.time()
-        if (
-            self.dist.is_main
-            and directive is not None
-            and not differs(directive, self.state.directive)
-        ):
-            directive = None
         payload = [0.0, 0.0, 0.0, 0.0]
         if directive is not None:
             payload = [1.0, float(directive.cycle), directive.learning_rate, float(directive.stop)]
@@ -290,6 +287,60 @@ class Trainer:
             directive.learning_rate,
             directive.stop,
         )
+
+    def _read_directive(self) -> Directive | None:
+        """Rank 0: a new directive from the file, if any; at a cycle's boundary, the wait for it.
+
+        The operator closes cycle j on its first `cycle_steps // eval_every`
+        evaluations (schedule.cycle_window). Waiting after the last of them until
+        cycle j+1's directive arrives starts cycle j+1 at that step in every run,
+        instead of at whichever step rank 0 happened to read it (the other ranks wait
+        meanwhile in the broadcast). After a timeout the cycle goes on at the old LR
+        and the directive applies when read, as without the wait.
+        """
+        state = self.state
+        directive = self.watcher.poll()
+        if directive is not None and not differs(directive, state.directive):
+            directive = None
+        current = state.directive or Directive(cycle=state.cycle, learning_rate=state.learning_rate)
+        if not self._at_cycle_boundary(current) or (
+            directive is not None and is_next(directive, current)
+        ):
+            return directive
+        started = time.monotonic()
+        arrived = self.watcher.wait_for_next(
+            current, self.opts.directive_timeout_seconds, cancelled=lambda: self._terminate
+        )
+        waited = time.monotonic() - started
+        if arrived is not None:
+            log.info(
+                "step %d: waited %.2f s for cycle %d's directive",
+                state.step,
+                waited,
+                current.cycle + 1,
+            )
+            return arrived
+        if not self._terminate:
+            self._gave_up_cycle = current.cycle
+            log.warning(
+                "step %d: no directive for cycle %d after %.0f s (--directive-timeout-seconds); "
+                "going on at LR %.3g, the next directive applies when read",
+                state.step,
+                current.cycle + 1,
+                waited,
+                current.learning_rate,
+            )
+        return directive
+
+    def _at_cycle_boundary(self, current: Directive) -> bool:
+        """The current cycle has all its closing evaluations, and more steps are to come."""
+        opts, state = self.opts, self.state
+        if not opts.wait_for_directive or self.watcher.path is None or current.stop:
+            return False
+        if state.step >= opts.max_steps or self._gave_up_cycle == current.cycle:
+            return False
+        closing = evals_per_cycle(opts.cycle_steps, opts.eval_every)
+        return sum(e.cycle == current.cycle for e in state.evaluations) >= closing
 
     def _train_step(self, prepared: PreparedStep) -> None:
         accum = len(prepared.batches)
