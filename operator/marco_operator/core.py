@@ -381,7 +381,8 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
         status.phase = "Invalid"
         status.message = str(error)
         set_condition(status, "Ready", "False", "InvalidSpec", status.message, run.now)
-        run.event("Warning", "InvalidSpec", status.message)
+        if run.old.message != status.message or run.old.phase != "Invalid":
+            run.event("Warning", "InvalidSpec", status.message)
         return False
     if [t.learning_rate for t in status.trials] != rates:
         status.trials = [
@@ -396,14 +397,13 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
             command = trial_command(
                 spec, layout, trial.index, trial.learning_rate, name=run.name, family=family
             )
-            run.outcome.start.append(
-                StageStart(stage=TRIALS_STAGE, job_name=str(trial.job_name), command=command)
-            )
-            trial.state = "Running"
+            name = job_name(run.name, TRIALS_STAGE, trial.index)
+            run.outcome.start.append(StageStart(stage=TRIALS_STAGE, job_name=name, command=command))
+            trial.state = "Pending"  # created, not running yet
             run.event(
                 "Normal",
                 "StageStarted",
-                f"created Job {trial.job_name} (LR trial at {trial.learning_rate:.3g})",
+                f"created Job {name} (LR trial at {trial.learning_rate:.3g})",
             )
         elif job.failed:
             trial.state = "Failed"
@@ -416,7 +416,8 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
         elif job.complete:
             _record_trial(run, trial, job)
         else:
-            trial.state = "Running"
+            # A Job without an active pod waits: for a node, or (locally) its turn.
+            trial.state = "Running" if job.active else "Pending"
     if not trials.finished(status.trials):
         status.family = status.family or family
         status.phase = PHASE_OF_STAGE[TRIALS_STAGE]

@@ -597,7 +597,15 @@ def test_lr_trials_run_as_parallel_jobs_and_the_best_sets_cycle_0(
         "1e-07", "1e-06", "1e-05"]  # fmt: skip
     assert all("--max-steps 20 " in c and "--control-file" not in c for c in commands)
     status = wait_for("phase Trials", phase_is(cluster, "Trials"))
-    assert [t["state"] for t in status["trials"]] == ["Running"] * 3
+    assert [t["state"] for t in status["trials"]] == ["Pending"] * 3  # no pods yet
+    jobs.start(trial_jobs[0])
+    wait_for(
+        "trial 0 running",
+        lambda: (
+            [t["state"] for t in cluster.status(NAME)["trials"]]
+            == ["Running", "Pending", "Pending"]
+        ),
+    )
     assert cluster.job(NAME, "train") is None
 
     jobs.complete(trial_jobs[0], StageResult(stage="train", wer=30.0, best_step=20,

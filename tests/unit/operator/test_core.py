@@ -361,7 +361,11 @@ def test_trials_run_one_job_per_candidate_and_train_starts_at_the_best():
     assert "--control-file" not in flags  # nothing steers a trial
     records = cluster.obj["status"]["trials"]
     assert [(t["index"], t["learningRate"], t["state"]) for t in records] == [
-        (0, 1e-7, "Running"), (1, 1e-6, "Running"), (2, 1e-5, "Running")]  # fmt: skip
+        (0, 1e-7, "Pending"), (1, 1e-6, "Pending"), (2, 1e-5, "Pending")]  # fmt: skip
+    cluster.trials[2] = JobState(name="demo-trials-2", stage="trials", trial=2)  # no pod yet
+    cluster.step()
+    states = [t["state"] for t in cluster.obj["status"]["trials"]]
+    assert states == ["Running", "Running", "Pending"]
     created = len(cluster.created)
     cluster.finish_trial(0, [(10, 40.0), (20, 39.0)])
     cluster.finish_trial(1, [(10, 36.0), (20, 33.5)])
