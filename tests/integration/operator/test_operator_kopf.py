@@ -634,3 +634,4 @@ def test_lr_trials_run_as_parallel_jobs_and_the_best_sets_cycle_0(
     assert failed["type"] == "Warning"
     (decided,) = events_in_order(cluster, "TrialsDecided")
     assert decided["message"] == "LR 1e-05 chosen: best WER 27.50% (trial 2 of 3, 1 failed)"
+    assert sample(operator, "marco_operator_decisions_total", reason="TrialsDecided") == 1
