@@ -8,10 +8,11 @@ import pytest
 import yaml
 
 from marco_contract.formats import TERMINATION_MESSAGE_LIMIT, StageResult
-from marco_contract.status import TrialRecord
+from marco_contract.status import AsrAdaptationStatus, StageStatus, TrialRecord
 from marco_operator.api import TrialsSpec, parse_spec
 from marco_operator.core import StageStart
 from marco_operator.local import LocalRun
+from marco_operator.local_view import stage_detail
 from marco_operator.plan import trial_command
 from marco_operator.resources import LABEL_STAGE, LABEL_TRIAL, Owner, cluster_layout, stage_job
 from marco_operator.trials import candidate_learning_rates, choose, log_spaced
@@ -123,3 +124,14 @@ def test_the_local_driver_runs_trials_one_after_another(tmp_path):
         for gate in gates:
             gate.touch()
         run.stop_all()
+
+
+def test_the_local_view_counts_finished_trials_and_names_the_chosen_lr():
+    status = AsrAdaptationStatus(
+        stages={"trials": StageStatus(state="Running")},
+        trials=[record(0, 1e-7, wer=40.0), record(1, 1e-6, "Failed"), record(2, 1e-5, "Running")],
+    )
+    assert stage_detail("trials", status) == "2/3 LR trials done"
+    status.trials[2] = record(2, 1e-5, wer=30.0)
+    status.trials[2].chosen = True
+    assert stage_detail("trials", status) == "3/3 LR trials done · LR 1e-05 chosen"
