@@ -227,8 +227,13 @@ def trial_command(
     trial measures the first steps that train would take at that LR.
     """
     trials = spec.trials
+    # No directive ever comes: a cycle's boundary must not make the trial wait for one.
     budget = spec.training.model_copy(
-        update={"max_steps": trials.steps, "eval_every": trials.eval_every}
+        update={
+            "max_steps": trials.steps,
+            "eval_every": trials.eval_every,
+            "wait_for_directive": False,
+        }
     )
     out = layout.run.trial_dir(index)
     args = _train_args(

@@ -214,6 +214,7 @@ def test_a_trial_is_train_cut_short_at_a_fixed_lr_and_the_trainer_parses_it():
     assert (command.stage, command.trial, command.distributed) == ("trials", 2, False)
     assert (opts.max_steps, opts.eval_every, opts.learning_rate) == (7, 3, 4e-6)
     assert (opts.control_file, opts.metrics_port, opts.export) == (None, 0, False)
+    assert opts.wait_for_directive is False  # nothing will come at a cycle's boundary
     assert str(opts.output_dir) == f"{out}/trials/lr-2"
     # The rest is what train gets: the spec's batch, samples, data and LoRA settings.
     train = parsed(commands(SPEC)["train"])
