@@ -87,6 +87,10 @@ class StageResult(BaseModel):
         default_factory=dict, description="processed / skipped / kept counters."
     )
     message: str | None = None
+    curve: list[tuple[int, float]] = Field(
+        default_factory=list,
+        description="(step, WER) of every evaluation of a training run: an LR trial's curve.",
+    )
 
     def to_termination_message(self) -> str:
         text = self.model_dump_json(exclude_none=True)
@@ -94,5 +98,14 @@ class StageResult(BaseModel):
             # Counts are the only unbounded part; a message that says so beats a truncated JSON.
             text = self.model_copy(
                 update={"counts": {}, "message": "counts dropped: termination message too long"}
+            ).model_dump_json(exclude_none=True)
+        if len(text.encode()) > TERMINATION_MESSAGE_LIMIT:
+            # A long curve next (hundreds of evaluations); the best WER and step remain.
+            text = self.model_copy(
+                update={
+                    "counts": {},
+                    "curve": [],
+                    "message": "counts and curve dropped: termination message too long",
+                }
             ).model_dump_json(exclude_none=True)
         return text

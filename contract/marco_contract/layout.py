@@ -11,7 +11,17 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
-STAGES: tuple[str, ...] = ("filter", "profile", "augment", "baseline", "train", "evaluate")
+STAGES: tuple[str, ...] = (
+    "filter",
+    "profile",
+    "augment",
+    "baseline",
+    "trials",
+    "train",
+    "evaluate",
+)
+#: The stage of short LR trial runs; each trial writes under its own folder of it.
+TRIALS_STAGE = "trials"
 
 #: Each stage's compact result (`marco_contract.formats.StageResult`) in its folder.
 RESULT_FILE = "result.json"
@@ -40,6 +50,10 @@ class RunPaths:
 
     def result_file(self, stage: str) -> str:
         return posixpath.join(self.stage_dir(stage), RESULT_FILE)
+
+    def trial_dir(self, index: int) -> str:
+        """Trial `index`'s own folder (checkpoints, evaluations, result) under the stage's."""
+        return posixpath.join(self.stage_dir(TRIALS_STAGE), f"lr-{index}")
 
     @property
     def kept_manifest(self) -> str:

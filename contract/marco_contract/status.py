@@ -20,6 +20,7 @@ Phase = Literal[
     "Profiling",
     "Augmenting",
     "Baseline",
+    "Trials",
     "Training",
     "Evaluating",
     "Succeeded",
@@ -69,6 +70,27 @@ class CycleRecord(ApiModel):
     )
 
 
+class WerPoint(ApiModel):
+    step: int = Field(ge=0)
+    wer: float = Field(ge=0, description="Validation WER in percent.")
+
+
+class TrialRecord(ApiModel):
+    """One pre-finetuning LR trial: a short run from the initial weights at a fixed LR."""
+
+    index: int = Field(ge=0)
+    learning_rate: float = Field(gt=0)
+    job_name: str | None = None
+    state: Literal["Pending", "Running", "Succeeded", "Failed"] = "Pending"
+    best_wer: float | None = Field(default=None, description="Lowest validation WER it reached.")
+    best_step: int | None = None
+    curve: list[WerPoint] = Field(
+        default_factory=list, description="Its validation WER at each evaluation."
+    )
+    chosen: bool = Field(default=False, description="Cycle 0 trains at this trial's LR.")
+    message: str | None = Field(default=None, description="Why it failed.")
+
+
 class StopRecord(ApiModel):
     requested_at: float = Field(description="Unix time the stop directive was written.")
     reason: str
@@ -99,4 +121,7 @@ class AsrAdaptationStatus(ApiModel):
     best_wer: float | None = None
     best_step: int | None = None
     cycles: list[CycleRecord] = Field(default_factory=list)
+    trials: list[TrialRecord] = Field(
+        default_factory=list, description="The LR trials (spec.trials), in candidate order."
+    )
     stop: StopRecord | None = None

@@ -15,7 +15,7 @@ support, or the local driver, refuses it with the same message).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
 from pydantic.json_schema import JsonDict
@@ -47,6 +47,9 @@ DEFAULT_LR_BOUNDS: dict[str, tuple[float, float]] = {
     "encoder-decoder": (1e-7, 1e-5),
     "llm": (1e-6, 1e-4),
 }
+
+
+TRIAL_LRS_OUTSIDE = "trials.learningRates must lie inside training.learningRate"
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
@@ -232,6 +235,32 @@ class TrainingSpec(TrainingOptions):  # max_steps, eval_every, ..., gradient_che
         return self
 
 
+class TrialsSpec(ApiModel):
+    """Pre-finetuning LR trials (paper §2): short runs that choose cycle 0's LR."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Run short trials from the initial weights at a few LRs and start cycle 0 "
+        "at the one with the lowest validation WER.",
+    )
+    count: int = Field(
+        default=3,
+        ge=2,
+        le=16,
+        description="Candidate LRs, log-spaced over training.learningRate (bounds included).",
+    )
+    learning_rates: list[Annotated[float, Field(gt=0)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description="Explicit candidate LRs instead of count log-spaced ones; inside the bounds.",
+    )
+    steps: int = Field(default=50, ge=1, description="Optimizer steps of each trial.")
+    eval_every: int = Field(
+        default=10, ge=1, description="Steps between a trial's validation WERs."
+    )
+
+
 class EvaluationSpec(EvaluateOptions):  # max_samples
     enabled: bool = True
 
@@ -277,6 +306,7 @@ class AsrAdaptationSpec(ApiModel):
     profile: ProfileSpec = Field(default_factory=ProfileSpec)
     augmentation: AugmentationSpec = Field(default_factory=AugmentationSpec)
     baseline: BaselineSpec = Field(default_factory=BaselineSpec)
+    trials: TrialsSpec = Field(default_factory=TrialsSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
@@ -298,6 +328,12 @@ class AsrAdaptationSpec(ApiModel):
                     "!self.evaluation.enabled || has(self.data.test)",
                     "evaluation.enabled needs data.test",
                 ),
+                cel(
+                    "!has(self.trials.learningRates) || !has(self.training.learningRate) || "
+                    "self.trials.learningRates.all(lr, lr >= self.training.learningRate.min && "
+                    "lr <= self.training.learningRate.max)",
+                    TRIAL_LRS_OUTSIDE,
+                ),
             ]
         }
     )
@@ -311,6 +347,9 @@ class AsrAdaptationSpec(ApiModel):
             raise ValueError("augmentation.preset 'profile' needs profile.enabled")
         if self.evaluation.enabled and not self.data.test:
             raise ValueError("evaluation.enabled needs data.test")
+        bounds, candidates = self.training.learning_rate, self.trials.learning_rates
+        if bounds and candidates and not all(bounds.min <= lr <= bounds.max for lr in candidates):
+            raise ValueError(TRIAL_LRS_OUTSIDE)
         return self
 
 

@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from marco_contract.formats import Directive, Evaluation, EvaluationHistory, StageResult
-from marco_contract.layout import STAGES, Layout
+from marco_contract.layout import STAGES, TRIALS_STAGE, Layout
 from marco_contract.status import (
     TERMINAL_PHASES,
     AsrAdaptationStatus,
@@ -34,10 +34,18 @@ from marco_contract.status import (
     Family,
     StageStatus,
     StopRecord,
+    TrialRecord,
 )
+from marco_operator import trials
 from marco_operator.api import MAX_NAME_LENGTH, AsrAdaptationSpec, describe_error, parse_spec
 from marco_operator.names import job_name
-from marco_operator.plan import PHASE_OF_STAGE, StageCommand, enabled_stages, stage_command
+from marco_operator.plan import (
+    PHASE_OF_STAGE,
+    StageCommand,
+    enabled_stages,
+    stage_command,
+    trial_command,
+)
 from marco_operator.resources import cluster_layout
 from marco_operator.schedule import (
     ScheduleSettings,
@@ -67,11 +75,14 @@ class JobState:
     suspended: bool = False
     active: int = 0
     result: StageResult | None = None
+    trial: int | None = None  # the LR trial's index, for the trials stage's jobs
 
 
 @dataclass(frozen=True)
 class Observed:
-    jobs: dict[str, JobState] = field(default_factory=dict)
+    jobs: dict[str, JobState] = field(default_factory=dict)  # by stage
+    #: The trials stage's jobs, by trial index (one job per candidate LR).
+    trials: dict[int, JobState] = field(default_factory=dict)
     evaluations: EvaluationHistory | None = None
     directive: Directive | None = None
     now: float = field(default_factory=time.time)
@@ -216,9 +227,14 @@ def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None
             status.stages[stage] = StageStatus(state="Skipped")
     for stage in stages:
         record = status.stages.setdefault(stage, StageStatus())
-        record.job_name = job_name(run.name, stage)
+        # The trials stage has a job per trial, each named in status.trials.
+        record.job_name = None if stage == TRIALS_STAGE else job_name(run.name, stage)
         if record.state == "Succeeded":
             continue  # remembered in status: the Job may have been cleaned up since
+        if stage == TRIALS_STAGE:
+            if not _run_trials(run, spec, layout):
+                return run.finish()
+            continue
         job = observed.jobs.get(stage)
         if job is None:
             _start_stage(run, spec, layout, stage)
@@ -312,6 +328,13 @@ def _first_cycle(run: _Run, spec: AsrAdaptationSpec, family: str) -> bool:
     """Record cycle 0 and its LR in the status; False (and phase Invalid) if there is none."""
     status = run.status
     lr_min, lr_max = lr_bounds(spec.training, family)
+    chosen = next((t for t in status.trials if t.chosen), None)
+    if spec.trials.enabled and chosen is not None:
+        # The trials measured what the rules below only predict, for either family
+        # (for llm, Eq. 2 takes over from cycle 1: docs/method.md).
+        reason = f"LR trials: best of {len(status.trials)}"
+        _set_first_cycle(run, chosen.learning_rate, reason)
+        return True
     try:
         learning_rate, reason = initial_learning_rate(
             family,
@@ -329,10 +352,119 @@ def _first_cycle(run: _Run, spec: AsrAdaptationSpec, family: str) -> bool:
         )
         set_condition(status, "Ready", "False", "InvalidSpec", status.message, run.now)
         return False
+    _set_first_cycle(run, learning_rate, reason)
+    return True
+
+
+def _set_first_cycle(run: _Run, learning_rate: float, reason: str) -> None:
+    status = run.status
     status.cycle, status.learning_rate = 0, learning_rate
     status.cycles = [CycleRecord(cycle=0, learning_rate=learning_rate, reason=reason)]
     run.event("Normal", "LearningRateSet", f"cycle 0 at LR {learning_rate:.3g} ({reason})")
+
+
+def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
+    """Start, watch and decide the LR trials; True once cycle 0's LR is chosen.
+
+    Every trial's job is started at once: a cluster runs them side by side, the
+    local driver one after another. A failed trial is recorded and the others
+    still decide; when all fail the stage fails (no silent fallback to the
+    default LR: whoever asked for trials should learn that none ran).
+    """
+    status = run.status
+    record = status.stages[TRIALS_STAGE]
+    family = _family(run, spec) or DEFAULT_FAMILY
+    lr_min, lr_max = lr_bounds(spec.training, family)
+    try:
+        rates = trials.candidate_learning_rates(spec.trials, lr_min, lr_max)
+    except ValueError as error:
+        status.phase = "Invalid"
+        status.message = str(error)
+        set_condition(status, "Ready", "False", "InvalidSpec", status.message, run.now)
+        if run.old.message != status.message or run.old.phase != "Invalid":
+            run.event("Warning", "InvalidSpec", status.message)
+        return False
+    if [t.learning_rate for t in status.trials] != rates:
+        status.trials = [
+            TrialRecord(index=i, learning_rate=lr, job_name=job_name(run.name, TRIALS_STAGE, i))
+            for i, lr in enumerate(rates)
+        ]
+    for trial in status.trials:
+        if trial.state in ("Succeeded", "Failed"):
+            continue  # remembered in status: the Job may have been cleaned up since
+        job = run.observed.trials.get(trial.index)
+        if job is None:
+            command = trial_command(
+                spec, layout, trial.index, trial.learning_rate, name=run.name, family=family
+            )
+            name = job_name(run.name, TRIALS_STAGE, trial.index)
+            run.outcome.start.append(StageStart(stage=TRIALS_STAGE, job_name=name, command=command))
+            trial.state = "Pending"  # created, not running yet
+            run.event(
+                "Normal",
+                "StageStarted",
+                f"created Job {name} (LR trial at {trial.learning_rate:.3g})",
+            )
+        elif job.failed:
+            trial.state = "Failed"
+            trial.message = job.failure_reason or "unknown reason"
+            run.event(
+                "Warning",
+                "TrialFailed",
+                f"LR trial {trial.index} at {trial.learning_rate:.3g} failed: {trial.message}",
+            )
+        elif job.complete:
+            _record_trial(run, trial, job)
+        else:
+            # A Job without an active pod waits: for a node, or (locally) its turn.
+            trial.state = "Running" if job.active else "Pending"
+    if not trials.finished(status.trials):
+        status.family = status.family or family
+        status.phase = PHASE_OF_STAGE[TRIALS_STAGE]
+        status.message = None
+        record.state = "Running"
+        record.start_time = record.start_time or _iso(run.now)
+        running = sum(t.state == "Running" for t in status.trials)
+        detail = f"{running} of {len(status.trials)} LR trials running"
+        set_condition(status, "Ready", "False", status.phase, detail, run.now)
+        run.outcome.requeue_after = REQUEUE_RUNNING
+        return False
+    record.completion_time = _iso(run.now)
+    chosen = trials.choose(status.trials)
+    if chosen is None:
+        status.phase = "Failed"
+        status.message = trials.failure_message(status.trials)
+        record.state = "Failed"
+        record.message = status.message
+        set_condition(status, "Ready", "False", "StageFailed", status.message, run.now)
+        return False
+    chosen.chosen = True
+    record.state = "Succeeded"
+    record.wer = chosen.best_wer
+    record.message = trials.decision_message(status.trials, chosen)
+    run.event("Normal", "TrialsDecided", record.message)
     return True
+
+
+def _record_trial(run: _Run, trial: TrialRecord, job: JobState) -> None:
+    result = job.result
+    if result is None or result.wer is None:
+        trial.state = "Failed"
+        trial.message = "finished without a WER in its result"
+        run.event(
+            "Warning",
+            "TrialFailed",
+            f"LR trial {trial.index} at {trial.learning_rate:.3g}: {trial.message}",
+        )
+        return
+    trial.state = "Succeeded"
+    trial.best_wer, trial.best_step = result.wer, result.best_step
+    trial.curve = trials.curve(result)
+    run.event(
+        "Normal",
+        "TrialSucceeded",
+        f"LR trial {trial.index} at {trial.learning_rate:.3g}: best WER {result.wer:.2f}%",
+    )
 
 
 def _fail(run: _Run, stage: str, job: JobState) -> None:

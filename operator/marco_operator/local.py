@@ -6,6 +6,10 @@ trainer CLI, the control ConfigMap is a plain file, the CR status is
 `status.json`, Events go to the terminal and `events.jsonl`. The spec's data
 volume maps to `--data-dir`, its output to `--output-dir`.
 
+The LR trials run one after another: core starts every trial's "Job" at once,
+as a cluster runs them side by side, and this driver queues all but one (a
+queued trial is a Job not yet running), since one machine has one accelerator.
+
 Ctrl-C stops the stage processes and saves the status; running the same
 command again resumes (finished stages are remembered, the trainer resumes
 from its last checkpoint).
@@ -47,27 +51,37 @@ class LocalJob:
     """A stage process standing in for a Job, under the Job's name (names.job_name)."""
 
     start: StageStart
-    process: subprocess.Popen
     log_path: Path
+    process: subprocess.Popen | None = None  # None: queued, not started yet
     suspended: bool = False
 
-    def state(self, stage_dir: Path) -> JobState:
-        name, stage = self.start.job_name, self.start.stage
-        code = self.process.poll()
+    def state(self, output_dir: Path) -> JobState:
+        name, stage, trial = self.start.job_name, self.start.stage, self.start.command.trial
         if self.suspended:
-            return JobState(name=name, stage=stage, suspended=True)
+            return JobState(name=name, stage=stage, trial=trial, suspended=True)
+        code = self.process.poll() if self.process is not None else None
         if code is None:
-            return JobState(name=name, stage=stage, active=1)
+            active = 1 if self.process is not None else 0
+            return JobState(name=name, stage=stage, trial=trial, active=active)
         if code == 0:
             return JobState(
-                name=name, stage=stage, complete=True, result=read_stage_result(stage_dir)
+                name=name,
+                stage=stage,
+                trial=trial,
+                complete=True,
+                result=read_stage_result(output_dir),
             )
         return JobState(
             name=name,
             stage=stage,
+            trial=trial,
             failed=True,
             failure_reason=f"exit code {code}: {_last_line(self.log_path)} (log: {self.log_path})",
         )
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
 
 
 def _last_line(path: Path) -> str:
@@ -85,7 +99,7 @@ class LocalRun:
     output_dir: Path
     metrics_port: int = 9400
     nproc_per_node: int = 1
-    jobs: dict[str, LocalJob] = field(default_factory=dict)
+    jobs: dict[str, LocalJob] = field(default_factory=dict)  # by job name
 
     def __post_init__(self) -> None:
         meta = self.manifest.setdefault("metadata", {})
@@ -153,32 +167,70 @@ class LocalRun:
         return [sys.executable, "-m", "marco_trainer", *command.args]
 
     def start(self, start: StageStart) -> None:
-        command = start.command
+        """Start a stage's process; an LR trial waits while another trial runs."""
+        trial = start.command.trial
         self.logs.mkdir(parents=True, exist_ok=True)
-        log_path = self.logs / f"{command.stage}.log"
+        log_name = start.command.stage if trial is None else f"{start.command.stage}-{trial}"
+        job = LocalJob(start, self.logs / f"{log_name}.log")
+        self.jobs[start.job_name] = job
+        if trial is None or not self._trial_running():
+            self._spawn(job)
+
+    def _spawn(self, job: LocalJob) -> None:
         env = dict(os.environ, MARCO_NUM_SHARDS="1", JOB_COMPLETION_INDEX="0")
         env.pop("MARCO_TERMINATION_LOG", None)
-        with log_path.open("ab") as log:
-            process = subprocess.Popen(
-                self.command_line(command),
+        with job.log_path.open("ab") as log:
+            job.process = subprocess.Popen(
+                self.command_line(job.start.command),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # Ctrl-C reaches us, and we stop the stage cleanly
             )
-        self.jobs[command.stage] = LocalJob(start, process, log_path)
+
+    def _trial_running(self) -> bool:
+        return any(
+            job.start.command.trial is not None and job.running for job in self.jobs.values()
+        )
+
+    def _next_trial(self) -> None:
+        """Start the first queued trial once none runs (in candidate order)."""
+        if self._trial_running():
+            return
+        queued = [
+            job
+            for job in self.jobs.values()
+            if job.start.command.trial is not None and job.process is None and not job.suspended
+        ]
+        if queued:
+            self._spawn(min(queued, key=lambda job: job.start.command.trial or 0))
 
     def stop_all(self) -> None:
         for job in self.jobs.values():
-            _terminate(job.process)
+            if job.process is not None:
+                _terminate(job.process)
+            else:
+                job.suspended = True  # a queued trial never starts after a stop
+
+    def _output_dir(self, command: StageCommand) -> Path:
+        if command.trial is not None:
+            return Path(self.layout.run.trial_dir(command.trial))
+        return Path(self.layout.stage_dir(command.stage))
 
     def observe(self) -> Observed:
-        jobs = {
-            stage: job.state(Path(self.layout.stage_dir(stage))) for stage, job in self.jobs.items()
-        }
+        self._next_trial()
+        jobs: dict[str, JobState] = {}
+        trials: dict[int, JobState] = {}
+        for job in self.jobs.values():
+            state = job.state(self._output_dir(job.start.command))
+            if state.trial is not None:
+                trials[state.trial] = state
+            else:
+                jobs[state.stage] = state
         training = "train" in jobs and jobs["train"].active
         return Observed(
             jobs=jobs,
+            trials=trials,
             evaluations=self.fetch_evaluations() if training else None,
             directive=self.read_directive(),
             now=time.time(),
@@ -191,7 +243,8 @@ class LocalRun:
             self.start(start)
         for job in self.jobs.values():
             if job.start.job_name in outcome.suspend:
-                _terminate(job.process)
+                if job.process is not None:
+                    _terminate(job.process)
                 job.suspended = True
         self.save_status(outcome.status)
         self.record(outcome.events)

@@ -30,6 +30,11 @@ def stage_detail(stage: str, status: AsrAdaptationStatus) -> str:
             f"cycle {_fmt(status.cycle, 'd')} · LR {_fmt(status.learning_rate, '.2g')} · "
             f"WER {_fmt(status.wer, '.2f')} · best {_fmt(status.best_wer, '.2f')}"
         )
+    if stage == "trials" and status.trials:
+        done = sum(t.state in ("Succeeded", "Failed") for t in status.trials)
+        chosen = next((t for t in status.trials if t.chosen), None)
+        picked = f" · LR {chosen.learning_rate:.2g} chosen" if chosen else ""
+        return f"{done}/{len(status.trials)} LR trials done{picked}"
     if record.wer is not None:
         return f"WER {record.wer:.2f}%"
     if record.counts:

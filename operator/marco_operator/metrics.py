@@ -22,7 +22,7 @@ PORT_ENV = "MARCO_METRICS_PORT"
 
 #: Event reasons that record a decision of the schedule (core.reconcile emits them).
 DECISION_REASONS: frozenset[str] = frozenset(
-    {"LearningRateSet", "LearningRateChanged", "EarlyStop", "StopNotHonoured"}
+    {"TrialsDecided", "LearningRateSet", "LearningRateChanged", "EarlyStop", "StopNotHonoured"}
 )
 #: Every phase, so the gauge reports 0 instead of vanishing when a phase empties.
 PHASES: tuple[str, ...] = get_args(Phase)

@@ -1,7 +1,8 @@
 """The stage graph and each stage's trainer command line.
 
-Stages run in order: filter → profile → augment → baseline → train → evaluate;
-the spec turns stages off. Both drivers use this module: the kopf driver wraps
+Stages run in order: filter → profile → augment → baseline → trials → train →
+evaluate; the spec turns stages off. The trials stage is several commands, one
+per candidate LR (`trial_command`). Both drivers use this module: the kopf driver wraps
 the commands into Jobs (resources.py), the local driver runs them as
 subprocesses. Paths go through a `Layout`, which maps the spec's volume paths
 onto the pod's mounts or onto local directories.
@@ -36,12 +37,13 @@ PHASE_OF_STAGE: dict[str, Phase] = {
     "profile": "Profiling",
     "augment": "Augmenting",
     "baseline": "Baseline",
+    "trials": "Trials",
     "train": "Training",
     "evaluate": "Evaluating",
 }
 
 #: Stages that load the model and want GPUs.
-GPU_STAGES = frozenset({"baseline", "train", "evaluate"})
+GPU_STAGES = frozenset({"baseline", "trials", "train", "evaluate"})
 
 
 def enabled_stages(spec: AsrAdaptationSpec) -> list[str]:
@@ -50,6 +52,7 @@ def enabled_stages(spec: AsrAdaptationSpec) -> list[str]:
         "profile": spec.profile.enabled,
         "augment": spec.augmentation.enabled,
         "baseline": spec.baseline.enabled,
+        "trials": spec.trials.enabled,
         "train": True,
         "evaluate": spec.evaluation.enabled,
     }
@@ -77,6 +80,7 @@ class StageCommand:
     args: list[str]  # marco-trainer arguments, subcommand first
     shards: int = 1
     distributed: bool = False  # run under torchrun
+    trial: int | None = None  # which LR trial, for the trials stage's commands
 
 
 def _language_args(spec: AsrAdaptationSpec) -> list[str]:
@@ -132,29 +136,20 @@ def stage_command(
     if stage == "train":
         if learning_rate is None:
             raise ValueError("the train stage needs its initial learning rate")
-        training = spec.training
-        args = [
-            "train",
-            "--model", layout.model(spec.model.source),
-            "--validation-manifest", layout.data(spec.data.validation),
-            "--output-dir", out,
-            "--control-file", layout.control_file,
-            "--learning-rate", repr(learning_rate),
-            *to_argv(training, TrainingOptions),
-            "--family", family,
-            "--adaptation", name,
-            "--metrics-port", str(layout.metrics_port),
-            *_language_args(spec),
-        ]  # fmt: skip
-        for manifest in train_manifests(spec, layout):
-            args += ["--train-manifest", manifest]
-        if family == "llm":
-            lora = spec.model.lora
-            if lora.enabled:
-                args += to_argv(lora, LoraOptions, prefix="lora-")
-            else:
-                args.append("--full-finetune")
+        args = _train_args(
+            spec,
+            layout,
+            out,
+            learning_rate,
+            spec.training,
+            family=family,
+            name=name,
+            control_file=layout.control_file,
+            metrics_port=layout.metrics_port,
+        )
         return StageCommand(stage, args, distributed=True)
+    if stage == "trials":
+        raise ValueError("the trials stage runs one command per LR: use trial_command")
     if stage == "evaluate":
         assert spec.data.test is not None  # the spec validator guarantees it
         args = [
@@ -169,3 +164,88 @@ def stage_command(
         ]  # fmt: skip
         return StageCommand(stage, args)
     raise ValueError(f"unknown stage {stage!r}")
+
+
+def _train_args(
+    spec: AsrAdaptationSpec,
+    layout: Layout,
+    out: str,
+    learning_rate: float,
+    training: TrainingOptions,
+    *,
+    family: str,
+    name: str,
+    control_file: str | None,
+    metrics_port: int,
+    export: bool = True,
+) -> list[str]:
+    """`marco-trainer train` from the model's initial weights: what train and a trial share.
+
+    Without a control file nothing steers the run: it keeps `learning_rate`.
+    """
+    steering = ["--control-file", control_file] if control_file else []
+    args = [
+        "train",
+        "--model", layout.model(spec.model.source),
+        "--validation-manifest", layout.data(spec.data.validation),
+        "--output-dir", out,
+        *steering,
+        "--learning-rate", repr(learning_rate),
+        *to_argv(training, TrainingOptions),
+        "--family", family,
+        "--adaptation", name,
+        "--metrics-port", str(metrics_port),
+        *_language_args(spec),
+    ]  # fmt: skip
+    if not export:
+        args.append("--no-export")
+    for manifest in train_manifests(spec, layout):
+        args += ["--train-manifest", manifest]
+    if family == "llm":
+        lora = spec.model.lora
+        if lora.enabled:
+            args += to_argv(lora, LoraOptions, prefix="lora-")
+        else:
+            args.append("--full-finetune")
+    return args
+
+
+def trial_command(
+    spec: AsrAdaptationSpec,
+    layout: Layout,
+    index: int,
+    learning_rate: float,
+    *,
+    name: str,
+    family: str,
+) -> StageCommand:
+    """One LR trial: the train command, cut to `trials.steps`, at one fixed LR.
+
+    No control file (nothing steers it: the LR stays put), no metrics endpoint
+    (the result carries its WER curve), no export (only its curve is wanted),
+    its own folder. The rest of the training budget and batch is train's, so a
+    trial measures the first steps that train would take at that LR.
+    """
+    trials = spec.trials
+    # No directive ever comes: a cycle's boundary must not make the trial wait for one.
+    budget = spec.training.model_copy(
+        update={
+            "max_steps": trials.steps,
+            "eval_every": trials.eval_every,
+            "wait_for_directive": False,
+        }
+    )
+    out = layout.run.trial_dir(index)
+    args = _train_args(
+        spec,
+        layout,
+        out,
+        learning_rate,
+        budget,
+        family=family,
+        name=name,
+        control_file=None,
+        metrics_port=0,
+        export=False,
+    )
+    return StageCommand("trials", args, trial=index)

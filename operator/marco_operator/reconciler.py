@@ -30,6 +30,7 @@ from marco_operator.resources import (
     DIRECTIVE_KEY,
     LABEL_COMPLETION_INDEX,
     LABEL_STAGE,
+    LABEL_TRIAL,
     METRICS_PORT,
     Owner,
     control_configmap,
@@ -108,6 +109,8 @@ def _job_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> Job
     """A Job as core sees it; `pods` are the adaptation's stage pods (the lead one's
     termination message is the result of a finished Job)."""
     meta = job["metadata"]
+    job_labels = meta.get("labels") or {}
+    trial = job_labels.get(LABEL_TRIAL)
     complete = _condition(job, "Complete") is not None
     failed_condition = _condition(job, "Failed")
     reason = None
@@ -121,7 +124,8 @@ def _job_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> Job
         result = _termination_result(pod, meta["name"]) if pod is not None else None
     return JobState(
         name=meta["name"],
-        stage=(meta.get("labels") or {}).get(LABEL_STAGE, ""),
+        stage=job_labels.get(LABEL_STAGE, ""),
+        trial=int(trial) if trial is not None and trial.isdigit() else None,
         complete=complete,
         failed=failed_condition is not None,
         failure_reason=reason,
@@ -185,9 +189,12 @@ def observe(
     over HTTP while training runs, and the directive read fresh from its ConfigMap."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     jobs: dict[str, JobState] = {}
+    trials: dict[int, JobState] = {}
     for raw in found.jobs:
         state = _job_state(raw, found.pods)
-        if state.stage:
+        if state.trial is not None:
+            trials[state.trial] = state
+        elif state.stage:
             jobs[state.stage] = state
     errors = []
     evaluations = None
@@ -198,6 +205,7 @@ def observe(
             errors.append("trainer")
     observed = Observed(
         jobs=jobs,
+        trials=trials,
         evaluations=evaluations,
         directive=_directive(kube, namespace, name),
         now=time.time(),

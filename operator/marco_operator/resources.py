@@ -23,6 +23,8 @@ MANAGED_BY = "marco-asr"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_ADAPTATION = "asr.marco.dev/adaptation"
 LABEL_STAGE = "asr.marco.dev/stage"
+#: The index of an LR trial's Job (stage "trials"), which core reads back.
+LABEL_TRIAL = "asr.marco.dev/trial"
 LABEL_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 
 DATA_VOLUME = "data"
@@ -58,18 +60,22 @@ def train_service_name(owner: Owner) -> str:
     return f"{owner.name}-train"
 
 
-def labels(owner: Owner, stage: str | None = None) -> dict[str, str]:
+def labels(owner: Owner, stage: str | None = None, trial: int | None = None) -> dict[str, str]:
     result = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_ADAPTATION: owner.name}
     if stage:
         result[LABEL_STAGE] = stage
+    if trial is not None:
+        result[LABEL_TRIAL] = str(trial)
     return result
 
 
-def metadata(owner: Owner, name: str, stage: str | None = None) -> dict[str, Any]:
+def metadata(
+    owner: Owner, name: str, stage: str | None = None, trial: int | None = None
+) -> dict[str, Any]:
     return {
         "name": name,
         "namespace": owner.namespace,
-        "labels": labels(owner, stage),
+        "labels": labels(owner, stage, trial),
         "ownerReferences": [
             {
                 "apiVersion": API_VERSION,
@@ -188,7 +194,7 @@ def stage_job(spec: AsrAdaptationSpec, owner: Owner, command: StageCommand) -> d
     """The Job that runs one stage: Indexed for sharded stages and for torchrun."""
     res = spec.resources
     stage = command.stage
-    name = job_name(owner.name, stage)
+    name = job_name(owner.name, stage, command.trial)
     volumes, mounts = _volumes(spec, owner, stage)
     completions = res.nodes if command.distributed else command.shards
     if command.distributed:
@@ -251,13 +257,16 @@ def stage_job(spec: AsrAdaptationSpec, owner: Owner, command: StageCommand) -> d
         "completions": completions,
         "parallelism": completions,
         "backoffLimit": res.backoff_limit,
-        "template": {"metadata": {"labels": labels(owner, stage)}, "spec": pod_spec},
+        "template": {
+            "metadata": {"labels": labels(owner, stage, command.trial)},
+            "spec": pod_spec,
+        },
     }
     if completions > 1 or command.distributed:
         job_spec["completionMode"] = "Indexed"
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": metadata(owner, name, stage),
+        "metadata": metadata(owner, name, stage, command.trial),
         "spec": job_spec,
     }

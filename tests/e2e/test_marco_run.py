@@ -45,7 +45,27 @@ def tiny_manifest() -> dict:
         "earlyStopping": {"patience": 100, "minImprovement": 0.0},
         "precision": "fp32",
     }
+    # Three short LR trials choose cycle 0's LR: 3 log-spaced in [1e-4, 3e-3].
+    spec["trials"] = {"enabled": True, "count": 3, "steps": 4, "evalEvery": 2}
     return manifest
+
+
+def run_marco(manifest: dict, data_dir: Path, tmp_path: Path) -> tuple[Path, str]:
+    """`marco run` on a manifest; the run's folder and its output (checked to succeed)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    manifest_path = tmp_path / "e2e.yaml"
+    manifest_path.write_text(yaml.safe_dump(manifest))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "marco_operator", "run", "-f", str(manifest_path),
+         "--data-dir", str(data_dir), "--output-dir", str(out), "--interval", "0.5",
+         "--metrics-port", str(free_port())],
+        capture_output=True, text=True, timeout=800,
+    )  # fmt: skip
+    run_dir = out / "marco-asr" / manifest["metadata"]["name"]
+    logs = "".join(p.read_text()[-1500:] for p in (run_dir / "logs").glob("*.log"))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:] + logs
+    return run_dir, done.stdout + done.stderr
 
 
 @pytest.fixture(scope="module")
@@ -62,24 +82,13 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def test_marco_run_goes_through_every_stage_and_steers_like_the_operator(data_dir, tmp_path):
-    manifest_path = tmp_path / "e2e.yaml"
-    manifest_path.write_text(yaml.safe_dump(tiny_manifest()))
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "marco_operator", "run", "-f", str(manifest_path),
-         "--data-dir", str(data_dir), "--output-dir", str(out), "--interval", "0.5",
-         "--metrics-port", str(free_port())],
-        capture_output=True, text=True, timeout=800,
-    )  # fmt: skip
-    run_dir = out / "marco-asr" / "e2e"
-    logs = "".join(p.read_text()[-1500:] for p in (run_dir / "logs").glob("*.log"))
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:] + logs
+    run_dir, output = run_marco(tiny_manifest(), data_dir, tmp_path)
 
     status = AsrAdaptationStatus.model_validate_json((run_dir / "status.json").read_text())
     assert status.phase == "Succeeded"
     assert {name: s.state for name, s in status.stages.items()} == {
         stage: "Succeeded"
-        for stage in ("filter", "profile", "augment", "baseline", "train", "evaluate")
+        for stage in ("filter", "profile", "augment", "baseline", "trials", "train", "evaluate")
     }
     assert status.baseline_wer is not None and status.final_wer is not None
     assert status.baseline_test_wer is not None  # the pre-trained model on the test set
@@ -87,13 +96,34 @@ def test_marco_run_goes_through_every_stage_and_steers_like_the_operator(data_di
     assert list((run_dir / "augment").glob("manifest-*.jsonl"))
     assert (run_dir / "report" / "report.md").exists()
     assert (run_dir / "report" / "curves.png").stat().st_size > 10_000
+    assert (run_dir / "report" / "trials.png").stat().st_size > 10_000
     report = (run_dir / "report" / "report.md").read_text()
     assert "## Profile match (augmented vs target)" in report
     assert len(list((run_dir / "report" / "match").glob("match-*.png"))) == 4
-    assert "final WER" in done.stdout + done.stderr
+    assert "final WER" in output
 
-    # Eq. 1 written out, not the operator's schedule: cycle 0 runs at the geometric mean
-    # of the bounds (no override, a shallow decoder); cycle j+1 at
+    # The LR trials: 1e-4, √(1e-4 · 3e-3) = 5.477e-4 (rounded to 5.48e-4), 3e-3, each a
+    # real trainer run at one fixed LR whose curve the status carries; the lowest best
+    # WER (ties: the smaller LR) sets cycle 0.
+    assert [t.learning_rate for t in status.trials] == [1e-4, 5.48e-4, 3e-3]
+    for trial in status.trials:
+        assert trial.state == "Succeeded", trial.message
+        trial_dir = run_dir / "trials" / f"lr-{trial.index}"
+        history = EvaluationHistory.model_validate_json(
+            (trial_dir / "evaluations.json").read_text()
+        ).evaluations
+        assert [(p.step, p.wer) for p in trial.curve] == [(e.step, e.wer) for e in history]
+        assert [e.step for e in history] == [2, 4]
+        assert {e.lr for e in history} == {trial.learning_rate}  # nothing steered it
+        assert trial.best_wer == min(e.wer for e in history)
+        assert not (trial_dir / "export").exists()
+    chosen = min(status.trials, key=lambda t: (min(p.wer for p in t.curve), t.learning_rate))
+    assert [t.chosen for t in status.trials] == [t is chosen for t in status.trials]
+    assert status.cycles[0].learning_rate == chosen.learning_rate
+    assert status.cycles[0].reason == "LR trials: best of 3"
+
+    # Eq. 1 written out, not the operator's schedule: cycle 0 runs at the trials' LR;
+    # cycle j+1 at
     # η_max − (η_max − η_min)·clip(σ/σ_ref, 0, 1), σ the population s.d. of the first
     # cycleSteps/evalEvery = 2 evaluations of cycle j, σ_ref 0.5 (the API's default).
     history = EvaluationHistory.model_validate_json(
@@ -101,7 +131,7 @@ def test_marco_run_goes_through_every_stage_and_steers_like_the_operator(data_di
     ).evaluations
     assert len(history) >= 6
     lr_min, lr_max, sigma_ref = 1e-4, 3e-3, 0.5
-    expected = [math.sqrt(lr_min * lr_max)]
+    expected = [chosen.learning_rate]
     for record in status.cycles[:-1]:
         window = [e.wer for e in sorted(history, key=lambda e: e.step)
                   if e.cycle == record.cycle][:2]  # fmt: skip
@@ -117,3 +147,25 @@ def test_marco_run_goes_through_every_stage_and_steers_like_the_operator(data_di
         assert all(lr == pytest.approx(record.learning_rate) for lr in lrs), (record.cycle, lrs)
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     assert sum(e["reason"] == "LearningRateChanged" for e in events) == len(status.cycles) - 1
+
+
+def test_the_same_manifest_makes_the_same_trial_choice(data_dir, tmp_path):
+    """Same manifest, same seed: the trials measure the same curves and choose alike."""
+    manifest = tiny_manifest()
+    manifest["metadata"]["name"] = "trials-only"
+    spec = manifest["spec"]
+    for section in ("filter", "profile", "augmentation", "baseline", "evaluation"):
+        spec[section] = {"enabled": False}
+    spec["training"]["maxSteps"] = 2  # the trials are under test, not the training
+    statuses = []
+    for attempt in ("first", "second"):
+        run_dir, _ = run_marco(manifest, data_dir, tmp_path / attempt)
+        statuses.append(
+            AsrAdaptationStatus.model_validate_json((run_dir / "status.json").read_text())
+        )
+    first, second = statuses
+    assert all(t.state == "Succeeded" and len(t.curve) == 2 for t in first.trials)
+    assert [t.model_dump(exclude={"job_name"}) for t in first.trials] == [
+        t.model_dump(exclude={"job_name"}) for t in second.trials
+    ]
+    assert first.cycles[0].learning_rate == second.cycles[0].learning_rate

@@ -3,7 +3,13 @@ import json
 import matplotlib.image as mpimg
 
 from marco_contract.formats import Evaluation, EvaluationHistory
-from marco_contract.status import AsrAdaptationStatus, CycleRecord, StageStatus
+from marco_contract.status import (
+    AsrAdaptationStatus,
+    CycleRecord,
+    StageStatus,
+    TrialRecord,
+    WerPoint,
+)
 from marco_trainer.cli import main
 
 
@@ -59,3 +65,35 @@ def test_report_names_a_missing_status_file(tmp_path, capsys):
 
     with pytest.raises(ValueError, match=r"status\.json"):
         main(["report", "--run-dir", str(tmp_path)])
+
+
+def test_report_plots_one_line_per_lr_trial(tmp_path):
+    run = make_run(tmp_path)
+    status = AsrAdaptationStatus.model_validate_json((run / "status.json").read_text())
+
+    def curve(*wers):
+        return [WerPoint(step=10 * (i + 1), wer=w) for i, w in enumerate(wers)]
+
+    status.trials = [
+        TrialRecord(index=0, learning_rate=1e-7, state="Succeeded", best_wer=32.0, best_step=20,
+                    curve=curve(33.0, 32.0)),
+        TrialRecord(index=1, learning_rate=1e-6, state="Succeeded", best_wer=29.0, best_step=20,
+                    curve=curve(31.0, 29.0), chosen=True),
+        TrialRecord(index=2, learning_rate=1e-5, state="Failed", message="exit code 1: OOM"),
+    ]  # fmt: skip
+    (run / "status.json").write_text(status.model_dump_json(by_alias=True))
+    assert main(["report", "--run-dir", str(run)]) == 0
+    text = (run / "report" / "report.md").read_text()
+    assert "| 1 | 1e-06 | Succeeded | 29.00 | 20 | chosen |" in text
+    assert "| 2 | 1e-05 | Failed | – | – | exit code 1: OOM |" in text
+    assert "![LR trials](trials.png)" in text
+    image = mpimg.imread(run / "report" / "trials.png")
+    assert image.shape[1] > 400 and image.std() > 0.01
+    # Two curves drawn in matplotlib's first two colours (C0 blue, C1 orange), no third.
+    rgb = image[..., :3]
+
+    def has_colour(hex_colour):
+        target = [int(hex_colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+        return bool((abs(rgb - target).max(axis=-1) < 0.02).any())
+
+    assert has_colour("#1f77b4") and has_colour("#ff7f0e") and not has_colour("#2ca02c")

@@ -3,7 +3,8 @@
 Reads what a run leaves in its output directory — `status.json` (the CR
 status), `train/evaluations.json` (the trainer's history), optional profile
 match results — and draws the paper's Fig. 2 (WER and loss against steps with
-the LR cycles shaded), the LR and σ_WER per cycle, and the stage timings.
+the LR cycles shaded), the LR and σ_WER per cycle, the LR trials' WER curves
+(when the run had them) and the stage timings.
 """
 
 from __future__ import annotations
@@ -182,6 +183,30 @@ def plot_cycles(report: RunReport, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_trials(report: RunReport, path: Path) -> Path:
+    """Each LR trial's validation WER by step, one line per LR; the chosen one bold."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for trial in report.status.trials:
+        if not trial.curve:
+            continue
+        label = f"LR {trial.learning_rate:.2g}" + (" (chosen)" if trial.chosen else "")
+        ax.plot(
+            [p.step for p in trial.curve],
+            [p.wer for p in trial.curve],
+            "o-",
+            lw=2.5 if trial.chosen else 1.2,
+            label=label,
+        )
+    if report.baseline_wer is not None:
+        ax.axhline(report.baseline_wer, ls="--", color="gray", label="baseline WER0")
+    ax.set_xlabel("step")
+    ax.set_ylabel("WER (%)")
+    ax.set_title("LR trials: validation WER by step")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
 def plot_stage_timings(report: RunReport, path: Path) -> Path:
     plt = _pyplot()
     timed = [t for t in report.stages if t.seconds is not None]
@@ -220,6 +245,16 @@ def render_markdown(report: RunReport) -> str:
         wers = ", ".join(f"{w:.2f}" for w in c.wers)
         lines += [f"| {c.cycle} | {c.learning_rate:.3g} | {c.reason} | {wers} | "
                   f"{_f(c.sigma_wer, '.3f')} |"]  # fmt: skip
+    if report.status.trials:
+        lines += ["", "## LR trials", "", "| trial | LR | state | best WER | at step | |",
+                  "|---|---|---|---|---|---|"]  # fmt: skip
+        for trial in report.status.trials:
+            note = "chosen" if trial.chosen else (trial.message or "")
+            step = trial.best_step if trial.best_step is not None else "–"
+            lines += [f"| {trial.index} | {trial.learning_rate:.3g} | {trial.state} | "
+                      f"{_f(trial.best_wer)} | {step} | {note} |"]  # fmt: skip
+        if "trials" in report.images:
+            lines += ["", f"![LR trials]({report.images['trials']})"]
     if report.status.stop is not None:
         lines += ["", f"Stopped: {report.status.stop.reason}."]
     if "cycles" in report.images:
@@ -286,6 +321,8 @@ def write_report(run_dir: Path, output_dir: Path | None = None) -> Path:
         report.images["curves"] = plot_training_curves(report, output_dir / "curves.png").name
     if report.status.cycles:
         report.images["cycles"] = plot_cycles(report, output_dir / "cycles.png").name
+    if any(t.curve for t in report.status.trials):
+        report.images["trials"] = plot_trials(report, output_dir / "trials.png").name
     if any(t.seconds is not None for t in report.stages):
         report.images["stages"] = plot_stage_timings(report, output_dir / "stages.png").name
     path = output_dir / "report.md"

@@ -37,6 +37,7 @@ import marco_contract
 import marco_operator
 import marco_trainer
 from marco_contract.formats import Directive, Evaluation, EvaluationHistory, StageResult
+from marco_contract.layout import TRIALS_STAGE
 from marco_operator.api import API_VERSION, PLURAL
 from marco_operator.kopf_driver import DriverOptions, operate
 from marco_operator.kube import Kube, collection_path
@@ -47,6 +48,7 @@ from marco_operator.resources import (
     LABEL_ADAPTATION,
     LABEL_COMPLETION_INDEX,
     LABEL_STAGE,
+    LABEL_TRIAL,
 )
 
 NAMESPACE = "asr"
@@ -311,6 +313,15 @@ class EmulatedCluster:
         assert len(found) <= 1, f"{len(found)} Jobs for stage {stage}"
         return found[0] if found else None
 
+    def trial_jobs(self, adaptation: str) -> list[dict[str, Any]]:
+        """The LR trials' Jobs, in trial order (label asr.marco.dev/trial)."""
+        found = [
+            j
+            for j in self.jobs(adaptation)
+            if j["metadata"]["labels"].get(LABEL_STAGE) == TRIALS_STAGE
+        ]
+        return sorted(found, key=lambda j: int(j["metadata"]["labels"][LABEL_TRIAL]))
+
     def events(self, adaptation: str) -> list[dict[str, Any]]:
         events = self.kube.list(self.path("v1", "events"))
         return [e for e in events if e.get("involvedObject", {}).get("name") == adaptation]
@@ -349,6 +360,14 @@ class JobController:
     def wait_job(self, adaptation: str, stage: str, timeout: float = 20.0) -> dict[str, Any]:
         return wait_for(
             f"the {stage} Job of {adaptation}", lambda: self.cluster.job(adaptation, stage), timeout
+        )
+
+    def wait_trial_jobs(self, adaptation: str, count: int) -> list[dict[str, Any]]:
+        return wait_for(
+            f"{count} trial Jobs of {adaptation}",
+            lambda: (
+                (found := self.cluster.trial_jobs(adaptation)) and len(found) == count and found
+            ),
         )
 
     def _pod_name(self, job: str, index: int | None) -> str:

@@ -174,7 +174,9 @@ def test_an_adaptation_goes_through_every_phase_to_succeeded(
     assert status["finalWer"] == 21.0
     assert status["bestWer"] == 22.0
     assert status["stages"]["filter"]["counts"] == {"kept": 9, "skipped": 1}
-    assert {s["state"] for s in status["stages"].values()} == {"Succeeded"}
+    states = {stage: s["state"] for stage, s in status["stages"].items()}
+    assert states.pop("trials") == "Skipped"  # off unless the spec asks for them
+    assert set(states.values()) == {"Succeeded"}
 
     phases = [e["message"] for e in events_in_order(cluster, "PhaseChanged")]
     assert phases == [
@@ -578,3 +580,58 @@ def test_passes_read_jobs_and_pods_from_the_watch_caches(
     # operator's own write and no watch carries; one per pass.
     assert set(reads) == {control_path(NAMESPACE, NAME)}
     assert made - 1 <= len(reads) <= made + 1
+
+
+def test_lr_trials_run_as_parallel_jobs_and_the_best_sets_cycle_0(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, operator
+) -> None:
+    spec = make_spec(trials={"enabled": True, "count": 3, "steps": 20}, **ONLY_TRAINING)
+    cluster.apply_adaptation(NAME, spec)
+    # All three at once, like a small sweep: 3 log-spaced LRs in [1e-7, 1e-5].
+    trial_jobs = jobs.wait_trial_jobs(NAME, 3)
+    assert [j["metadata"]["name"] for j in trial_jobs] == [f"{NAME}-trials-{i}" for i in range(3)]
+    commands = [
+        " ".join(j["spec"]["template"]["spec"]["containers"][0]["command"]) for j in trial_jobs
+    ]
+    assert [re.search(r"--learning-rate (\S+)", c).group(1) for c in commands] == [
+        "1e-07", "1e-06", "1e-05"]  # fmt: skip
+    assert all("--max-steps 20 " in c and "--control-file" not in c for c in commands)
+    status = wait_for("phase Trials", phase_is(cluster, "Trials"))
+    assert [t["state"] for t in status["trials"]] == ["Pending"] * 3  # no pods yet
+    jobs.start(trial_jobs[0])
+    wait_for(
+        "trial 0 running",
+        lambda: (
+            [t["state"] for t in cluster.status(NAME)["trials"]]
+            == ["Running", "Pending", "Pending"]
+        ),
+    )
+    assert cluster.job(NAME, "train") is None
+
+    jobs.complete(trial_jobs[0], StageResult(stage="train", wer=30.0, best_step=20,
+                                             curve=[(10, 31.0), (20, 30.0)]))  # fmt: skip
+    jobs.fail(trial_jobs[1], "BackoffLimitExceeded", "Job has reached the specified backoff limit",
+              "CUDA out of memory")  # fmt: skip
+    more_passes(operator)
+    assert cluster.job(NAME, "train") is None, "decided before every trial finished"
+    jobs.complete(trial_jobs[2], StageResult(stage="train", wer=27.5, best_step=10,
+                                             curve=[(10, 27.5), (20, 29.0)]))  # fmt: skip
+
+    train = jobs.wait_job(NAME, "train")
+    command = " ".join(train["spec"]["template"]["spec"]["containers"][0]["command"])
+    assert "--learning-rate 1e-05 " in command
+    directive = wait_for("the first directive", lambda: cluster.directive(NAME))
+    assert (directive.cycle, directive.learning_rate) == (0, 1e-5)
+    status = wait_for("the first cycle", lambda: (s := cluster.status(NAME)).get("cycles") and s)
+    assert status["cycles"][0]["reason"] == "LR trials: best of 3"
+    trials = status["trials"]
+    assert [(t["state"], t["chosen"]) for t in trials] == [
+        ("Succeeded", False), ("Failed", False), ("Succeeded", True)]  # fmt: skip
+    assert trials[0]["curve"] == [{"step": 10, "wer": 31.0}, {"step": 20, "wer": 30.0}]
+    assert "BackoffLimitExceeded" in trials[1]["message"]
+    assert status["stages"]["trials"]["state"] == "Succeeded"
+    (failed,) = events_in_order(cluster, "TrialFailed")
+    assert failed["type"] == "Warning"
+    (decided,) = events_in_order(cluster, "TrialsDecided")
+    assert decided["message"] == "LR 1e-05 chosen: best WER 27.50% (trial 2 of 3, 1 failed)"
+    assert sample(operator, "marco_operator_decisions_total", reason="TrialsDecided") == 1

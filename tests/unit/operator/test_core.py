@@ -34,6 +34,7 @@ class Cluster:
     def __init__(self, obj):
         self.obj = obj
         self.jobs: dict[str, JobState] = {}
+        self.trials: dict[int, JobState] = {}  # the trials stage's Jobs, by trial label
         self.created: list[dict] = []
         self.directive: Directive | None = None
         self.history: list[Evaluation] = []
@@ -43,6 +44,7 @@ class Cluster:
     def step(self):
         observed = Observed(
             jobs=dict(self.jobs),
+            trials=dict(self.trials),
             evaluations=EvaluationHistory(evaluations=self.history)
             if "train" in self.jobs
             else None,
@@ -53,8 +55,15 @@ class Cluster:
         self.obj["status"] = outcome.status
         # The kopf driver's objects of what core starts: what a cluster would hold.
         for child in children(outcome, Owner.from_body(self.obj)):
-            if child["kind"] == "Job":
-                stage = child["metadata"]["labels"]["asr.marco.dev/stage"]
+            labels = child["metadata"]["labels"]
+            if child["kind"] == "Job" and "asr.marco.dev/trial" in labels:
+                index = int(labels["asr.marco.dev/trial"])
+                assert index not in self.trials, f"second Job for trial {index}"
+                self.trials[index] = JobState(
+                    name=child["metadata"]["name"], stage="trials", trial=index, active=1
+                )
+            elif child["kind"] == "Job":
+                stage = labels["asr.marco.dev/stage"]
                 assert stage not in self.jobs, f"second Job for {stage}"
                 self.jobs[stage] = JobState(name=child["metadata"]["name"], stage=stage, active=1)
             self.created.append(child)
@@ -70,6 +79,19 @@ class Cluster:
         self.jobs[stage] = JobState(
             name=self.jobs[stage].name, stage=stage, complete=True,
             result=StageResult(stage=stage, **result),
+        )  # fmt: skip
+
+    def finish_trial(self, index, curve):
+        best = min(curve, key=lambda point: (point[1], point[0]))
+        self.trials[index] = JobState(
+            name=self.trials[index].name, stage="trials", trial=index, complete=True,
+            result=StageResult(stage="train", wer=best[1], best_step=best[0], curve=curve),
+        )  # fmt: skip
+
+    def fail_trial(self, index, reason):
+        self.trials[index] = JobState(
+            name=self.trials[index].name, stage="trials", trial=index, failed=True,
+            failure_reason=reason,
         )  # fmt: skip
 
     def evaluate(self, wer):
@@ -218,8 +240,9 @@ def test_disabled_stages_are_skipped():
     cluster.step()
     assert cluster.phase == "Baseline"
     stages = cluster.obj["status"]["stages"]
+    # The LR trials are off unless the spec asks for them.
     assert {s for s, v in stages.items() if v["state"] == "Skipped"} == {
-        "filter", "profile", "augment"}  # fmt: skip
+        "filter", "profile", "augment", "trials"}  # fmt: skip
 
 
 def test_vanished_training_job_restarts_under_the_directive_in_force():
@@ -301,3 +324,128 @@ def test_an_unknown_sigma_or_stopping_mode_is_refused_by_name():
     assert cluster.obj["status"]["message"].startswith(
         "spec.training.earlyStopping.mode: Input should be"
     )
+
+
+# --- the LR trials stage -------------------------------------------------------------------
+
+TRIALS_ON = {"trials": {"enabled": True, "count": 3}}
+
+
+def run_to_trials(cluster):
+    for stage in ("filter", "profile", "augment", "baseline"):
+        cluster.step()
+        cluster.finish(stage, **({"wer": 40.0} if stage == "baseline" else {}))
+    cluster.step()
+    assert cluster.phase == "Trials"
+
+
+def command_of(cluster, name):
+    job = next(c for c in cluster.created if c["kind"] == "Job" and c["metadata"]["name"] == name)
+    return job["spec"]["template"]["spec"]["containers"][0]["command"]
+
+
+def test_trials_run_one_job_per_candidate_and_train_starts_at_the_best():
+    cluster = Cluster(body(TRIALS_ON))
+    run_to_trials(cluster)
+    # 3 log-spaced in whisper's default bounds [1e-7, 1e-5]: 1e-7, 1e-6, 1e-5, all at once.
+    assert sorted(j.name for j in cluster.trials.values()) == [
+        "demo-trials-0", "demo-trials-1", "demo-trials-2"]  # fmt: skip
+    assert "train" not in cluster.jobs
+    argv = command_of(cluster, "demo-trials-1")
+    assert argv[0] == "marco-trainer" and argv[1] == "train"  # one process, not torchrun
+    flags = " ".join(argv)
+    assert "--learning-rate 1e-06 " in flags
+    assert "--max-steps 50 --eval-every 10 " in flags  # spec.trials' defaults, not training's
+    assert "--output-dir /output/marco-asr/demo/trials/lr-1 " in flags
+    assert "--no-export" in flags and "--metrics-port 0" in flags
+    assert "--control-file" not in flags  # nothing steers a trial
+    records = cluster.obj["status"]["trials"]
+    assert [(t["index"], t["learningRate"], t["state"]) for t in records] == [
+        (0, 1e-7, "Pending"), (1, 1e-6, "Pending"), (2, 1e-5, "Pending")]  # fmt: skip
+    cluster.trials[2] = JobState(name="demo-trials-2", stage="trials", trial=2)  # no pod yet
+    cluster.step()
+    states = [t["state"] for t in cluster.obj["status"]["trials"]]
+    assert states == ["Running", "Running", "Pending"]
+    created = len(cluster.created)
+    cluster.finish_trial(0, [(10, 40.0), (20, 39.0)])
+    cluster.finish_trial(1, [(10, 36.0), (20, 33.5)])
+    cluster.step()  # one trial still runs: no decision, no train Job
+    assert cluster.phase == "Trials" and len(cluster.created) == created
+    cluster.finish_trial(2, [(10, 34.0), (20, 58.0)])  # a good start, then diverging
+    cluster.step()
+    status = cluster.obj["status"]
+    assert cluster.phase == "Training" and status["stages"]["trials"]["state"] == "Succeeded"
+    assert [t["chosen"] for t in status["trials"]] == [False, True, False]
+    assert status["trials"][2]["curve"] == [{"step": 10, "wer": 34.0}, {"step": 20, "wer": 58.0}]
+    assert (status["trials"][1]["bestWer"], status["trials"][1]["bestStep"]) == (33.5, 20)
+    assert status["cycles"][0]["learningRate"] == 1e-6
+    assert status["cycles"][0]["reason"] == "LR trials: best of 3"
+    assert "--learning-rate 1e-06 " in command_of(cluster, "demo-train")[-1]
+    assert cluster.directive.learning_rate == 1e-6
+    decided = [e.message for e in cluster.events if e.reason == "TrialsDecided"]
+    assert decided == ["LR 1e-06 chosen: best WER 33.50% (trial 1 of 3)"]
+    cluster.step()
+    assert sum(e.reason == "TrialsDecided" for e in cluster.events) == 1  # decided once
+
+
+def test_a_failed_trial_is_recorded_and_the_others_still_decide():
+    cluster = Cluster(body(TRIALS_ON))
+    run_to_trials(cluster)
+    cluster.fail_trial(1, "BackoffLimitExceeded: out of memory")
+    cluster.step()
+    failed = cluster.obj["status"]["trials"][1]
+    assert failed["state"] == "Failed" and "out of memory" in failed["message"]
+    assert cluster.phase == "Trials"
+    # A tie between the rest: the smaller LR, 1e-7, wins.
+    cluster.finish_trial(0, [(10, 30.0)])
+    cluster.finish_trial(2, [(10, 30.0)])
+    cluster.step()
+    status = cluster.obj["status"]
+    assert cluster.phase == "Training" and status["learningRate"] == 1e-7
+    assert status["stages"]["trials"]["message"] == (
+        "LR 1e-07 chosen: best WER 30.00% (trial 0 of 3, 1 failed)"
+    )
+    assert [e.reason for e in cluster.events].count("TrialFailed") == 1
+
+
+def test_all_trials_failed_fails_the_adaptation():
+    cluster = Cluster(body(TRIALS_ON))
+    run_to_trials(cluster)
+    for index in range(3):
+        cluster.fail_trial(index, f"exit code {index + 1}")
+    cluster.step()
+    status = cluster.obj["status"]
+    assert cluster.phase == "Failed" and "train" not in cluster.jobs
+    assert status["message"].startswith("all 3 LR trials failed: trial 0 (LR 1e-07): exit code 1")
+    assert status["stages"]["trials"]["state"] == "Failed"
+
+
+def test_explicit_trial_lrs_outside_the_family_bounds_are_invalid():
+    # Bounds not in the spec: whisper's default [1e-7, 1e-5] applies, and 1e-4 is outside.
+    cluster = Cluster(body({"trials": {"enabled": True, "learningRates": [1e-6, 1e-4]}}))
+    for stage in ("filter", "profile", "augment", "baseline"):
+        cluster.step()
+        cluster.finish(stage)
+    cluster.step()
+    assert cluster.phase == "Invalid" and cluster.trials == {}
+    assert cluster.obj["status"]["message"] == (
+        "spec.trials.learningRates: 0.0001 outside the LR bounds [1e-07, 1e-05]"
+    )
+
+
+def test_llm_trials_replace_eq2_for_cycle_0_and_need_no_baseline():
+    cluster = Cluster(body({
+        "model": {"source": "/data/models/custom", "family": "llm"},
+        "baseline": {"enabled": False},
+        "trials": {"enabled": True, "learningRates": [1e-5, 1e-6]},
+    }))  # fmt: skip
+    for stage in ("filter", "profile", "augment"):
+        cluster.step()
+        cluster.finish(stage)
+    cluster.step()
+    assert cluster.phase == "Trials"
+    cluster.finish_trial(0, [(10, 20.0)])
+    cluster.finish_trial(1, [(10, 25.0)])
+    cluster.step()
+    status = cluster.obj["status"]
+    assert cluster.phase == "Training" and status["cycles"][0]["learningRate"] == 1e-5

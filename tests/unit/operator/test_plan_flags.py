@@ -21,7 +21,7 @@ import yaml
 import marco_contract.options as shared
 from marco_contract.argv import parse_options
 from marco_operator.api import parse_spec
-from marco_operator.plan import enabled_stages, stage_command
+from marco_operator.plan import enabled_stages, stage_command, trial_command
 from marco_operator.resources import Owner, cluster_layout
 from marco_trainer.audio.filtering import FilterRules
 from marco_trainer.cli import build_parser
@@ -203,3 +203,23 @@ def test_the_demo_commands_are_unchanged():
         f"--manifest /data/target/test.jsonl --output-dir {out}/evaluate "
         "--family encoder-decoder --task transcribe --language en",
     }
+
+
+def test_a_trial_is_train_cut_short_at_a_fixed_lr_and_the_trainer_parses_it():
+    spec = parse_spec({**SPEC, "trials": {"enabled": True, "steps": 7, "evalEvery": 3}})
+    layout = cluster_layout(spec, OWNER.name)
+    command = trial_command(spec, layout, 2, 4e-6, name=OWNER.name, family="llm")
+    opts = parsed(command.args)
+    out = "/output/marco-asr/flags"
+    assert (command.stage, command.trial, command.distributed) == ("trials", 2, False)
+    assert (opts.max_steps, opts.eval_every, opts.learning_rate) == (7, 3, 4e-6)
+    assert (opts.control_file, opts.metrics_port, opts.export) == (None, 0, False)
+    assert opts.wait_for_directive is False  # nothing will come at a cycle's boundary
+    assert str(opts.output_dir) == f"{out}/trials/lr-2"
+    # The rest is what train gets: the spec's batch, samples, data and LoRA settings.
+    train = parsed(commands(SPEC)["train"])
+    same = (
+        "eval_samples", "per_device_batch_size", "gradient_accumulation", "precision",
+        "train_manifests", "validation_manifest", "lora", "language", "family", "seed",
+    )  # fmt: skip
+    assert {k: getattr(opts, k) for k in same} == {k: getattr(train, k) for k in same}

@@ -584,13 +584,14 @@ class Trainer:
         best = existing_dir(self.checkpoints / "best")
         if best is None:  # cannot happen: run() evaluates (and saves a best) before this
             raise RuntimeError(f"{self.checkpoints / 'best'}: no checkpoint to export")
-        export_checkpoint(
-            best,
-            self.out / "export",
-            baseline_wer=self.opts.baseline_wer,
-            final_wer=state.best_wer,
-            steps=state.step,
-        )
+        if self.opts.export:
+            export_checkpoint(
+                best,
+                self.out / "export",
+                baseline_wer=self.opts.baseline_wer,
+                final_wer=state.best_wer,
+                steps=state.step,
+            )
         counts = {k: v for k, v in self.counts.items() if v}
         counts.update(
             {
@@ -610,6 +611,8 @@ class Trainer:
                 family=self.asr.family,
                 counts=counts,
                 message="stopped by directive" if stopped else "reached --max-steps",
+                # In the result, not only in evaluations.json: the operator reads no volume.
+                curve=[(e.step, round(e.wer, 4)) for e in history.evaluations],
             ),
             self.out,
         )

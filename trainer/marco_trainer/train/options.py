@@ -44,6 +44,11 @@ class TrainOptions(TrainingOptions, LanguageOptions):
         description="non-finite steps in a row before rolling back to the best checkpoint",
     )
     baseline_wer: float | None = Field(default=None, description="WER0 for the model card")
+    export: bool = Field(
+        default=True,
+        description="export the best checkpoint at the end (off for an LR trial: only its "
+        "WER curve is wanted)",
+    )
     max_new_tokens: int = Field(default=128, ge=1, description="decoding limit in validation")
     prefetch: bool | None = Field(
         default=None,
