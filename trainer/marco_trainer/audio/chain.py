@@ -15,6 +15,8 @@ from marco_trainer.audio.params import ChainParams, ChannelStep, CompressionStep
 EQ_MAX_DB = 12.0
 #: Ratios the compressor chooses from (1: leave alone).
 COMPRESSION_RATIOS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+#: Compressor thresholds tried, as percentiles of the utterance's frame levels.
+COMPRESSION_THRESHOLD_PERCENTILES = (50.0, 25.0)
 #: Frames the filter choice looks at: a fixed cost per utterance, whatever its length.
 RESOLVE_FRAMES = 8
 #: Their length: half the profile's 32 ms, half the bins to score (62.5 Hz at 8 kHz).
@@ -201,24 +203,27 @@ def line_filter(x: Audio, sr: int, step: ChannelStep) -> tuple[Audio, int]:
 
 
 def resolve_compression(x: Audio, sr: int, step: CompressionStep) -> CompressionStep:
-    """Threshold at the utterance's median frame level; the ratio from
-    ``COMPRESSION_RATIOS`` whose predicted spread (frame levels above the threshold
-    divided by the ratio) is closest to the drawn one; ratio 1 when the audio is
-    already as narrow."""
+    """A threshold (the utterance's median or lower-quartile frame level) and a ratio
+    from ``COMPRESSION_RATIOS`` whose predicted spread (frame levels above the
+    threshold divided by the ratio) is closest to the drawn one, the gentlest such
+    pair first; ratio 1 when the audio is already as narrow. Downward compression
+    cannot lift the pauses, so a lower threshold is what reaches narrow targets."""
     if step.resolved:
         return step
     levels = features.frame_levels_db(x, sr)
-    threshold = float(np.median(levels))
     low_q, high_q = features.SPREAD_PERCENTILES
-    best, best_error = 1.0, float("inf")
-    for ratio in COMPRESSION_RATIOS:
-        out = np.where(levels > threshold, threshold + (levels - threshold) / ratio, levels)
-        spread = float(np.percentile(out, high_q) - np.percentile(out, low_q))
-        error = abs(spread - step.target_spread_db)
-        if error < best_error - 1e-9:
-            best, best_error = ratio, error
+    best, best_error = (float(np.median(levels)), 1.0), float("inf")
+    for quantile in COMPRESSION_THRESHOLD_PERCENTILES:
+        threshold = float(np.percentile(levels, quantile))
+        for ratio in COMPRESSION_RATIOS:
+            out = np.where(levels > threshold, threshold + (levels - threshold) / ratio, levels)
+            spread = float(np.percentile(out, high_q) - np.percentile(out, low_q))
+            error = abs(spread - step.target_spread_db)
+            if error < best_error - 0.25:  # a quarter dB better, or keep the gentler one
+                best, best_error = (threshold, ratio), error
+    threshold, ratio = best
     return step.model_copy(
-        update={"resolved": True, "threshold_db": round(threshold, 2), "ratio": best}
+        update={"resolved": True, "threshold_db": round(threshold, 2), "ratio": ratio}
     )
 
 
