@@ -47,7 +47,7 @@ def reverb(x: Audio, sr: int, p: ChainParams, assets: Assets) -> tuple[Audio, in
 
 def noise(x: Audio, sr: int, p: ChainParams, assets: Assets) -> tuple[Audio, int]:
     step = p.noise
-    clips = assets.noises_at(sr) if step.source == "file" else assets.bank_at(sr)
+    clips = assets.noises_at(sr) if step.source != "coloured" else assets.bank_at(sr)
     clip = clips[step.index]
     if len(clip) < len(x):
         clip = np.tile(clip, len(x) // len(clip) + 1)

@@ -67,6 +67,9 @@ class FileMetrics(BaseModel):
     level_spread_db: float | None = Field(
         default=None, description="p90 - p10 of 50 ms frame levels (dynamic range)."
     )
+    noise_seconds: float | None = Field(
+        default=None, description="Non-speech audio harvested from the file as noise."
+    )
     channel: ChannelMetrics | None = Field(
         default=None, description="Codec and pass band (None in profiles made before them)."
     )

@@ -18,7 +18,8 @@ How the paper's distributions are read (documented choices):
   a random stretch of generated coloured noise 1/f^β, β drawn from
   ``assets.NOISE_BETAS`` (white to pink; the bank is made once per run and
   band-limited by the channel, since noise enters through the same channel),
-  or of a user's noise file.
+  or of a user's noise file, or of the noise harvested from the target's
+  non-speech stretches (``harvest.py``) when the profile kept enough of it.
 - F_lufs: target ~ N(μ_LUFS, σ²_LUFS), clipped to the profile's [min, max].
 - F_filt: a rolloff r and a centroid c, each ~ N(μ, σ²) clipped to [p5, p95].
   Type and cutoff are then the ones that bring this utterance's mean rolloff
@@ -63,7 +64,9 @@ class ReverbStep(BaseModel):
 
 class NoiseStep(BaseModel):
     snr_db: float
-    source: Literal["coloured", "file"] = "coloured"
+    source: Literal["coloured", "file", "harvested"] = Field(
+        default="coloured", description="harvested: the target's own non-speech stretches."
+    )
     index: int = Field(default=0, ge=0, description="Noise-bank slope or noise-file index.")
     beta: float | None = Field(default=None, description="Spectral slope 1/f^β (coloured).")
     offset: float = Field(default=0.0, ge=0, le=1, description="Start within the clip (share).")
@@ -213,6 +216,7 @@ def draw_params(
     output_rate: int,
     num_rirs: int = 0,
     num_noises: int = 0,
+    noise_source: Literal["file", "harvested"] = "file",
 ) -> ChainParams:
     rate = int(_categorical(rng, profile.sample_rate))
     subtype = str(_categorical(rng, profile.subtype))
@@ -230,7 +234,7 @@ def draw_params(
     if num_noises:
         noise = NoiseStep(
             snr_db=noise_snr,
-            source="file",
+            source=noise_source,
             index=int(rng.integers(num_noises)),
             offset=float(rng.random()),
         )

@@ -161,6 +161,7 @@ def build_profile(records: list[FileMetrics], skipped: dict[str, int] | None = N
         channels=dict(sorted(Counter(r.channels for r in records).items())),
         metrics=metrics,
         channel=_channel_summary(records),
+        noise_seconds=math.fsum(r.noise_seconds or 0.0 for r in records),
     )
 
 
