@@ -28,7 +28,9 @@ import numpy as np
 from marco_trainer.audio.features import SNR_NOISE_PERCENTILE, frame_powers
 
 FRAME_SECONDS = 0.02
-SPEECH_MARGIN_DB = 6.0
+#: 3 dB: a frame with speech as loud as the noise reads +3 dB; 20 ms of steady noise
+#: varies by well under a dB, so noise frames stay below it.
+SPEECH_MARGIN_DB = 3.0
 FLATNESS_SHARE = 0.5
 #: Guard and shortest run: synthesised and read speech pauses for 100-300 ms between
 #: phrases; longer settings would keep almost nothing of such a corpus.
