@@ -10,10 +10,18 @@ import soundfile as sf
 from scipy import signal
 
 from marco_trainer.audio import chain, ops
+from marco_trainer.audio.assets import Assets
+from marco_trainer.audio.chain import apply_chain
 from marco_trainer.audio.channel import measure_channel
 from marco_trainer.audio.features import FileMetrics, measure
 from marco_trainer.audio.io import read_audio
-from marco_trainer.audio.params import ChannelStep, CompressionStep
+from marco_trainer.audio.params import (
+    ChainParams,
+    ChannelStep,
+    CompressionStep,
+    draw_params,
+    utterance_rng,
+)
 from marco_trainer.audio.profile import build_profile
 
 
@@ -188,3 +196,48 @@ def test_profile_summarises_the_channel_over_files(phone_files, speech):
     assert (channel.narrowband_files, channel.narrowband_share) == (3, 0.75)
     highs = sorted(r.channel.band_high_hz for r in records[:3] if r.channel)
     assert channel.band_high_hz == highs[1]  # the median of three
+
+
+def test_channel_steps_are_drawn_applied_logged_and_replayed(phone_files, speech_samples):
+    records = []
+    for path in (phone_files["mulaw"], phone_files["alaw"], phone_files["wide16"]):
+        data, info = read_audio(path)
+        records.append(measure(str(path), data, info))
+    profile = build_profile(records)
+    x, rate = speech_samples
+    drawn = [draw_params(profile, utterance_rng(1, str(i), 0), 16000) for i in range(30)]
+    assert {p.channel.codec for p in drawn if p.channel} == {"mulaw", "alaw", None}
+    params = next(p for p in drawn if p.channel and p.channel.codec == "alaw")
+    out, out_rate, applied = apply_chain(x, rate, params, Assets())
+    assert applied.channel is not None and applied.channel.resolved
+    assert applied.channel.eq_gains_db is not None
+    assert applied.compression is not None and applied.compression.resolved
+    # The band is applied: nothing of note above the measured upper edge + 300 Hz.
+    assert applied.channel.band_high_hz is not None
+    spectrum = np.abs(np.fft.rfft(out)) ** 2
+    freqs = np.fft.rfftfreq(len(out), 1 / out_rate)
+    assert spectrum[freqs > applied.channel.band_high_hz + 300].sum() < 1e-3 * spectrum.sum()
+    replayed = ChainParams.model_validate_json(applied.model_dump_json())
+    again, _, _ = apply_chain(x, rate, replayed, Assets())
+    assert np.array_equal(out, again)
+
+
+def test_profiles_without_a_channel_draw_the_old_chain():
+    records = [
+        FileMetrics(
+            path=f"{i}.wav",
+            sample_rate=8000,
+            bit_depth=8,
+            subtype="ULAW",
+            channels=1,
+            duration_s=3.0,
+            snr_db=15.0 + i,
+            lufs=-25.0 + i,
+            centroid_hz=1200.0 + 50 * i,
+            rolloff_hz=2500.0 + 50 * i,
+        )
+        for i in range(4)
+    ]
+    params = draw_params(build_profile(records), utterance_rng(0, "a", 0), 16000)
+    assert params.channel is None and params.compression is None
+    assert params.resample.encoding == "mulaw"  # R stands in for the codec, as before
