@@ -79,7 +79,11 @@ def test_profile_augment_report(corpus, tmp_path, marco_trainer):
         assert line_step["codec"] in ("gsm", "mulaw") and line_step["resolved"]
         assert line_step["band_high_hz"] == channel.band_high_hz
         assert len(line_step["eq_gains_db"]) == len(channel.bands_hz)
-        assert squeeze["resolved"] and squeeze["ratio"] >= 1
+        # Compression only for a compressed target (median spread under 15 dB).
+        if telephone.metric("level_spread_db").percentile(50) < 15.0:
+            assert squeeze["resolved"] and squeeze["ratio"] >= 1
+        else:
+            assert squeeze is None
         assert step["noise"]["source"] == ("harvested" if kept >= 5.0 else "coloured")
         info = sf.info(str(augmented / line["audio_filepath"]))
         assert (info.samplerate, info.subtype) == (16000, "PCM_16")

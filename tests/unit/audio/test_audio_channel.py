@@ -208,6 +208,9 @@ def test_channel_steps_are_drawn_applied_logged_and_replayed(phone_files, speech
     drawn = [draw_params(profile, utterance_rng(1, str(i), 0), 16000) for i in range(30)]
     assert {p.channel.codec for p in drawn if p.channel} == {"mulaw", "alaw", None}
     params = next(p for p in drawn if p.channel and p.channel.codec == "alaw")
+    # Uncompressed phone speech draws no compression; force one to see it logged too.
+    assert params.compression is None
+    params = params.model_copy(update={"compression": CompressionStep(target_spread_db=10.0)})
     out, out_rate, applied = apply_chain(x, rate, params, Assets())
     assert applied.channel is not None and applied.channel.resolved
     assert applied.channel.eq_gains_db is not None
@@ -222,8 +225,8 @@ def test_channel_steps_are_drawn_applied_logged_and_replayed(phone_files, speech
     assert np.array_equal(out, again)
 
 
-def test_profiles_without_a_channel_draw_the_old_chain():
-    records = [
+def _records(spread: float | None = None) -> list[FileMetrics]:
+    return [
         FileMetrics(
             path=f"{i}.wav",
             sample_rate=8000,
@@ -235,9 +238,24 @@ def test_profiles_without_a_channel_draw_the_old_chain():
             lufs=-25.0 + i,
             centroid_hz=1200.0 + 50 * i,
             rolloff_hz=2500.0 + 50 * i,
+            level_spread_db=None if spread is None else spread + i,
         )
         for i in range(4)
     ]
-    params = draw_params(build_profile(records), utterance_rng(0, "a", 0), 16000)
+
+
+def test_profiles_without_a_channel_draw_the_old_chain():
+    params = draw_params(build_profile(_records()), utterance_rng(0, "a", 0), 16000)
     assert params.channel is None and params.compression is None
     assert params.resample.encoding == "mulaw"  # R stands in for the codec, as before
+
+
+def test_compression_is_drawn_only_for_a_compressed_target():
+    # Spreads 8..11 dB (median 9.5, under the 15 dB gate) vs 22..25 dB (ordinary speech).
+    narrow = build_profile(_records(spread=8.0))
+    wide = build_profile(_records(spread=22.0))
+    drawn = [draw_params(narrow, utterance_rng(0, str(i), 0), 16000) for i in range(20)]
+    assert all(p.compression is not None for p in drawn)
+    # N(9.5, 1.118²) clipped to p5..p95 = [8.15, 10.85]
+    assert all(8.15 <= p.compression.target_spread_db <= 10.85 for p in drawn if p.compression)
+    assert draw_params(wide, utterance_rng(0, "a", 0), 16000).compression is None

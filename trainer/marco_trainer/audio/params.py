@@ -47,6 +47,9 @@ from marco_trainer.audio.io import SUBTYPE_BITS
 from marco_trainer.audio.profile import MetricSummary, Profile
 
 SNR_REF_DB = 5.0
+#: Speech with its pauses spreads its 50 ms frame levels over 18-30 dB (p10..p90) even
+#: at 10-20 dB SNR; a target whose median spread is under this has been compressed.
+COMPRESSED_SPREAD_DB = 15.0
 #: A lower band edge under this is speech's own low end, not a channel's high-pass.
 MIN_BAND_LOW_HZ = 120.0
 FILTER_ORDER = 4
@@ -197,9 +200,17 @@ def draw_channel(profile: Profile, rng: np.random.Generator) -> ChannelStep | No
 
 
 def draw_compression(profile: Profile, rng: np.random.Generator) -> CompressionStep | None:
-    """A spread ~ N(μ, σ²) within p5..p95 of the target's; resolved (maybe to ratio 1) in
-    the chain, so a source already as narrow as drawn is left alone."""
+    """When the target is compressed (median spread under ``COMPRESSED_SPREAD_DB``), a
+    spread ~ N(μ, σ²) within p5..p95 of the target's, resolved (maybe to ratio 1) in the
+    chain, so a source already as narrow as drawn is left alone.
+
+    Why a fixed gate: the noise step already narrows the spread (it fills the pauses),
+    and spreads drawn independently of the utterance would then squeeze the wide half
+    of a set that already matched; only a target narrower than uncompressed speech
+    ever gets there, and that is what a compressing channel looks like."""
     if "level_spread_db" not in profile.metrics:
+        return None
+    if profile.metric("level_spread_db").percentile(50) >= COMPRESSED_SPREAD_DB:
         return None
     return CompressionStep(
         target_spread_db=max(_normal_in_range(rng, profile.metric("level_spread_db")), 1.0)
