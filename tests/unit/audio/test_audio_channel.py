@@ -12,7 +12,7 @@ from scipy import signal
 from marco_trainer.audio import chain, ops
 from marco_trainer.audio.assets import Assets
 from marco_trainer.audio.chain import apply_chain
-from marco_trainer.audio.channel import measure_channel
+from marco_trainer.audio.channel import CODECS, measure_channel
 from marco_trainer.audio.features import FileMetrics, measure
 from marco_trainer.audio.io import read_audio
 from marco_trainer.audio.params import (
@@ -259,3 +259,15 @@ def test_compression_is_drawn_only_for_a_compressed_target():
     # N(9.5, 1.118²) clipped to p5..p95 = [8.15, 10.85]
     assert all(8.15 <= p.compression.target_spread_db <= 10.85 for p in drawn if p.compression)
     assert draw_params(wide, utterance_rng(0, "a", 0), 16000).compression is None
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_every_codec_the_chain_names_round_trips_here(speech_samples, codec):
+    assert set(ops.CODEC_FORMATS) == set(CODECS)  # one list of codecs, two tables
+    x, rate = speech_samples
+    x8, _ = ops.resample(0.5 * x, rate, 8000)
+    y, out_rate = ops.codec_round_trip(x8, 8000, codec)
+    assert out_rate == 8000 and len(y) == len(x8)
+    error = np.mean((y - x8) ** 2) / np.mean(x8**2)
+    # Lossy but still the same speech: a coding error between -60 and -3 dB.
+    assert 1e-6 < error < 0.5, error

@@ -9,7 +9,13 @@ import numpy as np
 from marco_trainer.audio import channel as channels
 from marco_trainer.audio import features, ops
 from marco_trainer.audio.assets import Assets
-from marco_trainer.audio.params import ChainParams, ChannelStep, CompressionStep, FilterStep
+from marco_trainer.audio.params import (
+    CHANNEL_FILTER_ORDER,
+    ChainParams,
+    ChannelStep,
+    CompressionStep,
+    FilterStep,
+)
 
 #: The equaliser's gains stay within ±EQ_MAX_DB (a channel colours, it does not carve).
 EQ_MAX_DB = 12.0
@@ -191,12 +197,13 @@ def resolve_channel(x: Audio, sr: int, step: ChannelStep) -> ChannelStep:
 
 def line_filter(x: Audio, sr: int, step: ChannelStep) -> tuple[Audio, int]:
     """The channel's linear part: band-pass at the measured edges, then the equaliser."""
+    order = CHANNEL_FILTER_ORDER
     if step.band_low_hz and step.band_high_hz and step.band_high_hz < sr / 2:
-        x, sr = ops.butterworth(x, sr, "bandpass", (step.band_low_hz, step.band_high_hz), 8)
+        x, sr = ops.butterworth(x, sr, "bandpass", (step.band_low_hz, step.band_high_hz), order)
     elif step.band_high_hz and step.band_high_hz < sr / 2:
-        x, sr = ops.butterworth(x, sr, "lowpass", step.band_high_hz, 8)
+        x, sr = ops.butterworth(x, sr, "lowpass", step.band_high_hz, order)
     elif step.band_low_hz:
-        x, sr = ops.butterworth(x, sr, "highpass", step.band_low_hz, 8)
+        x, sr = ops.butterworth(x, sr, "highpass", step.band_low_hz, order)
     if step.eq_gains_db:
         x, sr = ops.equalise(x, sr, list(channels.THIRD_OCTAVES_HZ), step.eq_gains_db)
     return x, sr

@@ -27,11 +27,15 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
+from typing import Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, Field
 
-#: Codec names used in profiles and chain parameters.
+#: Codecs the chain can apply (``ops.codec_round_trip``); profiles say ``pcm`` for none.
+Codec = Literal["mulaw", "alaw", "gsm", "adpcm", "mp3", "opus", "vorbis"]
+CODECS: tuple[str, ...] = get_args(Codec)
+#: Codec names per soundfile subtype.
 SUBTYPE_CODECS: dict[str, str] = {
     "ULAW": "mulaw",
     "ALAW": "alaw",

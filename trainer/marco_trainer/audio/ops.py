@@ -212,7 +212,7 @@ def saturate(audio: Audio, sample_rate: int, drive: float) -> tuple[Audio, int]:
 
 #: Codec round trips through libsndfile: container, subtype, and the rates the codec
 #: takes (the audio is resampled to the first one when its own rate is not among them).
-CODECS: dict[str, tuple[str, str, tuple[int, ...]]] = {
+CODEC_FORMATS: dict[str, tuple[str, str, tuple[int, ...]]] = {
     "mulaw": ("WAV", "ULAW", ()),
     "alaw": ("WAV", "ALAW", ()),
     "gsm": ("WAV", "GSM610", (8000,)),
@@ -234,9 +234,9 @@ def codec_round_trip(audio: Audio, sample_rate: int, codec: str) -> tuple[Audio,
 
     import soundfile as sf
 
-    if codec not in CODECS:
-        raise ValueError(f"unknown codec {codec!r} (one of {sorted(CODECS)})")
-    container, subtype, rates = CODECS[codec]
+    if codec not in CODEC_FORMATS:
+        raise ValueError(f"unknown codec {codec!r} (one of {sorted(CODEC_FORMATS)})")
+    container, subtype, rates = CODEC_FORMATS[codec]
     rate = sample_rate if not rates or sample_rate in rates else rates[0]
     x, _ = resample(audio, sample_rate, rate)
     buffer = io.BytesIO()

@@ -36,13 +36,13 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_right
 from itertools import accumulate
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, cast
 
 import numpy as np
 from pydantic import BaseModel, Field, computed_field
 
 from marco_trainer.audio.assets import NOISE_BETAS
-from marco_trainer.audio.channel import SUBTYPE_CODECS
+from marco_trainer.audio.channel import CODECS, SUBTYPE_CODECS, Codec
 from marco_trainer.audio.io import SUBTYPE_BITS
 from marco_trainer.audio.profile import MetricSummary, Profile
 
@@ -53,6 +53,8 @@ COMPRESSED_SPREAD_DB = 15.0
 #: A lower band edge under this is speech's own low end, not a channel's high-pass.
 MIN_BAND_LOW_HZ = 120.0
 FILTER_ORDER = 4
+#: The measured band's Butterworth order: a channel's edge is steep (48 dB/octave).
+CHANNEL_FILTER_ORDER = 8
 
 
 class ResampleStep(BaseModel):
@@ -109,7 +111,7 @@ class ChannelStep(BaseModel):
 
     band_low_hz: float | None = Field(default=None, gt=0, description="High-pass edge.")
     band_high_hz: float | None = Field(default=None, gt=0, description="Low-pass edge.")
-    codec: str | None = Field(default=None, description="Encode/decode round trip, last.")
+    codec: Codec | None = Field(default=None, description="Encode/decode round trip, last.")
     eq: bool = Field(default=False, description="Equalise toward the target's spectrum.")
     eq_target_db: list[float | None] | None = Field(
         default=None, description="The target's long-term band levels (dB re speech band)."
@@ -189,11 +191,13 @@ def draw_channel(profile: Profile, rng: np.random.Generator) -> ChannelStep | No
     if measured is None:
         return None
     codec = str(_categorical(rng, measured.codec)) if measured.codec else "pcm"
+    if codec != "pcm" and codec not in CODECS:
+        raise ValueError(f"profile channel.codec: unknown codec {codec!r} (one of {CODECS})")
     low = measured.band_low_hz if measured.narrowband else None
     return ChannelStep(
         band_low_hz=low if low and low >= MIN_BAND_LOW_HZ else None,
         band_high_hz=measured.band_high_hz if measured.narrowband else None,
-        codec=None if codec == "pcm" else codec,
+        codec=None if codec == "pcm" else cast("Codec", codec),
         eq=True,
         eq_target_db=measured.band_levels_db,
     )
