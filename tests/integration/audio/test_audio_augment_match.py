@@ -41,6 +41,16 @@ def test_profile_augment_report(corpus, tmp_path, marco_trainer):
     assert telephone.sample_rate == {8000: 6}
     assert telephone.bit_depth == {8: 3, 13: 3}
     assert telephone == load_profile(target / "profile.json")
+    # The corpus's codecs, as its containers name them; its 300-3400 Hz band, measured.
+    channel = telephone.channel
+    assert channel is not None
+    assert channel.codec == {"gsm": 3, "mulaw": 3}
+    assert channel.codec_evidence == {"subtype": 6}
+    assert channel.narrowband and channel.band_high_hz is not None
+    assert 3200 <= channel.band_high_hz <= 3700
+    harvested = sorted((target / "noise").glob("*.wav"))
+    kept = sum(sf.info(str(path)).duration for path in harvested)
+    assert abs(kept - telephone.noise_seconds) < 1e-3
 
     marco_trainer(
         "augment",
@@ -63,6 +73,18 @@ def test_profile_augment_report(corpus, tmp_path, marco_trainer):
         step = line["augmentation"]
         assert step["chain"] == "profile" and step["resample"]["sample_rate"] == 8000
         assert step["filter"]["resolved"]
+        line_step, squeeze = step["channel"], step["compression"]
+        # R leaves the codec to the channel step, which runs the real one.
+        assert step["resample"]["encoding"] == "pcm"
+        assert line_step["codec"] in ("gsm", "mulaw") and line_step["resolved"]
+        assert line_step["band_high_hz"] == channel.band_high_hz
+        assert len(line_step["eq_gains_db"]) == len(channel.bands_hz)
+        # Compression only for a compressed target (median spread under 15 dB).
+        if telephone.metric("level_spread_db").percentile(50) < 15.0:
+            assert squeeze["resolved"] and squeeze["ratio"] >= 1
+        else:
+            assert squeeze is None
+        assert step["noise"]["source"] == ("harvested" if kept >= 5.0 else "coloured")
         info = sf.info(str(augmented / line["audio_filepath"]))
         assert (info.samplerate, info.subtype) == (16000, "PCM_16")
         assert abs(info.duration - line["duration"]) < 1e-3

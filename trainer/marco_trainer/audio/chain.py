@@ -6,10 +6,23 @@ from functools import lru_cache
 
 import numpy as np
 
+from marco_trainer.audio import channel as channels
 from marco_trainer.audio import features, ops
 from marco_trainer.audio.assets import Assets
-from marco_trainer.audio.params import ChainParams, FilterStep
+from marco_trainer.audio.params import (
+    CHANNEL_FILTER_ORDER,
+    ChainParams,
+    ChannelStep,
+    CompressionStep,
+    FilterStep,
+)
 
+#: The equaliser's gains stay within ±EQ_MAX_DB (a channel colours, it does not carve).
+EQ_MAX_DB = 12.0
+#: Ratios the compressor chooses from (1: leave alone).
+COMPRESSION_RATIOS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
+#: Compressor thresholds tried, as percentiles of the utterance's frame levels.
+COMPRESSION_THRESHOLD_PERCENTILES = (50.0, 25.0)
 #: Frames the filter choice looks at: a fixed cost per utterance, whatever its length.
 RESOLVE_FRAMES = 8
 #: Their length: half the profile's 32 ms, half the bins to score (62.5 Hz at 8 kHz).
@@ -40,7 +53,7 @@ def reverb(x: Audio, sr: int, p: ChainParams, assets: Assets) -> tuple[Audio, in
 
 def noise(x: Audio, sr: int, p: ChainParams, assets: Assets) -> tuple[Audio, int]:
     step = p.noise
-    clips = assets.noises_at(sr) if step.source == "file" else assets.bank_at(sr)
+    clips = assets.noises_at(sr) if step.source != "coloured" else assets.bank_at(sr)
     clip = clips[step.index]
     if len(clip) < len(x):
         clip = np.tile(clip, len(x) // len(clip) + 1)
@@ -157,6 +170,76 @@ def filtering(x: Audio, sr: int, step: FilterStep) -> tuple[Audio, int]:
     return x, sr
 
 
+def resolve_channel(x: Audio, sr: int, step: ChannelStep) -> ChannelStep:
+    """The equaliser's gains: per third-octave band, the target's long-term level minus
+    this utterance's (both relative to their speech band, so only the shape moves),
+    smoothed over neighbouring bands and clipped to ±EQ_MAX_DB. Bands the target
+    has no level for (past its Nyquist rate) or past the applied band edges get 0 dB:
+    the band-pass is what shapes those."""
+    if step.resolved or not step.eq or step.eq_target_db is None:
+        return step.model_copy(update={"resolved": True})
+    db, freqs = channels.long_term_spectrum(x, sr)
+    own = channels.band_levels(db, freqs)
+    low = step.band_low_hz or 0.0
+    high = step.band_high_hz or float("inf")
+    raw = [
+        t - o if t is not None and o is not None and low <= c <= high else 0.0
+        for c, t, o in zip(channels.THIRD_OCTAVES_HZ, step.eq_target_db, own, strict=True)
+    ]
+    padded = np.pad(np.asarray(raw), 1, mode="edge")
+    smooth = 0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:]
+    gains = [
+        round(float(np.clip(g, -EQ_MAX_DB, EQ_MAX_DB)), 2) if r != 0.0 else 0.0
+        for g, r in zip(smooth, raw, strict=True)
+    ]
+    return step.model_copy(update={"resolved": True, "eq_gains_db": gains})
+
+
+def line_filter(x: Audio, sr: int, step: ChannelStep) -> tuple[Audio, int]:
+    """The channel's linear part: band-pass at the measured edges, then the equaliser."""
+    order = CHANNEL_FILTER_ORDER
+    if step.band_low_hz and step.band_high_hz and step.band_high_hz < sr / 2:
+        x, sr = ops.butterworth(x, sr, "bandpass", (step.band_low_hz, step.band_high_hz), order)
+    elif step.band_high_hz and step.band_high_hz < sr / 2:
+        x, sr = ops.butterworth(x, sr, "lowpass", step.band_high_hz, order)
+    elif step.band_low_hz:
+        x, sr = ops.butterworth(x, sr, "highpass", step.band_low_hz, order)
+    if step.eq_gains_db:
+        x, sr = ops.equalise(x, sr, list(channels.THIRD_OCTAVES_HZ), step.eq_gains_db)
+    return x, sr
+
+
+def resolve_compression(x: Audio, sr: int, step: CompressionStep) -> CompressionStep:
+    """A threshold (the utterance's median or lower-quartile frame level) and a ratio
+    from ``COMPRESSION_RATIOS`` whose predicted spread (frame levels above the
+    threshold divided by the ratio) is closest to the drawn one, the gentlest such
+    pair first; ratio 1 when the audio is already as narrow. Downward compression
+    cannot lift the pauses, so a lower threshold is what reaches narrow targets."""
+    if step.resolved:
+        return step
+    levels = features.frame_levels_db(x, sr)
+    low_q, high_q = features.SPREAD_PERCENTILES
+    best, best_error = (float(np.median(levels)), 1.0), float("inf")
+    for quantile in COMPRESSION_THRESHOLD_PERCENTILES:
+        threshold = float(np.percentile(levels, quantile))
+        for ratio in COMPRESSION_RATIOS:
+            out = np.where(levels > threshold, threshold + (levels - threshold) / ratio, levels)
+            spread = float(np.percentile(out, high_q) - np.percentile(out, low_q))
+            error = abs(spread - step.target_spread_db)
+            if error < best_error - 0.25:  # a quarter dB better, or keep the gentler one
+                best, best_error = (threshold, ratio), error
+    threshold, ratio = best
+    return step.model_copy(
+        update={"resolved": True, "threshold_db": round(threshold, 2), "ratio": ratio}
+    )
+
+
+def compression(x: Audio, sr: int, step: CompressionStep) -> tuple[Audio, int]:
+    if step.ratio <= 1 or step.threshold_db is None:
+        return x, sr
+    return ops.compress(x, sr, step.threshold_db, step.ratio)
+
+
 def apply_chain(
     x: Audio, sr: int, p: ChainParams, assets: Assets
 ) -> tuple[Audio, int, ChainParams]:
@@ -168,10 +251,22 @@ def apply_chain(
     x, sr = channel(x, sr, p)
     x, sr = reverb(x, sr, p, assets)
     x, sr = noise(x, sr, p, assets)
-    step = resolve_filter(x, sr, p.filter)
-    # F_filt ∘ F_lufs with the gain measured at the output: the filter is linear,
-    # so F_filt(g·x) = g·F_filt(x), and the drawn loudness is what comes out.
+    updates: dict[str, object] = {}
+    # F_lufs's nonlinear part first (compression), then F_filt's linear parts, then the
+    # gain: F_filt ∘ F_lufs with the gain measured at the output, since the filters are
+    # linear, F_filt(g·x) = g·F_filt(x), and the drawn loudness is what comes out.
+    if p.compression is not None:
+        updates["compression"] = squeeze = resolve_compression(x, sr, p.compression)
+        x, sr = compression(x, sr, squeeze)
+    line = None
+    if p.channel is not None:
+        updates["channel"] = line = resolve_channel(x, sr, p.channel)
+        x, sr = line_filter(x, sr, line)
+    updates["filter"] = step = resolve_filter(x, sr, p.filter)
     x, sr = filtering(x, sr, step)
     x, sr = loudness(x, sr, p)
+    if line is not None and line.codec:
+        # The codec is nonlinear, so it comes last, as the last stage of the channel.
+        x, sr = ops.codec_round_trip(x, sr, line.codec)
     x, sr = ops.resample(x, sr, p.output_rate)
-    return ops.fit_length(x, length), sr, p.model_copy(update={"filter": step})
+    return ops.fit_length(x, length), sr, p.model_copy(update=updates)

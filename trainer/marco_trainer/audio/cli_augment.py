@@ -56,12 +56,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--target-sample-rate", type=int, default=16000, help="the model's rate")
     parser.add_argument("--rir-dir", type=Path, help="room impulse responses (default: simulated)")
     parser.add_argument("--num-rooms", type=int, default=8, help="simulated rooms per run")
-    parser.add_argument("--noise-dir", type=Path, help="noise recordings (default: coloured noise)")
+    parser.add_argument(
+        "--noise-dir",
+        type=Path,
+        help="noise recordings (default: the profile's harvested noise, else coloured noise)",
+    )
     parser.add_argument("--keep-original", action="store_true", help="also list the source lines")
     from marco_trainer.sharding import add_shard_arguments
 
     add_shard_arguments(parser)
     parser.set_defaults(func=run)
+
+
+def harvested_noise_dir(profile: Path, seconds: float) -> Path | None:
+    """The noise the profile stage harvested, next to its profile.json, when there is
+    enough of it (``harvest.MIN_HARVEST_SECONDS``) to draw varied stretches from."""
+    from marco_trainer.audio.harvest import MIN_HARVEST_SECONDS, NOISE_DIR
+
+    directory = (profile if profile.is_dir() else profile.parent) / NOISE_DIR
+    if seconds < MIN_HARVEST_SECONDS or not directory.is_dir():
+        return None
+    return directory
 
 
 def output_name(key: str, copy: int) -> str:
@@ -134,9 +149,14 @@ def run(args: argparse.Namespace) -> int:
             elif args.num_rooms > 0:
                 assets.rirs = cached_rirs(out / "rirs", args.num_rooms, rate, args.seed)
                 assets.rir_source = "simulated"
+            harvested = harvested_noise_dir(args.profile, profile.noise_seconds)
             if args.noise_dir:
                 assets.noises = load_directory(args.noise_dir, rate)
                 assets.noise_source = str(args.noise_dir)
+            elif harvested is not None:
+                # The target's own noise, when the profile kept enough of it.
+                assets.noises = load_directory(harvested, rate)
+                assets.noise_source = "harvested"
     except ValueError as error:
         print(f"marco-trainer augment: {error}", file=sys.stderr)
         return 2
@@ -192,7 +212,12 @@ def run(args: argparse.Namespace) -> int:
                     rng = utterance_rng(args.seed, source.key, copy)
                     if profile is not None:
                         params = draw_params(
-                            profile, rng, rate, len(assets.rirs), len(assets.noises)
+                            profile,
+                            rng,
+                            rate,
+                            len(assets.rirs),
+                            len(assets.noises),
+                            "harvested" if assets.noise_source == "harvested" else "file",
                         )
                         augmented, out_rate, params = apply_chain(
                             audio, info.sample_rate, params, assets

@@ -14,8 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="measure target-domain audio into a profile JSON",
         description=(
             "Per file: sample rate, bit depth, channels, duration, blind SNR, LUFS, mean "
-            "spectral centroid and rolloff; summarised as a profile. Each shard writes its "
-            "partial into --output-dir; load_profile(DIR) merges them."
+            "spectral centroid and rolloff, level spread, codec and band; summarised as a "
+            "profile. Non-speech stretches are kept as noise in --output-dir/noise. Each "
+            "shard writes its partial into --output-dir; load_profile(DIR) merges them."
         ),
     )
     parser.add_argument(
@@ -29,14 +30,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import io
+
+    import numpy as np
+    import soundfile as sf
     from tqdm import tqdm
 
-    from marco_contract.files import atomic_write_text
+    from marco_contract.files import atomic_write_bytes, atomic_write_text
     from marco_contract.formats import StageResult
     from marco_contract.manifests import ManifestProblems
     from marco_contract.results import write_stage_result
     from marco_trainer.audio import profile as profiles
     from marco_trainer.audio.features import measure
+    from marco_trainer.audio.harvest import MAX_HARVEST_SECONDS, NOISE_DIR, harvest
     from marco_trainer.audio.inputs import gather_sources
     from marco_trainer.audio.io import AudioRejected, check_signal, downmix, read_audio
     from marco_trainer.sharding import shard_from_args
@@ -52,13 +58,21 @@ def run(args: argparse.Namespace) -> int:
     if problems.count:
         skipped["bad_manifest_line"] += problems.count
     records = []
+    noise: dict[int, list[np.ndarray]] = {}  # harvested non-speech, per sample rate
+    kept = 0.0
     label = f"profile {shard.index + 1}/{shard.count}"
     for source in tqdm(sources, desc=label, unit="file", file=sys.stderr):
         try:
             data, info = read_audio(source.path)
             check_signal(data, source.path, info.sample_rate)
-            downmix(data, source.path)
-            records.append(measure(source.key, data, info))
+            mono = downmix(data, source.path)
+            record = measure(source.key, data, info)
+            found = harvest(mono, info.sample_rate) if kept < MAX_HARVEST_SECONDS else mono[:0]
+            record.noise_seconds = len(found) / info.sample_rate
+            if len(found):
+                noise.setdefault(info.sample_rate, []).append(found)
+                kept += record.noise_seconds
+            records.append(record)
         except AudioRejected as rejected:
             skipped[rejected.reason] += 1
             tqdm.write(f"skipped {rejected}", file=sys.stderr)
@@ -67,6 +81,12 @@ def run(args: argparse.Namespace) -> int:
             tqdm.write(f"skipped {source.path}: {type(error).__name__}: {error}", file=sys.stderr)
 
     out = Path(args.output_dir)
+    for rate, pieces in noise.items():
+        (out / NOISE_DIR).mkdir(parents=True, exist_ok=True)
+        name = f"noise-{shard.index:05d}-of-{shard.count:05d}-{rate}.wav"
+        buffer = io.BytesIO()
+        sf.write(buffer, np.concatenate(pieces), rate, format="WAV", subtype="FLOAT")
+        atomic_write_bytes(out / NOISE_DIR / name, buffer.getvalue())
     profiles.write_shard(
         out,
         profiles.ProfileShard(

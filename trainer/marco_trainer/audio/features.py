@@ -30,9 +30,10 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from scipy import fft, signal
 
+from marco_trainer.audio.channel import ChannelMetrics, measure_channel
 from marco_trainer.audio.io import AudioInfo
 
 SNR_FRAME_SECONDS = 0.02
@@ -43,6 +44,9 @@ SNR_MAX = 80.0
 LUFS_FLOOR = -70.0
 ROLLOFF_SHARE = 0.85
 ACTIVE_FRAME_RANGE = 1e-5  # 50 dB below the loudest frame
+#: Level spread: frame length, and the percentiles whose distance it is.
+SPREAD_FRAME_SECONDS = 0.05
+SPREAD_PERCENTILES = (10.0, 90.0)
 
 _CHANNEL_GAINS = (1.0, 1.0, 1.0, 1.41, 1.41)
 
@@ -60,6 +64,15 @@ class FileMetrics(BaseModel):
     lufs: float
     centroid_hz: float
     rolloff_hz: float
+    level_spread_db: float | None = Field(
+        default=None, description="p90 - p10 of 50 ms frame levels (dynamic range)."
+    )
+    noise_seconds: float | None = Field(
+        default=None, description="Non-speech audio harvested from the file as noise."
+    )
+    channel: ChannelMetrics | None = Field(
+        default=None, description="Codec and pass band (None in profiles made before them)."
+    )
 
 
 def _biquad(kind: str, gain_db: float, q: float, f0: float, rate: float) -> np.ndarray:
@@ -271,6 +284,21 @@ def spectral_shape(x: np.ndarray, rate: int) -> tuple[float, float]:
     return float(centroid.mean()), float(mean_rolloff(magnitude, freqs))
 
 
+def frame_levels_db(x: np.ndarray, rate: int) -> np.ndarray:
+    """Levels (dB) of the 50 ms frames within 50 dB of the loudest one."""
+    powers = frame_powers(x, rate, SPREAD_FRAME_SECONDS)
+    loud = powers[powers > float(powers.max()) * ACTIVE_FRAME_RANGE]
+    return 10 * np.log10(np.maximum(loud, 1e-20))
+
+
+def level_spread(x: np.ndarray, rate: int) -> float:
+    """p90 - p10 of the frame levels in dB: how much the level moves within a file.
+    A compressed (AGC'd, limited) channel narrows it; pauses and dynamics widen it."""
+    levels = frame_levels_db(x, rate)
+    low, high = np.percentile(levels, SPREAD_PERCENTILES)
+    return float(high - low)
+
+
 def measure(path: str, data: np.ndarray, info: AudioInfo) -> FileMetrics:
     """All metrics of one decoded file; ``data`` is ``(frames, channels)``."""
     mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
@@ -288,4 +316,6 @@ def measure(path: str, data: np.ndarray, info: AudioInfo) -> FileMetrics:
         lufs=max(lufs, LUFS_FLOOR),
         centroid_hz=centroid,
         rolloff_hz=rolloff,
+        level_spread_db=level_spread(mono, rate),
+        channel=measure_channel(mono, rate, info.subtype),
     )

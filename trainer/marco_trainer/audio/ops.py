@@ -208,3 +208,87 @@ def saturate(audio: Audio, sample_rate: int, drive: float) -> tuple[Audio, int]:
     if drive <= 0:
         return audio, sample_rate
     return (np.tanh(drive * audio) / math.tanh(drive)).astype(np.float32), sample_rate
+
+
+#: Codec round trips through libsndfile: container, subtype, and the rates the codec
+#: takes (the audio is resampled to the first one when its own rate is not among them).
+CODEC_FORMATS: dict[str, tuple[str, str, tuple[int, ...]]] = {
+    "mulaw": ("WAV", "ULAW", ()),
+    "alaw": ("WAV", "ALAW", ()),
+    "gsm": ("WAV", "GSM610", (8000,)),
+    "adpcm": ("WAV", "IMA_ADPCM", ()),
+    "mp3": ("MP3", "MPEG_LAYER_III", (16000, 8000, 11025, 12000, 22050, 24000, 32000, 44100)),
+    "opus": ("OGG", "OPUS", (16000, 8000, 12000, 24000, 48000)),
+    "vorbis": ("OGG", "VORBIS", ()),
+}
+
+
+def codec_round_trip(audio: Audio, sample_rate: int, codec: str) -> tuple[Audio, int]:
+    """Encode with ``codec`` and decode again (libsndfile, in memory); same rate and length.
+
+    The codec's artefacts are what a model trained on the result must learn to hear
+    through: G.711's level-dependent quantisation noise, GSM's LPC buzz, the pre-echo
+    and band holes of perceptual codecs.
+    """
+    import io
+
+    import soundfile as sf
+
+    if codec not in CODEC_FORMATS:
+        raise ValueError(f"unknown codec {codec!r} (one of {sorted(CODEC_FORMATS)})")
+    container, subtype, rates = CODEC_FORMATS[codec]
+    rate = sample_rate if not rates or sample_rate in rates else rates[0]
+    x, _ = resample(audio, sample_rate, rate)
+    buffer = io.BytesIO()
+    sf.write(buffer, np.clip(x, -1.0, 1.0), rate, format=container, subtype=subtype)
+    buffer.seek(0)
+    decoded, _ = sf.read(buffer, dtype="float32")
+    decoded, _ = resample(decoded, rate, sample_rate)
+    return fit_length(decoded, len(audio)), sample_rate
+
+
+def equalise(
+    audio: Audio, sample_rate: int, centres_hz: list[float], gains_db: list[float]
+) -> tuple[Audio, int]:
+    """Zero-phase linear-phase FIR through the given gains at the band centres.
+
+    The gain is interpolated on a log-frequency axis between centres and held flat
+    beyond the first and last one. ~16 ms of taps resolve third-octave bands
+    down to 100 Hz well enough for a smooth curve; the filter is symmetric with
+    an odd length, so convolving "same" keeps the audio aligned.
+    """
+    nyquist = sample_rate / 2
+    inside = [(c, g) for c, g in zip(centres_hz, gains_db, strict=True) if c < nyquist]
+    if not inside or all(g == 0 for _, g in inside):
+        return audio, sample_rate
+    taps = _eq_taps(sample_rate, tuple(inside))
+    out = signal.oaconvolve(audio, taps, mode="same")
+    return out.astype(np.float32, copy=False), sample_rate
+
+
+@lru_cache(maxsize=256)
+def _eq_taps(sample_rate: int, points: tuple[tuple[float, float], ...]) -> np.ndarray:
+    nyquist = sample_rate / 2
+    numtaps = int(0.016 * sample_rate) | 1
+    grid = np.linspace(0.0, nyquist, 512)
+    log_centres = np.log([c for c, _ in points])
+    gains = np.interp(np.log(np.maximum(grid, 1.0)), log_centres, [g for _, g in points])
+    return signal.firwin2(numtaps, grid, 10 ** (gains / 20), fs=sample_rate).astype(np.float32)
+
+
+def compress(
+    audio: Audio, sample_rate: int, threshold_db: float, ratio: float, frame_seconds: float = 0.01
+) -> tuple[Audio, int]:
+    """Static downward compressor on a frame-RMS envelope: above ``threshold_db`` (dBFS)
+    the level rises 1/``ratio`` dB per dB. The gain is interpolated between frame
+    centres, so it has no steps (a phone line's AGC acts on this time scale too)."""
+    if ratio <= 1:
+        return audio, sample_rate
+    size = max(int(frame_seconds * sample_rate), 1)
+    count = max(len(audio) // size, 1)
+    frames = np.resize(audio, count * size).reshape(count, size).astype(np.float64)
+    level = 10 * np.log10(np.maximum(np.mean(frames * frames, axis=1), 1e-20))
+    gain_db = -(1 - 1 / ratio) * np.maximum(level - threshold_db, 0.0)
+    centres = (np.arange(count) + 0.5) * size
+    gain = 10 ** (np.interp(np.arange(len(audio)), centres, gain_db) / 20)
+    return (audio * gain).astype(np.float32), sample_rate

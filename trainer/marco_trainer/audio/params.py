@@ -18,7 +18,8 @@ How the paper's distributions are read (documented choices):
   a random stretch of generated coloured noise 1/f^β, β drawn from
   ``assets.NOISE_BETAS`` (white to pink; the bank is made once per run and
   band-limited by the channel, since noise enters through the same channel),
-  or of a user's noise file.
+  or of a user's noise file, or of the noise harvested from the target's
+  non-speech stretches (``harvest.py``) when the profile kept enough of it.
 - F_lufs: target ~ N(μ_LUFS, σ²_LUFS), clipped to the profile's [min, max].
 - F_filt: a rolloff r and a centroid c, each ~ N(μ, σ²) clipped to [p5, p95].
   Type and cutoff are then the ones that bring this utterance's mean rolloff
@@ -35,17 +36,25 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_right
 from itertools import accumulate
-from typing import Literal, TypeVar
+from typing import Literal, TypeVar, cast
 
 import numpy as np
 from pydantic import BaseModel, Field, computed_field
 
 from marco_trainer.audio.assets import NOISE_BETAS
+from marco_trainer.audio.channel import CODECS, SUBTYPE_CODECS, Codec
 from marco_trainer.audio.io import SUBTYPE_BITS
 from marco_trainer.audio.profile import MetricSummary, Profile
 
 SNR_REF_DB = 5.0
+#: Speech with its pauses spreads its 50 ms frame levels over 18-30 dB (p10..p90) even
+#: at 10-20 dB SNR; a target whose median spread is under this has been compressed.
+COMPRESSED_SPREAD_DB = 15.0
+#: A lower band edge under this is speech's own low end, not a channel's high-pass.
+MIN_BAND_LOW_HZ = 120.0
 FILTER_ORDER = 4
+#: The measured band's Butterworth order: a channel's edge is steep (48 dB/octave).
+CHANNEL_FILTER_ORDER = 8
 
 
 class ResampleStep(BaseModel):
@@ -60,7 +69,9 @@ class ReverbStep(BaseModel):
 
 class NoiseStep(BaseModel):
     snr_db: float
-    source: Literal["coloured", "file"] = "coloured"
+    source: Literal["coloured", "file", "harvested"] = Field(
+        default="coloured", description="harvested: the target's own non-speech stretches."
+    )
     index: int = Field(default=0, ge=0, description="Noise-bank slope or noise-file index.")
     beta: float | None = Field(default=None, description="Spectral slope 1/f^β (coloured).")
     offset: float = Field(default=0.0, ge=0, le=1, description="Start within the clip (share).")
@@ -91,6 +102,34 @@ class FilterStep(BaseModel):
         return "highpass" if self.highpass_hz else "lowpass" if self.lowpass_hz else "none"
 
 
+class ChannelStep(BaseModel):
+    """The target's measured channel, in F_filt's place (a codec is part of the channel).
+
+    The equaliser's gains are resolved against the audio when the chain runs (and
+    logged), like the filter's cutoffs; replaying logged parameters takes them as given.
+    """
+
+    band_low_hz: float | None = Field(default=None, gt=0, description="High-pass edge.")
+    band_high_hz: float | None = Field(default=None, gt=0, description="Low-pass edge.")
+    codec: Codec | None = Field(default=None, description="Encode/decode round trip, last.")
+    eq: bool = Field(default=False, description="Equalise toward the target's spectrum.")
+    eq_target_db: list[float | None] | None = Field(
+        default=None, description="The target's long-term band levels (dB re speech band)."
+    )
+    resolved: bool = False
+    eq_gains_db: list[float] | None = Field(default=None, description="Gain per band applied.")
+
+
+class CompressionStep(BaseModel):
+    """Dynamic-range compression in F_lufs's place, drawn when the target is compressed:
+    the ratio is resolved against the audio so its level spread lands on the drawn one."""
+
+    target_spread_db: float = Field(gt=0)
+    resolved: bool = False
+    threshold_db: float | None = None
+    ratio: float = Field(default=1.0, ge=1)
+
+
 class ChainParams(BaseModel):
     """Everything one output utterance got (logged as its ``augmentation`` field)."""
 
@@ -101,6 +140,8 @@ class ChainParams(BaseModel):
     noise: NoiseStep
     loudness: LoudnessStep
     filter: FilterStep
+    channel: ChannelStep | None = None
+    compression: CompressionStep | None = None
 
 
 def utterance_rng(seed: int, key: str, copy: int) -> np.random.Generator:
@@ -129,12 +170,55 @@ def _normal_in_range(rng: np.random.Generator, summary: MetricSummary) -> float:
     return _clip(rng.normal(summary.mean, summary.std), low, high)
 
 
-def encoding_for(subtype: str, bits: int) -> tuple[Literal["pcm", "mulaw"], int]:
+def encoding_for(
+    subtype: str, bits: int, codecs_in_channel: bool = False
+) -> tuple[Literal["pcm", "mulaw"], int]:
+    """R's encoding. With a measured channel the codec is the channel step's job
+    (the real codec, not a stand-in), so R keeps 16-bit PCM for codec subtypes."""
+    if codecs_in_channel and subtype in SUBTYPE_CODECS:
+        return "pcm", 16
     if subtype in ("ULAW", "ALAW", "GSM610", "IMA_ADPCM", "MS_ADPCM") or subtype.startswith("G72"):
         return "mulaw", 8
     if bits == 0:
         return "pcm", 16
     return "pcm", min(bits, 24)
+
+
+def draw_channel(profile: Profile, rng: np.random.Generator) -> ChannelStep | None:
+    """The measured channel: the band when most files show it, a codec drawn with the
+    files' detected shares (pcm: none), the equaliser whenever the spectrum was measured."""
+    measured = profile.channel
+    if measured is None:
+        return None
+    codec = str(_categorical(rng, measured.codec)) if measured.codec else "pcm"
+    if codec != "pcm" and codec not in CODECS:
+        raise ValueError(f"profile channel.codec: unknown codec {codec!r} (one of {CODECS})")
+    low = measured.band_low_hz if measured.narrowband else None
+    return ChannelStep(
+        band_low_hz=low if low and low >= MIN_BAND_LOW_HZ else None,
+        band_high_hz=measured.band_high_hz if measured.narrowband else None,
+        codec=None if codec == "pcm" else cast("Codec", codec),
+        eq=True,
+        eq_target_db=measured.band_levels_db,
+    )
+
+
+def draw_compression(profile: Profile, rng: np.random.Generator) -> CompressionStep | None:
+    """When the target is compressed (median spread under ``COMPRESSED_SPREAD_DB``), a
+    spread ~ N(μ, σ²) within p5..p95 of the target's, resolved (maybe to ratio 1) in the
+    chain, so a source already as narrow as drawn is left alone.
+
+    Why a fixed gate: the noise step already narrows the spread (it fills the pauses),
+    and spreads drawn independently of the utterance would then squeeze the wide half
+    of a set that already matched; only a target narrower than uncompressed speech
+    ever gets there, and that is what a compressing channel looks like."""
+    if "level_spread_db" not in profile.metrics:
+        return None
+    if profile.metric("level_spread_db").percentile(50) >= COMPRESSED_SPREAD_DB:
+        return None
+    return CompressionStep(
+        target_spread_db=max(_normal_in_range(rng, profile.metric("level_spread_db")), 1.0)
+    )
 
 
 def reverb_probability(mean_snr_db: float) -> float:
@@ -147,10 +231,13 @@ def draw_params(
     output_rate: int,
     num_rirs: int = 0,
     num_noises: int = 0,
+    noise_source: Literal["file", "harvested"] = "file",
 ) -> ChainParams:
     rate = int(_categorical(rng, profile.sample_rate))
     subtype = str(_categorical(rng, profile.subtype))
-    encoding, bits = encoding_for(subtype, SUBTYPE_BITS.get(subtype, 0))
+    encoding, bits = encoding_for(
+        subtype, SUBTYPE_BITS.get(subtype, 0), codecs_in_channel=profile.channel is not None
+    )
 
     snr = profile.metric("snr_db")
     reverb = None
@@ -162,7 +249,7 @@ def draw_params(
     if num_noises:
         noise = NoiseStep(
             snr_db=noise_snr,
-            source="file",
+            source=noise_source,
             index=int(rng.integers(num_noises)),
             offset=float(rng.random()),
         )
@@ -181,6 +268,8 @@ def draw_params(
     )
 
     return ChainParams(
+        channel=draw_channel(profile, rng),
+        compression=draw_compression(profile, rng),
         output_rate=output_rate,
         resample=ResampleStep(sample_rate=rate, encoding=encoding, bits=bits),
         reverb=reverb,

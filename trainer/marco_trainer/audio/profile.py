@@ -21,6 +21,7 @@ from pydantic import BaseModel, Field
 
 from marco_contract.files import atomic_write_text
 from marco_contract.layout import PROFILE_FILE
+from marco_trainer.audio.channel import THIRD_OCTAVES_HZ
 from marco_trainer.audio.features import FileMetrics
 
 #: Continuous metrics and their fixed histogram bins (low, high, bins).
@@ -31,6 +32,12 @@ METRIC_BINS: dict[str, tuple[float, float, int]] = {
     "centroid_hz": (0.0, 24000.0, 480),
     "rolloff_hz": (0.0, 24000.0, 480),
 }
+#: Metrics added later: summarised when every record has them (older shards do not).
+OPTIONAL_METRIC_BINS: dict[str, tuple[float, float, int]] = {
+    "level_spread_db": (0.0, 60.0, 240),
+}
+#: A channel property is applied when at least this share of the files shows it.
+CHANNEL_MAJORITY = 0.5
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
 VALUES_LIMIT = 20000
 
@@ -58,6 +65,25 @@ class MetricSummary(BaseModel):
         return self.percentiles[f"p{q}"]
 
 
+class ChannelProfile(BaseModel):
+    """The target's channel, over the files (``channel.py`` measures each file)."""
+
+    codec: dict[str, int] = Field(description="Files per detected codec (pcm: none seen).")
+    codec_evidence: dict[str, int] = Field(description="Files per evidence: subtype, samples.")
+    narrowband_files: int = Field(description="Files with a steep upper band edge.")
+    narrowband_share: float = Field(description="Their share: the band's confidence.")
+    band_low_hz: float | None = Field(description="Median lower edge of the narrowband files.")
+    band_high_hz: float | None = Field(description="Median upper edge of the narrowband files.")
+    bands_hz: list[float] = Field(description="Third-octave band centres of band_levels_db.")
+    band_levels_db: list[float | None] = Field(
+        description="Long-term spectrum per band (mean power over files, dB re speech band)."
+    )
+
+    @property
+    def narrowband(self) -> bool:
+        return self.narrowband_share >= CHANNEL_MAJORITY
+
+
 class Profile(BaseModel):
     """What the analysis phase says about a corpus (paper §3)."""
 
@@ -70,6 +96,12 @@ class Profile(BaseModel):
     subtype: dict[str, int] = Field(description="Files per soundfile subtype (PCM_16, ULAW, …).")
     channels: dict[int, int]
     metrics: dict[str, MetricSummary]
+    channel: ChannelProfile | None = Field(
+        default=None, description="Codec and band (None in profiles made before them)."
+    )
+    noise_seconds: float = Field(
+        default=0.0, description="Non-speech audio harvested as noise (profile's noise/ dir)."
+    )
 
     def metric(self, name: str) -> MetricSummary:
         if name not in self.metrics:
@@ -91,7 +123,7 @@ def shard_file_name(index: int, count: int) -> str:
 
 
 def _summary(name: str, values: np.ndarray) -> MetricSummary:
-    low, high, bins = METRIC_BINS[name]
+    low, high, bins = {**METRIC_BINS, **OPTIONAL_METRIC_BINS}[name]
     counts, edges = np.histogram(np.clip(values, low, high), bins=bins, range=(low, high))
     mean = math.fsum(values) / len(values)
     variance = math.fsum((v - mean) ** 2 for v in values) / len(values)
@@ -112,9 +144,12 @@ def build_profile(records: list[FileMetrics], skipped: dict[str, int] | None = N
     if not records:
         raise ValueError(f"no file could be measured (skipped: {dict(skipped or {})})")
     records = sorted(records, key=lambda r: r.path)
+    names = list(METRIC_BINS) + [
+        name for name in OPTIONAL_METRIC_BINS if all(getattr(r, name) is not None for r in records)
+    ]
     metrics = {
         name: _summary(name, np.array([getattr(r, name) for r in records], dtype=np.float64))
-        for name in METRIC_BINS
+        for name in names
     }
     return Profile(
         files=len(records),
@@ -125,6 +160,31 @@ def build_profile(records: list[FileMetrics], skipped: dict[str, int] | None = N
         subtype=dict(sorted(Counter(r.subtype for r in records).items())),
         channels=dict(sorted(Counter(r.channels for r in records).items())),
         metrics=metrics,
+        channel=_channel_summary(records),
+        noise_seconds=math.fsum(r.noise_seconds or 0.0 for r in records),
+    )
+
+
+def _channel_summary(records: list[FileMetrics]) -> ChannelProfile | None:
+    channels = [r.channel for r in records if r.channel is not None]
+    if len(channels) < len(records):
+        return None
+    narrow = [c for c in channels if c.narrowband]
+    levels: list[float | None] = []
+    for k in range(len(THIRD_OCTAVES_HZ)):
+        # Mean power over the files that reach the band, so 8 kHz files leave it out.
+        values = [v for c in channels if (v := c.band_levels_db[k]) is not None]
+        power = math.fsum(10 ** (v / 10) for v in values) / len(values) if values else 0.0
+        levels.append(10 * math.log10(power) if values else None)
+    return ChannelProfile(
+        codec=dict(sorted(Counter(c.codec for c in channels).items())),
+        codec_evidence=dict(sorted(Counter(c.codec_evidence for c in channels).items())),
+        narrowband_files=len(narrow),
+        narrowband_share=len(narrow) / len(channels),
+        band_low_hz=float(np.median([c.band_low_hz for c in narrow])) if narrow else None,
+        band_high_hz=float(np.median([c.band_high_hz for c in narrow])) if narrow else None,
+        bands_hz=list(THIRD_OCTAVES_HZ),
+        band_levels_db=levels,
     )
 
 

@@ -1,0 +1,273 @@
+"""The target's channel: codec and band detection, and the chain steps that apply them,
+each checked against a measurement made here without the code under test (sox's own
+codecs, scipy's Welch spectrum, plain numpy frame levels)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+from scipy import signal
+
+from marco_trainer.audio import chain, ops
+from marco_trainer.audio.assets import Assets
+from marco_trainer.audio.chain import apply_chain
+from marco_trainer.audio.channel import CODECS, measure_channel
+from marco_trainer.audio.features import FileMetrics, measure
+from marco_trainer.audio.io import read_audio
+from marco_trainer.audio.params import (
+    ChainParams,
+    ChannelStep,
+    CompressionStep,
+    draw_params,
+    utterance_rng,
+)
+from marco_trainer.audio.profile import build_profile
+
+
+def _noisy(x: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    noise = rng.standard_normal(len(x)).astype(np.float32)
+    gain = np.sqrt(np.mean(x**2) / np.mean(noise**2) / 10 ** (snr_db / 10))
+    return (x + gain * noise).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def phone_files(speech, audio_dir, run_sox):
+    """The speech through sox's telephone line: 300-3400 Hz, 8 kHz, μ-law or A-law,
+    decoded to 16-bit PCM at 8 kHz; and the same band stored at 16 kHz."""
+    out = {}
+    for name, encoding in (("mulaw", "u-law"), ("alaw", "a-law")):
+        coded = audio_dir / f"line-{name}.wav"
+        run_sox(
+            str(speech), "-r", "8000", "-e", encoding, "-b", "8", str(coded), "sinc", "300-3400"
+        )
+        out[name] = audio_dir / f"line-{name}-pcm.wav"
+        run_sox(str(coded), "-e", "signed-integer", "-b", "16", str(out[name]))
+    out["wide16"] = audio_dir / "line-16k.wav"
+    run_sox(
+        str(out["mulaw"]), "-r", "16000", "-e", "signed-integer", "-b", "16", str(out["wide16"])
+    )
+    return out
+
+
+def _channel(path) -> object:
+    data, info = read_audio(path)
+    return measure(str(path), data, info).channel
+
+
+@pytest.mark.parametrize("law", ["mulaw", "alaw"])
+def test_g711_decoded_to_pcm_is_detected_from_its_samples(phone_files, law):
+    found = _channel(phone_files[law])
+    assert (found.codec, found.codec_evidence) == (law, "samples")
+    assert found.narrowband
+    assert 3200 <= found.band_high_hz <= 3600
+
+
+def test_telephone_band_is_found_in_16k_storage_and_not_in_wideband_speech(speech, phone_files):
+    line = _channel(phone_files["wide16"])
+    # Resampled to 16 kHz: the μ-law levels are gone, the band is not. Its μ-law noise
+    # fills 3.4-4 kHz, so the cliff is the 8 kHz channel's own Nyquist edge.
+    assert (line.codec, line.narrowband) == ("pcm", True)
+    assert 3200 <= line.band_high_hz <= 4000
+    assert 150 <= line.band_low_hz <= 400
+    clean = _channel(speech)
+    assert (clean.codec, clean.narrowband) == ("pcm", False)
+
+
+def test_codec_subtypes_are_read_from_the_container(speech_samples, audio_dir):
+    x, rate = speech_samples
+    x8, _ = ops.resample(x, rate, 8000)
+    for subtype, codec in (("GSM610", "gsm"), ("ULAW", "mulaw"), ("IMA_ADPCM", "adpcm")):
+        path = audio_dir / f"coded-{subtype}.wav"
+        sf.write(str(path), x8, 8000, subtype=subtype)
+        found = _channel(path)
+        assert (found.codec, found.codec_evidence) == (codec, "subtype")
+
+
+@pytest.fixture(scope="module")
+def sox_mulaw_levels(audio_dir, run_sox) -> set[int]:
+    """Every 16-bit value sox's μ-law decoder produces: a full-scale sweep through it."""
+    ramp = audio_dir / "ramp.wav"
+    sf.write(str(ramp), np.linspace(-1, 1, 200000, dtype=np.float32), 8000, subtype="FLOAT")
+    coded, decoded = audio_dir / "ramp-u.wav", audio_dir / "ramp-u-pcm.wav"
+    run_sox(str(ramp), "-e", "u-law", "-b", "8", str(coded))
+    run_sox(str(coded), "-e", "signed-integer", "-b", "16", str(decoded))
+    values, _ = sf.read(str(decoded), dtype="int16")
+    return set(np.unique(values).tolist())
+
+
+def test_applied_mulaw_sits_on_sox_mulaw_levels_and_is_detected(speech_samples, sox_mulaw_levels):
+    assert len(sox_mulaw_levels) <= 256
+    x, rate = speech_samples
+    x8, _ = ops.resample(0.5 * x, rate, 8000)
+    y, out_rate = ops.codec_round_trip(x8, 8000, "mulaw")
+    assert out_rate == 8000 and len(y) == len(x8)
+    ints = np.rint(y * 32768).astype(int)
+    assert np.isin(ints, list(sox_mulaw_levels)).mean() > 0.999
+    assert measure_channel(y, 8000, "PCM_16").codec == "mulaw"
+    assert measure_channel(x8, 8000, "PCM_16").codec == "pcm"  # the input was not
+
+
+def test_applied_gsm_is_sox_gsm(speech_samples, audio_dir, run_sox):
+    x, rate = speech_samples
+    x8, _ = ops.resample(0.5 * x, rate, 8000)
+    y, _ = ops.codec_round_trip(x8, 8000, "gsm")
+    source = audio_dir / "gsm-in.wav"
+    sf.write(str(source), x8, 8000, subtype="PCM_16")
+    coded, decoded = audio_dir / "gsm.gsm", audio_dir / "gsm-out.wav"
+    run_sox(str(source), str(coded))
+    run_sox(str(coded), "-e", "signed-integer", "-b", "16", str(decoded))
+    reference, _ = sf.read(str(decoded), dtype="float32")
+    n = min(len(y), len(reference), len(x8))
+    # As lossy as sox's GSM (libgsm): the coding error has the same size, within a factor
+    # of two, and it is an error a codec makes (20 dB or less SNR), not a rounding.
+    ours = np.mean((y[:n] - x8[:n]) ** 2)
+    theirs = np.mean((reference[:n] - x8[:n]) ** 2)
+    assert 0.5 < ours / theirs < 2
+    assert 10 * np.log10(np.mean(x8[:n] ** 2) / ours) < 20
+
+
+def _third_octave_levels(x: np.ndarray, rate: int) -> np.ndarray:
+    """Welch spectrum summed in 1/3-octave bands 200..3150 Hz, dB re their mean."""
+    freqs, power = signal.welch(x, rate, nperseg=1024)
+    centres = 1000 * 2 ** (np.arange(-7, 6) / 3)
+    levels = np.array(
+        [
+            10 * np.log10(power[(freqs >= c / 2 ** (1 / 6)) & (freqs < c * 2 ** (1 / 6))].mean())
+            for c in centres
+        ]
+    )
+    return levels - levels.mean()
+
+
+def test_equaliser_moves_the_long_term_spectrum_toward_the_target(speech_samples):
+    x, rate = speech_samples
+    x8, _ = ops.resample(x, rate, 8000)
+    source = _noisy(x8, 30.0)
+    # The target: the same speaker through a channel with a +12 dB/decade tilt above 500 Hz
+    # and a dip at 1 kHz (a made-up handset), so its spectrum shape is known to differ.
+    b, a = signal.iirpeak(1000, 2, fs=8000)
+    tilted = signal.lfilter([1, -0.9], [1], source) - 0.7 * signal.lfilter(b, a, source)
+    target = measure_channel(tilted.astype(np.float32), 8000, "PCM_16").band_levels_db
+    step = chain.resolve_channel(source, 8000, ChannelStep(eq=True, eq_target_db=target))
+    assert step.eq_gains_db is not None and any(g != 0 for g in step.eq_gains_db)
+    out, _ = chain.line_filter(source, 8000, step)
+
+    want = _third_octave_levels(tilted, 8000)
+    before = np.sqrt(np.mean((_third_octave_levels(source, 8000) - want) ** 2))
+    after = np.sqrt(np.mean((_third_octave_levels(out, 8000) - want) ** 2))
+    assert after < 0.5 * before
+
+
+def _spread(x: np.ndarray, rate: int) -> float:
+    """p90 - p10 of 40 ms frame levels (dB) over frames within 50 dB of the loudest."""
+    size = int(0.04 * rate)
+    frames = x[: len(x) // size * size].reshape(-1, size).astype(np.float64)
+    levels = 10 * np.log10(np.maximum((frames**2).mean(axis=1), 1e-20))
+    levels = levels[levels > levels.max() - 50]
+    return float(np.percentile(levels, 90) - np.percentile(levels, 10))
+
+
+def test_compression_narrows_the_level_spread_toward_the_target(speech_samples):
+    x, rate = speech_samples
+    source = _noisy(x, 40.0)
+    wide = _spread(source, rate)
+    target = 0.6 * wide
+    step = chain.resolve_compression(source, rate, CompressionStep(target_spread_db=target))
+    assert step.ratio > 1
+    out, _ = chain.compression(source, rate, step)
+    assert abs(_spread(out, rate) - target) < 0.5 * abs(wide - target)
+    # A target wider than the audio leaves it alone.
+    loose = chain.resolve_compression(source, rate, CompressionStep(target_spread_db=wide + 10))
+    assert loose.ratio == 1.0
+    assert np.array_equal(chain.compression(source, rate, loose)[0], source)
+
+
+def test_profile_summarises_the_channel_over_files(phone_files, speech):
+    records: list[FileMetrics] = []
+    for path in (phone_files["mulaw"], phone_files["alaw"], phone_files["wide16"], speech):
+        data, info = read_audio(path)
+        records.append(measure(str(path), data, info))
+    channel = build_profile(records).channel
+    assert channel is not None
+    assert channel.codec == {"alaw": 1, "mulaw": 1, "pcm": 2}
+    assert channel.codec_evidence == {"none": 2, "samples": 2}
+    assert (channel.narrowband_files, channel.narrowband_share) == (3, 0.75)
+    highs = sorted(r.channel.band_high_hz for r in records[:3] if r.channel)
+    assert channel.band_high_hz == highs[1]  # the median of three
+
+
+def test_channel_steps_are_drawn_applied_logged_and_replayed(phone_files, speech_samples):
+    records = []
+    for path in (phone_files["mulaw"], phone_files["alaw"], phone_files["wide16"]):
+        data, info = read_audio(path)
+        records.append(measure(str(path), data, info))
+    profile = build_profile(records)
+    x, rate = speech_samples
+    drawn = [draw_params(profile, utterance_rng(1, str(i), 0), 16000) for i in range(30)]
+    assert {p.channel.codec for p in drawn if p.channel} == {"mulaw", "alaw", None}
+    params = next(p for p in drawn if p.channel and p.channel.codec == "alaw")
+    # Uncompressed phone speech draws no compression; force one to see it logged too.
+    assert params.compression is None
+    params = params.model_copy(update={"compression": CompressionStep(target_spread_db=10.0)})
+    out, out_rate, applied = apply_chain(x, rate, params, Assets())
+    assert applied.channel is not None and applied.channel.resolved
+    assert applied.channel.eq_gains_db is not None
+    assert applied.compression is not None and applied.compression.resolved
+    # The band is applied: nothing of note above the measured upper edge + 300 Hz.
+    assert applied.channel.band_high_hz is not None
+    spectrum = np.abs(np.fft.rfft(out)) ** 2
+    freqs = np.fft.rfftfreq(len(out), 1 / out_rate)
+    assert spectrum[freqs > applied.channel.band_high_hz + 300].sum() < 1e-3 * spectrum.sum()
+    replayed = ChainParams.model_validate_json(applied.model_dump_json())
+    again, _, _ = apply_chain(x, rate, replayed, Assets())
+    assert np.array_equal(out, again)
+
+
+def _records(spread: float | None = None) -> list[FileMetrics]:
+    return [
+        FileMetrics(
+            path=f"{i}.wav",
+            sample_rate=8000,
+            bit_depth=8,
+            subtype="ULAW",
+            channels=1,
+            duration_s=3.0,
+            snr_db=15.0 + i,
+            lufs=-25.0 + i,
+            centroid_hz=1200.0 + 50 * i,
+            rolloff_hz=2500.0 + 50 * i,
+            level_spread_db=None if spread is None else spread + i,
+        )
+        for i in range(4)
+    ]
+
+
+def test_profiles_without_a_channel_draw_the_old_chain():
+    params = draw_params(build_profile(_records()), utterance_rng(0, "a", 0), 16000)
+    assert params.channel is None and params.compression is None
+    assert params.resample.encoding == "mulaw"  # R stands in for the codec, as before
+
+
+def test_compression_is_drawn_only_for_a_compressed_target():
+    # Spreads 8..11 dB (median 9.5, under the 15 dB gate) vs 22..25 dB (ordinary speech).
+    narrow = build_profile(_records(spread=8.0))
+    wide = build_profile(_records(spread=22.0))
+    drawn = [draw_params(narrow, utterance_rng(0, str(i), 0), 16000) for i in range(20)]
+    assert all(p.compression is not None for p in drawn)
+    # N(9.5, 1.118²) clipped to p5..p95 = [8.15, 10.85]
+    assert all(8.15 <= p.compression.target_spread_db <= 10.85 for p in drawn if p.compression)
+    assert draw_params(wide, utterance_rng(0, "a", 0), 16000).compression is None
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_every_codec_the_chain_names_round_trips_here(speech_samples, codec):
+    assert set(ops.CODEC_FORMATS) == set(CODECS)  # one list of codecs, two tables
+    x, rate = speech_samples
+    x8, _ = ops.resample(0.5 * x, rate, 8000)
+    y, out_rate = ops.codec_round_trip(x8, 8000, codec)
+    assert out_rate == 8000 and len(y) == len(x8)
+    error = np.mean((y - x8) ** 2) / np.mean(x8**2)
+    # Lossy but still the same speech: a coding error between -60 and -3 dB.
+    assert 1e-6 < error < 0.5, error

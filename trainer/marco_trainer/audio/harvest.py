@@ -1,0 +1,106 @@
+"""Noise harvested from the target: the stretches of its files where nobody speaks.
+
+The unlabeled target files carry the target's own noise (babble, line hiss,
+room tone, after the target's channel), which no generated noise imitates. A
+voice-activity detector finds the non-speech stretches; they are cut out and
+stored with the profile, and the augmenter mixes them in instead of coloured
+noise when enough was found.
+
+The detector (pure numpy, 20 ms frames) calls a frame speech when either
+
+- its power is more than ``SPEECH_MARGIN_DB`` above the file's noise floor
+  (the 10th percentile of frame powers, as the SNR estimator reads it), or
+- its spectrum is much less flat than the quiet frames' (spectral flatness
+  under ``FLATNESS_SHARE`` of theirs): voiced speech is harmonic, noise is not,
+  which catches speech that is hardly louder than the noise;
+
+then widens every speech region by ``GUARD_SECONDS`` on each side (onsets and
+decays of words are quieter than their middles). What remains, in runs of at
+least ``MIN_RUN_SECONDS``, is noise. A file with no frame far from its floor
+(noise or speech all through) gives nothing: without a contrast there is no
+telling them apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from marco_trainer.audio.features import SNR_NOISE_PERCENTILE, frame_powers
+
+FRAME_SECONDS = 0.02
+#: 3 dB: a frame with speech as loud as the noise reads +3 dB; 20 ms of steady noise
+#: varies by well under a dB, so noise frames stay below it.
+SPEECH_MARGIN_DB = 3.0
+FLATNESS_SHARE = 0.5
+#: Guard and shortest run: synthesised and read speech pauses for 100-300 ms between
+#: phrases; longer settings would keep almost nothing of such a corpus.
+GUARD_SECONDS = 0.06
+MIN_RUN_SECONDS = 0.1
+#: A file needs frames this far above its floor to tell speech from noise at all.
+MIN_CONTRAST_DB = 10.0
+#: Fades at the ends of each cut stretch, so that joined stretches do not click.
+FADE_SECONDS = 0.01
+#: Below this much harvested noise the augmenter keeps its coloured noise.
+MIN_HARVEST_SECONDS = 5.0
+#: Per profile shard, at most this much is kept (a noise bank, not a copy of the corpus).
+MAX_HARVEST_SECONDS = 600.0
+#: Where the profile stage leaves the harvested noise, next to profile.json.
+NOISE_DIR = "noise"
+
+
+def _flatness(x: np.ndarray, size: int, count: int) -> np.ndarray:
+    """Spectral flatness (geometric / arithmetic mean of the power spectrum) per frame."""
+    frames = x[: count * size].reshape(count, size) * np.hanning(size)
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2 + 1e-20
+    return np.exp(np.mean(np.log(power), axis=1)) / np.mean(power, axis=1)
+
+
+def speech_frames(x: np.ndarray, rate: int) -> np.ndarray:
+    """Per 20 ms frame: True where the detector hears speech (guard included)."""
+    size = max(int(rate * FRAME_SECONDS), 1)
+    powers = frame_powers(x, rate, FRAME_SECONDS)
+    count = len(x) // size
+    if count < 2:
+        return np.ones(max(count, 1), dtype=bool)
+    floor = max(float(np.percentile(powers, SNR_NOISE_PERCENTILE)), 1e-20)
+    if 10 * np.log10(max(float(powers.max()), 1e-20) / floor) < MIN_CONTRAST_DB:
+        return np.ones(count, dtype=bool)
+    loud = powers > floor * 10 ** (SPEECH_MARGIN_DB / 10)
+    flatness = _flatness(np.asarray(x, dtype=np.float64), size, count)
+    quiet = flatness[~loud]
+    tonal = flatness < FLATNESS_SHARE * float(np.median(quiet)) if len(quiet) else loud
+    speech = loud | tonal
+    guard = round(GUARD_SECONDS / FRAME_SECONDS)
+    if guard and speech.any():
+        # Dilation by ±guard frames: a frame is speech if any frame within reach is.
+        padded = np.concatenate([np.zeros(guard, bool), speech, np.zeros(guard, bool)])
+        windows = np.lib.stride_tricks.sliding_window_view(padded, 2 * guard + 1)
+        speech = np.asarray(windows.any(axis=1), dtype=bool)
+    return speech
+
+
+def non_speech_segments(x: np.ndarray, rate: int) -> list[tuple[int, int]]:
+    """``(start, end)`` sample spans of the runs of non-speech frames long enough to keep."""
+    size = max(int(rate * FRAME_SECONDS), 1)
+    speech = speech_frames(x, rate)
+    edges = np.diff(np.concatenate([[1], speech.astype(np.int8), [1]]))
+    starts, ends = np.nonzero(edges == -1)[0], np.nonzero(edges == 1)[0]
+    shortest = int(np.ceil(MIN_RUN_SECONDS / FRAME_SECONDS))
+    return [
+        (int(s) * size, int(e) * size)
+        for s, e in zip(starts, ends, strict=True)
+        if e - s >= shortest
+    ]
+
+
+def harvest(x: np.ndarray, rate: int) -> np.ndarray:
+    """The file's non-speech stretches, faded in and out and joined (float32, maybe empty)."""
+    fade = max(int(FADE_SECONDS * rate), 1)
+    ramp = np.sin(np.linspace(0.0, np.pi / 2, fade, dtype=np.float32)) ** 2
+    pieces = []
+    for start, end in non_speech_segments(x, rate):
+        piece = np.array(x[start:end], dtype=np.float32)
+        piece[:fade] *= ramp
+        piece[-fade:] *= ramp[::-1]
+        pieces.append(piece)
+    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
