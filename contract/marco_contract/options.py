@@ -72,6 +72,13 @@ class AugmentOptions(StageOptions):
 
     copies: int = Field(default=1, ge=1, le=100, description="Augmented copies per utterance.")
     seed: int = Field(default=0, ge=0, description="Seed of every per-utterance draw.")
+    # Off until benchmarks/adaptation.py shows it helps on scenarios it was not tuned on:
+    # on, the demo's own target (a GSM/μ-law phone line) gets a different chain.
+    channel_from_target: bool = Field(
+        default=False,
+        description="Apply what the profile measured of the target's channel: band, codec, "
+        "equaliser, harvested noise and compression. Off: the paper's Eq. 3 steps only.",
+    )
 
 
 class EvaluateOptions(StageOptions):

@@ -64,6 +64,7 @@ def test_profile_augment_report(corpus, tmp_path, marco_trainer):
         2,
         "--seed",
         5,
+        "--channel-from-target",
     )
     lines = _lines(augmented)
     assert len(lines) == 12
@@ -89,6 +90,17 @@ def test_profile_augment_report(corpus, tmp_path, marco_trainer):
         assert (info.samplerate, info.subtype) == (16000, "PCM_16")
         assert abs(info.duration - line["duration"]) < 1e-3
     assert read_stage_result(augmented).counts["processed"] == 12
+
+    # Without --channel-from-target (the default) the same profile gives the paper's
+    # Eq. 3 steps only: no channel, no compression, no harvested noise.
+    plain = tmp_path / "plain"
+    source = corpus / "source" / "source.jsonl"
+    marco_trainer("augment", "--manifest", source, "--output-dir", plain,
+                  "--profile", target, "--copies", 1, "--seed", 5)  # fmt: skip
+    for line in _lines(plain):
+        step = line["augmentation"]
+        assert step["channel"] is None and step["compression"] is None
+        assert step["noise"]["source"] == "coloured"
 
     marco_trainer("profile", "--input", augmented, "--output-dir", tmp_path / "aug-profile")
     report_dir = tmp_path / "report"

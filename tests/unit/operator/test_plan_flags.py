@@ -42,7 +42,7 @@ SPEC = {
     "data": {"train": ["train.jsonl"], "validation": "dev.jsonl", "test": "test.jsonl",
              "targetAudio": "target/"},
     "filter": {"minDuration": 0.5, "maxDuration": 12.5, "maxCharsPerSecond": 22.5},
-    "augmentation": {"copies": 3, "seed": 7},
+    "augmentation": {"copies": 3, "seed": 7, "channelFromTarget": True},
     "baseline": {"samples": 50},
     "training": {"maxSteps": 1234, "evalEvery": 20, "cycleSteps": 40, "evalSamples": 30,
                  "perDeviceBatchSize": 2, "gradientAccumulation": 3, "precision": "bf16",
@@ -64,6 +64,7 @@ EXPECTED = {
     ("FilterOptions", "max_chars_per_second"): ("filter", "max_chars_per_second", 22.5),
     ("AugmentOptions", "copies"): ("augment", "copies", 3),
     ("AugmentOptions", "seed"): ("augment", "seed", 7),
+    ("AugmentOptions", "channel_from_target"): ("augment", "channel_from_target", True),
     ("EvaluateOptions", "max_samples"): ("evaluate", "max_samples", 60),
     ("TrainingOptions", "max_steps"): ("train", "max_steps", 1234),
     ("TrainingOptions", "eval_every"): ("train", "eval_every", 20),
@@ -187,6 +188,7 @@ def test_the_demo_commands_are_unchanged():
         "--min-duration 0.3 --max-duration 10.0 --max-chars-per-second 30.0",
         "profile": f"profile --input /data/target/unlabeled.jsonl --output-dir {out}/profile",
         "augment": f"augment --output-dir {out}/augment --copies 1 --seed 0 "
+        "--no-channel-from-target "
         f"--manifest {out}/filter/kept.jsonl --profile {out}/profile",
         "baseline": f"evaluate --model {model} --manifest /data/target/dev.jsonl "
         f"--output-dir {out}/baseline --max-samples 100 --family encoder-decoder "

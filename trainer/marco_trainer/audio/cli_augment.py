@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     from marco_trainer.audio.inputs import iter_sources_of_manifests
     from marco_trainer.audio.io import AudioRejected, load_mono
     from marco_trainer.audio.params import ChainParams, draw_params, utterance_rng
-    from marco_trainer.audio.profile import load_profile
+    from marco_trainer.audio.profile import load_profile, without_measured_channel
     from marco_trainer.audio.telephony import TelephonyParams, apply_telephony, draw_telephony
     from marco_trainer.sharding import shard_from_args
 
@@ -139,6 +139,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         sources = shard.select(list(iter_sources_of_manifests(args.manifest, problems)))
         profile = load_profile(args.profile) if args.profile else None
+        if profile is not None and not args.channel_from_target:
+            profile = without_measured_channel(profile)
         assets = Assets(sample_rate=rate, noise_seed=args.seed)
         if profile is not None:
             if args.rir_dir:

@@ -242,3 +242,15 @@ def load_profile(path: str | Path) -> Profile:
     if SHARD_PATTERN.match(path.name):
         return merge_shards([ProfileShard.model_validate_json(path.read_text())])
     return Profile.model_validate_json(path.read_text())
+
+
+#: Metrics only the target-channel steps read (compression's level spread).
+CHANNEL_METRICS = ("level_spread_db",)
+
+
+def without_measured_channel(profile: Profile) -> Profile:
+    """The profile as the chain saw it before the target's channel was measured: no
+    channel, no harvested noise, no level spread. With augmentation.channelFromTarget off,
+    the augmenter draws exactly the paper's Eq. 3 steps from it."""
+    metrics = {k: v for k, v in profile.metrics.items() if k not in CHANNEL_METRICS}
+    return profile.model_copy(update={"channel": None, "noise_seconds": 0.0, "metrics": metrics})
