@@ -26,6 +26,7 @@ from marco_contract.options import (
     FilterOptions,
     LanguageOptions,
     LoraOptions,
+    RetentionOptions,
     TrainingOptions,
 )
 from marco_contract.status import ApiModel, Family
@@ -172,7 +173,8 @@ class EarlyStoppingSpec(ApiModel):
     )
 
 
-class TrainingSpec(TrainingOptions):  # max_steps, eval_every, ..., gradient_checkpointing
+# max_steps, eval_every, ..., gradient_checkpointing; warmup_steps, spec_augment, freeze, ...
+class TrainingSpec(TrainingOptions, RetentionOptions):
     learning_rate: LearningRateBounds | None = Field(
         default=None,
         description="[η_min, η_max]; defaults per family: [1e-7, 1e-5] encoder-decoder, "
@@ -254,6 +256,12 @@ class OutputSpec(ApiModel):
     )
 
 
+#: A clean share means something only next to augmented copies of that clean source.
+CLEAN_SHARE_RULE = (
+    "training.cleanSourceShare needs augmentation.enabled and augmentation.keepOriginal"
+)
+
+
 class AsrAdaptationSpec(ApiModel):
     model: ModelSpec
     data: DataSpec
@@ -282,6 +290,11 @@ class AsrAdaptationSpec(ApiModel):
                     "!self.evaluation.enabled || has(self.data.test)",
                     "evaluation.enabled needs data.test",
                 ),
+                cel(
+                    "!has(self.training.cleanSourceShare) || "
+                    "(self.augmentation.enabled && self.augmentation.keepOriginal)",
+                    CLEAN_SHARE_RULE,
+                ),
             ]
         }
     )
@@ -295,6 +308,10 @@ class AsrAdaptationSpec(ApiModel):
             raise ValueError("augmentation.preset 'profile' needs profile.enabled")
         if self.evaluation.enabled and not self.data.test:
             raise ValueError("evaluation.enabled needs data.test")
+        if self.training.clean_source_share is not None and not (
+            augmentation.enabled and augmentation.keep_original
+        ):
+            raise ValueError(CLEAN_SHARE_RULE)
         return self
 
 
