@@ -200,3 +200,24 @@ def test_checkpoints_keep_the_pretrained_spec_augment_settings(whisper_dir, tmp_
     assert (saved["apply_spec_augment"], saved["mask_time_prob"]) == (False, 0.05)
     # ... and training goes on with the run's settings.
     assert (asr.model.config.apply_spec_augment, asr.model.config.mask_time_prob) == (True, 0.3)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (
+            SpecAugmentOptions(enabled=True, mask_time_length=301),
+            "--spec-augment-mask-time-length 301: longer than the model's 300 input frames",
+        ),
+        (
+            SpecAugmentOptions(enabled=True, mask_feature_length=81),
+            "--spec-augment-mask-feature-length 81: longer than the model's 80 input mel bins",
+        ),
+    ],
+    ids=["time", "feature"],
+)
+def test_a_mask_longer_than_its_axis_is_refused_at_start_by_flag(whisper_dir, options, message):
+    asr = load_asr(whisper_dir)
+    with pytest.raises(ValueError) as error:
+        asr.set_spec_augment(options)
+    assert str(error.value) == message

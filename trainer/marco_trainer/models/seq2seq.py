@@ -54,6 +54,8 @@ class EncoderDecoderAsr(AsrModel):
                     f"--spec-augment-enabled: {type(config).__name__} has no SpecAugment"
                 )
             return
+        if options.enabled:
+            self._check_mask_lengths(options)
         if self._pretrained_spec_augment is None:
             self._pretrained_spec_augment = {
                 key: getattr(config, key) for key in _SPEC_AUGMENT_KEYS if hasattr(config, key)
@@ -62,6 +64,24 @@ class EncoderDecoderAsr(AsrModel):
         if options.enabled:
             for key in _SPEC_AUGMENT_KEYS[1:]:
                 setattr(config, key, getattr(options, key))
+
+    def _check_mask_lengths(self, options: SpecAugmentOptions) -> None:
+        # transformers would refuse a span longer than its axis only at the first step.
+        extractor = self.processor.feature_extractor
+        axes = [
+            ("time-length", options.mask_time_length, getattr(extractor, "nb_max_frames", None)),
+            (
+                "feature-length",
+                options.mask_feature_length,
+                getattr(extractor, "feature_size", None),
+            ),
+        ]
+        for flag, length, size in axes:
+            if isinstance(size, int) and length > size:
+                raise ValueError(
+                    f"--spec-augment-mask-{flag} {length}: longer than the model's {size} "
+                    "input " + ("frames" if flag.startswith("time") else "mel bins")
+                )
 
     @contextmanager
     def _pretrained_config(self) -> Iterator[None]:
