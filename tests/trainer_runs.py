@@ -19,7 +19,8 @@ def free_port() -> int:
 
 def trainer_env() -> dict[str, str]:
     env = dict(os.environ)
-    paths = [str(REPO / "trainer"), str(REPO / "operator")]
+    # The contract too: otherwise the venv's editable install (another checkout) supplies it.
+    paths = [str(REPO / "trainer"), str(REPO / "operator"), str(REPO / "contract")]
     env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
     env["OMP_NUM_THREADS"] = "1"
     return env

@@ -129,3 +129,75 @@ class TrainingOptions(StageOptions):
 def evals_per_cycle(cycle_steps: int, eval_every: int) -> int:
     """The evaluations that close a cycle: the operator's σ window, the trainer's wait point."""
     return max(1, cycle_steps // eval_every)
+
+
+class SpecAugmentOptions(StageOptions):
+    """SpecAugment on the encoder's input features while training (Whisper-style models):
+    `training.specAugment` in the spec; --spec-augment-* of train.
+
+    The fields are the Hugging Face Whisper config's own (`apply_spec_augment`,
+    `mask_time_*`, `mask_feature_*`), with its defaults, so that a value means what the
+    transformers documentation says. Masks are drawn only in training mode: validation,
+    the baseline and the export's decoding never see them.
+    """
+
+    enabled: bool = Field(
+        default=False, description="Mask spans of time frames and mel bins while training."
+    )
+    mask_time_prob: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Share of frames masked (an upper bound: spans may overlap); "
+        "spans = maskTimeProb × frames / maskTimeLength.",
+    )
+    mask_time_length: int = Field(default=10, ge=1, description="Frames per time mask (10 ms).")
+    mask_time_min_masks: int = Field(
+        default=2, ge=0, description="Time masks per utterance at least."
+    )
+    mask_feature_prob: float = Field(
+        default=0.0, ge=0, le=1, description="Share of mel bins masked (0 = no frequency masks)."
+    )
+    mask_feature_length: int = Field(default=10, ge=1, description="Mel bins per frequency mask.")
+    mask_feature_min_masks: int = Field(
+        default=0, ge=0, description="Frequency masks per utterance at least."
+    )
+
+
+class FreezeOptions(StageOptions):
+    """Parameters kept at the pretrained values (encoder-decoder family): `training.freeze`
+    in the spec; --freeze-* of train."""
+
+    encoder: bool = Field(default=False, description="Freeze the whole audio encoder.")
+    encoder_layers: int = Field(
+        default=0,
+        ge=0,
+        description="Freeze the encoder's input stem (convolutions, positions) and its first "
+        "encoderLayers transformer layers (0 = none; ignored when encoder is true).",
+    )
+
+
+class RetentionOptions(StageOptions):
+    """What keeps the model from forgetting while it adapts: part of `training` in the spec;
+    flags of train. Every default is neutral (the loop as without these fields); see
+    docs/method.md, "Keeping what the model knew", for what was measured."""
+
+    warmup_steps: int = Field(
+        default=0,
+        ge=0,
+        description="Steps at the start of every LR cycle over which the LR rises linearly "
+        "from warmupStartFactor × the cycle's LR to it (0 = no warm-up).",
+    )
+    warmup_start_factor: float = Field(
+        default=0.1, gt=0, le=1, description="The warm-up's first LR, as a share of the cycle's."
+    )
+    spec_augment: SpecAugmentOptions = Field(default_factory=SpecAugmentOptions)
+    freeze: FreezeOptions = Field(default_factory=FreezeOptions)
+    clean_source_share: float | None = Field(
+        default=None,
+        ge=0,
+        le=1,
+        description="Share of each batch drawn from the clean source (the rest from the "
+        "augmented copies), with augmentation and keepOriginal; unset: the two are simply "
+        "concatenated (with 1 copy, about half clean).",
+    )

@@ -26,6 +26,7 @@ from marco_contract.options import (
     FilterOptions,
     LanguageOptions,
     LoraOptions,
+    RetentionOptions,
     TrainingOptions,
 )
 from marco_contract.status import ApiModel, Family, SigmaKind
@@ -186,7 +187,8 @@ class EarlyStoppingSpec(ApiModel):
     )
 
 
-class TrainingSpec(TrainingOptions):  # max_steps, eval_every, ..., gradient_checkpointing
+# max_steps, eval_every, ..., gradient_checkpointing; warmup_steps, spec_augment, freeze, ...
+class TrainingSpec(TrainingOptions, RetentionOptions):
     learning_rate: LearningRateBounds | None = Field(
         default=None,
         description="[η_min, η_max]; defaults per family: [1e-7, 1e-5] encoder-decoder, "
@@ -299,6 +301,12 @@ class OutputSpec(ApiModel):
     )
 
 
+#: A clean share means something only next to augmented copies of that clean source.
+CLEAN_SHARE_RULE = (
+    "training.cleanSourceShare needs augmentation.enabled and augmentation.keepOriginal"
+)
+
+
 class AsrAdaptationSpec(ApiModel):
     model: ModelSpec
     data: DataSpec
@@ -334,6 +342,11 @@ class AsrAdaptationSpec(ApiModel):
                     "lr <= self.training.learningRate.max)",
                     TRIAL_LRS_OUTSIDE,
                 ),
+                cel(
+                    "!has(self.training.cleanSourceShare) || "
+                    "(self.augmentation.enabled && self.augmentation.keepOriginal)",
+                    CLEAN_SHARE_RULE,
+                ),
             ]
         }
     )
@@ -350,6 +363,10 @@ class AsrAdaptationSpec(ApiModel):
         bounds, candidates = self.training.learning_rate, self.trials.learning_rates
         if bounds and candidates and not all(bounds.min <= lr <= bounds.max for lr in candidates):
             raise ValueError(TRIAL_LRS_OUTSIDE)
+        if self.training.clean_source_share is not None and not (
+            augmentation.enabled and augmentation.keep_original
+        ):
+            raise ValueError(CLEAN_SHARE_RULE)
         return self
 
 

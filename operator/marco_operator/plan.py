@@ -27,6 +27,7 @@ from marco_contract.options import (
     FilterOptions,
     LanguageOptions,
     LoraOptions,
+    RetentionOptions,
     TrainingOptions,
 )
 from marco_contract.status import Phase
@@ -71,7 +72,19 @@ def train_manifests(spec: AsrAdaptationSpec, layout: Layout) -> list[str]:
     if not spec.augmentation.enabled:
         return sources
     augmented = [layout.stage_dir("augment")]
+    if mixes_clean_source(spec):
+        return augmented  # the clean source goes as --clean-manifest (clean_manifests)
     return sources + augmented if spec.augmentation.keep_original else augmented
+
+
+def mixes_clean_source(spec: AsrAdaptationSpec) -> bool:
+    """Whether the trainer draws the clean source at training.cleanSourceShare of each batch."""
+    return spec.training.clean_source_share is not None and spec.augmentation.enabled
+
+
+def clean_manifests(spec: AsrAdaptationSpec, layout: Layout) -> list[str]:
+    """The clean source, apart from the augmented copies, when the trainer mixes a share of it."""
+    return source_manifests(spec, layout) if mixes_clean_source(spec) else []
 
 
 @dataclass(frozen=True)
@@ -192,6 +205,7 @@ def _train_args(
         *steering,
         "--learning-rate", repr(learning_rate),
         *to_argv(training, TrainingOptions),
+        *to_argv(spec.training, RetentionOptions),
         "--family", family,
         "--adaptation", name,
         "--metrics-port", str(metrics_port),
@@ -201,6 +215,8 @@ def _train_args(
         args.append("--no-export")
     for manifest in train_manifests(spec, layout):
         args += ["--train-manifest", manifest]
+    for manifest in clean_manifests(spec, layout):
+        args += ["--clean-manifest", manifest]
     if family == "llm":
         lora = spec.model.lora
         if lora.enabled:

@@ -6,6 +6,14 @@ the next ``world_size × accumulation`` micro-batches and rank r trains on its
 ``accumulation`` consecutive ones. So one process with twice the accumulation
 sees exactly what two processes see together, and a resumed run continues at
 the saved stream position.
+
+With a clean-source share (`CleanMix`), an epoch's utterances are drawn from two
+pools, the augmented copies and the clean source: each place in the epoch is a
+clean utterance with that probability, so about that share of every batch is
+clean whatever the pools' sizes (plain concatenation gives the clean source
+the share of its size instead). Each pool is walked in a shuffled order,
+reshuffled when it runs out; the draws depend on the seed and the epoch only,
+so the stream stays deterministic and resumable.
 """
 
 from __future__ import annotations
@@ -65,22 +73,65 @@ def load_examples(
     return examples
 
 
+@dataclass(frozen=True)
+class CleanMix:
+    """Examples ``first_clean`` onwards are the clean source, drawn at ``share`` of an epoch."""
+
+    first_clean: int
+    share: float
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.share <= 1:
+            raise ValueError(f"clean source share {self.share}: not in [0, 1]")
+
+
+def mixed_order(count: int, mix: CleanMix, rng: random.Random) -> list[int]:
+    """``count`` example indices: each clean with probability ``mix.share``, else augmented.
+
+    Each pool is drawn without replacement in a shuffled order and reshuffled when
+    exhausted, so a pool smaller than its share of the epoch repeats evenly.
+    """
+    pools = [list(range(mix.first_clean)), list(range(mix.first_clean, count))]
+    for pool in pools:
+        rng.shuffle(pool)
+    cursors = [0, 0]
+    order: list[int] = []
+    for _ in range(count):
+        which = 1 if rng.random() < mix.share else 0
+        pool = pools[which]
+        if not pool:
+            kind = "clean source" if which else "augmented"
+            raise ValueError(f"clean source share {mix.share}: no {kind} utterances to draw")
+        if cursors[which] == len(pool):
+            rng.shuffle(pool)
+            cursors[which] = 0
+        order.append(pool[cursors[which]])
+        cursors[which] += 1
+    return order
+
+
 def bucketed_batches(
     durations: Sequence[float],
     batch_size: int,
     seed: int,
     epoch: int,
     buckets_per_chunk: int = 32,
+    mix: CleanMix | None = None,
 ) -> list[list[int]]:
-    """One epoch of micro-batches: shuffled, then sorted by length inside chunks.
+    """One epoch of micro-batches: shuffled (or drawn by ``mix``), then sorted by length
+    inside chunks.
 
     Utterances of similar length share a batch (little padding for the text and,
     for models with variable-length input, the audio) while the order of
-    batches stays random.
+    batches stays random. A chunk is drawn before it is sorted, so sorting moves
+    utterances between a chunk's batches but keeps the chunk's clean share.
     """
     rng = random.Random(seed * 1_000_003 + epoch)
-    order = list(range(len(durations)))
-    rng.shuffle(order)
+    if mix is None:
+        order = list(range(len(durations)))
+        rng.shuffle(order)
+    else:
+        order = mixed_order(len(durations), mix, rng)
     chunk = batch_size * buckets_per_chunk
     batches: list[list[int]] = []
     for start in range(0, len(order), chunk):
@@ -99,19 +150,26 @@ class StreamPosition:
 class MicroBatchStream:
     """An endless, resumable stream of micro-batches over epochs."""
 
-    def __init__(self, durations: Sequence[float], batch_size: int, seed: int) -> None:
+    def __init__(
+        self,
+        durations: Sequence[float],
+        batch_size: int,
+        seed: int,
+        mix: CleanMix | None = None,
+    ) -> None:
         if not durations:
             raise ValueError("no usable training utterances")
         self.durations = list(durations)
         self.batch_size = batch_size
         self.seed = seed
+        self.mix = mix
         self.position = StreamPosition()
         self._epoch_batches: list[list[int]] | None = None
 
     def _batches(self) -> list[list[int]]:
         if self._epoch_batches is None:
             self._epoch_batches = bucketed_batches(
-                self.durations, self.batch_size, self.seed, self.position.epoch
+                self.durations, self.batch_size, self.seed, self.position.epoch, mix=self.mix
             )
         return self._epoch_batches
 

@@ -76,6 +76,10 @@ CASES = [
     ("spec", {"profile": {"enabled": False}},
      "augmentation.preset 'profile' needs profile.enabled"),
     ("spec.filter", {"filter": {"minDuration": 40}}, "minDuration must be below maxDuration"),
+    ("spec", {"training": {"cleanSourceShare": 0.5}, "augmentation": {"keepOriginal": False}},
+     "training.cleanSourceShare needs augmentation.enabled and augmentation.keepOriginal"),
+    ("spec", {"training": {"cleanSourceShare": 0.5}, "augmentation": {"enabled": False}},
+     "training.cleanSourceShare needs augmentation.enabled and augmentation.keepOriginal"),
 ]  # fmt: skip
 
 

@@ -47,7 +47,12 @@ SPEC = {
     "training": {"maxSteps": 1234, "evalEvery": 20, "cycleSteps": 40, "evalSamples": 30,
                  "perDeviceBatchSize": 2, "gradientAccumulation": 3, "precision": "bf16",
                  "gradientCheckpointing": True, "waitForDirective": False,
-                 "directiveTimeoutSeconds": 42.5},
+                 "directiveTimeoutSeconds": 42.5, "warmupSteps": 10, "warmupStartFactor": 0.5,
+                 "specAugment": {"enabled": True, "maskTimeProb": 0.2, "maskTimeLength": 5,
+                                 "maskTimeMinMasks": 1, "maskFeatureProb": 0.1,
+                                 "maskFeatureLength": 4, "maskFeatureMinMasks": 2},
+                 "freeze": {"encoder": True, "encoderLayers": 3},
+                 "cleanSourceShare": 0.25},
     "evaluation": {"maxSamples": 60},
 }  # fmt: skip
 
@@ -76,7 +81,35 @@ EXPECTED = {
     ("TrainingOptions", "cycle_steps"): ("train", "cycle_steps", 40),
     ("TrainingOptions", "wait_for_directive"): ("train", "wait_for_directive", False),
     ("TrainingOptions", "directive_timeout_seconds"): ("train", "directive_timeout_seconds", 42.5),
-}
+    ("RetentionOptions", "warmup_steps"): ("train", "warmup_steps", 10),
+    ("RetentionOptions", "warmup_start_factor"): ("train", "warmup_start_factor", 0.5),
+    ("RetentionOptions", "clean_source_share"): ("train", "clean_source_share", 0.25),
+    ("RetentionOptions", "spec_augment"): (
+        "train", "spec_augment",
+        shared.SpecAugmentOptions(
+            enabled=True, mask_time_prob=0.2, mask_time_length=5, mask_time_min_masks=1,
+            mask_feature_prob=0.1, mask_feature_length=4, mask_feature_min_masks=2,
+        ),
+    ),
+    ("RetentionOptions", "freeze"): (
+        "train", "freeze", shared.FreezeOptions(encoder=True, encoder_layers=3)
+    ),
+    ("SpecAugmentOptions", "enabled"): ("train", "spec_augment.enabled", True),
+    ("SpecAugmentOptions", "mask_time_prob"): ("train", "spec_augment.mask_time_prob", 0.2),
+    ("SpecAugmentOptions", "mask_time_length"): ("train", "spec_augment.mask_time_length", 5),
+    ("SpecAugmentOptions", "mask_time_min_masks"): (
+        "train", "spec_augment.mask_time_min_masks", 1
+    ),
+    ("SpecAugmentOptions", "mask_feature_prob"): ("train", "spec_augment.mask_feature_prob", 0.1),
+    ("SpecAugmentOptions", "mask_feature_length"): (
+        "train", "spec_augment.mask_feature_length", 4
+    ),
+    ("SpecAugmentOptions", "mask_feature_min_masks"): (
+        "train", "spec_augment.mask_feature_min_masks", 2
+    ),
+    ("FreezeOptions", "encoder"): ("train", "freeze.encoder", True),
+    ("FreezeOptions", "encoder_layers"): ("train", "freeze.encoder_layers", 3),
+}  # fmt: skip
 
 
 def commands(spec_data: dict) -> dict[str, list[str]]:
@@ -145,7 +178,9 @@ def test_train_gets_the_computed_values_and_paths():
     opts = parsed(commands(SPEC)["train"])
     out = "/output/marco-asr/flags"
     assert (opts.learning_rate, opts.family, opts.adaptation) == (2.5e-6, "llm", "flags")
-    assert opts.train_manifests == [f"{out}/filter/kept.jsonl", f"{out}/augment"]
+    # A clean-source share: the augmented copies train, the clean source is drawn apart.
+    assert opts.train_manifests == [f"{out}/augment"]
+    assert opts.clean_manifests == [f"{out}/filter/kept.jsonl"]
     assert (opts.validation_manifest, str(opts.output_dir)) == ("/data/dev.jsonl", f"{out}/train")
     assert opts.full_finetune is False
 
@@ -198,7 +233,14 @@ def test_the_demo_commands_are_unchanged():
         "--learning-rate 1e-05 --max-steps 300 --eval-every 25 --eval-samples 40 "
         "--per-device-batch-size 8 --gradient-accumulation 1 --precision fp32 "
         "--no-gradient-checkpointing --cycle-steps 75 --wait-for-directive "
-        "--directive-timeout-seconds 300.0 --family encoder-decoder --adaptation demo-callcentre "
+        "--directive-timeout-seconds 300.0 "
+        # The retention options (issue 16), each at its neutral default.
+        "--warmup-steps 0 --warmup-start-factor 0.1 --no-spec-augment-enabled "
+        "--spec-augment-mask-time-prob 0.05 --spec-augment-mask-time-length 10 "
+        "--spec-augment-mask-time-min-masks 2 --spec-augment-mask-feature-prob 0.0 "
+        "--spec-augment-mask-feature-length 10 --spec-augment-mask-feature-min-masks 0 "
+        "--no-freeze-encoder --freeze-encoder-layers 0 "
+        "--family encoder-decoder --adaptation demo-callcentre "
         "--metrics-port 9400 --task transcribe --language en "
         f"--train-manifest {out}/filter/kept.jsonl --train-manifest {out}/augment",
         "evaluate": f"evaluate --model {out}/train/export --reference-model {model} "
@@ -225,3 +267,28 @@ def test_a_trial_is_train_cut_short_at_a_fixed_lr_and_the_trainer_parses_it():
         "train_manifests", "validation_manifest", "lora", "language", "family", "seed",
     )  # fmt: skip
     assert {k: getattr(opts, k) for k in same} == {k: getattr(train, k) for k in same}
+
+
+def test_without_a_clean_share_the_clean_source_is_concatenated_as_before():
+    training = {k: v for k, v in SPEC["training"].items() if k != "cleanSourceShare"}
+    opts = parsed(commands({**SPEC, "training": training})["train"])
+    out = "/output/marco-asr/flags"
+    assert opts.train_manifests == [f"{out}/filter/kept.jsonl", f"{out}/augment"]
+    assert opts.clean_manifests == [] and opts.clean_source_share is None
+
+
+@pytest.mark.parametrize(
+    "augmentation",
+    [{"enabled": False}, {"keepOriginal": False}],
+    ids=["no-augmentation", "no-keep-original"],
+)
+def test_a_clean_share_without_augmented_copies_of_the_source_is_refused(augmentation):
+    from pydantic import ValidationError
+
+    from marco_operator.api import describe_error
+
+    with pytest.raises(ValidationError) as error:
+        parse_spec({**SPEC, "augmentation": augmentation})
+    assert describe_error(error.value) == (
+        "spec: training.cleanSourceShare needs augmentation.enabled and augmentation.keepOriginal"
+    )

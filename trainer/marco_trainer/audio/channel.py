@@ -32,6 +32,8 @@ from typing import Literal, get_args
 import numpy as np
 from pydantic import BaseModel, Field
 
+from marco_trainer.audio.spectra import active_spectra
+
 #: Codecs the chain can apply (``ops.codec_round_trip``); profiles say ``pcm`` for none.
 Codec = Literal["mulaw", "alaw", "gsm", "adpcm", "mp3", "opus", "vorbis"]
 CODECS: tuple[str, ...] = get_args(Codec)
@@ -136,9 +138,6 @@ def codec_from_samples(x: np.ndarray) -> str | None:
 def long_term_spectrum(x: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
     """Mean power of the active frames per bin, in dB relative to the speech band, smoothed
     over ``LTAS_SMOOTH_HZ``; and the bin frequencies."""
-    # Imported here: features imports ChannelMetrics from this module for its FileMetrics.
-    from marco_trainer.audio.features import active_spectra
-
     magnitude, freqs = active_spectra(x, rate, frame_seconds=LTAS_FRAME_SECONDS)
     if not len(magnitude):
         return np.full(len(freqs), -120.0), freqs

@@ -31,10 +31,11 @@ from functools import lru_cache
 
 import numpy as np
 from pydantic import BaseModel, Field
-from scipy import fft, signal
+from scipy import signal
 
 from marco_trainer.audio.channel import ChannelMetrics, measure_channel
 from marco_trainer.audio.io import AudioInfo
+from marco_trainer.audio.spectra import ACTIVE_FRAME_RANGE, active_spectra
 
 SNR_FRAME_SECONDS = 0.02
 SNR_NOISE_PERCENTILE = 10.0
@@ -43,7 +44,6 @@ SNR_MAX = 80.0
 #: Loudness below the BS.1770 absolute gate reads as the gate itself.
 LUFS_FLOOR = -70.0
 ROLLOFF_SHARE = 0.85
-ACTIVE_FRAME_RANGE = 1e-5  # 50 dB below the loudest frame
 #: Level spread: frame length, and the percentiles whose distance it is.
 SPREAD_FRAME_SECONDS = 0.05
 SPREAD_PERCENTILES = (10.0, 90.0)
@@ -226,46 +226,6 @@ def estimate_snr(x: np.ndarray, rate: int) -> float:
     if noise <= 0:
         return SNR_MAX
     return float(np.clip(10 * np.log10(speech / noise), SNR_MIN, SNR_MAX))
-
-
-@lru_cache(maxsize=16)
-def _frame_constants(n_fft: int, rate: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hann window, sample offsets within a frame, and bin frequencies of one frame size."""
-    return (
-        np.hanning(n_fft).astype(np.float32),
-        np.arange(n_fft),
-        np.fft.rfftfreq(n_fft, 1.0 / rate),
-    )
-
-
-def active_spectra(
-    x: np.ndarray, rate: int, max_frames: int | None = None, frame_seconds: float = 0.032
-) -> tuple[np.ndarray, np.ndarray]:
-    """Magnitude spectra ``(frames, bins)`` of the active ~32 ms Hann frames, and their bin
-    frequencies. ``max_frames`` keeps an evenly spaced subset (a bounded cost per file)."""
-    n_fft = 1 << max(math.ceil(math.log2(frame_seconds * rate)), 4)
-    hop = n_fft // 2
-    window, offsets, freqs = _frame_constants(n_fft, rate)
-    x = np.asarray(x, dtype=np.float32)
-    if len(x) < n_fft:
-        x = np.pad(x, (0, n_fft - len(x)))
-    count = (len(x) - n_fft) // hop + 1
-    if max_frames is not None and count > max_frames:
-        # Frame k of np.linspace(0, count - 1, max_frames), gathered in one indexing step
-        # (the same doubles as linspace computes, in plain Python: a few numbers).
-        last = max_frames - 1
-        spacing = (count - 1) / last if last else 0.0
-        starts = [int(k * spacing) * hop for k in range(last)] + [(count - 1) * hop if last else 0]
-        frames = x[np.array(starts)[:, None] + offsets]
-    else:
-        stride = x.strides[0]
-        frames = np.lib.stride_tricks.as_strided(
-            x, (count, n_fft), (hop * stride, stride), writeable=False
-        )
-    magnitude = np.abs(fft.rfft(frames * window, axis=1))
-    energy = magnitude.sum(axis=1)
-    active = energy > energy.max() * ACTIVE_FRAME_RANGE
-    return magnitude[active], freqs
 
 
 def mean_rolloff(magnitude: np.ndarray, freqs: np.ndarray) -> np.ndarray:

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from marco_contract.options import SpecAugmentOptions
 from marco_trainer.models.base import IGNORE_INDEX, AsrModel
 from marco_trainer.models.whisper_features import window_log_mel
+
+#: The config attributes SpecAugmentOptions sets, named as in Hugging Face's WhisperConfig.
+_SPEC_AUGMENT_KEYS = (
+    "apply_spec_augment",
+    "mask_time_prob",
+    "mask_time_length",
+    "mask_time_min_masks",
+    "mask_feature_prob",
+    "mask_feature_length",
+    "mask_feature_min_masks",
+)
 
 
 class EncoderDecoderAsr(AsrModel):
@@ -16,10 +31,75 @@ class EncoderDecoderAsr(AsrModel):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._pretrained_spec_augment: dict[str, Any] | None = None
         tokenizer = self.processor.tokenizer
         if hasattr(tokenizer, "set_prefix_tokens") and self._multilingual:
             # Labels then start with <|startoftranscript|><|lang|><|task|><|notimestamps|>.
             tokenizer.set_prefix_tokens(language=self.language, task=self.task)
+
+    # -- SpecAugment -------------------------------------------------------------
+    def set_spec_augment(self, options: SpecAugmentOptions) -> None:
+        """SpecAugment while training, through the model config's own switches.
+
+        Whisper masks its input features in ``forward`` only in training mode
+        (``module.train()``), never in ``generate``: validation is untouched. The
+        config is set whether on or off, so the spec decides and not a value a
+        checkpoint happened to carry. Checkpoints and the export keep the
+        pretrained values (:meth:`save`).
+        """
+        config = self.model.config
+        if not hasattr(config, "apply_spec_augment"):
+            if options.enabled:
+                raise ValueError(
+                    f"--spec-augment-enabled: {type(config).__name__} has no SpecAugment"
+                )
+            return
+        if options.enabled:
+            self._check_mask_lengths(options)
+        if self._pretrained_spec_augment is None:
+            self._pretrained_spec_augment = {
+                key: getattr(config, key) for key in _SPEC_AUGMENT_KEYS if hasattr(config, key)
+            }
+        config.apply_spec_augment = options.enabled
+        if options.enabled:
+            for key in _SPEC_AUGMENT_KEYS[1:]:
+                setattr(config, key, getattr(options, key))
+
+    def _check_mask_lengths(self, options: SpecAugmentOptions) -> None:
+        # transformers would refuse a span longer than its axis only at the first step.
+        extractor = self.processor.feature_extractor
+        axes = [
+            ("time-length", options.mask_time_length, getattr(extractor, "nb_max_frames", None)),
+            (
+                "feature-length",
+                options.mask_feature_length,
+                getattr(extractor, "feature_size", None),
+            ),
+        ]
+        for flag, length, size in axes:
+            if isinstance(size, int) and length > size:
+                raise ValueError(
+                    f"--spec-augment-mask-{flag} {length}: longer than the model's {size} "
+                    "input " + ("frames" if flag.startswith("time") else "mel bins")
+                )
+
+    @contextmanager
+    def _pretrained_config(self) -> Iterator[None]:
+        saved = self._pretrained_spec_augment
+        config = self.model.config
+        current = {key: getattr(config, key) for key in saved or {}}
+        for key, value in (saved or {}).items():
+            setattr(config, key, value)
+        try:
+            yield
+        finally:
+            for key, value in current.items():
+                setattr(config, key, value)
+
+    def save(self, path: str | Path) -> None:
+        # Training masks are a property of this run, not of the model handed on.
+        with self._pretrained_config():
+            super().save(path)
 
     @property
     def _multilingual(self) -> bool:

@@ -39,6 +39,8 @@ class TrainerState(BaseModel):
     offset: int = Field(default=0, description="Micro-batch position inside the epoch.")
     cycle: int = 0
     learning_rate: float
+    warmup_cycle: int = Field(default=0, description="The cycle whose LR warm-up is under way.")
+    cycle_start_step: int = Field(default=0, description="Steps done when that cycle began.")
     directive: Directive | None = None
     evaluations: list[Evaluation] = Field(default_factory=list)
     best_wer: float | None = None

@@ -36,6 +36,7 @@ from marco_contract.formats import Directive, Evaluation, EvaluationHistory, Sta
 from marco_contract.layout import EVALUATIONS_FILE
 from marco_contract.options import evals_per_cycle
 from marco_trainer.data import (
+    CleanMix,
     LoadedBatch,
     MicroBatchStream,
     StreamPosition,
@@ -62,6 +63,7 @@ from marco_trainer.train.feature_cache import (
     container_memory_limit,
 )
 from marco_trainer.train.options import TrainOptions
+from marco_trainer.train.retention import freeze_encoder, warmup_factor
 
 if TYPE_CHECKING:
     from torch.nn.parallel import DistributedDataParallel
@@ -115,12 +117,14 @@ class Trainer:
             trainable=True,
             gradient_checkpointing=opts.gradient_checkpointing,
         )
+        self._retain(family)
         self.asr.to(self.dist.device)
         if self._use_bf16():
             self.asr.autocast_dtype = torch.bfloat16
         self._initial_adapter = self._adapter_snapshot()
 
         self.train_examples = load_examples(opts.train_manifests, self.counts)
+        mix = self._mix_clean_source()
         self.val_examples = load_examples(
             [opts.validation_manifest], Counter(), limit=opts.eval_samples
         )
@@ -155,7 +159,7 @@ class Trainer:
         self._set_lr(self.state.learning_rate)
 
         self.stream = MicroBatchStream(
-            [e.duration for e in self.train_examples], opts.per_device_batch_size, opts.seed
+            [e.duration for e in self.train_examples], opts.per_device_batch_size, opts.seed, mix
         )
         self.stream.seek(StreamPosition(self.state.epoch, self.state.offset))
 
@@ -191,6 +195,38 @@ class Trainer:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+
+    def _retain(self, family: str) -> None:
+        """SpecAugment and partial freezing (options in `RetentionOptions`), before the
+        optimizer is built: it takes the parameters still trainable."""
+        opts = self.opts
+        set_spec_augment = getattr(self.asr, "set_spec_augment", None)
+        if callable(set_spec_augment):
+            set_spec_augment(opts.spec_augment)
+        elif opts.spec_augment.enabled:
+            raise ValueError(f"--spec-augment-enabled: the {family} family has no SpecAugment")
+        if opts.freeze.encoder or opts.freeze.encoder_layers:
+            if self.asr.family != "encoder-decoder":
+                raise ValueError(
+                    f"--freeze-encoder/--freeze-encoder-layers: the {self.asr.family} family "
+                    "trains LoRA adapters or everything; freezing is for encoder-decoder"
+                )
+            frozen = freeze_encoder(self.asr.model, opts.freeze)
+            trainable, total = self.asr.parameter_counts()
+            log.info("frozen %d parameters: %d of %d train", frozen, trainable, total)
+
+    def _mix_clean_source(self) -> CleanMix | None:
+        """Appends the clean source to the training examples; the share it is drawn at."""
+        opts = self.opts
+        if opts.clean_source_share is None:
+            return None
+        clean = load_examples(opts.clean_manifests, self.counts)
+        if not clean:
+            raise ValueError(f"--clean-manifest {opts.clean_manifests}: no usable utterances")
+        mix = CleanMix(first_clean=len(self.train_examples), share=opts.clean_source_share)
+        self.counts["clean_utterances"] = len(clean)
+        self.train_examples = self.train_examples + clean
+        return mix
 
     def _use_bf16(self) -> bool:
         if self.opts.precision == "fp32":
@@ -342,8 +378,21 @@ class Trainer:
         closing = evals_per_cycle(opts.cycle_steps, opts.eval_every)
         return sum(e.cycle == current.cycle for e in state.evaluations) >= closing
 
+    def _warm_up(self) -> None:
+        """This step's LR: the cycle's, scaled by the warm-up at the cycle's start."""
+        state = self.state
+        if state.cycle != state.warmup_cycle:  # a directive began a cycle at this step
+            state.warmup_cycle, state.cycle_start_step = state.cycle, state.step
+        factor = warmup_factor(
+            state.step - state.cycle_start_step,
+            self.opts.warmup_steps,
+            self.opts.warmup_start_factor,
+        )
+        self._set_lr(state.learning_rate * factor)
+
     def _train_step(self, prepared: PreparedStep) -> None:
         accum = len(prepared.batches)
+        self._warm_up()
         self.module.train()
         started = time.perf_counter()
         # The loss stays on the device until the step's one host sync below: reading it
@@ -510,7 +559,9 @@ class Trainer:
             family=self.asr.family,
             base_model=str(self.opts.model),
             language=self.opts.language,
-            train_manifests=[str(m) for m in self.opts.train_manifests],
+            train_manifests=[
+                str(m) for m in [*self.opts.train_manifests, *self.opts.clean_manifests]
+            ],
             train_utterances=len(self.train_examples),
             train_hours=sum(e.duration for e in self.train_examples) / 3600,
             adaptation=self.opts.adaptation,

@@ -11,16 +11,27 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from marco_contract.argv import Flag
-from marco_contract.options import LanguageOptions, LoraOptions, TrainerFamily, TrainingOptions
+from marco_contract.options import (
+    LanguageOptions,
+    LoraOptions,
+    RetentionOptions,
+    TrainerFamily,
+    TrainingOptions,
+)
 
 
-class TrainOptions(TrainingOptions, LanguageOptions):
+class TrainOptions(TrainingOptions, RetentionOptions, LanguageOptions):
     model: str = Field(description="model directory or Hub id (cached)")
     train_manifests: Annotated[list[str], Flag("train-manifest", repeat=True)] = Field(
         min_length=1, description="training manifest (.jsonl or a folder of them); repeatable"
+    )
+    clean_manifests: Annotated[list[str], Flag("clean-manifest", repeat=True)] = Field(
+        default_factory=list,
+        description="clean source manifest drawn at --clean-source-share of each batch "
+        "(the --train-manifest ones then hold the augmented copies); repeatable",
     )
     validation_manifest: str = Field(description="validation manifest for the periodic WER")
     output_dir: Path = Field(description="checkpoints, evaluations and the export")
@@ -62,3 +73,12 @@ class TrainOptions(TrainingOptions, LanguageOptions):
         "(Whisper-style fixed windows; 0 = off; default: an eighth of the container's memory "
         "over the node's ranks, at most 2048)",
     )
+
+    @model_validator(mode="after")
+    def _clean_share_has_its_source(self) -> TrainOptions:
+        # Either alone is a half-given instruction: refuse it rather than guess.
+        if (self.clean_source_share is None) != (not self.clean_manifests):
+            raise ValueError(
+                "--clean-source-share and --clean-manifest go together (one is missing)"
+            )
+        return self
