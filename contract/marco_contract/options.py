@@ -100,3 +100,6 @@ class TrainingOptions(StageOptions):
     gradient_checkpointing: bool = Field(
         default=False, description="Recompute activations in the backward pass (less memory)."
     )
+    seed: int = Field(
+        default=0, ge=0, description="Seed of the data order and the initialisation of new weights."
+    )

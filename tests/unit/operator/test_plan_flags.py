@@ -46,7 +46,7 @@ SPEC = {
     "baseline": {"samples": 50},
     "training": {"maxSteps": 1234, "evalEvery": 20, "cycleSteps": 40, "evalSamples": 30,
                  "perDeviceBatchSize": 2, "gradientAccumulation": 3, "precision": "bf16",
-                 "gradientCheckpointing": True},
+                 "gradientCheckpointing": True, "seed": 11},
     "evaluation": {"maxSamples": 60},
 }  # fmt: skip
 
@@ -71,6 +71,7 @@ EXPECTED = {
     ("TrainingOptions", "gradient_accumulation"): ("train", "gradient_accumulation", 3),
     ("TrainingOptions", "precision"): ("train", "precision", "bf16"),
     ("TrainingOptions", "gradient_checkpointing"): ("train", "gradient_checkpointing", True),
+    ("TrainingOptions", "seed"): ("train", "seed", 11),
 }
 
 
@@ -159,8 +160,8 @@ def test_false_and_unset_values_are_passed_as_such():
 
 def test_the_demo_commands_are_unchanged():
     """The demo's stage commands as the plan wrote them before the shared options
-    (main at 1605497), except `--no-gradient-checkpointing`, the default's value made
-    explicit: the demo's WER numbers depend on these lines."""
+    (main at 1605497), except `--no-gradient-checkpointing` and `--seed 0`, the
+    defaults' values made explicit: the demo's WER numbers depend on these lines."""
     obj = yaml.safe_load((ROOT / "examples" / "demo-local.yaml").read_text())
     spec = parse_spec(obj["spec"])
     owner = Owner(name=obj["metadata"]["name"], namespace="default", uid="u")
@@ -189,7 +190,8 @@ def test_the_demo_commands_are_unchanged():
         f"--output-dir {out}/train --control-file /etc/marco/control/directive.json "
         "--learning-rate 1e-05 --max-steps 300 --eval-every 25 --eval-samples 40 "
         "--per-device-batch-size 8 --gradient-accumulation 1 --precision fp32 "
-        "--no-gradient-checkpointing --family encoder-decoder --adaptation demo-callcentre "
+        "--no-gradient-checkpointing --seed 0 --family encoder-decoder "
+        "--adaptation demo-callcentre "
         "--metrics-port 9400 --task transcribe --language en "
         f"--train-manifest {out}/filter/kept.jsonl --train-manifest {out}/augment",
         "evaluate": f"evaluate --model {out}/train/export --reference-model {model} "
