@@ -38,11 +38,22 @@ time, so an interrupted benchmark resumes.
 ``--smoke`` is the two-minute check that every part runs (tiny sets, two
 steps, one scenario, one seed, all five systems); its numbers mean nothing.
 
-Time on 2 CPU cores (Whisper tiny.en, 10 s window; measured, see the report of
-the session that added this file): building one scenario's data at the default
-sizes takes about TIME_DATA; one scenario × one seed of the five systems at the
-defaults about TIME_RUN; the full matrix (4 scenarios × 3 seeds) therefore
-about TIME_FULL.
+Time on 2 CPU cores (Whisper tiny.en, 10 s window), measured on 2026-12-02 on
+2 cores shared with about a dozen other training and test processes (load
+average 13), so every figure is several times what 2 idle cores take:
+
+- ``--smoke``: 25 minutes (5 systems: baseline 87 s, hf 246 s, hf-aug 269 s,
+  ft 442 s, ftda 450 s; each marco run is six stage processes that each load
+  torch). On 2 idle cores that load is ~7× lighter: about 4 minutes, not the
+  2 the issue asks for; the floor is the ~15 processes that each import torch.
+- building one scenario's data at the default sizes (car, 750 utterances):
+  226 s.
+- one scenario × one seed at the defaults (120 steps, batch 8, 100 test
+  utterances): not finished in the hour left that day; under that load the
+  untrained model alone took more than 10 minutes on the 100 test utterances.
+  The full matrix (4 scenarios × 3 seeds × 4 trained systems, plus 4 baselines)
+  is 52 runs of that size: a job for an idle machine or a GPU, where
+  ``marco-trainer`` and the HF recipe both use the device.
 """
 
 from __future__ import annotations

@@ -19,7 +19,9 @@ import pytest
 from tests.demo_runs import demo_env, run_demo
 from tests.tools import ROOT
 
-pytestmark = [pytest.mark.slow, pytest.mark.tts, pytest.mark.sox]
+# The smoke takes about 4 minutes on 2 idle cores and took 25 on 2 cores shared with
+# a dozen other processes (2026-12-02): the timeout allows the shared case.
+pytestmark = [pytest.mark.slow, pytest.mark.tts, pytest.mark.sox, pytest.mark.timeout(2400)]
 
 SYSTEMS = {"baseline", "hf", "hf-aug", "ft", "ftda"}
 
@@ -38,7 +40,7 @@ def test_smoke_runs_every_system_and_writes_the_table(whisper_10s: Path, tmp_pat
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "adaptation.py"), "--smoke",
          "--work", str(work), "--model", str(whisper_10s)],
-        env=demo_env(), capture_output=True, text=True, timeout=1800,
+        env=demo_env(), capture_output=True, text=True, timeout=2300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((work / "adaptation.json").read_text())
