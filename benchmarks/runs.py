@@ -86,6 +86,20 @@ def adaptation(
     return manifest
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now: the trainer's metrics endpoint of one run.
+
+    The default (9400) is taken by any other ``marco run`` on the machine, and
+    the local driver reads the trainer's evaluations from it, so each run gets
+    its own.
+    """
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 def marco_run(
     manifest: dict[str, Any], data: Path, out: Path, log: Path | None = None
 ) -> dict[str, Any]:
@@ -94,7 +108,8 @@ def marco_run(
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(manifest))
     python_module("marco_operator", "run", "-f", str(path), "--data-dir", str(data),
-                  "--output-dir", str(out), log=log)  # fmt: skip
+                  "--output-dir", str(out), "--metrics-port", str(free_port()),
+                  log=log)  # fmt: skip
     run_dir = out / "marco-asr" / manifest["metadata"]["name"]
     status = json.loads((run_dir / "status.json").read_text())
     if status.get("phase") != "Succeeded":
