@@ -19,8 +19,8 @@ import pytest
 from tests.demo_runs import demo_env, run_demo
 from tests.tools import ROOT
 
-# The smoke takes about 4 minutes on 2 idle cores and took 25 on 2 cores shared with
-# a dozen other processes (2026-12-02): the timeout allows the shared case.
+# On 2 cores shared with a dozen other processes (2026-12-02) this test took 12 minutes
+# and the smoke alone 25 at a higher load; the timeout allows the shared case.
 pytestmark = [pytest.mark.slow, pytest.mark.tts, pytest.mark.sox, pytest.mark.timeout(2400)]
 
 SYSTEMS = {"baseline", "hf", "hf-aug", "ft", "ftda"}
