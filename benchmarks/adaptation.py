@@ -52,8 +52,8 @@ average 13), so every figure is several times what 2 idle cores take:
 - one scenario × one seed at the defaults (120 steps, batch 8, 100 test
   utterances): not finished in the hour left that day. Under that load the
   untrained model took 20 minutes on the 100 test utterances (car: 28.15 %) and
-  the HF recipe 60–80 s per step, so the five systems come to roughly 10 hours
-  there.
+  the HF recipe 60–80 s per step (10 s once the load fell to 8), so the five
+  systems come to 2 to 10 hours there, depending on the neighbours.
   The full matrix (4 scenarios × 3 seeds × 4 trained systems, plus 4 baselines)
   is 52 runs of that size: a job for an idle machine or a GPU, where
   ``marco-trainer`` and the HF recipe both use the device.
