@@ -29,7 +29,7 @@ EXTERNAL_MARKERS := not (sox or tts or helm or prometheus)
 
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install demo demo-data test lint typecheck unit integration e2e lock crd chart chart-crd chart-rbac chart-dashboard clean
+.PHONY: help install demo demo-data test bench-smoke lint typecheck unit integration e2e lock crd chart chart-crd chart-rbac chart-dashboard clean
 
 help: ## this list
 	@echo "make demo and make test install everything they need on a fresh machine."
@@ -89,8 +89,14 @@ lint: $(VENV)/install.stamp ## ruff check and ruff format --check
 typecheck: $(VENV)/install.stamp ## mypy over the packages (contract, operator, trainer, demo)
 	@out=$$(mypy 2>&1) || { echo "$$out"; exit 1; }; echo "  ok   typecheck $$out"
 
+# The adaptation benchmark's smoke (marker bench) runs fifteen torch processes: about 4
+# minutes on 2 idle cores, which would take make test past its budget; make bench-smoke
+# runs it.
 test: install lint typecheck ## install what the tests need and run the whole suite (CI runs this)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not bench" $(PYTEST_ARGS)
+
+bench-smoke: install ## the adaptation benchmark end to end at toy size (every system, one scenario)
+	$(PY) -m pytest -m bench $(PYTEST_ARGS)
 
 unit: $(VENV)/install.stamp ## unit tests that need no Debian package or helm: seconds, Python only
 	$(PY) -m pytest tests/unit -m "$(EXTERNAL_MARKERS)" $(PYTEST_ARGS)

@@ -107,6 +107,9 @@ class TrainingOptions(StageOptions):
     gradient_checkpointing: bool = Field(
         default=False, description="Recompute activations in the backward pass (less memory)."
     )
+    seed: int = Field(
+        default=0, ge=0, description="Seed of the data order and the initialisation of new weights."
+    )
     # The cycle length lives here, not only in the API, because the trainer needs it
     # too: it waits at a cycle's boundary for the next directive (`wait_for_directive`).
     cycle_steps: int = Field(default=250, ge=1, description="Optimizer steps per LR cycle.")

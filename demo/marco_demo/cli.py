@@ -1,6 +1,7 @@
 """`python -m marco_demo`: build the demo's inputs, one subcommand per job.
 
-``data`` synthesises the demo's speech data sets; ``import-ct2`` turns the
+``data`` synthesises the demo's speech data sets; ``scenario`` one of the benchmark
+scenarios (:mod:`marco_demo.scenarios`); ``import-ct2`` turns the
 offline Whisper tiny.en (CTranslate2) into a Hugging Face model directory. Each
 module exposes ``register(subparsers)``, as the trainer's stage modules do, and
 keeps its heavy imports inside its functions, so ``--help`` is instant.
@@ -16,6 +17,7 @@ from collections.abc import Sequence
 # A module listed here owns its subcommand.
 COMMAND_MODULES: tuple[str, ...] = (
     "marco_demo.data",
+    "marco_demo.scenarios",
     "marco_demo.ct2_import",
 )
 

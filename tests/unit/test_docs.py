@@ -12,7 +12,10 @@ from tests.tools import ROOT
 # A Markdown document named in text, bare or with its folder.
 DOC_NAME = re.compile(r"(?<![\w/.-])((?:[\w.-]+/)*[\w-]+\.md)\b")
 # Documents a run writes (not repository files), and the module that writes each.
-GENERATED = {"report.md": "trainer/marco_trainer/report.py"}
+GENERATED = {
+    "report.md": "trainer/marco_trainer/report.py",
+    "adaptation.md": "benchmarks/adaptation.py",
+}
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
 
 

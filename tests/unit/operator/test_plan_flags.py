@@ -46,7 +46,7 @@ SPEC = {
     "baseline": {"samples": 50},
     "training": {"maxSteps": 1234, "evalEvery": 20, "cycleSteps": 40, "evalSamples": 30,
                  "perDeviceBatchSize": 2, "gradientAccumulation": 3, "precision": "bf16",
-                 "gradientCheckpointing": True, "waitForDirective": False,
+                 "gradientCheckpointing": True, "seed": 11, "waitForDirective": False,
                  "directiveTimeoutSeconds": 42.5, "warmupSteps": 10, "warmupStartFactor": 0.5,
                  "specAugment": {"enabled": True, "maskTimeProb": 0.2, "maskTimeLength": 5,
                                  "maskTimeMinMasks": 1, "maskFeatureProb": 0.1,
@@ -78,6 +78,7 @@ EXPECTED = {
     ("TrainingOptions", "gradient_accumulation"): ("train", "gradient_accumulation", 3),
     ("TrainingOptions", "precision"): ("train", "precision", "bf16"),
     ("TrainingOptions", "gradient_checkpointing"): ("train", "gradient_checkpointing", True),
+    ("TrainingOptions", "seed"): ("train", "seed", 11),
     ("TrainingOptions", "cycle_steps"): ("train", "cycle_steps", 40),
     ("TrainingOptions", "wait_for_directive"): ("train", "wait_for_directive", False),
     ("TrainingOptions", "directive_timeout_seconds"): ("train", "directive_timeout_seconds", 42.5),
@@ -199,10 +200,10 @@ def test_false_and_unset_values_are_passed_as_such():
 
 def test_the_demo_commands_are_unchanged():
     """The demo's stage commands as the plan wrote them before the shared options
-    (main at 1605497), except `--no-gradient-checkpointing`, the default's value made
-    explicit, and the cycle boundary's flags (`--cycle-steps` ... `--directive-timeout-seconds`,
-    issue 16: the trainer waits there for the next directive): the demo's WER numbers
-    depend on these lines."""
+    (main at 1605497), except `--no-gradient-checkpointing` and `--seed 0`, the
+    defaults' values made explicit, and the cycle boundary's flags (`--cycle-steps` ...
+    `--directive-timeout-seconds`, issue 16: the trainer waits there for the next directive):
+    the demo's WER numbers depend on these lines."""
     obj = yaml.safe_load((ROOT / "examples" / "demo-local.yaml").read_text())
     spec = parse_spec(obj["spec"])
     owner = Owner(name=obj["metadata"]["name"], namespace="default", uid="u")
@@ -232,7 +233,7 @@ def test_the_demo_commands_are_unchanged():
         f"--output-dir {out}/train --control-file /etc/marco/control/directive.json "
         "--learning-rate 1e-05 --max-steps 300 --eval-every 25 --eval-samples 40 "
         "--per-device-batch-size 8 --gradient-accumulation 1 --precision fp32 "
-        "--no-gradient-checkpointing --cycle-steps 75 --wait-for-directive "
+        "--no-gradient-checkpointing --seed 0 --cycle-steps 75 --wait-for-directive "
         "--directive-timeout-seconds 300.0 "
         # The retention options (issue 16), each at its neutral default.
         "--warmup-steps 0 --warmup-start-factor 0.1 --no-spec-augment-enabled "

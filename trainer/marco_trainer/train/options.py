@@ -46,7 +46,6 @@ class TrainOptions(TrainingOptions, RetentionOptions, LanguageOptions):
     metrics_port: int = Field(default=9400, ge=0, lt=65536, description="0 = no endpoint")
     metrics_host: str = Field(default="0.0.0.0", description="address of the metrics endpoint")
     adaptation: str | None = Field(default=None, description="name used as the metrics label")
-    seed: int = Field(default=0, description="seed of the data order and initialisation")
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(default=1.0, gt=0, description="gradient clipping norm")
     max_consecutive_nonfinite: int = Field(

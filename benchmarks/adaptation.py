@@ -1,0 +1,396 @@
+"""Does the method work on domains it was not tuned on? Five systems × scenarios × seeds.
+
+For every scenario of :mod:`marco_demo.scenarios` (clean everyday source
+speech; a target domain with its own voices, words and acoustics) and every
+seed, at one step budget and batch:
+
+- ``baseline``: Whisper tiny.en (10 s window), no training (seed-independent:
+  scored once per scenario);
+- ``hf``: the Hugging Face recipe (``benchmarks/hf_recipe.py``):
+  ``Seq2SeqTrainer`` + ``EarlyStoppingCallback`` at a fixed LR on the clean source;
+- ``hf-aug``: the same with the generic audiomentations chain in its collator;
+- ``ft``: ``marco run``, augmentation and profile off (Eq. 1 schedule, clean source);
+- ``ftda``: ``marco run`` with target-profile-driven augmentation (Eq. 1 + Eq. 3).
+
+Every system validates on the first ``--eval-samples`` utterances of the
+target dev set every ``--eval-every`` steps, and its test set is scored by
+``marco-trainer evaluate`` (one evaluator, one normaliser). The table gives,
+per system and scenario, the mean ± s.d. over seeds of the test WER, the
+substitution / deletion / insertion shares of its errors (jiwer's alignment)
+and the steps to the best checkpoint. The held-out scenario (``radio``; see
+:mod:`marco_demo.scenarios` for why nobody may look at it while changing the
+method) is reported in a separate table and left out of the averages.
+
+What the issue asks the method to reach (measured here, not assumed): averaged
+over the tuning scenarios and seeds, FT + DA ≤ 0.9 × the better HF recipe; and
+FT + DA < FT in every scenario. The summary prints whether each holds.
+
+Everything lands in ``--work`` (default ``bench-out/adaptation``): scenario
+data under ``data/``, one directory per run under ``runs/``, and
+``adaptation.json``, ``adaptation.md``, ``adaptation.png``. A finished run
+leaves ``runs/<scenario>/seed<N>/<system>/result.json`` and is skipped next
+time, so an interrupted benchmark resumes.
+
+    python benchmarks/adaptation.py [--scenarios meeting,car,voip,radio] [--seeds 0,1,2]
+        [--systems baseline,hf,hf-aug,ft,ftda] [--max-steps 120] [--batch-size 8]
+        [--eval-every 20] [--eval-samples 40] [--work DIR] [--model DIR] [--smoke]
+
+``--smoke`` is the two-minute check that every part runs (tiny sets, two
+steps, one scenario, one seed, all five systems); its numbers mean nothing.
+
+Time on 2 CPU cores (Whisper tiny.en, 10 s window), measured on 2026-12-02 on
+2 cores shared with about a dozen other training and test processes (load
+average 13), so every figure is several times what 2 idle cores take:
+
+- ``--smoke``: 25 minutes at load 13 (baseline 87 s, hf 246 s, hf-aug 269 s,
+  ft 442 s, ftda 450 s; each marco run is up to six stage processes that each
+  load torch), 12 minutes at load 9 (``tests/integration/test_adaptation_smoke.py``
+  with the model import). Scaled to 2 idle cores that is 3–4 minutes, not the
+  2 the issue asks for: the floor is the ~15 processes that each import torch.
+- building one scenario's data at the default sizes (car, 750 utterances):
+  226 s.
+- one scenario × one seed at the defaults (120 steps, batch 8, 100 test
+  utterances): not finished in the hour left that day. Under that load the
+  untrained model took 20 minutes on the 100 test utterances (car: 28.15 %) and
+  the HF recipe 60–80 s per step (10 s once the load fell to 8), so the five
+  systems come to 2 to 10 hours there, depending on the neighbours.
+  The full matrix (4 scenarios × 3 seeds × 4 trained systems, plus 4 baselines)
+  is 52 runs of that size: a job for an idle machine or a GPU, where
+  ``marco-trainer`` and the HF recipe both use the device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from runs import REPO, adaptation, error_shares, evaluate, marco_run, python_module
+
+from marco_demo.scenarios import HELD_OUT_SCENARIOS, SCENARIOS
+
+SYSTEMS = ("baseline", "hf", "hf-aug", "ft", "ftda")
+LABELS = {
+    "baseline": "Whisper tiny.en (no training)",
+    "hf": "HF Seq2SeqTrainer + ES",
+    "hf-aug": "HF + audiomentations",
+    "ft": "marco FT (Eq. 1)",
+    "ftda": "marco FT + DA (Eq. 1 + 3)",
+}
+MODEL_DIR = "models/whisper-tiny.en-10s"
+#: The demo's initial LR and the method's bounds: the HF recipe trains at the former.
+LEARNING_RATE = 1e-5
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--scenarios", default=",".join(SCENARIOS))
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--systems", default=",".join(SYSTEMS))
+    p.add_argument("--max-steps", type=int, default=120, help="step budget of every system")
+    p.add_argument("--batch-size", type=int, default=8, help="utterances per step, every system")
+    p.add_argument("--eval-every", type=int, default=20)
+    p.add_argument("--eval-samples", type=int, default=40, help="target dev utterances per eval")
+    p.add_argument("--source-utterances", type=int, default=400)
+    p.add_argument("--target-utterances", type=int, default=150, help="unlabeled target audio")
+    p.add_argument("--dev-utterances", type=int, default=100)
+    p.add_argument("--test-utterances", type=int, default=100)
+    p.add_argument("--work", type=Path, default=REPO / "bench-out" / "adaptation")
+    p.add_argument("--model", type=Path, help="Whisper tiny.en, 10 s window (default: imported)")
+    p.add_argument("--smoke", action="store_true", help="two-minute check that every part runs")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.scenarios, args.seeds = "car", "0"
+        # One evaluation per run: on 2 cores the evaluations, not the steps, cost the time.
+        args.max_steps, args.batch_size, args.eval_every, args.eval_samples = 2, 2, 2, 2
+        args.source_utterances, args.target_utterances = 6, 3
+        args.dev_utterances, args.test_utterances = 3, 3
+    args.scenarios = args.scenarios.split(",")
+    args.systems = args.systems.split(",")
+    try:
+        args.seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        p.error(f"--seeds: comma-separated integers, got {args.seeds!r}")
+    if unknown := set(args.scenarios) - set(SCENARIOS):
+        p.error(f"--scenarios: unknown {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
+    if unknown := set(args.systems) - set(SYSTEMS):
+        p.error(f"--systems: unknown {sorted(unknown)}; known: {', '.join(SYSTEMS)}")
+    for name in ("max_steps", "batch_size", "eval_every", "eval_samples"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')}: must be at least 1")
+    return args
+
+
+def log(message: str) -> None:
+    print(f"[adaptation {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------------ inputs
+
+
+def prepare_model(args: argparse.Namespace) -> Path:
+    if args.model is not None:
+        return Path(args.model).resolve()
+    model = args.work / MODEL_DIR
+    if not (model / "config.json").exists():
+        log(f"importing Whisper tiny.en (10 s window) into {model}")
+        python_module("marco_demo", "import-ct2", "--window-seconds", "10",
+                      "--output-dir", str(model))  # fmt: skip
+    return model.resolve()
+
+
+def prepare_data(args: argparse.Namespace, name: str, model: Path) -> Path:
+    """The scenario's data sets (resumable), with the model linked in at /data/models/..."""
+    data = args.work / "data" / name
+    sizes = ["--source-utterances", str(args.source_utterances),
+             "--target-utterances", str(args.target_utterances),
+             "--target-dev-utterances", str(args.dev_utterances),
+             "--target-test-utterances", str(args.test_utterances)]  # fmt: skip
+    started = time.monotonic()
+    python_module("marco_demo", "scenario", "--name", name, "--output-dir", str(data), *sizes,
+                  log=args.work / "logs" / f"data-{name}.log")  # fmt: skip
+    log(f"{name}: data ready in {time.monotonic() - started:.0f} s")
+    link = data / MODEL_DIR
+    if not link.exists():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(model, target_is_directory=True)
+    return data
+
+
+# ------------------------------------------------------------------------ one run
+
+
+def training(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    """The spec's training block: the shared budget; cycles of 3 evaluations as the demo's."""
+    return {
+        "maxSteps": args.max_steps,
+        "perDeviceBatchSize": args.batch_size,
+        "gradientAccumulation": 1,
+        "evalEvery": args.eval_every,
+        "evalSamples": args.eval_samples,
+        "cycleSteps": 3 * args.eval_every,
+        "initialLearningRate": LEARNING_RATE,
+        "seed": seed,
+    }
+
+
+def run_system(
+    args: argparse.Namespace, system: str, data: Path, model: Path, seed: int, out: Path
+) -> dict[str, Any]:
+    logfile = out / "log.txt"
+    if system == "baseline":
+        wer = evaluate(model, data / "target/test.jsonl", out / "test", log=logfile)
+        return {
+            "test_wer": wer,
+            "best_step": 0,
+            "steps": 0,
+            "report": str(out / "test/report.json"),
+        }
+    if system in ("hf", "hf-aug"):
+        hf = [sys.executable, str(REPO / "benchmarks" / "hf_recipe.py")]
+        flags = ["--model", str(model), "--train-manifest", str(data / "source/train.jsonl"),
+                 "--validation-manifest", str(data / "target/dev.jsonl"),
+                 "--test-manifest", str(data / "target/test.jsonl"), "--output-dir", str(out),
+                 "--max-steps", str(args.max_steps), "--batch-size", str(args.batch_size),
+                 "--eval-every", str(args.eval_every), "--eval-samples", str(args.eval_samples),
+                 "--learning-rate", str(LEARNING_RATE), "--seed", str(seed),
+                 *(["--augment"] if system == "hf-aug" else [])]  # fmt: skip
+        import subprocess
+
+        from runs import package_env
+
+        out.mkdir(parents=True, exist_ok=True)
+        with logfile.open("a") as sink:
+            done = subprocess.run([*hf, *flags], env=package_env(), stdout=sink, stderr=sink)
+        if done.returncode != 0:
+            raise RuntimeError(f"{system} failed ({done.returncode}): {logfile}")
+        return dict(json.loads((out / "result.json").read_text()))
+    manifest = adaptation(f"{system}-s{seed}", augment=system == "ftda",
+                          training=training(args, seed))  # fmt: skip
+    manifest["spec"]["baseline"]["samples"] = args.dev_utterances
+    return marco_run(manifest, data, out, log=logfile)
+
+
+def measure(args: argparse.Namespace, name: str, data: Path, model: Path) -> list[dict[str, Any]]:
+    """Every (seed, system) of one scenario; finished runs are read back, not rerun."""
+    rows = []
+    for seed in args.seeds:
+        for system in args.systems:
+            # The untrained model does not depend on the seed: scored once per scenario.
+            out = args.work / "runs" / name / ("any" if system == "baseline" else f"seed{seed}")
+            out = out / system
+            done = out / "row.json"
+            if done.exists():
+                row = json.loads(done.read_text())
+            else:
+                log(f"{name} seed {seed}: {system}")
+                started = time.monotonic()
+                result = run_system(args, system, data, model, seed, out)
+                row = {
+                    "scenario": name,
+                    "seed": seed,
+                    "system": system,
+                    "test_wer": result["test_wer"],
+                    "best_step": result["best_step"],
+                    "steps": result["steps"],
+                    **error_shares(Path(result["report"])),
+                    "seconds": round(time.monotonic() - started, 1),
+                }
+                done.parent.mkdir(parents=True, exist_ok=True)
+                done.write_text(json.dumps(row, indent=2))
+                log(f"{name} seed {seed}: {system}: test WER {row['test_wer']:.2f} % "
+                    f"(best step {row['best_step']}, {row['seconds']:.0f} s)")  # fmt: skip
+            rows.append({**row, "seed": seed})
+    return rows
+
+
+# ------------------------------------------------------------------------ table
+
+
+def _mean_sd(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
+    """{scenario: {system: mean/sd of test WER, mean S/D/I shares, mean steps to best}}."""
+    table: dict[str, dict[str, dict[str, float]]] = {}
+    for row in rows:
+        table.setdefault(row["scenario"], {}).setdefault(row["system"], {})
+    for scenario, systems in table.items():
+        for system in systems:
+            mine = [r for r in rows if r["scenario"] == scenario and r["system"] == system]
+            mean, sd = _mean_sd([float(r["test_wer"]) for r in mine])
+            steps = [float(r["best_step"]) for r in mine if r["best_step"] is not None]
+            systems[system] = {
+                "wer_mean": round(mean, 2),
+                "wer_sd": round(sd, 2),
+                "substitutions": round(statistics.fmean(r["substitutions"] for r in mine), 3),
+                "deletions": round(statistics.fmean(r["deletions"] for r in mine), 3),
+                "insertions": round(statistics.fmean(r["insertions"] for r in mine), 3),
+                "steps_to_best": round(statistics.fmean(steps), 1) if steps else float("nan"),
+                "runs": len(mine),
+            }
+    return table
+
+
+def criteria(table: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
+    """The issue's two targets, on the tuning scenarios only (the held-out one apart)."""
+    tuning = [s for s in table if s not in HELD_OUT_SCENARIOS]
+    have = [s for s in tuning if {"hf", "hf-aug", "ft", "ftda"} <= set(table[s])]
+    if not have:
+        return {"note": "needs hf, hf-aug, ft and ftda on a tuning scenario"}
+    ftda = statistics.fmean(table[s]["ftda"]["wer_mean"] for s in have)
+    hf = statistics.fmean(table[s]["hf"]["wer_mean"] for s in have)
+    hf_aug = statistics.fmean(table[s]["hf-aug"]["wer_mean"] for s in have)
+    better = min(hf, hf_aug)
+    return {
+        "scenarios": have,
+        "ftda_mean": round(ftda, 2),
+        "better_hf_mean": round(better, 2),
+        "ftda_le_0.9_hf": ftda <= 0.9 * better,
+        "ftda_lt_ft_everywhere": all(
+            table[s]["ftda"]["wer_mean"] < table[s]["ft"]["wer_mean"] for s in have
+        ),
+    }
+
+
+def markdown(table: dict[str, dict[str, dict[str, float]]], seeds: int) -> str:
+    header = (
+        "| scenario | system | test WER % (mean ± s.d.) | S | D | I | steps to best |\n"
+        "|---|---|---|---|---|---|---|\n"
+    )
+
+    def rows(names: list[str]) -> str:
+        lines = []
+        for scenario in names:
+            for system in SYSTEMS:
+                if (cell := table[scenario].get(system)) is None:
+                    continue
+                lines.append(
+                    f"| {scenario} | {LABELS[system]} | {cell['wer_mean']:.2f} ± "
+                    f"{cell['wer_sd']:.2f} | {cell['substitutions']:.2f} | "
+                    f"{cell['deletions']:.2f} | {cell['insertions']:.2f} | "
+                    f"{cell['steps_to_best']:.0f} |"
+                )
+        return "\n".join(lines) + "\n"
+
+    tuning = [s for s in table if s not in HELD_OUT_SCENARIOS]
+    held = [s for s in table if s in HELD_OUT_SCENARIOS]
+    text = f"## Tuning scenarios ({seeds} seed(s) each)\n\n" + header + rows(tuning)
+    if held:
+        text += "\n## Held-out scenario (do not tune on it)\n\n" + header + rows(held)
+    found = criteria(table)
+    if "ftda_mean" in found:
+        verdict = {True: "holds", False: "does NOT hold"}
+        text += (
+            f"\nFT + DA mean {found['ftda_mean']:.2f} % vs the better HF recipe "
+            f"{found['better_hf_mean']:.2f} %: ≤ 0.9× {verdict[found['ftda_le_0.9_hf']]}; "
+            f"FT + DA < FT in every tuning scenario: "
+            f"{verdict[found['ftda_lt_ft_everywhere']]}.\n"
+        )
+    return text
+
+
+def plot(table: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = list(table)
+    width = 0.8 / len(SYSTEMS)
+    figure, axes = plt.subplots(figsize=(2.2 + 2.2 * len(scenarios), 4))
+    for index, system in enumerate(SYSTEMS):
+        xs, means, sds = [], [], []
+        for position, scenario in enumerate(scenarios):
+            if (cell := table[scenario].get(system)) is not None:
+                xs.append(position + (index - len(SYSTEMS) / 2 + 0.5) * width)
+                means.append(cell["wer_mean"])
+                sds.append(cell["wer_sd"])
+        axes.bar(xs, means, width, yerr=sds, capsize=2, label=LABELS[system])
+    axes.set_xticks(range(len(scenarios)))
+    axes.set_xticklabels([f"{s}\n(held out)" if s in HELD_OUT_SCENARIOS else s for s in scenarios])
+    axes.set_ylabel("test WER % (mean ± s.d. over seeds)")
+    axes.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    args.work = args.work.resolve()
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    model = prepare_model(args)
+    rows: list[dict[str, Any]] = []
+    for name in args.scenarios:
+        data = prepare_data(args, name, model)
+        rows += measure(args, name, data, model)
+    table = summarise(rows)
+    result = {
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "table": table,
+        "criteria": criteria(table),
+        "rows": rows,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    (args.work / "adaptation.json").write_text(json.dumps(result, indent=2))
+    text = markdown(table, len(args.seeds))
+    (args.work / "adaptation.md").write_text(text)
+    plot(table, args.work / "adaptation.png")
+    print(text)
+    print(f"{args.work / 'adaptation.json'} ({result['seconds']:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
