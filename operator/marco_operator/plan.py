@@ -22,6 +22,7 @@ from marco_contract.argv import to_argv
 from marco_contract.layout import STAGES, Layout
 from marco_contract.options import (
     AugmentOptions,
+    DecodingOptions,
     EvaluateOptions,
     FilterOptions,
     LanguageOptions,
@@ -83,6 +84,11 @@ def _language_args(spec: AsrAdaptationSpec) -> list[str]:
     return to_argv(spec.model, LanguageOptions)
 
 
+def _decoding_args(spec: AsrAdaptationSpec) -> list[str]:
+    """The same decoding flags for every stage that decodes (baseline, train, evaluate)."""
+    return to_argv(spec.decoding, DecodingOptions)
+
+
 def stage_command(
     spec: AsrAdaptationSpec,
     stage: str,
@@ -127,6 +133,7 @@ def stage_command(
             *to_argv(EvaluateOptions(max_samples=spec.baseline.samples)),
             "--family", family,
             *_language_args(spec),
+            *_decoding_args(spec),
         ]  # fmt: skip
         return StageCommand(stage, args)
     if stage == "train":
@@ -145,6 +152,7 @@ def stage_command(
             "--adaptation", name,
             "--metrics-port", str(layout.metrics_port),
             *_language_args(spec),
+            *_decoding_args(spec),
         ]  # fmt: skip
         for manifest in train_manifests(spec, layout):
             args += ["--train-manifest", manifest]
@@ -166,6 +174,7 @@ def stage_command(
             "--family", family,
             *_language_args(spec),
             *to_argv(spec.evaluation, EvaluateOptions),
+            *_decoding_args(spec),
         ]  # fmt: skip
         return StageCommand(stage, args)
     raise ValueError(f"unknown stage {stage!r}")

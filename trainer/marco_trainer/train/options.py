@@ -1,6 +1,6 @@
 """Training options: the ``train`` CLI's flags as one typed object. No torch here.
 
-The knobs the spec sets (budget, batch, precision, language, LoRA) and their
+The knobs the spec sets (budget, batch, precision, seed, language, LoRA, decoding) and their
 defaults come from the shared models of `marco_contract.options`; this model
 adds the paths and the trainer-only knobs. The ``train`` parser is built from
 it (`marco_contract.argv`), so a flag, its default and its check exist once.
@@ -14,10 +14,16 @@ from typing import Annotated
 from pydantic import Field
 
 from marco_contract.argv import Flag
-from marco_contract.options import LanguageOptions, LoraOptions, TrainerFamily, TrainingOptions
+from marco_contract.options import (
+    DecodingOptions,
+    LanguageOptions,
+    LoraOptions,
+    TrainerFamily,
+    TrainingOptions,
+)
 
 
-class TrainOptions(TrainingOptions, LanguageOptions):
+class TrainOptions(TrainingOptions, LanguageOptions, DecodingOptions):
     model: str = Field(description="model directory or Hub id (cached)")
     train_manifests: Annotated[list[str], Flag("train-manifest", repeat=True)] = Field(
         min_length=1, description="training manifest (.jsonl or a folder of them); repeatable"
@@ -35,7 +41,6 @@ class TrainOptions(TrainingOptions, LanguageOptions):
     metrics_port: int = Field(default=9400, ge=0, lt=65536, description="0 = no endpoint")
     metrics_host: str = Field(default="0.0.0.0", description="address of the metrics endpoint")
     adaptation: str | None = Field(default=None, description="name used as the metrics label")
-    seed: int = Field(default=0, description="seed of the data order and initialisation")
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(default=1.0, gt=0, description="gradient clipping norm")
     max_consecutive_nonfinite: int = Field(
@@ -44,7 +49,6 @@ class TrainOptions(TrainingOptions, LanguageOptions):
         description="non-finite steps in a row before rolling back to the best checkpoint",
     )
     baseline_wer: float | None = Field(default=None, description="WER0 for the model card")
-    max_new_tokens: int = Field(default=128, ge=1, description="decoding limit in validation")
     prefetch: bool | None = Field(
         default=None,
         description="load the next step's audio in a background thread "
