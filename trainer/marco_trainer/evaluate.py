@@ -13,7 +13,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
@@ -51,6 +51,9 @@ class EvaluationReport(BaseModel):
     wer: float = Field(ge=0, description="Percent.")
     cer: float = Field(ge=0, description="Percent.")
     normalisation: str = NORMALISATION_NOTE
+    decoding: dict[str, Any] = Field(
+        default_factory=dict, description="The decoding policy the hypotheses were made under."
+    )
     counts: dict[str, int] = Field(default_factory=dict)
     skipped: list[str] = Field(default_factory=list, description="Unusable files and why.")
     utterances: list[UtteranceResult] = Field(default_factory=list)
@@ -175,6 +178,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         language=args.language,
         wer=wer,
         cer=cer,
+        decoding=decoding.model_dump(by_alias=True),
         counts=dict(counts),
         skipped=list(skipped.values()),
         utterances=results,
