@@ -44,7 +44,10 @@ FALLBACK = [0.2, 0.4, 0.6, 0.8, 1.0]  # Whisper's own schedule after greedy (Ope
 
 #: Name -> policy. The first is the reference the others are compared with.
 POLICIES: dict[str, DecodingOptions] = {
-    "old (128 tokens)": DecodingOptions(),
+    # Every guard off: the decoding before issue 16 (the defaults are now guarded).
+    "old (128 tokens)": DecodingOptions(
+        tokens_per_second=0, max_repeats=0, temperature_fallback=[]
+    ),
     "bound 8/s+10, repeats>3": DecodingOptions(
         tokens_per_second=8.0, extra_tokens=10, max_repeats=3
     ),
