@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from marco_contract.status import ApiModel
 
@@ -107,9 +107,14 @@ class TrainingOptions(StageOptions):
     gradient_checkpointing: bool = Field(
         default=False, description="Recompute activations in the backward pass (less memory)."
     )
+    # 0, the trainer's own default before the spec carried it: the demo's runs are unchanged.
     seed: int = Field(
-        default=0, ge=0, description="Seed of the data order and the initialisation of new weights."
+        default=0,
+        ge=0,
+        description="Seed of the training run: initialisation of new parameters, data order, "
+        "dropout. Two runs with the same seed and spec give the same losses.",
     )
+
     # The cycle length lives here, not only in the API, because the trainer needs it
     # too: it waits at a cycle's boundary for the next directive (`wait_for_directive`).
     cycle_steps: int = Field(default=250, ge=1, description="Optimizer steps per LR cycle.")
@@ -204,3 +209,77 @@ class RetentionOptions(StageOptions):
         "augmented copies), with augmentation and keepOriginal; unset: the two are simply "
         "concatenated (with 1 copy, about half clean).",
     )
+
+
+class DecodingOptions(StageOptions):
+    """How every stage that decodes (baseline, the validation WER of train, evaluate) turns
+    audio into text: `decoding` in the spec; flags of train and evaluate.
+
+    One policy for all three, so that WER0, the cycle WERs that steer Eq. 1 and the final
+    WER measure the same thing. The guards exist because a fine-tuned model can fall into
+    a loop and emit one phrase until the token limit: one such hypothesis adds dozens of
+    insertions, and on a small dev set moves the WER by points (docs/method.md, "Decoding
+    that cannot run away"). A guard is off at 0 rather than null: a null is not written on
+    the command line, and the trainer would then read the default instead.
+    """
+
+    max_new_tokens: int = Field(
+        default=128, ge=1, description="Tokens per hypothesis at most, whatever the audio's length."
+    )
+    # Fast read speech is 3-4 words/s, 5-6 Whisper tokens/s with punctuation; 8 leaves room
+    # for digits and names, which take more tokens per word. Measured on the demo's 500
+    # target references: 3.4 tokens/s on average, 4.7 at most (docs/method.md). On by
+    # default: on the demo data it changed no hypothesis but runaways.
+    tokens_per_second: float = Field(
+        default=8.0,
+        ge=0,
+        description="Length bound per second of audio: a hypothesis gets at most "
+        "ceil(tokensPerSecond x duration) + extraTokens tokens (and maxNewTokens); 0: no bound "
+        "from the duration.",
+    )
+    extra_tokens: int = Field(
+        default=10,
+        ge=0,
+        description="Tokens the length bound allows on top of tokensPerSecond x duration "
+        "(a short clip can still hold a long word, and punctuation).",
+    )
+    # 3: runs of 3 copies occur in speech (digits: "five five five"; 12 of the demo's 500
+    # references), runs of 4 did not.
+    max_repeats: int = Field(
+        default=3,
+        ge=0,
+        description="A run of more than this many consecutive copies of one token sequence "
+        "is a decoder loop and is cut to one copy; 0: no cut.",
+    )
+    # Whisper's own schedule after greedy (OpenAI's transcribe, transformers' docs).
+    temperature_fallback: list[float] = Field(
+        default_factory=lambda: [0.2, 0.4, 0.6, 0.8, 1.0],
+        description="Temperatures tried in turn after greedy decoding for the hypotheses that "
+        "fail compressionRatioThreshold or logprobThreshold (Whisper's fallback, encoder-decoder "
+        "family only; sampling uses a fixed seed); empty: greedy only.",
+    )
+    compression_ratio_threshold: float = Field(
+        default=1.35,
+        ge=0,
+        description="Fallback when a hypothesis's tokens compress (zlib) by more than this "
+        "(transformers' token-level ratio: repetitive output compresses well); 0: not used.",
+    )
+    # Unset by default: on noisy phone audio a low mean log-probability is common and says
+    # nothing about a loop; resampling those would make the WER depend on sampling.
+    logprob_threshold: float | None = Field(
+        default=None,
+        description="Fallback when a hypothesis's mean token log-probability is below this; "
+        "unset: not used.",
+    )
+
+    @model_validator(mode="after")
+    def _fallback_has_a_trigger(self) -> DecodingOptions:
+        if any(t <= 0 for t in self.temperature_fallback):
+            raise ValueError("temperatureFallback: temperatures must be above 0")
+        if self.temperature_fallback and not (
+            self.compression_ratio_threshold or self.logprob_threshold is not None
+        ):
+            raise ValueError(
+                "temperatureFallback needs compressionRatioThreshold or logprobThreshold"
+            )
+        return self

@@ -22,6 +22,7 @@ from pydantic.json_schema import JsonDict
 
 from marco_contract.options import (
     AugmentOptions,
+    DecodingOptions,
     EvaluateOptions,
     FilterOptions,
     LanguageOptions,
@@ -267,6 +268,26 @@ class EvaluationSpec(EvaluateOptions):  # max_samples
     enabled: bool = True
 
 
+class DecodingSpec(DecodingOptions):  # max_new_tokens, tokens_per_second, ..., thresholds
+    """The one decoding policy of baseline, train's validation and evaluate."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.temperatureFallback) || self.temperatureFallback.all(t, t > 0.0)",
+                    "temperatureFallback: temperatures must be above 0",
+                ),
+                cel(
+                    "!has(self.temperatureFallback) || size(self.temperatureFallback) == 0 "
+                    "|| self.compressionRatioThreshold > 0.0 || has(self.logprobThreshold)",
+                    "temperatureFallback needs compressionRatioThreshold or logprobThreshold",
+                ),
+            ]
+        }
+    )
+
+
 class Toleration(ApiModel):
     key: str | None = None
     operator: Literal["Exists", "Equal"] | None = None
@@ -317,6 +338,11 @@ class AsrAdaptationSpec(ApiModel):
     trials: TrialsSpec = Field(default_factory=TrialsSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    decoding: DecodingSpec = Field(
+        default_factory=DecodingSpec,
+        description="How baseline, the validation WER of training and evaluate decode: one "
+        "policy, so that WER0, the cycle WERs and the final WER are comparable.",
+    )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
 

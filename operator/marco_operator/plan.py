@@ -23,6 +23,7 @@ from marco_contract.argv import to_argv
 from marco_contract.layout import STAGES, Layout
 from marco_contract.options import (
     AugmentOptions,
+    DecodingOptions,
     EvaluateOptions,
     FilterOptions,
     LanguageOptions,
@@ -100,6 +101,11 @@ def _language_args(spec: AsrAdaptationSpec) -> list[str]:
     return to_argv(spec.model, LanguageOptions)
 
 
+def _decoding_args(spec: AsrAdaptationSpec) -> list[str]:
+    """The same decoding flags for every stage that decodes (baseline, train, evaluate)."""
+    return to_argv(spec.decoding, DecodingOptions)
+
+
 def stage_command(
     spec: AsrAdaptationSpec,
     stage: str,
@@ -144,6 +150,7 @@ def stage_command(
             *to_argv(EvaluateOptions(max_samples=spec.baseline.samples)),
             "--family", family,
             *_language_args(spec),
+            *_decoding_args(spec),
         ]  # fmt: skip
         return StageCommand(stage, args)
     if stage == "train":
@@ -174,6 +181,7 @@ def stage_command(
             "--family", family,
             *_language_args(spec),
             *to_argv(spec.evaluation, EvaluateOptions),
+            *_decoding_args(spec),
         ]  # fmt: skip
         return StageCommand(stage, args)
     raise ValueError(f"unknown stage {stage!r}")
@@ -210,6 +218,7 @@ def _train_args(
         "--adaptation", name,
         "--metrics-port", str(metrics_port),
         *_language_args(spec),
+        *_decoding_args(spec),
     ]  # fmt: skip
     if not export:
         args.append("--no-export")

@@ -1,7 +1,8 @@
-"""WER of a model on a manifest: batched greedy transcription, normalised scoring.
+"""WER of a model on a manifest: batched transcription, normalised scoring.
 
 The core (:func:`transcribe_examples`, :func:`score`) is shared with the
-trainer's periodic validation; :func:`run_evaluate` is the ``evaluate`` stage.
+trainer's periodic validation; :func:`run_evaluate` is the ``evaluate`` stage
+(and the baseline). All of them decode under one `DecodingOptions` policy.
 See :mod:`marco_trainer.text` for the normalisation.
 """
 
@@ -12,13 +13,14 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from marco_trainer.text import corpus_rates, is_character_language, score_pair
 
 if TYPE_CHECKING:
+    from marco_contract.options import DecodingOptions
     from marco_trainer.models.base import AsrModel
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,9 @@ class EvaluationReport(BaseModel):
     wer: float = Field(ge=0, description="Percent.")
     cer: float = Field(ge=0, description="Percent.")
     normalisation: str = NORMALISATION_NOTE
+    decoding: dict[str, Any] = Field(
+        default_factory=dict, description="The decoding policy the hypotheses were made under."
+    )
     counts: dict[str, int] = Field(default_factory=dict)
     skipped: list[str] = Field(default_factory=list, description="Unusable files and why.")
     utterances: list[UtteranceResult] = Field(default_factory=list)
@@ -59,10 +64,13 @@ def transcribe_examples(
     examples: Sequence,
     indices: Sequence[int],
     batch_size: int,
-    max_new_tokens: int = 128,
+    decoding: DecodingOptions | None = None,
     on_batch: Callable[[int], object] | None = None,
 ) -> tuple[dict[int, str], dict[int, str]]:
-    """Transcribe ``examples[i]`` for i in ``indices``; returns (hypotheses, skipped reasons)."""
+    """Transcribe ``examples[i]`` for i in ``indices``; returns (hypotheses, skipped reasons).
+
+    Batches hold clips of similar duration, so that a batch generated to its longest
+    clip's length bound wastes few steps on the others."""
     from marco_trainer.model_audio import AudioError, load_audio
 
     ordered = sorted(indices, key=lambda i: examples[i].duration)
@@ -79,7 +87,7 @@ def transcribe_examples(
                 continue
             batch_indices.append(index)
         if audios:
-            texts = asr.transcribe(audios, max_new_tokens=max_new_tokens)
+            texts = asr.transcribe(audios, decoding)
             hypotheses.update(zip(batch_indices, texts, strict=True))
         if on_batch is not None:
             on_batch(len(ordered[start : start + batch_size]))
@@ -118,7 +126,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from marco_contract.argv import parse_options
     from marco_contract.files import atomic_write_text
     from marco_contract.formats import StageResult
-    from marco_contract.options import EvaluateOptions, LanguageOptions
+    from marco_contract.options import DecodingOptions, EvaluateOptions, LanguageOptions
     from marco_contract.results import write_stage_result
     from marco_trainer.data import load_examples
     from marco_trainer.models import load_asr_model
@@ -127,6 +135,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     try:  # the spec's bounds (argparse checked the types)
         for options in (EvaluateOptions, LanguageOptions):
             parse_options(options, args)
+        decoding = parse_options(DecodingOptions, args)
     except ValueError as error:
         raise SystemExit(f"marco-trainer evaluate: {error}") from error
     quiet_transformers()
@@ -146,7 +155,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         asr.to(pick_device())
         with tqdm(total=len(examples), desc=label, unit="utt") as bar:
             found = transcribe_examples(
-                asr, examples, range(len(examples)), args.batch_size, on_batch=bar.update
+                asr, examples, range(len(examples)), args.batch_size, decoding, bar.update
             )
         return asr, *found
 
@@ -169,6 +178,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         language=args.language,
         wer=wer,
         cer=cer,
+        decoding=decoding.model_dump(by_alias=True),
         counts=dict(counts),
         skipped=list(skipped.values()),
         utterances=results,
@@ -197,11 +207,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from typing import get_args
 
     from marco_contract.argv import add_arguments
-    from marco_contract.options import EvaluateOptions, LanguageOptions, TrainerFamily
+    from marco_contract.options import (
+        DecodingOptions,
+        EvaluateOptions,
+        LanguageOptions,
+        TrainerFamily,
+    )
 
     parser = subparsers.add_parser(
         "evaluate",
-        help="WER/CER of a model on a manifest (batched greedy decoding)",
+        help="WER/CER of a model on a manifest (batched, under the decoding policy)",
         description=f"Normalisation: {NORMALISATION_NOTE}.",
     )
     parser.add_argument("--model", required=True, help="model directory or Hub id (cached)")
@@ -212,6 +227,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     # --max-samples, --task, --language: the spec's options, defaults and help from the models.
     add_arguments(parser, EvaluateOptions)
     add_arguments(parser, LanguageOptions)
+    add_arguments(parser, DecodingOptions)  # the spec's decoding: the same as train's
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--family", choices=get_args(TrainerFamily), default="auto")
     parser.add_argument(

@@ -20,6 +20,7 @@ import yaml
 
 import marco_contract.options as shared
 from marco_contract.argv import parse_options
+from marco_contract.options import DecodingOptions
 from marco_operator.api import parse_spec
 from marco_operator.plan import enabled_stages, stage_command, trial_command
 from marco_operator.resources import Owner, cluster_layout
@@ -54,6 +55,9 @@ SPEC = {
                  "freeze": {"encoder": True, "encoderLayers": 3},
                  "cleanSourceShare": 0.25},
     "evaluation": {"maxSamples": 60},
+    "decoding": {"maxNewTokens": 96, "tokensPerSecond": 6.5, "extraTokens": 4, "maxRepeats": 5,
+                 "temperatureFallback": [0.3, 0.7], "compressionRatioThreshold": 2.0,
+                 "logprobThreshold": -0.8},
 }  # fmt: skip
 
 #: (options model, field) -> (stage, what the trainer parsed, the value expected there).
@@ -110,6 +114,15 @@ EXPECTED = {
     ),
     ("FreezeOptions", "encoder"): ("train", "freeze.encoder", True),
     ("FreezeOptions", "encoder_layers"): ("train", "freeze.encoder_layers", 3),
+    # Every decoding stage gets them: test_every_decoding_stage_decodes_alike checks all three.
+    ("DecodingOptions", "max_new_tokens"): ("evaluate", "max_new_tokens", 96),
+    ("DecodingOptions", "tokens_per_second"): ("evaluate", "tokens_per_second", 6.5),
+    ("DecodingOptions", "extra_tokens"): ("evaluate", "extra_tokens", 4),
+    ("DecodingOptions", "max_repeats"): ("evaluate", "max_repeats", 5),
+    ("DecodingOptions", "temperature_fallback"): ("evaluate", "temperature_fallback", [0.3, 0.7]),
+    ("DecodingOptions", "compression_ratio_threshold"): (
+        "evaluate", "compression_ratio_threshold", 2.0),
+    ("DecodingOptions", "logprob_threshold"): ("evaluate", "logprob_threshold", -0.8),
 }  # fmt: skip
 
 
@@ -169,6 +182,17 @@ def test_the_trainer_parses_what_the_plan_writes(key):
     assert value_at(parsed(commands(SPEC)[stage]), path) == value
 
 
+def test_every_decoding_stage_decodes_alike():
+    """Baseline, train's validation and evaluate: one policy, so their WERs compare."""
+    argv = commands(SPEC)
+    expected = DecodingOptions(max_new_tokens=96, tokens_per_second=6.5, extra_tokens=4,
+                               max_repeats=5, temperature_fallback=[0.3, 0.7],
+                               compression_ratio_threshold=2.0, logprob_threshold=-0.8)  # fmt: skip
+    for stage in ("baseline", "train", "evaluate"):
+        namespace = build_parser().parse_args(argv[stage])
+        assert parse_options(DecodingOptions, namespace) == expected, stage
+
+
 def test_baseline_scores_the_spec_samples_in_the_spec_language():
     args = parsed(commands(SPEC)["baseline"])
     assert (args.max_samples, args.language, args.task) == (50, "de", "translate")
@@ -201,9 +225,14 @@ def test_false_and_unset_values_are_passed_as_such():
 def test_the_demo_commands_are_unchanged():
     """The demo's stage commands as the plan wrote them before the shared options
     (main at 1605497), except `--no-gradient-checkpointing` and `--seed 0`, the
-    defaults' values made explicit, and the cycle boundary's flags (`--cycle-steps` ...
-    `--directive-timeout-seconds`, issue 16: the trainer waits there for the next directive):
+    defaults' values made explicit, the cycle boundary's flags (`--cycle-steps` ...
+    `--directive-timeout-seconds`, issue 16: the trainer waits there for the next directive),
+    the retention options at their neutral defaults, and the decoding policy (issue 16: on
+    by default, since on the demo data it changed only runaway hypotheses; docs/method.md):
     the demo's WER numbers depend on these lines."""
+    decoding = ("--max-new-tokens 128 --tokens-per-second 8.0 --extra-tokens 10 --max-repeats 3 "
+                "--temperature-fallback 0.2,0.4,0.6,0.8,1.0 "
+                "--compression-ratio-threshold 1.35")  # fmt: skip
     obj = yaml.safe_load((ROOT / "examples" / "demo-local.yaml").read_text())
     spec = parse_spec(obj["spec"])
     owner = Owner(name=obj["metadata"]["name"], namespace="default", uid="u")
@@ -228,7 +257,7 @@ def test_the_demo_commands_are_unchanged():
         f"--manifest {out}/filter/kept.jsonl --profile {out}/profile",
         "baseline": f"evaluate --model {model} --manifest /data/target/dev.jsonl "
         f"--output-dir {out}/baseline --max-samples 100 --family encoder-decoder "
-        "--task transcribe --language en",
+        f"--task transcribe --language en {decoding}",
         "train": f"train --model {model} --validation-manifest /data/target/dev.jsonl "
         f"--output-dir {out}/train --control-file /etc/marco/control/directive.json "
         "--learning-rate 1e-05 --max-steps 300 --eval-every 25 --eval-samples 40 "
@@ -243,10 +272,10 @@ def test_the_demo_commands_are_unchanged():
         "--no-freeze-encoder --freeze-encoder-layers 0 "
         "--family encoder-decoder --adaptation demo-callcentre "
         "--metrics-port 9400 --task transcribe --language en "
-        f"--train-manifest {out}/filter/kept.jsonl --train-manifest {out}/augment",
+        f"{decoding} --train-manifest {out}/filter/kept.jsonl --train-manifest {out}/augment",
         "evaluate": f"evaluate --model {out}/train/export --reference-model {model} "
         f"--manifest /data/target/test.jsonl --output-dir {out}/evaluate "
-        "--family encoder-decoder --task transcribe --language en",
+        f"--family encoder-decoder --task transcribe --language en {decoding}",
     }
 
 

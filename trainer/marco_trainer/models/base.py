@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -10,8 +12,9 @@ import torch
 
 # The LoRA settings are the spec's `model.lora` (defaults there, once); re-exported here
 # for the model loaders.
-from marco_contract.options import LoraOptions
+from marco_contract.options import DecodingOptions, LoraOptions
 from marco_contract.status import Family
+from marco_trainer.decoding import finish_tokens, token_budget
 
 __all__ = ["IGNORE_INDEX", "AsrModel", "LoraOptions"]
 
@@ -21,6 +24,10 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
 IGNORE_INDEX = -100
+
+#: Seed of the temperature fallback's sampling: a WER must not depend on when it was
+#: measured (the training loop's random state), or two checkpoints are not comparable.
+DECODING_SEED = 0
 
 
 class AsrModel:
@@ -61,8 +68,41 @@ class AsrModel:
     def training_batch(self, audios: list[np.ndarray], texts: list[str]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def transcribe(self, audios: list[np.ndarray], max_new_tokens: int = 128) -> list[str]:
+    def transcribe(
+        self, audios: list[np.ndarray], decoding: DecodingOptions | None = None
+    ) -> list[str]:
+        """One hypothesis per clip, decoded under ``decoding`` (the defaults when None)."""
         raise NotImplementedError
+
+    def token_budgets(
+        self, audios: list[np.ndarray], decoding: DecodingOptions, ceiling: int | None = None
+    ) -> list[int]:
+        """Each clip's length bound (:func:`marco_trainer.decoding.token_budget`)."""
+        return [
+            token_budget(len(audio) / self.sampling_rate, decoding, ceiling) for audio in audios
+        ]
+
+    def finish_hypotheses(
+        self, rows: torch.Tensor, budgets: list[int], decoding: DecodingOptions
+    ) -> list[str]:
+        """Generated token rows (prompt removed) as text: each cut at its end-of-text, its
+        budget and its loops (:func:`marco_trainer.decoding.finish_tokens`)."""
+        tokenizer = self.processor.tokenizer
+        stops = {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
+        kept = [
+            finish_tokens(row, budget, decoding, stops)
+            for row, budget in zip(rows.tolist(), budgets, strict=True)
+        ]
+        return [str(text) for text in tokenizer.batch_decode(kept, skip_special_tokens=True)]
+
+    @contextmanager
+    def _decoding_rng(self) -> Iterator[None]:
+        """Sampling in decoding draws from :data:`DECODING_SEED`, and leaves the caller's
+        random state (the training run's dropout and data order) as it was."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(DECODING_SEED)
+            yield
 
     def example_inputs(self, batch: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
         """Each example's audio inputs in a training batch, for re-batching later.

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from marco_contract.options import DecodingOptions
 from marco_trainer.models.base import IGNORE_INDEX, AsrModel
 
 #: Qwen2-Audio's speech-recognition prompt (the base model's documented ASR prompt).
@@ -75,18 +76,24 @@ class LlmAsr(AsrModel):
         }
 
     @torch.no_grad()
-    def transcribe(self, audios: list[np.ndarray], max_new_tokens: int = 128) -> list[str]:
+    def transcribe(
+        self, audios: list[np.ndarray], decoding: DecodingOptions | None = None
+    ) -> list[str]:
+        # The length bound and the loop cut apply; Whisper's temperature fallback does
+        # not (plain generate has none).
+        decoding = decoding or DecodingOptions()
         tokenizer = self.processor.tokenizer
         inputs = {k: v.to(self.device) for k, v in self._prompt_inputs(audios).items()}
+        budgets = self.token_budgets(audios, decoding)
         self.model.eval()
-        with self._autocast():
+        with self._autocast(), self._decoding_rng():
             out = self.model.generate(
                 **inputs,
-                max_new_tokens=max_new_tokens,
+                max_new_tokens=max(budgets),
                 do_sample=False,
                 num_beams=1,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )
         generated = out[:, inputs["input_ids"].shape[1] :]
-        return tokenizer.batch_decode(generated, skip_special_tokens=True)
+        return self.finish_hypotheses(generated, budgets, decoding)

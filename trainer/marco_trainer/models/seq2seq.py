@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from marco_contract.options import SpecAugmentOptions
+from marco_contract.options import DecodingOptions, SpecAugmentOptions
 from marco_trainer.models.base import IGNORE_INDEX, AsrModel
 from marco_trainer.models.whisper_features import window_log_mel
 
@@ -154,18 +154,44 @@ class EncoderDecoderAsr(AsrModel):
         return {"input_features": features, "labels": self._labels(texts)}
 
     @torch.no_grad()
-    def transcribe(self, audios: list[np.ndarray], max_new_tokens: int = 128) -> list[str]:
+    def transcribe(
+        self, audios: list[np.ndarray], decoding: DecodingOptions | None = None
+    ) -> list[str]:
+        decoding = decoding or DecodingOptions()
         batch = {k: v.to(self.device) for k, v in self._features(audios).items()}
         kwargs: dict = {}
         if self._multilingual:
             kwargs = {"language": self.language, "task": self.task}
+        if decoding.temperature_fallback:
+            kwargs.update(self._fallback(decoding))
         limit = getattr(self.model.config, "max_target_positions", None)
-        if limit:
-            max_new_tokens = min(max_new_tokens, limit - 8)
+        # The decoder prompt (start, language, task, no-timestamps) takes positions too.
+        budgets = self.token_budgets(audios, decoding, ceiling=limit - 8 if limit else None)
         self.model.eval()
-        with self._autocast():
+        with self._autocast(), self._decoding_rng():
+            # Batched to the longest budget; each row is cut to its own afterwards.
             out = self.model.generate(
-                **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, **kwargs
+                **batch, max_new_tokens=max(budgets), do_sample=False, num_beams=1, **kwargs
             )
         sequences = out.sequences if hasattr(out, "sequences") else out
-        return self.processor.tokenizer.batch_decode(sequences, skip_special_tokens=True)
+        return self.finish_hypotheses(self._generated(sequences), budgets, decoding)
+
+    def _fallback(self, decoding: DecodingOptions) -> dict[str, Any]:
+        """Whisper's temperature fallback (transformers' WhisperGenerationMixin): greedy
+        first, then each temperature for the hypotheses that still fail a threshold. The
+        rows that need it are decoded again as one smaller batch."""
+        if not hasattr(self.model, "_retrieve_compression_ratio"):
+            return {}  # not a Whisper: plain generate has no fallback
+        return {
+            "temperature": (0.0, *decoding.temperature_fallback),
+            "compression_ratio_threshold": decoding.compression_ratio_threshold or None,
+            "logprob_threshold": decoding.logprob_threshold,
+        }
+
+    def _generated(self, sequences: torch.Tensor) -> torch.Tensor:
+        """The generated part of ``generate``'s rows: Whisper's generate returns it alone;
+        other encoder-decoders start with the decoder start token."""
+        start = self.model.config.decoder_start_token_id
+        if start is not None and sequences.shape[1] and bool((sequences[:, 0] == start).all()):
+            return sequences[:, 1:]
+        return sequences

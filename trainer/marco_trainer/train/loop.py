@@ -515,8 +515,8 @@ class Trainer:
         rank, world = self.dist.rank, self.dist.world_size
         mine = [i for i in range(len(self.val_examples)) if i % world == rank]
         hypotheses, skipped = transcribe_examples(
-            self.asr, self.val_examples, mine, self.opts.eval_batch_size, self.opts.max_new_tokens
-        )
+            self.asr, self.val_examples, mine, self.opts.eval_batch_size, decoding=self.opts
+        )  # TrainOptions is a DecodingOptions: the spec's policy, as baseline and evaluate
         merged: dict[int, str] = {}
         unreadable: dict[int, str] = {}
         for part, refused in self.dist.all_gather_object((hypotheses, skipped)):

@@ -1,6 +1,6 @@
 """Training options: the ``train`` CLI's flags as one typed object. No torch here.
 
-The knobs the spec sets (budget, batch, precision, language, LoRA) and their
+The knobs the spec sets (budget, batch, precision, seed, language, LoRA, decoding) and their
 defaults come from the shared models of `marco_contract.options`; this model
 adds the paths and the trainer-only knobs. The ``train`` parser is built from
 it (`marco_contract.argv`), so a flag, its default and its check exist once.
@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from marco_contract.argv import Flag
 from marco_contract.options import (
+    DecodingOptions,
     LanguageOptions,
     LoraOptions,
     RetentionOptions,
@@ -23,7 +24,7 @@ from marco_contract.options import (
 )
 
 
-class TrainOptions(TrainingOptions, RetentionOptions, LanguageOptions):
+class TrainOptions(TrainingOptions, RetentionOptions, LanguageOptions, DecodingOptions):
     model: str = Field(description="model directory or Hub id (cached)")
     train_manifests: Annotated[list[str], Flag("train-manifest", repeat=True)] = Field(
         min_length=1, description="training manifest (.jsonl or a folder of them); repeatable"
@@ -59,7 +60,6 @@ class TrainOptions(TrainingOptions, RetentionOptions, LanguageOptions):
         description="export the best checkpoint at the end (off for an LR trial: only its "
         "WER curve is wanted)",
     )
-    max_new_tokens: int = Field(default=128, ge=1, description="decoding limit in validation")
     prefetch: bool | None = Field(
         default=None,
         description="load the next step's audio in a background thread "
