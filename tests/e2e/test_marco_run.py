@@ -112,10 +112,13 @@ def test_marco_run_goes_through_every_stage_and_steers_like_the_operator(data_di
         history = EvaluationHistory.model_validate_json(
             (trial_dir / "evaluations.json").read_text()
         ).evaluations
-        assert [(p.step, p.wer) for p in trial.curve] == [(e.step, e.wer) for e in history]
+        # The stage result rounds WERs to 4 decimals (the termination message is small).
+        assert [(p.step, p.wer) for p in trial.curve] == [
+            (e.step, pytest.approx(e.wer, abs=5e-5)) for e in history
+        ]
         assert [e.step for e in history] == [2, 4]
         assert {e.lr for e in history} == {trial.learning_rate}  # nothing steered it
-        assert trial.best_wer == min(e.wer for e in history)
+        assert trial.best_wer == pytest.approx(min(e.wer for e in history), abs=5e-5)
         assert not (trial_dir / "export").exists()
     chosen = min(status.trials, key=lambda t: (min(p.wer for p in t.curve), t.learning_rate))
     assert [t.chosen for t in status.trials] == [t is chosen for t in status.trials]
