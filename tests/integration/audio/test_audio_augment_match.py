@@ -94,8 +94,8 @@ def test_profile_augment_report(corpus, tmp_path, marco_trainer):
     # Without --channel-from-target (the default) the same profile gives the paper's
     # Eq. 3 steps only: no channel, no compression, no harvested noise.
     plain = tmp_path / "plain"
-    source = corpus / "source" / "source.jsonl"
-    marco_trainer("augment", "--manifest", source, "--output-dir", plain,
+    clean = corpus / "source" / "source.jsonl"
+    marco_trainer("augment", "--manifest", clean, "--output-dir", plain,
                   "--profile", target, "--copies", 1, "--seed", 5)  # fmt: skip
     for line in _lines(plain):
         step = line["augmentation"]
