@@ -31,9 +31,8 @@ import hashlib
 import random
 import sys
 import tempfile
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
@@ -41,6 +40,7 @@ from pydantic import BaseModel, Field, ValidationError
 from marco_contract.files import atomic_write_text
 from marco_contract.formats import Utterance
 from marco_contract.manifests import write_manifest
+from marco_demo.parallel import in_parallel
 from marco_demo.phone_line import TELEPHONE_RATE, ChannelParams, Codec, telephony_channel
 from marco_demo.sentences import source_sentences, target_sentences
 from marco_demo.synth import Voice, available_voices, speak
@@ -199,19 +199,6 @@ class DemoDataSummary(BaseModel):
     splits: dict[str, SplitSummary]
 
 
-def _rendered(jobs: list[Job], root: Path, workers: int) -> Iterator[Rendered]:
-    from tqdm import tqdm
-
-    with (
-        ProcessPoolExecutor(max_workers=workers) as pool,
-        tqdm(total=len(jobs), desc="demo data", unit="utt", file=sys.stderr) as bar,
-    ):
-        futures = [pool.submit(render, job, root) for job in jobs]
-        for future in as_completed(futures):
-            bar.update()
-            yield future.result()
-
-
 def summarise(split: Split, results: list[Rendered], manifest: str) -> SplitSummary:
     done = [r for r in results if r.error is None]
     return SplitSummary(
@@ -248,7 +235,8 @@ def build(config: DemoDataConfig, output_dir: str | Path, workers: int = 2) -> D
     voices = available_voices()
     jobs = plan(config, voices)
     by_path = {job.path: index for index, job in enumerate(jobs)}
-    results = sorted(_rendered(jobs, root, workers), key=lambda r: by_path[r.job.path])
+    rendered = in_parallel(partial(render, root=root), jobs, workers, "demo data")
+    results = sorted(rendered, key=lambda r: by_path[r.job.path])
     splits: dict[str, SplitSummary] = {}
     for split in SPLITS:
         mine = [r for r in results if r.job.split == split.key]

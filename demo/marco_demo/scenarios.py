@@ -47,9 +47,9 @@ import hashlib
 import random
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from pydantic import BaseModel, Field, ValidationError
@@ -58,6 +58,7 @@ from marco_contract.files import atomic_write_text
 from marco_contract.formats import Utterance
 from marco_contract.manifests import write_manifest
 from marco_demo.data import SplitSummary
+from marco_demo.parallel import in_parallel
 from marco_demo.scenario_channels import (
     SCENARIO_RATE,
     CarChannel,
@@ -359,19 +360,6 @@ def render(job: Job, root: Path) -> Rendered:
         return Rendered(job, error=f"{job.path}: {error}")
 
 
-def _rendered(jobs: list[Job], root: Path, workers: int, label: str) -> Iterator[Rendered]:
-    from tqdm import tqdm
-
-    with (
-        ProcessPoolExecutor(max_workers=workers) as pool,
-        tqdm(total=len(jobs), desc=label, unit="utt", file=sys.stderr) as bar,
-    ):
-        futures = [pool.submit(render, job, root) for job in jobs]
-        for future in as_completed(futures):
-            bar.update()
-            yield future.result()
-
-
 class ScenarioSummary(BaseModel):
     scenario: str
     description: str
@@ -423,7 +411,8 @@ def build(config: ScenarioConfig, output_dir: str | Path, workers: int = 2) -> S
         [j for j in jobs if j.split != BABBLE_SPLIT],
     ):
         if phase:
-            results += _rendered(phase, root, workers, f"scenario {config.name}")
+            label = f"scenario {config.name}"
+            results += in_parallel(partial(render, root=root), phase, workers, label)
     order = {job.path: index for index, job in enumerate(jobs)}
     results.sort(key=lambda r: order[r.job.path])
     splits: dict[str, SplitSummary] = {}
