@@ -57,7 +57,7 @@ def add_noise(audio: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.
     return noisy.astype(np.float32)
 
 
-def _sox(*arguments: str) -> None:
+def run_sox(*arguments: str) -> None:
     try:
         # -R: repeatable dither, so a channel replays bit for bit from its parameters.
         subprocess.run(["sox", "-R", *arguments], check=True, capture_output=True, text=True)
@@ -79,13 +79,15 @@ def telephony_channel(source: str | Path, target: str | Path, params: ChannelPar
         band = ("sinc", f"{params.low_hz:g}-{params.high_hz:g}")
         if params.codec == "gsm":
             coded = Path(tmp) / "line.gsm"
-            _sox(str(clean), "-r", str(TELEPHONE_RATE), "-c", "1", "-t", "gsm", str(coded), *band)
+            run_sox(
+                str(clean), "-r", str(TELEPHONE_RATE), "-c", "1", "-t", "gsm", str(coded), *band
+            )
         else:
             coded = Path(tmp) / "line.wav"
-            _sox(str(clean), "-r", str(TELEPHONE_RATE), "-c", "1", "-e", "u-law", "-b", "8",
+            run_sox(str(clean), "-r", str(TELEPHONE_RATE), "-c", "1", "-e", "u-law", "-b", "8",
                  str(coded), *band)  # fmt: skip
         # Decode into a temp name next to the target, then rename: never a half-written file.
         partial = target.with_name(f".{target.name}.partial.wav")
-        _sox(str(coded), "-b", "16", "-e", "signed-integer", str(partial))
+        run_sox(str(coded), "-b", "16", "-e", "signed-integer", str(partial))
         partial.replace(target)
     return target

@@ -18,7 +18,6 @@ runs sox for the one thing numpy cannot do, the low-bitrate codec.
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
@@ -29,6 +28,7 @@ from pydantic import BaseModel, Field
 from scipy import signal
 
 from marco_demo import acoustics
+from marco_demo.phone_line import run_sox
 
 SCENARIO_RATE = 16000
 RADIO_RATE = 8000
@@ -81,23 +81,13 @@ def output_rate(channel: Channel) -> int:
     return RADIO_RATE if isinstance(channel, RadioChannel) else SCENARIO_RATE
 
 
-def _sox(*arguments: str) -> None:
-    try:
-        # -R: repeatable dither, so a channel replays bit for bit from its parameters.
-        subprocess.run(["sox", "-R", *arguments], check=True, capture_output=True, text=True)
-    except FileNotFoundError as error:
-        raise RuntimeError("sox is not installed (run `make install`)") from error
-    except subprocess.CalledProcessError as error:
-        raise RuntimeError(f"sox {' '.join(arguments)} failed: {error.stderr.strip()}") from error
-
-
 def mp3_round_trip(audio: np.ndarray, rate: int, bitrate_kbps: int) -> np.ndarray:
     """Encode to MP3 at ``bitrate_kbps`` and decode again (sox with LAME)."""
     with tempfile.TemporaryDirectory() as tmp:
         clean, coded, decoded = (Path(tmp) / n for n in ("in.wav", "line.mp3", "out.wav"))
         sf.write(clean, audio.astype(np.float32), rate, subtype="FLOAT")
-        _sox(str(clean), "-C", str(bitrate_kbps), str(coded))
-        _sox(str(coded), "-r", str(rate), "-b", "16", "-e", "signed-integer", str(decoded))
+        run_sox(str(clean), "-C", str(bitrate_kbps), str(coded))
+        run_sox(str(coded), "-r", str(rate), "-b", "16", "-e", "signed-integer", str(decoded))
         out, _ = sf.read(decoded, dtype="float64")
     return np.asarray(out)
 
