@@ -189,19 +189,17 @@ def build_registry(
     # In-memory views of the operator's Jobs and their pods, kept by kopf's watches and
     # keyed by (namespace, adaptation): a pass reads them instead of listing. The pods carry
     # the Job template's labels, so the same label selects them.
-    @kopf.index("batch", "v1", "jobs", id="stage_jobs", labels=managed, registry=registry)
-    def stage_jobs(
+    def by_adaptation(
         namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> Any:
         parent = labels.get(LABEL_ADAPTATION)
         return {(namespace, parent): copy.deepcopy(dict(body))} if parent and namespace else None
 
-    @kopf.index("", "v1", "pods", id="stage_pods", labels=managed, registry=registry)
-    def stage_pods(
-        namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
-    ) -> Any:
-        parent = labels.get(LABEL_ADAPTATION)
-        return {(namespace, parent): copy.deepcopy(dict(body))} if parent and namespace else None
+    # One indexing function, registered for both kinds under the ids the daemon reads.
+    kopf.index("batch", "v1", "jobs", id="stage_jobs", labels=managed, registry=registry)(
+        by_adaptation
+    )
+    kopf.index("", "v1", "pods", id="stage_pods", labels=managed, registry=registry)(by_adaptation)
 
     def not_settled(body: kopf.Body, **_: Any) -> bool:
         return not settled(body)
