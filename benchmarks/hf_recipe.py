@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     trainer.save_model(best)
     processor.save_pretrained(best)
     test_out = out / "test"
-    wer = evaluate(best, Path(args.test_manifest), test_out)
+    wer = evaluate(best, Path(args.test_manifest), test_out, in_process=True)
     result = {
         "test_wer": wer,
         "best_step": trainer.state.best_global_step,

@@ -50,10 +50,24 @@ def python_module(module: str, *args: str, log: Path | None = None) -> None:
         raise RuntimeError(f"{' '.join(command[2:4])} failed ({done.returncode}), {log}:\n{tail}")
 
 
-def evaluate(model: Path, test: Path, out: Path, log: Path | None = None) -> float:
-    """Test WER (%) of ``model`` on ``test``; the report lands in ``out``."""
-    python_module("marco_trainer", "evaluate", "--model", str(model), "--manifest", str(test),
-                  "--output-dir", str(out), "--language", "en", log=log)  # fmt: skip
+def evaluate(
+    model: Path, test: Path, out: Path, log: Path | None = None, in_process: bool = False
+) -> float:
+    """Test WER (%) of ``model`` on ``test``; the report lands in ``out``.
+
+    ``in_process`` runs the same command in this process: for a caller that has
+    torch and transformers loaded already (the HF recipe), where a new process
+    would only pay their import again.
+    """
+    args = ["evaluate", "--model", str(model), "--manifest", str(test),
+            "--output-dir", str(out), "--language", "en"]  # fmt: skip
+    if in_process:
+        from marco_trainer.cli import main
+
+        if (code := main(args)) != 0:
+            raise RuntimeError(f"marco-trainer evaluate {model} on {test} returned {code}")
+    else:
+        python_module("marco_trainer", *args, log=log)
     return float(json.loads((out / "result.json").read_text())["wer"])
 
 
