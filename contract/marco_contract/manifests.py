@@ -1,9 +1,19 @@
-"""JSONL data manifests: one utterance a line, audio paths relative to the manifest."""
+"""JSONL data manifests: one utterance a line, audio paths relative to the manifest.
+
+Manifests are UTF-8 (JSON text is, RFC 8259 §8.1). A byte-order mark before line
+1 (Windows editors write one) is not part of the line. A line with a byte that
+is not UTF-8 is a bad line like any other (skipped and counted, named by file and
+line); a file with such bytes and no usable line, or one whose byte-order mark
+says UTF-16/32, is refused as a whole, by name.
+"""
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +22,17 @@ from pydantic import ValidationError
 
 from marco_contract.files import atomic_write_text
 from marco_contract.formats import Utterance
+
+#: Byte-order marks of encodings a manifest is not in (UTF-32 LE's starts with UTF-16 LE's,
+#: so it is tested first).
+_FOREIGN_BOMS = (
+    (codecs.BOM_UTF32_LE, "UTF-32"),
+    (codecs.BOM_UTF32_BE, "UTF-32"),
+    (codecs.BOM_UTF16_LE, "UTF-16"),
+    (codecs.BOM_UTF16_BE, "UTF-16"),
+)
+#: Decoding with errors="surrogateescape" turns each undecodable byte into one of these.
+_UNDECODED = re.compile("[\udc80-\udcff]")
 
 
 @dataclass
@@ -25,32 +46,70 @@ class ManifestProblems:
         return len(self.bad_lines)
 
 
+def _check_encoding(path: Path, head: bytes) -> None:
+    for bom, name in _FOREIGN_BOMS:
+        if head.startswith(bom):
+            raise ValueError(
+                f"{path}: a {name} file (byte-order mark); manifests are UTF-8 JSON lines"
+            )
+
+
 def iter_manifest(
     path: str | Path, problems: ManifestProblems | None = None
 ) -> Iterator[Utterance]:
     """Yield the utterances of a JSONL manifest, audio paths resolved against its folder.
 
-    A malformed line is skipped and recorded in ``problems`` (when given) with its
-    line number; without ``problems`` it raises ``ValueError`` naming file and line.
+    A malformed line (invalid JSON or fields, or bytes that are not UTF-8) is
+    skipped and recorded in ``problems`` (when given) with its line number; without
+    ``problems`` it raises ``ValueError`` naming file and line. A file with bytes that
+    are not UTF-8 and no usable line is not a manifest at all: ``ValueError`` naming
+    the file either way.
     """
     path = Path(path)
     base = path.parent
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+
+    def bad(number: int, reason: str, error: Exception | None = None) -> None:
+        if problems is None:
+            raise ValueError(reason) from error
+        problems.bad_lines.append((number, reason))
+
+    with path.open("rb") as raw:
+        _check_encoding(path, raw.read(4))
+        raw.seek(0)
+        # utf-8-sig drops a leading byte-order mark; surrogateescape keeps a bad byte
+        # to its line (found below) instead of failing the whole read where it occurs.
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape")
+        lines = valid = undecodable = 0
+        for number, line in enumerate(text, start=1):
             if not line.strip():
+                continue
+            lines += 1
+            escaped = _UNDECODED.search(line)
+            if escaped is not None:
+                undecodable += 1
+                byte = ord(escaped.group()) - 0xDC00
+                bad(
+                    number,
+                    f"{path}:{number}: not UTF-8 "
+                    f"(byte 0x{byte:02x} at character {escaped.start() + 1})",
+                )
                 continue
             try:
                 utterance = Utterance.model_validate_json(line)
             except ValidationError as error:
-                reason = f"{path}:{number}: {error.errors()[0]['loc']}: {error.errors()[0]['msg']}"
-                if problems is None:
-                    raise ValueError(reason) from error
-                problems.bad_lines.append((number, reason))
+                first = error.errors()[0]
+                bad(number, f"{path}:{number}: {first['loc']}: {first['msg']}", error)
                 continue
+            valid += 1
             audio = Path(utterance.audio_filepath)
             if not audio.is_absolute():
                 utterance.audio_filepath = str(base / audio)
             yield utterance
+        if undecodable and not valid:
+            raise ValueError(
+                f"{path}: not UTF-8 text ({undecodable} of its {lines} lines do not decode, "
+                "none is a manifest line); manifests are UTF-8 JSON lines"
+            )
 
 
 def read_manifest(path: str | Path) -> list[Utterance]:

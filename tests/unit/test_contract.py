@@ -53,3 +53,45 @@ def test_shards_partition_the_items(monkeypatch):
     assert shard_from_args(None, None) == Shard(2, 4)
     with pytest.raises(ValueError, match="--shard-index"):
         shard_from_args(5, 4)
+
+
+def test_a_line_that_is_not_utf8_is_skipped_and_named_by_file_and_line(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(
+        b'{"audio_filepath": "a.wav", "text": "caf\xc3\xa9"}\n'
+        b'{"audio_filepath": "b.wav", "text": "caf\xe9"}\n'  # Latin-1: 0xe9 is no UTF-8
+        b'{"audio_filepath": "c.wav", "text": "ok"}\n'
+    )
+    problems = ManifestProblems()
+    kept = list(iter_manifest(path, problems))
+    assert [u.text for u in kept] == ["café", "ok"]
+    ((number, reason),) = problems.bad_lines
+    assert number == 2
+    assert reason.startswith(f"{path}:2: not UTF-8") and "0xe9" in reason
+    with pytest.raises(ValueError, match=r"m\.jsonl:2: not UTF-8"):
+        read_manifest(path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        '{"audio_filepath": "a.wav", "text": "hi"}\n'.encode("utf-16"),  # BOM + UTF-16
+        b"\x89PNG\r\n\xff\xd8\xff\n\x80\x81\n",  # binary: no line decodes
+    ],
+    ids=["utf16", "binary"],
+)
+def test_a_file_that_is_not_utf8_is_refused_by_name(tmp_path, content):
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"m\.jsonl: .*UTF-"):
+        list(iter_manifest(path, ManifestProblems()))
+
+
+def test_a_byte_order_mark_does_not_cost_line_one(tmp_path):
+    path = tmp_path / "m.jsonl"
+    lines = '{"audio_filepath": "a.wav", "text": "one"}\n{"audio_filepath": "b.wav"}\n'
+    path.write_bytes(b"\xef\xbb\xbf" + lines.encode())
+    problems = ManifestProblems()
+    kept = list(iter_manifest(path, problems))
+    assert [u.audio_filepath for u in kept] == [str(tmp_path / "a.wav"), str(tmp_path / "b.wav")]
+    assert problems.count == 0
