@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import threading
+
 import numpy as np
 import pytest
 import soundfile as sf
 
-from marco_trainer.audio.io import AudioRejected, find_audio_files, load_mono
+from marco_trainer.audio.io import AudioRejected, find_audio_files, load_mono, probe
 
 
 def _reason(path) -> str:
@@ -59,3 +62,29 @@ def test_directory_scan_is_recursive_and_audio_only(tmp_path):
         "a/x.wav",
         "z.ogg",
     ]
+
+
+def test_a_fifo_or_a_directory_named_wav_is_refused_without_being_opened(tmp_path):
+    fifo = tmp_path / "pipe.wav"
+    os.mkfifo(fifo)
+    (tmp_path / "folder.wav").mkdir()
+    reasons: dict[str, str] = {}
+
+    def refuse(name: str) -> None:
+        try:
+            probe(tmp_path / name)
+        except AudioRejected as rejected:
+            reasons[name] = rejected.reason
+
+    # Opening a FIFO for reading blocks until a writer comes: probe in a thread, and
+    # if it is stuck there, be its writer so that the thread (and the test) ends.
+    worker = threading.Thread(target=refuse, args=("pipe.wav",), daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    hung = worker.is_alive()
+    if hung:
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        worker.join(timeout=5)
+    refuse("folder.wav")
+    assert not hung, "probe opened the FIFO and waited for a writer"
+    assert reasons == {"pipe.wav": "not_regular_file", "folder.wav": "not_regular_file"}

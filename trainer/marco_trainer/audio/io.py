@@ -7,6 +7,7 @@ countable word; stages count ``skipped:<reason>``.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,11 +103,34 @@ def _classify(error: Exception) -> str:
     return "unreadable"
 
 
+#: What a path is when it is not a regular file (``stat`` mode tests).
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_regular_file(path: Path) -> None:
+    """Refuse a path that is not a regular file before anything opens it: opening a
+    FIFO blocks until a writer comes (forever, in a stage), a device never ends."""
+    try:
+        mode = path.stat().st_mode  # follows symlinks: a link to a file is a file
+    except FileNotFoundError as error:
+        raise AudioRejected("missing", f"{path}: no such file") from error
+    except OSError as error:
+        raise AudioRejected("unreadable", f"{path}: {error}") from error
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a file")
+        raise AudioRejected("not_regular_file", f"{path}: {kind}, not a regular file")
+
+
 def probe(path: str | Path) -> AudioInfo:
     """Header facts without decoding; raises :class:`AudioRejected` for unusable files."""
     path = Path(path)
-    if not path.exists():
-        raise AudioRejected("missing", f"{path}: no such file")
+    _check_regular_file(path)
     try:
         info = sf.info(str(path))
     except Exception as error:  # libsndfile reports everything as RuntimeError/LibsndfileError
@@ -117,8 +141,8 @@ def probe(path: str | Path) -> AudioInfo:
 def read_audio(path: str | Path) -> tuple[np.ndarray, AudioInfo]:
     """Decode ``path`` as float32 ``(frames, channels)`` with its header facts.
 
-    Raises :class:`AudioRejected` with reason ``missing``, ``unsupported_format``,
-    ``unreadable`` (corrupt or truncated) or ``empty``.
+    Raises :class:`AudioRejected` with reason ``missing``, ``not_regular_file``,
+    ``unsupported_format``, ``unreadable`` (corrupt or truncated) or ``empty``.
     """
     info = probe(path)
     try:
