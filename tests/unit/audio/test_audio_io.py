@@ -29,6 +29,8 @@ def test_each_kind_of_bad_file_has_its_reason(tmp_path):
     sf.write(tmp_path / "tiny.wav", tone[:100], rate)
     sf.write(tmp_path / "clipped.wav", np.sign(tone), rate)
     sf.write(tmp_path / "antiphase.wav", np.stack([tone, -tone], axis=1), rate)
+    sf.write(tmp_path / "dc.wav", np.full(rate, 0.5), rate)  # a constant: no sound at all
+    sf.write(tmp_path / "8hz.wav", tone, 8)  # a broken header's rate: 2000 s of "audio"
     expected = {
         "text.wav": "unsupported_format",
         "corrupt.wav": {"unsupported_format", "unreadable"},
@@ -38,6 +40,8 @@ def test_each_kind_of_bad_file_has_its_reason(tmp_path):
         "clipped.wav": "clipped",
         "antiphase.wav": "channel_mismatch",
         "missing.wav": "missing",
+        "dc.wav": "dc_only",
+        "8hz.wav": "sample_rate_too_low",
     }
     for name, reason in expected.items():
         got = _reason(tmp_path / name)

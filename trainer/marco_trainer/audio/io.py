@@ -46,9 +46,16 @@ SUBTYPE_BITS: dict[str, int] = {
     "MPEG_LAYER_III": 0,
 }
 
+#: Below this rate a header is refused. 8 kHz is narrowband telephony, the lowest
+#: rate speech is recorded at (G.711, GSM and the telephony preset all run at it);
+#: below it the band stops under 4 kHz and loses speech's upper formants, and in
+#: practice a lower rate is a broken header (an 8 Hz file is 8 samples a second).
+MIN_SAMPLE_RATE = 8000
 #: Shorter than one 20 ms analysis frame is not an utterance (and resamples to nothing).
 MIN_SECONDS = 0.02
-#: A file whose peak stays below this is silence (-80 dBFS).
+#: A file whose peak stays below this is silence (-80 dBFS). The same bound, applied
+#: after each channel's mean (DC offset) is removed, refuses a constant level: the
+#: file holds no sound however far from zero it sits ("dc_only").
 SILENCE_PEAK = 1e-4
 #: Samples at or above this magnitude count as clipped.
 CLIP_LEVEL = 0.999
@@ -135,6 +142,10 @@ def probe(path: str | Path) -> AudioInfo:
         info = sf.info(str(path))
     except Exception as error:  # libsndfile reports everything as RuntimeError/LibsndfileError
         raise AudioRejected(_classify(error), f"{path}: {error}") from error
+    if info.samplerate < MIN_SAMPLE_RATE:
+        raise AudioRejected(
+            "sample_rate_too_low", f"{path}: {info.samplerate} Hz < {MIN_SAMPLE_RATE} Hz"
+        )
     return AudioInfo(info.samplerate, info.channels, info.frames, info.format, info.subtype)
 
 
@@ -158,12 +169,19 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, AudioInfo]:
 
 
 def check_signal(data: np.ndarray, path: str | Path = "", sample_rate: int | None = None) -> None:
-    """Refuse too short, silent or clipped audio (``data`` as returned by :func:`read_audio`)."""
+    """Refuse too short, silent, constant (DC only) or clipped audio (``data`` as returned
+    by :func:`read_audio`)."""
     if sample_rate and data.shape[0] < MIN_SECONDS * sample_rate:
         raise AudioRejected("too_short", f"{path}: {data.shape[0]} samples < {MIN_SECONDS} s")
     magnitude = np.abs(data)
     if float(magnitude.max()) < SILENCE_PEAK:
         raise AudioRejected("silent", f"{path}: peak below -80 dBFS")
+    mean = data.mean(axis=0, dtype=np.float64)
+    swing = np.maximum(data.max(axis=0) - mean, mean - data.min(axis=0))
+    if float(swing.max()) < SILENCE_PEAK:
+        raise AudioRejected(
+            "dc_only", f"{path}: a constant level ({float(mean[0]):+.3f}), no sound around it"
+        )
     clipped = float(np.count_nonzero(magnitude >= CLIP_LEVEL)) / magnitude.size
     if clipped > CLIP_FRACTION:
         raise AudioRejected("clipped", f"{path}: {clipped:.1%} of samples at full scale")

@@ -1,0 +1,69 @@
+"""`marco-trainer filter` refuses, with a reason, files that are no training utterance."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from marco_contract.results import read_stage_result
+
+RATE = 16000
+
+
+def _tone(path: Path, hz: float, seconds: float = 2.0, rate: int = RATE, channels: int = 1):
+    t = np.arange(int(seconds * rate)) / rate
+    wave = 0.3 * np.sin(2 * np.pi * hz * t)
+    sf.write(path, np.stack([wave] * channels, axis=1) if channels > 1 else wave, rate)
+    return path
+
+
+def _filter(manifest: Path, out: Path, *flags: str, expect: int = 0):
+    """The filter as a user runs it, under a timeout (a stage that hangs fails the test)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "marco_trainer", "filter", "--manifest", str(manifest),
+         "--output-dir", str(out), *flags],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == expect, done.stderr[-3000:]
+    return done
+
+
+def _reasons(out: Path) -> dict[str, str]:
+    rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
+    return {Path(r["audio_filepath"]).name: r["reason"] for r in rejects if "audio_filepath" in r}
+
+
+def _kept(out: Path) -> list[str]:
+    return [
+        Path(json.loads(x)["audio_filepath"]).name
+        for x in (out / "kept.jsonl").read_text().splitlines()
+    ]
+
+
+def _manifest(path: Path, names: list[str], text: str = "hello there world") -> Path:
+    path.write_text("".join(json.dumps({"audio_filepath": n, "text": text}) + "\n" for n in names))
+    return path
+
+
+def test_filter_refuses_a_fifo_a_constant_and_an_8_hz_file(tmp_path):
+    _tone(tmp_path / "good.wav", 440)
+    os.mkfifo(tmp_path / "pipe.wav")  # opening it would wait for a writer forever
+    sf.write(tmp_path / "dc.wav", np.full(2 * RATE, 0.25), RATE)
+    sf.write(tmp_path / "8hz.wav", 0.3 * np.sin(np.arange(16)), 8)  # 2 s at 8 Hz
+    manifest = _manifest(tmp_path / "m.jsonl", ["good.wav", "pipe.wav", "dc.wav", "8hz.wav"])
+    out = tmp_path / "filtered"
+    _filter(manifest, out)
+    assert _kept(out) == ["good.wav"]
+    assert _reasons(out) == {
+        "pipe.wav": "not_regular_file",
+        "dc.wav": "dc_only",
+        "8hz.wav": "sample_rate_too_low",
+    }
+    counts = read_stage_result(out).counts
+    assert counts["rejected:dc_only"] == counts["rejected:sample_rate_too_low"] == 1
