@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from marco_trainer.audio.io import AudioRejected, probe, read_audio
+from marco_trainer.audio.io import AudioRejected, downmix, probe, read_audio
 
 #: What the trainer catches: a file that cannot be used as audio (reason + detail).
 AudioError = AudioRejected
@@ -27,10 +27,10 @@ def audio_duration(path: str | Path) -> float:
 
 
 def load_audio(path: str | Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 samples at ``sample_rate`` (channels averaged, like Whisper's loader)."""
+    """Mono float32 samples at ``sample_rate``: channels averaged like Whisper's loader,
+    unless they cancel (:func:`~marco_trainer.audio.io.downmix`, as the audio stages do)."""
     from marco_trainer.audio.ops import resample
 
     data, info = read_audio(path)
-    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
-    mono, _ = resample(mono, info.sample_rate, sample_rate)
+    mono, _ = resample(downmix(data), info.sample_rate, sample_rate)
     return np.ascontiguousarray(mono, dtype=np.float32)

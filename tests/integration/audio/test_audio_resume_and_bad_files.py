@@ -17,7 +17,8 @@ BAD_REASONS = {
     "silent.wav": "silent",
     "tiny.wav": "too_short",
     "clipped.wav": "clipped",
-    "antiphase.wav": "channel_mismatch",
+    "dc.wav": "dc_only",
+    "8hz.wav": "sample_rate_too_low",
     "missing.wav": "missing",
 }
 
@@ -30,7 +31,8 @@ def _bad_files(directory) -> None:
     sf.write(directory / "silent.wav", np.zeros(rate), rate)
     sf.write(directory / "tiny.wav", tone[:100], rate)
     sf.write(directory / "clipped.wav", np.sign(tone), rate)
-    sf.write(directory / "antiphase.wav", np.stack([tone, -tone], axis=1), rate)
+    sf.write(directory / "dc.wav", np.full(rate, 0.5), rate)
+    sf.write(directory / "8hz.wav", tone[:16], 8)
 
 
 def _mixed_manifest(corpus, directory, make_manifest):

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from marco_contract.files import atomic_write_bytes
-from marco_trainer.audio.io import AudioRejected, find_audio_files, read_audio
+from marco_trainer.audio.io import AudioRejected, downmix, find_audio_files, read_audio
 from marco_trainer.audio.ops import coloured_noise, resample
 
 #: Spectral slopes of the generated noise bank: 1/f^β from white (0) to pink (1).
@@ -115,8 +115,7 @@ def load_directory(directory: str | Path, sample_rate: int) -> list[np.ndarray]:
             data, info = read_audio(path)
         except AudioRejected:
             continue
-        mono = data.mean(axis=1).astype(np.float32)
-        clips.append(resample(mono, info.sample_rate, sample_rate)[0])
+        clips.append(resample(downmix(data), info.sample_rate, sample_rate)[0])
     if not clips:
         raise ValueError(f"{directory}: no readable audio file among {len(files)} found")
     return clips

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             data, info = read_audio(source.path)
             check_signal(data, source.path, info.sample_rate)
-            mono = downmix(data, source.path)
+            mono = downmix(data)
             record = measure(source.key, data, info)
             found = harvest(mono, info.sample_rate) if kept < MAX_HARVEST_SECONDS else mono[:0]
             record.noise_seconds = len(found) / info.sample_rate

@@ -62,8 +62,9 @@ CLIP_LEVEL = 0.999
 #: A file is clipped when more than this fraction of samples sits at full scale.
 #: Speech that touches full scale a few times is fine; flat-topped runs are not.
 CLIP_FRACTION = 0.005
-#: Downmixing loses the signal when the channels cancel (e.g. one polarity-inverted):
-#: the mix keeps less than this share of the channels' mean energy.
+#: Downmixing by the mean loses the signal when the channels cancel (e.g. one
+#: polarity-inverted): the mean keeps less than this share of the channels' mean
+#: energy (two equal channels: correlation below -0.5; uncorrelated ones keep 0.5).
 DOWNMIX_ENERGY_FLOOR = 0.25
 
 
@@ -187,19 +188,24 @@ def check_signal(data: np.ndarray, path: str | Path = "", sample_rate: int | Non
         raise AudioRejected("clipped", f"{path}: {clipped:.1%} of samples at full scale")
 
 
-def downmix(data: np.ndarray, path: str | Path = "") -> np.ndarray:
-    """Mono float32 from ``(frames, channels)``; refuses channels that cancel in the mix."""
+def downmix(data: np.ndarray) -> np.ndarray:
+    """Mono float32 from ``(frames, channels)``: the channels' mean, or the strongest
+    channel where the mean would cancel.
+
+    The mean is right for channels that carry the same sound (it keeps the sound and
+    averages uncorrelated noise down) and for different sounds (two talkers on two
+    channels: both stay). It is wrong when the channels cancel, one of them wired
+    with inverted polarity: the mean is near silence, and a model trained on it
+    learns the transcript from nothing. Then each channel holds the sound by itself,
+    and the strongest (most energy) is taken whole.
+    """
     if data.shape[1] == 1:
         return np.ascontiguousarray(data[:, 0])
     mono = data.mean(axis=1, dtype=np.float32)
-    channel_energy = float(np.mean(np.square(data, dtype=np.float64)))
-    mix_energy = float(np.mean(np.square(mono, dtype=np.float64)))
-    if channel_energy > 0 and mix_energy < DOWNMIX_ENERGY_FLOOR * channel_energy:
-        raise AudioRejected(
-            "channel_mismatch",
-            f"{path}: {data.shape[1]} channels cancel when mixed to mono "
-            f"({10 * np.log10(max(mix_energy, 1e-20) / channel_energy):.1f} dB)",
-        )
+    energies = np.einsum("ij,ij->j", data, data, dtype=np.float64) / data.shape[0]
+    mix_energy = float(np.einsum("i,i->", mono, mono, dtype=np.float64)) / data.shape[0]
+    if mix_energy < DOWNMIX_ENERGY_FLOOR * float(energies.mean()):
+        return np.ascontiguousarray(data[:, int(np.argmax(energies))], dtype=np.float32)
     return mono
 
 
@@ -207,4 +213,4 @@ def load_mono(path: str | Path) -> tuple[np.ndarray, AudioInfo]:
     """Read, validate and downmix: the one entry point stages use for a source file."""
     data, info = read_audio(path)
     check_signal(data, path, info.sample_rate)
-    return downmix(data, path), info
+    return downmix(data), info
