@@ -67,3 +67,29 @@ def test_filter_refuses_a_fifo_a_constant_and_an_8_hz_file(tmp_path):
     }
     counts = read_stage_result(out).counts
     assert counts["rejected:dc_only"] == counts["rejected:sample_rate_too_low"] == 1
+
+
+def test_filter_rejects_an_over_long_file_by_its_header_without_decoding_it(tmp_path):
+    import tracemalloc
+
+    from marco_trainer.cli import main
+
+    seconds, rate = 120, 48000
+    with sf.SoundFile(tmp_path / "long.wav", "w", rate, 2, "PCM_16") as handle:
+        second = 0.3 * np.sin(2 * np.pi * 300 * np.arange(rate) / rate)
+        for _ in range(seconds):  # a second at a time: the test never holds the file
+            handle.write(np.stack([second, second], axis=1))
+    decoded = seconds * rate * 2 * 4  # bytes of its float32 samples: 46 MB
+    _tone(tmp_path / "good.wav", 440)
+    manifest = _manifest(tmp_path / "m.jsonl", ["long.wav", "good.wav"])
+    out = tmp_path / "filtered"
+    tracemalloc.start()  # numpy reports its buffers to tracemalloc
+    try:
+        assert main(["filter", "--manifest", str(manifest), "--output-dir", str(out),
+                     "--max-duration", "10"]) == 0  # fmt: skip
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert _kept(out) == ["good.wav"]
+    assert _reasons(out) == {"long.wav": "too_long"}
+    assert peak < decoded / 4, f"the filter held {peak / 1e6:.0f} MB to reject the file"

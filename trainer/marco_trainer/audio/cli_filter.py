@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from marco_contract.manifests import ManifestProblems, iter_manifests
     from marco_contract.results import write_stage_result
     from marco_trainer.audio.filtering import FilterRules, judge
-    from marco_trainer.audio.io import AudioRejected, check_signal, read_audio
+    from marco_trainer.audio.io import AudioInfo, AudioRejected, check_signal, probe, read_audio
 
     try:
         rules = parse_options(FilterRules, args)
@@ -62,6 +62,14 @@ def run(args: argparse.Namespace) -> int:
         data.update(extra)
         return json.dumps(data, ensure_ascii=False) + "\n"
 
+    def too_long(info: AudioInfo) -> tuple[str, str] | None:
+        """Over-long by its header: refused before decoding, which would hold the whole
+        file in memory to reject it (3 hours of 48 kHz stereo: 4 GB of float32, about
+        12 GB at the peak with the copies). The decoded duration is judged again below."""
+        if info.duration > rules.max_duration:
+            return "too_long", f"{info.duration:.2f} s > {rules.max_duration} s (header)"
+        return None
+
     kept: list[str] = []
     rejects: list[str] = []
     counts: Counter[str] = Counter()
@@ -76,15 +84,19 @@ def run(args: argparse.Namespace) -> int:
         else:
             seen_paths.add(path)
             try:
-                data, info = read_audio(path)
-                check_signal(data, path, info.sample_rate)
-                duration = info.duration
-                digest = hashlib.sha256(data.tobytes() + str(info.sample_rate).encode()).hexdigest()
-                if digest in seen_audio:
-                    verdict = ("duplicate_audio", f"same samples as {seen_audio[digest]}")
-                else:
-                    seen_audio[digest] = str(path)
-                    verdict = judge(utterance.text, duration, rules)
+                verdict = too_long(probe(path))
+                if verdict is None:
+                    data, info = read_audio(path)
+                    check_signal(data, path, info.sample_rate)
+                    duration = info.duration
+                    digest = hashlib.sha256(
+                        data.tobytes() + str(info.sample_rate).encode()
+                    ).hexdigest()
+                    if digest in seen_audio:
+                        verdict = ("duplicate_audio", f"same samples as {seen_audio[digest]}")
+                    else:
+                        seen_audio[digest] = str(path)
+                        verdict = judge(utterance.text, duration, rules)
             except AudioRejected as rejected:
                 verdict = (rejected.reason, rejected.detail)
         if verdict is None:

@@ -1,8 +1,9 @@
 """Data filtering before training (the paper's "rigorous data filtering"): pure rules.
 
-A line is rejected for the first rule it breaks, in this order: unreadable or
-empty audio (``io`` reasons), duplicate path, duplicate audio content, duration
-out of bounds, empty transcript, transcript over the model's token limit,
+A line is rejected for the first rule it breaks, in this order: duplicate path,
+unreadable audio (``io`` reasons), a header duration over the bound (refused before
+decoding), unusable samples (``io`` reasons), duplicate audio content, decoded
+duration out of bounds, empty transcript, transcript over the model's token limit,
 implausible characters per second.
 
 Tokens are approximated without a tokenizer: Whisper's byte-level BPE spends
