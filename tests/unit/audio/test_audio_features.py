@@ -105,3 +105,18 @@ def test_centroid_and_rolloff_drop_for_low_passed_audio(speech, audio_dir, run_s
     assert centroid_lp < 0.8 * centroid
     assert rolloff_lp < 0.8 * rolloff
     assert rolloff_lp < 1500
+
+
+def test_loudness_of_a_6_channel_file_is_that_of_the_mono_the_outputs_are(tmp_path):
+    """BS.1770 calibrates a 997 Hz sine of amplitude A in one channel to 20·log10(A) - 3.01
+    LUFS; six copies of it downmix to the same mono, which is what augment writes."""
+    rate, amplitude = 48000, 0.1
+    sine = amplitude * np.sin(2 * np.pi * 997 * np.arange(5 * rate) / rate)
+    sf.write(tmp_path / "surround.wav", np.stack([sine] * 6, axis=1), rate, subtype="FLOAT")
+    data, info = read_audio(tmp_path / "surround.wav")
+    metrics = measure("surround.wav", data, info)
+    expected = 20 * np.log10(amplitude) - 3.01
+    assert metrics.channels == 6
+    assert metrics.lufs == pytest.approx(expected, abs=0.05)
+    meter = pyloudnorm.Meter(rate)  # an independent meter on the mono signal agrees
+    assert meter.integrated_loudness(sine) == pytest.approx(expected, abs=0.05)

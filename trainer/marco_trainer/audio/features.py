@@ -34,7 +34,7 @@ from pydantic import BaseModel, Field
 from scipy import signal
 
 from marco_trainer.audio.channel import ChannelMetrics, measure_channel
-from marco_trainer.audio.io import AudioInfo
+from marco_trainer.audio.io import AudioInfo, downmix
 from marco_trainer.audio.spectra import ACTIVE_FRAME_RANGE, active_spectra
 
 SNR_FRAME_SECONDS = 0.02
@@ -260,10 +260,16 @@ def level_spread(x: np.ndarray, rate: int) -> float:
 
 
 def measure(path: str, data: np.ndarray, info: AudioInfo) -> FileMetrics:
-    """All metrics of one decoded file; ``data`` is ``(frames, channels)``."""
-    mono = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1)
+    """All metrics of one decoded file; ``data`` is ``(frames, channels)``.
+
+    Every metric, loudness included, is of the mono downmix the augmenter reads a file
+    as and writes its outputs in: BS.1770 sums the channels' powers (each surround one
+    +1.5 dB), so a 6-channel file read 8.6 dB louder than its mono self, and outputs
+    drawn to the profile's loudness came out that much too loud.
+    """
+    mono = downmix(data)
     rate = info.sample_rate
-    lufs = integrated_loudness(data, rate)
+    lufs = integrated_loudness(mono, rate)
     centroid, rolloff = spectral_shape(mono, rate)
     return FileMetrics(
         path=path,
