@@ -37,13 +37,35 @@ _UNDECODED = re.compile("[\udc80-\udcff]")
 
 @dataclass
 class ManifestProblems:
-    """Lines that could not be used, with the reason for each (nothing is lost silently)."""
+    """Lines that could not be used, with the reason for each (nothing is lost silently).
+
+    With ``drop_duplicates`` a line naming the same audio file with the same
+    transcript as an earlier line (of any manifest read with this object) is
+    dropped and recorded in ``duplicate_lines``: readers of training data set it,
+    so a repeated line does not count twice whether or not the filter ran.
+    """
 
     bad_lines: list[tuple[int, str]] = field(default_factory=list)
+    drop_duplicates: bool = False
+    duplicate_lines: list[str] = field(default_factory=list)
+    _first: dict[tuple[str, str | None], str] = field(default_factory=dict, repr=False)
 
     @property
     def count(self) -> int:
         return len(self.bad_lines)
+
+    def is_duplicate(self, utterance: Utterance, where: str) -> bool:
+        """Records ``utterance`` (at ``where``, "file:line") and says whether an earlier
+        line had its audio file and transcript; always False without ``drop_duplicates``."""
+        if not self.drop_duplicates:
+            return False
+        key = (os.path.abspath(utterance.audio_filepath), utterance.text)
+        first = self._first.get(key)
+        if first is None:
+            self._first[key] = where
+            return False
+        self.duplicate_lines.append(f"{where}: same audio and text as {first}")
+        return True
 
 
 def _check_encoding(path: Path, head: bytes) -> None:
@@ -104,6 +126,8 @@ def iter_manifest(
             audio = Path(utterance.audio_filepath)
             if not audio.is_absolute():
                 utterance.audio_filepath = str(base / audio)
+            if problems is not None and problems.is_duplicate(utterance, f"{path}:{number}"):
+                continue
             yield utterance
         if undecodable and not valid:
             raise ValueError(

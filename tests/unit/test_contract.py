@@ -1,9 +1,16 @@
 import json
+from pathlib import Path
 
 import pytest
 
 from marco_contract.formats import TERMINATION_MESSAGE_LIMIT, Directive, StageResult, Utterance
-from marco_contract.manifests import ManifestProblems, iter_manifest, read_manifest, write_manifest
+from marco_contract.manifests import (
+    ManifestProblems,
+    iter_manifest,
+    iter_manifests,
+    read_manifest,
+    write_manifest,
+)
 from marco_trainer.sharding import Shard, shard_from_args
 
 
@@ -95,3 +102,34 @@ def test_a_byte_order_mark_does_not_cost_line_one(tmp_path):
     kept = list(iter_manifest(path, problems))
     assert [u.audio_filepath for u in kept] == [str(tmp_path / "a.wav"), str(tmp_path / "b.wav")]
     assert problems.count == 0
+
+
+def test_training_readers_drop_a_line_repeating_audio_and_text(tmp_path):
+    (tmp_path / "sub").mkdir()
+    first = tmp_path / "a.jsonl"
+    first.write_text(
+        '{"audio_filepath": "x.wav", "text": "hello"}\n'
+        '{"audio_filepath": "x.wav", "text": "hello"}\n'  # the same line again
+        '{"audio_filepath": "x.wav", "text": "hello there"}\n'  # same audio, other text: kept
+        '{"audio_filepath": "y.wav", "text": "hello"}\n'
+    )
+    second = tmp_path / "sub" / "b.jsonl"
+    second.write_text('{"audio_filepath": "../x.wav", "text": "hello"}\n')  # x.wav again
+    problems = ManifestProblems(drop_duplicates=True)
+    kept = list(iter_manifests([first, second], problems))
+    assert [(Path(u.audio_filepath).name, u.text) for u in kept] == [
+        ("x.wav", "hello"),
+        ("x.wav", "hello there"),
+        ("y.wav", "hello"),
+    ]
+    assert problems.duplicate_lines == [
+        f"{first}:2: same audio and text as {first}:1",
+        f"{second}:1: same audio and text as {first}:1",
+    ]
+    assert problems.count == 0  # duplicates are not bad lines
+    # A manifest named twice is read twice: its second reading is all duplicates.
+    twice = ManifestProblems(drop_duplicates=True)
+    assert len(list(iter_manifests([first, first], twice))) == 3
+    assert len(twice.duplicate_lines) == 1 + 4
+    # Readers that do not ask (the filter, with its own duplicate rules) get every line.
+    assert len(list(iter_manifests([first, second], ManifestProblems()))) == 5

@@ -45,12 +45,14 @@ def load_examples(
 ) -> list[Example]:
     """Labelled utterances of the manifests, in manifest order (first ``limit`` usable ones).
 
-    Bad manifest lines, utterances without text and files whose header cannot be
-    read are skipped and counted in ``counts`` (``bad_lines``, ``unlabeled``,
-    ``corrupt_audio``).
+    Bad manifest lines, lines repeating an earlier one's audio file and text,
+    utterances without text and files whose header cannot be read are skipped and
+    counted in ``counts`` (``bad_lines``, ``duplicate_lines``, ``unlabeled``,
+    ``corrupt_audio``). Duplicates are dropped here, not only by the filter stage, so
+    that a repeated line does not weigh twice when the filter is off.
     """
     counts = counts if counts is not None else Counter()
-    problems = ManifestProblems()
+    problems = ManifestProblems(drop_duplicates=True)
     examples: list[Example] = []
     for utterance in iter_manifests(manifests, problems):
         if limit is not None and len(examples) >= limit:
@@ -70,6 +72,7 @@ def load_examples(
             Example(utterance.audio_filepath, text, float(duration), utterance.language)
         )
     counts["bad_lines"] += problems.count
+    counts["duplicate_lines"] += len(problems.duplicate_lines)
     return examples
 
 

@@ -1,5 +1,6 @@
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import soundfile as sf
@@ -105,3 +106,26 @@ def test_load_batch_skips_unreadable_files_with_the_reason(tmp_path):
 def test_a_missing_manifest_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"nowhere\.jsonl"):
         load_examples([tmp_path / "nowhere.jsonl"])
+
+
+def test_load_examples_drops_a_repeated_line_and_counts_it(tmp_path):
+    """With the filter off nothing else drops it: a repeated line would weigh twice."""
+    sf.write(tmp_path / "a.wav", [0.1] * 1600, 16000)
+    sf.write(tmp_path / "b.wav", [0.1] * 3200, 16000)
+    rows = [
+        {"audio_filepath": "a.wav", "text": "one"},
+        {"audio_filepath": "b.wav", "text": "two"},
+        {"audio_filepath": "a.wav", "text": "one"},
+        {"audio_filepath": "./a.wav", "text": "one"},  # the same file by another path
+        {"audio_filepath": "a.wav", "text": "uno"},  # same audio, other transcript: kept
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    counts = Counter()
+    examples = load_examples([manifest], counts)
+    assert [(Path(e.audio_filepath).name, e.text) for e in examples] == [
+        ("a.wav", "one"),
+        ("b.wav", "two"),
+        ("a.wav", "uno"),
+    ]
+    assert counts["duplicate_lines"] == 2

@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     rate = args.target_sample_rate
-    problems = ManifestProblems()
+    problems = ManifestProblems(drop_duplicates=True)  # a repeated line: augmented once
     try:
         sources = shard.select(list(iter_sources_of_manifests(args.manifest, problems)))
         profile = load_profile(args.profile) if args.profile else None
@@ -170,6 +170,9 @@ def run(args: argparse.Namespace) -> int:
     if problems.count:
         counts["skipped:bad_manifest_line"] += problems.count
         counts["skipped"] += problems.count
+    if problems.duplicate_lines:
+        counts["skipped:duplicate_line"] += len(problems.duplicate_lines)
+        counts["skipped"] += len(problems.duplicate_lines)
     lines: list[dict] = []
 
     def finished(key: str, copy: int) -> dict | None:

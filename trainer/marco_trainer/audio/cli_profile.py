@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from marco_trainer.sharding import shard_from_args
 
     shard = shard_from_args(args.shard_index, args.num_shards)
-    problems = ManifestProblems()
+    problems = ManifestProblems(drop_duplicates=True)  # a repeated line: measured once
     try:
         sources = shard.select(gather_sources(args.input, problems))
     except ValueError as error:
@@ -57,6 +57,8 @@ def run(args: argparse.Namespace) -> int:
     skipped: Counter[str] = Counter()
     if problems.count:
         skipped["bad_manifest_line"] += problems.count
+    if problems.duplicate_lines:
+        skipped["duplicate_line"] += len(problems.duplicate_lines)
     records = []
     noise: dict[int, list[np.ndarray]] = {}  # harvested non-speech, per sample rate
     kept = 0.0

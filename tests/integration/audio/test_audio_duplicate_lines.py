@@ -1,0 +1,54 @@
+"""A repeated manifest line (same audio, same text) counts once with the filter off too."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import soundfile as sf
+
+from marco_contract.results import read_stage_result
+from marco_trainer.audio.profile import load_profile
+
+
+def _run(*args) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "marco_trainer", *map(str, args)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _data(tmp_path):
+    rate = 16000
+    t = np.arange(2 * rate) / rate
+    for i, hz in enumerate((300, 500)):
+        gated = (np.sin(2 * np.pi * 2 * t) > 0) * np.sin(2 * np.pi * hz * t)  # pauses, for SNR
+        sf.write(tmp_path / f"u{i}.wav", 0.3 * gated, rate)
+    lines = [
+        {"audio_filepath": "u0.wav", "text": "first line here"},
+        {"audio_filepath": "u1.wav", "text": "second line here"},
+        {"audio_filepath": "u0.wav", "text": "first line here"},  # pasted twice
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return manifest
+
+
+def test_augment_and_profile_read_a_repeated_line_once(tmp_path):
+    manifest = _data(tmp_path)
+    augmented = tmp_path / "augmented"
+    _run("augment", "--manifest", manifest, "--output-dir", augmented, "--preset", "telephony",
+         "--copies", 2, "--seed", 1)  # fmt: skip
+    (out,) = augmented.glob("manifest-*.jsonl")
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(x["text"] for x in lines) == ["first line here"] * 2 + ["second line here"] * 2
+    counts = read_stage_result(augmented).counts
+    assert counts["skipped:duplicate_line"] == 1 and counts["outputs"] == 4
+
+    profiled = tmp_path / "profile"
+    _run("profile", "--input", manifest, "--output-dir", profiled)
+    profile = load_profile(profiled)
+    assert profile.files == 2 and profile.skipped == {"duplicate_line": 1}
