@@ -93,3 +93,28 @@ def test_filter_rejects_an_over_long_file_by_its_header_without_decoding_it(tmp_
     assert _kept(out) == ["good.wav"]
     assert _reasons(out) == {"long.wav": "too_long"}
     assert peak < decoded / 4, f"the filter held {peak / 1e6:.0f} MB to reject the file"
+
+
+def test_a_filter_that_keeps_nothing_fails_with_the_counts_by_reason(tmp_path):
+    _tone(tmp_path / "short.wav", 440, seconds=0.1)
+    sf.write(tmp_path / "dc.wav", np.full(2 * RATE, 0.25), RATE)
+    _tone(tmp_path / "quiet.wav", 500)
+    lines = [
+        {"audio_filepath": "short.wav", "text": "hi"},
+        {"audio_filepath": "dc.wav", "text": "hello there world"},
+        {"audio_filepath": "quiet.wav", "text": ""},
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(line) + "\n" for line in lines) + "{not json}\n")
+    out = tmp_path / "filtered"
+    done = _filter(manifest, out, expect=1)  # the stage fails: nothing to train on
+    assert _kept(out) == []
+    result = read_stage_result(out)
+    assert result is not None and not result.ok
+    assert result.counts["kept"] == 0 and result.counts["rejected"] == 4
+    expected = (
+        "no utterance kept: 4 rejected (bad_manifest_line 1, dc_only 1, empty_text 1, too_short 1)"
+    )
+    assert result.message == expected
+    # A local run's failed stage shows the log's last line: it is the reason.
+    assert done.stderr.strip().splitlines()[-1] == f"marco-trainer filter: {expected}"

@@ -115,6 +115,23 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_text(out / "rejects.jsonl", "".join(rejects))
     counts["kept"] = len(kept)
     counts["rejected"] = len(rejects)
-    write_stage_result(StageResult(stage="filter", counts=dict(sorted(counts.items()))), out)
+    message = None
+    if not kept:
+        # Nothing to train on: fail here, not at train hours later.
+        reasons = ", ".join(
+            f"{key.removeprefix('rejected:')} {n}"
+            for key, n in sorted(counts.items())
+            if key.startswith("rejected:")
+        )
+        message = f"no utterance kept: {len(rejects)} rejected ({reasons or 'no manifest line'})"
+    write_stage_result(
+        StageResult(
+            stage="filter", ok=bool(kept), counts=dict(sorted(counts.items())), message=message
+        ),
+        out,
+    )
     print(f"filter: kept {len(kept)}, rejected {len(rejects)} -> {out}", file=sys.stderr)
+    if message is not None:
+        print(f"marco-trainer filter: {message}", file=sys.stderr)  # the last line: the reason
+        return 1
     return 0
