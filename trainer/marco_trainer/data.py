@@ -42,6 +42,7 @@ def load_examples(
     manifests: Iterable[str | Path],
     counts: Counter | None = None,
     limit: int | None = None,
+    skipped: list[str] | None = None,
 ) -> list[Example]:
     """Labelled utterances of the manifests, in manifest order (first ``limit`` usable ones).
 
@@ -49,9 +50,11 @@ def load_examples(
     utterances without text and files whose header cannot be read are skipped and
     counted in ``counts`` (``bad_lines``, ``duplicate_lines``, ``unlabeled``,
     ``corrupt_audio``). Duplicates are dropped here, not only by the filter stage, so
-    that a repeated line does not weigh twice when the filter is off.
+    that a repeated line does not weigh twice when the filter is off. ``skipped``
+    (when given) gets one reason for each of them, naming the line or the file.
     """
     counts = counts if counts is not None else Counter()
+    reasons = skipped if skipped is not None else []
     problems = ManifestProblems(drop_duplicates=True)
     examples: list[Example] = []
     for utterance in iter_manifests(manifests, problems):
@@ -60,19 +63,23 @@ def load_examples(
         text = utterance.text or ""
         if not text.strip():
             counts["unlabeled"] += 1
+            reasons.append(f"{utterance.audio_filepath}: no transcript")
             continue
         duration = utterance.duration
         if duration is None:
             try:
                 duration = audio_duration(utterance.audio_filepath)
-            except AudioError:
+            except AudioError as error:
                 counts["corrupt_audio"] += 1
+                reasons.append(str(error))
                 continue
         examples.append(
             Example(utterance.audio_filepath, text, float(duration), utterance.language)
         )
     counts["bad_lines"] += problems.count
     counts["duplicate_lines"] += len(problems.duplicate_lines)
+    reasons.extend(reason for _, reason in problems.bad_lines)
+    reasons.extend(problems.duplicate_lines)
     return examples
 
 

@@ -141,8 +141,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     quiet_transformers()
     output = Path(args.output_dir)
     counts: Counter = Counter()
+    # Everything left out, from the manifests and at transcription: one reason each, so
+    # that the report's list, the counts and the printed summary say the same number.
+    skipped: list[str] = []
     try:
-        examples = load_examples(args.manifest, counts, limit=args.max_samples)
+        examples = load_examples(args.manifest, counts, limit=args.max_samples, skipped=skipped)
     except ValueError as error:
         raise SystemExit(f"marco-trainer evaluate: {error}") from error
     if not examples:
@@ -166,11 +169,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
         _, reference_hypotheses, _ = transcribe(args.reference_model, "evaluate reference")
         reference_wer, _, _ = score(examples, reference_hypotheses, args.language)
         reference_wer = round(reference_wer, 4)
-    asr, hypotheses, skipped = transcribe(args.model, "evaluate")
-    counts["corrupt_audio"] += len(skipped)
+    asr, hypotheses, unreadable = transcribe(args.model, "evaluate")
+    counts["corrupt_audio"] += len(unreadable)
+    skipped += unreadable.values()
     counts["evaluated"] = len(hypotheses)
+    counts["skipped"] = len(skipped)
     wer, cer, results = score(examples, hypotheses, args.language)
-    counts = Counter({k: v for k, v in counts.items() if v})
+    counts = Counter({k: v for k, v in counts.items() if v or k in ("evaluated", "skipped")})
     report = EvaluationReport(
         model=str(args.model),
         manifest=[str(m) for m in args.manifest],
@@ -180,7 +185,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         cer=cer,
         decoding=decoding.model_dump(by_alias=True),
         counts=dict(counts),
-        skipped=list(skipped.values()),
+        skipped=skipped,
         utterances=results,
     )
     atomic_write_text(output / "report.json", report.model_dump_json(indent=2))
@@ -198,7 +203,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         output,
     )
     print(
-        f"WER {wer:.2f} %  CER {cer:.2f} %  ({len(hypotheses)} utterances, {len(skipped)} skipped)"
+        f"WER {wer:.2f} %  CER {cer:.2f} %  "
+        f"({counts['evaluated']} utterances, {counts['skipped']} skipped)"
     )
     return 0 if hypotheses else 1
 

@@ -109,7 +109,8 @@ def test_evaluate_stage_skips_and_counts_corrupt_audio(tmp_path, tiny_whisper, s
     # missing.wav has no duration: caught reading its header; the other two when decoded.
     assert result.counts["corrupt_audio"] == 3
     assert result.counts["bad_lines"] == 1
-    assert len(report.utterances) == 4 and len(report.skipped) == 2
+    # One count of what was left out, each with its reason: the three files and the line.
+    assert len(report.utterances) == 4 and len(report.skipped) == result.counts["skipped"] == 4
     assert any("nan.wav" in reason and "non-finite" in reason for reason in report.skipped)
     assert report.wer == result.wer
     errors = sum(u.word_errors for u in report.utterances)
