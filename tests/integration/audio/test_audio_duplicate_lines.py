@@ -52,3 +52,22 @@ def test_augment_and_profile_read_a_repeated_line_once(tmp_path):
     _run("profile", "--input", manifest, "--output-dir", profiled)
     profile = load_profile(profiled)
     assert profile.files == 2 and profile.skipped == {"duplicate_line": 1}
+
+
+def test_sharded_stages_count_a_manifest_problem_once_not_once_a_shard(tmp_path):
+    """Every shard reads every manifest; only one of them counts what is wrong in it."""
+    manifest = _data(tmp_path)
+    with manifest.open("a") as handle:
+        handle.write('{"text": "a line without audio"}\n')
+    augmented, profiled = tmp_path / "augmented", tmp_path / "profile"
+    for index in range(2):
+        shard = ("--shard-index", index, "--num-shards", 2)
+        _run("augment", "--manifest", manifest, "--output-dir", augmented,
+             "--preset", "telephony", "--seed", 1, *shard)  # fmt: skip
+        _run("profile", "--input", manifest, "--output-dir", profiled, *shard)
+    counts = read_stage_result(augmented).counts
+    assert counts["skipped:duplicate_line"] == counts["skipped:bad_manifest_line"] == 1
+    assert counts["skipped"] == 2 and counts["outputs"] == 2
+    profile = load_profile(profiled)
+    assert profile.files == 2
+    assert profile.skipped == {"bad_manifest_line": 1, "duplicate_line": 1}

@@ -167,10 +167,12 @@ def run(args: argparse.Namespace) -> int:
     journal_path = out / f".manifest-{tag}.journal"
     done = read_journal(journal_path)
     counts: Counter[str] = Counter({"processed": 0, "reused": 0, "skipped": 0})
-    if problems.count:
+    # Every shard reads every manifest: shard 0 alone counts the lines left out of them,
+    # so that the merged result counts each once.
+    if problems.count and shard.index == 0:
         counts["skipped:bad_manifest_line"] += problems.count
         counts["skipped"] += problems.count
-    if problems.duplicate_lines:
+    if problems.duplicate_lines and shard.index == 0:
         counts["skipped:duplicate_line"] += len(problems.duplicate_lines)
         counts["skipped"] += len(problems.duplicate_lines)
     lines: list[dict] = []

@@ -55,9 +55,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"marco-trainer profile: {error}", file=sys.stderr)
         return 2
     skipped: Counter[str] = Counter()
-    if problems.count:
+    # Every shard reads every manifest: shard 0 alone counts the lines left out of them,
+    # so that the merged profile counts each once.
+    if problems.count and shard.index == 0:
         skipped["bad_manifest_line"] += problems.count
-    if problems.duplicate_lines:
+    if problems.duplicate_lines and shard.index == 0:
         skipped["duplicate_line"] += len(problems.duplicate_lines)
     records = []
     noise: dict[int, list[np.ndarray]] = {}  # harvested non-speech, per sample rate
