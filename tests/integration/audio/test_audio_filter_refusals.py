@@ -118,3 +118,23 @@ def test_a_filter_that_keeps_nothing_fails_with_the_counts_by_reason(tmp_path):
     assert result.message == expected
     # A local run's failed stage shows the log's last line: it is the reason.
     assert done.stderr.strip().splitlines()[-1] == f"marco-trainer filter: {expected}"
+
+
+def test_filter_keeps_line_one_after_a_bom_and_skips_a_line_that_is_not_utf8(tmp_path):
+    _tone(tmp_path / "a.wav", 440)
+    _tone(tmp_path / "b.wav", 550)
+    _tone(tmp_path / "c.wav", 660)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_bytes(
+        b"\xef\xbb\xbf"  # a byte-order mark, as Windows editors write
+        b'{"audio_filepath": "a.wav", "text": "hello there world"}\n'
+        b'{"audio_filepath": "b.wav", "text": "caf\xe9 au lait"}\n'  # Latin-1, not UTF-8
+        b'{"audio_filepath": "c.wav", "text": "hello again world"}\n'
+    )
+    out = tmp_path / "filtered"
+    _filter(manifest, out)
+    assert _kept(out) == ["a.wav", "c.wav"]
+    (bad,) = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
+    assert bad["reason"] == "bad_manifest_line" and bad["line"] == 2
+    assert bad["detail"].startswith(f"{manifest}:2: not UTF-8")
+    assert read_stage_result(out).counts["rejected:bad_manifest_line"] == 1
