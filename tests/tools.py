@@ -8,6 +8,21 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The folders that hold the packages (pyproject's pytest pythonpath).
+PACKAGE_FOLDERS = ("contract", "operator", "trainer", "demo")
+
+
+def checkout_env(*first: Path) -> dict[str, str]:
+    """The environment for a subprocess that runs this checkout's packages.
+
+    pytest's `pythonpath` reaches this process only; without PYTHONPATH a
+    subprocess imports the packages from the venv, which may hold another
+    checkout in editable mode. `first` goes before the package folders.
+    """
+    env = dict(os.environ)
+    paths = [*map(str, first), *(str(ROOT / folder) for folder in PACKAGE_FOLDERS)]
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (*paths, env.get("PYTHONPATH")) if p)
+    return env
 
 
 def find_tool(name: str) -> str:

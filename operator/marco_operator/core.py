@@ -132,6 +132,41 @@ def settled(body: Mapping[str, Any]) -> bool:
     return finished and status.get("observedGeneration") == generation
 
 
+def retry_failed(status: Mapping[str, Any], now: float) -> Outcome:
+    """A Failed status made to resume from the stage that failed; any other as it is.
+
+    A Failed run stays Failed (`settled`) until someone asks for it again: a
+    retry is a decision, not a reconcile's, so that a failure that repeats is
+    not started over and over. The failed stage goes back to Pending (a failed
+    trials stage with its failed trials), the phase to Pending; what succeeded
+    stays done. The next reconcile then starts that stage as if its Job had
+    vanished: the train stage under the directive in force, from its last
+    checkpoint.
+    """
+    current = AsrAdaptationStatus.model_validate(status)
+    outcome = Outcome(status=dump_status(current))
+    if current.phase != "Failed":
+        return outcome
+    failed = [name for name, record in current.stages.items() if record.state == "Failed"]
+    for name in failed:
+        current.stages[name] = StageStatus(job_name=current.stages[name].job_name)
+    if TRIALS_STAGE in failed:
+        current.trials = [
+            TrialRecord(index=t.index, learning_rate=t.learning_rate, job_name=t.job_name)
+            if t.state == "Failed"
+            else t
+            for t in current.trials
+        ]
+    stages = ", ".join(failed) or "the run"
+    message = f"retrying {stages} after: {current.message or 'no message'}"
+    current.phase = "Pending"
+    current.message = None
+    set_condition(current, "Ready", "False", "Retrying", message, now)
+    outcome.status = dump_status(current)
+    outcome.events.append(Event("Normal", "Retrying", message))
+    return outcome
+
+
 def _iso(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 

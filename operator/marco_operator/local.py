@@ -10,13 +10,20 @@ The LR trials run one after another: core starts every trial's "Job" at once,
 as a cluster runs them side by side, and this driver queues all but one (a
 queued trial is a Job not yet running), since one machine has one accelerator.
 
-Ctrl-C stops the stage processes and saves the status; running the same
-command again resumes (finished stages are remembered, the trainer resumes
-from its last checkpoint).
+Ctrl-C, SIGTERM and SIGHUP stop the stage processes and save the status;
+running the same command again resumes (finished stages are remembered, the
+trainer resumes from its last checkpoint). A run that ended Failed resumes
+from the stage that failed when run again with `--retry`.
+
+The driver owns what it starts: it holds a lock on the run directory while it
+lives (a second driver of the same directory is refused), and records every
+stage process there (local_processes.py), so that a driver that died without
+stopping them (SIGKILL, a crash) is followed by one that stops them first.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import signal
@@ -24,9 +31,11 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import yaml
@@ -36,14 +45,59 @@ from marco_contract.files import atomic_write_text
 from marco_contract.formats import Directive, EvaluationHistory
 from marco_contract.layout import Layout, output_path
 from marco_contract.results import read_stage_result
+from marco_operator import local_processes
 from marco_operator.api import API_VERSION, KIND
-from marco_operator.core import Event, JobState, Observed, Outcome, StageStart, reconcile, settled
+from marco_operator.core import (
+    Event,
+    JobState,
+    Observed,
+    Outcome,
+    StageStart,
+    reconcile,
+    retry_failed,
+    settled,
+)
+from marco_operator.local_processes import ChildRecord
 from marco_operator.plan import StageCommand
 from marco_operator.rank0 import evaluations_url, fetch_evaluations
 
 STOP_TIMEOUT = 20.0
 LOOPBACK = "127.0.0.1"
 RANK0_TIMEOUT = 2.0
+#: In the run directory: the driver's lock (holding its PID), and its stage processes.
+LOCK_FILE = "run.lock"
+PROCESSES_FILE = "processes.json"
+#: What stops `marco run` the way Ctrl-C does.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class Interrupted(BaseException):
+    """Ctrl-C, SIGTERM or SIGHUP reached the driver.
+
+    A BaseException, as KeyboardInterrupt is: no `except Exception` takes it for
+    an error of the step it interrupts.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+
+
+class RunBusy(Exception):
+    """Another `marco run` holds the run directory's lock."""
+
+    def __init__(self, root: Path, holder: str) -> None:
+        who = f"PID {holder}" if holder else "PID not written yet"
+        super().__init__(
+            f"{root} is in use by another `marco run` ({who}); wait for it to end, "
+            "or stop it, and run again to resume"
+        )
+        self.root = root
+        self.holder = holder
 
 
 @dataclass
@@ -54,6 +108,7 @@ class LocalJob:
     log_path: Path
     process: subprocess.Popen | None = None  # None: queued, not started yet
     suspended: bool = False
+    record: ChildRecord | None = None  # its identity, as recorded in processes.json
 
     def state(self, output_dir: Path) -> JobState:
         name, stage, trial = self.start.job_name, self.start.stage, self.start.command.trial
@@ -100,6 +155,8 @@ class LocalRun:
     metrics_port: int = 9400
     nproc_per_node: int = 1
     jobs: dict[str, LocalJob] = field(default_factory=dict)  # by job name
+    _deferring: bool = field(default=False, init=False, repr=False)
+    _pending_signal: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         meta = self.manifest.setdefault("metadata", {})
@@ -123,6 +180,8 @@ class LocalRun:
         self.status_path = Path(self.layout.run.status_file)
         self.events_path = Path(self.layout.run.events_file)
         self.logs = self.root / "logs"
+        self.lock_path = self.root / LOCK_FILE
+        self.processes_path = self.root / PROCESSES_FILE
 
     # ----------------------------------------------------------------- state I/O
 
@@ -156,6 +215,116 @@ class LocalRun:
                 return None
         return None
 
+    # ----------------------------------------------------------------- ownership
+
+    @contextmanager
+    def owned(self, on_orphan: Callable[[str], object] | None = None) -> Iterator[None]:
+        """Hold the run directory and its stage processes for the driver's life.
+
+        Takes the directory's lock (RunBusy when another driver holds it), turns
+        Ctrl-C, SIGTERM and SIGHUP into `Interrupted`, stops what a driver that
+        died left running (`stop_orphans`, which tells `on_orphan` first), and on
+        the way out, however it is left, stops every stage process it started.
+        """
+        with self._locked():
+            previous = {signum: signal.signal(signum, self._on_signal) for signum in STOP_SIGNALS}
+            try:
+                with self._signals_deferred():
+                    self.stop_orphans(on_orphan)
+                yield
+            finally:
+                # The stop takes at most STOP_TIMEOUT (then SIGKILL): not to be cut short.
+                for signum in STOP_SIGNALS:
+                    signal.signal(signum, signal.SIG_IGN)
+                try:
+                    self.stop_all()
+                    self.processes_path.unlink(missing_ok=True)
+                finally:
+                    for signum, handler in previous.items():
+                        signal.signal(signum, handler)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """An exclusive flock on `run.lock`, which holds this driver's PID.
+
+        The kernel drops the lock when the driver exits, however it exits, so a
+        rerun after a SIGKILL is not refused; stage processes do not inherit it
+        (Python opens files close-on-exec).
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self.lock_path.open("a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                raise RunBusy(self.root, handle.read().strip()) from None
+            handle.truncate(0)
+            handle.write(f"{os.getpid()}\n")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.truncate(0)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._deferring:
+            self._pending_signal = self._pending_signal or signum
+            return
+        raise Interrupted(signum)
+
+    @contextmanager
+    def _signals_deferred(self) -> Iterator[None]:
+        """A stop signal that arrives in here is raised on the way out, not halfway."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        pending, self._pending_signal = self._pending_signal, None
+        if pending is not None:
+            raise Interrupted(pending)
+
+    def stop_orphans(self, on_orphan: Callable[[str], object] | None = None) -> list[str]:
+        """Stop the stage processes a driver that died left running; says what it stopped.
+
+        Stopped, not adopted. An orphan is no child of this driver: its exit status
+        cannot be waited for, and its files do not tell a stage that crashed from
+        one still writing; its rank 0 also listens on the dead driver's
+        --metrics-port, not necessarily this one's. Stopping it is what Ctrl-C
+        would have done: on SIGTERM the trainer saves its `last` checkpoint, and
+        every stage resumes when started again (augment from its journal, train and
+        the trials from their checkpoints, the others rewrite their outputs
+        atomically). The status still has the stage Running with no process behind
+        it, so the reconcile that follows starts it again, as after Ctrl-C: at most
+        the step in flight is lost, and two processes never share a stage's
+        directory. An orphan that already finished is not found (nothing of its
+        session is left); its stage starts again and finds its work done (the
+        trainer resumes at its last step, exports and reports).
+        """
+        stopped = []
+        for record in local_processes.load_records(self.processes_path):
+            if not local_processes.members(record):
+                continue
+            message = (
+                f"stopping {record.job} (PID {record.pid}), left running by a `marco run` "
+                "that did not stop it; the stage starts again from what it saved"
+            )
+            if on_orphan is not None:
+                on_orphan(message)
+            local_processes.stop(record, STOP_TIMEOUT)
+            self.record([Event("Warning", "OrphanStopped", message)])
+            stopped.append(message)
+        self.processes_path.unlink(missing_ok=True)
+        return stopped
+
+    def retry(self) -> list[Event]:
+        """A Failed run set to start again from the stage that failed (core.retry_failed)."""
+        outcome = retry_failed(self.load_status(), time.time())
+        if outcome.events:
+            self.save_status(outcome.status)
+            self.record(outcome.events)
+        return outcome.events
+
     # ----------------------------------------------------------------- processes
 
     def command_line(self, command: StageCommand) -> list[str]:
@@ -187,6 +356,11 @@ class LocalRun:
                 env=env,
                 start_new_session=True,  # Ctrl-C reaches us, and we stop the stage cleanly
             )
+        # Recorded at once: a driver killed from here on leaves a process the next finds.
+        job.record = local_processes.identify(job.start.job_name, job.process.pid)
+        local_processes.save_records(
+            self.processes_path, [j.record for j in self.jobs.values() if j.record is not None]
+        )
 
     def _trial_running(self) -> bool:
         return any(
@@ -208,7 +382,7 @@ class LocalRun:
     def stop_all(self) -> None:
         for job in self.jobs.values():
             if job.process is not None:
-                _terminate(job.process)
+                _terminate(job)
             else:
                 job.suspended = True  # a queued trial never starts after a stop
 
@@ -243,8 +417,7 @@ class LocalRun:
             self.start(start)
         for job in self.jobs.values():
             if job.start.job_name in outcome.suspend:
-                if job.process is not None:
-                    _terminate(job.process)
+                _terminate(job)
                 job.suspended = True
         self.save_status(outcome.status)
         self.record(outcome.events)
@@ -264,13 +437,25 @@ class LocalRun:
         return {**self.manifest, "status": status}
 
     def step(self) -> Outcome:
-        status = self.load_status()
-        outcome = reconcile(self.body(status), self.observe(), layout=self.layout)
-        self.apply(outcome)
+        # A stop signal waits for the end of the pass: what it started is recorded
+        # and the status saved before Interrupted unwinds.
+        with self._signals_deferred():
+            status = self.load_status()
+            outcome = reconcile(self.body(status), self.observe(), layout=self.layout)
+            self.apply(outcome)
         return outcome
 
 
-def _terminate(process: subprocess.Popen) -> None:
+def _terminate(job: LocalJob) -> None:
+    """Stop the job's process with every process of its session, and reap it."""
+    process = job.process
+    if process is None:
+        return
+    if job.record is not None:
+        local_processes.stop(job.record, STOP_TIMEOUT)
+        process.wait()
+        return
+    # Not identified (gone at once, or no /proc): its process group, as far as it goes.
     if process.poll() is not None:
         return
     try:

@@ -9,12 +9,23 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from contextlib import suppress
 from pathlib import Path
 
 from marco_contract.status import AsrAdaptationStatus
 from marco_operator import local
-from marco_operator.local import LocalRun, load_manifest, run_until_done
+from marco_operator.local import Interrupted, LocalRun, RunBusy, load_manifest, run_until_done
+from marco_operator.local_processes import ChildrenLeft
 from marco_operator.local_view import LocalView
+
+#: Exit status when another `marco run` holds the run directory.
+EXIT_BUSY = 3
+
+
+def _say(message: str) -> None:
+    # After SIGHUP the terminal may be gone: what is said then is lost, not an error.
+    with suppress(OSError):
+        print(message, file=sys.stderr, flush=True)
 
 
 def _command(args: argparse.Namespace) -> int:
@@ -33,22 +44,35 @@ def _command(args: argparse.Namespace) -> int:
         return 2
     view = LocalView(run)
     try:
-        with view:
-            status = run_until_done(run, args.interval, on_step=view.update)
-    except KeyboardInterrupt:
-        run.stop_all()
-        print(f"\ninterrupted; status saved in {run.status_path}. Run again to resume.")
-        return 130
-    final = AsrAdaptationStatus.model_validate(status)
-    view.summary(final)
-    if final.phase != "Invalid":
-        # The report draws with matplotlib, which lives with the trainer: run it there.
-        report = subprocess.run(
-            [sys.executable, "-m", "marco_trainer", "report", "--run-dir", str(run.root)],
-            capture_output=True,
-            text=True,
-        )
-        print(report.stdout.strip() or report.stderr.strip())
+        # Every way out of here stops the stage processes (LocalRun.owned).
+        with run.owned(on_orphan=_say):
+            if args.retry:
+                for event in run.retry():
+                    _say(event.message)
+            with view:
+                status = run_until_done(run, args.interval, on_step=view.update)
+            final = AsrAdaptationStatus.model_validate(status)
+            view.summary(final)
+            if final.phase == "Failed":
+                _say("A Failed run stays Failed; add --retry to start again from the failed stage.")
+            if final.phase != "Invalid":
+                # The report draws with matplotlib, which lives with the trainer: run it there.
+                report = subprocess.run(
+                    [sys.executable, "-m", "marco_trainer", "report", "--run-dir", str(run.root)],
+                    capture_output=True,
+                    text=True,
+                )
+                print(report.stdout.strip() or report.stderr.strip())
+    except RunBusy as error:
+        _say(f"error: {error}")
+        return EXIT_BUSY
+    except ChildrenLeft as error:
+        _say(f"error: could not stop a stage: {error}")
+        return 1
+    except Interrupted as stop:
+        _say(f"\ninterrupted ({stop}); stages stopped, status saved in {run.status_path}. "
+             "Run again to resume.")  # fmt: skip
+        return stop.exit_code
     return 0 if final.phase in ("Succeeded", "EarlyStopped") else 1
 
 
@@ -65,5 +89,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--metrics-port", type=int, default=9400, help="trainer metrics port")
     parser.add_argument(
         "--nproc-per-node", type=int, default=1, help="training processes (torchrun standalone)"
+    )
+    parser.add_argument(
+        "--retry",
+        action="store_true",
+        help="a run that ended Failed: start again from the stage that failed",
     )
     parser.set_defaults(func=_command)

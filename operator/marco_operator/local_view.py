@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
@@ -65,7 +66,8 @@ class LocalView:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
+        with suppress(OSError):  # the terminal gone (SIGHUP): the run's exit goes on
+            self.progress.stop()
 
     def update(self, run: LocalRun, outcome: Outcome) -> None:
         for event in outcome.events:

@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from marco_contract.manifests import read_manifest
 from marco_contract.status import AsrAdaptationStatus
 from tests.demo_runs import run_demo
 from tests.tiny_models import build_tiny_whisper
+from tests.tools import checkout_env
 from tests.trainer_runs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,18 +52,21 @@ def tiny_manifest() -> dict:
     return manifest
 
 
-def run_marco(manifest: dict, data_dir: Path, tmp_path: Path) -> tuple[Path, str]:
-    """`marco run` on a manifest; the run's folder and its output (checked to succeed)."""
+def marco_run_argv(manifest: dict, data_dir: Path, tmp_path: Path) -> list[str]:
+    """The `marco run` command line of a manifest, written under tmp_path."""
     tmp_path.mkdir(parents=True, exist_ok=True)
     manifest_path = tmp_path / "e2e.yaml"
     manifest_path.write_text(yaml.safe_dump(manifest))
+    return [sys.executable, "-m", "marco_operator", "run", "-f", str(manifest_path),
+            "--data-dir", str(data_dir), "--output-dir", str(tmp_path / "out"),
+            "--interval", "0.5", "--metrics-port", str(free_port())]  # fmt: skip
+
+
+def run_marco(manifest: dict, data_dir: Path, tmp_path: Path) -> tuple[Path, str]:
+    """`marco run` on a manifest; the run's folder and its output (checked to succeed)."""
+    argv = marco_run_argv(manifest, data_dir, tmp_path)
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=800, env=checkout_env())
     out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "marco_operator", "run", "-f", str(manifest_path),
-         "--data-dir", str(data_dir), "--output-dir", str(out), "--interval", "0.5",
-         "--metrics-port", str(free_port())],
-        capture_output=True, text=True, timeout=800,
-    )  # fmt: skip
     run_dir = out / "marco-asr" / manifest["metadata"]["name"]
     logs = "".join(p.read_text()[-1500:] for p in (run_dir / "logs").glob("*.log"))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:] + logs
@@ -172,3 +177,47 @@ def test_the_same_manifest_makes_the_same_trial_choice(data_dir, tmp_path):
         t.model_dump(exclude={"job_name"}) for t in second.trials
     ]
     assert first.cycles[0].learning_rate == second.cycles[0].learning_rate
+
+
+def test_a_rerun_after_the_driver_was_killed_mid_training_resumes_with_one_trainer(
+    data_dir, tmp_path
+):
+    """Issue 13: SIGKILL leaves the trainer running; the rerun stops it (SIGTERM: it saves
+    its `last` checkpoint) before it starts the train stage again, which resumes there."""
+    manifest = tiny_manifest()
+    manifest["metadata"]["name"] = "orphan"
+    spec = manifest["spec"]
+    for section in ("filter", "profile", "augmentation", "baseline", "trials", "evaluation"):
+        spec[section] = {"enabled": False}
+    spec["training"]["initialLearningRate"] = 1e-3
+    run_dir = tmp_path / "out" / "marco-asr" / "orphan"
+    with (tmp_path / "first.log").open("w") as log:
+        first = subprocess.Popen(
+            marco_run_argv(manifest, data_dir, tmp_path), stdout=log, stderr=log,
+            env=checkout_env(),
+        )  # fmt: skip
+    # The first evaluation (step 2) saves `last`; at step 4, the end of cycle 0, the
+    # trainer waits for the next cycle's directive, which no driver writes any more.
+    last = run_dir / "train" / "checkpoints" / "last"
+    deadline = time.monotonic() + 600
+    while not last.exists():
+        assert first.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "no checkpoint within 600 s"
+        time.sleep(0.1)
+    first.kill()
+    first.wait()
+
+    run_dir, output = run_marco(manifest, data_dir, tmp_path)
+
+    assert "stopping orphan-train (PID " in output
+    status = AsrAdaptationStatus.model_validate_json((run_dir / "status.json").read_text())
+    assert status.phase == "Succeeded" and status.step == 16
+    log = (run_dir / "logs" / "train.log").read_text()  # both trainers', appended
+    assert "resumed from" in log and "Address already in use" not in log
+    history = EvaluationHistory.model_validate_json(
+        (run_dir / "train" / "evaluations.json").read_text()
+    ).evaluations
+    assert [e.step for e in history] == list(range(2, 17, 2))  # each evaluation once
+    assert (run_dir / "train" / "export" / "config.json").exists()
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert [e["reason"] for e in events].count("OrphanStopped") == 1

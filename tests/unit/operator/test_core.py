@@ -5,7 +5,7 @@ import copy
 import pytest
 
 from marco_contract.formats import Directive, Evaluation, EvaluationHistory, StageResult
-from marco_operator.core import JobState, Observed, reconcile
+from marco_operator.core import JobState, Observed, reconcile, retry_failed
 from marco_operator.reconciler import children
 from marco_operator.resources import Owner
 
@@ -205,6 +205,59 @@ def test_failed_job_fails_the_adaptation_with_its_reason():
     status = cluster.obj["status"]
     assert cluster.phase == "Failed" and "BackoffLimitExceeded" in status["message"]
     assert status["stages"]["filter"]["state"] == "Failed"
+
+
+def test_a_retried_failed_run_starts_again_at_the_failed_stage_only():
+    cluster = Cluster(body())
+    run_to_training(cluster)
+    cluster.jobs["train"] = JobState(
+        name="demo-train", stage="train", failed=True, failure_reason="exit code 1: OOM"
+    )
+    cluster.step()
+    assert cluster.phase == "Failed"
+    assert cluster.step().start == []  # Failed stays Failed: nothing starts by itself
+    lr = cluster.obj["status"]["learningRate"]
+
+    outcome = retry_failed(cluster.obj["status"], now=2000.0)
+
+    assert outcome.status["phase"] == "Pending" and outcome.status["message"] is None
+    assert outcome.status["stages"]["train"]["state"] == "Pending"
+    assert outcome.status["stages"]["filter"]["state"] == "Succeeded"
+    assert [e.reason for e in outcome.events] == ["Retrying"]
+    assert "train Job demo-train failed: exit code 1: OOM" in outcome.events[0].message
+    cluster.obj["status"] = outcome.status
+    del cluster.jobs["train"]  # the failed Job is gone (locally: a new driver has none)
+    started = cluster.step().start
+    assert [s.stage for s in started] == ["train"] and cluster.phase == "Training"
+    # The same cycle and LR: the trainer resumes from its checkpoint under the directive.
+    assert cluster.obj["status"]["learningRate"] == lr
+    assert len(cluster.obj["status"]["cycles"]) == 1
+
+
+def test_a_retry_resets_the_failed_trials_of_a_failed_trials_stage():
+    cluster = Cluster(body(TRIALS_ON))
+    run_to_trials(cluster)
+    for index in range(3):
+        cluster.fail_trial(index, "exit code 1")
+    cluster.step()
+    assert cluster.phase == "Failed"
+
+    status = retry_failed(cluster.obj["status"], now=2000.0).status
+
+    assert status["stages"]["trials"]["state"] == "Pending"
+    assert [t["state"] for t in status["trials"]] == ["Pending"] * 3
+    assert all(t["message"] is None for t in status["trials"])
+    cluster.obj["status"] = status
+    cluster.trials = {}
+    assert sorted(s.job_name for s in cluster.step().start) == [
+        "demo-trials-0", "demo-trials-1", "demo-trials-2"]  # fmt: skip
+
+
+def test_a_retry_leaves_a_run_that_did_not_fail_as_it_is():
+    cluster = Cluster(body())
+    run_to_training(cluster)
+    outcome = retry_failed(cluster.obj["status"], now=2000.0)
+    assert outcome.status == cluster.obj["status"] and outcome.events == []
 
 
 def test_invalid_spec_is_refused_with_the_field_named():
