@@ -89,13 +89,12 @@ lint: $(VENV)/install.stamp ## ruff check and ruff format --check
 typecheck: $(VENV)/install.stamp ## mypy over the packages (contract, operator, trainer, demo)
 	@out=$$(mypy 2>&1) || { echo "$$out"; exit 1; }; echo "  ok   typecheck $$out"
 
-# The adaptation benchmark's smoke (marker bench) runs fifteen torch processes: about 4
-# minutes on 2 idle cores, which would take make test past its budget; make bench-smoke
-# runs it.
+# The whole suite, the adaptation benchmark's smoke (marker bench) included; the slowest
+# tests are listed at the end so that a test creeping up is seen.
 test: install lint typecheck ## install what the tests need and run the whole suite (CI runs this)
-	$(PY) -m pytest -m "not bench" $(PYTEST_ARGS)
+	$(PY) -m pytest --durations=12 $(PYTEST_ARGS)
 
-bench-smoke: install ## the adaptation benchmark end to end at toy size (every system, one scenario)
+bench-smoke: install ## the adaptation benchmark's smoke alone (every system, one scenario, toy size)
 	$(PY) -m pytest -m bench $(PYTEST_ARGS)
 
 unit: $(VENV)/install.stamp ## unit tests that need no Debian package or helm: seconds, Python only

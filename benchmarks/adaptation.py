@@ -42,11 +42,10 @@ Time on 2 CPU cores (Whisper tiny.en, 10 s window), measured on 2026-12-02 on
 2 cores shared with about a dozen other training and test processes (load
 average 13), so every figure is several times what 2 idle cores take:
 
-- ``--smoke``: 25 minutes at load 13 (baseline 87 s, hf 246 s, hf-aug 269 s,
-  ft 442 s, ftda 450 s; each marco run is up to six stage processes that each
-  load torch), 12 minutes at load 9 (``tests/integration/test_adaptation_smoke.py``
-  with the model import). Scaled to 2 idle cores that is 3–4 minutes, not the
-  2 the issue asks for: the floor is the ~15 processes that each import torch.
+- ``--smoke`` (part of ``make test``): 252 CPU-seconds (228 user, 24 system;
+  ``/usr/bin/time`` over the pytest run, 2026-12-02), most of it the ~15 processes
+  that each import torch; its five runs go in parallel (``--jobs``), so 2 idle
+  cores take 2 to 3 minutes. At a load of 10 it took 15.
 - building one scenario's data at the default sizes (car, 750 utterances):
   226 s.
 - one scenario × one seed at the defaults (120 steps, batch 8, 100 test

@@ -1,8 +1,8 @@
 """`benchmarks/adaptation.py --smoke`: every system runs end to end and the table has its shape.
 
-The full benchmark is hours on 2 cores and not part of `make test`; this runs
-its smoke mode (one scenario, one seed, tiny sets, two steps, all five
-systems) on the real Whisper tiny.en with a 10 s window. The numbers mean
+The full benchmark is hours on 2 cores and not part of `make test`; its smoke
+mode is: one scenario, one seed, tiny sets, two steps, all five systems, on the
+real Whisper tiny.en with a 10 s window. The numbers mean
 nothing; that each system produced a plausible test WER and that the table,
 markdown and plot were written does.
 """
@@ -19,8 +19,9 @@ import pytest
 from tests.demo_runs import demo_env, run_demo
 from tests.tools import ROOT
 
-# On 2 cores shared with a dozen other processes (2026-12-02) this test took 12 minutes
-# and the smoke alone 25 at a higher load; the timeout allows the shared case.
+# The smoke costs about 250 CPU-seconds (its five runs in parallel, mostly processes
+# importing torch): 2 to 3 minutes on 2 idle cores, 15 at a load of 10 (2026-12-02).
+# The timeout allows the shared case.
 pytestmark = [
     pytest.mark.bench,
     pytest.mark.slow,
