@@ -27,6 +27,7 @@ from marco_contract.manifests import read_manifest
 from marco_contract.status import AsrAdaptationStatus
 from tests.demo_runs import run_demo
 from tests.tiny_models import build_tiny_whisper
+from tests.tools import checkout_env
 from tests.trainer_runs import free_port
 
 # The data comes from `python -m marco_demo data`: TTS voices and a sox phone line.
@@ -85,7 +86,7 @@ def marco_run(data_dir: Path, manifest_path: Path, out: Path) -> Path:
         [sys.executable, "-m", "marco_operator", "run", "-f", str(manifest_path),
          "--data-dir", str(data_dir), "--output-dir", str(out), "--interval", "0.5",
          "--metrics-port", str(free_port())],
-        capture_output=True, text=True, timeout=600,
+        env=checkout_env(), capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     run_dir = out / "marco-asr" / "repeat"
     logs = "".join(p.read_text()[-3000:] for p in (run_dir / "logs").glob("*.log"))

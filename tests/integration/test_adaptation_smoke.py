@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.demo_runs import demo_env, run_demo
-from tests.tools import ROOT
+from tests.demo_runs import run_demo
+from tests.tools import ROOT, checkout_env
 
 # The smoke costs about 250 CPU-seconds (its five runs in parallel, mostly processes
 # importing torch): 2 to 3 minutes on 2 idle cores, 15 at a load of 10 (2026-12-02).
@@ -47,7 +47,7 @@ def test_smoke_runs_every_system_and_writes_the_table(whisper_10s: Path, tmp_pat
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "adaptation.py"), "--smoke",
          "--work", str(work), "--model", str(whisper_10s)],
-        env=demo_env(), capture_output=True, text=True, timeout=2300,
+        env=checkout_env(), capture_output=True, text=True, timeout=2300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((work / "adaptation.json").read_text())
