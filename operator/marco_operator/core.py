@@ -64,6 +64,18 @@ from marco_operator.schedule import (
 REQUEUE_RUNNING = 10.0
 DEFAULT_FAMILY: Family = "encoder-decoder"
 
+#: The condition that says whether the driver's last pass went through: False (reason
+#: ChildRefused, ApiError or ReconcileError) after a pass that failed, True (Recovered)
+#: from the next one that did not. Absent while no pass ever failed.
+RECONCILED = "Reconciled"
+#: Seconds between passes after failed ones: RETRY_FIRST after the first failure, doubling
+#: with each failure in a row, at most RETRY_CAP (retry_delay); a pass that goes through
+#: resets it.
+RETRY_FIRST = 1.0
+RETRY_CAP = 300.0
+#: The longest condition or Event message written (the API server caps Events at 1 KiB).
+MAX_MESSAGE = 1024
+
 
 @dataclass(frozen=True)
 class JobState:
@@ -167,6 +179,63 @@ def retry_failed(status: Mapping[str, Any], now: float) -> Outcome:
     return outcome
 
 
+def retry_delay(failures: int, first: float = RETRY_FIRST, cap: float = RETRY_CAP) -> float:
+    """Seconds before the next pass after `failures` failed passes in a row (1 or more):
+    `first`, doubling with every failure, never above `cap`."""
+    if failures < 1:
+        raise ValueError(f"failures must be at least 1, got {failures}")
+    # The exponent is bounded: 2**63 · first is past any cap, and a float cannot hold 2**2000.
+    return min(cap, first * 2.0 ** min(failures - 1, 63))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a driver's pass failed, in a user's words (the drivers classify their errors)."""
+
+    #: ChildRefused (the API server refused a child: 4xx), ApiError (it could not serve a
+    #: request: 5xx, a conflict, no connection), ReconcileError (an exception in the pass).
+    reason: str
+    message: str
+
+
+def describe_exception(error: BaseException) -> Failure:
+    """An exception in a pass, as a ReconcileError a user can read (a pydantic refusal
+    names the model, the field and the value, e.g. a learning rate Eq. 1 rounded to 0)."""
+    if isinstance(error, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or error.title}: {e['msg']}"
+            f" (got {e['input']!r})"
+            for e in error.errors()[:3]
+        )
+        return Failure("ReconcileError", f"reconcile failed: {error.title}: {problems}")
+    return Failure("ReconcileError", f"reconcile failed: {type(error).__name__}: {error}")
+
+
+def failed_pass(
+    status: Mapping[str, Any], failure: Failure, failures: int, retry_in: float, now: float
+) -> tuple[dict[str, Any], Event]:
+    """The status after a pass that failed, and the Warning Event that says so.
+
+    Only the Reconciled condition changes (False, the failure's reason and message, and
+    when the next try comes): what the pass decided was not applied, so the rest of the
+    status stays as the last pass that went through left it. The first pass that goes
+    through again turns the condition True (`_Run.finish`).
+    """
+    try:
+        current = AsrAdaptationStatus.model_validate(status)
+    except ValidationError:
+        current = AsrAdaptationStatus()  # unreadable: the condition is what can be said
+    times = "once" if failures == 1 else f"{failures} times in a row"
+    message = f"{failure.message} (failed {times}; next try in {retry_in:g} s)"
+    message = _clip(message)
+    set_condition(current, RECONCILED, "False", failure.reason, message, now)
+    return dump_status(current), Event("Warning", failure.reason, message)
+
+
+def _clip(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
+
+
 def _iso(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -225,6 +294,7 @@ class _Run:
 
     def finish(self) -> Outcome:
         status = self.status
+        self._recovered()
         if status.phase != self.old.phase:
             warning = status.phase in ("Failed", "Invalid", "EarlyStopped")
             detail = f": {status.message}" if status.message else ""
@@ -239,6 +309,19 @@ class _Run:
             events.insert(starts[0] if starts else len(events), change)
         self.outcome.status = dump_status(status)
         return self.outcome
+
+    def _recovered(self) -> None:
+        """A pass that got this far goes through unless the driver fails to apply it (and
+        then it writes no status): a Reconciled False from a failed pass turns True."""
+        failed = next(
+            (c for c in self.old.conditions if c.type == RECONCILED and c.status == "False"),
+            None,
+        )
+        if failed is None:
+            return
+        message = _clip(f"passes go through again after {failed.reason}: {failed.message}")
+        set_condition(self.status, RECONCILED, "True", "Recovered", message, self.now)
+        self.event("Normal", "Recovered", message)
 
 
 def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None = None) -> Outcome:

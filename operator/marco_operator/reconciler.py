@@ -13,17 +13,29 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
+from urllib3.exceptions import HTTPError
 
 from marco_contract.formats import Directive, StageResult
 from marco_contract.results import parse_stage_result
 from marco_operator.api import API_VERSION, KIND, PLURAL
-from marco_operator.core import Event, JobState, Observed, Outcome, reconcile, settled
+from marco_operator.core import (
+    Event,
+    Failure,
+    JobState,
+    Observed,
+    Outcome,
+    describe_exception,
+    failed_pass,
+    reconcile,
+    settled,
+)
 from marco_operator.kube import Kube, KubeError, collection_path
 from marco_operator.rank0 import evaluations_url, fetch_evaluations
 from marco_operator.resources import (
@@ -180,6 +192,8 @@ class Pass:
     #: resourceVersion of the status this pass wrote; None when it wrote none.
     written_version: str | None = None
     settled: bool = False  # core.settled() of the status it leaves
+    #: Set when the pass failed: seconds to back off before the next (core.retry_delay).
+    retry_after: float | None = None
 
 
 def observe(
@@ -278,6 +292,60 @@ def event_manifest(body: Mapping[str, Any], type_: str, reason: str, message: st
     }
 
 
+class ChildError(Exception):
+    """The API server did not take a write to one of the adaptation's children."""
+
+    def __init__(self, verb: str, kind: str, name: str, error: KubeError) -> None:
+        self.verb, self.kind, self.name, self.error = verb, kind, name, error
+        what = "refused" if error.refused else "failed"
+        super().__init__(f"{verb} {kind} {name}: {what} by the API server ({error.describe()})")
+
+
+@contextmanager
+def _writing(verb: str, kind: str, name: str) -> Iterator[None]:
+    """A KubeError from a write to the child `kind` `name`, as a ChildError naming it."""
+    try:
+        yield
+    except KubeError as error:
+        raise ChildError(verb, kind, name, error) from error
+
+
+def describe_failure(error: BaseException) -> Failure:
+    """A failed pass's error as a user reads it: what was refused, or what went wrong."""
+    if isinstance(error, ChildError):
+        return Failure("ChildRefused" if error.error.refused else "ApiError", str(error))
+    if isinstance(error, KubeError):
+        return Failure("ApiError", f"{error.method} {error.path}: {error.describe()}")
+    if isinstance(error, HTTPError | ConnectionError):  # the connection to the API server
+        return Failure("ApiError", f"API server unreachable: {error}")
+    return describe_exception(error)
+
+
+def report_failure(
+    kube: Kube, body: Mapping[str, Any], error: BaseException, failures: int, retry_in: float
+) -> str | None:
+    """Say that a pass failed where a user looks: a Warning Event on the adaptation and its
+    Reconciled condition (core.failed_pass). Best effort: when the API server cannot take
+    these either, the log has it. Returns the resourceVersion of the status written."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    status, event = failed_pass(
+        body.get("status") or {}, describe_failure(error), failures, retry_in, time.time()
+    )
+    try:
+        kube.create(event_manifest(body, event.type, event.reason, event.message))
+    except Exception:
+        logger.warning("%s/%s: could not post the Event %s", namespace, name, event.reason)
+    patch: dict[str, Any] = {"conditions": status["conditions"]}
+    if not (body.get("status") or {}).get("phase"):
+        patch["phase"] = status["phase"]  # Pending, rather than no phase at all
+    try:
+        written = kube.merge_patch(f"{adaptation_path(namespace, name)}/status", {"status": patch})
+    except Exception:
+        logger.warning("%s/%s: could not write the status of a failed pass", namespace, name)
+        return None
+    return ((written or {}).get("metadata") or {}).get("resourceVersion")
+
+
 def apply(
     kube: Kube, body: Mapping[str, Any], observed: Observed, outcome: Outcome
 ) -> dict[str, Any] | None:
@@ -289,7 +357,9 @@ def apply(
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     owner = Owner.from_body(dict(body))
     for manifest in children(outcome, owner):
-        if kube.create(manifest):
+        with _writing("creating", manifest["kind"], manifest["metadata"]["name"]):
+            created = kube.create(manifest)
+        if created:
             logger.info(
                 "%s/%s: created %s %s",
                 namespace,
@@ -299,11 +369,14 @@ def apply(
             )
     if outcome.directive is not None and outcome.directive != observed.directive:
         data = {DIRECTIVE_KEY: outcome.directive.model_dump_json()}
-        kube.merge_patch(control_path(namespace, name), {"data": data})
+        with _writing("patching", "ConfigMap", control_configmap_name(owner)):
+            kube.merge_patch(control_path(namespace, name), {"data": data})
     for job in outcome.suspend:
-        kube.merge_patch(
-            f"{collection_path('batch/v1', 'jobs', namespace)}/{job}", {"spec": {"suspend": True}}
-        )
+        with _writing("suspending", "Job", job):
+            kube.merge_patch(
+                f"{collection_path('batch/v1', 'jobs', namespace)}/{job}",
+                {"spec": {"suspend": True}},
+            )
     for event in outcome.events:
         kube.create(event_manifest(body, event.type, event.reason, event.message))
     current = body.get("status") or {}
@@ -337,4 +410,15 @@ def reconcile_pass(kube: Kube, body: Mapping[str, Any], found: Children, options
     )
 
 
-__all__ = ["Children", "KubeError", "Options", "Pass", "apply", "observe", "reconcile_pass"]
+__all__ = [
+    "ChildError",
+    "Children",
+    "KubeError",
+    "Options",
+    "Pass",
+    "apply",
+    "describe_failure",
+    "observe",
+    "reconcile_pass",
+    "report_failure",
+]
