@@ -1,0 +1,214 @@
+"""Every failure speaks: the backoff, the failed pass's condition and Event, and recovery."""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any
+
+import pytest
+
+from marco_contract.formats import Directive
+from marco_operator import local
+from marco_operator.core import (
+    RECONCILED,
+    Failure,
+    Observed,
+    Outcome,
+    failed_pass,
+    reconcile,
+    retry_delay,
+)
+from marco_operator.kube import KubeError
+from marco_operator.local import LocalRun, run_until_done
+from marco_operator.reconciler import ChildError, describe_failure
+
+
+def _condition(status: dict[str, Any], type_: str = RECONCILED) -> dict[str, Any] | None:
+    found = [c for c in status.get("conditions") or [] if c["type"] == type_]
+    assert len(found) <= 1
+    return found[0] if found else None
+
+
+def _status_body(code: int, reason: str, message: str) -> str:
+    return json.dumps(
+        {"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": reason,
+         "message": message, "code": code}
+    )  # fmt: skip
+
+
+# --- the backoff ----------------------------------------------------------------------------
+
+
+def test_the_backoff_starts_at_one_second_and_doubles_to_five_minutes() -> None:
+    assert [retry_delay(n) for n in range(1, 11)] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 300]
+    assert retry_delay(10_000) == 300  # no overflow, however long it failed
+    assert [retry_delay(n, first=0.25, cap=1.0) for n in (1, 2, 3, 4)] == [0.25, 0.5, 1.0, 1.0]
+    with pytest.raises(ValueError, match="at least 1"):
+        retry_delay(0)
+
+
+# --- what the API server says, as a user reads it ------------------------------------------
+
+
+def test_a_refusal_reads_the_api_server_s_status() -> None:
+    message = 'Job.batch "a-filter" is invalid: spec...: Invalid value: "lots": quantities...'
+    error = KubeError(
+        "POST", "/apis/batch/v1/namespaces/n/jobs", 422, _status_body(422, "Invalid", message)
+    )
+    assert (error.status, error.reason, error.message, error.refused) == (
+        422,
+        "Invalid",
+        message,
+        True,
+    )
+    assert error.describe() == f"HTTP 422 Invalid: {message}"
+    # Not a Status (a proxy's page): the HTTP phrase, and the body's start.
+    gateway = KubeError("GET", "/x", 503, "<html>\n upstream   gone</html>")
+    assert (gateway.reason, gateway.message, gateway.refused) == (
+        "ServiceUnavailable", "<html> upstream gone</html>", False,
+    )  # fmt: skip
+    # A conflict or throttling is no refusal of the request itself.
+    assert not KubeError("PATCH", "/x", 409, _status_body(409, "Conflict", "stale")).refused
+    assert not KubeError("POST", "/x", 429, "").refused
+    assert KubeError("POST", "/x", 400, "").refused
+    assert KubeError("POST", "/x", 403, "").refused
+
+
+def test_a_failed_pass_is_described_by_what_failed() -> None:
+    refused = KubeError("POST", "/jobs", 422, _status_body(422, "Invalid", "bad quantity"))
+    failure = describe_failure(ChildError("creating", "Job", "a-filter", refused))
+    assert failure == Failure(
+        "ChildRefused",
+        "creating Job a-filter: refused by the API server (HTTP 422 Invalid: bad quantity)",
+    )
+    busy = KubeError("POST", "/jobs", 500, _status_body(500, "InternalError", "etcd timeout"))
+    failure = describe_failure(ChildError("creating", "Job", "a-filter", busy))
+    assert failure.reason == "ApiError"
+    assert failure.message.startswith("creating Job a-filter: failed by the API server (HTTP 500")
+    failure = describe_failure(KubeError("GET", "/cm", 503, ""))
+    assert failure == Failure("ApiError", "GET /cm: HTTP 503 ServiceUnavailable: ")
+    failure = describe_failure(ConnectionRefusedError(111, "Connection refused"))
+    assert failure.reason == "ApiError" and "unreachable" in failure.message
+    assert describe_failure(KeyError("phase")) == Failure(
+        "ReconcileError", "reconcile failed: KeyError: 'phase'"
+    )
+
+
+def test_a_tiny_learning_rate_refused_by_the_directive_names_field_and_value() -> None:
+    with pytest.raises(ValueError) as raised:
+        Directive(cycle=1, learning_rate=0.0, reason="Eq. 1")
+    failure = describe_failure(raised.value)
+    assert failure.reason == "ReconcileError"
+    assert failure.message == (
+        "reconcile failed: Directive: learning_rate: Input should be greater than 0 (got 0.0)"
+    )
+
+
+# --- the condition and the Event; recovery -------------------------------------------------
+
+
+def _body(status: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec = {
+        "model": {"source": "openai/whisper-tiny"},
+        "data": {"train": ["t.jsonl"], "validation": "v.jsonl", "test": "x.jsonl",
+                 "targetAudio": "target"},
+    }  # fmt: skip
+    body = {
+        "metadata": {"name": "a", "namespace": "n", "uid": "u", "generation": 1},
+        "spec": spec,
+    }
+    if status is not None:
+        body["status"] = status
+    return body
+
+
+def test_a_failed_pass_sets_reconciled_false_and_says_when_it_tries_again() -> None:
+    before = {"phase": "Filtering", "stages": {"filter": {"state": "Running"}},
+              "conditions": [{"type": "Ready", "status": "False", "reason": "Filtering",
+                              "message": "filter running"}]}  # fmt: skip
+    failure = Failure("ChildRefused", "creating Job a-filter: refused (HTTP 422 Invalid: no)")
+    status, event = failed_pass(before, failure, failures=3, retry_in=4.0, now=100.0)
+    condition = _condition(status)
+    assert condition is not None
+    assert (condition["status"], condition["reason"]) == ("False", "ChildRefused")
+    assert condition["message"] == (
+        "creating Job a-filter: refused (HTTP 422 Invalid: no) (failed 3 times in a row; "
+        "next try in 4 s)"
+    )
+    assert (event.type, event.reason, event.message) == (
+        "Warning",
+        "ChildRefused",
+        condition["message"],
+    )
+    # Nothing else moves: the failed pass applied nothing.
+    assert status["phase"] == "Filtering"
+    assert _condition(status, "Ready")["message"] == "filter running"
+    assert status["stages"]["filter"]["state"] == "Running"
+    # A second failure keeps the transition time (still False), a new message.
+    again, _ = failed_pass(status, failure, failures=1, retry_in=1.0, now=200.0)
+    assert _condition(again)["lastTransitionTime"] == condition["lastTransitionTime"]
+    assert _condition(again)["message"].endswith("(failed once; next try in 1 s)")
+    # A long refusal is clipped to what an Event can hold.
+    long, event = failed_pass({}, Failure("ApiError", "x" * 5000), 1, 1.0, 0.0)
+    assert len(_condition(long)["message"]) == len(event.message) == 1024
+
+
+def test_the_first_pass_that_goes_through_turns_reconciled_true_with_an_event() -> None:
+    status, _ = failed_pass({}, Failure("ReconcileError", "reconcile failed: boom"), 2, 2.0, 10.0)
+    outcome = reconcile(_body(status), Observed(now=20.0))
+    condition = _condition(outcome.status)
+    assert (condition["status"], condition["reason"]) == ("True", "Recovered")
+    assert condition["message"].startswith("passes go through again after ReconcileError: ")
+    recovered = [e for e in outcome.events if e.reason == "Recovered"]
+    assert [e.type for e in recovered] == ["Normal"]
+    assert outcome.start, "and the pass did its work: the filter starts"
+    # Once True, it stays as it is: no second Recovered.
+    later = reconcile(_body(outcome.status), Observed(now=30.0))
+    assert _condition(later.status) == condition
+    assert not [e for e in later.events if e.reason == "Recovered"]
+
+
+def test_a_pass_that_never_failed_has_no_reconciled_condition() -> None:
+    assert _condition(reconcile(_body(), Observed(now=1.0)).status) is None
+
+
+# --- the local driver -----------------------------------------------------------------------
+
+
+def test_marco_run_says_a_failing_pass_backs_off_and_recovers(tmp_path, monkeypatch) -> None:
+    manifest = {"apiVersion": "asr.marco.dev/v1alpha1", "kind": "AsrAdaptation",
+                "metadata": {"name": "a"}, "spec": _body()["spec"]}  # fmt: skip
+    run = LocalRun(manifest=manifest, data_dir=tmp_path, output_dir=tmp_path / "out")
+    real_reconcile = local.reconcile
+    passes: list[str] = []
+
+    def flaky(body: Any, observed: Observed, layout: Any = None) -> Outcome:
+        passes.append("pass")
+        if len(passes) <= 3:
+            raise RuntimeError(f"boom {len(passes)}")
+        outcome = real_reconcile(body, observed, layout=layout)
+        # Settle at once (an invalid phase ends run_until_done) without starting processes.
+        outcome.start = []
+        outcome.status = {**outcome.status, "phase": "Invalid"}
+        return outcome
+
+    sleeps: list[float] = []
+    seen: list[Outcome] = []
+    monkeypatch.setattr(local, "reconcile", flaky)
+    monkeypatch.setattr(local.time, "sleep", sleeps.append)
+    status = run_until_done(run, 0.5, on_step=lambda _, o: seen.append(copy.deepcopy(o)))
+
+    assert sleeps == [1.0, 2.0, 4.0]  # the backoff, not the interval, after each failure
+    failed = [o for o in seen if o.events and o.events[0].reason == "ReconcileError"]
+    assert [o.events[0].message for o in failed] == [
+        "reconcile failed: RuntimeError: boom 1 (failed once; next try in 1 s)",
+        "reconcile failed: RuntimeError: boom 2 (failed 2 times in a row; next try in 2 s)",
+        "reconcile failed: RuntimeError: boom 3 (failed 3 times in a row; next try in 4 s)",
+    ]
+    assert _condition(failed[-1].status)["status"] == "False"
+    assert _condition(status)["reason"] == "Recovered"
+    events = [json.loads(line) for line in run.events_path.read_text().splitlines()]
+    assert [(e["type"], e["reason"]) for e in events][:3] == [("Warning", "ReconcileError")] * 3
+    assert ("Normal", "Recovered") in [(e["type"], e["reason"]) for e in events]
+    assert _condition(json.loads(run.status_path.read_text()))["reason"] == "Recovered"
