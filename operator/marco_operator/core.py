@@ -88,6 +88,10 @@ class JobState:
     active: int = 0
     result: StageResult | None = None
     trial: int | None = None  # the LR trial's index, for the trials stage's jobs
+    #: What is wrong with its pods, in their own words (reconciler.job_trouble): why they
+    #: wait (Unschedulable, ImagePullBackOff...) or what killed one (OOMKilled); None if
+    #: nothing is, or the driver cannot tell.
+    trouble: str | None = None
 
 
 @dataclass(frozen=True)
@@ -358,14 +362,18 @@ def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None
             _start_stage(run, spec, layout, stage)
             return run.finish()
         if job.failed:
-            _fail(run, stage, job)
+            _fail(run, spec, stage, job)
             return run.finish()
         if job.complete:
             _complete_stage(run, spec, stage, job)
             continue
         status.phase = PHASE_OF_STAGE[stage]
         record.state = "Running"
-        set_condition(status, "Ready", "False", f"{status.phase}", f"{stage} running", run.now)
+        record.message = _trouble(run, record.message, job, f"{stage} Job {job.name}")
+        detail = (
+            f"{stage} running" if job.trouble is None else f"{stage} Job {job.name}: {job.trouble}"
+        )
+        set_condition(status, "Ready", "False", f"{status.phase}", detail, run.now)
         if stage == "train":
             _steer_training(run, spec, job)
         else:
@@ -375,6 +383,25 @@ def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None
     status.message = _summary(status)
     set_condition(status, "Ready", "True", "Succeeded", status.message, run.now)
     return run.finish()
+
+
+def _trouble(run: _Run, before: str | None, job: JobState, what: str) -> str | None:
+    """The message of a stage (or trial) whose Job runs: what is wrong with its pods, if
+    anything. A Warning Event when trouble appears; not as its words change (an image pull
+    alternates between ErrImagePull and ImagePullBackOff), only the status follows them."""
+    if job.trouble is not None and before is None:
+        run.event("Warning", "PodTrouble", f"{what}: {job.trouble}")
+    return job.trouble
+
+
+def _failure_reason(spec: AsrAdaptationSpec, stage: str, job: JobState, before: str | None) -> str:
+    """Why a Job failed: its Failed condition, and what its pods went through (as they are
+    now, or as the status last saw them: a Job past its deadline has its pods deleted)."""
+    reason = job.failure_reason or "unknown reason"
+    seen = job.trouble or before
+    if seen and seen not in reason:
+        reason = f"{reason}; {seen}"
+    return reason
 
 
 def _validated_spec(run: _Run) -> AsrAdaptationSpec | None:
@@ -525,7 +552,7 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
             )
         elif job.failed:
             trial.state = "Failed"
-            trial.message = job.failure_reason or "unknown reason"
+            trial.message = _failure_reason(spec, TRIALS_STAGE, job, trial.message)
             run.event(
                 "Warning",
                 "TrialFailed",
@@ -536,6 +563,9 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
         else:
             # A Job without an active pod waits: for a node, or (locally) its turn.
             trial.state = "Running" if job.active else "Pending"
+            trial.message = _trouble(
+                run, trial.message, job, f"LR trial {trial.index} Job {job.name}"
+            )
     if not trials.finished(status.trials):
         status.family = status.family or family
         status.phase = PHASE_OF_STAGE[TRIALS_STAGE]
@@ -544,6 +574,9 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
         record.start_time = record.start_time or _iso(run.now)
         running = sum(t.state == "Running" for t in status.trials)
         detail = f"{running} of {len(status.trials)} LR trials running"
+        troubled = [t for t in status.trials if t.state in ("Pending", "Running") and t.message]
+        if troubled:
+            detail += f"; LR trial {troubled[0].index}: {troubled[0].message}"
         set_condition(status, "Ready", "False", status.phase, detail, run.now)
         run.outcome.requeue_after = REQUEUE_RUNNING
         return False
@@ -585,9 +618,9 @@ def _record_trial(run: _Run, trial: TrialRecord, job: JobState) -> None:
     )
 
 
-def _fail(run: _Run, stage: str, job: JobState) -> None:
+def _fail(run: _Run, spec: AsrAdaptationSpec, stage: str, job: JobState) -> None:
     status = run.status
-    reason = job.failure_reason or "unknown reason"
+    reason = _failure_reason(spec, stage, job, status.stages[stage].message)
     status.phase = "Failed"
     status.message = f"{stage} Job {job.name} failed: {reason}"
     status.stages[stage].state = "Failed"

@@ -111,6 +111,94 @@ def _termination_result(pod: Mapping[str, Any], job_name: str) -> StageResult | 
     return None
 
 
+#: Waiting reasons on the normal way to a running container: no trouble (yet).
+STARTING = frozenset({"ContainerCreating", "PodInitializing"})
+#: Longest piece of a container's own words (its termination message) copied into a status.
+MAX_WORDS = 300
+
+
+def _words(reason: str, message: str | None) -> str:
+    message = " ".join((message or "").split())
+    if len(message) > MAX_WORDS:
+        message = message[: MAX_WORDS - 1] + "…"
+    return f"{reason}: {message}" if message else reason
+
+
+def _last_words(message: str | None) -> str | None:
+    """What a failed container said last: its stage result's message, else the last line of
+    its termination message (under FallbackToLogsOnError, the tail of its log)."""
+    if not message:
+        return None
+    result = parse_stage_result(message)
+    if result is not None:
+        return result.message
+    lines = [line for line in message.splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def _termination(terminated: Mapping[str, Any]) -> str | None:
+    code = terminated.get("exitCode")
+    if not code:  # 0 (or none): a container that finished, or was stopped, says nothing wrong
+        return None
+    reason = terminated.get("reason") or "Error"
+    return _words(f"{reason} (exit code {code})", _last_words(terminated.get("message")))
+
+
+def pod_trouble(pod: Mapping[str, Any]) -> str | None:
+    """Why a stage pod is not running, or what killed it, in the scheduler's and the
+    kubelet's own words; None when its status tells of nothing wrong.
+
+    Read from the pod alone (the driver's index holds pods, not their Events): the
+    PodScheduled condition when False (Unschedulable: no node fits its requests, node
+    selector or tolerations, or its claim is unbound), a failed pod's reason (Evicted,
+    DeadlineExceeded), each container's waiting reason (ImagePullBackOff, ErrImagePull,
+    InvalidImageName, CreateContainerConfigError: a missing Secret or ConfigMap...) and
+    its terminations, the last one included (OOMKilled (exit code 137), or an exit code
+    and the container's last words). A volume that will not attach (Multi-Attach,
+    FailedAttachVolume) shows only in Events: such a pod waits in ContainerCreating, which
+    says nothing, until the stage's deadline.
+    """
+    status = pod.get("status") or {}
+    problems: list[str] = []
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            reason = condition.get("reason") or "Unschedulable"
+            problems.append(_words(reason, condition.get("message")))
+    if status.get("phase") == "Failed" and status.get("reason"):
+        problems.append(_words(status["reason"], status.get("message")))
+    containers = [*(status.get("initContainerStatuses") or [])]
+    containers += status.get("containerStatuses") or []
+    for container in containers:
+        state = container.get("state") or {}
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") and waiting["reason"] not in STARTING:
+            problems.append(_words(waiting["reason"], waiting.get("message")))
+        for terminated in (
+            state.get("terminated"),
+            (container.get("lastState") or {}).get("terminated"),
+        ):
+            said = _termination(terminated or {})
+            if said is not None:
+                problems.append(said)
+    if not problems:
+        return None
+    name = (pod.get("metadata") or {}).get("name", "?")
+    return f"pod {name}: " + "; ".join(dict.fromkeys(problems))
+
+
+def job_trouble(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """The first troubled pod of a Job (by name: completion index order), and how many more."""
+    troubles = [t for pod in sorted(pods, key=_pod_name) if (t := pod_trouble(pod)) is not None]
+    if not troubles:
+        return None
+    more = len(troubles) - 1
+    return troubles[0] + (f" (and {more} more pod{'s' if more > 1 else ''})" if more else "")
+
+
+def _pod_name(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("metadata") or {}).get("name", ""))
+
+
 def _pods_of(pods: Iterable[Mapping[str, Any]], job: str) -> list[Mapping[str, Any]]:
     return [
         p for p in pods if (p.get("metadata", {}).get("labels") or {}).get(JOB_NAME_LABEL) == job
@@ -131,8 +219,9 @@ def _job_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> Job
             f"{failed_condition.get('reason') or 'Failed'}: {failed_condition.get('message') or ''}"
         )
     result = None
+    own = _pods_of(pods, meta["name"])
     if complete or failed_condition is not None:
-        pod = _lead_pod(_pods_of(pods, meta["name"]))
+        pod = _lead_pod(own)
         result = _termination_result(pod, meta["name"]) if pod is not None else None
     return JobState(
         name=meta["name"],
@@ -144,6 +233,7 @@ def _job_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> Job
         suspended=bool(job.get("spec", {}).get("suspend")),
         active=int(job.get("status", {}).get("active") or 0),
         result=result,
+        trouble=None if complete else job_trouble(own),
     )
 
 

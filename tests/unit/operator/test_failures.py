@@ -8,11 +8,12 @@ from typing import Any
 
 import pytest
 
-from marco_contract.formats import Directive
+from marco_contract.formats import Directive, StageResult
 from marco_operator import local
 from marco_operator.core import (
     RECONCILED,
     Failure,
+    JobState,
     Observed,
     Outcome,
     failed_pass,
@@ -21,7 +22,13 @@ from marco_operator.core import (
 )
 from marco_operator.kube import KubeError
 from marco_operator.local import LocalRun, run_until_done
-from marco_operator.reconciler import ChildError, describe_failure
+from marco_operator.reconciler import (
+    ChildError,
+    _job_state,
+    describe_failure,
+    job_trouble,
+    pod_trouble,
+)
 
 
 def _condition(status: dict[str, Any], type_: str = RECONCILED) -> dict[str, Any] | None:
@@ -212,3 +219,130 @@ def test_marco_run_says_a_failing_pass_backs_off_and_recovers(tmp_path, monkeypa
     assert [(e["type"], e["reason"]) for e in events][:3] == [("Warning", "ReconcileError")] * 3
     assert ("Normal", "Recovered") in [(e["type"], e["reason"]) for e in events]
     assert _condition(json.loads(run.status_path.read_text()))["reason"] == "Recovered"
+
+
+# --- pods that wait, and what killed one --------------------------------------------------
+
+
+def _pod(name: str = "a-filter-x1", **status: Any) -> dict[str, Any]:
+    return {"metadata": {"name": name, "labels": {"job-name": "a-filter"}}, "status": status}
+
+
+def _container(state: dict[str, Any], last: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"name": "trainer", "state": state, "lastState": last or {}}
+
+
+UNSCHEDULABLE = {
+    "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+    "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu. preemption: 0/3 nodes "
+               "are available: 3 No preemption victims found for incoming pod.",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("pod", "expected"),
+    [
+        (_pod(phase="Pending", conditions=[UNSCHEDULABLE]),
+         "pod a-filter-x1: Unschedulable: 0/3 nodes are available: 3 Insufficient "
+         "nvidia.com/gpu. preemption: 0/3 nodes are available: 3 No preemption victims found "
+         "for incoming pod."),
+        (_pod(phase="Pending", conditions=[{
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": "0/1 nodes are available: pod has unbound immediate "
+                       "PersistentVolumeClaims."}]),
+         "pod a-filter-x1: Unschedulable: 0/1 nodes are available: pod has unbound immediate "
+         "PersistentVolumeClaims."),
+        (_pod(phase="Pending", containerStatuses=[_container({"waiting": {
+            "reason": "ImagePullBackOff", "message": 'Back-off pulling image "nope:1"'}})]),
+         'pod a-filter-x1: ImagePullBackOff: Back-off pulling image "nope:1"'),
+        (_pod(phase="Pending", containerStatuses=[_container({"waiting": {
+            "reason": "ErrImagePull",
+            "message": 'rpc error: code = NotFound desc = failed to pull and unpack image '
+                       '"docker.io/library/nope:1": not found'}})]),
+         'pod a-filter-x1: ErrImagePull: rpc error: code = NotFound desc = failed to pull and '
+         'unpack image "docker.io/library/nope:1": not found'),
+        (_pod(phase="Pending", containerStatuses=[_container({"waiting": {
+            "reason": "CreateContainerConfigError",
+            "message": 'secret "hf-token" not found'}})]),
+         'pod a-filter-x1: CreateContainerConfigError: secret "hf-token" not found'),
+        (_pod(phase="Failed", containerStatuses=[_container({"terminated": {
+            "reason": "OOMKilled", "exitCode": 137}})]),
+         "pod a-filter-x1: OOMKilled (exit code 137)"),
+        (_pod(phase="Running", containerStatuses=[_container(
+            {"running": {}}, last={"terminated": {"reason": "OOMKilled", "exitCode": 137}})]),
+         "pod a-filter-x1: OOMKilled (exit code 137)"),
+        (_pod(phase="Failed", containerStatuses=[_container({"terminated": {
+            "reason": "Error", "exitCode": 1,
+            "message": "Traceback (most recent call last):\n ...\nOSError: disk full\n"}})]),
+         "pod a-filter-x1: Error (exit code 1): OSError: disk full"),
+        (_pod(phase="Failed", reason="Evicted",
+              message="The node was low on resource: ephemeral-storage."),
+         "pod a-filter-x1: Evicted: The node was low on resource: ephemeral-storage."),
+    ],
+    ids=["unschedulable", "unbound-claim", "image-backoff", "image-pull", "config", "oom",
+         "oom-last-state", "error", "evicted"],
+)  # fmt: skip
+def test_a_pod_s_trouble_in_its_own_words(pod: dict[str, Any], expected: str) -> None:
+    assert pod_trouble(pod) == expected
+
+
+@pytest.mark.parametrize(
+    "pod",
+    [
+        _pod(phase="Pending"),  # not looked at by the scheduler yet
+        _pod(phase="Pending", conditions=[{"type": "PodScheduled", "status": "True"}],
+             containerStatuses=[_container({"waiting": {"reason": "ContainerCreating"}})]),
+        _pod(phase="Running", containerStatuses=[_container({"running": {}})]),
+        _pod(phase="Succeeded", containerStatuses=[_container({"terminated": {
+            "reason": "Completed", "exitCode": 0, "message": '{"stage": "filter"}'}})]),
+    ],
+    ids=["new", "creating", "running", "succeeded"],
+)  # fmt: skip
+def test_a_pod_on_its_normal_way_has_no_trouble(pod: dict[str, Any]) -> None:
+    assert pod_trouble(pod) is None
+
+
+def test_a_failed_stage_result_gives_the_container_s_last_words() -> None:
+    result = StageResult(stage="filter", ok=False, message="kept no utterance: 12 too_long")
+    terminated = {"reason": "Error", "exitCode": 1, "message": result.to_termination_message()}
+    pod = _pod(containerStatuses=[_container({"terminated": terminated})])
+    assert (
+        pod_trouble(pod) == "pod a-filter-x1: Error (exit code 1): kept no utterance: 12 too_long"
+    )
+
+
+def test_a_job_s_trouble_is_its_first_troubled_pod_and_a_count() -> None:
+    waiting = {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off"}}
+    pods = [_pod(f"a-profile-{i}", containerStatuses=[_container(waiting)]) for i in (2, 0, 1)]
+    assert job_trouble(pods) == "pod a-profile-0: ImagePullBackOff: Back-off (and 2 more pods)"
+    assert job_trouble(pods[:2]) == "pod a-profile-0: ImagePullBackOff: Back-off (and 1 more pod)"
+    assert job_trouble([_pod(phase="Running")]) is None
+    job = {"metadata": {"name": "a-filter", "labels": {"asr.marco.dev/stage": "filter"}},
+           "status": {"active": 1}}  # fmt: skip
+    state = _job_state(job, [_pod(phase="Pending", conditions=[UNSCHEDULABLE])])
+    assert state.trouble is not None and state.trouble.startswith("pod a-filter-x1: Unschedulable")
+    done = {**job, "status": {"conditions": [{"type": "Complete", "status": "True"}]}}
+    assert _job_state(done, [_pod(phase="Pending", conditions=[UNSCHEDULABLE])]).trouble is None
+
+
+def test_a_stage_s_trouble_goes_into_its_message_and_one_warning() -> None:
+    first = reconcile(_body(), Observed(now=1.0))
+    trouble = "pod a-filter-x1: ImagePullBackOff: Back-off pulling image"
+    job = JobState(name="a-filter", stage="filter", trouble=trouble)
+    second = reconcile(_body(first.status), Observed(jobs={"filter": job}, now=2.0))
+    assert second.status["stages"]["filter"]["message"] == trouble
+    ready = _condition(second.status, "Ready")
+    assert (ready["reason"], ready["message"]) == ("Filtering", f"filter Job a-filter: {trouble}")
+    assert [(e.type, e.reason, e.message) for e in second.events] == [
+        ("Warning", "PodTrouble", f"filter Job a-filter: {trouble}")
+    ]
+    # Its words change (ErrImagePull, then back-off again): the status follows, no Event.
+    pulling = JobState(name="a-filter", stage="filter", trouble="pod a-filter-x1: ErrImagePull")
+    third = reconcile(_body(second.status), Observed(jobs={"filter": pulling}, now=3.0))
+    assert third.status["stages"]["filter"]["message"] == "pod a-filter-x1: ErrImagePull"
+    assert third.events == []
+    # Running at last: the message clears, the condition says it runs.
+    running = JobState(name="a-filter", stage="filter", active=1)
+    fourth = reconcile(_body(third.status), Observed(jobs={"filter": running}, now=4.0))
+    assert fourth.status["stages"]["filter"]["message"] is None
+    assert _condition(fourth.status, "Ready")["message"] == "filter running"
