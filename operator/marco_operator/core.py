@@ -73,6 +73,9 @@ RECONCILED = "Reconciled"
 #: resets it.
 RETRY_FIRST = 1.0
 RETRY_CAP = 300.0
+#: The reason of a Job's Failed condition when it ran past activeDeadlineSeconds (the
+#: local driver uses it too).
+DEADLINE_EXCEEDED = "DeadlineExceeded"
 #: The longest condition or Event message written (the API server caps Events at 1 KiB).
 MAX_MESSAGE = 1024
 
@@ -121,6 +124,8 @@ class StageStart:
     nodes: int = 1  # machines a distributed stage spans (torchrun's --nnodes)
     #: Reads the directive in force (Outcome.directive), which must exist before it starts.
     steered: bool = False
+    #: Seconds it may run (spec.resources.stageDeadlineSeconds): a Job's activeDeadlineSeconds.
+    deadline_seconds: int | None = None
 
 
 @dataclass
@@ -398,6 +403,11 @@ def _failure_reason(spec: AsrAdaptationSpec, stage: str, job: JobState, before: 
     """Why a Job failed: its Failed condition, and what its pods went through (as they are
     now, or as the status last saw them: a Job past its deadline has its pods deleted)."""
     reason = job.failure_reason or "unknown reason"
+    if reason.startswith(DEADLINE_EXCEEDED):
+        field = f"spec.resources.stageDeadlineSeconds.{stage}"
+        reason += (
+            f" (its deadline, {field}, is {spec.resources.stage_deadline_seconds.of(stage)} s)"
+        )
     seen = job.trouble or before
     if seen and seen not in reason:
         reason = f"{reason}; {seen}"
@@ -458,6 +468,7 @@ def _start_stage(run: _Run, spec: AsrAdaptationSpec, layout: Layout, stage: str)
             command=command,
             nodes=spec.resources.nodes if command.distributed else 1,
             steered=stage == "train",
+            deadline_seconds=spec.resources.stage_deadline_seconds.of(stage),
         )
     )
     status.phase = PHASE_OF_STAGE[stage]
@@ -543,7 +554,12 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
                 spec, layout, trial.index, trial.learning_rate, name=run.name, family=family
             )
             name = job_name(run.name, TRIALS_STAGE, trial.index)
-            run.outcome.start.append(StageStart(stage=TRIALS_STAGE, job_name=name, command=command))
+            deadline = spec.resources.stage_deadline_seconds.of(TRIALS_STAGE)
+            run.outcome.start.append(
+                StageStart(
+                    stage=TRIALS_STAGE, job_name=name, command=command, deadline_seconds=deadline
+                )
+            )
             trial.state = "Pending"  # created, not running yet
             run.event(
                 "Normal",

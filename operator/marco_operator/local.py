@@ -48,6 +48,7 @@ from marco_contract.results import read_stage_result
 from marco_operator import local_processes
 from marco_operator.api import API_VERSION, KIND
 from marco_operator.core import (
+    DEADLINE_EXCEEDED,
     RETRY_CAP,
     RETRY_FIRST,
     Event,
@@ -114,11 +115,25 @@ class LocalJob:
     process: subprocess.Popen | None = None  # None: queued, not started yet
     suspended: bool = False
     record: ChildRecord | None = None  # its identity, as recorded in processes.json
+    spawned_at: float | None = None  # time.monotonic() when its process started
+    expired: bool = False  # stopped for running past its deadline
 
     def state(self, output_dir: Path) -> JobState:
         name, stage, trial = self.start.job_name, self.start.stage, self.start.command.trial
         if self.suspended:
             return JobState(name=name, stage=stage, trial=trial, suspended=True)
+        if not self.expired and self.past_deadline():
+            _terminate(self)  # as the Job controller stops a Job's pods past its deadline
+            self.expired = True
+        if self.expired:
+            return JobState(
+                name=name,
+                stage=stage,
+                trial=trial,
+                failed=True,
+                failure_reason=f"{DEADLINE_EXCEEDED}: ran longer than its deadline, stopped "
+                f"(log: {self.log_path})",
+            )
         code = self.process.poll() if self.process is not None else None
         if code is None:
             active = 1 if self.process is not None else 0
@@ -142,6 +157,12 @@ class LocalJob:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def past_deadline(self) -> bool:
+        deadline = self.start.deadline_seconds
+        if deadline is None or self.spawned_at is None or not self.running:
+            return False
+        return time.monotonic() - self.spawned_at > deadline
 
 
 def _last_line(path: Path) -> str:
@@ -361,6 +382,7 @@ class LocalRun:
                 env=env,
                 start_new_session=True,  # Ctrl-C reaches us, and we stop the stage cleanly
             )
+        job.spawned_at = time.monotonic()
         # Recorded at once: a driver killed from here on leaves a process the next finds.
         job.record = local_processes.identify(job.start.job_name, job.process.pid)
         local_processes.save_records(

@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import time
 from typing import Any
 
 import pytest
 
 from marco_contract.formats import Directive, StageResult
 from marco_operator import local
+from marco_operator.api import parse_spec
 from marco_operator.core import (
     RECONCILED,
     Failure,
     JobState,
     Observed,
     Outcome,
+    StageStart,
     failed_pass,
     reconcile,
     retry_delay,
 )
 from marco_operator.kube import KubeError
-from marco_operator.local import LocalRun, run_until_done
+from marco_operator.local import LocalJob, LocalRun, run_until_done
+from marco_operator.plan import StageCommand, enabled_stages, stage_command
 from marco_operator.reconciler import (
     ChildError,
     _job_state,
@@ -29,6 +34,7 @@ from marco_operator.reconciler import (
     job_trouble,
     pod_trouble,
 )
+from marco_operator.resources import Owner, cluster_layout, stage_job
 
 
 def _condition(status: dict[str, Any], type_: str = RECONCILED) -> dict[str, Any] | None:
@@ -346,3 +352,63 @@ def test_a_stage_s_trouble_goes_into_its_message_and_one_warning() -> None:
     fourth = reconcile(_body(third.status), Observed(jobs={"filter": running}, now=4.0))
     assert fourth.status["stages"]["filter"]["message"] is None
     assert _condition(fourth.status, "Ready")["message"] == "filter running"
+
+
+# --- deadlines -----------------------------------------------------------------------------
+
+
+def test_every_stage_job_has_a_deadline_from_the_spec() -> None:
+    spec = parse_spec(_body()["spec"])
+    assert spec.resources.stage_deadline_seconds.of("filter") == 86400
+    assert spec.resources.stage_deadline_seconds.of("train") == 7 * 86400
+    with pytest.raises(ValueError, match="no deadline for stage 'deploy'"):
+        spec.resources.stage_deadline_seconds.of("deploy")
+    tight = parse_spec({**_body()["spec"], "resources": {"stageDeadlineSeconds": {"train": 60}}})
+    assert tight.resources.stage_deadline_seconds.train == 60
+    assert tight.resources.stage_deadline_seconds.filter == 86400  # the others keep theirs
+    layout = cluster_layout(tight, "a")
+    owner = Owner(name="a", namespace="n", uid="u")
+    for stage in enabled_stages(tight):
+        command = stage_command(tight, stage, layout, name="a", family="auto", learning_rate=1e-6)
+        job = stage_job(tight, owner, command)
+        expected = 60 if stage == "train" else 86400
+        assert job["spec"]["activeDeadlineSeconds"] == expected, stage
+    started = reconcile(_body(), Observed(now=1.0)).start
+    assert [(s.stage, s.deadline_seconds) for s in started] == [("filter", 86400)]
+
+
+def test_a_job_past_its_deadline_fails_the_stage_saying_so() -> None:
+    spec = {**_body()["spec"], "resources": {"stageDeadlineSeconds": {"filter": 600}}}
+    body = {**_body(), "spec": spec}
+    first = reconcile(body, Observed(now=1.0))
+    trouble = "pod a-filter-x1: ImagePullBackOff: Back-off pulling image"
+    waiting = JobState(name="a-filter", stage="filter", trouble=trouble)
+    second = reconcile({**body, "status": first.status}, Observed(jobs={"filter": waiting}))
+    # The Job controller deletes the pods of a Job past its deadline: the status remembers.
+    expired = JobState(
+        name="a-filter", stage="filter", failed=True,
+        failure_reason="DeadlineExceeded: Job was active longer than specified deadline",
+    )  # fmt: skip
+    third = reconcile({**body, "status": second.status}, Observed(jobs={"filter": expired}))
+    assert third.status["phase"] == "Failed"
+    assert third.status["message"] == (
+        "filter Job a-filter failed: DeadlineExceeded: Job was active longer than specified "
+        "deadline (its deadline, spec.resources.stageDeadlineSeconds.filter, is 600 s); "
+        f"{trouble}"
+    )
+    assert _condition(third.status, "Ready")["reason"] == "StageFailed"
+
+
+def test_marco_run_stops_a_stage_process_past_its_deadline(tmp_path) -> None:
+    start = StageStart(
+        stage="filter", job_name="a-filter", command=StageCommand(stage="filter", args=[]),
+        deadline_seconds=0,
+    )  # fmt: skip
+    job = LocalJob(start, tmp_path / "filter.log")
+    job.process = subprocess.Popen(["sleep", "30"], start_new_session=True)
+    job.spawned_at = time.monotonic()
+    state = job.state(tmp_path)
+    assert state.failed and state.failure_reason is not None
+    assert state.failure_reason.startswith("DeadlineExceeded: ran longer than its deadline")
+    assert job.process.poll() is not None, "the process is stopped"
+    assert job.state(tmp_path).failed  # and stays failed
