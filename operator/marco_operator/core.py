@@ -393,7 +393,11 @@ def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None
 def _trouble(run: _Run, before: str | None, job: JobState, what: str) -> str | None:
     """The message of a stage (or trial) whose Job runs: what is wrong with its pods, if
     anything. A Warning Event when trouble appears; not as its words change (an image pull
-    alternates between ErrImagePull and ImagePullBackOff), only the status follows them."""
+    alternates between ErrImagePull and ImagePullBackOff), only the status follows them.
+    A Job left without pods keeps what its last ones said (they may have been deleted on
+    the way to its failure), until new ones say something else or run."""
+    if job.trouble is None and not job.active:
+        return before
     if job.trouble is not None and before is None:
         run.event("Warning", "PodTrouble", f"{what}: {job.trouble}")
     return job.trouble

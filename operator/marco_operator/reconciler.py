@@ -212,7 +212,9 @@ def _job_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> Job
     job_labels = meta.get("labels") or {}
     trial = job_labels.get(LABEL_TRIAL)
     complete = _condition(job, "Complete") is not None
-    failed_condition = _condition(job, "Failed")
+    # FailureTarget: the Job controller has decided the Job fails (past its deadline, out of
+    # retries) and is stopping its pods; Failed follows once they are gone (Kubernetes 1.31+).
+    failed_condition = _condition(job, "Failed") or _condition(job, "FailureTarget")
     reason = None
     if failed_condition is not None:
         reason = (

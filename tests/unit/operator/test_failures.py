@@ -354,6 +354,33 @@ def test_a_stage_s_trouble_goes_into_its_message_and_one_warning() -> None:
     assert _condition(fourth.status, "Ready")["message"] == "filter running"
 
 
+def test_a_job_whose_pods_are_gone_keeps_what_they_said() -> None:
+    first = reconcile(_body(), Observed(now=1.0))
+    trouble = "pod a-filter-x1: Unschedulable: 0/3 nodes are available"
+    job = JobState(name="a-filter", stage="filter", trouble=trouble)
+    second = reconcile(_body(first.status), Observed(jobs={"filter": job}, now=2.0))
+    # The pod deleted (its Job past its deadline), no new one yet: the words stay.
+    gone = JobState(name="a-filter", stage="filter")
+    third = reconcile(_body(second.status), Observed(jobs={"filter": gone}, now=3.0))
+    assert third.status["stages"]["filter"]["message"] == trouble
+    assert third.events == []
+
+
+def test_failure_target_is_read_as_the_job_s_failure() -> None:
+    """Kubernetes 1.31+ marks a Job FailureTarget while it stops its pods, Failed after."""
+    job = {
+        "metadata": {"name": "a-filter", "labels": {"asr.marco.dev/stage": "filter"}},
+        "status": {"active": 1, "conditions": [{
+            "type": "FailureTarget", "status": "True", "reason": "DeadlineExceeded",
+            "message": "Job was active longer than specified deadline"}]},
+    }  # fmt: skip
+    waiting = {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off"}}
+    state = _job_state(job, [_pod(phase="Pending", containerStatuses=[_container(waiting)])])
+    assert state.failed
+    assert state.failure_reason == "DeadlineExceeded: Job was active longer than specified deadline"
+    assert state.trouble == "pod a-filter-x1: ImagePullBackOff: Back-off"
+
+
 # --- deadlines -----------------------------------------------------------------------------
 
 
