@@ -655,6 +655,7 @@ def _complete_stage(run: _Run, spec: AsrAdaptationSpec, stage: str, job: JobStat
     result = job.result
     record.state = "Succeeded"
     record.completion_time = _iso(run.now)
+    record.message = None  # what its pods went through while it ran is over
     if result is not None:
         record.wer = result.wer
         record.counts = dict(result.counts)

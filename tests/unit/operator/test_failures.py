@@ -352,6 +352,14 @@ def test_a_stage_s_trouble_goes_into_its_message_and_one_warning() -> None:
     fourth = reconcile(_body(third.status), Observed(jobs={"filter": running}, now=4.0))
     assert fourth.status["stages"]["filter"]["message"] is None
     assert _condition(fourth.status, "Ready")["message"] == "filter running"
+    # An OOMKilled pod, its replacement then done (no result read): the trouble is over.
+    killed = JobState(name="a-filter", stage="filter", active=1, trouble="pod x: OOMKilled")
+    fifth = reconcile(_body(fourth.status), Observed(jobs={"filter": killed}, now=5.0))
+    assert fifth.status["stages"]["filter"]["message"] == "pod x: OOMKilled"
+    done = JobState(name="a-filter", stage="filter", complete=True)
+    sixth = reconcile(_body(fifth.status), Observed(jobs={"filter": done}, now=6.0))
+    assert sixth.status["stages"]["filter"]["state"] == "Succeeded"
+    assert sixth.status["stages"]["filter"]["message"] is None
 
 
 def test_a_job_whose_pods_are_gone_keeps_what_they_said() -> None:
