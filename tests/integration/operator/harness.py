@@ -173,6 +173,8 @@ class ApiServer(kmock.KubernetesEmulator):
     refusals: dict[tuple[str, str], kmock.KubernetesError]
     #: Every Event created: (time.monotonic(), type, reason, message), in order.
     event_log: list[tuple[float, str, str, str]]
+    #: Every write of an AsrAdaptation's status: (time.monotonic(), its conditions).
+    status_log: list[tuple[float, list[dict[str, Any]]]]
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         self.calls.append(
@@ -224,6 +226,11 @@ class ApiServer(kmock.KubernetesEmulator):
             self._stamp_create(request)
         elif request.resource is not None and request.action == kmock.action.UPDATE:
             self._stamp_update(request)
+            if request.resource.plural == PLURAL and request.subresource == "status":
+                status = request.data.get("status") if isinstance(request.data, dict) else None
+                conditions = (status or {}).get("conditions")
+                if conditions is not None:
+                    self.status_log.append((time.monotonic(), list(conditions)))
         try:
             return await super()._handle(request)
         except jsonpatch.JsonPatchTestFailed as error:
@@ -295,6 +302,7 @@ class EmulatedCluster:
         self.calls: list[tuple[str, str, bool, str]] = []
         self.refusals: dict[tuple[str, str], kmock.KubernetesError] = {}
         self.event_log: list[tuple[float, str, str, str]] = []
+        self.status_log: list[tuple[float, list[dict[str, Any]]]] = []
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -307,6 +315,7 @@ class EmulatedCluster:
                 emulator.calls = self.calls
                 emulator.refusals = self.refusals
                 emulator.event_log = self.event_log
+                emulator.status_log = self.status_log
                 for key, kind, namespaced, subresources, shortnames in _RESOURCES:
                     emulator.resources[key] = kmock.ResourceInfo(
                         kind=kind,
@@ -349,6 +358,15 @@ class EmulatedCluster:
 
     def allow(self, plural: str, name: str) -> None:
         self.refusals.pop((plural, name), None)
+
+    def condition_times(self, type_: str, status: str, reason: str) -> list[float]:
+        """When each status write setting this condition came (time.monotonic())."""
+        return [
+            t
+            for t, conditions in list(self.status_log)
+            if any((c.get("type"), c.get("status"), c.get("reason")) == (type_, status, reason)
+                   for c in conditions)
+        ]  # fmt: skip
 
     def event_times(self, type_: str, reason: str) -> list[float]:
         """When each Event of this type and reason was created (time.monotonic())."""

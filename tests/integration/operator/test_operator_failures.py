@@ -51,6 +51,13 @@ def warnings(cluster: EmulatedCluster, reason: str, count: int) -> list[float]:
     )
 
 
+def assert_said_at_once(cluster: EmulatedCluster, reason: str, times: list[float]) -> None:
+    """The condition was written with the first Warning, before the first backoff ended."""
+    written = cluster.condition_times("Reconciled", "False", reason)
+    assert written, "no status write set Reconciled False"
+    assert times[0] <= written[0] < min(times[1], times[0] + FIRST), (times, written)
+
+
 def assert_backs_off(times: list[float]) -> None:
     """The gaps between failed passes: at least the backoff (0.2, 0.4, 0.8, 0.8 s: doubling,
     then capped), and not much more (a pass is quick; the machine may be busy)."""
@@ -140,9 +147,14 @@ def test_a_refused_child_speaks_backs_off_and_recovers(
 
         times = warnings(cluster, refusal.reason, FAILURES)
         assert times[0] == first
+        assert_said_at_once(cluster, refusal.reason, times)
         assert_backs_off(times)
-        # Every failed pass is one request for the child, one Event and one error count.
-        assert sample(run, "marco_operator_errors_total", kind="refused") >= FAILURES
+        # Every pass so far failed (one Event each, one error each): none went through.
+        assert sample(run, "marco_operator_reconciles_total", result="success") == 0
+        failed = sample(run, "marco_operator_reconciles_total", result="error")
+        events = len(cluster.event_times("Warning", refusal.reason))
+        assert events <= failed <= events + 1
+        assert sample(run, "marco_operator_errors_total", kind="refused") == failed
         assert cluster.job(NAME, refusal.stage) is None
         # From the third failure on, the wait is the cap.
         assert reconciled(cluster)["message"].endswith(f" times in a row; next try in {CAP:g} s)")
@@ -187,6 +199,7 @@ def test_an_exception_in_core_speaks_backs_off_and_recovers(
         seen = reconciled(cluster)
         assert (seen["status"], seen["reason"]) == ("False", "ReconcileError")
         assert "learning_rate: Input should be greater than 0" in seen["message"]
+        assert_said_at_once(cluster, "ReconcileError", times)
         assert_backs_off(times)
         # No pass goes through while it backs off: the failures are all the passes there are.
         successes = sample(run, "marco_operator_reconciles_total", result="success")
