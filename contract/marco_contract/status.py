@@ -54,7 +54,11 @@ class StageStatus(ApiModel):
     completion_time: str | None = Field(default=None, description="When it was seen finished.")
     wer: float | None = None
     counts: dict[str, int] = Field(default_factory=dict)
-    message: str | None = None
+    message: str | None = Field(
+        default=None,
+        description="While its Job runs, what is wrong with its pods (Unschedulable, "
+        "ImagePullBackOff, OOMKilled...); once it failed, why; once it succeeded, its result.",
+    )
 
 
 class CycleRecord(ApiModel):
@@ -88,7 +92,9 @@ class TrialRecord(ApiModel):
         default_factory=list, description="Its validation WER at each evaluation."
     )
     chosen: bool = Field(default=False, description="Cycle 0 trains at this trial's LR.")
-    message: str | None = Field(default=None, description="Why it failed.")
+    message: str | None = Field(
+        default=None, description="Why it failed; while it runs, what is wrong with its pods."
+    )
 
 
 class StopRecord(ApiModel):

@@ -296,6 +296,35 @@ class Toleration(ApiModel):
     toleration_seconds: int | None = None
 
 
+DAY = 24 * 3600
+
+
+class StageDeadlines(ApiModel):
+    """Seconds a stage's Job may be active (its activeDeadlineSeconds), per stage.
+
+    Past it Kubernetes stops the Job's pods and the stage fails, saying so: a pod that can
+    never start (a bad image, a missing ServiceAccount or Secret, a claim that never binds)
+    fails its stage instead of waiting forever. A day for every stage but train, a week
+    for train; raise them for a corpus that takes longer. `marco run` stops a stage process
+    that runs longer the same way.
+    """
+
+    filter: int = Field(default=DAY, ge=1)
+    profile: int = Field(default=DAY, ge=1)
+    augment: int = Field(default=DAY, ge=1)
+    baseline: int = Field(default=DAY, ge=1)
+    trials: int = Field(default=DAY, ge=1, description="Each LR trial's Job.")
+    train: int = Field(default=7 * DAY, ge=1)
+    evaluate: int = Field(default=DAY, ge=1)
+
+    def of(self, stage: str) -> int:
+        """The deadline of `stage` (a name in marco_contract.layout.STAGES)."""
+        value = getattr(self, stage, None)
+        if not isinstance(value, int):
+            raise ValueError(f"no deadline for stage {stage!r}")
+        return value
+
+
 class ResourcesSpec(ApiModel):
     image: str = Field(default="ghcr.io/marco-asr/trainer:0.1.0", min_length=1)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -312,6 +341,11 @@ class ResourcesSpec(ApiModel):
         default=None, description="Trainer pods' ServiceAccount (it needs no API rights)."
     )
     backoff_limit: int = Field(default=2, ge=0, description="Pod retries per stage Job.")
+    stage_deadline_seconds: StageDeadlines = Field(
+        default_factory=StageDeadlines,
+        description="Seconds each stage's Job may be active before it fails (its "
+        "activeDeadlineSeconds): a day per stage, a week for train.",
+    )
 
 
 class OutputSpec(ApiModel):

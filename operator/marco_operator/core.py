@@ -64,6 +64,21 @@ from marco_operator.schedule import (
 REQUEUE_RUNNING = 10.0
 DEFAULT_FAMILY: Family = "encoder-decoder"
 
+#: The condition that says whether the driver's last pass went through: False (reason
+#: ChildRefused, ApiError or ReconcileError) after a pass that failed, True (Recovered)
+#: from the next one that did not. Absent while no pass ever failed.
+RECONCILED = "Reconciled"
+#: Seconds between passes after failed ones: RETRY_FIRST after the first failure, doubling
+#: with each failure in a row, at most RETRY_CAP (retry_delay); a pass that goes through
+#: resets it.
+RETRY_FIRST = 1.0
+RETRY_CAP = 300.0
+#: The reason of a Job's Failed condition when it ran past activeDeadlineSeconds (the
+#: local driver uses it too).
+DEADLINE_EXCEEDED = "DeadlineExceeded"
+#: The longest condition or Event message written (the API server caps Events at 1 KiB).
+MAX_MESSAGE = 1024
+
 
 @dataclass(frozen=True)
 class JobState:
@@ -76,6 +91,10 @@ class JobState:
     active: int = 0
     result: StageResult | None = None
     trial: int | None = None  # the LR trial's index, for the trials stage's jobs
+    #: What is wrong with its pods, in their own words (reconciler.job_trouble): why they
+    #: wait (Unschedulable, ImagePullBackOff...) or what killed one (OOMKilled); None if
+    #: nothing is, or the driver cannot tell.
+    trouble: str | None = None
 
 
 @dataclass(frozen=True)
@@ -105,6 +124,8 @@ class StageStart:
     nodes: int = 1  # machines a distributed stage spans (torchrun's --nnodes)
     #: Reads the directive in force (Outcome.directive), which must exist before it starts.
     steered: bool = False
+    #: Seconds it may run (spec.resources.stageDeadlineSeconds): a Job's activeDeadlineSeconds.
+    deadline_seconds: int | None = None
 
 
 @dataclass
@@ -167,6 +188,63 @@ def retry_failed(status: Mapping[str, Any], now: float) -> Outcome:
     return outcome
 
 
+def retry_delay(failures: int, first: float = RETRY_FIRST, cap: float = RETRY_CAP) -> float:
+    """Seconds before the next pass after `failures` failed passes in a row (1 or more):
+    `first`, doubling with every failure, never above `cap`."""
+    if failures < 1:
+        raise ValueError(f"failures must be at least 1, got {failures}")
+    # The exponent is bounded: 2**63 · first is past any cap, and a float cannot hold 2**2000.
+    return min(cap, first * 2.0 ** min(failures - 1, 63))
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a driver's pass failed, in a user's words (the drivers classify their errors)."""
+
+    #: ChildRefused (the API server refused a child: 4xx), ApiError (it could not serve a
+    #: request: 5xx, a conflict, no connection), ReconcileError (an exception in the pass).
+    reason: str
+    message: str
+
+
+def describe_exception(error: BaseException) -> Failure:
+    """An exception in a pass, as a ReconcileError a user can read (a pydantic refusal
+    names the model, the field and the value, e.g. a learning rate Eq. 1 rounded to 0)."""
+    if isinstance(error, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e['loc']) or error.title}: {e['msg']}"
+            f" (got {e['input']!r})"
+            for e in error.errors()[:3]
+        )
+        return Failure("ReconcileError", f"reconcile failed: {error.title}: {problems}")
+    return Failure("ReconcileError", f"reconcile failed: {type(error).__name__}: {error}")
+
+
+def failed_pass(
+    status: Mapping[str, Any], failure: Failure, failures: int, retry_in: float, now: float
+) -> tuple[dict[str, Any], Event]:
+    """The status after a pass that failed, and the Warning Event that says so.
+
+    Only the Reconciled condition changes (False, the failure's reason and message, and
+    when the next try comes): what the pass decided was not applied, so the rest of the
+    status stays as the last pass that went through left it. The first pass that goes
+    through again turns the condition True (`_Run.finish`).
+    """
+    try:
+        current = AsrAdaptationStatus.model_validate(status)
+    except ValidationError:
+        current = AsrAdaptationStatus()  # unreadable: the condition is what can be said
+    times = "once" if failures == 1 else f"{failures} times in a row"
+    message = f"{failure.message} (failed {times}; next try in {retry_in:g} s)"
+    message = _clip(message)
+    set_condition(current, RECONCILED, "False", failure.reason, message, now)
+    return dump_status(current), Event("Warning", failure.reason, message)
+
+
+def _clip(message: str) -> str:
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
+
+
 def _iso(now: float) -> str:
     return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -225,6 +303,7 @@ class _Run:
 
     def finish(self) -> Outcome:
         status = self.status
+        self._recovered()
         if status.phase != self.old.phase:
             warning = status.phase in ("Failed", "Invalid", "EarlyStopped")
             detail = f": {status.message}" if status.message else ""
@@ -239,6 +318,19 @@ class _Run:
             events.insert(starts[0] if starts else len(events), change)
         self.outcome.status = dump_status(status)
         return self.outcome
+
+    def _recovered(self) -> None:
+        """A pass that got this far goes through unless the driver fails to apply it (and
+        then it writes no status): a Reconciled False from a failed pass turns True."""
+        failed = next(
+            (c for c in self.old.conditions if c.type == RECONCILED and c.status == "False"),
+            None,
+        )
+        if failed is None:
+            return
+        message = _clip(f"passes go through again after {failed.reason}: {failed.message}")
+        set_condition(self.status, RECONCILED, "True", "Recovered", message, self.now)
+        self.event("Normal", "Recovered", message)
 
 
 def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None = None) -> Outcome:
@@ -275,14 +367,18 @@ def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None
             _start_stage(run, spec, layout, stage)
             return run.finish()
         if job.failed:
-            _fail(run, stage, job)
+            _fail(run, spec, stage, job)
             return run.finish()
         if job.complete:
             _complete_stage(run, spec, stage, job)
             continue
         status.phase = PHASE_OF_STAGE[stage]
         record.state = "Running"
-        set_condition(status, "Ready", "False", f"{status.phase}", f"{stage} running", run.now)
+        record.message = _trouble(run, record.message, job, f"{stage} Job {job.name}")
+        detail = (
+            f"{stage} running" if job.trouble is None else f"{stage} Job {job.name}: {job.trouble}"
+        )
+        set_condition(status, "Ready", "False", f"{status.phase}", detail, run.now)
         if stage == "train":
             _steer_training(run, spec, job)
         else:
@@ -292,6 +388,34 @@ def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None
     status.message = _summary(status)
     set_condition(status, "Ready", "True", "Succeeded", status.message, run.now)
     return run.finish()
+
+
+def _trouble(run: _Run, before: str | None, job: JobState, what: str) -> str | None:
+    """The message of a stage (or trial) whose Job runs: what is wrong with its pods, if
+    anything. A Warning Event when trouble appears; not as its words change (an image pull
+    alternates between ErrImagePull and ImagePullBackOff), only the status follows them.
+    A Job left without pods keeps what its last ones said (they may have been deleted on
+    the way to its failure), until new ones say something else or run."""
+    if job.trouble is None and not job.active:
+        return before
+    if job.trouble is not None and before is None:
+        run.event("Warning", "PodTrouble", f"{what}: {job.trouble}")
+    return job.trouble
+
+
+def _failure_reason(spec: AsrAdaptationSpec, stage: str, job: JobState, before: str | None) -> str:
+    """Why a Job failed: its Failed condition, and what its pods went through (as they are
+    now, or as the status last saw them: a Job past its deadline has its pods deleted)."""
+    reason = job.failure_reason or "unknown reason"
+    if reason.startswith(DEADLINE_EXCEEDED):
+        field = f"spec.resources.stageDeadlineSeconds.{stage}"
+        reason += (
+            f" (its deadline, {field}, is {spec.resources.stage_deadline_seconds.of(stage)} s)"
+        )
+    seen = job.trouble or before
+    if seen and seen not in reason:
+        reason = f"{reason}; {seen}"
+    return reason
 
 
 def _validated_spec(run: _Run) -> AsrAdaptationSpec | None:
@@ -348,6 +472,7 @@ def _start_stage(run: _Run, spec: AsrAdaptationSpec, layout: Layout, stage: str)
             command=command,
             nodes=spec.resources.nodes if command.distributed else 1,
             steered=stage == "train",
+            deadline_seconds=spec.resources.stage_deadline_seconds.of(stage),
         )
     )
     status.phase = PHASE_OF_STAGE[stage]
@@ -433,7 +558,12 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
                 spec, layout, trial.index, trial.learning_rate, name=run.name, family=family
             )
             name = job_name(run.name, TRIALS_STAGE, trial.index)
-            run.outcome.start.append(StageStart(stage=TRIALS_STAGE, job_name=name, command=command))
+            deadline = spec.resources.stage_deadline_seconds.of(TRIALS_STAGE)
+            run.outcome.start.append(
+                StageStart(
+                    stage=TRIALS_STAGE, job_name=name, command=command, deadline_seconds=deadline
+                )
+            )
             trial.state = "Pending"  # created, not running yet
             run.event(
                 "Normal",
@@ -442,7 +572,7 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
             )
         elif job.failed:
             trial.state = "Failed"
-            trial.message = job.failure_reason or "unknown reason"
+            trial.message = _failure_reason(spec, TRIALS_STAGE, job, trial.message)
             run.event(
                 "Warning",
                 "TrialFailed",
@@ -453,6 +583,9 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
         else:
             # A Job without an active pod waits: for a node, or (locally) its turn.
             trial.state = "Running" if job.active else "Pending"
+            trial.message = _trouble(
+                run, trial.message, job, f"LR trial {trial.index} Job {job.name}"
+            )
     if not trials.finished(status.trials):
         status.family = status.family or family
         status.phase = PHASE_OF_STAGE[TRIALS_STAGE]
@@ -461,6 +594,9 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
         record.start_time = record.start_time or _iso(run.now)
         running = sum(t.state == "Running" for t in status.trials)
         detail = f"{running} of {len(status.trials)} LR trials running"
+        troubled = [t for t in status.trials if t.state in ("Pending", "Running") and t.message]
+        if troubled:
+            detail += f"; LR trial {troubled[0].index}: {troubled[0].message}"
         set_condition(status, "Ready", "False", status.phase, detail, run.now)
         run.outcome.requeue_after = REQUEUE_RUNNING
         return False
@@ -502,9 +638,9 @@ def _record_trial(run: _Run, trial: TrialRecord, job: JobState) -> None:
     )
 
 
-def _fail(run: _Run, stage: str, job: JobState) -> None:
+def _fail(run: _Run, spec: AsrAdaptationSpec, stage: str, job: JobState) -> None:
     status = run.status
-    reason = job.failure_reason or "unknown reason"
+    reason = _failure_reason(spec, stage, job, status.stages[stage].message)
     status.phase = "Failed"
     status.message = f"{stage} Job {job.name} failed: {reason}"
     status.stages[stage].state = "Failed"
@@ -519,6 +655,7 @@ def _complete_stage(run: _Run, spec: AsrAdaptationSpec, stage: str, job: JobStat
     result = job.result
     record.state = "Succeeded"
     record.completion_time = _iso(run.now)
+    record.message = None  # what its pods went through while it ran is over
     if result is not None:
         record.wer = result.wer
         record.counts = dict(result.counts)

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from marco_operator.core import RETRY_CAP, RETRY_FIRST
 from marco_operator.resources import METRICS_PORT
 
 if TYPE_CHECKING:
@@ -58,6 +59,9 @@ class DriverOptions:
     standalone: bool = False
     peering_name: str | None = None
     metrics_port: int | None = None  # None: no /metrics server (tests run several operators)
+    #: Backoff after failed passes (core.retry_delay): the first wait, and the longest.
+    retry_first: float = RETRY_FIRST
+    retry_cap: float = RETRY_CAP
 
 
 def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
@@ -84,16 +88,17 @@ def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
     )
 
 
-def wait_seconds(done: reconciler.Pass | None, interval: float) -> float | None:
+def wait_seconds(done: reconciler.Pass, interval: float) -> float | None:
     """How long an adaptation's loop sleeps when no watch event wakes it.
 
     Core's requeue_after, but never longer than `interval`, the driver's ceiling (a
     resync should an event be missed, and how often rank 0 is asked while training);
     None, waiting for events alone, once the status is settled: the `when` filter then
-    stops the loop, or a spec edit wakes it. After a failed pass, `interval`.
+    stops the loop, or a spec edit wakes it. After a failed pass, its backoff, which may
+    exceed `interval` (the loop then lets only a spec edit cut it short).
     """
-    if done is None:
-        return interval
+    if done.retry_after is not None:
+        return done.retry_after
     if done.settled or done.phase is None:
         return None
     if done.requeue_after is None:
@@ -124,8 +129,11 @@ class _Tracked:
 
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # anything of it changed
     delivered: asyncio.Event = field(default_factory=asyncio.Event)  # a body of its own came
+    edited: asyncio.Event = field(default_factory=asyncio.Event)  # a new generation came
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     seen_version: str | None = None  # resourceVersion of the latest body the watch delivered
+    seen_generation: int | None = None  # metadata.generation of that body
+    failures: int = 0  # failed passes in a row; the backoff grows with it
 
 
 def build_registry(
@@ -135,8 +143,8 @@ def build_registry(
 
     from marco_operator import reconciler
     from marco_operator.api import GROUP, PLURAL, VERSION
-    from marco_operator.core import settled
-    from marco_operator.kube import Kube, KubeError
+    from marco_operator.core import retry_delay, settled
+    from marco_operator.kube import Kube
     from marco_operator.resources import LABEL_ADAPTATION, LABEL_MANAGED_BY, MANAGED_BY
 
     registry = kopf.OperatorRegistry()
@@ -158,21 +166,39 @@ def build_registry(
 
     async def reconcile(
         namespace: str, name: str, body: kopf.Body, found: reconciler.Children
-    ) -> reconciler.Pass | None:
-        """One pass, in a worker thread (the client and rank 0's HTTP are synchronous)."""
+    ) -> reconciler.Pass:
+        """One pass, in a worker thread (the client and rank 0's HTTP are synchronous).
+
+        A pass that fails is said (reconciler.report_failure: a Warning Event and the
+        Reconciled condition) and the next waits core.retry_delay: 1 s, doubling with
+        each failure in a row up to 5 min, back to none after a pass that goes through.
+        """
         snapshot = {key: copy.deepcopy(value) for key, value in body.items()}
-        async with tracked[namespace, name].lock:
+        state = tracked[namespace, name]
+        async with state.lock:
             started = time.monotonic()
             try:
                 done = await asyncio.to_thread(
                     reconciler.reconcile_pass, kube, snapshot, found, pass_options
                 )
             except Exception as error:
-                # The loop retries after `interval`; kopf's own backoff would stall the CR.
-                logger.exception("reconcile of %s/%s failed", namespace, name)
-                metrics.observe_error("api" if isinstance(error, KubeError) else "internal")
+                state.failures += 1
+                delay = retry_delay(state.failures, options.retry_first, options.retry_cap)
+                logger.exception(
+                    "reconcile of %s/%s failed (%d in a row); next in %g s",
+                    namespace,
+                    name,
+                    state.failures,
+                    delay,
+                )
+                metrics.observe_error(_error_kind(error))
                 metrics.observe_reconcile(time.monotonic() - started, ok=False)
-                return None
+                version = await asyncio.to_thread(
+                    reconciler.report_failure, kube, snapshot, error, state.failures, delay
+                )
+                phase = (snapshot.get("status") or {}).get("phase")
+                return reconciler.Pass(phase=phase, written_version=version, retry_after=delay)
+        state.failures = 0
         metrics.observe_reconcile(time.monotonic() - started, ok=True)
         metrics.observe_events(done.events)
         for kind in done.errors:
@@ -232,10 +258,19 @@ def build_registry(
                 found = reconciler.Children(
                     jobs=tuple(stage_jobs.get(key, ())), pods=tuple(stage_pods.get(key, ()))
                 )
+                state.edited.clear()
                 done = await reconcile(namespace, name, body, found)
-                if done is not None and done.written_version is not None:
+                passed = time.monotonic()
+                if done.written_version is not None:
                     await _until_seen(state, stopped, done.written_version)
-                await _wait(state.wake, stopped, wait_seconds(done, options.interval))
+                timeout = wait_seconds(done, options.interval)
+                if done.retry_after is not None and timeout is not None:
+                    # Backing off: what wakes a loop (its own status write, pod churn) would
+                    # repeat the failure at once; a spec edit may be the fix, and ends it.
+                    left = timeout - (time.monotonic() - passed)
+                    await _wait(state.edited, stopped, max(0.0, left))
+                else:
+                    await _wait(state.wake, stopped, timeout)
         finally:
             loops.discard(key)
             metrics.observe_loops(len(loops))
@@ -276,6 +311,10 @@ def build_registry(
             return
         state = tracked[namespace, name]
         state.seen_version = body.get("metadata", {}).get("resourceVersion")
+        generation = body.get("metadata", {}).get("generation")
+        if state.seen_generation is not None and generation != state.seen_generation:
+            state.edited.set()
+        state.seen_generation = generation
         # Settled adaptations have no loop; their phase still counts in the gauge.
         phase = (body.get("status") or {}).get("phase")
         if phase:
@@ -288,6 +327,15 @@ def build_registry(
         kube.close()
 
     return registry
+
+
+def _error_kind(error: BaseException) -> str:
+    """The errors metric's kind of a failed pass: refused (a child), api, or internal."""
+    from marco_operator.reconciler import describe_failure
+
+    return {"ChildRefused": "refused", "ApiError": "api"}.get(
+        describe_failure(error).reason, "internal"
+    )
 
 
 def settings_for(options: DriverOptions) -> kopf.OperatorSettings:

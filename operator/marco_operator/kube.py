@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import json
 from collections.abc import Mapping
+from http import HTTPStatus
 from typing import Any
 
 from kubernetes import client, config
@@ -32,12 +33,50 @@ PLURALS: dict[str, str] = {
 }
 
 
+#: 4xx answers that say nothing against the request itself: a timeout, a conflict with
+#: another writer, throttling. The rest of 4xx refuse what was asked, and the same request
+#: gets the same answer until something changes (the spec, a policy, a quota).
+TRANSIENT_4XX = frozenset({408, 409, 429})
+
+
 class KubeError(RuntimeError):
-    """A request the API server refused; ``status`` is the HTTP code."""
+    """A request the API server refused; ``status`` is the HTTP code.
+
+    ``reason`` and ``message`` come from the API server's Status object (``Invalid``,
+    ``Job.batch "x" is invalid: ...``) when the answer is one, else the HTTP status line
+    and the body's start.
+    """
 
     def __init__(self, method: str, path: str, status: int, body: str) -> None:
         super().__init__(f"{method} {path} -> HTTP {status}: {body[:500]}")
+        self.method = method
+        self.path = path
         self.status = status
+        self.reason, self.message = _status_of(status, body)
+
+    @property
+    def refused(self) -> bool:
+        """The server refused the request itself (400 Bad Request, 403, 404, 422 Invalid...),
+        as opposed to being unable to serve it now (5xx, a conflict, throttling)."""
+        return 400 <= self.status < 500 and self.status not in TRANSIENT_4XX
+
+    def describe(self) -> str:
+        """One line for a user: the code, the Status reason, the API server's message."""
+        return f"HTTP {self.status} {self.reason}: {self.message}"
+
+
+def _status_of(code: int, body: str) -> tuple[str, str]:
+    try:
+        status = json.loads(body)
+    except ValueError:
+        status = None
+    try:
+        phrase = HTTPStatus(code).phrase.replace(" ", "")  # "ServiceUnavailable", as Status
+    except ValueError:
+        phrase = "Error"
+    if isinstance(status, dict) and status.get("kind") == "Status":
+        return str(status.get("reason") or phrase), str(status.get("message") or "").strip()
+    return phrase, " ".join(body.split())[:500]
 
 
 def collection_path(api_version: str, plural: str, namespace: str | None) -> str:

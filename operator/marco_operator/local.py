@@ -32,7 +32,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -48,16 +48,22 @@ from marco_contract.results import read_stage_result
 from marco_operator import local_processes
 from marco_operator.api import API_VERSION, KIND
 from marco_operator.core import (
+    DEADLINE_EXCEEDED,
+    RETRY_CAP,
+    RETRY_FIRST,
     Event,
     JobState,
     Observed,
     Outcome,
     StageStart,
+    describe_exception,
+    failed_pass,
     reconcile,
+    retry_delay,
     retry_failed,
     settled,
 )
-from marco_operator.local_processes import ChildRecord
+from marco_operator.local_processes import ChildRecord, ChildrenLeft
 from marco_operator.plan import StageCommand
 from marco_operator.rank0 import evaluations_url, fetch_evaluations
 
@@ -109,11 +115,25 @@ class LocalJob:
     process: subprocess.Popen | None = None  # None: queued, not started yet
     suspended: bool = False
     record: ChildRecord | None = None  # its identity, as recorded in processes.json
+    spawned_at: float | None = None  # time.monotonic() when its process started
+    expired: bool = False  # stopped for running past its deadline
 
     def state(self, output_dir: Path) -> JobState:
         name, stage, trial = self.start.job_name, self.start.stage, self.start.command.trial
         if self.suspended:
             return JobState(name=name, stage=stage, trial=trial, suspended=True)
+        if not self.expired and self.past_deadline():
+            _terminate(self)  # as the Job controller stops a Job's pods past its deadline
+            self.expired = True
+        if self.expired:
+            return JobState(
+                name=name,
+                stage=stage,
+                trial=trial,
+                failed=True,
+                failure_reason=f"{DEADLINE_EXCEEDED}: ran longer than its deadline, stopped "
+                f"(log: {self.log_path})",
+            )
         code = self.process.poll() if self.process is not None else None
         if code is None:
             active = 1 if self.process is not None else 0
@@ -137,6 +157,12 @@ class LocalJob:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def past_deadline(self) -> bool:
+        deadline = self.start.deadline_seconds
+        if deadline is None or self.spawned_at is None or not self.running:
+            return False
+        return time.monotonic() - self.spawned_at > deadline
 
 
 def _last_line(path: Path) -> str:
@@ -356,6 +382,7 @@ class LocalRun:
                 env=env,
                 start_new_session=True,  # Ctrl-C reaches us, and we stop the stage cleanly
             )
+        job.spawned_at = time.monotonic()
         # Recorded at once: a driver killed from here on leaves a process the next finds.
         job.record = local_processes.identify(job.start.job_name, job.process.pid)
         local_processes.save_records(
@@ -445,6 +472,23 @@ class LocalRun:
             self.apply(outcome)
         return outcome
 
+    def failed(self, error: Exception, failures: int, retry_in: float) -> Outcome:
+        """Say that a pass failed, as the kopf driver does: a Warning Event (printed and in
+        events.jsonl) and the status's Reconciled condition (core.failed_pass). Best effort:
+        a status or events file that cannot be read or written is passed over."""
+        try:
+            current = self.load_status()
+        except (OSError, ValueError):
+            current = {}
+        status, event = failed_pass(
+            current, describe_exception(error), failures, retry_in, time.time()
+        )
+        with suppress(OSError):
+            self.save_status(status)
+        with suppress(OSError):
+            self.record([event])
+        return Outcome(status=status, events=[event])
+
 
 def _terminate(job: LocalJob) -> None:
     """Stop the job's process with every process of its session, and reap it."""
@@ -484,10 +528,30 @@ def run_until_done(
     run: LocalRun,
     interval: float,
     on_step: Callable[[LocalRun, Outcome], object] | None = None,
+    retry_first: float = RETRY_FIRST,
+    retry_cap: float = RETRY_CAP,
 ) -> dict[str, Any]:
-    """Reconcile until settled (a terminal phase, or an invalid spec); returns the status."""
+    """Reconcile until settled (a terminal phase, or an invalid spec); returns the status.
+
+    A pass that raises is said (LocalRun.failed) and tried again after core.retry_delay,
+    from `retry_first` doubling to `retry_cap`; a pass that goes through resets the wait.
+    Only a stage process that cannot be stopped (ChildrenLeft) ends the run.
+    """
+    failures = 0
     while True:
-        outcome = run.step()
+        try:
+            outcome = run.step()
+        except ChildrenLeft:
+            raise
+        except Exception as error:
+            failures += 1
+            delay = retry_delay(failures, retry_first, retry_cap)
+            outcome = run.failed(error, failures, delay)
+            if on_step is not None:
+                on_step(run, outcome)
+            time.sleep(delay)
+            continue
+        failures = 0
         if on_step is not None:
             on_step(run, outcome)
         if settled(run.body(outcome.status)):

@@ -13,17 +13,29 @@ import logging
 import socket
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
+from urllib3.exceptions import HTTPError
 
 from marco_contract.formats import Directive, StageResult
 from marco_contract.results import parse_stage_result
 from marco_operator.api import API_VERSION, KIND, PLURAL
-from marco_operator.core import Event, JobState, Observed, Outcome, reconcile, settled
+from marco_operator.core import (
+    Event,
+    Failure,
+    JobState,
+    Observed,
+    Outcome,
+    describe_exception,
+    failed_pass,
+    reconcile,
+    settled,
+)
 from marco_operator.kube import Kube, KubeError, collection_path
 from marco_operator.rank0 import evaluations_url, fetch_evaluations
 from marco_operator.resources import (
@@ -99,6 +111,94 @@ def _termination_result(pod: Mapping[str, Any], job_name: str) -> StageResult | 
     return None
 
 
+#: Waiting reasons on the normal way to a running container: no trouble (yet).
+STARTING = frozenset({"ContainerCreating", "PodInitializing"})
+#: Longest piece of a container's own words (its termination message) copied into a status.
+MAX_WORDS = 300
+
+
+def _words(reason: str, message: str | None) -> str:
+    message = " ".join((message or "").split())
+    if len(message) > MAX_WORDS:
+        message = message[: MAX_WORDS - 1] + "…"
+    return f"{reason}: {message}" if message else reason
+
+
+def _last_words(message: str | None) -> str | None:
+    """What a failed container said last: its stage result's message, else the last line of
+    its termination message (under FallbackToLogsOnError, the tail of its log)."""
+    if not message:
+        return None
+    result = parse_stage_result(message)
+    if result is not None:
+        return result.message
+    lines = [line for line in message.splitlines() if line.strip()]
+    return lines[-1] if lines else None
+
+
+def _termination(terminated: Mapping[str, Any]) -> str | None:
+    code = terminated.get("exitCode")
+    if not code:  # 0 (or none): a container that finished, or was stopped, says nothing wrong
+        return None
+    reason = terminated.get("reason") or "Error"
+    return _words(f"{reason} (exit code {code})", _last_words(terminated.get("message")))
+
+
+def pod_trouble(pod: Mapping[str, Any]) -> str | None:
+    """Why a stage pod is not running, or what killed it, in the scheduler's and the
+    kubelet's own words; None when its status tells of nothing wrong.
+
+    Read from the pod alone (the driver's index holds pods, not their Events): the
+    PodScheduled condition when False (Unschedulable: no node fits its requests, node
+    selector or tolerations, or its claim is unbound), a failed pod's reason (Evicted,
+    DeadlineExceeded), each container's waiting reason (ImagePullBackOff, ErrImagePull,
+    InvalidImageName, CreateContainerConfigError: a missing Secret or ConfigMap...) and
+    its terminations, the last one included (OOMKilled (exit code 137), or an exit code
+    and the container's last words). A volume that will not attach (Multi-Attach,
+    FailedAttachVolume) shows only in Events: such a pod waits in ContainerCreating, which
+    says nothing, until the stage's deadline.
+    """
+    status = pod.get("status") or {}
+    problems: list[str] = []
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            reason = condition.get("reason") or "Unschedulable"
+            problems.append(_words(reason, condition.get("message")))
+    if status.get("phase") == "Failed" and status.get("reason"):
+        problems.append(_words(status["reason"], status.get("message")))
+    containers = [*(status.get("initContainerStatuses") or [])]
+    containers += status.get("containerStatuses") or []
+    for container in containers:
+        state = container.get("state") or {}
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") and waiting["reason"] not in STARTING:
+            problems.append(_words(waiting["reason"], waiting.get("message")))
+        for terminated in (
+            state.get("terminated"),
+            (container.get("lastState") or {}).get("terminated"),
+        ):
+            said = _termination(terminated or {})
+            if said is not None:
+                problems.append(said)
+    if not problems:
+        return None
+    name = (pod.get("metadata") or {}).get("name", "?")
+    return f"pod {name}: " + "; ".join(dict.fromkeys(problems))
+
+
+def job_trouble(pods: Sequence[Mapping[str, Any]]) -> str | None:
+    """The first troubled pod of a Job (by name: completion index order), and how many more."""
+    troubles = [t for pod in sorted(pods, key=_pod_name) if (t := pod_trouble(pod)) is not None]
+    if not troubles:
+        return None
+    more = len(troubles) - 1
+    return troubles[0] + (f" (and {more} more pod{'s' if more > 1 else ''})" if more else "")
+
+
+def _pod_name(pod: Mapping[str, Any]) -> str:
+    return str((pod.get("metadata") or {}).get("name", ""))
+
+
 def _pods_of(pods: Iterable[Mapping[str, Any]], job: str) -> list[Mapping[str, Any]]:
     return [
         p for p in pods if (p.get("metadata", {}).get("labels") or {}).get(JOB_NAME_LABEL) == job
@@ -112,15 +212,18 @@ def _job_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> Job
     job_labels = meta.get("labels") or {}
     trial = job_labels.get(LABEL_TRIAL)
     complete = _condition(job, "Complete") is not None
-    failed_condition = _condition(job, "Failed")
+    # FailureTarget: the Job controller has decided the Job fails (past its deadline, out of
+    # retries) and is stopping its pods; Failed follows once they are gone (Kubernetes 1.31+).
+    failed_condition = _condition(job, "Failed") or _condition(job, "FailureTarget")
     reason = None
     if failed_condition is not None:
         reason = (
             f"{failed_condition.get('reason') or 'Failed'}: {failed_condition.get('message') or ''}"
         )
     result = None
+    own = _pods_of(pods, meta["name"])
     if complete or failed_condition is not None:
-        pod = _lead_pod(_pods_of(pods, meta["name"]))
+        pod = _lead_pod(own)
         result = _termination_result(pod, meta["name"]) if pod is not None else None
     return JobState(
         name=meta["name"],
@@ -132,6 +235,7 @@ def _job_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> Job
         suspended=bool(job.get("spec", {}).get("suspend")),
         active=int(job.get("status", {}).get("active") or 0),
         result=result,
+        trouble=None if complete else job_trouble(own),
     )
 
 
@@ -180,6 +284,8 @@ class Pass:
     #: resourceVersion of the status this pass wrote; None when it wrote none.
     written_version: str | None = None
     settled: bool = False  # core.settled() of the status it leaves
+    #: Set when the pass failed: seconds to back off before the next (core.retry_delay).
+    retry_after: float | None = None
 
 
 def observe(
@@ -278,6 +384,60 @@ def event_manifest(body: Mapping[str, Any], type_: str, reason: str, message: st
     }
 
 
+class ChildError(Exception):
+    """The API server did not take a write to one of the adaptation's children."""
+
+    def __init__(self, verb: str, kind: str, name: str, error: KubeError) -> None:
+        self.verb, self.kind, self.name, self.error = verb, kind, name, error
+        what = "refused" if error.refused else "failed"
+        super().__init__(f"{verb} {kind} {name}: {what} by the API server ({error.describe()})")
+
+
+@contextmanager
+def _writing(verb: str, kind: str, name: str) -> Iterator[None]:
+    """A KubeError from a write to the child `kind` `name`, as a ChildError naming it."""
+    try:
+        yield
+    except KubeError as error:
+        raise ChildError(verb, kind, name, error) from error
+
+
+def describe_failure(error: BaseException) -> Failure:
+    """A failed pass's error as a user reads it: what was refused, or what went wrong."""
+    if isinstance(error, ChildError):
+        return Failure("ChildRefused" if error.error.refused else "ApiError", str(error))
+    if isinstance(error, KubeError):
+        return Failure("ApiError", f"{error.method} {error.path}: {error.describe()}")
+    if isinstance(error, HTTPError | ConnectionError):  # the connection to the API server
+        return Failure("ApiError", f"API server unreachable: {error}")
+    return describe_exception(error)
+
+
+def report_failure(
+    kube: Kube, body: Mapping[str, Any], error: BaseException, failures: int, retry_in: float
+) -> str | None:
+    """Say that a pass failed where a user looks: a Warning Event on the adaptation and its
+    Reconciled condition (core.failed_pass). Best effort: when the API server cannot take
+    these either, the log has it. Returns the resourceVersion of the status written."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    status, event = failed_pass(
+        body.get("status") or {}, describe_failure(error), failures, retry_in, time.time()
+    )
+    try:
+        kube.create(event_manifest(body, event.type, event.reason, event.message))
+    except Exception:
+        logger.warning("%s/%s: could not post the Event %s", namespace, name, event.reason)
+    patch: dict[str, Any] = {"conditions": status["conditions"]}
+    if not (body.get("status") or {}).get("phase"):
+        patch["phase"] = status["phase"]  # Pending, rather than no phase at all
+    try:
+        written = kube.merge_patch(f"{adaptation_path(namespace, name)}/status", {"status": patch})
+    except Exception:
+        logger.warning("%s/%s: could not write the status of a failed pass", namespace, name)
+        return None
+    return ((written or {}).get("metadata") or {}).get("resourceVersion")
+
+
 def apply(
     kube: Kube, body: Mapping[str, Any], observed: Observed, outcome: Outcome
 ) -> dict[str, Any] | None:
@@ -289,7 +449,9 @@ def apply(
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     owner = Owner.from_body(dict(body))
     for manifest in children(outcome, owner):
-        if kube.create(manifest):
+        with _writing("creating", manifest["kind"], manifest["metadata"]["name"]):
+            created = kube.create(manifest)
+        if created:
             logger.info(
                 "%s/%s: created %s %s",
                 namespace,
@@ -299,11 +461,14 @@ def apply(
             )
     if outcome.directive is not None and outcome.directive != observed.directive:
         data = {DIRECTIVE_KEY: outcome.directive.model_dump_json()}
-        kube.merge_patch(control_path(namespace, name), {"data": data})
+        with _writing("patching", "ConfigMap", control_configmap_name(owner)):
+            kube.merge_patch(control_path(namespace, name), {"data": data})
     for job in outcome.suspend:
-        kube.merge_patch(
-            f"{collection_path('batch/v1', 'jobs', namespace)}/{job}", {"spec": {"suspend": True}}
-        )
+        with _writing("suspending", "Job", job):
+            kube.merge_patch(
+                f"{collection_path('batch/v1', 'jobs', namespace)}/{job}",
+                {"spec": {"suspend": True}},
+            )
     for event in outcome.events:
         kube.create(event_manifest(body, event.type, event.reason, event.message))
     current = body.get("status") or {}
@@ -337,4 +502,15 @@ def reconcile_pass(kube: Kube, body: Mapping[str, Any], found: Children, options
     )
 
 
-__all__ = ["Children", "KubeError", "Options", "Pass", "apply", "observe", "reconcile_pass"]
+__all__ = [
+    "ChildError",
+    "Children",
+    "KubeError",
+    "Options",
+    "Pass",
+    "apply",
+    "describe_failure",
+    "observe",
+    "reconcile_pass",
+    "report_failure",
+]

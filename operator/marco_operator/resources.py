@@ -257,6 +257,9 @@ def stage_job(spec: AsrAdaptationSpec, owner: Owner, command: StageCommand) -> d
         "completions": completions,
         "parallelism": completions,
         "backoffLimit": res.backoff_limit,
+        # Counted from the Job's start, waiting pods included: a pod that never starts
+        # fails its stage (DeadlineExceeded) instead of hanging it.
+        "activeDeadlineSeconds": res.stage_deadline_seconds.of(stage),
         "template": {
             "metadata": {"labels": labels(owner, stage, command.trial)},
             "spec": pod_spec,

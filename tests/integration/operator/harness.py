@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -108,6 +109,54 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: apimachinery's rule for a resource quantity ("4", "32Gi", "500m").
+QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
+
+
+def job_refusal(job: Mapping[str, Any]) -> kmock.KubernetesError | None:
+    """What the API server answers a Job the operator could get wrong from a spec, as it
+    answers it: a malformed quantity fails the Job's decoding (400 BadRequest, a message
+    that names no field); a mount path twice in one container fails validation (422 Invalid,
+    naming the field and value)."""
+    pod = job.get("spec", {}).get("template", {}).get("spec", {})
+    quantities = [
+        value
+        for container in pod.get("containers") or []
+        for kind in ("requests", "limits")
+        for value in ((container.get("resources") or {}).get(kind) or {}).values()
+    ]
+    quantities += [
+        volume["emptyDir"]["sizeLimit"]
+        for volume in pod.get("volumes") or []
+        if (volume.get("emptyDir") or {}).get("sizeLimit") is not None
+    ]
+    if any(not QUANTITY.match(str(q)) for q in quantities):
+        return kmock.KubernetesError(
+            status=400,
+            reason="BadRequest",
+            message='Job in version "v1" cannot be handled as a Job: quantities must match '
+            f"the regular expression '{QUANTITY.pattern}'",
+        )
+    problems = []
+    for i, container in enumerate(pod.get("containers") or []):
+        seen: set[str] = set()
+        for j, mount in enumerate(container.get("volumeMounts") or []):
+            path = mount.get("mountPath")
+            if path in seen:
+                problems.append(
+                    f"spec.template.spec.containers[{i}].volumeMounts[{j}].mountPath: "
+                    f'Invalid value: "{path}": must be unique'
+                )
+            seen.add(path)
+    if not problems:
+        return None
+    listed = problems[0] if len(problems) == 1 else "[" + ", ".join(problems) + "]"
+    name = job.get("metadata", {}).get("name")
+    return kmock.KubernetesError(
+        status=422, reason="Invalid", message=f'Job.batch "{name}" is invalid: {listed}'
+    )
+
+
 class ApiServer(kmock.KubernetesEmulator):
     """kmock's emulator plus the metadata a real API server maintains and clients rely on:
     uid, creationTimestamp, resourceVersion (kopf's patches test it), metadata.generation
@@ -120,6 +169,12 @@ class ApiServer(kmock.KubernetesEmulator):
     calls: list[tuple[str, str, bool, str]]
     #: What /api/v1/namespaces lists (see __call__).
     namespaces: tuple[str, ...] = ()
+    #: Creations to refuse, as an admission webhook would: (plural, name) -> the error.
+    refusals: dict[tuple[str, str], kmock.KubernetesError]
+    #: Every Event created: (time.monotonic(), type, reason, message), in order.
+    event_log: list[tuple[float, str, str, str]]
+    #: Every write of an AsrAdaptation's status: (time.monotonic(), its conditions).
+    status_log: list[tuple[float, list[dict[str, Any]]]]
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         self.calls.append(
@@ -167,15 +222,37 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def _handle(self, request: kmock.Request) -> Any:
         if request.resource is not None and request.action == kmock.action.CREATE:
+            self._admit(request)
             self._stamp_create(request)
         elif request.resource is not None and request.action == kmock.action.UPDATE:
             self._stamp_update(request)
+            if request.resource.plural == PLURAL and request.subresource == "status":
+                status = request.data.get("status") if isinstance(request.data, dict) else None
+                conditions = (status or {}).get("conditions")
+                if conditions is not None:
+                    self.status_log.append((time.monotonic(), list(conditions)))
         try:
             return await super()._handle(request)
         except jsonpatch.JsonPatchTestFailed as error:
             # A stale resourceVersion in a JSON patch's test: the API server's answer is a
             # conflict (the client re-reads and retries), not kmock's generic 500.
             raise kmock.KubernetesError(status=409, reason="Conflict", message=str(error)) from None
+
+    def _admit(self, request: kmock.Request) -> None:
+        """Refuse what the API server (or an admission webhook) would; log Events."""
+        if not isinstance(request.data, dict) or request.resource is None:
+            return
+        plural = request.resource.plural or ""
+        name = (request.data.get("metadata") or {}).get("name", "")
+        refusal = self.refusals.get((plural, name))
+        if refusal is None and plural == "jobs":
+            refusal = job_refusal(request.data)
+        if refusal is not None:
+            raise refusal
+        if plural == "events":
+            data = request.data
+            entry = (time.monotonic(), data.get("type", ""), data.get("reason", ""))
+            self.event_log.append((*entry, data.get("message", "")))
 
     def _stamp_create(self, request: kmock.Request) -> None:
         if not isinstance(request.data, dict):
@@ -223,6 +300,9 @@ class EmulatedCluster:
     def __init__(self) -> None:
         self.url = ""
         self.calls: list[tuple[str, str, bool, str]] = []
+        self.refusals: dict[tuple[str, str], kmock.KubernetesError] = {}
+        self.event_log: list[tuple[float, str, str, str]] = []
+        self.status_log: list[tuple[float, list[dict[str, Any]]]] = []
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -233,6 +313,9 @@ class EmulatedCluster:
             async with ApiServer() as emulator, kmock.Server(emulator) as server:
                 emulator.namespaces = (NAMESPACE, OTHER_NAMESPACE)
                 emulator.calls = self.calls
+                emulator.refusals = self.refusals
+                emulator.event_log = self.event_log
+                emulator.status_log = self.status_log
                 for key, kind, namespaced, subresources, shortnames in _RESOURCES:
                     emulator.resources[key] = kmock.ResourceInfo(
                         kind=kind,
@@ -266,6 +349,28 @@ class EmulatedCluster:
 
     def configuration(self) -> client.Configuration:
         return client.Configuration(host=self.url)
+
+    def refuse(self, plural: str, name: str, status: int, reason: str, message: str) -> None:
+        """Refuse creating `plural`/`name` until allow(), as an admission webhook would."""
+        self.refusals[plural, name] = kmock.KubernetesError(
+            status=status, reason=reason, message=message
+        )
+
+    def allow(self, plural: str, name: str) -> None:
+        self.refusals.pop((plural, name), None)
+
+    def condition_times(self, type_: str, status: str, reason: str) -> list[float]:
+        """When each status write setting this condition came (time.monotonic())."""
+        return [
+            t
+            for t, conditions in list(self.status_log)
+            if any((c.get("type"), c.get("status"), c.get("reason")) == (type_, status, reason)
+                   for c in conditions)
+        ]  # fmt: skip
+
+    def event_times(self, type_: str, reason: str) -> list[float]:
+        """When each Event of this type and reason was created (time.monotonic())."""
+        return [t for t, kind, why, _ in list(self.event_log) if (kind, why) == (type_, reason)]
 
     def operator_rbac(self) -> set[tuple[str, str, str]]:
         """What the operator's own requests (kopf's and the driver's) needed, so far."""
@@ -570,6 +675,8 @@ class OperatorRun:
         trainer_port: int,
         interval: float = 0.3,
         namespaces: tuple[str, ...] = (),
+        retry_first: float = 0.2,
+        retry_cap: float = 0.8,
     ) -> None:
         self.options = DriverOptions(
             namespaces=namespaces,
@@ -578,6 +685,8 @@ class OperatorRun:
             trainer_timeout=1.0,
             interval=interval,
             standalone=True,
+            retry_first=retry_first,
+            retry_cap=retry_cap,
         )
         self.cluster = cluster
         self.metrics = OperatorMetrics()

@@ -187,7 +187,7 @@ def test_a_finished_job_takes_its_result_from_its_own_lead_pod() -> None:
         (Pass(phase="Filtering", requeue_after=None), 30.0, 30.0),  # nothing asked: resync
         (Pass(phase="Succeeded", settled=True), 30.0, None),  # settled: events only
         (Pass(phase=None), 30.0, None),  # gone
-        (None, 5.0, 5.0),  # the pass failed: retry after the interval
+        (Pass(phase="Training", retry_after=8.0), 0.3, 8.0),  # failed: its backoff, uncapped
     ],
 )
 def test_a_loop_sleeps_until_core_s_requeue_within_the_interval(done, interval, expected) -> None:
