@@ -11,6 +11,8 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from marco_contract.options import VolumeOptions
+
 STAGES: tuple[str, ...] = (
     "filter",
     "profile",
@@ -105,6 +107,11 @@ class Layout:
         if posixpath.isabs(path):
             return path
         return posixpath.join(self.data_root, path)
+
+    @property
+    def volumes(self) -> VolumeOptions:
+        """The stages' --data-root and --output-root: where they may read."""
+        return VolumeOptions(data_root=self.data_root, output_root=self.output_root)
 
     def stage_dir(self, stage: str) -> str:
         return self.run.stage_dir(stage)
