@@ -45,7 +45,8 @@ def _cel_failures(schema: dict[str, Any], value: Any, path: str) -> list[str]:
     failures = []
     for rule in schema.get("x-kubernetes-validations", []):
         if not cel.evaluate(rule["rule"], {"self": value}):
-            failures.append(f"{path}: {rule['message']}")
+            # The API server reports a rule's fieldPath, when it has one, as the field.
+            failures.append(f"{path}{rule.get('fieldPath', '')}: {rule['message']}")
     if isinstance(value, dict):
         for name, prop in schema.get("properties", {}).items():
             if name in value and value[name] is not None:

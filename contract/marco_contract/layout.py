@@ -11,6 +11,8 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from marco_contract.options import VolumeOptions
+
 STAGES: tuple[str, ...] = (
     "filter",
     "profile",
@@ -99,12 +101,23 @@ class Layout:
         return RunPaths(self.output_root)
 
     def data(self, path: str) -> str:
-        """A data path from the spec: relative to the volume, or absolute under its mount."""
-        if path == self.data_mount or path.startswith(self.data_mount.rstrip("/") + "/"):
-            return posixpath.join(self.data_root, posixpath.relpath(path, self.data_mount))
-        if posixpath.isabs(path):
-            return path
-        return posixpath.join(self.data_root, path)
+        """A data path from the spec: relative to the volume, or absolute under its mount.
+
+        ValueError for a path that would leave the volume (absolute elsewhere, or
+        climbing out with ``..``): the spec's validation refuses those first
+        (`marco_operator.api`), this keeps any other caller from mapping one.
+        """
+        mount = self.data_mount.rstrip("/") or "/"
+        absolute = posixpath.isabs(path)
+        inside = posixpath.relpath(path, mount) if absolute else posixpath.normpath(path)
+        if inside == ".." or inside.startswith("../"):
+            raise ValueError(f"{path!r} is outside the data volume (mounted at {mount})")
+        return posixpath.join(self.data_root, inside if absolute else path)
+
+    @property
+    def volumes(self) -> VolumeOptions:
+        """The stages' --data-root and --output-root: where they may read."""
+        return VolumeOptions(data_root=self.data_root, output_root=self.output_root)
 
     def stage_dir(self, stage: str) -> str:
         return self.run.stage_dir(stage)

@@ -81,6 +81,28 @@ class AugmentOptions(StageOptions):
     )
 
 
+class VolumeOptions(StageOptions):
+    """Where a stage may read: the volumes as its process sees them; flags of every stage
+    that reads manifests or audio (filter, profile, augment, evaluate, train).
+
+    Not a section of the spec: the plan derives both from it through the `Layout`
+    (data.mountPath in a pod, `--data-dir` under `marco run`; the adaptation's output
+    directory) and always passes them. A stage run by hand without them reads what it
+    is given, unconfined."""
+
+    data_root: str | None = Field(
+        default=None,
+        description="The data volume (data.mountPath as this process sees it): the manifests "
+        "and audio a stage reads must resolve inside it, symlinks followed; a manifest line "
+        "naming audio outside is skipped and counted (outside_volume). Unset: not confined.",
+    )
+    output_root: str | None = Field(
+        default=None,
+        description="This adaptation's output directory: the manifests the stages wrote there "
+        "(kept lines, augmented copies) may name audio inside it as well as on the data volume.",
+    )
+
+
 class EvaluateOptions(StageOptions):
     """How much of a manifest is scored: `evaluation` in the spec (`baseline.samples`
     for the baseline run); --max-samples of evaluate."""

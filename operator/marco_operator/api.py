@@ -15,9 +15,17 @@ support, or the local driver, refuses it with the same message).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic.json_schema import JsonDict
 
 from marco_contract.options import (
@@ -62,6 +70,151 @@ def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
     return entry
 
 
+# ------------------------------------------------------------------ paths and names
+#
+# Every path of the spec stays on its volume: data paths (manifests, target audio,
+# RIR and noise folders, a model folder) relative to the data volume or absolute
+# under data.mountPath, the output path relative to output.mountPath; none empty,
+# none with a '..' segment, none naming the whole volume. The checks are plain
+# string rules, written once as regular expressions that CEL (RE2) and Python read
+# alike, so the API server and these validators refuse the same paths. The
+# trainer also resolves what it reads against the volumes (symlinks included):
+# `marco_contract.manifests.Volumes`.
+
+#: Longest path the spec takes (bounds the CEL rules' cost).
+MAX_PATH_LENGTH = 1024
+#: Most training manifests (bounds the CEL rules' cost; a folder of them counts once).
+MAX_TRAIN_MANIFESTS = 100
+#: A mount path: absolute, plain segments (none '.' or '..'), not '/'. Its characters
+#: are literal in a regular expression but for '.', which CEL's rule below tolerates.
+MOUNT_PATH_PATTERN = r"^(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+/?$"
+#: A '..' segment anywhere (CEL's matches() searches, as re.search does).
+PARENT_SEGMENT = r"(^|/)[.][.](/|$)"
+#: A relative path that names the volume itself ('.', './', '').
+VOLUME_ITSELF = r"^[./]*$"
+#: A Hugging Face hub id: `name` or `org/name` (huggingface_hub's validate_repo_id).
+_HUB_NAME = r"[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?"
+HUB_ID_PATTERN = rf"^({_HUB_NAME}/)?{_HUB_NAME}$"
+
+DATA_PATH_RULE = (
+    "must name a file or folder inside the data volume: relative to it or absolute under "
+    "data.mountPath, not the volume itself, with no '..' segment"
+)
+OUTPUT_PATH_RULE = (
+    "must name a folder inside the output volume: relative to output.mountPath, not the "
+    "volume itself, with no '..' segment"
+)
+MODEL_SOURCE_RULE = (
+    "model.source must be a Hugging Face hub id (name or org/name) or a model folder under "
+    "data.mountPath, with no '..' segment"
+)
+NAME_RULE = (
+    "metadata.name must be a DNS-1035 label: lowercase letters, digits and '-', starting "
+    "with a letter and ending with a letter or digit"
+)
+NAME_LENGTH_RULE = (
+    f"metadata.name must be at most {MAX_NAME_LENGTH} characters "
+    "(child Jobs and pod hostnames append to it)"
+)
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+
+
+def data_path_problem(path: str, mount: str | None) -> str | None:
+    """Why ``path`` is not a path inside the data volume mounted at ``mount``; None when
+    it is. Without ``mount`` (it failed its own check) absolute paths are not judged."""
+    if re.search(PARENT_SEGMENT, path):
+        return f"{path!r} has a '..' segment"
+    if not path.startswith("/"):
+        return f"{path!r} is the data volume itself" if re.match(VOLUME_ITSELF, path) else None
+    if mount is None:
+        return None
+    if re.match("^" + re.escape(mount) + r"[./]*$", path):
+        return f"{path!r} is the data volume itself"
+    if not path.startswith(mount if mount.endswith("/") else mount + "/"):
+        return f"{path!r} is not under data.mountPath {mount}"
+    return None
+
+
+def output_path_problem(path: str) -> str | None:
+    """Why ``path`` is not a folder inside the output volume; None when it is."""
+    if path.startswith("/"):
+        return f"{path!r} is absolute"
+    if re.search(PARENT_SEGMENT, path):
+        return f"{path!r} has a '..' segment"
+    if re.match(VOLUME_ITSELF, path):
+        return f"{path!r} is the output volume itself"
+    return None
+
+
+def model_source_problem(source: str, mount: str | None) -> str | None:
+    """Why ``source`` is neither a hub id nor a model folder on the data volume."""
+    if source.startswith("/"):
+        return data_path_problem(source, mount)
+    if not re.match(HUB_ID_PATTERN, source):
+        return f"{source!r} is neither a hub id nor an absolute path"
+    return None
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name an adaptation (its children append to it); None when it can."""
+    if len(name) > MAX_NAME_LENGTH:
+        return f"{NAME_LENGTH_RULE} ({name!r} has {len(name)})"
+    if not re.match(NAME_PATTERN, name):
+        return f"{NAME_RULE} (got {name!r})"
+    return None
+
+
+def _cel_under_mount(path: str, mount: str) -> str:
+    """CEL: the absolute path ``path`` lies under the mount path ``mount``, not at it."""
+    prefix = f"({mount}.endsWith('/') ? {mount} : {mount} + '/')"
+    # The mount's characters are literal in a regular expression but for '.', which
+    # matches itself too, and the prefix is already known to be the mount's.
+    return f"({path}.startsWith({prefix}) && !{path}.matches('^' + {mount} + '[./]*$'))"
+
+
+def cel_inside_data_volume(path: str, mount: str) -> str:
+    """CEL: the string expression ``path`` names something inside the data volume whose
+    mount path is the expression ``mount`` (`data_path_problem` finds nothing)."""
+    return (
+        f"(!{path}.matches('{PARENT_SEGMENT}') && ({path}.startsWith('/') ? "
+        f"{_cel_under_mount(path, mount)} : !{path}.matches('{VOLUME_ITSELF}')))"
+    )
+
+
+def cel_model_source(source: str, mount: str) -> str:
+    """CEL: ``source`` is a hub id or a folder on the data volume (`model_source_problem`)."""
+    return (
+        f"{source}.startsWith('/') ? (!{source}.matches('{PARENT_SEGMENT}') && "
+        f"{_cel_under_mount(source, mount)}) : {source}.matches('{HUB_ID_PATTERN}')"
+    )
+
+
+def _inside_data_volume(path: str, info: ValidationInfo) -> str:
+    """A DataSpec path (after `mount_path`, which it reads)."""
+    problem = data_path_problem(path, info.data.get("mount_path"))
+    if problem:
+        raise ValueError(f"{DATA_PATH_RULE} ({problem})")
+    return path
+
+
+def _inside_output_volume(path: str | None) -> str | None:
+    problem = output_path_problem(path) if path is not None else None
+    if problem:
+        raise ValueError(f"{OUTPUT_PATH_RULE} ({problem})")
+    return path
+
+
+#: A path of the data section: checked against its mountPath, declared before it.
+DataPath = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_PATH_LENGTH),
+    AfterValidator(_inside_data_volume),
+]
+#: A path of another section on the data volume: AsrAdaptationSpec checks it (the mount
+#: path is the data section's).
+VolumePath = Annotated[str, Field(min_length=1, max_length=MAX_PATH_LENGTH)]
+
+
 # --------------------------------------------------------------------------- spec
 
 
@@ -74,7 +227,9 @@ class LoraSpec(LoraOptions):  # r, alpha, dropout, target_modules (marco_contrac
 class ModelSpec(LanguageOptions):  # task, language
     source: str = Field(
         min_length=1,
-        description="Hugging Face hub id (org/name) or a model directory on the data volume.",
+        max_length=MAX_PATH_LENGTH,
+        description="Hugging Face hub id (org/name) or a model directory on the data volume, "
+        "absolute under data.mountPath.",
     )
     family: Family | None = Field(
         default=None,
@@ -95,17 +250,47 @@ class DataSpec(ApiModel):
         description="PersistentVolumeClaim holding manifests and audio, mounted at mountPath. "
         "The local driver maps it to a local directory.",
     )
-    mount_path: str = Field(default="/data", pattern=r"^/")
-    train: list[str] = Field(
-        min_length=1, description="Training manifests (JSONL or directories), relative to mount."
+    mount_path: str = Field(default="/data", pattern=MOUNT_PATH_PATTERN, max_length=256)
+    train: list[DataPath] = Field(
+        min_length=1,
+        max_length=MAX_TRAIN_MANIFESTS,
+        description="Training manifests (JSONL or directories), relative to mount.",
     )
-    validation: str = Field(
-        min_length=1, description="Target-domain validation manifest (baseline and cycle WER)."
+    validation: DataPath = Field(
+        description="Target-domain validation manifest (baseline and cycle WER)."
     )
-    test: str | None = Field(default=None, description="Target-domain test manifest (final WER).")
-    target_audio: str | None = Field(
+    test: DataPath | None = Field(
+        default=None, description="Target-domain test manifest (final WER)."
+    )
+    target_audio: DataPath | None = Field(
         default=None,
         description="Unlabeled target-domain audio (directory or manifest) for the profile.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"self.train.all(p, {cel_inside_data_volume('p', 'self.mountPath')})",
+                    DATA_PATH_RULE,
+                    ".train",
+                ),
+                cel(
+                    cel_inside_data_volume("self.validation", "self.mountPath"),
+                    DATA_PATH_RULE,
+                    ".validation",
+                ),
+                *(
+                    cel(
+                        f"!has(self.{name}) || "
+                        + cel_inside_data_volume(f"self.{name}", "self.mountPath"),
+                        DATA_PATH_RULE,
+                        f".{name}",
+                    )
+                    for name in ("test", "targetAudio")
+                ),
+            ]
+        }
     )
 
 
@@ -140,8 +325,12 @@ class AugmentationSpec(AugmentOptions):  # copies, seed
     )
     keep_original: bool = Field(default=True, description="Train on original + augmented audio.")
     shards: int = Field(default=1, ge=1, le=1000)
-    rir_path: str | None = Field(default=None, description="Directory of room impulse responses.")
-    noise_path: str | None = Field(default=None, description="Directory of noise recordings.")
+    rir_path: VolumePath | None = Field(
+        default=None, description="Directory of room impulse responses on the data volume."
+    )
+    noise_path: VolumePath | None = Field(
+        default=None, description="Directory of noise recordings on the data volume."
+    )
 
 
 class BaselineSpec(ApiModel):
@@ -350,9 +539,26 @@ class ResourcesSpec(ApiModel):
 
 class OutputSpec(ApiModel):
     volume_claim: str | None = Field(default=None, description="Defaults to data.volumeClaim.")
-    mount_path: str = Field(default="/output", pattern=r"^/")
-    path: str | None = Field(
-        default=None, description="Directory under the mount; default marco-asr/<name>."
+    mount_path: str = Field(default="/output", pattern=MOUNT_PATH_PATTERN, max_length=256)
+    path: Annotated[str | None, AfterValidator(_inside_output_volume)] = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_PATH_LENGTH,
+        description="Directory under the mount; default marco-asr/<name>.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.path) || (!self.path.startsWith('/') && "
+                    f"!self.path.matches('{PARENT_SEGMENT}') && "
+                    f"!self.path.matches('{VOLUME_ITSELF}'))",
+                    OUTPUT_PATH_RULE,
+                    ".path",
+                )
+            ]
+        }
     )
 
 
@@ -407,9 +613,41 @@ class AsrAdaptationSpec(ApiModel):
                     "(self.augmentation.enabled && self.augmentation.keepOriginal)",
                     CLEAN_SHARE_RULE,
                 ),
+                cel(
+                    cel_model_source("self.model.source", "self.data.mountPath"),
+                    MODEL_SOURCE_RULE,
+                    ".model.source",
+                ),
+                *(
+                    cel(
+                        f"!has(self.augmentation.{name}) || "
+                        + cel_inside_data_volume(
+                            f"self.augmentation.{name}", "self.data.mountPath"
+                        ),
+                        f"augmentation.{name} {DATA_PATH_RULE}",
+                        f".augmentation.{name}",
+                    )
+                    for name in ("rirPath", "noisePath")
+                ),
             ]
         }
     )
+
+    @model_validator(mode="after")
+    def _paths_on_the_data_volume(self) -> AsrAdaptationSpec:
+        """The paths outside the data section, against its mountPath."""
+        mount = self.data.mount_path
+        problem = model_source_problem(self.model.source, mount)
+        if problem:
+            raise ValueError(f"{MODEL_SOURCE_RULE} ({problem})")
+        for name, path in (
+            ("rirPath", self.augmentation.rir_path),
+            ("noisePath", self.augmentation.noise_path),
+        ):
+            problem = data_path_problem(path, mount) if path is not None else None
+            if problem:
+                raise ValueError(f"augmentation.{name} {DATA_PATH_RULE} ({problem})")
+        return self
 
     @model_validator(mode="after")
     def _stages_have_inputs(self) -> AsrAdaptationSpec:

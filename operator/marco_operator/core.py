@@ -37,7 +37,7 @@ from marco_contract.status import (
     TrialRecord,
 )
 from marco_operator import trials
-from marco_operator.api import MAX_NAME_LENGTH, AsrAdaptationSpec, describe_error, parse_spec
+from marco_operator.api import AsrAdaptationSpec, describe_error, name_problem, parse_spec
 from marco_operator.names import job_name
 from marco_operator.plan import (
     PHASE_OF_STAGE,
@@ -422,8 +422,9 @@ def _validated_spec(run: _Run) -> AsrAdaptationSpec | None:
     status = run.status
     name = run.name
     try:
-        if len(name) > MAX_NAME_LENGTH:
-            raise ValueError(f"metadata.name: longer than {MAX_NAME_LENGTH} characters")
+        problem = name_problem(name)
+        if problem:
+            raise ValueError(problem)
         return parse_spec(dict(run.body.get("spec") or {}))
     except ValidationError as error:
         message = describe_error(error)

@@ -20,6 +20,9 @@ from marco_operator.api import (
     GROUP,
     KIND,
     MAX_NAME_LENGTH,
+    NAME_LENGTH_RULE,
+    NAME_PATTERN,
+    NAME_RULE,
     PLURAL,
     SHORT_NAMES,
     SINGULAR,
@@ -123,11 +126,10 @@ def build_crd() -> dict[str, Any]:
             "status": status_schema,
         },
         "x-kubernetes-validations": [
-            cel(
-                f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
-                f"metadata.name must be at most {MAX_NAME_LENGTH} characters "
-                "(child Jobs and pod hostnames append to it)",
-            )
+            cel(f"size(self.metadata.name) <= {MAX_NAME_LENGTH}", NAME_LENGTH_RULE),
+            # Its Service and Jobs take it as a prefix, and a Service's name is a DNS-1035
+            # label (a CR's own name need only be a DNS-1123 subdomain).
+            cel(f"self.metadata.name.matches('{NAME_PATTERN}')", NAME_RULE),
         ],
     }
     return {

@@ -46,7 +46,7 @@ from marco_contract.formats import Directive, EvaluationHistory
 from marco_contract.layout import Layout, output_path
 from marco_contract.results import read_stage_result
 from marco_operator import local_processes
-from marco_operator.api import API_VERSION, KIND
+from marco_operator.api import API_VERSION, KIND, describe_error, name_problem, parse_spec
 from marco_operator.core import (
     DEADLINE_EXCEEDED,
     RETRY_CAP,
@@ -185,19 +185,34 @@ class LocalRun:
     _pending_signal: int | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        """Refuses (ValueError) what the API server would, before anything is written:
+        the name, then the spec, then an output directory that resolves outside
+        --output-dir (a symlink on the way)."""
         meta = self.manifest.setdefault("metadata", {})
         if "name" not in meta:
             raise ValueError("metadata.name: required")
+        name = meta["name"]
+        problem = name_problem(name) if isinstance(name, str) else "metadata.name: not a string"
+        if problem:
+            raise ValueError(problem)
+        try:
+            spec = parse_spec(dict(self.manifest.get("spec") or {}))
+        except ValidationError as error:
+            raise ValueError(describe_error(error)) from error
         meta.setdefault("namespace", "local")
         # A stable uid: the same manifest resumes the same run.
-        meta.setdefault("uid", str(uuid.uuid5(uuid.NAMESPACE_URL, f"marco-asr/{meta['name']}")))
+        meta.setdefault("uid", str(uuid.uuid5(uuid.NAMESPACE_URL, f"marco-asr/{name}")))
         meta.setdefault("generation", 1)
-        spec = self.manifest.get("spec") or {}
-        out = output_path((spec.get("output") or {}).get("path"), meta["name"])
-        self.root = (self.output_dir / out).resolve()
-        mount = (spec.get("data") or {}).get("mountPath", "/data")
+        out = output_path(spec.output.path, name)
+        output_dir = self.output_dir.resolve()
+        self.root = (output_dir / out).resolve()
+        if self.root == output_dir or not self.root.is_relative_to(output_dir):
+            raise ValueError(
+                f"spec.output.path: {out!r} resolves to {self.root}, "
+                f"not a folder inside --output-dir {output_dir}"
+            )
         self.layout = Layout(
-            data_mount=mount,
+            data_mount=spec.data.mount_path,
             data_root=str(self.data_dir.resolve()),
             output_root=str(self.root),
             control_file=str(self.root / "control" / "directive.json"),

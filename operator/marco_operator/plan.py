@@ -101,6 +101,11 @@ def _language_args(spec: AsrAdaptationSpec) -> list[str]:
     return to_argv(spec.model, LanguageOptions)
 
 
+def _volume_args(layout: Layout) -> list[str]:
+    """--data-root and --output-root: every stage reads only inside the volumes."""
+    return to_argv(layout.volumes)
+
+
 def _decoding_args(spec: AsrAdaptationSpec) -> list[str]:
     """The same decoding flags for every stage that decodes (baseline, train, evaluate)."""
     return to_argv(spec.decoding, DecodingOptions)
@@ -118,18 +123,20 @@ def stage_command(
     """The `marco-trainer` command of one stage (contract: docs/architecture.md)."""
     out = layout.stage_dir(stage)
     if stage == "filter":
-        args = ["filter", "--output-dir", out]
+        args = ["filter", "--output-dir", out, *_volume_args(layout)]
         for manifest in spec.data.train:
             args += ["--manifest", layout.data(manifest)]
         args += to_argv(spec.filter, FilterOptions)
         return StageCommand(stage, args)
     if stage == "profile":
         assert spec.data.target_audio is not None  # the spec validator guarantees it
-        args = ["profile", "--input", layout.data(spec.data.target_audio), "--output-dir", out]
+        args = ["profile", "--input", layout.data(spec.data.target_audio), "--output-dir", out,
+                *_volume_args(layout)]  # fmt: skip
         return StageCommand(stage, args, shards=spec.profile.shards)
     if stage == "augment":
         aug = spec.augmentation
-        args = ["augment", "--output-dir", out, *to_argv(aug, AugmentOptions)]
+        args = ["augment", "--output-dir", out, *_volume_args(layout),
+                *to_argv(aug, AugmentOptions)]  # fmt: skip
         for manifest in source_manifests(spec, layout):
             args += ["--manifest", manifest]
         if aug.preset == "telephony":
@@ -147,6 +154,7 @@ def stage_command(
             "--model", layout.model(spec.model.source),
             "--manifest", layout.data(spec.data.validation),
             "--output-dir", out,
+            *_volume_args(layout),
             *to_argv(EvaluateOptions(max_samples=spec.baseline.samples)),
             "--family", family,
             *_language_args(spec),
@@ -178,6 +186,7 @@ def stage_command(
             "--reference-model", layout.model(spec.model.source),
             "--manifest", layout.data(spec.data.test),
             "--output-dir", out,
+            *_volume_args(layout),
             "--family", family,
             *_language_args(spec),
             *to_argv(spec.evaluation, EvaluateOptions),
@@ -210,6 +219,7 @@ def _train_args(
         "--model", layout.model(spec.model.source),
         "--validation-manifest", layout.data(spec.data.validation),
         "--output-dir", out,
+        *_volume_args(layout),
         *steering,
         "--learning-rate", repr(learning_rate),
         *to_argv(training, TrainingOptions),

@@ -18,6 +18,7 @@ so the stream stays deterministic and resumable.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -26,8 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from marco_contract.manifests import ManifestProblems, iter_manifests
+from marco_contract.manifests import OUTSIDE_VOLUME, ManifestProblems, Volumes, iter_manifests
 from marco_trainer.model_audio import AudioError, audio_duration, load_audio
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -43,21 +46,24 @@ def load_examples(
     counts: Counter | None = None,
     limit: int | None = None,
     skipped: list[str] | None = None,
+    volumes: Volumes | None = None,
 ) -> list[Example]:
     """Labelled utterances of the manifests, in manifest order (first ``limit`` usable ones).
 
     Bad manifest lines, lines repeating an earlier one's audio file and text,
     utterances without text and files whose header cannot be read are skipped and
     counted in ``counts`` (``bad_lines``, ``duplicate_lines``, ``unlabeled``,
-    ``corrupt_audio``). Duplicates are dropped here, not only by the filter stage, so
-    that a repeated line does not weigh twice when the filter is off. ``skipped``
-    (when given) gets one reason for each of them, naming the line or the file.
+    ``corrupt_audio``); with ``volumes``, so are lines whose audio resolves outside
+    the manifest's volume (``outside_volume``, each logged with its file and line).
+    Duplicates are dropped here, not only by the filter stage, so that a repeated line
+    does not weigh twice when the filter is off. ``skipped`` (when given) gets one
+    reason for each of them, naming the line or the file.
     """
     counts = counts if counts is not None else Counter()
     reasons = skipped if skipped is not None else []
     problems = ManifestProblems(drop_duplicates=True)
     examples: list[Example] = []
-    for utterance in iter_manifests(manifests, problems):
+    for utterance in iter_manifests(manifests, problems, volumes):
         if limit is not None and len(examples) >= limit:
             break
         text = utterance.text or ""
@@ -76,10 +82,12 @@ def load_examples(
         examples.append(
             Example(utterance.audio_filepath, text, float(duration), utterance.language)
         )
-    counts["bad_lines"] += problems.count
-    counts["duplicate_lines"] += len(problems.duplicate_lines)
-    reasons.extend(reason for _, reason in problems.bad_lines)
-    reasons.extend(problems.duplicate_lines)
+    counts["bad_lines"] += len(problems.bad_lines)
+    counts[OUTSIDE_VOLUME] += len(problems.outside)
+    counts["duplicate_lines"] += len(problems.duplicates)
+    for _, reason in problems.outside:
+        log.warning("skipped: %s", reason)
+    reasons.extend(detail for _, _, detail in problems.entries())
     return examples
 
 

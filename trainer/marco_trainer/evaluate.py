@@ -126,7 +126,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from marco_contract.argv import parse_options
     from marco_contract.files import atomic_write_text
     from marco_contract.formats import StageResult
-    from marco_contract.options import DecodingOptions, EvaluateOptions, LanguageOptions
+    from marco_contract.manifests import Volumes
+    from marco_contract.options import (
+        DecodingOptions,
+        EvaluateOptions,
+        LanguageOptions,
+        VolumeOptions,
+    )
     from marco_contract.results import write_stage_result
     from marco_trainer.data import load_examples
     from marco_trainer.models import load_asr_model
@@ -136,16 +142,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
         for options in (EvaluateOptions, LanguageOptions):
             parse_options(options, args)
         decoding = parse_options(DecodingOptions, args)
+        where = parse_options(VolumeOptions, args)
     except ValueError as error:
         raise SystemExit(f"marco-trainer evaluate: {error}") from error
     quiet_transformers()
     output = Path(args.output_dir)
     counts: Counter = Counter()
-    # Everything left out, from the manifests and at transcription: one reason each, so
-    # that the report's list, the counts and the printed summary say the same number.
+    volumes = Volumes.of(where.data_root, where.output_root)
+    # Everything left out, from the manifests (outside_volume lines too) and at
+    # transcription: one reason each, so that the report's list, the counts and the
+    # printed summary say the same number.
     skipped: list[str] = []
     try:
-        examples = load_examples(args.manifest, counts, limit=args.max_samples, skipped=skipped)
+        examples = load_examples(
+            args.manifest, counts, limit=args.max_samples, skipped=skipped, volumes=volumes
+        )
     except ValueError as error:
         raise SystemExit(f"marco-trainer evaluate: {error}") from error
     if not examples:
@@ -218,6 +229,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         EvaluateOptions,
         LanguageOptions,
         TrainerFamily,
+        VolumeOptions,
     )
 
     parser = subparsers.add_parser(
@@ -234,6 +246,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_arguments(parser, EvaluateOptions)
     add_arguments(parser, LanguageOptions)
     add_arguments(parser, DecodingOptions)  # the spec's decoding: the same as train's
+    add_arguments(parser, VolumeOptions)  # --data-root, --output-root: where it may read
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--family", choices=get_args(TrainerFamily), default="auto")
     parser.add_argument(

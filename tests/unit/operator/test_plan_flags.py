@@ -123,6 +123,9 @@ EXPECTED = {
     ("DecodingOptions", "compression_ratio_threshold"): (
         "evaluate", "compression_ratio_threshold", 2.0),
     ("DecodingOptions", "logprob_threshold"): ("evaluate", "logprob_threshold", -0.8),
+    # Not spec fields: the layout's volumes, which every stage gets (test_every_stage_is_confined).
+    ("VolumeOptions", "data_root"): ("train", "data_root", "/data"),
+    ("VolumeOptions", "output_root"): ("train", "output_root", "/output/marco-asr/flags"),
 }  # fmt: skip
 
 
@@ -193,6 +196,21 @@ def test_every_decoding_stage_decodes_alike():
         assert parse_options(DecodingOptions, namespace) == expected, stage
 
 
+def test_every_stage_is_confined_to_the_volumes():
+    """Each stage reads manifests, audio or a model: each gets both roots to stay inside."""
+    argv = commands(SPEC)
+    spec = parse_spec({**SPEC, "trials": {"enabled": True}})
+    layout = cluster_layout(spec, OWNER.name)
+    argv["trials"] = trial_command(spec, layout, 0, 1e-6, name=OWNER.name, family="llm").args
+    assert set(argv) == {
+        "filter", "profile", "augment", "baseline", "trials", "train", "evaluate",
+    }  # fmt: skip
+    for stage, args in argv.items():
+        namespace = build_parser().parse_args(args)
+        roots = (namespace.data_root, namespace.output_root)
+        assert roots == ("/data", "/output/marco-asr/flags"), stage
+
+
 def test_baseline_scores_the_spec_samples_in_the_spec_language():
     args = parsed(commands(SPEC)["baseline"])
     assert (args.max_samples, args.language, args.task) == (50, "de", "translate")
@@ -227,8 +245,9 @@ def test_the_demo_commands_are_unchanged():
     (main at 1605497), except `--no-gradient-checkpointing` and `--seed 0`, the
     defaults' values made explicit, the cycle boundary's flags (`--cycle-steps` ...
     `--directive-timeout-seconds`, issue 16: the trainer waits there for the next directive),
-    the retention options at their neutral defaults, and the decoding policy (issue 16: on
-    by default, since on the demo data it changed only runaway hypotheses; docs/method.md):
+    the retention options at their neutral defaults, the decoding policy (issue 16: on
+    by default, since on the demo data it changed only runaway hypotheses; docs/method.md),
+    and the volumes every stage is confined to (`--data-root`, `--output-root`, issue 13):
     the demo's WER numbers depend on these lines."""
     decoding = ("--max-new-tokens 128 --tokens-per-second 8.0 --extra-tokens 10 --max-repeats 3 "
                 "--temperature-fallback 0.2,0.4,0.6,0.8,1.0 "
@@ -239,6 +258,7 @@ def test_the_demo_commands_are_unchanged():
     layout = cluster_layout(spec, owner.name)
     out = "/output/marco-asr/demo-callcentre"
     model = "/data/models/whisper-tiny.en-10s"
+    roots = f"--data-root /data --output-root {out}"
     lines = {
         stage: " ".join(
             stage_command(
@@ -249,17 +269,18 @@ def test_the_demo_commands_are_unchanged():
         for stage in enabled_stages(spec)
     }  # fmt: skip
     assert lines == {
-        "filter": f"filter --output-dir {out}/filter --manifest /data/source/train.jsonl "
+        "filter": f"filter --output-dir {out}/filter {roots} --manifest /data/source/train.jsonl "
         "--min-duration 0.3 --max-duration 10.0 --max-chars-per-second 30.0",
-        "profile": f"profile --input /data/target/unlabeled.jsonl --output-dir {out}/profile",
-        "augment": f"augment --output-dir {out}/augment --copies 1 --seed 0 "
+        "profile": f"profile --input /data/target/unlabeled.jsonl --output-dir {out}/profile "
+        f"{roots}",
+        "augment": f"augment --output-dir {out}/augment {roots} --copies 1 --seed 0 "
         "--no-channel-from-target "
         f"--manifest {out}/filter/kept.jsonl --profile {out}/profile",
         "baseline": f"evaluate --model {model} --manifest /data/target/dev.jsonl "
-        f"--output-dir {out}/baseline --max-samples 100 --family encoder-decoder "
+        f"--output-dir {out}/baseline {roots} --max-samples 100 --family encoder-decoder "
         f"--task transcribe --language en {decoding}",
         "train": f"train --model {model} --validation-manifest /data/target/dev.jsonl "
-        f"--output-dir {out}/train --control-file /etc/marco/control/directive.json "
+        f"--output-dir {out}/train {roots} --control-file /etc/marco/control/directive.json "
         "--learning-rate 1e-05 --max-steps 300 --eval-every 25 --eval-samples 40 "
         "--per-device-batch-size 8 --gradient-accumulation 1 --precision fp32 "
         "--no-gradient-checkpointing --seed 0 --cycle-steps 75 --wait-for-directive "
@@ -274,7 +295,7 @@ def test_the_demo_commands_are_unchanged():
         "--metrics-port 9400 --task transcribe --language en "
         f"{decoding} --train-manifest {out}/filter/kept.jsonl --train-manifest {out}/augment",
         "evaluate": f"evaluate --model {out}/train/export --reference-model {model} "
-        f"--manifest /data/target/test.jsonl --output-dir {out}/evaluate "
+        f"--manifest /data/target/test.jsonl --output-dir {out}/evaluate {roots} "
         f"--family encoder-decoder --task transcribe --language en {decoding}",
     }
 

@@ -9,6 +9,7 @@ noise directory is read once and resampled to the output rate.
 from __future__ import annotations
 
 import io
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from typing import Any
 import numpy as np
 
 from marco_contract.files import atomic_write_bytes
+from marco_contract.manifests import ManifestProblems, Volumes
+from marco_trainer.audio.inputs import inside_volumes
 from marco_trainer.audio.io import AudioRejected, downmix, find_audio_files, read_audio
 from marco_trainer.audio.ops import coloured_noise, resample
 
@@ -106,11 +109,20 @@ def cached_rirs(cache_dir: str | Path, count: int, sample_rate: int, seed: int) 
     return rirs
 
 
-def load_directory(directory: str | Path, sample_rate: int) -> list[np.ndarray]:
-    """Every readable audio file under ``directory`` as mono float32 at ``sample_rate``."""
+def load_directory(
+    directory: str | Path, sample_rate: int, volumes: Volumes | None = None
+) -> list[np.ndarray]:
+    """Every readable audio file under ``directory`` as mono float32 at ``sample_rate``.
+
+    With ``volumes``, files resolving outside the directory's volume are left out, each
+    named on stderr (a folder outside the volumes is a ValueError)."""
     clips = []
     files = find_audio_files(directory)
-    for path in files:
+    problems = ManifestProblems()
+    usable = inside_volumes(Path(directory), files, problems, volumes)
+    for _, reason in problems.outside:
+        print(f"skipped {reason}", file=sys.stderr)
+    for path in usable:
         try:
             data, info = read_audio(path)
         except AudioRejected:

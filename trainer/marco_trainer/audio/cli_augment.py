@@ -30,7 +30,7 @@ OUTPUT_SUBTYPE = "PCM_16"
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from marco_contract.argv import add_arguments
-    from marco_contract.options import AugmentOptions
+    from marco_contract.options import AugmentOptions, VolumeOptions
 
     parser = subparsers.add_parser(
         "augment",
@@ -49,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=".jsonl or dir of .jsonl (repeat for several)",
     )
     parser.add_argument("--output-dir", required=True, type=Path)
+    add_arguments(parser, VolumeOptions)  # --data-root, --output-root: where it may read
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--profile", type=Path, help="profile JSON, or a profile output dir")
     source.add_argument("--preset", choices=["telephony"])
@@ -114,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
     from marco_contract.argv import parse_options
     from marco_contract.files import atomic_write_bytes, atomic_write_text
     from marco_contract.formats import StageResult
-    from marco_contract.manifests import ManifestProblems
-    from marco_contract.options import AugmentOptions
+    from marco_contract.manifests import ManifestProblems, Volumes
+    from marco_contract.options import AugmentOptions, VolumeOptions
     from marco_contract.results import write_stage_result
     from marco_trainer.audio.assets import Assets, cached_rirs, load_directory
     from marco_trainer.audio.chain import apply_chain
@@ -128,6 +129,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         parse_options(AugmentOptions, args)  # the spec's bounds on --copies and --seed
+        where = parse_options(VolumeOptions, args)
     except ValueError as error:
         print(f"marco-trainer augment: {error}", file=sys.stderr)
         return 2
@@ -136,8 +138,9 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     rate = args.target_sample_rate
     problems = ManifestProblems(drop_duplicates=True)  # a repeated line: augmented once
+    volumes = Volumes.of(where.data_root, where.output_root)
     try:
-        sources = shard.select(list(iter_sources_of_manifests(args.manifest, problems)))
+        sources = shard.select(list(iter_sources_of_manifests(args.manifest, problems, volumes)))
         profile = load_profile(args.profile) if args.profile else None
         if profile is not None and not args.channel_from_target:
             profile = without_measured_channel(profile)
@@ -145,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
         if profile is not None:
             if args.rir_dir:
                 assets.rirs, assets.rir_source = (
-                    load_directory(args.rir_dir, rate),
+                    load_directory(args.rir_dir, rate, volumes),
                     str(args.rir_dir),
                 )
             elif args.num_rooms > 0:
@@ -153,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
                 assets.rir_source = "simulated"
             harvested = harvested_noise_dir(args.profile, profile.noise_seconds)
             if args.noise_dir:
-                assets.noises = load_directory(args.noise_dir, rate)
+                assets.noises = load_directory(args.noise_dir, rate, volumes)
                 assets.noise_source = str(args.noise_dir)
             elif harvested is not None:
                 # The target's own noise, when the profile kept enough of it.
@@ -167,14 +170,14 @@ def run(args: argparse.Namespace) -> int:
     journal_path = out / f".manifest-{tag}.journal"
     done = read_journal(journal_path)
     counts: Counter[str] = Counter({"processed": 0, "reused": 0, "skipped": 0})
-    # Every shard reads every manifest: shard 0 alone counts the lines left out of them,
-    # so that the merged result counts each once.
-    if problems.count and shard.index == 0:
-        counts["skipped:bad_manifest_line"] += problems.count
-        counts["skipped"] += problems.count
-    if problems.duplicate_lines and shard.index == 0:
-        counts["skipped:duplicate_line"] += len(problems.duplicate_lines)
-        counts["skipped"] += len(problems.duplicate_lines)
+    # Every shard reads every manifest: shard 0 alone counts (and names) the lines left
+    # out of them, so that the merged result counts each once.
+    if shard.index == 0:
+        for reason, n in problems.counts().items():
+            counts[f"skipped:{reason}"] += n
+            counts["skipped"] += n
+        for _, _, reason in problems.entries():
+            print(f"skipped {reason}", file=sys.stderr)
     lines: list[dict] = []
 
     def finished(key: str, copy: int) -> dict | None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from marco_contract.argv import add_arguments
+    from marco_contract.options import VolumeOptions
     from marco_trainer.audio.filtering import FilterRules
 
     parser = subparsers.add_parser(
@@ -28,6 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--output-dir", required=True, type=Path)
     add_arguments(parser, FilterRules)  # the bounds: flags, defaults and help from the model
+    add_arguments(parser, VolumeOptions)  # --data-root, --output-root: where it may read
     parser.set_defaults(func=run)
 
 
@@ -40,15 +42,18 @@ def run(args: argparse.Namespace) -> int:
     from marco_contract.files import atomic_write_text
     from marco_contract.formats import StageResult, Utterance
     from marco_contract.layout import KEPT_MANIFEST
-    from marco_contract.manifests import ManifestProblems, iter_manifests
+    from marco_contract.manifests import ManifestProblems, Volumes, iter_manifests
+    from marco_contract.options import VolumeOptions
     from marco_contract.results import write_stage_result
     from marco_trainer.audio.filtering import FilterRules, judge
     from marco_trainer.audio.io import AudioInfo, AudioRejected, check_signal, probe, read_audio
 
     try:
         rules = parse_options(FilterRules, args)
+        where = parse_options(VolumeOptions, args)
         problems = ManifestProblems()
-        utterances = list(iter_manifests(args.manifest, problems))
+        volumes = Volumes.of(where.data_root, where.output_root)
+        utterances = list(iter_manifests(args.manifest, problems, volumes))
     except ValueError as error:
         print(f"marco-trainer filter: {error}", file=sys.stderr)
         return 2
@@ -106,11 +111,10 @@ def run(args: argparse.Namespace) -> int:
         else:
             rejects.append(line(utterance, reason=verdict[0], detail=verdict[1]))
             counts[f"rejected:{verdict[0]}"] += 1
-    for number, reason in problems.bad_lines:
-        rejects.append(
-            json.dumps({"line": number, "reason": "bad_manifest_line", "detail": reason}) + "\n"
-        )
-        counts["rejected:bad_manifest_line"] += 1
+    # Lines that named no usable utterance (malformed, or audio outside the volume).
+    for reason, number, detail in problems.entries():
+        rejects.append(json.dumps({"line": number, "reason": reason, "detail": detail}) + "\n")
+        counts[f"rejected:{reason}"] += 1
     atomic_write_text(out / KEPT_MANIFEST, "".join(kept))
     atomic_write_text(out / "rejects.jsonl", "".join(rejects))
     counts["kept"] = len(kept)

@@ -9,6 +9,9 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from marco_contract.argv import add_arguments
+    from marco_contract.options import VolumeOptions
+
     parser = subparsers.add_parser(
         "profile",
         help="measure target-domain audio into a profile JSON",
@@ -23,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--input", required=True, type=Path, help="audio dir, .jsonl, or dir of .jsonl"
     )
     parser.add_argument("--output-dir", required=True, type=Path)
+    add_arguments(parser, VolumeOptions)  # --data-root, --output-root: where it may read
     from marco_trainer.sharding import add_shard_arguments
 
     add_shard_arguments(parser)
@@ -36,9 +40,11 @@ def run(args: argparse.Namespace) -> int:
     import soundfile as sf
     from tqdm import tqdm
 
+    from marco_contract.argv import parse_options
     from marco_contract.files import atomic_write_bytes, atomic_write_text
     from marco_contract.formats import StageResult
-    from marco_contract.manifests import ManifestProblems
+    from marco_contract.manifests import ManifestProblems, Volumes
+    from marco_contract.options import VolumeOptions
     from marco_contract.results import write_stage_result
     from marco_trainer.audio import profile as profiles
     from marco_trainer.audio.features import measure
@@ -50,17 +56,18 @@ def run(args: argparse.Namespace) -> int:
     shard = shard_from_args(args.shard_index, args.num_shards)
     problems = ManifestProblems(drop_duplicates=True)  # a repeated line: measured once
     try:
-        sources = shard.select(gather_sources(args.input, problems))
+        where = parse_options(VolumeOptions, args)
+        volumes = Volumes.of(where.data_root, where.output_root)
+        sources = shard.select(gather_sources(args.input, problems, volumes))
     except ValueError as error:
         print(f"marco-trainer profile: {error}", file=sys.stderr)
         return 2
-    skipped: Counter[str] = Counter()
-    # Every shard reads every manifest: shard 0 alone counts the lines left out of them,
-    # so that the merged profile counts each once.
-    if problems.count and shard.index == 0:
-        skipped["bad_manifest_line"] += problems.count
-    if problems.duplicate_lines and shard.index == 0:
-        skipped["duplicate_line"] += len(problems.duplicate_lines)
+    # Every shard reads every manifest: shard 0 alone counts (and names) the lines left
+    # out of them, so that the merged profile counts each once.
+    skipped: Counter[str] = Counter(problems.counts() if shard.index == 0 else ())
+    if shard.index == 0:
+        for _, _, reason in problems.entries():
+            print(f"skipped {reason}", file=sys.stderr)
     records = []
     noise: dict[int, list[np.ndarray]] = {}  # harvested non-speech, per sample rate
     kept = 0.0

@@ -34,6 +34,7 @@ import torch
 from marco_contract.files import atomic_write_text
 from marco_contract.formats import Directive, Evaluation, EvaluationHistory, StageResult
 from marco_contract.layout import EVALUATIONS_FILE
+from marco_contract.manifests import OUTSIDE_VOLUME, Volumes
 from marco_contract.options import evals_per_cycle
 from marco_trainer.data import (
     CleanMix,
@@ -123,11 +124,15 @@ class Trainer:
             self.asr.autocast_dtype = torch.bfloat16
         self._initial_adapter = self._adapter_snapshot()
 
-        self.train_examples = load_examples(opts.train_manifests, self.counts)
+        self.volumes = Volumes.of(opts.data_root, opts.output_root)
+        self.train_examples = load_examples(opts.train_manifests, self.counts, volumes=self.volumes)
         mix = self._mix_clean_source()
+        validation: Counter = Counter()
         self.val_examples = load_examples(
-            [opts.validation_manifest], Counter(), limit=opts.eval_samples
+            [opts.validation_manifest], validation, limit=opts.eval_samples, volumes=self.volumes
         )
+        if validation[OUTSIDE_VOLUME]:
+            self.counts[f"validation_{OUTSIDE_VOLUME}"] = validation[OUTSIDE_VOLUME]
         if not self.train_examples:
             raise ValueError(f"--train-manifest {opts.train_manifests}: no usable utterances")
         if not self.val_examples:
@@ -220,7 +225,7 @@ class Trainer:
         opts = self.opts
         if opts.clean_source_share is None:
             return None
-        clean = load_examples(opts.clean_manifests, self.counts)
+        clean = load_examples(opts.clean_manifests, self.counts, volumes=self.volumes)
         if not clean:
             raise ValueError(f"--clean-manifest {opts.clean_manifests}: no usable utterances")
         mix = CleanMix(first_clean=len(self.train_examples), share=opts.clean_source_share)

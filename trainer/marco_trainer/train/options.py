@@ -21,10 +21,13 @@ from marco_contract.options import (
     RetentionOptions,
     TrainerFamily,
     TrainingOptions,
+    VolumeOptions,
 )
 
 
-class TrainOptions(TrainingOptions, RetentionOptions, LanguageOptions, DecodingOptions):
+class TrainOptions(
+    TrainingOptions, RetentionOptions, LanguageOptions, DecodingOptions, VolumeOptions
+):
     model: str = Field(description="model directory or Hub id (cached)")
     train_manifests: Annotated[list[str], Flag("train-manifest", repeat=True)] = Field(
         min_length=1, description="training manifest (.jsonl or a folder of them); repeatable"
