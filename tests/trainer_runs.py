@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+from tests.tools import checkout_env
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -18,10 +19,7 @@ def free_port() -> int:
 
 
 def trainer_env() -> dict[str, str]:
-    env = dict(os.environ)
-    # The contract too: otherwise the venv's editable install (another checkout) supplies it.
-    paths = [str(REPO / "trainer"), str(REPO / "operator"), str(REPO / "contract")]
-    env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
+    env = checkout_env()
     env["OMP_NUM_THREADS"] = "1"
     return env
 

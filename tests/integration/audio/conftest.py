@@ -11,6 +11,7 @@ import pytest
 import soundfile as sf
 
 from marco_demo.synth import Voice, speak
+from tests.tools import checkout_env
 
 SOURCE_LINES = (
     ("please hold while i transfer your call", Voice("flite", "kal16")),
@@ -103,6 +104,7 @@ def marco_trainer():
     def run(*args: str, expect: int = 0) -> subprocess.CompletedProcess:
         done = subprocess.run(
             [sys.executable, "-m", "marco_trainer", *map(str, args)],
+            env=checkout_env(),
             capture_output=True,
             text=True,
         )

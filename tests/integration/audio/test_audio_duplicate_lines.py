@@ -11,12 +11,13 @@ import soundfile as sf
 
 from marco_contract.results import read_stage_result
 from marco_trainer.audio.profile import load_profile
+from tests.tools import checkout_env
 
 
 def _run(*args) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "marco_trainer", *map(str, args)],
-        capture_output=True, text=True, timeout=300,
+        env=checkout_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
 

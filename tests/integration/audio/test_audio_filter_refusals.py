@@ -12,6 +12,7 @@ import numpy as np
 import soundfile as sf
 
 from marco_contract.results import read_stage_result
+from tests.tools import checkout_env
 
 RATE = 16000
 
@@ -28,7 +29,7 @@ def _filter(manifest: Path, out: Path, *flags: str, expect: int = 0):
     done = subprocess.run(
         [sys.executable, "-m", "marco_trainer", "filter", "--manifest", str(manifest),
          "--output-dir", str(out), *flags],
-        capture_output=True, text=True, timeout=120,
+        env=checkout_env(), capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert done.returncode == expect, done.stderr[-3000:]
     return done
