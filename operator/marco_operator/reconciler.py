@@ -90,13 +90,60 @@ def _completion_index(pod: Mapping[str, Any]) -> str | None:
     return labels.get(LABEL_COMPLETION_INDEX) or annotations.get(LABEL_COMPLETION_INDEX)
 
 
-def _lead_pod(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
-    """Completion index 0 of an Indexed Job, else the Job's only (or first) pod."""
+def _created(pod: Mapping[str, Any]) -> tuple[str, str]:
+    """A pod's age order: creationTimestamp (RFC 3339 in UTC sorts as text), then name."""
+    meta = pod.get("metadata") or {}
+    return str(meta.get("creationTimestamp") or ""), str(meta.get("name") or "")
+
+
+def _phase(pod: Mapping[str, Any]) -> str | None:
+    return (pod.get("status") or {}).get("phase")
+
+
+def _terminated(pod: Mapping[str, Any]) -> bool:
+    """Done, or on its way out: the Job controller counts it no more (a replacement may run)."""
+    return _phase(pod) in ("Succeeded", "Failed") or bool(
+        (pod.get("metadata") or {}).get("deletionTimestamp")
+    )
+
+
+def _lead_pods(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The pods of completion index 0 of an Indexed Job, else all the Job's pods; oldest first.
+
+    Every try of a retried Job leaves its pod: a failed one stays beside its replacement, so
+    which one is current is read from the pods themselves, never from the order a watch or a
+    listing (by name, a random suffix) gives them in.
+    """
     indexed = [pod for pod in pods if _completion_index(pod) is not None]
-    if indexed:
-        zero = [pod for pod in indexed if _completion_index(pod) == "0"]
-        return zero[-1] if zero else None
-    return pods[-1] if pods else None
+    lead = [pod for pod in indexed if _completion_index(pod) == "0"] if indexed else list(pods)
+    return sorted(lead, key=_created)
+
+
+def _lead_pod(pods: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """Rank 0 now: the newest pod of completion index 0 (else of the Job) still running or
+    about to, so a replacement takes over from the try that failed; None when there is none."""
+    live = [pod for pod in _lead_pods(pods) if not _terminated(pod)]
+    return live[-1] if live else None
+
+
+def _succeeded(pod: Mapping[str, Any]) -> bool:
+    if _phase(pod) is not None:
+        return _phase(pod) == "Succeeded"
+    # No phase written (yet): a container that exited 0 says as much.
+    return any(
+        ((status.get("state") or {}).get("terminated") or {}).get("exitCode") == 0
+        for status in (pod.get("status") or {}).get("containerStatuses") or []
+    )
+
+
+def _result_pod(pods: Sequence[Mapping[str, Any]], complete: bool) -> Mapping[str, Any] | None:
+    """The pod whose termination message is a finished Job's result: the lead pod that
+    succeeded (the Job's retry, not the tries that failed before it); of a failed Job, its
+    last try."""
+    lead = _lead_pods(pods)
+    if complete:
+        lead = [pod for pod in lead if _succeeded(pod)]
+    return lead[-1] if lead else None
 
 
 def _termination_result(pod: Mapping[str, Any], job_name: str) -> StageResult | None:
@@ -223,7 +270,7 @@ def _job_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> Job
     result = None
     own = _pods_of(pods, meta["name"])
     if complete or failed_condition is not None:
-        pod = _lead_pod(own)
+        pod = _result_pod(own, complete)
         result = _termination_result(pod, meta["name"]) if pod is not None else None
     return JobState(
         name=meta["name"],
@@ -246,9 +293,8 @@ def _rank0_url(train: JobState | None, pods: Iterable[Mapping[str, Any]], port: 
     rank0 = _lead_pod(_pods_of(pods, train.name))
     if rank0 is None:
         return None
-    status = rank0.get("status", {})
-    ip = status.get("podIP")
-    if not ip or status.get("phase") in ("Succeeded", "Failed"):
+    ip = (rank0.get("status") or {}).get("podIP")
+    if not ip:
         return None
     return evaluations_url(ip, port)
 

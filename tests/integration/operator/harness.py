@@ -171,6 +171,8 @@ class ApiServer(kmock.KubernetesEmulator):
     namespaces: tuple[str, ...] = ()
     #: Creations to refuse, as an admission webhook would: (plural, name) -> the error.
     refusals: dict[tuple[str, str], kmock.KubernetesError]
+    #: Event POSTs to fail, by reason: [the error, how many more times] (event_refusals).
+    event_refusals: dict[str, list[Any]]
     #: Every Event created: (time.monotonic(), type, reason, message), in order.
     event_log: list[tuple[float, str, str, str]]
     #: Every write of an AsrAdaptation's status: (time.monotonic(), its conditions).
@@ -204,6 +206,11 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def _serve_list(self, request: kmock.Request) -> Any:
         listing = await super()._serve_list(request)
+        # In key order, as etcd lists them (namespace, then name), not in creation order: a
+        # client must not read which of a Job's pods is current from where it is listed.
+        listing["items"].sort(
+            key=lambda o: (o["metadata"].get("namespace") or "", o["metadata"].get("name", ""))
+        )
         versions = [int(o["metadata"].get("resourceVersion", 0)) for o in listing["items"]]
         listing["metadata"]["resourceVersion"] = str(max(versions, default=0))
         return listing
@@ -247,6 +254,11 @@ class ApiServer(kmock.KubernetesEmulator):
         refusal = self.refusals.get((plural, name))
         if refusal is None and plural == "jobs":
             refusal = job_refusal(request.data)
+        if refusal is None and plural == "events":
+            pending = self.event_refusals.get(request.data.get("reason", ""))
+            if pending is not None and pending[1] > 0:
+                pending[1] -= 1
+                refusal = pending[0]
         if refusal is not None:
             raise refusal
         if plural == "events":
@@ -301,6 +313,7 @@ class EmulatedCluster:
         self.url = ""
         self.calls: list[tuple[str, str, bool, str]] = []
         self.refusals: dict[tuple[str, str], kmock.KubernetesError] = {}
+        self.event_refusals: dict[str, list[Any]] = {}
         self.event_log: list[tuple[float, str, str, str]] = []
         self.status_log: list[tuple[float, list[dict[str, Any]]]] = []
         self._ready = threading.Event()
@@ -314,6 +327,7 @@ class EmulatedCluster:
                 emulator.namespaces = (NAMESPACE, OTHER_NAMESPACE)
                 emulator.calls = self.calls
                 emulator.refusals = self.refusals
+                emulator.event_refusals = self.event_refusals
                 emulator.event_log = self.event_log
                 emulator.status_log = self.status_log
                 for key, kind, namespaced, subresources, shortnames in _RESOURCES:
@@ -355,6 +369,14 @@ class EmulatedCluster:
         self.refusals[plural, name] = kmock.KubernetesError(
             status=status, reason=reason, message=message
         )
+
+    def fail_events(self, reason: str, times: int = 1, status: int = 500) -> None:
+        """Answer the next `times` POSTs of an Event with this reason with an HTTP `status`
+        (500: the API server could not store it), as an overloaded API server would."""
+        error = kmock.KubernetesError(
+            status=status, reason="InternalError", message="etcdserver: request timed out"
+        )
+        self.event_refusals[reason] = [error, times]
 
     def allow(self, plural: str, name: str) -> None:
         self.refusals.pop((plural, name), None)
@@ -475,14 +497,15 @@ class JobController:
             ),
         )
 
-    def _pod_name(self, job: str, index: int | None) -> str:
-        return f"{job}-{index}" if index is not None else f"{job}-pod"
+    def _pod_name(self, job: str, index: int | None, suffix: str = "") -> str:
+        return (f"{job}-{index}" if index is not None else f"{job}-pod") + suffix
 
     def _indexed(self, job: Mapping[str, Any]) -> bool:
         return job.get("spec", {}).get("completionMode") == "Indexed"
 
-    def start(self, job: Mapping[str, Any]) -> None:
-        """Schedule the Job's pods (all completion indexes of an Indexed Job), running."""
+    def start(self, job: Mapping[str, Any], suffix: str = "") -> None:
+        """Schedule the Job's pods (all completion indexes of an Indexed Job), running;
+        each named `<job>-<index><suffix>` (`<job>-pod<suffix>` when not Indexed)."""
         spec = job.get("spec", {})
         name = job["metadata"]["name"]
         indexes: list[int | None] = (
@@ -490,32 +513,61 @@ class JobController:
             if self._indexed(job)
             else [None]
         )
-        template = job.get("spec", {}).get("template", {})
         for index in indexes:
-            # As the Job controller does: the template's labels, plus the Job's own.
-            labels = dict(template.get("metadata", {}).get("labels") or {})
-            labels.update({JOB_NAME_LABEL: name, "batch.kubernetes.io/job-name": name})
-            if index is not None:
-                labels[LABEL_COMPLETION_INDEX] = str(index)
-            self.kube.request(
-                "POST",
-                self.cluster.path("v1", "pods"),
-                body={
-                    "apiVersion": "v1",
-                    "kind": "Pod",
-                    "metadata": {
-                        "name": self._pod_name(name, index),
-                        "namespace": NAMESPACE,
-                        "labels": labels,
-                    },
-                    "spec": template.get("spec", {}),
-                    "status": {"phase": "Running", "podIP": "127.0.0.1"},
-                },
-            )
+            self.create_pod(job, index, self._pod_name(name, index, suffix))
         self.kube.merge_patch(
             self.cluster.path("batch/v1", "jobs", name) + "/status",
             {"status": {"active": len(indexes), "startTime": _now()}},
         )
+
+    def create_pod(
+        self,
+        job: Mapping[str, Any],
+        index: int | None,
+        name: str,
+        phase: str = "Running",
+        created: str | None = None,
+    ) -> str:
+        """One pod of the Job, as the Job controller makes it: the template's labels plus
+        the Job's own, the completion index as annotation and label (Kubernetes 1.28+)."""
+        job_name = job["metadata"]["name"]
+        template = job.get("spec", {}).get("template", {})
+        labels = dict(template.get("metadata", {}).get("labels") or {})
+        labels.update({JOB_NAME_LABEL: job_name, "batch.kubernetes.io/job-name": job_name})
+        meta: dict[str, Any] = {"name": name, "namespace": NAMESPACE, "labels": labels}
+        if index is not None:
+            labels[LABEL_COMPLETION_INDEX] = str(index)
+            meta["annotations"] = {LABEL_COMPLETION_INDEX: str(index)}
+        if created is not None:
+            meta["creationTimestamp"] = created
+        self.kube.request(
+            "POST",
+            self.cluster.path("v1", "pods"),
+            body={
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": meta,
+                "spec": template.get("spec", {}),
+                "status": {"phase": phase, "podIP": "127.0.0.1"},
+            },
+        )
+        return name
+
+    def end_pod(self, name: str, exit_code: int, message: str) -> None:
+        """The kubelet's word that one pod's container exited: Succeeded on 0, else Failed."""
+        phase = "Succeeded" if exit_code == 0 else "Failed"
+        terminated = {
+            "exitCode": exit_code,
+            "reason": "Completed" if exit_code == 0 else "Error",
+            "message": message,
+            "finishedAt": _now(),
+        }
+        self.kube.merge_patch(
+            self.cluster.path("v1", "pods", name) + "/status",
+            {"status": {"phase": phase, "containerStatuses": [{
+                "name": "stage", "ready": False, "restartCount": 0,
+                "state": {"terminated": terminated}}]}},
+        )  # fmt: skip
 
     def _pods(self, job: str) -> list[dict[str, Any]]:
         return self.kube.list(self.cluster.path("v1", "pods"), {JOB_NAME_LABEL: job})
@@ -553,11 +605,16 @@ class JobController:
         if not self._pods(name):
             self.start(job)
         self._terminate(name, 0, result.to_termination_message(), "Succeeded")
+        self.mark_complete(job)
+
+    def mark_complete(self, job: Mapping[str, Any], failed: int = 0) -> None:
+        """The Job controller's verdict: Complete (after `failed` failed tries)."""
         self.kube.merge_patch(
-            self.cluster.path("batch/v1", "jobs", name) + "/status",
+            self.cluster.path("batch/v1", "jobs", job["metadata"]["name"]) + "/status",
             {
                 "status": {
                     "active": 0,
+                    "failed": failed,
                     "succeeded": 1,
                     "completionTime": _now(),
                     "conditions": [

@@ -123,6 +123,47 @@ def test_rank_zero_is_completion_index_zero() -> None:
     assert _lead_pod([]) is None
 
 
+def _try(name: str, created: str, phase: str | None, index: str | None = None, **meta) -> dict:
+    pod = _pod(name, index)
+    pod["metadata"].update(creationTimestamp=created, **meta)
+    if index is not None:  # the annotation alone, as before Kubernetes 1.28
+        del pod["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"]
+        pod["metadata"]["annotations"] = {"batch.kubernetes.io/job-completion-index": index}
+    pod["status"] = {"phase": phase} if phase else {}
+    return pod
+
+
+def test_rank_zero_is_the_live_pod_of_index_zero_whatever_the_order() -> None:
+    failed = _try("x-train-0-zz", "2025-01-01T00:00:00Z", "Failed", "0")
+    going = _try("x-train-0-yy", "2025-01-01T00:01:00Z", "Running", "0",
+                 deletionTimestamp="2025-01-01T00:02:00Z")  # fmt: skip
+    live = _try("x-train-0-aa", "2025-01-01T00:02:00Z", "Running", "0")
+    other = _try("x-train-1-bb", "2025-01-01T00:03:00Z", "Running", "1")
+    for pods in ([failed, going, live, other], [other, live, going, failed]):
+        assert _lead_pod(pods) is live
+    assert _lead_pod([failed, going, other]) is None
+
+
+def test_a_finished_job_s_result_is_its_succeeded_try() -> None:
+    result = StageResult(stage="baseline", wer=55.0)
+    failed = _try("x-baseline-zz", "2025-01-01T00:00:00Z", "Failed")
+    failed["status"]["containerStatuses"] = [
+        {"state": {"terminated": {"exitCode": 1, "message": "Traceback"}}}
+    ]
+    retry = _try("x-baseline-aa", "2025-01-01T00:01:00Z", "Succeeded")
+    retry["status"]["containerStatuses"] = [
+        {"state": {"terminated": {"exitCode": 0, "message": result.to_termination_message()}}}
+    ]
+    job = {
+        "metadata": {"name": "x-baseline", "labels": {"asr.marco.dev/stage": "baseline"}},
+        "status": {"conditions": [{"type": "Complete", "status": "True"}]},
+    }
+    for pods in ([failed, retry], [retry, failed]):
+        for pod in pods:
+            pod["metadata"]["labels"]["job-name"] = "x-baseline"
+        assert _job_state(job, pods).result == result
+
+
 def test_termination_message_is_a_stage_result_or_nothing() -> None:
     result = StageResult(stage="baseline", wer=12.5, family="llm")
     pod = {"status": {"containerStatuses": [
