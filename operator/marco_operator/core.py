@@ -112,6 +112,9 @@ class Event:
     type: str
     reason: str
     message: str
+    #: The decision it says (e.g. "cycle-1"), for an Event said again until it lands: the
+    #: driver names it after the key, so a repeat of one that landed is the same object.
+    key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -298,12 +301,13 @@ class _Run:
         self.name: str = body["metadata"]["name"]
         self.outcome = Outcome(status={})
 
-    def event(self, type_: str, reason: str, message: str) -> None:
-        self.outcome.events.append(Event(type_, reason, message))
+    def event(self, type_: str, reason: str, message: str, key: str | None = None) -> None:
+        self.outcome.events.append(Event(type_, reason, message, key))
 
     def finish(self) -> Outcome:
         status = self.status
         self._recovered()
+        self._decisions()
         if status.phase != self.old.phase:
             warning = status.phase in ("Failed", "Invalid", "EarlyStopped")
             detail = f": {status.message}" if status.message else ""
@@ -318,6 +322,29 @@ class _Run:
             events.insert(starts[0] if starts else len(events), change)
         self.outcome.status = dump_status(status)
         return self.outcome
+
+    def _decisions(self) -> None:
+        """The Events of the schedule's decisions, derived from the status: a cycle it now
+        records and the last pass's did not, a stop it now records. The directive (or the
+        stopped Job) may already be in force when the pass that decided it fails before its
+        status is written, an Event refused by the API server among the causes; the next
+        pass, finding the decision in force but not in the status, says it then. The driver
+        counts an Event once its pass went through, so each decision counts once."""
+        old = {record.cycle for record in self.old.cycles}
+        said = []
+        for record in self.status.cycles:
+            if record.cycle in old:
+                continue
+            lr = f"cycle {record.cycle} at LR {record.learning_rate:.3g} ({record.reason})"
+            reason = "LearningRateSet" if record.cycle == 0 else "LearningRateChanged"
+            said.append(Event("Normal", reason, lr, key=f"cycle-{record.cycle}"))
+        if self.status.stop is not None and self.old.stop is None:
+            said.append(Event("Normal", "EarlyStop", self.status.stop.reason, key="stop"))
+        # Read in order: what the schedule decided, then the stage it starts (if any).
+        events = self.outcome.events
+        starts = [i for i, e in enumerate(events) if e.reason == "StageStarted"]
+        at = starts[0] if starts else len(events)
+        events[at:at] = said
 
     def _recovered(self) -> None:
         """A pass that got this far goes through unless the driver fails to apply it (and
@@ -521,7 +548,6 @@ def _set_first_cycle(run: _Run, learning_rate: float, reason: str) -> None:
     status = run.status
     status.cycle, status.learning_rate = 0, learning_rate
     status.cycles = [CycleRecord(cycle=0, learning_rate=learning_rate, reason=reason)]
-    run.event("Normal", "LearningRateSet", f"cycle 0 at LR {learning_rate:.3g} ({reason})")
 
 
 def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
@@ -726,20 +752,18 @@ def _steer_training(run: _Run, spec: AsrAdaptationSpec, job: JobState) -> None:
     history = list(run.observed.evaluations.evaluations) if run.observed.evaluations else []
     _observe_history(status, history)
     if current.stop and status.stop is None:
-        status.stop = StopRecord(requested_at=run.now, reason=current.reason or "stop")
+        # Decided by a pass whose status was not written: recorded (and said) now.
+        status.stop = StopRecord(
+            requested_at=run.now, reason=current.reason or "stop", step=status.best_step
+        )
     if status.stop is not None:
         run.outcome.directive = current
         grace = spec.training.stop_grace_period_seconds
         if job.suspended:
-            _early_stopped(run, job)
+            _early_stopped(run, job, grace)
         elif run.now - status.stop.requested_at > grace:
             run.outcome.suspend.append(job.name)
-            run.event(
-                "Warning",
-                "StopNotHonoured",
-                f"trainer ignored the stop for {grace}s; suspending Job {job.name}",
-            )
-            _early_stopped(run, job)
+            _early_stopped(run, job, grace)
         return
     settings = ScheduleSettings.from_spec(spec.training, family)
     decision = decide(settings, current, history)
@@ -749,18 +773,10 @@ def _steer_training(run: _Run, spec: AsrAdaptationSpec, job: JobState) -> None:
     status.cycle, status.learning_rate = directive.cycle, directive.learning_rate
     if decision.sigma_wer is not None:
         status.sigma_wer = decision.sigma_wer
-    if not decision.changed:
-        return
-    if directive.stop:
+    # The Events of a decision come from the status it leaves (_Run._decisions).
+    if decision.changed and directive.stop:
         status.stop = StopRecord(
             requested_at=run.now, reason=directive.reason or "stop", step=status.best_step
-        )
-        run.event("Normal", "EarlyStop", directive.reason or "stop")
-    else:
-        run.event(
-            "Normal",
-            "LearningRateChanged",
-            f"cycle {directive.cycle} at LR {directive.learning_rate:.3g} ({directive.reason})",
         )
 
 
@@ -774,8 +790,17 @@ def _observe_history(status: AsrAdaptationStatus, history: list[Evaluation]) -> 
         status.best_wer, status.best_step = best.wer, best.step
 
 
-def _early_stopped(run: _Run, job: JobState) -> None:
+def _early_stopped(run: _Run, job: JobState, grace: float) -> None:
     status = run.status
+    if run.old.phase != "EarlyStopped":
+        # Said with the status that records it: a pass that failed after suspending the Job
+        # leaves the next one, which finds it suspended, to say it.
+        run.event(
+            "Warning",
+            "StopNotHonoured",
+            f"trainer ignored the stop for {grace:g}s; suspending Job {job.name}",
+            key="suspended",
+        )
     status.phase = "EarlyStopped"
     best = ""
     if status.best_wer is not None:

@@ -9,6 +9,7 @@ on the same children and the same status.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import socket
 import time
@@ -399,15 +400,24 @@ def _timestamp() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def event_manifest(body: Mapping[str, Any], type_: str, reason: str, message: str) -> dict:
+def event_manifest(
+    body: Mapping[str, Any], type_: str, reason: str, message: str, key: str | None = None
+) -> dict:
     meta = body["metadata"]
     now = _timestamp()
+    # A unique name per occurrence, as client-go does; no reliance on generateName. An Event
+    # with a key (a decision, said again until it lands) has one name per adaptation and key:
+    # saying it again after it landed (the status write that followed failed) is a 409.
+    suffix = (
+        hashlib.sha256(f"{meta.get('uid')}/{key}".encode()).hexdigest()[:16]
+        if key is not None
+        else uuid.uuid4().hex[:16]
+    )
     return {
         "apiVersion": "v1",
         "kind": "Event",
         "metadata": {
-            # A unique name per occurrence, as client-go does; no reliance on generateName.
-            "name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+            "name": f"{meta['name']}.{suffix}",
             "namespace": meta["namespace"],
         },
         "involvedObject": {
@@ -515,8 +525,10 @@ def apply(
                 f"{collection_path('batch/v1', 'jobs', namespace)}/{job}",
                 {"spec": {"suspend": True}},
             )
+    # An Event the API server fails to take fails the pass: the status is not written, and the
+    # next pass derives the decision's Event again from it (core: _Run._decisions).
     for event in outcome.events:
-        kube.create(event_manifest(body, event.type, event.reason, event.message))
+        kube.create(event_manifest(body, event.type, event.reason, event.message, event.key))
     current = body.get("status") or {}
     # Core's status is complete, with None for fields to drop: a merge patch writes it as
     # is. Skipped when it would change nothing, so an idle pass writes nothing.

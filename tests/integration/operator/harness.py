@@ -239,14 +239,24 @@ class ApiServer(kmock.KubernetesEmulator):
                 if conditions is not None:
                     self.status_log.append((time.monotonic(), list(conditions)))
         try:
-            return await super()._handle(request)
+            answer = await super()._handle(request)
         except jsonpatch.JsonPatchTestFailed as error:
             # A stale resourceVersion in a JSON patch's test: the API server's answer is a
             # conflict (the client re-reads and retries), not kmock's generic 500.
             raise kmock.KubernetesError(status=409, reason="Conflict", message=str(error)) from None
+        if (
+            request.resource is not None
+            and request.action == kmock.action.CREATE
+            and request.resource.plural == "events"
+            and isinstance(request.data, dict)
+        ):  # stored (a second Event of the same name is a 409): logged
+            data = request.data
+            entry = (time.monotonic(), data.get("type", ""), data.get("reason", ""))
+            self.event_log.append((*entry, data.get("message", "")))
+        return answer
 
     def _admit(self, request: kmock.Request) -> None:
-        """Refuse what the API server (or an admission webhook) would; log Events."""
+        """Refuse what the API server (or an admission webhook) would."""
         if not isinstance(request.data, dict) or request.resource is None:
             return
         plural = request.resource.plural or ""
@@ -261,10 +271,6 @@ class ApiServer(kmock.KubernetesEmulator):
                 refusal = pending[0]
         if refusal is not None:
             raise refusal
-        if plural == "events":
-            data = request.data
-            entry = (time.monotonic(), data.get("type", ""), data.get("reason", ""))
-            self.event_log.append((*entry, data.get("message", "")))
 
     def _stamp_create(self, request: kmock.Request) -> None:
         if not isinstance(request.data, dict):
