@@ -136,14 +136,18 @@ def initial_learning_rate(
     decoder_layers: int | None = None,
     override: float | None = None,
 ) -> tuple[float, str]:
-    """Cycle 0's LR and the reason, as recorded in the status."""
+    """Cycle 0's LR and the reason, as recorded in the status.
+
+    `override` (spec.training.initialLearningRate) wins for either family: Eq. 2 needs the
+    baseline WER only when no initial LR is given.
+    """
+    if override is not None:
+        return override, "spec.training.initialLearningRate"
     if family == "llm":
         if baseline_wer is None:
             raise ValueError("the llm family needs the baseline WER for Eq. 2")
         lr = eq2_learning_rate(baseline_wer, lr_min, lr_max)
         return lr, f"Eq. 2 from baseline WER {baseline_wer:.2f}%"
-    if override is not None:
-        return override, "spec.training.initialLearningRate"
     if decoder_layers is not None and decoder_layers >= DEEP_DECODER_LAYERS:
         return lr_min, f"η_min: deep decoder ({decoder_layers} layers)"
     return math.sqrt(lr_min * lr_max), "geometric mean of the LR bounds"

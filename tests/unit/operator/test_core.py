@@ -292,6 +292,18 @@ def test_restart_between_directive_and_status_write_repairs_instead_of_redecidin
     assert not [e for e in cluster.step().events if e.reason == "LearningRateChanged"]
 
 
+def test_an_llm_with_an_initial_lr_trains_without_the_baseline():
+    off = {"enabled": False}
+    spec = {"model": {"source": "Qwen/Qwen2-Audio-7B-Instruct", "family": "llm"},
+            "training": {"initialLearningRate": 5e-5}, "baseline": off, "filter": off,
+            "profile": off, "augmentation": off, "evaluation": off}  # fmt: skip
+    cluster = Cluster(body(spec))
+    cluster.step()
+    assert cluster.phase == "Training", cluster.obj["status"].get("message")
+    assert cluster.directive.learning_rate == 5e-5
+    assert cluster.obj["status"]["cycles"][0]["reason"] == "spec.training.initialLearningRate"
+
+
 def test_disabled_stages_are_skipped():
     cluster = Cluster(body({"filter": {"enabled": False}, "profile": {"enabled": False},
                             "augmentation": {"enabled": False}}))  # fmt: skip

@@ -133,6 +133,10 @@ def test_initial_learning_rate_rules():
     assert initial_learning_rate("llm", 1e-6, 1e-4, baseline_wer=100)[0] == pytest.approx(1e-4)
     with pytest.raises(ValueError, match="baseline WER"):
         initial_learning_rate("llm", 1e-6, 1e-4)
+    # Eq. 2 needs the baseline only when no initial LR is given.
+    assert initial_learning_rate("llm", 1e-6, 1e-4, override=5e-5) == (
+        5e-5, "spec.training.initialLearningRate",
+    )  # fmt: skip
 
 
 def test_family_and_depth_from_hub_names():
