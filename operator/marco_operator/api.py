@@ -60,6 +60,11 @@ DEFAULT_LR_BOUNDS: dict[str, tuple[float, float]] = {
 
 
 TRIAL_LRS_OUTSIDE = "trials.learningRates must lie inside training.learningRate"
+#: Eq. 1 reads the spread of a cycle's evaluations: one evaluation a cycle has none (σ ≡ 0,
+#: every cycle at η_max whatever the WER does).
+CYCLE_TOO_SHORT = (
+    "cycleSteps must be at least 2 x evalEvery (the WER spread of a cycle needs two evaluations)"
+)
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> JsonDict:
@@ -385,7 +390,10 @@ class TrainingSpec(TrainingOptions, RetentionOptions):
         "[1e-6, 1e-4] llm.",
     )
     initial_learning_rate: float | None = Field(
-        default=None, gt=0, description="Cycle 0's LR (encoder-decoder); default from the bounds."
+        default=None,
+        gt=0,
+        description="Cycle 0's LR, for either family; default from the bounds (encoder-decoder) "
+        "or Eq. 2 of the baseline WER (llm, which then needs the baseline).",
     )
     sigma_ref: float = Field(default=0.5, gt=0, description="σ_ref of Eq. 1, in WER points.")
     sigma: SigmaKind = Field(
@@ -403,10 +411,7 @@ class TrainingSpec(TrainingOptions, RetentionOptions):
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel(
-                    "self.cycleSteps >= self.evalEvery",
-                    "cycleSteps must be at least evalEvery (a cycle needs an evaluation)",
-                ),
+                cel("self.cycleSteps >= 2 * self.evalEvery", CYCLE_TOO_SHORT),
                 cel(
                     "!has(self.learningRate) || !has(self.initialLearningRate) || "
                     "(self.initialLearningRate >= self.learningRate.min && "
@@ -419,8 +424,8 @@ class TrainingSpec(TrainingOptions, RetentionOptions):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainingSpec:
-        if self.cycle_steps < self.eval_every:
-            raise ValueError("cycleSteps must be at least evalEvery (a cycle needs an evaluation)")
+        if self.cycle_steps < 2 * self.eval_every:
+            raise ValueError(CYCLE_TOO_SHORT)
         bounds, first = self.learning_rate, self.initial_learning_rate
         if bounds is not None and first is not None and not bounds.min <= first <= bounds.max:
             raise ValueError("initialLearningRate must lie inside learningRate")

@@ -69,7 +69,12 @@ CASES = [
     ("spec.training.learningRate", {"training": {"learningRate": {"min": 1e-4, "max": 1e-6}}},
      "learningRate.min must be below learningRate.max"),
     ("spec.training", {"training": {"cycleSteps": 10, "evalEvery": 50}},
-     "cycleSteps must be at least evalEvery"),
+     "cycleSteps must be at least 2 x evalEvery"),
+    # One evaluation a cycle: σ ≡ 0, every cycle at η_max whatever the WER does.
+    ("spec.training", {"training": {"cycleSteps": 50, "evalEvery": 50}},
+     "cycleSteps must be at least 2 x evalEvery"),
+    ("spec.training", {"training": {"cycleSteps": 99, "evalEvery": 50}},
+     "cycleSteps must be at least 2 x evalEvery"),
     ("spec.training", {"training": {"initialLearningRate": 1e-3}},
      "initialLearningRate must lie inside learningRate"),
     ("spec", {"data": {"targetAudio": None}}, "profile.enabled needs data.targetAudio"),
