@@ -736,7 +736,12 @@ def _sync_cycles(
     for cycle, record in records.items():
         if not history:
             continue  # rank 0 not reachable this time: keep what the status says
-        record.wers = cycle_wers(history, cycle)
+        wers = cycle_wers(history, cycle)
+        if cycle < current.cycle and len(wers) < len(record.wers):
+            # A replaced rank 0 resumed from a checkpoint older than this cycle's end: its
+            # history lacks evaluations the status recorded when the cycle closed.
+            continue
+        record.wers = wers
         if cycle < current.cycle:
             window = window_evaluations(history, cycle, settings.evals_per_cycle)
             record.sigma_wer = cycle_sigma(window, settings.sigma_kind)

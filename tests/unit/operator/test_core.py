@@ -304,6 +304,22 @@ def test_an_llm_with_an_initial_lr_trains_without_the_baseline():
     assert cluster.obj["status"]["cycles"][0]["reason"] == "spec.training.initialLearningRate"
 
 
+def test_a_replaced_rank_0_whose_history_restarts_keeps_the_closed_cycle():
+    cluster = Cluster(body())
+    run_to_training(cluster)
+    cluster.evaluate(30.0)
+    cluster.evaluate(28.0)
+    cluster.step()  # closes cycle 0 on [30, 28]
+    closed = copy.deepcopy(cluster.obj["status"]["cycles"][0])
+    assert (closed["wers"], cluster.directive.cycle) == ([30.0, 28.0], 1)
+    del cluster.history[1:]  # the new rank 0 resumed from the checkpoint at step 50
+    cluster.evaluate(29.0)  # step 100 again, now in cycle 1
+    cluster.step()
+    status = cluster.obj["status"]
+    assert status["cycles"][0] == closed
+    assert (status["cycle"], status["cycles"][1]["wers"]) == (1, [29.0])
+
+
 def test_disabled_stages_are_skipped():
     cluster = Cluster(body({"filter": {"enabled": False}, "profile": {"enabled": False},
                             "augmentation": {"enabled": False}}))  # fmt: skip
