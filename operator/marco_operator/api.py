@@ -729,5 +729,8 @@ def describe_error(error: ValidationError, prefix: str = "spec") -> str:
 
 
 def parse_spec(spec: dict[str, Any]) -> AsrAdaptationSpec:
-    """Parse a CR's spec; raises ValidationError (use describe_error for the message)."""
-    return AsrAdaptationSpec.model_validate(spec)
+    """Parse a CR's spec; raises ValidationError (use describe_error for the message).
+
+    Strictly, as the CRD's schema reads it: "5" is no integer, 5.0 none either, "true"
+    no boolean (pydantic's lax mode would convert them, the API server refuses them)."""
+    return AsrAdaptationSpec.model_validate(spec, strict=True)
