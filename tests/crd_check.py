@@ -10,6 +10,7 @@ CEL implementation.
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,13 @@ CRD_PATH = Path(__file__).resolve().parents[1] / "crds" / "asradaptations.asr.ma
 
 
 def load_crd() -> dict[str, Any]:
-    return yaml.safe_load(CRD_PATH.read_text())
+    # A fresh copy each time (callers may edit it), parsed once per version of the file.
+    return copy.deepcopy(_parsed(CRD_PATH.read_text()))
+
+
+@functools.lru_cache(maxsize=4)
+def _parsed(text: str) -> dict[str, Any]:
+    return yaml.safe_load(text)
 
 
 def crd_schema(crd: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -41,6 +48,34 @@ def apply_defaults(schema: dict[str, Any], value: Any) -> Any:
     return value
 
 
+def prune(schema: dict[str, Any], value: Any) -> Any:
+    """`value` without the fields its schema does not declare (the API server's pruning)."""
+    if isinstance(value, dict) and "properties" in schema:
+        if schema.get("x-kubernetes-preserve-unknown-fields"):
+            return value
+        return {
+            name: prune(schema["properties"][name], item)
+            for name, item in value.items()
+            if name in schema["properties"]
+        }
+    if isinstance(value, list) and "items" in schema:
+        return [prune(schema["items"], item) for item in value]
+    return value
+
+
+def as_cel_reads(schema: dict[str, Any], value: Any) -> Any:
+    """`value` with its `number` fields as doubles: the API server hands CEL a number
+    written as 1 as 1.0 (CEL adds no int to a double, nor multiplies them)."""
+    if schema.get("type") == "number" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, dict) and "properties" in schema:
+        props = schema["properties"]
+        return {k: as_cel_reads(props[k], v) if k in props else v for k, v in value.items()}
+    if isinstance(value, list) and "items" in schema:
+        return [as_cel_reads(schema["items"], item) for item in value]
+    return value
+
+
 def _cel_failures(schema: dict[str, Any], value: Any, path: str) -> list[str]:
     failures = []
     for rule in schema.get("x-kubernetes-validations", []):
@@ -54,10 +89,36 @@ def _cel_failures(schema: dict[str, Any], value: Any, path: str) -> list[str]:
     return failures
 
 
-def validate_against_crd(obj: dict[str, Any]) -> list[str]:
-    """Every reason the API server would refuse `obj`; empty when it would accept it."""
+def unknown_fields(schema: dict[str, Any], value: Any, path: str = "") -> list[str]:
+    """The fields of `value` its schema does not declare: what the API server prunes, or,
+    asked for `fieldValidation=Strict` (kubectl's default), refuses as `unknown field`.
+    An object without declared properties (metadata) or marked
+    x-kubernetes-preserve-unknown-fields (status) keeps whatever it holds."""
+    found = []
+    if isinstance(value, dict) and "properties" in schema:
+        preserve = schema.get("x-kubernetes-preserve-unknown-fields", False)
+        for name, item in value.items():
+            if name in schema["properties"]:
+                found += unknown_fields(schema["properties"][name], item, f"{path}.{name}")
+            elif not preserve:
+                found.append(f"{path}.{name}".lstrip("."))
+    if isinstance(value, list) and "items" in schema:
+        for i, item in enumerate(value):
+            found += unknown_fields(schema["items"], item, f"{path}[{i}]")
+    return found
+
+
+def validate_against_crd(obj: dict[str, Any], field_validation: str = "Strict") -> list[str]:
+    """Every reason the API server would refuse `obj`; empty when it would accept it.
+
+    `field_validation` is the request's fieldValidation: Strict (what kubectl sends since
+    1.27) refuses unknown fields; Warn (the server's default for a client that sends
+    none) and Ignore prune them, and the object is judged without them."""
     schema = crd_schema()
-    obj = apply_defaults(schema, copy.deepcopy(obj))
+    unknown = unknown_fields(schema, obj)
+    if unknown and field_validation == "Strict":
+        return [f'unknown field "{name}"' for name in unknown]
+    obj = apply_defaults(schema, prune(schema, copy.deepcopy(obj)))
     validator = jsonschema.Draft4Validator(schema)
     errors = [
         f"{'.'.join(str(p) for p in error.absolute_path)}: {error.message}"
@@ -65,4 +126,4 @@ def validate_against_crd(obj: dict[str, Any]) -> list[str]:
     ]
     if errors:
         return errors
-    return _cel_failures(schema, obj, "")
+    return _cel_failures(schema, as_cel_reads(schema, obj), "")

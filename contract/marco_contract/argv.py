@@ -25,7 +25,7 @@ import types
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
@@ -51,6 +51,9 @@ class _Shape:
 
 
 def _shape(annotation: Any) -> _Shape:
+    if get_origin(annotation) is Annotated:
+        # Constraints (a list item's bound) do not change the flag's form.
+        annotation = get_args(annotation)[0]
     if get_origin(annotation) in (Union, types.UnionType):
         # Optional[X]: the None is expressed by leaving the flag out.
         (annotation,) = [a for a in get_args(annotation) if a is not type(None)]

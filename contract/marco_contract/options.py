@@ -14,11 +14,31 @@ models (`marco crd`), and the defaults are the API's documented ones.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
 from marco_contract.status import ApiModel
+
+# Upper bounds. Every number of the spec has one, so that a slip of the keyboard
+# (maxSteps: 1000000000000) is refused at admission instead of running for ever or
+# exhausting memory; each bound sits far above any real run, and the API's schema
+# (the CRD's `maximum`) carries it too.
+
+#: Most optimizer steps of any step count (maxSteps, cycleSteps, evalEvery, warmupSteps):
+#: a million steps is weeks of GPU time at a second a step; the default run is 5000.
+MAX_STEPS = 1_000_000
+#: Most utterances one measurement decodes (a validation pass, the baseline, the test
+#: set): a million utterances is well over a thousand hours of audio.
+MAX_SAMPLES = 1_000_000
+#: Seeds go to random.seed, numpy's legacy np.random.seed (which refuses 2**32 and above)
+#: and torch.manual_seed.
+MAX_SEED = 2**32 - 1
+#: Longest utterance, in seconds, any duration bound may name (an hour; Whisper's window
+#: is 30 s).
+MAX_DURATION_SECONDS = 3600.0
+#: Most tokens a decoding bound may allow (Whisper's decoder holds 448 positions).
+MAX_TOKENS = 4096
 
 #: The trainer's --family: a spec family, or "auto" (detected from the model's config).
 TrainerFamily = Literal["auto", "encoder-decoder", "llm"]
@@ -41,13 +61,15 @@ class LoraOptions(StageOptions):
     """LoRA adapters (llm family): `model.lora`; --lora-* of train."""
 
     r: int = Field(default=16, ge=1, le=1024, description="Adapter rank.")
-    alpha: int = Field(default=32, ge=1, description="Adapter scaling numerator.")
+    # alpha/r scales the adapter's output: a few times the largest rank is plenty.
+    alpha: int = Field(default=32, ge=1, le=4096, description="Adapter scaling numerator.")
     dropout: float = Field(default=0.05, ge=0, lt=1, description="Dropout on the adapter input.")
     # All four attention projections: the API's documented default since v1alpha1 (the
     # trainer's own q,v-only default had drifted from it and is gone).
     target_modules: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"],
         min_length=1,
+        max_length=64,  # module names, not modules: a model has a handful of projection kinds
         description="Module names that get adapters.",
     )
 
@@ -55,13 +77,17 @@ class LoraOptions(StageOptions):
 class FilterOptions(StageOptions):
     """Data filter bounds: `filter` in the spec; flags of the filter subcommand."""
 
-    min_duration: float = Field(default=0.3, ge=0, description="Seconds.")
-    max_duration: float = Field(default=30.0, gt=0, description="Seconds (Whisper's window).")
+    min_duration: float = Field(default=0.3, ge=0, le=MAX_DURATION_SECONDS, description="Seconds.")
+    max_duration: float = Field(
+        default=30.0, gt=0, le=MAX_DURATION_SECONDS, description="Seconds (Whisper's window)."
+    )
     # 30, the API's documented default (the trainer had drifted to 35 when run by hand).
     # Alphanumeric characters per second: fast read speech stays under ~20.
+    # 1000: no speech comes near it; a bound that high filters nothing.
     max_chars_per_second: float = Field(
         default=30.0,
         gt=0,
+        le=1000,
         description="Transcript characters (letters and digits) per second of audio above "
         "which a line is rejected as misaligned.",
     )
@@ -71,7 +97,7 @@ class AugmentOptions(StageOptions):
     """Augmentation draws: part of `augmentation` in the spec; flags of augment."""
 
     copies: int = Field(default=1, ge=1, le=100, description="Augmented copies per utterance.")
-    seed: int = Field(default=0, ge=0, description="Seed of every per-utterance draw.")
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed of every per-utterance draw.")
     # Off until benchmarks/adaptation.py shows it helps on scenarios it was not tuned on:
     # on, the demo's own target (a GSM/μ-law phone line) gets a different chain.
     channel_from_target: bool = Field(
@@ -108,7 +134,7 @@ class EvaluateOptions(StageOptions):
     for the baseline run); --max-samples of evaluate."""
 
     max_samples: int | None = Field(
-        default=None, ge=1, description="Test utterances; all when unset."
+        default=None, ge=1, le=MAX_SAMPLES, description="Test utterances; all when unset."
     )
 
 
@@ -116,12 +142,20 @@ class TrainingOptions(StageOptions):
     """The loop's budget and batch: part of `training` in the spec; flags of train."""
 
     # 5000, the API's documented default (the trainer CLI's 1000 had drifted from it).
-    max_steps: int = Field(default=5000, ge=1, description="Optimizer steps at most.")
-    eval_every: int = Field(default=50, ge=1, description="Steps between validation WERs.")
-    eval_samples: int = Field(default=200, ge=1, description="Validation utterances per eval.")
-    per_device_batch_size: int = Field(default=4, ge=1, description="Utterances per device.")
+    max_steps: int = Field(default=5000, ge=1, le=MAX_STEPS, description="Optimizer steps at most.")
+    eval_every: int = Field(
+        default=50, ge=1, le=MAX_STEPS, description="Steps between validation WERs."
+    )
+    # Every evalEvery steps: 100k utterances per evaluation is already hours of decoding.
+    eval_samples: int = Field(
+        default=200, ge=1, le=100_000, description="Validation utterances per eval."
+    )
+    # 1024 utterances of audio on one device is far past any GPU's memory.
+    per_device_batch_size: int = Field(
+        default=4, ge=1, le=1024, description="Utterances per device."
+    )
     gradient_accumulation: int = Field(
-        default=8, ge=1, description="Micro-batches per optimizer step."
+        default=8, ge=1, le=1024, description="Micro-batches per optimizer step."
     )
     precision: Literal["auto", "bf16", "fp32"] = Field(
         default="auto", description="auto: bf16 where the GPU supports it, else fp32."
@@ -133,13 +167,16 @@ class TrainingOptions(StageOptions):
     seed: int = Field(
         default=0,
         ge=0,
+        le=MAX_SEED,
         description="Seed of the training run: initialisation of new parameters, data order, "
         "dropout. Two runs with the same seed and spec give the same losses.",
     )
 
     # The cycle length lives here, not only in the API, because the trainer needs it
     # too: it waits at a cycle's boundary for the next directive (`wait_for_directive`).
-    cycle_steps: int = Field(default=250, ge=1, description="Optimizer steps per LR cycle.")
+    cycle_steps: int = Field(
+        default=250, ge=1, le=MAX_STEPS, description="Optimizer steps per LR cycle."
+    )
     wait_for_directive: bool = Field(
         default=True,
         description="At a cycle's boundary (its last windowed evaluation) the trainer waits "
@@ -147,9 +184,11 @@ class TrainingOptions(StageOptions):
         "(same manifest, same seed: the same LR sequence); false: a directive takes effect at "
         "the step it is read.",
     )
+    # An hour: the other ranks wait in a collective meanwhile (NCCL's own timeout is 10 min).
     directive_timeout_seconds: float = Field(
         default=300.0,
         ge=0,
+        le=3600,
         description="Longest wait for the next cycle's directive; then training goes on at the "
         "old LR and takes the directive when it comes (keep below the process group's "
         "collective timeout, 10 min with NCCL, as the other ranks wait in a broadcast).",
@@ -181,16 +220,22 @@ class SpecAugmentOptions(StageOptions):
         description="Share of frames masked (an upper bound: spans may overlap); "
         "spans = maskTimeProb × frames / maskTimeLength.",
     )
-    mask_time_length: int = Field(default=10, ge=1, description="Frames per time mask (10 ms).")
+    # 3000 frames: Whisper's whole 30 s window.
+    mask_time_length: int = Field(
+        default=10, ge=1, le=3000, description="Frames per time mask (10 ms)."
+    )
     mask_time_min_masks: int = Field(
-        default=2, ge=0, description="Time masks per utterance at least."
+        default=2, ge=0, le=100, description="Time masks per utterance at least."
     )
     mask_feature_prob: float = Field(
         default=0.0, ge=0, le=1, description="Share of mel bins masked (0 = no frequency masks)."
     )
-    mask_feature_length: int = Field(default=10, ge=1, description="Mel bins per frequency mask.")
+    # Whisper has 80 or 128 mel bins; 1024 leaves room for any feature extractor.
+    mask_feature_length: int = Field(
+        default=10, ge=1, le=1024, description="Mel bins per frequency mask."
+    )
     mask_feature_min_masks: int = Field(
-        default=0, ge=0, description="Frequency masks per utterance at least."
+        default=0, ge=0, le=100, description="Frequency masks per utterance at least."
     )
 
 
@@ -199,9 +244,11 @@ class FreezeOptions(StageOptions):
     in the spec; --freeze-* of train."""
 
     encoder: bool = Field(default=False, description="Freeze the whole audio encoder.")
+    # The deepest speech encoders have a few dozen layers.
     encoder_layers: int = Field(
         default=0,
         ge=0,
+        le=1024,
         description="Freeze the encoder's input stem (convolutions, positions) and its first "
         "encoderLayers transformer layers (0 = none; ignored when encoder is true).",
     )
@@ -215,6 +262,7 @@ class RetentionOptions(StageOptions):
     warmup_steps: int = Field(
         default=0,
         ge=0,
+        le=MAX_STEPS,
         description="Steps at the start of every LR cycle over which the LR rises linearly "
         "from warmupStartFactor × the cycle's LR to it (0 = no warm-up).",
     )
@@ -246,7 +294,10 @@ class DecodingOptions(StageOptions):
     """
 
     max_new_tokens: int = Field(
-        default=128, ge=1, description="Tokens per hypothesis at most, whatever the audio's length."
+        default=128,
+        ge=1,
+        le=MAX_TOKENS,
+        description="Tokens per hypothesis at most, whatever the audio's length.",
     )
     # Fast read speech is 3-4 words/s, 5-6 Whisper tokens/s with punctuation; 8 leaves room
     # for digits and names, which take more tokens per word. Measured on the demo's 500
@@ -255,6 +306,7 @@ class DecodingOptions(StageOptions):
     tokens_per_second: float = Field(
         default=8.0,
         ge=0,
+        le=1000,  # speech is under 10 tokens/s; a higher bound bounds nothing
         description="Length bound per second of audio: a hypothesis gets at most "
         "ceil(tokensPerSecond x duration) + extraTokens tokens (and maxNewTokens); 0: no bound "
         "from the duration.",
@@ -262,6 +314,7 @@ class DecodingOptions(StageOptions):
     extra_tokens: int = Field(
         default=10,
         ge=0,
+        le=MAX_TOKENS,
         description="Tokens the length bound allows on top of tokensPerSecond x duration "
         "(a short clip can still hold a long word, and punctuation).",
     )
@@ -270,12 +323,16 @@ class DecodingOptions(StageOptions):
     max_repeats: int = Field(
         default=3,
         ge=0,
+        le=MAX_TOKENS,  # a run longer than the hypothesis itself cuts nothing
         description="A run of more than this many consecutive copies of one token sequence "
         "is a decoder loop and is cut to one copy; 0: no cut.",
     )
     # Whisper's own schedule after greedy (OpenAI's transcribe, transformers' docs).
-    temperature_fallback: list[float] = Field(
+    # Each temperature decodes the failing hypotheses once more: 20 at most, each at most 10
+    # (past ~1.5 sampling is noise already).
+    temperature_fallback: list[Annotated[float, Field(le=10)]] = Field(
         default_factory=lambda: [0.2, 0.4, 0.6, 0.8, 1.0],
+        max_length=20,
         description="Temperatures tried in turn after greedy decoding for the hypotheses that "
         "fail compressionRatioThreshold or logprobThreshold (Whisper's fallback, encoder-decoder "
         "family only; sampling uses a fixed seed); empty: greedy only.",
@@ -283,13 +340,17 @@ class DecodingOptions(StageOptions):
     compression_ratio_threshold: float = Field(
         default=1.35,
         ge=0,
+        le=100,  # zlib compresses a long run of one token ~100-fold at best
         description="Fallback when a hypothesis's tokens compress (zlib) by more than this "
         "(transformers' token-level ratio: repetitive output compresses well); 0: not used.",
     )
     # Unset by default: on noisy phone audio a low mean log-probability is common and says
     # nothing about a loop; resampling those would make the WER depend on sampling.
+    # A mean log-probability is at most 0; -1000 is below any real hypothesis's.
     logprob_threshold: float | None = Field(
         default=None,
+        ge=-1000,
+        le=0,
         description="Fallback when a hypothesis's mean token log-probability is below this; "
         "unset: not used.",
     )

@@ -29,6 +29,8 @@ from pydantic import (
 from pydantic.json_schema import JsonDict
 
 from marco_contract.options import (
+    MAX_SAMPLES,
+    MAX_STEPS,
     AugmentOptions,
     DecodingOptions,
     EvaluateOptions,
@@ -52,6 +54,8 @@ API_VERSION = f"{GROUP}/{VERSION}"
 #: pods `<name>-<stage>-<index>`, which must stay a valid 63-character hostname.
 MAX_NAME_LENGTH = 45
 
+DAY = 24 * 3600
+
 #: Learning-rate bounds per family when the spec gives none (paper §2).
 DEFAULT_LR_BOUNDS: dict[str, tuple[float, float]] = {
     "encoder-decoder": (1e-7, 1e-5),
@@ -64,6 +68,23 @@ TRIAL_LRS_OUTSIDE = "trials.learningRates must lie inside training.learningRate"
 #: every cycle at η_max whatever the WER does).
 CYCLE_TOO_SHORT = (
     "cycleSteps must be at least 2 x evalEvery (the WER spread of a cycle needs two evaluations)"
+)
+
+# Learning-rate limits. Eq. 1 computes η_max − (η_max − η_min)·c; in floating point the
+# difference rounds to η_max when η_min is below η_max's last significant digit, and the
+# LR then comes out 0.0 (η_max = 1, η_min = 1e-17 gives exactly 0). A floor on every LR
+# and a cap on η_max/η_min keep every LR Eq. 1 and Eq. 2 produce positive, finite and
+# within a relative 1e-9 of the exact value.
+
+#: Smallest LR any field takes (far below the paper's smallest, 1e-7).
+MIN_LEARNING_RATE = 1e-12
+#: Largest LR any field takes (an LR of 1 already diverges with Adam).
+MAX_LEARNING_RATE = 1.0
+#: Widest LR range η_max/η_min (the default ranges span 100).
+MAX_LEARNING_RATE_RATIO = 1e6
+LR_RATIO_RULE = (
+    f"learningRate.max must be at most {MAX_LEARNING_RATE_RATIO:g} times learningRate.min "
+    "(wider, Eq. 1 loses η_min to rounding)"
 )
 
 
@@ -243,6 +264,7 @@ class ModelSpec(LanguageOptions):  # task, language
     decoder_layers: int | None = Field(
         default=None,
         ge=1,
+        le=1024,  # the deepest speech decoders have a few dozen layers
         description="Decoder depth; picks cycle 0's LR (deep decoders start at the lower bound). "
         "Known for Whisper hub ids.",
     )
@@ -340,17 +362,20 @@ class AugmentationSpec(AugmentOptions):  # copies, seed
 
 class BaselineSpec(ApiModel):
     enabled: bool = True
-    samples: int = Field(default=200, ge=1, description="Validation utterances measured for WER0.")
+    samples: int = Field(
+        default=200, ge=1, le=MAX_SAMPLES, description="Validation utterances measured for WER0."
+    )
 
 
 class LearningRateBounds(ApiModel):
-    min: float = Field(gt=0, description="η_min.")
-    max: float = Field(gt=0, description="η_max.")
+    min: float = Field(ge=MIN_LEARNING_RATE, le=MAX_LEARNING_RATE, description="η_min.")
+    max: float = Field(ge=MIN_LEARNING_RATE, le=MAX_LEARNING_RATE, description="η_max.")
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel("self.min < self.max", "learningRate.min must be below learningRate.max")
+                cel("self.min < self.max", "learningRate.min must be below learningRate.max"),
+                cel(f"self.max <= self.min * {MAX_LEARNING_RATE_RATIO:.1f}", LR_RATIO_RULE),
             ]
         }
     )
@@ -359,6 +384,8 @@ class LearningRateBounds(ApiModel):
     def _ordered(self) -> LearningRateBounds:
         if self.min >= self.max:
             raise ValueError("learningRate.min must be below learningRate.max")
+        if self.max > self.min * MAX_LEARNING_RATE_RATIO:
+            raise ValueError(LR_RATIO_RULE)
         return self
 
 
@@ -368,10 +395,10 @@ EarlyStoppingMode = Literal["per-evaluation", "cumulative"]
 
 class EarlyStoppingSpec(ApiModel):
     patience: int = Field(
-        default=6, ge=1, description="Evaluations without improvement before stopping."
+        default=6, ge=1, le=10_000, description="Evaluations without improvement before stopping."
     )
     min_improvement: float = Field(
-        default=0.1, ge=0, description="WER points (percent) that count as an improvement."
+        default=0.1, ge=0, le=100, description="WER points (percent) that count as an improvement."
     )
     mode: EarlyStoppingMode = Field(
         default="per-evaluation",
@@ -391,21 +418,30 @@ class TrainingSpec(TrainingOptions, RetentionOptions):
     )
     initial_learning_rate: float | None = Field(
         default=None,
-        gt=0,
+        ge=MIN_LEARNING_RATE,
+        le=MAX_LEARNING_RATE,
         description="Cycle 0's LR, for either family; default from the bounds (encoder-decoder) "
         "or Eq. 2 of the baseline WER (llm, which then needs the baseline).",
     )
-    sigma_ref: float = Field(default=0.5, gt=0, description="σ_ref of Eq. 1, in WER points.")
+    sigma_ref: float = Field(
+        default=0.5, gt=0, le=100, description="σ_ref of Eq. 1, in WER points (at most 100)."
+    )
     sigma: SigmaKind = Field(
         default="population",
         description="σ_WER of Eq. 1: population (the paper's: spread around the cycle's mean) "
         "or trend-residual (ours: spread around the least-squares line of WER against step, "
         "so a steady descent reads as stable).",
     )
-    max_cycles: int | None = Field(default=None, ge=1, description="Stop after this many cycles.")
+    max_cycles: int | None = Field(
+        default=None, ge=1, le=MAX_STEPS, description="Stop after this many cycles."
+    )
     early_stopping: EarlyStoppingSpec = Field(default_factory=EarlyStoppingSpec)
+    # A day: a stop is a checkpoint and an exit, minutes at most.
     stop_grace_period_seconds: int = Field(
-        default=300, ge=0, description="A stop not honoured within this is enforced by suspending."
+        default=300,
+        ge=0,
+        le=DAY,
+        description="A stop not honoured within this is enforced by suspending.",
     )
 
     model_config = ConfigDict(
@@ -446,15 +482,18 @@ class TrialsSpec(ApiModel):
         le=16,
         description="Candidate LRs, log-spaced over training.learningRate (bounds included).",
     )
-    learning_rates: list[Annotated[float, Field(gt=0)]] | None = Field(
+    learning_rates: (
+        list[Annotated[float, Field(ge=MIN_LEARNING_RATE, le=MAX_LEARNING_RATE)]] | None
+    ) = Field(
         default=None,
         min_length=1,
         max_length=16,
         description="Explicit candidate LRs instead of count log-spaced ones; inside the bounds.",
     )
-    steps: int = Field(default=50, ge=1, description="Optimizer steps of each trial.")
+    # Trials are short runs: 100k steps each is already longer than most trainings.
+    steps: int = Field(default=50, ge=1, le=100_000, description="Optimizer steps of each trial.")
     eval_every: int = Field(
-        default=10, ge=1, description="Steps between a trial's validation WERs."
+        default=10, ge=1, le=100_000, description="Steps between a trial's validation WERs."
     )
 
 
@@ -482,15 +521,17 @@ class DecodingSpec(DecodingOptions):  # max_new_tokens, tokens_per_second, ..., 
     )
 
 
+#: Longest stage deadline: 90 days (the default is a day, a week for train).
+MAX_STAGE_DEADLINE = 90 * DAY
+
+
 class Toleration(ApiModel):
     key: str | None = None
     operator: Literal["Exists", "Equal"] | None = None
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
-
-
-DAY = 24 * 3600
+    # A year (Kubernetes takes any int64; nothing waits that long for an evicted pod).
+    toleration_seconds: int | None = Field(default=None, le=366 * DAY)
 
 
 class StageDeadlines(ApiModel):
@@ -503,13 +544,15 @@ class StageDeadlines(ApiModel):
     that runs longer the same way.
     """
 
-    filter: int = Field(default=DAY, ge=1)
-    profile: int = Field(default=DAY, ge=1)
-    augment: int = Field(default=DAY, ge=1)
-    baseline: int = Field(default=DAY, ge=1)
-    trials: int = Field(default=DAY, ge=1, description="Each LR trial's Job.")
-    train: int = Field(default=7 * DAY, ge=1)
-    evaluate: int = Field(default=DAY, ge=1)
+    filter: int = Field(default=DAY, ge=1, le=MAX_STAGE_DEADLINE)
+    profile: int = Field(default=DAY, ge=1, le=MAX_STAGE_DEADLINE)
+    augment: int = Field(default=DAY, ge=1, le=MAX_STAGE_DEADLINE)
+    baseline: int = Field(default=DAY, ge=1, le=MAX_STAGE_DEADLINE)
+    trials: int = Field(
+        default=DAY, ge=1, le=MAX_STAGE_DEADLINE, description="Each LR trial's Job."
+    )
+    train: int = Field(default=7 * DAY, ge=1, le=MAX_STAGE_DEADLINE)
+    evaluate: int = Field(default=DAY, ge=1, le=MAX_STAGE_DEADLINE)
 
     def of(self, stage: str) -> int:
         """The deadline of `stage` (a name in marco_contract.layout.STAGES)."""
@@ -534,7 +577,8 @@ class ResourcesSpec(ApiModel):
     service_account_name: str | None = Field(
         default=None, description="Trainer pods' ServiceAccount (it needs no API rights)."
     )
-    backoff_limit: int = Field(default=2, ge=0, description="Pod retries per stage Job.")
+    # Retrying a failing pod more than 100 times only delays the failure.
+    backoff_limit: int = Field(default=2, ge=0, le=100, description="Pod retries per stage Job.")
     stage_deadline_seconds: StageDeadlines = Field(
         default_factory=StageDeadlines,
         description="Seconds each stage's Job may be active before it fails (its "
@@ -688,5 +732,8 @@ def describe_error(error: ValidationError, prefix: str = "spec") -> str:
 
 
 def parse_spec(spec: dict[str, Any]) -> AsrAdaptationSpec:
-    """Parse a CR's spec; raises ValidationError (use describe_error for the message)."""
-    return AsrAdaptationSpec.model_validate(spec)
+    """Parse a CR's spec; raises ValidationError (use describe_error for the message).
+
+    Strictly, as the CRD's schema reads it: "5" is no integer, 5.0 none either, "true"
+    no boolean (pydantic's lax mode would convert them, the API server refuses them)."""
+    return AsrAdaptationSpec.model_validate(spec, strict=True)

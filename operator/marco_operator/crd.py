@@ -83,7 +83,8 @@ def _openapi(node: Any) -> Any:
             node[plain] = node[bound]
             node[bound] = True
     if node.get("additionalProperties") is False:
-        # Structural schemas forbid it beside properties; unknown fields are pruned anyway.
+        # Structural schemas forbid it beside properties. The API server prunes unknown
+        # fields, or refuses them under fieldValidation=Strict (kubectl's default).
         node.pop("additionalProperties")
     if "const" in node:
         node["enum"] = [node.pop("const")]
