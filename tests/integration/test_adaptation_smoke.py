@@ -1,7 +1,7 @@
 """`benchmarks/adaptation.py --smoke`: every system runs end to end and the table has its shape.
 
 The full benchmark is hours on 2 cores and not part of `make test`; its smoke
-mode is: one scenario, one seed, tiny sets, two steps, all five systems, on the
+mode is: one scenario, one seed, tiny sets, two steps, all six systems, on the
 real Whisper tiny.en with a 10 s window. The numbers mean
 nothing; that each system produced a plausible test WER and that the table,
 markdown and plot were written does.
@@ -19,7 +19,7 @@ import pytest
 from tests.demo_runs import run_demo
 from tests.tools import ROOT, checkout_env
 
-# The smoke costs about 250 CPU-seconds (its five runs in parallel, mostly processes
+# The smoke costs about 250 CPU-seconds (its runs in parallel, mostly processes
 # importing torch): 2 to 3 minutes on 2 idle cores, 15 at a load of 10 (2026-12-02).
 # The timeout allows the shared case.
 pytestmark = [
@@ -30,7 +30,7 @@ pytestmark = [
     pytest.mark.timeout(2400),
 ]
 
-SYSTEMS = {"baseline", "hf", "hf-aug", "ft", "ftda"}
+SYSTEMS = {"baseline", "hf", "hf-aug", "ft", "ftda", "ftda-target"}
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_smoke_runs_every_system_and_writes_the_table(whisper_10s: Path, tmp_pat
     # The held-out table appears only when the held-out scenario ran; car is a tuning one.
     markdown = (work / "adaptation.md").read_text()
     assert "## Tuning scenarios" in markdown and "Held-out" not in markdown
-    assert markdown.count("| car |") == 5
+    assert markdown.count("| car |") == len(SYSTEMS)
     assert (work / "adaptation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # Every system's test set was scored by the one evaluator, leaving its report.
     for row in result["rows"]:
