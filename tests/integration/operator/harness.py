@@ -561,7 +561,9 @@ class JobController:
 
     def end_pod(self, name: str, exit_code: int, message: str) -> None:
         """The kubelet's word that one pod's container exited: Succeeded on 0, else Failed."""
-        phase = "Succeeded" if exit_code == 0 else "Failed"
+        self._end(name, exit_code, message, "Succeeded" if exit_code == 0 else "Failed")
+
+    def _end(self, pod: str, exit_code: int, message: str, phase: str) -> None:
         terminated = {
             "exitCode": exit_code,
             "reason": "Completed" if exit_code == 0 else "Error",
@@ -569,7 +571,7 @@ class JobController:
             "finishedAt": _now(),
         }
         self.kube.merge_patch(
-            self.cluster.path("v1", "pods", name) + "/status",
+            self.cluster.path("v1", "pods", pod) + "/status",
             {"status": {"phase": phase, "containerStatuses": [{
                 "name": "stage", "ready": False, "restartCount": 0,
                 "state": {"terminated": terminated}}]}},
@@ -583,28 +585,7 @@ class JobController:
         if not pods:
             raise AssertionError(f"Job {job} has no pods: start() it first")
         for pod in pods:
-            terminated = {
-                "exitCode": exit_code,
-                "reason": "Completed" if exit_code == 0 else "Error",
-                "message": message,
-                "finishedAt": _now(),
-            }
-            self.kube.merge_patch(
-                self.cluster.path("v1", "pods", pod["metadata"]["name"]) + "/status",
-                {
-                    "status": {
-                        "phase": phase,
-                        "containerStatuses": [
-                            {
-                                "name": "stage",
-                                "ready": False,
-                                "restartCount": 0,
-                                "state": {"terminated": terminated},
-                            }
-                        ],
-                    }
-                },
-            )
+            self._end(pod["metadata"]["name"], exit_code, message, phase)
 
     def complete(self, job: Mapping[str, Any], result: StageResult) -> None:
         name = job["metadata"]["name"]
