@@ -36,7 +36,10 @@ time, so an interrupted benchmark resumes.
 
     python benchmarks/adaptation.py [--scenarios meeting,car,voip,radio] [--seeds 0,1,2]
         [--systems baseline,hf,hf-aug,ft,ftda,ftda-target] [--max-steps 120] [--batch-size 8]
-        [--eval-every 20] [--eval-samples 40] [--work DIR] [--model DIR] [--smoke]
+        [--eval-every 20] [--eval-samples 40] [--work DIR] [--model DIR] [--smoke] [--report-only]
+
+``--report-only`` reads the finished runs under ``--work`` and writes the tables
+and plot of those alone, running nothing.
 
 ``--smoke`` is the two-minute check that every part runs (tiny sets, two
 steps, one scenario, one seed, all six systems); its numbers mean nothing.
@@ -110,6 +113,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     # Default 1: on 2 cores one training keeps both busy.
     p.add_argument("--jobs", type=int, default=1, help="runs at a time")
     p.add_argument("--smoke", action="store_true", help="two-minute check that every part runs")
+    p.add_argument("--report-only", action="store_true", help="tables of finished runs only")
     args = p.parse_args(argv)
     if args.smoke:
         args.scenarios, args.seeds = "car", "0"
@@ -232,6 +236,17 @@ def run_system(
     return marco_run(manifest, data, out, log=logfile)
 
 
+def run_pairs(args: argparse.Namespace) -> list[tuple[int, str]]:
+    """(seed, system) of every run, in table order; the untrained model once, with the
+    first seed, since it does not depend on the seed (one run, not one per seed)."""
+    return [
+        (seed, system)
+        for seed in args.seeds
+        for system in args.systems
+        if system != "baseline" or seed == args.seeds[0]
+    ]
+
+
 def measure_one(
     args: argparse.Namespace, name: str, data: Path, model: Path, seed: int, system: str
 ) -> dict[str, Any]:
@@ -271,7 +286,7 @@ def measure(args: argparse.Namespace, name: str, data: Path, model: Path) -> lis
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    pairs = [(seed, system) for seed in args.seeds for system in args.systems]
+    pairs = run_pairs(args)
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         futures = [pool.submit(measure_one, args, name, data, model, *pair) for pair in pairs]
         return [future.result() for future in futures]
@@ -391,16 +406,32 @@ def plot(table: dict[str, dict[str, dict[str, float]]], path: Path) -> None:
     plt.close(figure)
 
 
+def finished_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The rows of the runs already finished under ``--work``, of the chosen scenarios,
+    seeds and systems: the tables of what has been measured, without running anything."""
+    rows = []
+    for name in args.scenarios:
+        for seed, system in run_pairs(args):
+            folder = "any" if system == "baseline" else f"seed{seed}"
+            done = args.work / "runs" / name / folder / system / "row.json"
+            if done.exists():
+                rows.append({**json.loads(done.read_text()), "seed": seed})
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     args.work = args.work.resolve()
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    model = prepare_model(args)
     rows: list[dict[str, Any]] = []
-    for name in args.scenarios:
-        data = prepare_data(args, name, model)
-        rows += measure(args, name, data, model)
+    if args.report_only:
+        rows = finished_rows(args)
+    else:
+        model = prepare_model(args)
+        for name in args.scenarios:
+            data = prepare_data(args, name, model)
+            rows += measure(args, name, data, model)
     table = summarise(rows)
     result = {
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},

@@ -1,0 +1,63 @@
+"""`benchmarks/adaptation.py --report-only`: the tables of finished runs, nothing run.
+
+Rows are written by hand in the benchmark's layout; the expected means, standard
+deviations and verdicts are computed here from the same numbers with `statistics`.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.tools import ROOT
+
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import adaptation
+
+
+def _row(work: Path, scenario: str, seed: int, system: str, wer: float, step: int) -> None:
+    folder = "any" if system == "baseline" else f"seed{seed}"
+    path = work / "runs" / scenario / folder / system / "row.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shares = {"substitutions": 0.5, "deletions": 0.2, "insertions": 0.3}
+    path.write_text(json.dumps({"scenario": scenario, "seed": seed, "system": system,
+                                "test_wer": wer, "best_step": step, "steps": 80,
+                                "wer": wer, "seconds": 1.0, **shares}))  # fmt: skip
+
+
+def test_report_only_summarises_the_finished_runs_and_runs_nothing(tmp_path: Path) -> None:
+    wers = {"hf": [60.0, 64.0], "hf-aug": [58.0, 61.0], "ft": [55.0, 57.0], "ftda": [50.0, 53.0]}
+    for system, values in wers.items():
+        for seed, wer in enumerate(values):
+            _row(tmp_path, "car", seed, system, wer, 20 * (seed + 1))
+    _row(tmp_path, "car", 0, "baseline", 70.0, 0)
+    # A scenario left out by --scenarios, and a seed left out by --seeds: not read.
+    _row(tmp_path, "voip", 0, "ft", 10.0, 20)
+    _row(tmp_path, "car", 2, "ft", 99.0, 20)
+
+    code = adaptation.main(["--report-only", "--work", str(tmp_path), "--scenarios", "car",
+                            "--seeds", "0,1"])  # fmt: skip
+
+    assert code == 0
+    result = json.loads((tmp_path / "adaptation.json").read_text())
+    table = result["table"]
+    assert set(table) == {"car"}
+    for system, values in wers.items():
+        cell = table["car"][system]
+        assert cell["wer_mean"] == pytest.approx(statistics.fmean(values), abs=0.01)
+        assert cell["wer_sd"] == pytest.approx(statistics.stdev(values), abs=0.01)
+        assert cell["steps_to_best"] == pytest.approx(30.0)
+        assert cell["runs"] == 2
+    assert table["car"]["baseline"]["runs"] == 1
+    better_hf = min(statistics.fmean(wers["hf"]), statistics.fmean(wers["hf-aug"]))
+    ftda = statistics.fmean(wers["ftda"])
+    assert result["criteria"]["ftda_le_0.9_hf"] is (ftda <= 0.9 * better_hf)
+    assert result["criteria"]["ftda_lt_ft_everywhere"] is True
+    # Nothing was run: no data, no model, no run folder beyond the rows written above.
+    assert not (tmp_path / "data").exists() and not (tmp_path / "models").exists()
+    assert (tmp_path / "adaptation.png").read_bytes()[:4] == b"\x89PNG"
