@@ -44,23 +44,24 @@ and plot of those alone, running nothing.
 ``--smoke`` is the two-minute check that every part runs (tiny sets, two
 steps, one scenario, one seed, all six systems); its numbers mean nothing.
 
-Time on 2 CPU cores (Whisper tiny.en, 10 s window), measured on 2026-12-02 on
-2 cores shared with about a dozen other training and test processes (load
-average 13), so every figure is several times what 2 idle cores take:
+Time on 2 CPU cores (Whisper tiny.en, 10 s window), measured on 2026-12-02;
+other work on the same cores multiplies every figure:
 
-- ``--smoke`` (part of ``make test``): 252 CPU-seconds (228 user, 24 system;
-  ``/usr/bin/time`` over the pytest run, 2026-12-02), most of it the ~15 processes
-  that each import torch; its runs go in parallel (``--jobs``), so 2 idle
-  cores take 2 to 3 minutes. At a load of 10 it took 15.
-- building one scenario's data at the default sizes (car, 750 utterances):
-  226 s.
-- one scenario × one seed at the defaults (120 steps, batch 8, 100 test
-  utterances): not finished in the hour left that day. Under that load the
-  untrained model took 20 minutes on the 100 test utterances (car: 28.15 %) and
-  the HF recipe 60–80 s per step (10 s once the load fell to 8), so the five
-  systems come to 2 to 10 hours there, depending on the neighbours.
-  The full matrix (4 scenarios × 3 seeds × 4 trained systems, plus 4 baselines)
-  is 52 runs of that size: a job for an idle machine or a GPU, where
+- ``--smoke`` (part of ``make test``): 252 CPU-seconds with five systems
+  (228 user, 24 system; ``/usr/bin/time`` over the pytest run), most of it the
+  ~15 processes that each import torch; its runs go in parallel (``--jobs``).
+  191 s in a fresh clone's CI with six systems at a load of 3–5; 15 minutes
+  at a load of 10.
+- building one scenario's data at the default sizes (750 utterances): 32 s
+  (meeting) and 38 s (car) on nearly idle cores, 226 s at a load of 13.
+- one run at ``--max-steps 80`` (batch 8, 40 dev utterances every 20 steps,
+  100 test utterances), measured on 2026-12-02 with the cores to itself: the
+  untrained model 2.5 min (car); ``hf``, ``hf-aug``, ``ft``, ``ftda`` 3.6 min
+  each, ``ftda-target`` 5 min (2.2 s per training step). Beside other training
+  and test runs (load 5–10) the same runs took 20 to 28 minutes each.
+  One scenario × one seed is about 25 minutes on idle cores, and the whole
+  matrix (4 scenarios × 3 seeds × 5 trained systems, plus 4 baselines) about
+  5 hours: start it on an otherwise idle machine, or a GPU, where
   ``marco-trainer`` and the HF recipe both use the device.
 """
 
