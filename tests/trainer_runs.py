@@ -9,8 +9,6 @@ from pathlib import Path
 
 from tests.tools import checkout_env
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def free_port() -> int:
     with socket.socket() as sock:
