@@ -53,7 +53,7 @@ $(TOOLS)/helm-$(KUBECTL_LAYER_VERSION).stamp:
 # mtime, so make would think uv (and then the venv) out of date on every run.
 UV_STAMP := $(TOOLS)/uv.stamp
 $(UV_STAMP): scripts/uv-requirements.txt
-	@test -n "$(BASE_PYTHON)" || { echo "no $(PYTHON) on PATH: install Python 3.11 or newer, or set PYTHON=" >&2; exit 1; }
+	@test -n "$(BASE_PYTHON)" || { echo "no $(PYTHON) on PATH: install Python 3.11 to 3.14, or set PYTHON=" >&2; exit 1; }
 	@PYTHON=$(BASE_PYTHON) $(STEP) uv scripts/install-uv.sh $(TOOLS)
 	@touch $@
 

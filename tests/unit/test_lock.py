@@ -8,12 +8,14 @@ failing on a copy of pyproject.toml with a deliberately edited range.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tomllib
 from pathlib import Path
 
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from tests.tools import ROOT, find_tool
@@ -109,3 +111,17 @@ def test_torch_and_torchaudio_are_locked_to_the_same_release():
     lock = load(ROOT / "uv.lock")
     versions = {p["name"]: p["version"] for p in lock["package"]}
     assert versions["torchaudio"] == versions["torch"]
+
+
+def test_every_python_the_project_allows_has_a_locked_torch_wheel():
+    # Read the range from pyproject.toml and the wheels from uv.lock: with a Python
+    # allowed that torch has no wheel for, `uv lock` cannot resolve at all and the
+    # lock can only be edited by hand.
+    spec = SpecifierSet(load(ROOT / "pyproject.toml")["project"]["requires-python"])
+    allowed = [minor for minor in range(8, 30) if f"3.{minor}.0" in spec]
+    assert allowed, spec
+    assert max(allowed) < 29, f"requires-python {spec} has no upper bound"
+    torch = next(p for p in load(ROOT / "uv.lock")["package"] if p["name"] == "torch")
+    tags = {re.search(r"-cp(\d)(\d+)-", w["url"]).groups() for w in torch["wheels"]}
+    covered = {int(minor) for major, minor in tags if major == "3"}
+    assert [m for m in allowed if m not in covered] == []
