@@ -118,11 +118,16 @@ def run(args: argparse.Namespace) -> int:
     from marco_contract.manifests import ManifestProblems, Volumes
     from marco_contract.options import AugmentOptions, VolumeOptions
     from marco_contract.results import write_stage_result
-    from marco_trainer.audio.assets import Assets, cached_rirs, load_directory
+    from marco_trainer.audio.assets import RT60_RANGE, Assets, cached_rooms, load_directory
     from marco_trainer.audio.chain import apply_chain
     from marco_trainer.audio.inputs import iter_sources_of_manifests
     from marco_trainer.audio.io import AudioRejected, load_mono
-    from marco_trainer.audio.params import ChainParams, draw_params, utterance_rng
+    from marco_trainer.audio.params import (
+        ChainParams,
+        draw_params,
+        room_rt60_range,
+        utterance_rng,
+    )
     from marco_trainer.audio.profile import load_profile, without_measured_channel
     from marco_trainer.audio.telephony import TelephonyParams, apply_telephony, draw_telephony
     from marco_trainer.sharding import shard_from_args
@@ -152,8 +157,16 @@ def run(args: argparse.Namespace) -> int:
                     str(args.rir_dir),
                 )
             elif args.num_rooms > 0:
-                assets.rirs = cached_rirs(out / "rirs", args.num_rooms, rate, args.seed)
-                assets.rir_source = "simulated"
+                measured = room_rt60_range(profile)
+                assets.rirs, assets.rir_rt60s = cached_rooms(
+                    out / "rirs",
+                    args.num_rooms,
+                    rate,
+                    args.seed,
+                    measured or RT60_RANGE,
+                    full_tail=measured is not None,
+                )
+                assets.rir_source = "simulated" if measured is None else "simulated, measured RT60"
             harvested = harvested_noise_dir(args.profile, profile.noise_seconds)
             if args.noise_dir:
                 assets.noises = load_directory(args.noise_dir, rate, volumes)
@@ -228,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
                             len(assets.rirs),
                             len(assets.noises),
                             "harvested" if assets.noise_source == "harvested" else "file",
+                            assets.rir_rt60s,
                         )
                         augmented, out_rate, params = apply_chain(
                             audio, info.sample_rate, params, assets

@@ -35,6 +35,7 @@ from scipy import signal
 
 from marco_trainer.audio.channel import ChannelMetrics, measure_channel
 from marco_trainer.audio.io import AudioInfo, downmix
+from marco_trainer.audio.reverb import estimate_rt60
 from marco_trainer.audio.spectra import ACTIVE_FRAME_RANGE, active_spectra
 
 SNR_FRAME_SECONDS = 0.02
@@ -69,6 +70,11 @@ class FileMetrics(BaseModel):
     )
     noise_seconds: float | None = Field(
         default=None, description="Non-speech audio harvested from the file as noise."
+    )
+    rt60_s: float | None = Field(
+        default=None,
+        description="Blind reverberation time (reverb.estimate_rt60); None: too few clear "
+        "decays to tell, or a profile made before it was measured.",
     )
     channel: ChannelMetrics | None = Field(
         default=None, description="Codec and pass band (None in profiles made before them)."
@@ -284,4 +290,5 @@ def measure(path: str, data: np.ndarray, info: AudioInfo) -> FileMetrics:
         rolloff_hz=rolloff,
         level_spread_db=level_spread(mono, rate),
         channel=measure_channel(mono, rate, info.subtype),
+        rt60_s=estimate_rt60(mono, rate),
     )

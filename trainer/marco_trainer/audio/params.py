@@ -13,6 +13,10 @@ How the paper's distributions are read (documented choices):
   the signal like a codec's does), lossy wideband codecs 16-bit PCM.
 - F_rev: p_rev = min(1, SNR_REF_DB / μ_SNR): a clean target (μ_SNR = 40 dB)
   reverberates one utterance in eight, a noisy one (μ_SNR ≤ 5 dB) all of them.
+  When the profile measured the target's rooms (``profile.reverb``, with
+  channelFromTarget), p_rev is the share of its files that read reverberant
+  instead, and the simulated rooms take their RT60s from those files
+  (``reverberant_rt60`` in cli_augment).
 - F_noise: SNR ~ U(SNR_min, SNR_max) over the profile's characteristic range,
   read as its 5th..95th percentiles so one outlier file does not widen it;
   a random stretch of generated coloured noise 1/f^β, β drawn from
@@ -65,6 +69,9 @@ class ResampleStep(BaseModel):
 
 class ReverbStep(BaseModel):
     rir_index: int = Field(ge=0)
+    rt60_s: float | None = Field(
+        default=None, description="The simulated room's RT60 (None: a user's RIR file)."
+    )
 
 
 class NoiseStep(BaseModel):
@@ -225,6 +232,30 @@ def reverb_probability(mean_snr_db: float) -> float:
     return min(1.0, SNR_REF_DB / max(mean_snr_db, SNR_REF_DB))
 
 
+def measured_reverb_probability(profile: Profile) -> float:
+    """p_rev: the share of the target's files that read reverberant when the profile
+    measured it (channelFromTarget), else the paper's reading from μ_SNR."""
+    if profile.reverb is not None:
+        return profile.reverb.reverberant_share
+    return reverb_probability(profile.metric("snr_db").mean)
+
+
+#: Simulated rooms stay within these RT60s (s) whatever a profile reads.
+ROOM_RT60_BOUNDS = (0.2, 2.0)
+
+
+def room_rt60_range(profile: Profile) -> tuple[float, float] | None:
+    """RT60s (s) of the rooms to simulate: p10..p90 of the target's reverberant files;
+    None when the profile has no reverberant file (then the paper's RT60_RANGE)."""
+    reverb = profile.reverb
+    if reverb is None or reverb.reverberant_rt60_s is None:
+        return None
+    low_bound, high_bound = ROOM_RT60_BOUNDS
+    low = min(max(reverb.reverberant_rt60_s.percentile(10), low_bound), high_bound)
+    high = min(max(reverb.reverberant_rt60_s.percentile(90), low), high_bound)
+    return low, high
+
+
 def draw_params(
     profile: Profile,
     rng: np.random.Generator,
@@ -232,6 +263,7 @@ def draw_params(
     num_rirs: int = 0,
     num_noises: int = 0,
     noise_source: Literal["file", "harvested"] = "file",
+    rir_rt60s: list[float] | None = None,
 ) -> ChainParams:
     rate = int(_categorical(rng, profile.sample_rate))
     subtype = str(_categorical(rng, profile.subtype))
@@ -241,8 +273,9 @@ def draw_params(
 
     snr = profile.metric("snr_db")
     reverb = None
-    if num_rirs and rng.random() < reverb_probability(snr.mean):
-        reverb = ReverbStep(rir_index=int(rng.integers(num_rirs)))
+    if num_rirs and rng.random() < measured_reverb_probability(profile):
+        index = int(rng.integers(num_rirs))
+        reverb = ReverbStep(rir_index=index, rt60_s=rir_rt60s[index] if rir_rt60s else None)
 
     low, high = snr.percentile(5), snr.percentile(95)
     noise_snr = float(rng.uniform(low, high)) if high > low else low

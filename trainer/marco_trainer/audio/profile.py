@@ -23,6 +23,7 @@ from marco_contract.files import atomic_write_text
 from marco_contract.layout import PROFILE_FILE
 from marco_trainer.audio.channel import THIRD_OCTAVES_HZ
 from marco_trainer.audio.features import FileMetrics
+from marco_trainer.audio.reverb import REVERBERANT_RT60_S
 
 #: Continuous metrics and their fixed histogram bins (low, high, bins).
 METRIC_BINS: dict[str, tuple[float, float, int]] = {
@@ -36,6 +37,8 @@ METRIC_BINS: dict[str, tuple[float, float, int]] = {
 OPTIONAL_METRIC_BINS: dict[str, tuple[float, float, int]] = {
     "level_spread_db": (0.0, 60.0, 240),
 }
+#: Summarised over the files where it could be measured (``ReverbProfile``).
+REVERB_BINS: dict[str, tuple[float, float, int]] = {"rt60_s": (0.0, 3.0, 120)}
 #: A channel property is applied when at least this share of the files shows it.
 CHANNEL_MAJORITY = 0.5
 PERCENTILES = (1, 5, 10, 25, 50, 75, 90, 95, 99)
@@ -84,6 +87,18 @@ class ChannelProfile(BaseModel):
         return self.narrowband_share >= CHANNEL_MAJORITY
 
 
+class ReverbProfile(BaseModel):
+    """The target's rooms, from the files whose RT60 could be read (``reverb.py``)."""
+
+    measured_files: int = Field(description="Files with enough clear decays to read an RT60.")
+    reverberant_files: int = Field(description=f"Of those, RT60 >= {REVERBERANT_RT60_S} s.")
+    reverberant_share: float = Field(description="Their share: p_rev of the measured chain.")
+    rt60_s: MetricSummary = Field(description="RT60 of the measured files.")
+    reverberant_rt60_s: MetricSummary | None = Field(
+        description="RT60 of the reverberant files: the rooms the augmenter simulates."
+    )
+
+
 class Profile(BaseModel):
     """What the analysis phase says about a corpus (paper §3)."""
 
@@ -101,6 +116,9 @@ class Profile(BaseModel):
     )
     noise_seconds: float = Field(
         default=0.0, description="Non-speech audio harvested as noise (profile's noise/ dir)."
+    )
+    reverb: ReverbProfile | None = Field(
+        default=None, description="Reverberation (None: no file could be read, or older)."
     )
 
     def metric(self, name: str) -> MetricSummary:
@@ -123,7 +141,7 @@ def shard_file_name(index: int, count: int) -> str:
 
 
 def _summary(name: str, values: np.ndarray) -> MetricSummary:
-    low, high, bins = {**METRIC_BINS, **OPTIONAL_METRIC_BINS}[name]
+    low, high, bins = {**METRIC_BINS, **OPTIONAL_METRIC_BINS, **REVERB_BINS}[name]
     counts, edges = np.histogram(np.clip(values, low, high), bins=bins, range=(low, high))
     mean = math.fsum(values) / len(values)
     variance = math.fsum((v - mean) ** 2 for v in values) / len(values)
@@ -162,6 +180,21 @@ def build_profile(records: list[FileMetrics], skipped: dict[str, int] | None = N
         metrics=metrics,
         channel=_channel_summary(records),
         noise_seconds=math.fsum(r.noise_seconds or 0.0 for r in records),
+        reverb=_reverb_summary(records),
+    )
+
+
+def _reverb_summary(records: list[FileMetrics]) -> ReverbProfile | None:
+    rt60 = np.array([r.rt60_s for r in records if r.rt60_s is not None], dtype=np.float64)
+    if not len(rt60):
+        return None
+    reverberant = rt60[rt60 >= REVERBERANT_RT60_S]
+    return ReverbProfile(
+        measured_files=len(rt60),
+        reverberant_files=len(reverberant),
+        reverberant_share=len(reverberant) / len(rt60),
+        rt60_s=_summary("rt60_s", rt60),
+        reverberant_rt60_s=_summary("rt60_s", reverberant) if len(reverberant) else None,
     )
 
 
@@ -250,7 +283,10 @@ CHANNEL_METRICS = ("level_spread_db",)
 
 def without_measured_channel(profile: Profile) -> Profile:
     """The profile as the chain saw it before the target's channel was measured: no
-    channel, no harvested noise, no level spread. With augmentation.channelFromTarget off,
-    the augmenter draws exactly the paper's Eq. 3 steps from it."""
+    channel, no harvested noise, no level spread, no reverberation. With
+    augmentation.channelFromTarget off, the augmenter draws exactly the paper's Eq. 3
+    steps from it."""
     metrics = {k: v for k, v in profile.metrics.items() if k not in CHANNEL_METRICS}
-    return profile.model_copy(update={"channel": None, "noise_seconds": 0.0, "metrics": metrics})
+    return profile.model_copy(
+        update={"channel": None, "noise_seconds": 0.0, "metrics": metrics, "reverb": None}
+    )

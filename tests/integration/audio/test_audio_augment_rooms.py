@@ -1,0 +1,72 @@
+"""A reverberant target: the profile reads its rooms, and the augmenter's rooms match them.
+
+The target is the corpus's clean speech played in the textbook room (noise decaying
+60 dB in 0.8 s); the check reads the augmented audio with the same blind estimator
+the profile uses, whose accuracy on such rooms tests/unit/audio/test_audio_reverb.py
+holds against the RT60 the rooms were made with.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import numpy as np
+import soundfile as sf
+from scipy import signal
+
+from marco_trainer.audio.profile import load_profile
+from marco_trainer.audio.reverb import REVERBERANT_RT60_S, estimate_rt60
+
+ROOM_RT60_S = 0.8
+
+
+def _room(rate: int, seed: int) -> np.ndarray:
+    t = np.arange(int(1.2 * ROOM_RT60_S * rate)) / rate
+    h = np.random.default_rng(seed).standard_normal(len(t)) * 10 ** (-3 * t / ROOM_RT60_S)
+    return h / np.abs(h).max()
+
+
+def test_rooms_follow_a_reverberant_target_only_with_channel_from_target(
+    corpus, tmp_path, marco_trainer
+):
+    target = tmp_path / "target"
+    target.mkdir()
+    for k, path in enumerate(sorted((corpus / "source").glob("utt*.wav"))):
+        dry, rate = sf.read(str(path), dtype="float32")
+        wet = signal.fftconvolve(dry, _room(rate, k))
+        wet += np.random.default_rng(k).standard_normal(len(wet)) * np.std(wet) * 0.01
+        sf.write(str(target / f"room{k}.wav"), (0.5 * wet / np.abs(wet).max()), rate)
+    marco_trainer("profile", "--input", target, "--output-dir", tmp_path / "profile")
+    reverb = load_profile(tmp_path / "profile").reverb
+    assert reverb is not None and reverb.reverberant_share == 1.0
+    assert abs(reverb.rt60_s.percentile(50) - ROOM_RT60_S) <= ROOM_RT60_S / 3
+
+    def augment(name: str, *flags: str) -> list[dict]:
+        out = tmp_path / name
+        marco_trainer(
+            "augment", "--manifest", corpus / "source" / "source.jsonl", "--output-dir", out,
+            "--profile", tmp_path / "profile", "--copies", "2", "--seed", "3", *flags,
+        )  # fmt: skip
+        lines = [json.loads(x) for x in (out / "manifest-00000-of-00001.jsonl").open()]
+        for line in lines:
+            audio, rate = sf.read(str(out / line["audio_filepath"]), dtype="float32")
+            line["measured_rt60_s"] = estimate_rt60(audio, rate)
+        return lines
+
+    measured = augment("measured", "--channel-from-target")
+    # Every copy reverberates (the target's share is 1), in a room sized from the target.
+    assert all(line["augmentation"]["reverb"] is not None for line in measured)
+    low, high = reverb.reverberant_rt60_s.percentile(10), reverb.reverberant_rt60_s.percentile(90)
+    for line in measured:
+        assert low - 1e-9 <= line["augmentation"]["reverb"]["rt60_s"] <= high + 1e-9
+    read = [x["measured_rt60_s"] for x in measured if x["measured_rt60_s"] is not None]
+    assert len(read) >= len(measured) // 2
+    assert abs(statistics.median(read) - ROOM_RT60_S) <= ROOM_RT60_S / 3
+    assert min(read) >= REVERBERANT_RT60_S
+
+    # The paper's chain reads p_rev from the SNR and keeps its own rooms (0.15-0.7 s).
+    paper = augment("paper")
+    rooms = [x["augmentation"]["reverb"] for x in paper if x["augmentation"]["reverb"]]
+    assert len(rooms) < len(paper)
+    assert all(0.15 <= room["rt60_s"] <= 0.7 for room in rooms)
