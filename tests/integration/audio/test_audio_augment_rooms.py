@@ -1,4 +1,7 @@
-"""A reverberant target: the profile reads its rooms, and the augmenter's rooms match them.
+"""What the profile reads of a target's acoustics, and the augmenter making it.
+
+A reverberant target: the profile reads its rooms, and the augmenter's rooms match them.
+An engine target: the profile reads its noise floor, and the augmenter's noise has it.
 
 The target is the corpus's clean speech played in the textbook room (noise decaying
 60 dB in 0.8 s); the check reads the augmented audio with the same blind estimator
@@ -15,6 +18,7 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
+from marco_trainer.audio.noise_floor import noise_floor_bands
 from marco_trainer.audio.profile import load_profile
 from marco_trainer.audio.reverb import REVERBERANT_RT60_S, estimate_rt60
 
@@ -70,3 +74,63 @@ def test_rooms_follow_a_reverberant_target_only_with_channel_from_target(
     rooms = [x["augmentation"]["reverb"] for x in paper if x["augmentation"]["reverb"]]
     assert len(rooms) < len(paper)
     assert all(0.15 <= room["rt60_s"] <= 0.7 for room in rooms)
+
+
+def _hum(length: int, rate: int) -> np.ndarray:
+    """An engine that never stops: 50 Hz harmonics and low rumble, nothing to harvest."""
+    t = np.arange(length) / rate
+    hum = sum(0.5**k * np.sin(2 * np.pi * 50 * (k + 1) * t) for k in range(4))
+    rumble = signal.sosfilt(
+        signal.butter(4, 300, fs=rate, output="sos"),
+        np.random.default_rng(length).standard_normal(length),
+    )
+    return hum + 0.5 * rumble / np.std(rumble)
+
+
+def _floor_distance(a: list[float | None], b: list[float | None]) -> float:
+    """Mean |dB| difference over the bands where ``a`` is within 30 dB of its loudest."""
+    top = max(v for v in a if v is not None)
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None and y is not None]
+    return float(np.mean([abs(x - y) for x, y in pairs if x > top - 30]))
+
+
+def test_an_engine_target_gets_noise_of_its_spectrum_not_pink_noise(
+    corpus, tmp_path, marco_trainer
+):
+    target = tmp_path / "target"
+    target.mkdir()
+    for k, path in enumerate(sorted((corpus / "source").glob("utt*.wav"))):
+        dry, rate = sf.read(str(path), dtype="float32")
+        noise = _hum(len(dry), rate)
+        noise *= np.sqrt(np.mean(dry**2) / np.mean(noise**2)) * 10 ** (-5 / 20)  # 5 dB SNR
+        sf.write(str(target / f"car{k}.wav"), 0.5 * (dry + noise) / np.abs(dry + noise).max(), rate)
+    marco_trainer("profile", "--input", target, "--output-dir", tmp_path / "profile")
+    profile = load_profile(tmp_path / "profile")
+    assert profile.noise_seconds < 5.0  # harvesting found (nearly) nothing
+    assert profile.noise_spectrum is not None
+    wanted = profile.noise_spectrum.levels_db
+
+    def augment(name: str, *flags: str) -> list[float]:
+        out = tmp_path / name
+        marco_trainer(
+            "augment", "--manifest", corpus / "source" / "source.jsonl", "--output-dir", out,
+            "--profile", tmp_path / "profile", "--copies", "2", "--seed", "3", "--num-rooms", "0",
+            *flags,
+        )  # fmt: skip
+        distances = []
+        for line in (out / "manifest-00000-of-00001.jsonl").open():
+            record = json.loads(line)
+            audio, rate = sf.read(str(out / record["audio_filepath"]), dtype="float32")
+            source = record["augmentation"]["noise"]["source"]
+            distances.append((source, _floor_distance(wanted, noise_floor_bands(audio, rate))))
+        return distances
+
+    measured = augment("measured", "--channel-from-target")
+    paper = augment("paper")
+    assert {source for source, _ in measured} == {"spectrum"}
+    assert {source for source, _ in paper} == {"coloured"}
+    # The measured chain's noise floor lies closer to the target's, utterance for utterance
+    # on average, than the paper's 1/f^β noise at the same drawn SNRs.
+    mean_measured = np.mean([d for _, d in measured])
+    mean_paper = np.mean([d for _, d in paper])
+    assert mean_measured < 0.6 * mean_paper, (mean_measured, mean_paper)

@@ -18,7 +18,7 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,6 +67,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     add_shard_arguments(parser)
     parser.set_defaults(func=run)
+
+
+#: Noise made to a target's noise-floor spectrum: clips per run, and their length.
+SHAPED_NOISE_CLIPS = 4
+SHAPED_NOISE_SECONDS = 30.0
+
+
+def noise_kind(source: str) -> Literal["file", "harvested", "spectrum"]:
+    """How a line logs its noise: the target's own (harvested, spectrum) or a user's file."""
+    if source == "harvested":
+        return "harvested"
+    if source == "spectrum":
+        return "spectrum"
+    return "file"
 
 
 def harvested_noise_dir(profile: Path, seconds: float) -> Path | None:
@@ -122,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
     from marco_trainer.audio.chain import apply_chain
     from marco_trainer.audio.inputs import iter_sources_of_manifests
     from marco_trainer.audio.io import AudioRejected, load_mono
+    from marco_trainer.audio.noise_floor import shaped_noise
     from marco_trainer.audio.params import (
         ChainParams,
         draw_params,
@@ -175,6 +190,15 @@ def run(args: argparse.Namespace) -> int:
                 # The target's own noise, when the profile kept enough of it.
                 assets.noises = load_directory(harvested, rate)
                 assets.noise_source = "harvested"
+            elif profile.noise_spectrum is not None:
+                # No pauses to harvest (an engine that never stops): noise made to the
+                # spectrum of the target's noise floor instead of 1/f^β noise.
+                levels, length = profile.noise_spectrum.levels_db, int(SHAPED_NOISE_SECONDS * rate)
+                assets.noises = [
+                    shaped_noise(levels, length, rate, seed=args.seed * 101 + k)
+                    for k in range(SHAPED_NOISE_CLIPS)
+                ]
+                assets.noise_source = "spectrum"
     except ValueError as error:
         print(f"marco-trainer augment: {error}", file=sys.stderr)
         return 2
@@ -240,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
                             rate,
                             len(assets.rirs),
                             len(assets.noises),
-                            "harvested" if assets.noise_source == "harvested" else "file",
+                            noise_kind(assets.noise_source),
                             assets.rir_rt60s,
                         )
                         augmented, out_rate, params = apply_chain(

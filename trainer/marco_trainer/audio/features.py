@@ -35,6 +35,7 @@ from scipy import signal
 
 from marco_trainer.audio.channel import ChannelMetrics, measure_channel
 from marco_trainer.audio.io import AudioInfo, downmix
+from marco_trainer.audio.noise_floor import noise_floor_bands
 from marco_trainer.audio.reverb import estimate_rt60
 from marco_trainer.audio.spectra import ACTIVE_FRAME_RANGE, active_spectra
 
@@ -70,6 +71,10 @@ class FileMetrics(BaseModel):
     )
     noise_seconds: float | None = Field(
         default=None, description="Non-speech audio harvested from the file as noise."
+    )
+    noise_floor_db: list[float | None] | None = Field(
+        default=None,
+        description="Noise-floor band levels (noise_floor.NOISE_BANDS_HZ), dB re their total.",
     )
     rt60_s: float | None = Field(
         default=None,
@@ -291,4 +296,5 @@ def measure(path: str, data: np.ndarray, info: AudioInfo) -> FileMetrics:
         level_spread_db=level_spread(mono, rate),
         channel=measure_channel(mono, rate, info.subtype),
         rt60_s=estimate_rt60(mono, rate),
+        noise_floor_db=noise_floor_bands(mono, rate),
     )

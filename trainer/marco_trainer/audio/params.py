@@ -76,8 +76,10 @@ class ReverbStep(BaseModel):
 
 class NoiseStep(BaseModel):
     snr_db: float
-    source: Literal["coloured", "file", "harvested"] = Field(
-        default="coloured", description="harvested: the target's own non-speech stretches."
+    source: Literal["coloured", "file", "harvested", "spectrum"] = Field(
+        default="coloured",
+        description="harvested: the target's own non-speech stretches; spectrum: noise made "
+        "to the target's noise-floor spectrum.",
     )
     index: int = Field(default=0, ge=0, description="Noise-bank slope or noise-file index.")
     beta: float | None = Field(default=None, description="Spectral slope 1/f^β (coloured).")
@@ -262,7 +264,7 @@ def draw_params(
     output_rate: int,
     num_rirs: int = 0,
     num_noises: int = 0,
-    noise_source: Literal["file", "harvested"] = "file",
+    noise_source: Literal["file", "harvested", "spectrum"] = "file",
     rir_rt60s: list[float] | None = None,
 ) -> ChainParams:
     rate = int(_categorical(rng, profile.sample_rate))

@@ -23,6 +23,7 @@ from marco_contract.files import atomic_write_text
 from marco_contract.layout import PROFILE_FILE
 from marco_trainer.audio.channel import THIRD_OCTAVES_HZ
 from marco_trainer.audio.features import FileMetrics
+from marco_trainer.audio.noise_floor import NOISE_BANDS_HZ, mean_band_levels
 from marco_trainer.audio.reverb import REVERBERANT_RT60_S
 
 #: Continuous metrics and their fixed histogram bins (low, high, bins).
@@ -99,6 +100,14 @@ class ReverbProfile(BaseModel):
     )
 
 
+class NoiseSpectrum(BaseModel):
+    """The target's noise floor, averaged over its files (``noise_floor.py``)."""
+
+    files: int = Field(description="Files it was read from.")
+    bands_hz: list[float] = Field(description="Third-octave band centres.")
+    levels_db: list[float | None] = Field(description="Mean level per band, dB re total.")
+
+
 class Profile(BaseModel):
     """What the analysis phase says about a corpus (paper §3)."""
 
@@ -119,6 +128,9 @@ class Profile(BaseModel):
     )
     reverb: ReverbProfile | None = Field(
         default=None, description="Reverberation (None: no file could be read, or older)."
+    )
+    noise_spectrum: NoiseSpectrum | None = Field(
+        default=None, description="The noise floor's spectrum (None in older profiles)."
     )
 
     def metric(self, name: str) -> MetricSummary:
@@ -181,7 +193,16 @@ def build_profile(records: list[FileMetrics], skipped: dict[str, int] | None = N
         channel=_channel_summary(records),
         noise_seconds=math.fsum(r.noise_seconds or 0.0 for r in records),
         reverb=_reverb_summary(records),
+        noise_spectrum=_noise_spectrum(records),
     )
+
+
+def _noise_spectrum(records: list[FileMetrics]) -> NoiseSpectrum | None:
+    floors = [r.noise_floor_db for r in records if r.noise_floor_db is not None]
+    levels = mean_band_levels(floors) if floors else []
+    if not any(v is not None for v in levels):
+        return None
+    return NoiseSpectrum(files=len(floors), bands_hz=list(NOISE_BANDS_HZ), levels_db=levels)
 
 
 def _reverb_summary(records: list[FileMetrics]) -> ReverbProfile | None:
@@ -283,10 +304,16 @@ CHANNEL_METRICS = ("level_spread_db",)
 
 def without_measured_channel(profile: Profile) -> Profile:
     """The profile as the chain saw it before the target's channel was measured: no
-    channel, no harvested noise, no level spread, no reverberation. With
+    channel, no harvested noise, no level spread, no reverberation, no noise spectrum. With
     augmentation.channelFromTarget off, the augmenter draws exactly the paper's Eq. 3
     steps from it."""
     metrics = {k: v for k, v in profile.metrics.items() if k not in CHANNEL_METRICS}
     return profile.model_copy(
-        update={"channel": None, "noise_seconds": 0.0, "metrics": metrics, "reverb": None}
+        update={
+            "channel": None,
+            "noise_seconds": 0.0,
+            "metrics": metrics,
+            "reverb": None,
+            "noise_spectrum": None,
+        }
     )
