@@ -617,8 +617,10 @@ class DecodingSpec(DecodingOptions):  # max_new_tokens, tokens_per_second, ..., 
                     "!has(self.temperatureFallback) || self.temperatureFallback.all(t, t > 0.0)",
                     "temperatureFallback: temperatures must be above 0",
                 ),
+                # Absent, temperatureFallback is its default (five temperatures): the CRD
+                # carries no default for a list, so CEL reads absence as that.
                 cel(
-                    "!has(self.temperatureFallback) || size(self.temperatureFallback) == 0 "
+                    "(has(self.temperatureFallback) && size(self.temperatureFallback) == 0) "
                     "|| self.compressionRatioThreshold > 0.0 || has(self.logprobThreshold)",
                     "temperatureFallback needs compressionRatioThreshold or logprobThreshold",
                 ),

@@ -172,3 +172,16 @@ def test_mount_paths_apart_are_accepted_and_the_pods_mounts_are_distinct(data, o
         for i, a in enumerate(folders):
             for b in folders[i + 1 :]:
                 assert not (a.startswith(b) or b.startswith(a)), mounts
+
+
+def test_a_threshold_of_zero_beside_the_default_fallback_is_refused_by_both():
+    """Found by the property test run longer: without temperatureFallback (its default is
+    five temperatures, which the CRD does not carry) compressionRatioThreshold 0 leaves the
+    fallback without a trigger. The CRD accepted it, the operator then found it Invalid."""
+    obj = with_spec(decoding={"compressionRatioThreshold": 0})
+    words = "temperatureFallback needs compressionRatioThreshold or logprobThreshold"
+    assert any(words in f for f in validate_against_crd(obj))
+    assert pydantic_error(obj) == f"spec.decoding: {words}"
+    for fix in ({"temperatureFallback": []}, {"logprobThreshold": -1.0}):
+        obj = with_spec(decoding={"compressionRatioThreshold": 0, **fix})
+        assert validate_against_crd(obj) == [] and pydantic_error(obj) is None
