@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,18 @@ def as_cel_reads(schema: dict[str, Any], value: Any) -> Any:
     return value
 
 
+def _go_pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, Any]) -> Any:
+    """OpenAPI's `pattern` as the API server reads it: Go's RE2, where `$` ends the text
+    (Python's `$` also matches before a final newline, so "32Gi\\n" would pass)."""
+    if isinstance(instance, str) and not re.search(_END_ANCHOR.sub(r"\\Z", pattern), instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+#: An unescaped `$` outside a character class (the spec's patterns hold no `[$]`).
+_END_ANCHOR = re.compile(r"(?<!\\)\$")
+_Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"pattern": _go_pattern})
+
+
 def _cel_failures(schema: dict[str, Any], value: Any, path: str) -> list[str]:
     failures = []
     for rule in schema.get("x-kubernetes-validations", []):
@@ -119,7 +132,7 @@ def validate_against_crd(obj: dict[str, Any], field_validation: str = "Strict") 
     if unknown and field_validation == "Strict":
         return [f'unknown field "{name}"' for name in unknown]
     obj = apply_defaults(schema, prune(schema, copy.deepcopy(obj)))
-    validator = jsonschema.Draft4Validator(schema)
+    validator = _Validator(schema)
     errors = [
         f"{'.'.join(str(p) for p in error.absolute_path)}: {error.message}"
         for error in validator.iter_errors(obj)

@@ -24,7 +24,9 @@ class Utterance(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    audio_filepath: str = Field(min_length=1)
+    # No NUL: no file system takes one in a name, and Python refuses to stat it (a
+    # ValueError that would end a stage over one line instead of skipping the line).
+    audio_filepath: str = Field(min_length=1, pattern=r"^[^\x00]*$")
     text: str | None = Field(default=None, description="Transcript; absent for unlabeled audio.")
     duration: float | None = Field(default=None, ge=0, description="Seconds.")
     language: str | None = None

@@ -202,6 +202,9 @@ def iter_manifest(
             raise ValueError(reason) from error
         problems.bad_lines.append((number, reason))
 
+    # Opening a FIFO blocks until a writer comes (forever, in a stage); a device never ends.
+    if not path.is_file():
+        raise ValueError(f"{path}: not a regular file; manifests are UTF-8 JSON lines")
     with path.open("rb") as raw:
         _check_encoding(path, raw.read(4))
         raw.seek(0)

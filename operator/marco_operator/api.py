@@ -230,6 +230,105 @@ def _inside_output_volume(path: str | None) -> str | None:
     return path
 
 
+# ------------------------------------------------------------ mounts and quantities
+#
+# What the API server refuses only when the operator creates a stage's Job, after the
+# stages before it ran: a malformed quantity (HTTP 400, the Job cannot be decoded) and
+# a mount path the pod already has (422). Both are refused here and in the CRD.
+
+#: Folders a stage pod needs as the trainer image and the operator make them (Dockerfile.
+#: trainer, resources.py): a data or output mount at one of them, inside one, or above one
+#: (hiding it) breaks the container or collides with a mount the operator adds.
+RESERVED_MOUNT_PATHS: dict[str, str] = {
+    "/dev": "devices, the train pod's /dev/shm, the kubelet's /dev/termination-log",
+    "/proc": "the kernel's",
+    "/sys": "the kernel's",
+    "/etc": "system files, the train pod's directive at /etc/marco/control",
+    "/usr": "the system and Python (/usr/local)",
+    "/bin": "the system's",
+    "/sbin": "the system's",
+    "/lib": "the system's",
+    "/lib64": "the system's",
+    "/opt/marco": "the trainer's Python environment",
+    "/home/marco": "the trainer's HOME and its cache volume /home/marco/.cache (HF_HOME)",
+}
+MOUNT_RESERVED_RULE = (
+    "must not be, lie inside or contain a folder the trainer's pod needs: "
+    + ", ".join(RESERVED_MOUNT_PATHS)
+)
+MOUNTS_APART_RULE = (
+    "data.mountPath and output.mountPath must differ, neither inside the other (a pod mounts both)"
+)
+
+
+def _as_folder(path: str) -> str:
+    """``path`` with one trailing '/', so that prefixes compare whole segments."""
+    return path if path.endswith("/") else path + "/"
+
+
+def mounts_overlap(a: str, b: str) -> bool:
+    """The mount paths ``a`` and ``b`` are equal or one lies inside the other."""
+    a, b = _as_folder(a), _as_folder(b)
+    return a.startswith(b) or b.startswith(a)
+
+
+def mount_path_problem(path: str) -> str | None:
+    """Why a spec mount path collides with a folder the pod needs; None when it does not."""
+    for reserved, what in RESERVED_MOUNT_PATHS.items():
+        if mounts_overlap(path, reserved):
+            return f"{path!r} overlaps {reserved} ({what})"
+    return None
+
+
+def cel_mount_path_free(mount: str) -> str:
+    """CEL: the mount path ``mount`` overlaps no reserved folder (`mount_path_problem`)."""
+    folder = f"({mount}.endsWith('/') ? {mount} : {mount} + '/')"
+    reserved = ", ".join(f"'{_as_folder(r)}'" for r in RESERVED_MOUNT_PATHS)
+    return f"[{reserved}].all(r, !({folder}.startsWith(r) || r.startsWith({folder})))"
+
+
+def cel_mounts_apart(a: str, b: str) -> str:
+    """CEL: the mount paths ``a`` and ``b`` do not overlap (`mounts_overlap`)."""
+    fa = f"({a}.endsWith('/') ? {a} : {a} + '/')"
+    fb = f"({b}.endsWith('/') ? {b} : {b} + '/')"
+    return f"!({fa}.startsWith({fb}) || {fb}.startsWith({fa}))"
+
+
+def _free_mount(path: str) -> str:
+    problem = mount_path_problem(path)
+    if problem:
+        raise ValueError(f"{MOUNT_RESERVED_RULE} ({problem})")
+    return path
+
+
+#: A Kubernetes quantity (k8s.io/apimachinery resource.Quantity: sign, digits with a
+#: decimal point, then a binary suffix Ki..Ei, a decimal one n u m k M G T P E, or a
+#: decimal exponent), positive: '-', a zero ('0', '0Gi', '.0') and whitespace are refused.
+#: The exponent has at most two digits (the parser takes any, and '1e999999999' is no
+#: size). Written for RE2 (CEL, the API server's pattern) and Python alike.
+_POSITIVE_NUMBER = r"([0-9]*[1-9][0-9]*([.][0-9]*)?|[0-9]*[.][0-9]*[1-9][0-9]*)"
+QUANTITY_PATTERN = rf"^[+]?{_POSITIVE_NUMBER}([KMGTPE]i|[numkMGTPE]|[eE][+-]?[0-9]{{1,2}})?$"
+MAX_QUANTITY_LENGTH = 64
+QUANTITY_RULE = (
+    "must be a positive Kubernetes quantity: a number with an optional suffix "
+    "(Ki Mi Gi Ti Pi Ei, n u m k M G T P E, or an exponent such as e9), e.g. 32Gi, 500m, 1.5"
+)
+
+
+def _quantity(value: str) -> str:
+    if not re.fullmatch(QUANTITY_PATTERN, value):
+        raise ValueError(f"{QUANTITY_RULE} (got {value!r})")
+    return value
+
+
+#: A positive Kubernetes quantity (the CRD holds it to the same pattern).
+Quantity = Annotated[
+    str,
+    Field(max_length=MAX_QUANTITY_LENGTH, json_schema_extra={"pattern": QUANTITY_PATTERN}),
+    AfterValidator(_quantity),
+]
+
+
 #: A path of the data section: checked against its mountPath, declared before it.
 DataPath = Annotated[
     str,
@@ -277,7 +376,9 @@ class DataSpec(ApiModel):
         description="PersistentVolumeClaim holding manifests and audio, mounted at mountPath. "
         "The local driver maps it to a local directory.",
     )
-    mount_path: str = Field(default="/data", pattern=MOUNT_PATH_PATTERN, max_length=256)
+    mount_path: Annotated[str, AfterValidator(_free_mount)] = Field(
+        default="/data", pattern=MOUNT_PATH_PATTERN, max_length=256
+    )
     train: list[DataPath] = Field(
         min_length=1,
         max_length=MAX_TRAIN_MANIFESTS,
@@ -315,6 +416,11 @@ class DataSpec(ApiModel):
                         f".{name}",
                     )
                     for name in ("test", "targetAudio")
+                ),
+                cel(
+                    cel_mount_path_free("self.mountPath"),
+                    MOUNT_RESERVED_RULE,
+                    ".mountPath",
                 ),
             ]
         }
@@ -511,8 +617,10 @@ class DecodingSpec(DecodingOptions):  # max_new_tokens, tokens_per_second, ..., 
                     "!has(self.temperatureFallback) || self.temperatureFallback.all(t, t > 0.0)",
                     "temperatureFallback: temperatures must be above 0",
                 ),
+                # Absent, temperatureFallback is its default (five temperatures): the CRD
+                # carries no default for a list, so CEL reads absence as that.
                 cel(
-                    "!has(self.temperatureFallback) || size(self.temperatureFallback) == 0 "
+                    "(has(self.temperatureFallback) && size(self.temperatureFallback) == 0) "
                     "|| self.compressionRatioThreshold > 0.0 || has(self.logprobThreshold)",
                     "temperatureFallback needs compressionRatioThreshold or logprobThreshold",
                 ),
@@ -568,9 +676,17 @@ class ResourcesSpec(ApiModel):
     nodes: int = Field(default=1, ge=1, le=256, description="Training pods (torchrun nodes).")
     gpus_per_node: int = Field(default=1, ge=0, le=16, description="0 trains on CPU.")
     gpu_resource_name: str = Field(default="nvidia.com/gpu", min_length=1)
-    cpu: str = Field(default="4", description="CPU request of every stage pod.")
-    memory: str = Field(default="32Gi", description="Memory request of every stage pod.")
-    shared_memory: str = Field(default="8Gi", description="/dev/shm size for data workers/NCCL.")
+    cpu: Quantity = Field(
+        default="4", description="CPU request of every stage pod (a Kubernetes quantity)."
+    )
+    memory: Quantity = Field(
+        default="32Gi",
+        description="Memory request and limit of every stage pod (a Kubernetes quantity).",
+    )
+    shared_memory: Quantity = Field(
+        default="8Gi",
+        description="/dev/shm size for data workers/NCCL (its emptyDir's sizeLimit).",
+    )
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
     priority_class_name: str | None = None
@@ -588,7 +704,9 @@ class ResourcesSpec(ApiModel):
 
 class OutputSpec(ApiModel):
     volume_claim: str | None = Field(default=None, description="Defaults to data.volumeClaim.")
-    mount_path: str = Field(default="/output", pattern=MOUNT_PATH_PATTERN, max_length=256)
+    mount_path: Annotated[str, AfterValidator(_free_mount)] = Field(
+        default="/output", pattern=MOUNT_PATH_PATTERN, max_length=256
+    )
     path: Annotated[str | None, AfterValidator(_inside_output_volume)] = Field(
         default=None,
         min_length=1,
@@ -605,7 +723,12 @@ class OutputSpec(ApiModel):
                     f"!self.path.matches('{VOLUME_ITSELF}'))",
                     OUTPUT_PATH_RULE,
                     ".path",
-                )
+                ),
+                cel(
+                    cel_mount_path_free("self.mountPath"),
+                    MOUNT_RESERVED_RULE,
+                    ".mountPath",
+                ),
             ]
         }
     )
@@ -667,6 +790,11 @@ class AsrAdaptationSpec(ApiModel):
                     MODEL_SOURCE_RULE,
                     ".model.source",
                 ),
+                cel(
+                    cel_mounts_apart("self.data.mountPath", "self.output.mountPath"),
+                    MOUNTS_APART_RULE,
+                    ".output.mountPath",
+                ),
                 *(
                     cel(
                         f"!has(self.augmentation.{name}) || "
@@ -696,6 +824,13 @@ class AsrAdaptationSpec(ApiModel):
             problem = data_path_problem(path, mount) if path is not None else None
             if problem:
                 raise ValueError(f"augmentation.{name} {DATA_PATH_RULE} ({problem})")
+        return self
+
+    @model_validator(mode="after")
+    def _mounts_apart(self) -> AsrAdaptationSpec:
+        data, output = self.data.mount_path, self.output.mount_path
+        if mounts_overlap(data, output):
+            raise ValueError(f"{MOUNTS_APART_RULE} (data {data!r}, output {output!r})")
         return self
 
     @model_validator(mode="after")

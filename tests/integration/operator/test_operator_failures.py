@@ -79,28 +79,26 @@ class Refusal:
 
 
 REFUSALS = {
-    # The API server cannot even decode the Job: 400, and a message naming no field.
-    "bad-quantity": Refusal(
-        spec=make_spec(resources={"memory": "lots"}),
+    # A ResourceQuota the Job would exceed: 403 Forbidden, until an administrator raises
+    # it. (The issue's own cases, a malformed quantity the API server cannot decode and a
+    # mount path twice in the pod, are refused at admission now: see
+    # test_what_the_api_server_would_refuse_a_job_for_is_invalid_at_once below.)
+    "quota-403": Refusal(
+        spec=make_spec(),
         reason="ChildRefused",
         cause=[
-            "creating Job telephony-filter: refused by the API server (HTTP 400 BadRequest: ",
-            "quantities must match the regular expression",
+            "creating Job telephony-filter: refused by the API server (HTTP 403 Forbidden: ",
+            "exceeded quota: compute",
         ],
-        fix={"resources": {"memory": "32Gi"}},
-    ),
-    # Two volumes at one path in the container: 422 Invalid, naming the field and value.
-    "duplicate-mount-path": Refusal(
-        spec=make_spec(
-            data={"volumeClaim": "corpus", "mountPath": "/data"},
-            output={"volumeClaim": "results", "mountPath": "/data"},
+        setup=lambda cluster: cluster.refuse(
+            "jobs",
+            "telephony-filter",
+            403,
+            "Forbidden",
+            'jobs.batch "telephony-filter" is forbidden: exceeded quota: compute, requested: '
+            "requests.memory=32Gi, used: requests.memory=100Gi, limited: requests.memory=128Gi",
         ),
-        reason="ChildRefused",
-        cause=[
-            "creating Job telephony-filter: refused by the API server (HTTP 422 Invalid: ",
-            'volumeMounts[1].mountPath: Invalid value: "/data": must be unique',
-        ],
-        fix={"output": {"mountPath": "/output"}},
+        lift=lambda cluster: cluster.allow("jobs", "telephony-filter"),
     ),
     # An admission webhook (emulated) refuses the train stage's headless Service.
     "webhook-422": Refusal(
@@ -177,6 +175,40 @@ def test_a_refused_child_speaks_backs_off_and_recovers(
         run.stop()
 
 
+# The issue's specs that the API server refused only when the operator created a stage's
+# Job, after earlier stages ran: now Invalid at once, the field named, no Job made.
+INVALID_AT_ONCE = {
+    "bad-quantity": ({"resources": {"memory": "lots"}}, "spec.resources.memory: must be a "
+                     "positive Kubernetes quantity", {"resources": {"memory": "32Gi"}}),
+    "duplicate-mount-path": (
+        {"data": {"volumeClaim": "corpus", "mountPath": "/data"},
+         "output": {"volumeClaim": "results", "mountPath": "/data"}},
+        "data.mountPath and output.mountPath must differ", {"output": {"mountPath": "/output"}}),
+    "output-over-the-cache": (
+        {"output": {"mountPath": "/home/marco"}},
+        "spec.output.mountPath: must not be, lie inside or contain a folder the trainer's pod "
+        "needs", {"output": {"mountPath": "/output"}}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", list(INVALID_AT_ONCE))
+def test_what_the_api_server_would_refuse_a_job_for_is_invalid_at_once(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, kind: str
+) -> None:
+    spec_patch, words, fix = INVALID_AT_ONCE[kind]
+    run = OperatorRun(cluster, trainer.port).start()
+    try:
+        cluster.apply_adaptation(NAME, make_spec(**spec_patch))
+        status = wait_for("phase Invalid", lambda: cluster.status(NAME).get("phase") == "Invalid")
+        ready = condition(cluster.status(NAME), "Ready")
+        assert ready["reason"] == "InvalidSpec" and words in ready["message"], ready
+        assert status and cluster.jobs(NAME) == []
+        cluster.kube.merge_patch(adaptation_path(cluster), {"spec": fix})
+        jobs.wait_job(NAME, "filter")
+    finally:
+        run.stop()
+
+
 def test_an_exception_in_core_speaks_backs_off_and_recovers(
     cluster: EmulatedCluster,
     jobs: JobController,
@@ -247,9 +279,10 @@ def test_a_spec_edit_ends_the_backoff(
     cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer
 ) -> None:
     """A minute's backoff after the first refusal; the fix is taken at once all the same."""
+    cluster.refuse("jobs", "telephony-filter", 403, "Forbidden", "exceeded quota: compute")
     run = OperatorRun(cluster, trainer.port, retry_first=60.0, retry_cap=60.0).start()
     try:
-        cluster.apply_adaptation(NAME, make_spec(resources={"memory": "lots"}))
+        cluster.apply_adaptation(NAME, make_spec(resources={"memory": "64Gi"}))
         warnings(cluster, "ChildRefused", 1)
         assert (
             "next try in 60 s" in wait_for("the condition", lambda: reconciled(cluster))["message"]
@@ -258,6 +291,9 @@ def test_a_spec_edit_ends_the_backoff(
         jobs_path = cluster.path("batch/v1", "jobs")
         posts = [c for c in list(cluster.calls) if c[:2] == ("POST", jobs_path)]
         assert len(posts) == 1
+        # A smaller request fits the quota (the emulated refusal is lifted with it, which
+        # by itself wakes nothing: the operator does not watch quotas).
+        cluster.allow("jobs", "telephony-filter")
         fix = {"spec": {"resources": {"memory": "1Gi"}}}
         cluster.kube.merge_patch(adaptation_path(cluster), fix)
         jobs.wait_job(NAME, "filter", timeout=10)
