@@ -192,6 +192,17 @@ class Kube:
             raise
         return True
 
+    def delete(self, path: str) -> bool:
+        """Delete the object in the background (its dependents, a Job's pods, follow it by
+        garbage collection); False when it is gone already (404)."""
+        try:
+            self.request("DELETE", path, query={"propagationPolicy": "Background"})
+        except KubeError as error:
+            if error.status == 404:
+                return False
+            raise
+        return True
+
     def merge_patch(self, path: str, patch: Mapping[str, Any]) -> Any:
         return self.request("PATCH", path, body=dict(patch), content_type=MERGE_PATCH)
 
