@@ -244,3 +244,32 @@ def test_a_failed_run_is_retried_once_per_token(
         lambda: (j := cluster.job(NAME, "filter")) and uid(j) not in (uid(first), uid(second)),
     )
     wait_for("token 2 recorded", lambda: cluster.status(NAME).get("retryToken") == "2")
+
+
+def memory_of(job: dict[str, Any]) -> str:
+    return job["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["memory"]
+
+
+def test_a_scheduling_edit_after_the_start_applies_to_the_next_jobs(
+    cluster: EmulatedCluster, jobs: JobController, operator: OperatorRun
+) -> None:
+    """The first Job marks the run started (generation 1). resources.memory, which a started
+    run may change, edited to 48Gi: the next pass reflects generation 2; the running filter
+    Job keeps its 32Gi (a Job's pods are not remade), the profile Job gets 48Gi."""
+    adaptation = cluster.path("asr.marco.dev/v1alpha1", "asradaptations", NAME)
+    cluster.apply_adaptation(NAME, make_spec(resources={"memory": "32Gi"}))
+    status = wait_for(
+        "the start recorded", lambda: (s := cluster.status(NAME)).get("startedGeneration") and s
+    )
+    assert (status["startedGeneration"], status["observedGeneration"]) == (1, 1)
+    cluster.kube.merge_patch(adaptation, {"spec": {"resources": {"memory": "48Gi"}}})
+    assert cluster.adaptation(NAME)["metadata"]["generation"] == 2
+    status = wait_for(
+        "generation 2 observed",
+        lambda: (s := cluster.status(NAME)).get("observedGeneration") == 2 and s,
+    )
+    assert status["startedGeneration"] == 1
+    filter_job = cluster.job(NAME, "filter")
+    assert filter_job is not None and memory_of(filter_job) == "32Gi"
+    jobs.complete(filter_job, StageResult(stage="filter"))
+    assert memory_of(jobs.wait_job(NAME, "profile")) == "48Gi"
