@@ -183,7 +183,7 @@ class Kube:
         return [item for item in items if matches_labels(item, labels)]
 
     def create(self, manifest: Mapping[str, Any]) -> bool:
-        """Create the object; False when it already exists (409), which callers treat as done."""
+        """Create the object; False when one of its name exists (409): the caller checks whose."""
         try:
             self.request("POST", manifest_collection_path(manifest), body=dict(manifest))
         except KubeError as error:
