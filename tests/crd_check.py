@@ -89,16 +89,23 @@ _END_ANCHOR = re.compile(r"(?<!\\)\$")
 _Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"pattern": _go_pattern})
 
 
-def _cel_failures(schema: dict[str, Any], value: Any, path: str) -> list[str]:
+def _cel_failures(schema: dict[str, Any], value: Any, path: str, old: Any = None) -> list[str]:
+    """The rules `value` breaks. A transition rule (one reading `oldSelf`) runs only on an
+    update, and only where the old object had a value, as the API server runs it."""
     failures = []
     for rule in schema.get("x-kubernetes-validations", []):
-        if not cel.evaluate(rule["rule"], {"self": value}):
+        transition = "oldSelf" in rule["rule"]
+        if transition and old is None:
+            continue
+        bindings = {"self": value, "oldSelf": old} if transition else {"self": value}
+        if not cel.evaluate(rule["rule"], bindings):
             # The API server reports a rule's fieldPath, when it has one, as the field.
             failures.append(f"{path}{rule.get('fieldPath', '')}: {rule['message']}")
     if isinstance(value, dict):
         for name, prop in schema.get("properties", {}).items():
             if name in value and value[name] is not None:
-                failures += _cel_failures(prop, value[name], f"{path}.{name}")
+                before = old.get(name) if isinstance(old, dict) else None
+                failures += _cel_failures(prop, value[name], f"{path}.{name}", before)
     return failures
 
 
@@ -121,13 +128,18 @@ def unknown_fields(schema: dict[str, Any], value: Any, path: str = "") -> list[s
     return found
 
 
-def validate_against_crd(obj: dict[str, Any], field_validation: str = "Strict") -> list[str]:
+def validate_against_crd(
+    obj: dict[str, Any], field_validation: str = "Strict", old: dict[str, Any] | None = None
+) -> list[str]:
     """Every reason the API server would refuse `obj`; empty when it would accept it.
 
     `field_validation` is the request's fieldValidation: Strict (what kubectl sends since
     1.27) refuses unknown fields; Warn (the server's default for a client that sends
-    none) and Ignore prune them, and the object is judged without them."""
+    none) and Ignore prune them, and the object is judged without them. `old`: the object
+    as stored, for an update (transition rules compare with it); None for a create."""
     schema = crd_schema()
+    if old is not None:
+        old = as_cel_reads(schema, apply_defaults(schema, prune(schema, copy.deepcopy(old))))
     unknown = unknown_fields(schema, obj)
     if unknown and field_validation == "Strict":
         return [f'unknown field "{name}"' for name in unknown]
@@ -139,4 +151,4 @@ def validate_against_crd(obj: dict[str, Any], field_validation: str = "Strict") 
     ]
     if errors:
         return errors
-    return _cel_failures(schema, as_cel_reads(schema, obj), "")
+    return _cel_failures(schema, as_cel_reads(schema, obj), "", old)

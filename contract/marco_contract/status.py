@@ -107,7 +107,21 @@ class AsrAdaptationStatus(ApiModel):
     model_config = ConfigDict(extra="ignore")  # kopf keeps its own bookkeeping in status
 
     phase: Phase = "Pending"
-    observed_generation: int | None = None
+    observed_generation: int | None = Field(
+        default=None,
+        description="The metadata.generation of the spec this status reflects: the last pass "
+        "that went through acted on it.",
+    )
+    started_generation: int | None = Field(
+        default=None,
+        description="The metadata.generation whose spec the run started with (its first Job "
+        "created). From then on only the spec fields that are safe to change may be edited.",
+    )
+    retry_token: str | None = Field(
+        default=None,
+        description="The last value of the asr.marco.dev/retry annotation acted on; a new "
+        "value retries a Failed run once.",
+    )
     conditions: list[Condition] = Field(default_factory=list)
     message: str | None = None
     family: Family | None = None

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    BaseModel,
     ConfigDict,
     Field,
     ValidationError,
@@ -872,3 +873,81 @@ def parse_spec(spec: dict[str, Any]) -> AsrAdaptationSpec:
     Strictly, as the CRD's schema reads it: "5" is no integer, 5.0 none either, "true"
     no boolean (pydantic's lax mode would convert them, the API server refuses them)."""
     return AsrAdaptationSpec.model_validate(spec, strict=True)
+
+
+# --- edits after the start ----------------------------------------------------------------
+
+#: The spec fields that may change once the run started (status.startedGeneration set):
+#: where and how its pods are scheduled and sized, never what a stage computes or where it
+#: reads and writes. An edit applies to the Jobs created after it (a later stage, a retried
+#: one); a Job already created keeps what it was made with. The rest of the spec is
+#: immutable from the start on (the CRD's transition rule, FROZEN_SPEC_RULE), as Katib
+#: freezes a started Experiment's spec: a run is one spec's result. To change it, delete
+#: the adaptation and create it again (its children are never adopted: ownership.py).
+MUTABLE_AFTER_START: tuple[str, ...] = (
+    "resources.cpu",
+    "resources.memory",
+    "resources.sharedMemory",
+    "resources.nodeSelector",
+    "resources.tolerations",
+    "resources.priorityClassName",
+    "resources.serviceAccountName",
+    "resources.imagePullPolicy",
+    "resources.backoffLimit",
+    "resources.stageDeadlineSeconds",
+)
+FROZEN_SPEC_MESSAGE = (
+    "the spec of a started run is immutable (status.startedGeneration is set), except "
+    + ", ".join(f"spec.{path}" for path in MUTABLE_AFTER_START)
+    + "; to change the rest, delete the AsrAdaptation and create it again"
+)
+
+
+def frozen_fields() -> list[str]:
+    """The spec's immutable fields after the start, as camelCase paths (`model`,
+    `resources.image`): every field but MUTABLE_AFTER_START, at the depth they are named."""
+    mutable_parents = {path.split(".")[0] for path in MUTABLE_AFTER_START}
+    paths = []
+    for name, info in AsrAdaptationSpec.model_fields.items():
+        alias = info.alias or name
+        if alias not in mutable_parents:
+            paths.append(alias)
+            continue
+        model = info.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel), alias
+        for child, child_info in model.model_fields.items():
+            path = f"{alias}.{child_info.alias or child}"
+            if path not in MUTABLE_AFTER_START:
+                paths.append(path)
+    return paths
+
+
+def _cel_same(path: str) -> str:
+    new, old = f"self.spec.{path}", f"oldSelf.spec.{path}"
+    parent, _, leaf = path.rpartition(".")
+    has_new = f"has(self.spec{'.' + parent if parent else ''}.{leaf})"
+    has_old = f"has(oldSelf.spec{'.' + parent if parent else ''}.{leaf})"
+    return f"({has_new} ? {has_old} && {new} == {old} : !{has_old})"
+
+
+def frozen_spec_rule() -> str:
+    """CEL, at the object's root (it reads the old status): an update keeps every frozen
+    field once the run started."""
+    same = " && ".join(_cel_same(path) for path in frozen_fields())
+    return f"!has(oldSelf.status) || !has(oldSelf.status.startedGeneration) || ({same})"
+
+
+def frozen_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """The frozen fields (`spec.data`, `spec.resources.image`) that differ between two
+    specs, each read with its defaults: what the CRD's rule refuses after the start."""
+    before = parse_spec(old).model_dump(by_alias=True, mode="json")
+    after = parse_spec(new).model_dump(by_alias=True, mode="json")
+    changed = []
+    for path in frozen_fields():
+        a: Any = before
+        b: Any = after
+        for part in path.split("."):
+            a, b = a.get(part), b.get(part)
+        if a != b:
+            changed.append(f"spec.{path}")
+    return changed

@@ -78,6 +78,12 @@ RETRY_CAP = 300.0
 DEADLINE_EXCEEDED = "DeadlineExceeded"
 #: The longest condition or Event message written (the API server caps Events at 1 KiB).
 MAX_MESSAGE = 1024
+#: Seconds until the next look while objects in the way are being deleted (a predecessor's
+#: children, a retried stage's failed Job): the driver's watch may not see every kind go.
+REQUEUE_DELETING = 2.0
+#: The annotation that asks a cluster run to retry: each new value retries a Failed run once
+#: (core.retry_failed), and is recorded in status.retryToken so it is never replayed.
+RETRY_ANNOTATION = "asr.marco.dev/retry"
 
 
 @dataclass(frozen=True)
@@ -98,6 +104,17 @@ class JobState:
 
 
 @dataclass(frozen=True)
+class Child:
+    """A child object by kind (Job, ConfigMap, Service) and name."""
+
+    kind: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+@dataclass(frozen=True)
 class Observed:
     jobs: dict[str, JobState] = field(default_factory=dict)  # by stage
     #: The trials stage's jobs, by trial index (one job per candidate LR).
@@ -105,6 +122,9 @@ class Observed:
     evaluations: EvaluationHistory | None = None
     directive: Directive | None = None
     now: float = field(default_factory=time.time)
+    #: Objects with this adaptation's names and labels that an earlier adaptation of the
+    #: same name left (another owner uid): never read, deleted, waited for.
+    leftovers: tuple[Child, ...] = ()
 
 
 @dataclass
@@ -140,20 +160,36 @@ class Outcome:
     directive: Directive | None = None
     #: Job names (`names.job_name`) of stage jobs to suspend.
     suspend: list[str] = field(default_factory=list)
+    #: Objects to delete (in the background: a Job's pods follow it), before anything starts.
+    delete: list[Child] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
 
 
 def settled(body: Mapping[str, Any]) -> bool:
-    """Nothing left to do for this generation: a terminal phase, or a spec found invalid.
+    """Nothing left to do for this generation: a terminal phase, or a spec found invalid,
+    and no retry asked for that was not acted on yet.
 
     Both drivers stop looking at a settled adaptation; a new generation (the spec
-    edited) unsettles it, and core reconciles it again.
+    edited) or a new retry token unsettles it, and core reconciles it again.
     """
     status = body.get("status") or {}
     generation = (body.get("metadata") or {}).get("generation")
     finished = status.get("phase") in TERMINAL_PHASES or status.get("phase") == "Invalid"
-    return finished and status.get("observedGeneration") == generation
+    return finished and status.get("observedGeneration") == generation and not retry_asked(body)
+
+
+def retry_token(body: Mapping[str, Any]) -> str | None:
+    """The value of the retry annotation (RETRY_ANNOTATION), None when it is unset or empty."""
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    token = annotations.get(RETRY_ANNOTATION)
+    return str(token) if token else None
+
+
+def retry_asked(body: Mapping[str, Any]) -> bool:
+    """A retry token not acted on yet: set, and not the one status.retryToken records."""
+    token = retry_token(body)
+    return token is not None and token != (body.get("status") or {}).get("retryToken")
 
 
 def retry_failed(status: Mapping[str, Any], now: float) -> Outcome:
@@ -367,8 +403,13 @@ def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None
     default, local directories for the local driver.
     """
     run = _Run(body, observed)
+    if retry_asked(body) and not _retry(run):
+        return run.finish()
     status = run.status
     if status.phase in TERMINAL_PHASES:
+        return run.finish()
+    if observed.leftovers:
+        _await_predecessor(run)
         return run.finish()
     spec = _validated_spec(run)
     if spec is None:
@@ -415,6 +456,75 @@ def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None
     status.message = _summary(status)
     set_condition(status, "Ready", "True", "Succeeded", status.message, run.now)
     return run.finish()
+
+
+def _retry(run: _Run) -> bool:
+    """Act on a new retry token (RETRY_ANNOTATION); False when the pass ends here.
+
+    A Failed run is retried (retry_failed) once the Jobs that failed are gone: first they
+    are deleted, and the token stays unrecorded (the run Failed, Ready Retrying) until no
+    pass sees them any more, so that none is read as the retried stage's fresh failure.
+    Any other phase records the token and says why nothing was retried.
+    """
+    token = retry_token(run.body)
+    status = run.status
+    if status.phase != "Failed":
+        status.retry_token = token
+        run.event(
+            "Normal",
+            "RetryIgnored",
+            f"{RETRY_ANNOTATION}={token!r}: the run is {status.phase}; only a Failed run "
+            "is retried",
+        )
+        return True
+    failed = [
+        Child("Job", job.name)
+        for stage, record in status.stages.items()
+        if record.state == "Failed" and (job := run.observed.jobs.get(stage)) is not None
+    ]
+    if status.stages.get(TRIALS_STAGE, StageStatus()).state == "Failed":
+        failed += [
+            Child("Job", job.name)
+            for trial in status.trials
+            if trial.state == "Failed" and (job := run.observed.trials.get(trial.index))
+        ]
+    if failed:
+        run.outcome.delete.extend(failed)
+        names = ", ".join(str(child) for child in failed)
+        message = f"retry {token!r}: waiting for the failed {names} to be deleted"
+        set_condition(status, "Ready", "False", "Retrying", message, run.now)
+        run.outcome.requeue_after = REQUEUE_DELETING
+        return False
+    retried = retry_failed(dump_status(status), run.now)
+    run.status = AsrAdaptationStatus.model_validate(retried.status)
+    run.status.retry_token = token
+    run.outcome.events.extend(retried.events)
+    return True
+
+
+def _await_predecessor(run: _Run) -> None:
+    """Objects of an earlier adaptation of this name are in the way: delete them (again:
+    idempotent) and start nothing until they are gone, saying so."""
+    status = run.status
+    leftovers = run.observed.leftovers
+    run.outcome.delete.extend(leftovers)
+    names = ", ".join(str(child) for child in leftovers)
+    message = (
+        f"waiting for what an earlier AsrAdaptation named {run.name} left to be deleted: {names}"
+    )
+    before = next((c for c in run.old.conditions if c.type == "Ready"), None)
+    if before is None or before.reason != "WaitingForPredecessor":
+        run.event("Normal", "WaitingForPredecessor", message)
+    status.message = message
+    set_condition(status, "Ready", "False", "WaitingForPredecessor", message, run.now)
+    run.outcome.requeue_after = REQUEUE_DELETING
+
+
+def _started(run: _Run) -> None:
+    """Mark the run started (its first Job): from here on the spec is immutable but for the
+    fields safe to change (api.MUTABLE_AFTER_START; the CRD's transition rule)."""
+    if run.status.started_generation is None:
+        run.status.started_generation = run.status.observed_generation
 
 
 def _trouble(run: _Run, before: str | None, job: JobState, what: str) -> str | None:
@@ -503,6 +613,7 @@ def _start_stage(run: _Run, spec: AsrAdaptationSpec, layout: Layout, stage: str)
             deadline_seconds=spec.resources.stage_deadline_seconds.of(stage),
         )
     )
+    _started(run)
     status.phase = PHASE_OF_STAGE[stage]
     status.message = None
     status.stages[stage].state = "Running"
@@ -592,6 +703,7 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
                 )
             )
             trial.state = "Pending"  # created, not running yet
+            _started(run)
             run.event(
                 "Normal",
                 "StageStarted",

@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from marco_contract.status import AsrAdaptationStatus
 from marco_operator.api import (
+    FROZEN_SPEC_MESSAGE,
     GROUP,
     KIND,
     MAX_NAME_LENGTH,
@@ -29,6 +30,7 @@ from marco_operator.api import (
     VERSION,
     AsrAdaptationSpec,
     cel,
+    frozen_spec_rule,
 )
 from marco_operator.generated import add_generator
 
@@ -131,6 +133,8 @@ def build_crd() -> dict[str, Any]:
             # Its Service and Jobs take it as a prefix, and a Service's name is a DNS-1035
             # label (a CR's own name need only be a DNS-1123 subdomain).
             cel(f"self.metadata.name.matches('{NAME_PATTERN}')", NAME_RULE),
+            # A transition rule: it reads the old object's status, so it sits at the root.
+            cel(frozen_spec_rule(), FROZEN_SPEC_MESSAGE),
         ],
     }
     return {

@@ -333,7 +333,7 @@ def _error_kind(error: BaseException) -> str:
     """The errors metric's kind of a failed pass: refused (a child), api, or internal."""
     from marco_operator.reconciler import describe_failure
 
-    return {"ChildRefused": "refused", "ApiError": "api"}.get(
+    return {"ChildRefused": "refused", "ChildNotOurs": "refused", "ApiError": "api"}.get(
         describe_failure(error).reason, "internal"
     )
 

@@ -183,11 +183,22 @@ class Kube:
         return [item for item in items if matches_labels(item, labels)]
 
     def create(self, manifest: Mapping[str, Any]) -> bool:
-        """Create the object; False when it already exists (409), which callers treat as done."""
+        """Create the object; False when one of its name exists (409): the caller checks whose."""
         try:
             self.request("POST", manifest_collection_path(manifest), body=dict(manifest))
         except KubeError as error:
             if error.status == 409:
+                return False
+            raise
+        return True
+
+    def delete(self, path: str) -> bool:
+        """Delete the object in the background (its dependents, a Job's pods, follow it by
+        garbage collection); False when it is gone already (404)."""
+        try:
+            self.request("DELETE", path, query={"propagationPolicy": "Background"})
+        except KubeError as error:
+            if error.status == 404:
                 return False
             raise
         return True

@@ -453,6 +453,11 @@ class LocalRun:
         )
 
     def apply(self, outcome: Outcome) -> None:
+        for child in outcome.delete:  # a retried stage's failed "Job": its process ended
+            job = self.jobs.get(child.name)
+            if child.kind == "Job" and job is not None:
+                _terminate(job)
+                del self.jobs[child.name]
         if outcome.directive is not None and outcome.directive != self.read_directive():
             self.write_directive(outcome.directive)
         for start in outcome.start:

@@ -33,15 +33,18 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     # patches its finalizer and progress annotations.
     Rule(GROUP, PLURAL, ("list", "watch", "patch")),
     Rule(GROUP, f"{PLURAL}/status", ("patch",)),
-    # Stage Jobs: created, watched, suspended when a stop is not honoured.
-    Rule("batch", "jobs", ("list", "watch", "create", "patch")),
+    # Stage Jobs: created, watched, suspended when a stop is not honoured; deleted when an
+    # earlier adaptation of the same name left them, or when a failed stage is retried.
+    Rule("batch", "jobs", ("list", "watch", "create", "patch", "delete")),
     # Stage pods are watched (kopf's index) for rank 0's IP and the termination messages,
     # never changed.
     Rule("", "pods", ("list", "watch")),
-    # The `<name>-control` ConfigMap carries the directive to the trainer.
-    Rule("", "configmaps", ("get", "create", "patch")),
-    # The headless rendezvous Service for torchrun.
-    Rule("", "services", ("create",)),
+    # The `<name>-control` ConfigMap carries the directive to the trainer. Read each pass
+    # (and after a 409) for its owner too; an earlier adaptation's is deleted.
+    Rule("", "configmaps", ("get", "create", "patch", "delete")),
+    # The headless rendezvous Service for torchrun: read for its owner, an earlier
+    # adaptation's deleted.
+    Rule("", "services", ("get", "create", "delete")),
     # Events on every phase change and decision (core v1, as kopf posts them).
     Rule("", "events", ("create",)),
     # kopf's resource scanning.

@@ -27,6 +27,8 @@ from marco_contract.formats import Directive, StageResult
 from marco_contract.results import parse_stage_result
 from marco_operator.api import API_VERSION, KIND, PLURAL
 from marco_operator.core import (
+    REQUEUE_DELETING,
+    Child,
     Event,
     Failure,
     JobState,
@@ -37,7 +39,8 @@ from marco_operator.core import (
     reconcile,
     settled,
 )
-from marco_operator.kube import Kube, KubeError, collection_path
+from marco_operator.kube import PLURALS, Kube, KubeError, collection_path
+from marco_operator.ownership import describe_controller, ownership, pods_of_jobs
 from marco_operator.rank0 import evaluations_url, fetch_evaluations
 from marco_operator.resources import (
     DIRECTIVE_KEY,
@@ -50,6 +53,7 @@ from marco_operator.resources import (
     control_configmap_name,
     stage_job,
     train_service,
+    train_service_name,
 )
 
 logger = logging.getLogger(__name__)
@@ -73,6 +77,17 @@ def adaptation_path(namespace: str, name: str = "") -> str:
 def control_path(namespace: str, name: str) -> str:
     configmap = control_configmap_name(Owner(name=name, namespace=namespace, uid=""))
     return f"{collection_path('v1', 'configmaps', namespace)}/{configmap}"
+
+
+def service_path(namespace: str, name: str) -> str:
+    service = train_service_name(Owner(name=name, namespace=namespace, uid=""))
+    return f"{collection_path('v1', 'services', namespace)}/{service}"
+
+
+def child_path(namespace: str, child: Child) -> str:
+    """Where a child of one of the operator's kinds (kube.PLURALS) lives."""
+    api_version = "batch/v1" if child.kind == "Job" else "v1"
+    return f"{collection_path(api_version, PLURALS[child.kind], namespace)}/{child.name}"
 
 
 # --- observing ----------------------------------------------------------------------------
@@ -300,8 +315,7 @@ def _rank0_url(train: JobState | None, pods: Iterable[Mapping[str, Any]], port: 
     return evaluations_url(ip, port)
 
 
-def _directive(kube: Kube, namespace: str, name: str) -> Directive | None:
-    configmap = kube.get(control_path(namespace, name))
+def _directive(configmap: Mapping[str, Any] | None, namespace: str, name: str) -> Directive | None:
     text = ((configmap or {}).get("data") or {}).get(DIRECTIVE_KEY)
     if not text:
         return None
@@ -339,19 +353,44 @@ def observe(
     kube: Kube, body: Mapping[str, Any], found: Children, options: Options
 ) -> tuple[Observed, list[str]]:
     """What exists: the Jobs and pods from the driver's caches (no listing), rank 0's history
-    over HTTP while training runs, and the directive read fresh from its ConfigMap."""
+    over HTTP while training runs, and the directive read fresh from its ConfigMap.
+
+    Only what this adaptation controls (by uid, ownership.py) is read: a Job, ConfigMap or
+    Service of an earlier adaptation of the same name is a leftover (Observed.leftovers),
+    and the pods of its Jobs are not looked at."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    owner = Owner.from_body(dict(body))
     jobs: dict[str, JobState] = {}
     trials: dict[int, JobState] = {}
+    leftovers: list[Child] = []
+    own_jobs = []
     for raw in found.jobs:
-        state = _job_state(raw, found.pods)
+        whose = ownership(raw, owner)
+        if whose == "ours":
+            own_jobs.append(raw)
+        elif whose == "predecessor":
+            leftovers.append(Child("Job", raw["metadata"]["name"]))
+    pods = pods_of_jobs(found.pods, own_jobs)
+    configmap = kube.get(control_path(namespace, name))
+    if configmap is not None and ownership(configmap, owner) != "ours":
+        if ownership(configmap, owner) == "predecessor":
+            leftovers.append(Child("ConfigMap", configmap["metadata"]["name"]))
+        configmap = None  # never a directive of someone else's
+    # The Service is made just before the train Job: once that Job is ours, so is it.
+    training = any((j["metadata"].get("labels") or {}).get(LABEL_STAGE) == TRAIN_STAGE
+                   for j in own_jobs)  # fmt: skip
+    service = None if training else kube.get(service_path(namespace, name))
+    if service is not None and ownership(service, owner) == "predecessor":
+        leftovers.append(Child("Service", service["metadata"]["name"]))
+    for raw in own_jobs:
+        state = _job_state(raw, pods)
         if state.trial is not None:
             trials[state.trial] = state
         elif state.stage:
             jobs[state.stage] = state
     errors = []
     evaluations = None
-    url = _rank0_url(jobs.get(TRAIN_STAGE), found.pods, options.trainer_port)
+    url = _rank0_url(jobs.get(TRAIN_STAGE), pods, options.trainer_port)
     if url is not None:
         evaluations = fetch_evaluations(url, options.trainer_timeout)
         if evaluations is None:
@@ -360,8 +399,9 @@ def observe(
         jobs=jobs,
         trials=trials,
         evaluations=evaluations,
-        directive=_directive(kube, namespace, name),
+        directive=_directive(configmap, namespace, name),
         now=time.time(),
+        leftovers=tuple(leftovers),
     )
     return observed, errors
 
@@ -458,8 +498,31 @@ def _writing(verb: str, kind: str, name: str) -> Iterator[None]:
         raise ChildError(verb, kind, name, error) from error
 
 
+class NotOurs(Exception):
+    """A child's name is taken by an object this adaptation does not control, and that no
+    earlier adaptation of its name left either: someone else's, never touched."""
+
+    def __init__(self, kind: str, name: str, existing: Mapping[str, Any]) -> None:
+        self.kind, self.name = kind, name
+        super().__init__(
+            f"creating {kind} {name}: one of that name exists and is not this AsrAdaptation's "
+            f"(its controller: {describe_controller(existing)}); delete or rename it"
+        )
+
+
+class PredecessorInTheWay(Exception):
+    """A create found (HTTP 409) a child an earlier adaptation of this name left, which no
+    watch had shown: it is being deleted, and the pass stops before anything else."""
+
+    def __init__(self, child: Child) -> None:
+        self.child = child
+        super().__init__(f"{child} belongs to an earlier AsrAdaptation of this name")
+
+
 def describe_failure(error: BaseException) -> Failure:
     """A failed pass's error as a user reads it: what was refused, or what went wrong."""
+    if isinstance(error, NotOurs):
+        return Failure("ChildNotOurs", str(error))
     if isinstance(error, ChildError):
         return Failure("ChildRefused" if error.error.refused else "ApiError", str(error))
     if isinstance(error, KubeError):
@@ -494,6 +557,35 @@ def report_failure(
     return ((written or {}).get("metadata") or {}).get("resourceVersion")
 
 
+def _create(kube: Kube, manifest: Mapping[str, Any], owner: Owner) -> None:
+    """Create a child. One that exists (HTTP 409) counts as created only when it is ours
+    (its controller's uid is the adaptation's): a predecessor's is deleted and the pass
+    stops (PredecessorInTheWay); anyone else's fails it (NotOurs)."""
+    kind, child_name = manifest["kind"], manifest["metadata"]["name"]
+    with _writing("creating", kind, child_name):
+        if kube.create(manifest):
+            logger.info("%s/%s: created %s %s", owner.namespace, owner.name, kind, child_name)
+            return
+        existing = kube.get(child_path(owner.namespace, Child(kind, child_name)))
+    if existing is None:  # gone since: the next pass creates it
+        raise PredecessorInTheWay(Child(kind, child_name))
+    whose = ownership(existing, owner)
+    if whose == "ours":
+        return
+    if whose == "stranger":
+        raise NotOurs(kind, child_name, existing)
+    with _writing("deleting", kind, child_name):
+        kube.delete(child_path(owner.namespace, Child(kind, child_name)))
+    logger.info(
+        "%s/%s: deleting %s %s, an earlier adaptation's",
+        owner.namespace,
+        owner.name,
+        kind,
+        child_name,
+    )
+    raise PredecessorInTheWay(Child(kind, child_name))
+
+
 def apply(
     kube: Kube, body: Mapping[str, Any], observed: Observed, outcome: Outcome
 ) -> dict[str, Any] | None:
@@ -504,17 +596,12 @@ def apply(
     """
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     owner = Owner.from_body(dict(body))
+    for child in outcome.delete:
+        with _writing("deleting", child.kind, child.name):
+            if kube.delete(child_path(namespace, child)):
+                logger.info("%s/%s: deleting %s", namespace, name, child)
     for manifest in children(outcome, owner):
-        with _writing("creating", manifest["kind"], manifest["metadata"]["name"]):
-            created = kube.create(manifest)
-        if created:
-            logger.info(
-                "%s/%s: created %s %s",
-                namespace,
-                name,
-                manifest["kind"],
-                manifest["metadata"]["name"],
-            )
+        _create(kube, manifest, owner)
     if outcome.directive is not None and outcome.directive != observed.directive:
         data = {DIRECTIVE_KEY: outcome.directive.model_dump_json()}
         with _writing("patching", "ConfigMap", control_configmap_name(owner)):
@@ -548,7 +635,17 @@ def reconcile_pass(kube: Kube, body: Mapping[str, Any], found: Children, options
         return Pass(phase=(body.get("status") or {}).get("phase"), settled=True)
     observed, errors = observe(kube, body, found, options)
     outcome = reconcile(body, observed)
-    written = apply(kube, body, observed, outcome)
+    try:
+        written = apply(kube, body, observed, outcome)
+    except PredecessorInTheWay as found_late:
+        # Nothing of this pass is committed (no status): the next one finds the leftover
+        # (or finds it gone) and decides again.
+        logger.info("%s; the next pass waits for it", found_late)
+        return Pass(
+            phase=(body.get("status") or {}).get("phase"),
+            requeue_after=REQUEUE_DELETING,
+            errors=tuple(errors),
+        )
     version = ((written or {}).get("metadata") or {}).get("resourceVersion")
     return Pass(
         phase=outcome.status.get("phase"),
@@ -564,8 +661,10 @@ __all__ = [
     "ChildError",
     "Children",
     "KubeError",
+    "NotOurs",
     "Options",
     "Pass",
+    "PredecessorInTheWay",
     "apply",
     "describe_failure",
     "observe",

@@ -112,10 +112,10 @@ def test_a_drifted_rules_file_is_caught(helm, tmp_path, monkeypatch):
     shutil.copytree(chart.CHART, copy)
     rules_file = copy / "files" / "rules.yaml"
     sets = yaml.safe_load(rules_file.read_text())
-    sets["clusterWide"][2]["verbs"].append("delete")  # batch jobs
+    sets["clusterWide"][2]["verbs"].append("deletecollection")  # batch jobs
     rules_file.write_text(yaml.safe_dump(sets))
     monkeypatch.setattr(chart, "CHART", Path(copy))
     drifted = granted(of_kind(render(helm), "ClusterRole"))
     assert drifted != expected(OPERATOR_RULES)
     jobs = next(r for r in OPERATOR_RULES if r.resource == "jobs")
-    assert ("batch", "jobs", frozenset({*jobs.verbs, "delete"})) in drifted
+    assert ("batch", "jobs", frozenset({*jobs.verbs, "deletecollection"})) in drifted

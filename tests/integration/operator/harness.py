@@ -43,6 +43,8 @@ from marco_operator.api import API_VERSION, PLURAL
 from marco_operator.kopf_driver import DriverOptions, operate
 from marco_operator.kube import Kube, collection_path
 from marco_operator.metrics import OperatorMetrics
+from marco_operator.names import job_name
+from marco_operator.ownership import JOB_UID_LABEL
 from marco_operator.reconciler import JOB_NAME_LABEL, adaptation_path, control_path
 from marco_operator.resources import (
     DIRECTIVE_KEY,
@@ -50,6 +52,11 @@ from marco_operator.resources import (
     LABEL_COMPLETION_INDEX,
     LABEL_STAGE,
     LABEL_TRIAL,
+    Owner,
+    control_configmap,
+    labels,
+    metadata,
+    train_service,
 )
 
 NAMESPACE = "asr"
@@ -459,6 +466,27 @@ class EmulatedCluster:
         events = self.kube.list(self.path("v1", "events"))
         return [e for e in events if e.get("involvedObject", {}).get("name") == adaptation]
 
+    def leave_predecessor(
+        self, adaptation: str, stages: tuple[str, ...] = ("filter",), steered: bool = True
+    ) -> str:
+        """What an earlier AsrAdaptation of this name left, as the operator made it for that
+        one (its uid, our names and labels) and no garbage collector removed yet: its stage
+        Jobs, and with `steered` its control ConfigMap (a directive of its own) and Service.
+        Returns the predecessor's uid."""
+        old = Owner(name=adaptation, namespace=NAMESPACE, uid=str(uuid.uuid4()))
+        for stage in stages:
+            self.kube.create({
+                "apiVersion": "batch/v1", "kind": "Job",
+                "metadata": metadata(old, job_name(adaptation, stage), stage),
+                "spec": {"template": {"metadata": {"labels": labels(old, stage)},
+                                      "spec": {"containers": []}}},
+            })  # fmt: skip
+        if steered:
+            stale = Directive(cycle=7, learning_rate=0.5, reason="the predecessor's")
+            self.kube.create(control_configmap(old, stale))
+            self.kube.create(train_service(old))
+        return old.uid
+
     def directive(self, adaptation: str) -> Directive | None:
         configmap = self.kube.get(control_path(NAMESPACE, adaptation))
         text = ((configmap or {}).get("data") or {}).get(DIRECTIVE_KEY)
@@ -535,12 +563,22 @@ class JobController:
         created: str | None = None,
     ) -> str:
         """One pod of the Job, as the Job controller makes it: the template's labels plus
-        the Job's own, the completion index as annotation and label (Kubernetes 1.28+)."""
+        the Job's own (its name and uid), the completion index as annotation and label
+        (Kubernetes 1.28+), and the Job as its controller."""
         job_name = job["metadata"]["name"]
         template = job.get("spec", {}).get("template", {})
         labels = dict(template.get("metadata", {}).get("labels") or {})
         labels.update({JOB_NAME_LABEL: job_name, "batch.kubernetes.io/job-name": job_name})
-        meta: dict[str, Any] = {"name": name, "namespace": NAMESPACE, "labels": labels}
+        uid = job["metadata"]["uid"]
+        labels[JOB_UID_LABEL] = uid
+        meta: dict[str, Any] = {
+            "name": name,
+            "namespace": NAMESPACE,
+            "labels": labels,
+            "ownerReferences": [{
+                "apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": uid,
+                "controller": True, "blockOwnerDeletion": True}],
+        }  # fmt: skip
         if index is not None:
             labels[LABEL_COMPLETION_INDEX] = str(index)
             meta["annotations"] = {LABEL_COMPLETION_INDEX: str(index)}
