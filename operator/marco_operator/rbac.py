@@ -42,6 +42,9 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     Rule("", "configmaps", ("get", "create", "patch")),
     # The headless rendezvous Service for torchrun.
     Rule("", "services", ("create",)),
+    # The `<name>-endpoint` Secret holding rank 0's bearer token: created, never read (the
+    # operator derives the token again from its key).
+    Rule("", "secrets", ("create",)),
     # Events on every phase change and decision (core v1, as kopf posts them).
     Rule("", "events", ("create",)),
     # kopf's resource scanning.
