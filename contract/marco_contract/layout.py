@@ -87,7 +87,10 @@ class Layout:
     """Where things are for the process that runs a stage.
 
     `data_root` is where data.mountPath is seen, `output_root` this adaptation's
-    output directory, `control_file` the directive file the trainer reads.
+    output directory, `control_file` the directive file the trainer reads. Rank 0's
+    endpoint binds `endpoint_host` (loopback unless in a pod) and serves its history
+    on `api_port` (None: on `metrics_port` too), asking for the bearer token in
+    `api_token_file` when there is one.
     """
 
     data_mount: str
@@ -95,6 +98,9 @@ class Layout:
     output_root: str
     control_file: str
     metrics_port: int = 9400
+    endpoint_host: str = "127.0.0.1"
+    api_port: int | None = None
+    api_token_file: str | None = None
 
     @property
     def run(self) -> RunPaths:

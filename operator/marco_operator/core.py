@@ -46,6 +46,7 @@ from marco_operator.plan import (
     stage_command,
     trial_command,
 )
+from marco_operator.policy import Policy
 from marco_operator.resources import cluster_layout
 from marco_operator.schedule import (
     ScheduleSettings,
@@ -63,6 +64,9 @@ from marco_operator.schedule import (
 #: Seconds until the next look while a stage runs (the driver's timer may be faster).
 REQUEUE_RUNNING = 10.0
 DEFAULT_FAMILY: Family = "encoder-decoder"
+#: Reason (condition and Event) of a spec whose image or ServiceAccount the operator's
+#: policy does not allow.
+NOT_ALLOWED = "NotAllowed"
 
 #: The condition that says whether the driver's last pass went through: False (reason
 #: ChildRefused, ApiError or ReconcileError) after a pass that failed, True (Recovered)
@@ -396,11 +400,17 @@ class _Run:
         self.event("Normal", "Recovered", message)
 
 
-def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None = None) -> Outcome:
+def reconcile(
+    body: Mapping[str, Any],
+    observed: Observed,
+    layout: Layout | None = None,
+    policy: Policy | None = None,
+) -> Outcome:
     """The desired children, directive and status of one AsrAdaptation, given what exists.
 
     `layout` says where stage processes see data and outputs: the pod mounts by
-    default, local directories for the local driver.
+    default, local directories for the local driver. `policy` is what the operator
+    allows (images, ServiceAccounts); None allows anything.
     """
     run = _Run(body, observed)
     if retry_asked(body) and not _retry(run):
@@ -412,7 +422,7 @@ def reconcile(body: Mapping[str, Any], observed: Observed, layout: Layout | None
         _await_predecessor(run)
         return run.finish()
     spec = _validated_spec(run)
-    if spec is None:
+    if spec is None or not _allowed(run, spec, policy):
         return run.finish()
     run.outcome.spec = spec
     layout = layout or cluster_layout(spec, run.name)
@@ -573,6 +583,22 @@ def _validated_spec(run: _Run) -> AsrAdaptationSpec | None:
     if run.old.message != message or run.old.phase != "Invalid":
         run.event("Warning", "InvalidSpec", message)
     return None
+
+
+def _allowed(run: _Run, spec: AsrAdaptationSpec, policy: Policy | None) -> bool:
+    """False, with phase Invalid and reason NotAllowed, for a spec the operator's policy
+    refuses: checked on every pass before any stage starts, so nothing runs an image or
+    ServiceAccount the operator was not told to allow."""
+    refusal = policy.refusal(spec) if policy is not None else None
+    if refusal is None:
+        return True
+    status = run.status
+    status.phase = "Invalid"
+    status.message = refusal
+    set_condition(status, "Ready", "False", NOT_ALLOWED, refusal, run.now)
+    if run.old.message != refusal or run.old.phase != "Invalid":
+        run.event("Warning", NOT_ALLOWED, refusal)
+    return False
 
 
 def _family(run: _Run, spec: AsrAdaptationSpec) -> Family | None:

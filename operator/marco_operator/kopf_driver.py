@@ -31,8 +31,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from marco_operator.core import RETRY_CAP, RETRY_FIRST
-from marco_operator.resources import METRICS_PORT
+from marco_operator.core import NOT_ALLOWED, RETRY_CAP, RETRY_FIRST
+from marco_operator.endpoint_auth import load_key
+from marco_operator.policy import Policy, listed
+from marco_operator.resources import API_PORT
 
 if TYPE_CHECKING:
     import kopf
@@ -52,8 +54,11 @@ CONSISTENCY_TIMEOUT = 5.0
 class DriverOptions:
     namespaces: tuple[str, ...] = ()
     all_namespaces: bool = False
-    trainer_port: int = METRICS_PORT
+    trainer_port: int = API_PORT
     trainer_timeout: float = 2.0
+    #: None: made at start (endpoint_auth.load_key with no file).
+    endpoint_key: bytes | None = field(default=None, repr=False)
+    policy: Policy = field(default_factory=Policy)
     interval: float = 10.0
     liveness_endpoint: str | None = None
     standalone: bool = False
@@ -150,7 +155,10 @@ def build_registry(
     registry = kopf.OperatorRegistry()
     kube = Kube(configuration)
     pass_options = reconciler.Options(
-        trainer_port=options.trainer_port, trainer_timeout=options.trainer_timeout
+        trainer_port=options.trainer_port,
+        trainer_timeout=options.trainer_timeout,
+        endpoint_key=options.endpoint_key or load_key(),
+        policy=options.policy,
     )
     managed = {LABEL_MANAGED_BY: MANAGED_BY}
     tracked: defaultdict[tuple[str, str], _Tracked] = defaultdict(_Tracked)
@@ -205,6 +213,8 @@ def build_registry(
             metrics.observe_error(kind)
         if any(event.reason == "InvalidSpec" for event in done.events):
             metrics.observe_error("invalid-spec")
+        if any(event.reason == NOT_ALLOWED for event in done.events):
+            metrics.observe_error("not-allowed")
         set_phase(namespace, name, done.phase)
         return done
 
@@ -383,6 +393,18 @@ async def operate(
     )
 
 
+def policy_of(args: argparse.Namespace) -> Policy:
+    """The allow-lists: the flags, else the environment (the chart sets it), else none."""
+    env = Policy.from_env()
+    images = listed(args.allowed_images) if args.allowed_images is not None else env.images
+    accounts = (
+        listed(args.allowed_service_accounts)
+        if args.allowed_service_accounts is not None
+        else env.service_accounts
+    )
+    return Policy(images=images, service_accounts=accounts)
+
+
 def _command(args: argparse.Namespace) -> int:
     from marco_operator.kube import load_configuration
     from marco_operator.metrics import metrics_port
@@ -403,7 +425,11 @@ def _command(args: argparse.Namespace) -> int:
         standalone=args.standalone,
         peering_name=args.peering,
         metrics_port=args.metrics_port if args.metrics_port is not None else metrics_port(),
+        endpoint_key=load_key(args.endpoint_key_file),
+        policy=policy_of(args),
     )
+    if options.policy.images is None:
+        logger.warning("no image allow-list (--allowed-images): any image may run")
     configuration = load_configuration(args.kubeconfig, args.context)
     asyncio.run(operate(options, configuration))
     return 0
@@ -446,8 +472,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--trainer-port",
         type=_port,
-        default=METRICS_PORT,
+        default=API_PORT,
         help="port of rank 0's /v1/evaluations (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--endpoint-key-file",
+        metavar="FILE",
+        default=None,
+        help="key the trainers' endpoint tokens derive from (default: $MARCO_ENDPOINT_KEY_FILE; "
+        "none: one made at start, lost at a restart)",
+    )
+    parser.add_argument(
+        "--allowed-images",
+        metavar="LIST",
+        default=None,
+        help="comma-separated image repositories an AsrAdaptation may run ('reg.io/org/' "
+        "for all under it, '*' for any; default: $MARCO_ALLOWED_IMAGES, else any)",
+    )
+    parser.add_argument(
+        "--allowed-service-accounts",
+        metavar="LIST",
+        default=None,
+        help="comma-separated ServiceAccounts a stage pod may use ('*' for any; default: "
+        "$MARCO_ALLOWED_SERVICE_ACCOUNTS, else any)",
     )
     parser.add_argument(
         "--trainer-timeout",

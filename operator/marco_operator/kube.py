@@ -29,6 +29,7 @@ PLURALS: dict[str, str] = {
     "ConfigMap": "configmaps",
     "Event": "events",
     "Job": "jobs",
+    "Secret": "secrets",
     "Service": "services",
 }
 

@@ -70,7 +70,7 @@ class OperatorMetrics:
         )
         self.errors = Counter(
             "marco_operator_errors",
-            "Errors met while reconciling, by kind (e.g. api, invalid-spec, trainer).",
+            "Errors met while reconciling, by kind (e.g. api, invalid-spec, not-allowed, trainer).",
             ["kind"],
             registry=self.registry,
         )

@@ -196,6 +196,18 @@ def stage_command(
     raise ValueError(f"unknown stage {stage!r}")
 
 
+def _endpoint_args(layout: Layout, metrics_port: int) -> list[str]:
+    """Where rank 0 serves (`--metrics-port 0`: nowhere, and nothing else to say)."""
+    args = ["--metrics-port", str(metrics_port)]
+    if metrics_port:
+        args += ["--metrics-host", layout.endpoint_host]
+        if layout.api_port is not None:
+            args += ["--api-port", str(layout.api_port)]
+        if layout.api_token_file is not None:
+            args += ["--api-token-file", layout.api_token_file]
+    return args
+
+
 def _train_args(
     spec: AsrAdaptationSpec,
     layout: Layout,
@@ -226,7 +238,7 @@ def _train_args(
         *to_argv(spec.training, RetentionOptions),
         "--family", family,
         "--adaptation", name,
-        "--metrics-port", str(metrics_port),
+        *_endpoint_args(layout, metrics_port),
         *_language_args(spec),
         *_decoding_args(spec),
     ]  # fmt: skip

@@ -45,6 +45,10 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     # The headless rendezvous Service for torchrun: read for its owner, an earlier
     # adaptation's deleted.
     Rule("", "services", ("get", "create", "delete")),
+    # The `<name>-endpoint-<uid>` Secret holding rank 0's bearer token: created, never
+    # read (the operator derives the token again from its key; the uid in its name means a
+    # 409 can only be its own).
+    Rule("", "secrets", ("create",)),
     # Events on every phase change and decision (core v1, as kopf posts them).
     Rule("", "events", ("create",)),
     # kopf's resource scanning.

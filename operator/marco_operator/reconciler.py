@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import socket
 import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -39,18 +40,21 @@ from marco_operator.core import (
     reconcile,
     settled,
 )
+from marco_operator.endpoint_auth import endpoint_token
 from marco_operator.kube import PLURALS, Kube, KubeError, collection_path
 from marco_operator.ownership import describe_controller, ownership, pods_of_jobs
+from marco_operator.policy import Policy
 from marco_operator.rank0 import evaluations_url, fetch_evaluations
 from marco_operator.resources import (
+    API_PORT,
     DIRECTIVE_KEY,
     LABEL_COMPLETION_INDEX,
     LABEL_STAGE,
     LABEL_TRIAL,
-    METRICS_PORT,
     Owner,
     control_configmap,
     control_configmap_name,
+    endpoint_secret,
     stage_job,
     train_service,
     train_service_name,
@@ -65,8 +69,15 @@ REPORTING_COMPONENT = "marco-asr-operator"
 
 @dataclass(frozen=True)
 class Options:
-    trainer_port: int = METRICS_PORT
+    trainer_port: int = API_PORT
     trainer_timeout: float = 2.0
+    #: The key each adaptation's endpoint token derives from (endpoint_auth); made at
+    #: start when the operator is given none.
+    endpoint_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
+    policy: Policy = field(default_factory=Policy)
+
+    def token(self, owner: Owner) -> str:
+        return endpoint_token(self.endpoint_key, owner.namespace, owner.name, owner.uid)
 
 
 def adaptation_path(namespace: str, name: str = "") -> str:
@@ -392,7 +403,8 @@ def observe(
     evaluations = None
     url = _rank0_url(jobs.get(TRAIN_STAGE), pods, options.trainer_port)
     if url is not None:
-        evaluations = fetch_evaluations(url, options.trainer_timeout)
+        token = options.token(Owner.from_body(dict(body)))
+        evaluations = fetch_evaluations(url, options.trainer_timeout, token)
         if evaluations is None:
             errors.append("trainer")
     observed = Observed(
@@ -409,15 +421,17 @@ def observe(
 # --- acting -------------------------------------------------------------------------------
 
 
-def children(outcome: Outcome, owner: Owner) -> list[dict[str, Any]]:
+def children(outcome: Outcome, owner: Owner, token: str | None = None) -> list[dict[str, Any]]:
     """The Kubernetes objects of the stages core starts, in creation order: a steered stage's
-    ConfigMap (the directive it mounts) and headless Service (its rendezvous) before its Job."""
+    ConfigMap (the directive it mounts), Secret (its endpoint's `token`; a random one when
+    None) and headless Service (its rendezvous) before its Job."""
     manifests: list[dict[str, Any]] = []
     for start in outcome.start:
         assert outcome.spec is not None, "core starts stages of a valid spec only"
         if start.steered:
             assert outcome.directive is not None, "core gives a steered stage its directive"
             manifests.append(control_configmap(owner, outcome.directive))
+            manifests.append(endpoint_secret(owner, token or secrets.token_hex(32)))
             manifests.append(train_service(owner))
         manifests.append(stage_job(outcome.spec, owner, start.command))
     return manifests
@@ -566,6 +580,10 @@ def _create(kube: Kube, manifest: Mapping[str, Any], owner: Owner) -> None:
         if kube.create(manifest):
             logger.info("%s/%s: created %s %s", owner.namespace, owner.name, kind, child_name)
             return
+        if kind == "Secret":
+            # Named for our uid (endpoint_secret_name), so it is ours; and the operator may
+            # not read Secrets to check.
+            return
         existing = kube.get(child_path(owner.namespace, Child(kind, child_name)))
     if existing is None:  # gone since: the next pass creates it
         raise PredecessorInTheWay(Child(kind, child_name))
@@ -587,7 +605,11 @@ def _create(kube: Kube, manifest: Mapping[str, Any], owner: Owner) -> None:
 
 
 def apply(
-    kube: Kube, body: Mapping[str, Any], observed: Observed, outcome: Outcome
+    kube: Kube,
+    body: Mapping[str, Any],
+    observed: Observed,
+    outcome: Outcome,
+    token: str | None = None,
 ) -> dict[str, Any] | None:
     """Make the world match core's outcome. The status goes last: it is the commit point,
     so whoever sees a new phase also finds its children, directive and Events; a pass that
@@ -600,7 +622,7 @@ def apply(
         with _writing("deleting", child.kind, child.name):
             if kube.delete(child_path(namespace, child)):
                 logger.info("%s/%s: deleting %s", namespace, name, child)
-    for manifest in children(outcome, owner):
+    for manifest in children(outcome, owner, token):
         _create(kube, manifest, owner)
     if outcome.directive is not None and outcome.directive != observed.directive:
         data = {DIRECTIVE_KEY: outcome.directive.model_dump_json()}
@@ -634,9 +656,9 @@ def reconcile_pass(kube: Kube, body: Mapping[str, Any], found: Children, options
         # Core answers a settled adaptation with its status as is: skip the reads.
         return Pass(phase=(body.get("status") or {}).get("phase"), settled=True)
     observed, errors = observe(kube, body, found, options)
-    outcome = reconcile(body, observed)
+    outcome = reconcile(body, observed, policy=options.policy)
     try:
-        written = apply(kube, body, observed, outcome)
+        written = apply(kube, body, observed, outcome, options.token(Owner.from_body(dict(body))))
     except PredecessorInTheWay as found_late:
         # Nothing of this pass is committed (no status): the next one finds the leftover
         # (or finds it gone) and decides again.

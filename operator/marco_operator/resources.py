@@ -1,4 +1,4 @@
-"""Builders of the child objects of an AsrAdaptation: Jobs, a Service, a ConfigMap.
+"""Builders of the child objects of an AsrAdaptation: Jobs, a Service, a ConfigMap, a Secret.
 
 Pure: spec and identity in, manifest dicts out. Names are deterministic
 (`<name>-<stage>`: names.job_name, as the local driver names its processes) so
@@ -32,10 +32,21 @@ OUTPUT_VOLUME = "output"
 CONTROL_VOLUME = "control"
 CONTROL_MOUNT = "/etc/marco/control"
 DIRECTIVE_KEY = "directive.json"
+ENDPOINT_VOLUME = "endpoint"
+ENDPOINT_MOUNT = "/etc/marco/endpoint"
+TOKEN_KEY = "token"
 RENDEZVOUS_PORT = 29500
+#: Rank 0's /metrics (Prometheus, no token) and its /v1/evaluations (the operator, a token).
 METRICS_PORT = 9400
+API_PORT = 9401
 TERMINATION_LOG = "/dev/termination-log"
 TRAINER_UID = 1000
+HOME = "/home/marco"
+#: The writable places of a stage container, whose root filesystem is read-only: where every
+#: stage of a `marco run` under strace wrote outside its volumes (torchrun's torchelastic_*
+#: and torch's torchinductor_* under /tmp; the Hugging Face, fontconfig and matplotlib
+#: caches under ~/.cache, matplotlib's config too once MPLCONFIGDIR points there).
+SCRATCH_MOUNTS = {"tmp": "/tmp", "cache": f"{HOME}/.cache"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,12 @@ def control_configmap_name(owner: Owner) -> str:
 
 def train_service_name(owner: Owner) -> str:
     return f"{owner.name}-train"
+
+
+def endpoint_secret_name(owner: Owner) -> str:
+    """Named for the adaptation's uid too: the token is the uid's, so a predecessor's
+    Secret of the same adaptation name (not yet collected) is never mounted by mistake."""
+    return f"{owner.name}-endpoint-{owner.uid.replace('-', '')[:12]}"
 
 
 def labels(owner: Owner, stage: str | None = None, trial: int | None = None) -> dict[str, str]:
@@ -98,6 +115,9 @@ def cluster_layout(spec: AsrAdaptationSpec, name: str) -> Layout:
         data_root=spec.data.mount_path,
         output_root=output_root,
         control_file=f"{CONTROL_MOUNT}/{DIRECTIVE_KEY}",
+        endpoint_host="0.0.0.0",  # the pod IP: the operator and Prometheus come from outside
+        api_port=API_PORT,
+        api_token_file=f"{ENDPOINT_MOUNT}/{TOKEN_KEY}",
     )
 
 
@@ -107,6 +127,17 @@ def control_configmap(owner: Owner, directive: Directive) -> dict[str, Any]:
         "kind": "ConfigMap",
         "metadata": metadata(owner, control_configmap_name(owner), "train"),
         "data": {DIRECTIVE_KEY: directive.model_dump_json()},
+    }
+
+
+def endpoint_secret(owner: Owner, token: str) -> dict[str, Any]:
+    """The bearer token rank 0 asks for on its API port (`endpoint_auth.endpoint_token`)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata(owner, endpoint_secret_name(owner), "train"),
+        "type": "Opaque",
+        "stringData": {TOKEN_KEY: token},
     }
 
 
@@ -123,6 +154,7 @@ def train_service(owner: Owner) -> dict[str, Any]:
             "ports": [
                 {"name": "rendezvous", "port": RENDEZVOUS_PORT, "targetPort": RENDEZVOUS_PORT},
                 {"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT},
+                {"name": "api", "port": API_PORT, "targetPort": API_PORT},
             ],
         },
     }
@@ -177,13 +209,17 @@ def _volumes(spec: AsrAdaptationSpec, owner: Owner, stage: str) -> tuple[list, l
         # No claim: scratch space so the pod runs; results then live only in the pod.
         volumes.append({"name": OUTPUT_VOLUME, "emptyDir": {}})
         mounts.append({"name": OUTPUT_VOLUME, "mountPath": spec.output.mount_path})
-    volumes.append({"name": "cache", "emptyDir": {}})
-    mounts.append({"name": "cache", "mountPath": "/home/marco/.cache"})
+    for volume, path in SCRATCH_MOUNTS.items():
+        volumes.append({"name": volume, "emptyDir": {}})
+        mounts.append({"name": volume, "mountPath": path})
     if stage == "train":
         volumes.append(
             {"name": CONTROL_VOLUME, "configMap": {"name": control_configmap_name(owner)}}
         )
         mounts.append({"name": CONTROL_VOLUME, "mountPath": CONTROL_MOUNT, "readOnly": True})
+        secret = {"secretName": endpoint_secret_name(owner), "defaultMode": 0o440}
+        volumes.append({"name": ENDPOINT_VOLUME, "secret": secret})
+        mounts.append({"name": ENDPOINT_VOLUME, "mountPath": ENDPOINT_MOUNT, "readOnly": True})
         shm = {"medium": "Memory", "sizeLimit": spec.resources.shared_memory}
         volumes.append({"name": "shm", "emptyDir": shm})
         mounts.append({"name": "shm", "mountPath": "/dev/shm"})
@@ -204,7 +240,8 @@ def stage_job(spec: AsrAdaptationSpec, owner: Owner, command: StageCommand) -> d
     env = [
         {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG},
         {"name": "MARCO_NUM_SHARDS", "value": str(completions)},
-        {"name": "HF_HOME", "value": "/home/marco/.cache/huggingface"},
+        {"name": "HF_HOME", "value": f"{HOME}/.cache/huggingface"},
+        {"name": "MPLCONFIGDIR", "value": f"{HOME}/.cache/matplotlib"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
     container: dict[str, Any] = {
@@ -221,12 +258,14 @@ def stage_job(spec: AsrAdaptationSpec, owner: Owner, command: StageCommand) -> d
             "allowPrivilegeEscalation": False,
             "capabilities": {"drop": ["ALL"]},
             "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
         },
     }
     if command.distributed:
         container["ports"] = [
             {"name": "rendezvous", "containerPort": RENDEZVOUS_PORT},
             {"name": "metrics", "containerPort": METRICS_PORT},
+            {"name": "api", "containerPort": API_PORT},
         ]
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",

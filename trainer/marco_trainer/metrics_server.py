@@ -2,24 +2,29 @@
 
 - ``GET /metrics``: prometheus_client's own WSGI app (exposition format negotiation,
   gzip) over a private registry (no process collectors of the host bleed in; two
-  trainers in one process stay apart).
-- ``GET /v1/evaluations``: :class:`marco_contract.formats.EvaluationHistory` JSON.
+  trainers in one process stay apart). Never asks for a token: Prometheus scrapes it.
+- ``GET /v1/evaluations``: :class:`marco_contract.formats.EvaluationHistory` JSON;
+  with a token (``--api-token-file``) only for ``Authorization: Bearer <token>``.
 - ``GET /healthz``: ``ok``.
 
-prometheus_client's ``start_http_server`` serves only its metrics app on every path,
-so the one port the operator knows is served by a small WSGI router in front of
-``make_wsgi_app``, on the standard library's WSGI server.
+One port serves all three (``--metrics-port``), unless ``--api-port`` names another
+for the history, as the operator does in a cluster (9400 for Prometheus, 9401 for
+itself, each with its own NetworkPolicy rule). Both bind ``--metrics-host``:
+loopback by default (``marco run``), every address in a pod. prometheus_client's
+``start_http_server`` serves only its metrics app on every path, so a small WSGI
+router sits in front of ``make_wsgi_app``, on :mod:`marco_trainer.endpoint_server`
+(bounded threads, timeouts).
 """
 
 from __future__ import annotations
 
-import threading
+import hmac
 from collections.abc import Callable, Iterable
-from socketserver import ThreadingMixIn
+from pathlib import Path
 from typing import Any
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from marco_contract.formats import Evaluation, EvaluationHistory
+from marco_trainer.endpoint_server import EndpointServer
 
 
 class TrainerMetrics:
@@ -66,21 +71,36 @@ class TrainerMetrics:
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 App = Callable[[Environ, StartResponse], Iterable[bytes]]
+History = Callable[[], EvaluationHistory]
 
 
-def trainer_app(metrics: TrainerMetrics, history: Callable[[], EvaluationHistory]) -> App:
-    """The endpoint as a WSGI app: a pure function of the metrics and the history."""
+def trainer_app(
+    metrics: TrainerMetrics | None, history: History | None, token: str | None = None
+) -> App:
+    """The endpoint as a WSGI app: a pure function of the metrics, the history and the token.
+
+    `metrics` None: no /metrics; `history` None: no /v1/evaluations (404). With a
+    `token`, /v1/evaluations answers 401 unless the request carries it as a bearer token.
+    """
     from prometheus_client import make_wsgi_app
 
-    prometheus = make_wsgi_app(metrics.registry)
+    prometheus = make_wsgi_app(metrics.registry) if metrics is not None else None
 
     def app(environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
-        if path == "/metrics":
+        if path == "/metrics" and prometheus is not None:
             return prometheus(environ, start_response)
         if environ.get("REQUEST_METHOD") != "GET":
             return _reply(start_response, "405 Method Not Allowed", b"use GET\n", "text/plain")
-        if path == "/v1/evaluations":
+        if path == "/v1/evaluations" and history is not None:
+            if token is not None and not _bearer_matches(environ, token):
+                return _reply(
+                    start_response,
+                    "401 Unauthorized",
+                    b"bearer token required\n",
+                    "text/plain",
+                    [("WWW-Authenticate", 'Bearer realm="marco-trainer"')],
+                )
             body = history().model_dump_json().encode()
             return _reply(start_response, "200 OK", body, "application/json")
         if path == "/healthz":
@@ -90,48 +110,68 @@ def trainer_app(metrics: TrainerMetrics, history: Callable[[], EvaluationHistory
     return app
 
 
+def _bearer_matches(environ: Environ, token: str) -> bool:
+    scheme, _, given = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    )
+
+
 def _reply(
-    start_response: StartResponse, status: str, body: bytes, content_type: str
+    start_response: StartResponse,
+    status: str,
+    body: bytes,
+    content_type: str,
+    extra: list[tuple[str, str]] | None = None,
 ) -> list[bytes]:
-    start_response(status, [("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body)))]
+    start_response(status, headers + (extra or []))
     return [body]
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    # A slow scraper must not hold up the operator's /v1/evaluations poll; daemon
-    # threads so that a request in flight never keeps the trainer from exiting.
-    daemon_threads = True
+def read_token(path: str | Path | None) -> str | None:
+    """The bearer token in `path` (surrounding whitespace dropped); None without a path.
+
+    An empty file is an error, not "no token": a mounted Secret that lost its key
+    must not open the endpoint."""
+    if path is None:
+        return None
+    token = Path(path).read_text().strip()
+    if not token:
+        raise ValueError(f"--api-token-file {path}: empty")
+    return token
 
 
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # scraped every few seconds: keep the trainer's log for training
-
-
-class MetricsServer:
+class MetricsServer(EndpointServer):
     """:func:`trainer_app` served in a background daemon thread."""
 
     def __init__(
         self,
-        metrics: TrainerMetrics,
-        history: Callable[[], EvaluationHistory],
+        metrics: TrainerMetrics | None,
+        history: History | None,
         port: int,
-        host: str = "0.0.0.0",
+        host: str = "127.0.0.1",
+        token: str | None = None,
     ) -> None:
-        self._server = make_server(
-            host,
-            port,
-            trainer_app(metrics, history),
-            server_class=_ThreadingWSGIServer,
-            handler_class=_QuietHandler,
-        )
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        super().__init__(trainer_app(metrics, history, token), port, host)
 
-    def start(self) -> MetricsServer:
-        self._thread.start()
-        return self
 
-    def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+def start_endpoints(
+    metrics: TrainerMetrics,
+    history: History,
+    *,
+    host: str,
+    metrics_port: int,
+    api_port: int | None = None,
+    token: str | None = None,
+) -> list[EndpointServer]:
+    """Rank 0's servers: one on `metrics_port` for everything, or, when `api_port` is
+    another port, /metrics there and the history on `api_port` (0: no history served)."""
+    if not metrics_port:
+        return []
+    if api_port is None or api_port == metrics_port:
+        return [MetricsServer(metrics, history, metrics_port, host, token).start()]
+    servers = [MetricsServer(metrics, None, metrics_port, host).start()]
+    if api_port:
+        servers.append(MetricsServer(None, history, api_port, host, token).start())
+    return servers

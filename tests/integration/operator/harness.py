@@ -9,6 +9,7 @@ Objects are changed only through the API, so every change reaches the watch stre
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import os
@@ -45,6 +46,7 @@ from marco_operator.kube import Kube, collection_path
 from marco_operator.metrics import OperatorMetrics
 from marco_operator.names import job_name
 from marco_operator.ownership import JOB_UID_LABEL
+from marco_operator.policy import Policy
 from marco_operator.reconciler import JOB_NAME_LABEL, adaptation_path, control_path
 from marco_operator.resources import (
     DIRECTIVE_KEY,
@@ -54,6 +56,7 @@ from marco_operator.resources import (
     LABEL_TRIAL,
     Owner,
     control_configmap,
+    endpoint_secret_name,
     labels,
     metadata,
     train_service,
@@ -106,6 +109,7 @@ _RESOURCES = [
     ("v1/events", "Event", True, set(), {"ev"}),
     ("v1/pods", "Pod", True, {"status"}, {"po"}),
     ("v1/configmaps", "ConfigMap", True, set(), {"cm"}),
+    ("v1/secrets", "Secret", True, set(), set()),
     ("v1/services", "Service", True, {"status"}, {"svc"}),
     ("v1/persistentvolumeclaims", "PersistentVolumeClaim", True, {"status"}, {"pvc"}),
     ("batch/v1/jobs", "Job", True, {"status"}, set()),
@@ -329,6 +333,9 @@ class EmulatedCluster:
         self.event_refusals: dict[str, list[Any]] = {}
         self.event_log: list[tuple[float, str, str, str]] = []
         self.status_log: list[tuple[float, list[dict[str, Any]]]] = []
+        #: The operator's endpoint key, as the chart's Secret holds it for every operator pod:
+        #: an operator started again derives the same tokens.
+        self.endpoint_key = uuid.uuid4().hex.encode()
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -445,6 +452,16 @@ class EmulatedCluster:
 
     def jobs(self, adaptation: str) -> list[dict[str, Any]]:
         return self.kube.list(self.path("batch/v1", "jobs"), {LABEL_ADAPTATION: adaptation})
+
+    def endpoint_token(self, adaptation: str) -> str | None:
+        """The token in the adaptation's `<name>-endpoint-<uid>` Secret (what its pods mount)."""
+        owner = Owner.from_body(self.adaptation(adaptation))
+        secret = self.kube.get(self.path("v1", "secrets", endpoint_secret_name(owner)))
+        if secret is None:
+            return None
+        if "token" in (secret.get("stringData") or {}):
+            return str(secret["stringData"]["token"])
+        return base64.b64decode(secret["data"]["token"]).decode()
 
     def job(self, adaptation: str, stage: str) -> dict[str, Any] | None:
         found = [
@@ -676,7 +693,8 @@ class JobController:
 
 class ScriptedTrainer:
     """Rank 0 on loopback: serves the evaluation history the test scripts, and applies the
-    directive the operator wrote to the control ConfigMap (the file a real rank 0 has mounted)."""
+    directive the operator wrote to the control ConfigMap (the file a real rank 0 has mounted).
+    Like a real rank 0 in a pod, it answers only the bearer token of the adaptation's Secret."""
 
     def __init__(self, cluster: EmulatedCluster, adaptation: str, eval_every: int = 10) -> None:
         self.cluster = cluster
@@ -685,6 +703,7 @@ class ScriptedTrainer:
         self.evaluations: list[Evaluation] = []
         self.finished = False
         self.requests = 0
+        self.refused = 0  # requests without the adaptation's token
         self._lock = threading.Lock()
         trainer = self
 
@@ -692,6 +711,11 @@ class ScriptedTrainer:
             def do_GET(self) -> None:
                 if self.path != "/v1/evaluations":
                     self.send_error(404)
+                    return
+                token = trainer.cluster.endpoint_token(trainer.adaptation)
+                if token is None or self.headers.get("Authorization") != f"Bearer {token}":
+                    trainer.refused += 1
+                    self.send_error(401)
                     return
                 body = trainer.history().model_dump_json().encode()
                 self.send_response(200)
@@ -759,8 +783,11 @@ class OperatorRun:
         namespaces: tuple[str, ...] = (),
         retry_first: float = 0.2,
         retry_cap: float = 0.8,
+        policy: Policy | None = None,
     ) -> None:
         self.options = DriverOptions(
+            policy=policy or Policy(),
+            endpoint_key=cluster.endpoint_key,
             namespaces=namespaces,
             all_namespaces=not namespaces,
             trainer_port=trainer_port,
@@ -823,6 +850,8 @@ class OperatorProcess:
             "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "test"}}],
         }))  # fmt: skip
         self.log = workdir / "operator.log"
+        self.endpoint_key = workdir / "endpoint-key"
+        self.endpoint_key.write_bytes(cluster.endpoint_key)
         self.trainer_port = trainer_port
         self.process: subprocess.Popen[bytes] | None = None
         self.liveness = ""
@@ -840,6 +869,7 @@ class OperatorProcess:
             os.environ,
             PYTHONPATH=os.pathsep.join([*roots, os.environ.get("PYTHONPATH", "")]),
             MARCO_METRICS_PORT=str(self.metrics_port),
+            MARCO_ENDPOINT_KEY_FILE=str(self.endpoint_key),
         )
         command = [
             sys.executable, "-m", "marco_operator", "operator", "--all-namespaces",

@@ -162,7 +162,7 @@ def test_full_run_succeeds_and_eq1_steers_each_cycle():
     )
     assert sum(e.reason == "LearningRateChanged" for e in cluster.events) == 3
     kinds = sorted(c["kind"] for c in cluster.created)
-    assert kinds == ["ConfigMap"] + ["Job"] * 6 + ["Service"]
+    assert kinds == ["ConfigMap"] + ["Job"] * 6 + ["Secret", "Service"]
 
 
 def test_llm_trains_at_eq2_lr_from_the_baseline_wer():

@@ -23,7 +23,7 @@ from marco_operator.reconciler import (
 
 def test_operator_cli_defaults() -> None:
     args = build_parser().parse_args(["operator", "--all-namespaces"])
-    assert (args.trainer_port, args.interval, args.liveness) == (9400, 10.0, None)
+    assert (args.trainer_port, args.interval, args.liveness) == (9401, 10.0, None)
     args = build_parser().parse_args(["operator", "-n", "a", "-n", "b", "--interval", "0.5"])
     assert (args.namespace, args.interval) == (["a", "b"], 0.5)
 
@@ -97,7 +97,7 @@ def test_paths_of_core_and_group_resources() -> None:
 def test_a_kind_the_operator_does_not_create_has_no_guessed_path() -> None:
     # "ingresss" would be the old kind + "s" guess: a 404 far from its cause.
     ingress = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {}}
-    with pytest.raises(ValueError, match=r"kind 'Ingress'.*ConfigMap, Event, Job, Service"):
+    with pytest.raises(ValueError, match=r"kind 'Ingress'.*ConfigMap, Event, Job, Secret, Service"):
         manifest_collection_path(ingress)
 
 

@@ -247,8 +247,9 @@ def test_the_demo_commands_are_unchanged():
     `--directive-timeout-seconds`, issue 16: the trainer waits there for the next directive),
     the retention options at their neutral defaults, the decoding policy (issue 16: on
     by default, since on the demo data it changed only runaway hypotheses; docs/method.md),
-    and the volumes every stage is confined to (`--data-root`, `--output-root`, issue 13):
-    the demo's WER numbers depend on these lines."""
+    the volumes every stage is confined to (`--data-root`, `--output-root`, issue 13),
+    and where rank 0's endpoint binds and asks for its token (`--metrics-host` ...
+    `--api-token-file`, issue 13 point 7): the demo's WER numbers depend on these lines."""
     decoding = ("--max-new-tokens 128 --tokens-per-second 8.0 --extra-tokens 10 --max-repeats 3 "
                 "--temperature-fallback 0.2,0.4,0.6,0.8,1.0 "
                 "--compression-ratio-threshold 1.35")  # fmt: skip
@@ -292,7 +293,8 @@ def test_the_demo_commands_are_unchanged():
         "--spec-augment-mask-feature-length 10 --spec-augment-mask-feature-min-masks 0 "
         "--no-freeze-encoder --freeze-encoder-layers 0 "
         "--family encoder-decoder --adaptation demo-callcentre "
-        "--metrics-port 9400 --task transcribe --language en "
+        "--metrics-port 9400 --metrics-host 0.0.0.0 --api-port 9401 "
+        "--api-token-file /etc/marco/endpoint/token --task transcribe --language en "
         f"{decoding} --train-manifest {out}/filter/kept.jsonl --train-manifest {out}/augment",
         "evaluate": f"evaluate --model {out}/train/export --reference-model {model} "
         f"--manifest /data/target/test.jsonl --output-dir {out}/evaluate {roots} "

@@ -5,15 +5,23 @@ continue exactly: optimizer state, RNG states, data-stream position, the
 evaluation history and the directive in force (``trainer_state.json``). Both
 are written to a temporary folder and swapped in, so a kill mid-save leaves the
 previous checkpoint intact.
+
+Whoever can write the output volume can write these files, so nothing read back
+runs code: ``optimizer.pt`` and ``rng.pt`` are read with ``weights_only=True``
+(tensors, numbers, strings and containers only; a pickle naming any other
+callable is refused), which is why the RNG states are saved as such (numpy's
+key as a list of ints rather than an ndarray).
 """
 
 from __future__ import annotations
 
+import logging
+import pickle
 import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -29,6 +37,12 @@ STATE_FILE = "trainer_state.json"
 BEST_FILE = "best.json"
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "rng.pt"
+
+log = logging.getLogger(__name__)
+
+
+class UnsafeCheckpoint(ValueError):
+    """A checkpoint file holds more than tensors and plain data: it is not loaded."""
 
 
 class TrainerState(BaseModel):
@@ -95,9 +109,11 @@ def existing_dir(target: Path) -> Path | None:
 
 
 def rng_state() -> dict:
+    """The RNG states as plain data and tensors, loadable with ``weights_only=True``."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state(legacy=True)
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": (str(kind), [int(k) for k in key], int(pos), int(has_gauss), float(gauss)),
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
@@ -107,7 +123,8 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    kind, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, np.asarray(key, dtype=np.uint32), pos, has_gauss, gauss))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -125,10 +142,25 @@ def save_last(
     replace_dir(target, write)
 
 
+def load_tensors(path: Path, map_location: str | torch.device | None = None) -> Any:
+    """``torch.load`` that runs no code: tensors and plain data, else UnsafeCheckpoint."""
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise UnsafeCheckpoint(
+            f"{path}: refused, it holds more than tensors and plain data (written by an "
+            f"older marco-trainer, or by someone else; remove it to resume without it): "
+            f"{str(error).splitlines()[0]}"
+        ) from error
+
+
 def load_last(source: Path, asr: AsrModel, optimizer: torch.optim.Optimizer) -> TrainerState:
     asr.load_weights(source)
-    optimizer.load_state_dict(torch.load(source / OPTIMIZER_FILE, map_location=asr.device))
-    set_rng_state(torch.load(source / RNG_FILE, weights_only=False))
+    optimizer.load_state_dict(load_tensors(source / OPTIMIZER_FILE, map_location=asr.device))
+    if (source / RNG_FILE).exists():
+        set_rng_state(load_tensors(source / RNG_FILE))
+    else:
+        log.warning("%s: no %s, resuming with fresh RNG states", source, RNG_FILE)
     return TrainerState.model_validate_json((source / STATE_FILE).read_text())
 
 

@@ -69,6 +69,8 @@ from marco_trainer.train.retention import freeze_encoder, warmup_factor
 if TYPE_CHECKING:
     from torch.nn.parallel import DistributedDataParallel
 
+    from marco_trainer.endpoint_server import EndpointServer
+
 log = logging.getLogger(__name__)
 
 #: Exit status after SIGTERM (a suspended Job): state saved, not finished.
@@ -178,19 +180,23 @@ class Trainer:
         self.watcher = DirectiveWatcher(opts.control_file if self.dist.is_main else None)
         self._gave_up_cycle: int | None = None  # the cycle whose boundary wait timed out
         self.metrics = None
-        self.server = None
+        self.servers: list[EndpointServer] = []
         self.finished = False
         if self.dist.is_main:
-            from marco_trainer.metrics_server import MetricsServer, TrainerMetrics
+            from marco_trainer.metrics_server import TrainerMetrics, read_token, start_endpoints
 
             self.metrics = TrainerMetrics(opts.adaptation or "")
             self.metrics.learning_rate.set(self.state.learning_rate)
             self.metrics.step.set(self.state.step)
             self.metrics.cycle.set(self.state.cycle)
-            if opts.metrics_port:
-                self.server = MetricsServer(
-                    self.metrics, self.history, opts.metrics_port, opts.metrics_host
-                ).start()
+            self.servers = start_endpoints(
+                self.metrics,
+                self.history,
+                host=opts.metrics_host,
+                metrics_port=opts.metrics_port,
+                api_port=opts.api_port,
+                token=read_token(opts.api_token_file),
+            )
         trace_dir = self.out / "trace"
         trace_dir.mkdir(parents=True, exist_ok=True)
         self._trace = (trace_dir / f"rank-{self.dist.rank}.jsonl").open("a", buffering=1)
@@ -674,8 +680,8 @@ class Trainer:
         )
 
     def close(self) -> None:
-        if self.server is not None:
-            self.server.stop()
+        for server in self.servers:
+            server.stop()
         self.dist.close()
 
 

@@ -48,7 +48,20 @@ class TrainOptions(
     lora: LoraOptions = Field(default_factory=LoraOptions)
     full_finetune: bool = Field(default=False, description="LLM family: no LoRA")
     metrics_port: int = Field(default=9400, ge=0, lt=65536, description="0 = no endpoint")
-    metrics_host: str = Field(default="0.0.0.0", description="address of the metrics endpoint")
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="address the endpoint binds (loopback; the operator passes 0.0.0.0 in a pod)",
+    )
+    api_port: int | None = Field(
+        default=None,
+        ge=0,
+        lt=65536,
+        description="port of /v1/evaluations when not --metrics-port's (0 = not served)",
+    )
+    api_token_file: str | None = Field(
+        default=None,
+        description="file holding the bearer token /v1/evaluations asks for (none: no token)",
+    )
     adaptation: str | None = Field(default=None, description="name used as the metrics label")
     weight_decay: float = Field(default=0.0, ge=0, description="AdamW weight decay")
     max_grad_norm: float = Field(default=1.0, gt=0, description="gradient clipping norm")

@@ -1,0 +1,92 @@
+"""Loading a checkpoint runs no code: a pickle in checkpoints/last that names a callable
+(what whoever can write the output volume could leave there) is refused, and the files
+the trainer writes itself still load."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from marco_trainer.train.checkpoint import (
+    OPTIMIZER_FILE,
+    RNG_FILE,
+    STATE_FILE,
+    TrainerState,
+    UnsafeCheckpoint,
+    load_last,
+    load_tensors,
+    rng_state,
+    set_rng_state,
+)
+
+
+class _Payload:
+    """Pickles as a call of exec: unpickling it would create `marker`."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('ran')",))
+
+
+class _FakeAsr:
+    device = torch.device("cpu")
+
+    def load_weights(self, path: Path) -> None:
+        pass
+
+
+def _last_checkpoint(folder: Path, optimizer: torch.optim.Optimizer) -> Path:
+    folder.mkdir()
+    torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
+    torch.save(rng_state(), folder / RNG_FILE)
+    (folder / STATE_FILE).write_text(TrainerState(learning_rate=1e-3, step=7).model_dump_json())
+    return folder
+
+
+def _optimizer() -> torch.optim.Optimizer:
+    layer = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(layer.parameters(), lr=1e-3, betas=(0.9, 0.995))
+    layer(torch.ones(1, 2)).sum().backward()
+    optimizer.step()
+    return optimizer
+
+
+@pytest.mark.parametrize("name", [OPTIMIZER_FILE, RNG_FILE])
+def test_a_crafted_pickle_in_the_checkpoint_is_refused_and_runs_nothing(tmp_path, name):
+    marker = tmp_path / "ran"
+    last = _last_checkpoint(tmp_path / "last", _optimizer())
+    torch.save({"state": _Payload(marker)}, last / name)
+    with pytest.raises(UnsafeCheckpoint, match=name):
+        load_last(last, _FakeAsr(), _optimizer())  # type: ignore[arg-type]
+    assert not marker.exists()
+
+
+def test_the_files_the_trainer_writes_load_back(tmp_path):
+    optimizer = _optimizer()
+    last = _last_checkpoint(tmp_path / "last", optimizer)
+    expected = (random.random(), np.random.random(), torch.rand(1))
+    fresh = _optimizer()
+    state = load_last(last, _FakeAsr(), fresh)  # type: ignore[arg-type]
+    assert state.step == 7
+    assert fresh.state_dict()["param_groups"] == optimizer.state_dict()["param_groups"]
+    assert (random.random(), np.random.random(), torch.rand(1)) == expected
+
+
+def test_rng_states_round_trip_through_a_weights_only_load(tmp_path):
+    torch.save(rng_state(), tmp_path / RNG_FILE)
+    first = (random.random(), np.random.normal(), np.random.random(), torch.rand(2).tolist())
+    set_rng_state(load_tensors(tmp_path / RNG_FILE))
+    again = (random.random(), np.random.normal(), np.random.random(), torch.rand(2).tolist())
+    assert again == first
+
+
+def test_a_missing_rng_file_resumes_without_it(tmp_path):
+    last = _last_checkpoint(tmp_path / "last", _optimizer())
+    (last / RNG_FILE).unlink()
+    assert load_last(last, _FakeAsr(), _optimizer()).step == 7  # type: ignore[arg-type]
