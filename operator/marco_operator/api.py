@@ -252,6 +252,7 @@ RESERVED_MOUNT_PATHS: dict[str, str] = {
     "/lib64": "the system's",
     "/opt/marco": "the trainer's Python environment",
     "/home/marco": "the trainer's HOME and its cache volume /home/marco/.cache (HF_HOME)",
+    "/tmp": "every stage pod's scratch volume (the root filesystem is read-only)",
 }
 MOUNT_RESERVED_RULE = (
     "must not be, lie inside or contain a folder the trainer's pod needs: "

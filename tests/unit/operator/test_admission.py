@@ -141,7 +141,7 @@ ACCEPTED_MOUNTS = [
     ("/data", "/output"),
     ("/mnt/data", "/mnt/output"),
     ("/data", "/database"),  # a prefix, not a parent
-    ("/home/other", "/tmp/output"),
+    ("/home/other", "/scratch/output"),
     ("/opt/corpus", "/devices"),
     ("/srv/data/", "/srv/out/"),
 ]
