@@ -13,7 +13,7 @@ import random
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 import torch
@@ -29,6 +29,12 @@ STATE_FILE = "trainer_state.json"
 BEST_FILE = "best.json"
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "rng.pt"
+T = TypeVar("T")
+
+
+class CheckpointError(RuntimeError):
+    """A ``last`` checkpoint that cannot be read back (truncated, garbled): the message names
+    it and what to do, and the folder is left as it is."""
 
 
 class TrainerState(BaseModel):
@@ -125,11 +131,34 @@ def save_last(
     replace_dir(target, write)
 
 
+def _reading(source: Path, what: str, read: Callable[[], T]) -> T:
+    try:
+        return read()
+    except Exception as error:
+        raise CheckpointError(
+            f"cannot resume from {source}: {what} is unreadable ({type(error).__name__}: "
+            f"{' '.join(str(error).split())[:300]}); nothing was changed: restore it, or "
+            f"move it away to train this stage again from step 0"
+        ) from error
+
+
 def load_last(source: Path, asr: AsrModel, optimizer: torch.optim.Optimizer) -> TrainerState:
-    asr.load_weights(source)
-    optimizer.load_state_dict(torch.load(source / OPTIMIZER_FILE, map_location=asr.device))
-    set_rng_state(torch.load(source / RNG_FILE, weights_only=False))
-    return TrainerState.model_validate_json((source / STATE_FILE).read_text())
+    _reading(source, "the model's weights", lambda: asr.load_weights(source))
+    _reading(
+        source,
+        OPTIMIZER_FILE,
+        lambda: optimizer.load_state_dict(
+            torch.load(source / OPTIMIZER_FILE, map_location=asr.device)
+        ),
+    )
+    _reading(
+        source, RNG_FILE, lambda: set_rng_state(torch.load(source / RNG_FILE, weights_only=False))
+    )
+    return _reading(
+        source,
+        STATE_FILE,
+        lambda: TrainerState.model_validate_json((source / STATE_FILE).read_text()),
+    )
 
 
 def save_best(target: Path, asr: AsrModel, info: BestInfo) -> None:
