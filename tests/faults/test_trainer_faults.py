@@ -2,7 +2,8 @@
 process on a tiny Whisper, steered by a stand-in operator that writes each cycle's directive
 when the trainer has closed the cycle before, as `marco operator` does through the
 ConfigMap. Faults: SIGKILL mid-cycle, the disk full while a checkpoint is written
-(RLIMIT_FSIZE, set on the running process), a corrupt `last` checkpoint.
+(RLIMIT_FSIZE, set on the running process), a corrupt `last` checkpoint (and both versions
+of it corrupt).
 
 The stated outcome is the uninterrupted run's: the same evaluations (step, cycle, LR, WER,
 loss), each once, after the resumed process starts from the last checkpoint that was whole.
@@ -219,31 +220,86 @@ CORRUPTIONS = {
 }
 
 
+def corrupt(folder: Path, name: str) -> dict[Path, bytes]:
+    """Corrupts `name` in `folder`; the folder's files as they are then."""
+    (folder / name).write_bytes(CORRUPTIONS[name][1]((folder / name).read_bytes()))
+    return files_of(folder)
+
+
+def files_of(folder: Path) -> dict[Path, bytes]:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def moved_aside(checkpoints: Path, stem: str) -> Path:
+    (moved,) = checkpoints.glob(f"{stem}.corrupt-*")
+    return moved
+
+
 @pytest.mark.parametrize("name", list(CORRUPTIONS))
-def test_a_corrupt_checkpoint_is_refused_by_name_and_left_alone(
-    run_dir, tiny_whisper, speech_manifest, name
+def test_a_corrupt_last_checkpoint_is_moved_aside_and_its_previous_version_resumes(
+    run_dir, reference, tiny_whisper, speech_manifest, name
 ):
-    """Not survived: the stage fails (in a cluster, each retry of its pod too), its last words
-    naming the file and what to do. Nothing is deleted or overwritten."""
+    """Killed in cycle 1 after step 15's checkpoint (as above), `last` (step 15) then
+    corrupted: the rerun moves it aside whole, says so, resumes from the previous `last`
+    (step 10, cycle 0's end) and ends with the uninterrupted run's history, each evaluation
+    once; the result counts the corrupt checkpoint."""
+    checkpoints = run_dir / "checkpoints"
+    with StandInOperator(run_dir) as operator:
+        operator.allowed = 1
+        args = args_for(tiny_whisper, speech_manifest, run_dir, operator)
+        first = Trainer(args, run_dir.parent / "first.log")
+        first.until("step 16", lambda: (t := read_trace(run_dir)) and t[-1]["step"] >= 16)
+        first.process.send_signal(signal.SIGKILL)
+        assert first.wait() == -signal.SIGKILL
+        assert saved_step(run_dir) == 15
+        previous = checkpoints / ".last.old"
+        assert json.loads((previous / "trainer_state.json").read_text())["step"] == 10
+        corrupted = corrupt(checkpoints / "last", name)
+
+        operator.allowed = None
+        stderr = run_to_the_end(args, run_dir.parent / "second.log")
+    moved = moved_aside(checkpoints, "last")
+    assert files_of(moved) == corrupted  # nothing lost: the user can inspect it
+    what = CORRUPTIONS[name][0]
+    last = checkpoints / "last"
+    assert f"cannot resume from {last}: {what} is unreadable" in stderr
+    assert f"moved it to {moved}" in stderr
+    assert f"resumed from {previous} at step 10" in stderr
+    assert_same_history(reference, run_dir)
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["counts"]["corrupt_checkpoints"] == 1
+
+
+def test_with_both_versions_of_last_corrupt_the_stage_trains_again_from_step_0(
+    run_dir, tiny_whisper, speech_manifest
+):
+    """`last` and its previous version both unreadable (a double fault): both moved aside, the
+    old run's best and evaluations.json kept aside, and the stage trained again from step 0 to
+    the history of the first run, which had started from step 0 too (no directive here). The
+    previous version fails after its weights, moments and RNG were read: a fresh run's come
+    back."""
     short = dict(FLAGS, max_steps=10)
     args = train_args(tiny_whisper, speech_manifest, run_dir, **short)  # no directive
     run_to_the_end(args, run_dir.parent / "first.log")
-    last = run_dir / "checkpoints" / "last"
-    what, corrupt = CORRUPTIONS[name]
-    (last / name).write_bytes(corrupt((last / name).read_bytes()))
-    before = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    expected = read_history(run_dir).evaluations
+    checkpoints = run_dir / "checkpoints"
+    best = files_of(checkpoints / "best")
+    history = (run_dir / "evaluations.json").read_bytes()
+    last = corrupt(checkpoints / "last", "model.safetensors")
+    previous = corrupt(checkpoints / ".last.old", "trainer_state.json")
 
-    again = Trainer(args_with(args, 20), run_dir.parent / "second.log")
-    assert again.wait() == 1
-    last_words = again.stderr().strip().splitlines()[-1]
-    assert last_words.startswith("marco_trainer.train.checkpoint.CheckpointError: "), last_words
-    assert f"cannot resume from {last}: {what} is unreadable" in last_words
-    assert "restore it, or move it away to train this stage again from step 0" in last_words
-    after = {p.relative_to(run_dir): p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    assert after.keys() >= before.keys()
-    assert all(after[p] == before[p] for p in before), "a file of the run was changed"
-
-
-def args_with(args: list[str], max_steps: int) -> list[str]:
-    i = args.index("--max-steps")
-    return [*args[: i + 1], str(max_steps), *args[i + 2 :]]
+    stderr = run_to_the_end(args, run_dir.parent / "second.log")
+    assert files_of(moved_aside(checkpoints, "last")) == last
+    assert files_of(moved_aside(checkpoints, "last.old")) == previous
+    (best_aside,) = checkpoints.glob("best.before-*")
+    assert files_of(best_aside) == best
+    (history_aside,) = run_dir.glob("evaluations.json.before-*")
+    assert history_aside.read_bytes() == history
+    assert "training this stage again from step 0" in stderr
+    again = read_history(run_dir).evaluations
+    assert [e.step for e in again] == [e.step for e in expected] == [5, 10]
+    for x, y in zip(expected, again, strict=True):
+        assert y.loss == pytest.approx(x.loss, rel=1e-5)
+        assert (y.wer, y.lr, y.cycle) == (x.wer, x.lr, x.cycle)
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["counts"]["corrupt_checkpoints"] == 2
