@@ -6,7 +6,7 @@ evaluation history and the directive in force (``trainer_state.json``). Both
 are written to a temporary folder, every file and the folder fsynced, and swapped
 in, so a kill or a power loss mid-save leaves the previous checkpoint intact.
 
-``last`` keeps its previous version beside it (``.last.old``, one evaluation older,
+``last`` keeps its previous version beside it (``.last.old``, one save older,
 as resumable as ``last``): a ``last`` that cannot be read back is moved aside
 (:func:`quarantine`, never deleted) and the run resumes from that one. The old version
 is removed before the new one is written, so a save never holds more than two copies,
