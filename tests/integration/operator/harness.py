@@ -24,6 +24,7 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -168,6 +169,39 @@ def job_refusal(job: Mapping[str, Any]) -> kmock.KubernetesError | None:
     )
 
 
+@dataclass
+class Fault:
+    """A fault the emulator injects into the next `times` requests that match: `method` on a
+    path ending with `path`, sent by a client whose user agent starts with `agent` (the
+    operator's own client by default: kopf's watches and the harness's writes go through).
+
+    The request is first held until `release` is set (when given), then for `delay` seconds;
+    then answered with `status` (a Status body with `reason` and `message`, nothing applied)
+    or, when `status` is None, served as usual: a write that lands after its client gave up.
+    """
+
+    method: str
+    path: str
+    status: int | None = None
+    reason: str = "InternalError"
+    message: str = "injected fault"
+    delay: float = 0.0
+    release: threading.Event | None = None
+    times: int = 1
+    agent: str = "marco-operator/"
+    #: Set when the first matching request arrives (the fault has fired).
+    reached: threading.Event = field(default_factory=threading.Event)
+    hits: int = 0
+
+    def matches(self, method: str, path: str, agent: str) -> bool:
+        return (
+            self.times > 0
+            and method == self.method
+            and path.rstrip("/").endswith(self.path)
+            and agent.startswith(self.agent)
+        )
+
+
 class ApiServer(kmock.KubernetesEmulator):
     """kmock's emulator plus the metadata a real API server maintains and clients rely on:
     uid, creationTimestamp, resourceVersion (kopf's patches test it), metadata.generation
@@ -188,16 +222,39 @@ class ApiServer(kmock.KubernetesEmulator):
     event_log: list[tuple[float, str, str, str]]
     #: Every write of an AsrAdaptation's status: (time.monotonic(), its conditions).
     status_log: list[tuple[float, list[dict[str, Any]]]]
+    #: Faults to inject into requests (EmulatedCluster.inject).
+    faults: list[Fault]
+    #: Watch events to drop, by plural: the stream ends instead of delivering the event.
+    watch_drops: dict[str, int]
+    #: Watch requests resuming from a resourceVersion to answer 410 Gone, by plural.
+    watch_expiries: dict[str, int]
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        agent = raw_request.headers.get("User-Agent", "")
         self.calls.append(
             (
                 raw_request.method,
                 raw_request.path,
                 raw_request.query.get("watch") == "true",
-                raw_request.headers.get("User-Agent", ""),
+                agent,
             )
         )
+        fault = next(
+            (f for f in self.faults if f.matches(raw_request.method, raw_request.path, agent)),
+            None,
+        )
+        if fault is not None:
+            fault.times -= 1
+            fault.hits += 1
+            fault.reached.set()
+            while fault.release is not None and not fault.release.is_set():
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(fault.delay)
+            if fault.status is not None:
+                body = {"kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Failure", "message": fault.message,
+                        "reason": fault.reason, "code": fault.status}  # fmt: skip
+                return aiohttp.web.json_response(body, status=fault.status)
         # kmock 0.8 cannot parse the cluster-wide namespace collection (it expects a namespace
         # after "namespaces/"); kopf lists and watches it when serving named namespaces.
         if raw_request.path.rstrip("/") != "/api/v1/namespaces" or raw_request.method != "GET":
@@ -228,6 +285,17 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def _serve_watch(self, request: kmock.Request) -> Any:
         since = request.params.get("resourceVersion", "")
+        plural = request.resource.plural if request.resource is not None else ""
+        if since and self.watch_expiries.get(plural, 0) > 0:
+            # The API server no longer holds that version (etcd compacted it): the client
+            # must list again. Said as an ERROR event in the stream, as the API server does.
+            self.watch_expiries[plural] -= 1
+            yield b""
+            yield {"type": "ERROR", "object": {
+                "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                "message": f"too old resource version: {since}", "reason": "Expired",
+                "code": 410}}  # fmt: skip
+            return
         async for event in super()._serve_watch(request):
             if (
                 since.isdigit()
@@ -236,6 +304,9 @@ class ApiServer(kmock.KubernetesEmulator):
                 and int(event["object"]["metadata"].get("resourceVersion", 0)) <= int(since)
             ):
                 continue
+            if isinstance(event, dict) and self.watch_drops.get(plural, 0) > 0:
+                self.watch_drops[plural] -= 1
+                return  # the connection ends, and this event with it
             yield event
 
     async def _handle(self, request: kmock.Request) -> Any:
@@ -336,6 +407,9 @@ class EmulatedCluster:
         #: The operator's endpoint key, as the chart's Secret holds it for every operator pod:
         #: an operator started again derives the same tokens.
         self.endpoint_key = uuid.uuid4().hex.encode()
+        self.faults: list[Fault] = []
+        self.watch_drops: dict[str, int] = {}
+        self.watch_expiries: dict[str, int] = {}
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._error: BaseException | None = None
@@ -350,6 +424,9 @@ class EmulatedCluster:
                 emulator.event_refusals = self.event_refusals
                 emulator.event_log = self.event_log
                 emulator.status_log = self.status_log
+                emulator.faults = self.faults
+                emulator.watch_drops = self.watch_drops
+                emulator.watch_expiries = self.watch_expiries
                 for key, kind, namespaced, subresources, shortnames in _RESOURCES:
                     emulator.resources[key] = kmock.ResourceInfo(
                         kind=kind,
@@ -397,6 +474,17 @@ class EmulatedCluster:
             status=status, reason="InternalError", message="etcdserver: request timed out"
         )
         self.event_refusals[reason] = [error, times]
+
+    def inject(self, fault: Fault) -> Fault:
+        """Inject `fault` into the requests that match it, from now on (see Fault)."""
+        self.faults.append(fault)
+        return fault
+
+    def drop_watches(self, plural: str, events: int = 1, expire: int = 0) -> None:
+        """End the watch streams of `plural` at their next `events` events, each lost with its
+        connection; answer the next `expire` resumptions (from a resourceVersion) 410 Gone."""
+        self.watch_drops[plural] = self.watch_drops.get(plural, 0) + events
+        self.watch_expiries[plural] = self.watch_expiries.get(plural, 0) + expire
 
     def allow(self, plural: str, name: str) -> None:
         self.refusals.pop((plural, name), None)

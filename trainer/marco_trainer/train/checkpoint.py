@@ -3,8 +3,14 @@
 ``last`` holds the model in Hugging Face format plus what a resumed run needs to
 continue exactly: optimizer state, RNG states, data-stream position, the
 evaluation history and the directive in force (``trainer_state.json``). Both
-are written to a temporary folder and swapped in, so a kill mid-save leaves the
-previous checkpoint intact.
+are written to a temporary folder, every file and the folder fsynced, and swapped
+in, so a kill or a power loss mid-save leaves the previous checkpoint intact.
+
+``last`` keeps its previous version beside it (``.last.old``, one save older,
+as resumable as ``last``): a ``last`` that cannot be read back is moved aside
+(:func:`quarantine`, never deleted) and the run resumes from that one. The old version
+is removed before the new one is written, so a save never holds more than two copies,
+as it did before it was kept.
 
 Whoever can write the output volume can write these files, so nothing read back
 runs code: ``optimizer.pt`` and ``rng.pt`` are read with ``weights_only=True``
@@ -16,12 +22,14 @@ key as a list of ints rather than an ndarray).
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import random
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
@@ -37,12 +45,20 @@ STATE_FILE = "trainer_state.json"
 BEST_FILE = "best.json"
 OPTIMIZER_FILE = "optimizer.pt"
 RNG_FILE = "rng.pt"
+T = TypeVar("T")
+
+
+class CheckpointError(RuntimeError):
+    """A ``last`` checkpoint that cannot be read back (truncated, garbled): the message names
+    the folder, the file and the cause."""
+
 
 log = logging.getLogger(__name__)
 
 
-class UnsafeCheckpoint(ValueError):
-    """A checkpoint file holds more than tensors and plain data: it is not loaded."""
+class UnsafeCheckpoint(CheckpointError):
+    """A checkpoint file holds more than tensors and plain data: it is not loaded (and,
+    as any unreadable ``last``, moved aside rather than resumed from)."""
 
 
 class TrainerState(BaseModel):
@@ -65,6 +81,9 @@ class TrainerState(BaseModel):
     nonfinite_since_eval: int = 0
     consecutive_nonfinite: int = 0
     rollbacks: int = 0
+    corrupt_checkpoints: int = Field(
+        default=0, description="Checkpoints that could not be read back and were moved aside."
+    )
     skipped_audio: int = 0
     samples: int = 0
     tokens: int = 0
@@ -85,27 +104,76 @@ class BestInfo(BaseModel):
     adaptation: str | None = None
 
 
-def replace_dir(target: Path, write: Callable[[Path], None]) -> None:
-    """Build a folder with ``write(tmp)`` and swap it in for ``target``."""
+def fsync_path(path: Path) -> None:
+    """``path`` (a file or a folder: its entries) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """Every file under ``folder``, then every folder, deepest first, to disk."""
+    paths = sorted(folder.rglob("*"), key=lambda p: len(p.parts), reverse=True)
+    for path in [p for p in paths if p.is_file()] + [p for p in paths if p.is_dir()]:
+        fsync_path(path)
+    fsync_path(folder)
+
+
+def previous_dir(target: Path) -> Path:
+    return target.parent / f".{target.name}.old"
+
+
+def replace_dir(target: Path, write: Callable[[Path], None], keep_previous: bool = False) -> None:
+    """Build a folder with ``write(tmp)``, fsync it, and swap it in for ``target``.
+
+    With ``keep_previous`` the version it replaces stays as :func:`previous_dir` until the
+    next swap. Either way a kill at any point leaves ``target`` or its previous version whole
+    (:func:`existing_dir`), and at most two copies exist at once.
+    """
     target.parent.mkdir(parents=True, exist_ok=True)
     fresh = target.parent / f".{target.name}.new"
-    old = target.parent / f".{target.name}.old"
+    old = previous_dir(target)
     shutil.rmtree(fresh, ignore_errors=True)
+    if target.is_dir():  # else ``old`` is the newest whole version (a kill between renames)
+        shutil.rmtree(old, ignore_errors=True)
     fresh.mkdir()
     write(fresh)
-    shutil.rmtree(old, ignore_errors=True)
+    fsync_tree(fresh)
     if target.exists():
         target.rename(old)
     fresh.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
+    fsync_path(target.parent)
+    if not keep_previous:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def existing_dir(target: Path) -> Path | None:
     """``target`` or, after a kill between the two renames, its previous version."""
     if target.is_dir():
         return target
-    old = target.parent / f".{target.name}.old"
+    old = previous_dir(target)
     return old if old.is_dir() else None
+
+
+def resume_candidates(target: Path) -> list[Path]:
+    """The versions of ``last`` to resume from, newest first."""
+    return [p for p in (target, previous_dir(target)) if p.is_dir()]
+
+
+def quarantine(source: Path) -> Path:
+    """Move a checkpoint that cannot be read back aside, to ``<name>.corrupt-<UTC time>``
+    beside it (``last`` or ``.last.old`` → ``last.corrupt-…``, ``last.old.corrupt-…``):
+    nothing deleted, the user can inspect it; nothing resumes from it again."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    base = source.parent / f"{source.name.lstrip('.')}.corrupt-{stamp}"
+    target, n = base, 1
+    while target.exists():
+        target, n = base.with_name(f"{base.name}-{n}"), n + 1
+    source.rename(target)
+    fsync_path(source.parent)
+    return target
 
 
 def rng_state() -> dict:
@@ -139,7 +207,19 @@ def save_last(
         torch.save(rng_state(), folder / RNG_FILE)
         atomic_write_text(folder / STATE_FILE, state.model_dump_json(indent=2))
 
-    replace_dir(target, write)
+    replace_dir(target, write, keep_previous=True)
+
+
+def _reading(source: Path, what: str, read: Callable[[], T]) -> T:
+    try:
+        return read()
+    except CheckpointError:
+        raise  # already says which file and why (UnsafeCheckpoint)
+    except Exception as error:
+        raise CheckpointError(
+            f"cannot resume from {source}: {what} is unreadable ({type(error).__name__}: "
+            f"{' '.join(str(error).split())[:300]})"
+        ) from error
 
 
 def load_tensors(path: Path, map_location: str | torch.device | None = None) -> Any:
@@ -155,13 +235,23 @@ def load_tensors(path: Path, map_location: str | torch.device | None = None) -> 
 
 
 def load_last(source: Path, asr: AsrModel, optimizer: torch.optim.Optimizer) -> TrainerState:
-    asr.load_weights(source)
-    optimizer.load_state_dict(load_tensors(source / OPTIMIZER_FILE, map_location=asr.device))
+    _reading(source, "the model's weights", lambda: asr.load_weights(source))
+    _reading(
+        source,
+        OPTIMIZER_FILE,
+        lambda: optimizer.load_state_dict(
+            load_tensors(source / OPTIMIZER_FILE, map_location=asr.device)
+        ),
+    )
     if (source / RNG_FILE).exists():
-        set_rng_state(load_tensors(source / RNG_FILE))
+        _reading(source, RNG_FILE, lambda: set_rng_state(load_tensors(source / RNG_FILE)))
     else:
         log.warning("%s: no %s, resuming with fresh RNG states", source, RNG_FILE)
-    return TrainerState.model_validate_json((source / STATE_FILE).read_text())
+    return _reading(
+        source,
+        STATE_FILE,
+        lambda: TrainerState.model_validate_json((source / STATE_FILE).read_text()),
+    )
 
 
 def save_best(target: Path, asr: AsrModel, info: BestInfo) -> None:

@@ -50,11 +50,16 @@ from marco_trainer.models.base import IGNORE_INDEX
 from marco_trainer.text import is_character_language
 from marco_trainer.train.checkpoint import (
     BestInfo,
+    CheckpointError,
     TrainerState,
     existing_dir,
     load_last,
+    quarantine,
+    resume_candidates,
+    rng_state,
     save_best,
     save_last,
+    set_rng_state,
 )
 from marco_trainer.train.directive import DirectiveWatcher, differs, is_next
 from marco_trainer.train.distributed import Distributed
@@ -159,10 +164,7 @@ class Trainer:
             fused=self.dist.device.type in ("cpu", "cuda"),
         )
         self.state = TrainerState(learning_rate=opts.learning_rate)
-        last = existing_dir(self.checkpoints / "last")
-        if last is not None:
-            self.state = load_last(last, self.asr, self.optimizer)
-            log.info("resumed from %s at step %d", last, self.state.step)
+        self._resume()
         self._set_lr(self.state.learning_rate)
 
         self.stream = MicroBatchStream(
@@ -264,6 +266,63 @@ class Trainer:
             if batch.audios:
                 return batch
         raise ValueError("no training audio file can be read")
+
+    def _resume(self) -> None:
+        """From ``last``; one that cannot be read back is moved aside (never deleted) and the
+        previous ``last`` tried; when none loads, the stage trains again from step 0.
+
+        ``best`` is no resume point: it holds weights only (no optimizer moments, RNG or
+        data position), and resuming from it would measure again, with other WERs, steps whose
+        evaluations the operator has already read.
+        """
+        fresh_rng = rng_state()  # the RNG as a run from step 0 has it here
+        moved: list[Path] = []
+        for source in resume_candidates(self.checkpoints / "last"):
+            error: CheckpointError | None = None
+            try:
+                state = load_last(source, self.asr, self.optimizer)
+            except CheckpointError as failed:
+                error = failed
+            # Every rank reads the same folder: all resume from it or none does.
+            if not self.dist.all_sum([float(error is not None)])[0]:
+                state.corrupt_checkpoints += len(moved)
+                self.state = state
+                log.info("resumed from %s at step %d", source, state.step)
+                return
+            self.dist.barrier()  # no rank reads it any more
+            target = quarantine(source) if self.dist.is_main else source
+            moved.append(target)
+            log.warning(
+                "%s; moved it to %s",
+                error or f"cannot resume from {source}: another rank cannot read it",
+                target,
+            )
+            self.dist.barrier()
+        if not moved:
+            return
+        # Nothing loaded: the weights, moments and RNG a failed load may have set go back
+        # to a fresh run's; the last run's best and history, no longer this run's, are kept.
+        self._restore_initial_weights()
+        self.optimizer.state.clear()
+        set_rng_state(fresh_rng)
+        self.state.corrupt_checkpoints = len(moved)
+        if self.dist.is_main:
+            stamp = moved[0].name.rpartition(".corrupt-")[2]
+            for old in (self.checkpoints / "best", self.out / EVALUATIONS_FILE):
+                if old.exists():
+                    aside = old.with_name(f"{old.name}.before-{stamp}")
+                    old.rename(aside)
+                    log.warning("moved %s to %s", old, aside)
+        self.dist.barrier()
+        log.warning("no checkpoint to resume from: training this stage again from step 0")
+
+    def _restore_initial_weights(self) -> None:
+        if self._initial_adapter is not None:
+            from peft import set_peft_model_state_dict
+
+            set_peft_model_state_dict(self.asr.model, self._initial_adapter)
+        else:
+            self.asr.load_weights(_local_model_dir(self.opts.model))
 
     def _set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -508,12 +567,8 @@ class Trainer:
         best = existing_dir(self.checkpoints / "best")
         if best is not None:
             self.asr.load_weights(best)
-        elif self._initial_adapter is not None:
-            from peft import set_peft_model_state_dict
-
-            set_peft_model_state_dict(self.asr.model, self._initial_adapter)
         else:
-            self.asr.load_weights(_local_model_dir(self.opts.model))
+            self._restore_initial_weights()
         self.optimizer.state.clear()
         self.state.consecutive_nonfinite = 0
         self.state.rollbacks += 1
@@ -661,6 +716,7 @@ class Trainer:
                 "skipped_audio": state.skipped_audio,
                 "nonfinite_steps": state.nonfinite_steps,
                 "rollbacks": state.rollbacks,
+                "corrupt_checkpoints": state.corrupt_checkpoints,
                 "feature_cache_utterances": len(self.feature_cache),
             }
         )
