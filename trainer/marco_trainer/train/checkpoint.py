@@ -227,6 +227,11 @@ def load_tensors(path: Path, map_location: str | torch.device | None = None) -> 
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as error:
+        # torch's weights-only unpickler says "Unsupported global" when the pickle names a
+        # callable outside its allow-list; anything else it cannot read (it wraps garbage
+        # as "Weights only load failed" too) is a damaged file, said as such by the caller.
+        if "unsupported global" not in str(error).lower():
+            raise
         raise UnsafeCheckpoint(
             f"{path}: refused, it holds more than tensors and plain data (written by an "
             f"older marco-trainer, or by someone else; remove it to resume without it): "
