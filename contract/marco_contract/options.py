@@ -103,8 +103,9 @@ class AugmentOptions(StageOptions):
     channel_from_target: bool = Field(
         default=False,
         description="Apply what the profile measured of the target's channel: band, codec, "
-        "equaliser, harvested noise (else noise of its noise floor's spectrum), compression "
-        "and rooms (p_rev and RT60 from its reverberation). Off: the paper's Eq. 3 steps only.",
+        "equaliser, harvested noise (else noise of its noise floor's spectrum), compression, "
+        "rooms (p_rev and RT60 from its reverberation) and lost packets. Off: the paper's "
+        "Eq. 3 steps only.",
     )
 
 

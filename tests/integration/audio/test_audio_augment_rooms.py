@@ -15,6 +15,7 @@ import json
 import statistics
 
 import numpy as np
+import pytest
 import soundfile as sf
 from scipy import signal
 
@@ -134,3 +135,38 @@ def test_an_engine_target_gets_noise_of_its_spectrum_not_pink_noise(
     mean_measured = np.mean([d for _, d in measured])
     mean_paper = np.mean([d for _, d in paper])
     assert mean_measured < 0.6 * mean_paper, (mean_measured, mean_paper)
+
+
+def test_a_lossy_link_target_gets_packets_lost_as_often_and_as_long(
+    corpus, tmp_path, marco_trainer
+):
+    target = tmp_path / "target"
+    target.mkdir()
+    packet = 320  # 20 ms at 16 kHz
+    for k, path in enumerate(sorted((corpus / "source").glob("utt*.wav"))):
+        speech, rate = sf.read(str(path), dtype="float32")
+        speech = speech + 0.001 * np.random.default_rng(k).standard_normal(len(speech))
+        # Every other file lost two single packets and one burst of two, mid-utterance.
+        if k % 2 == 0:
+            for start, count in ((20, 1), (45, 2), (70, 1)):
+                speech[start * packet : (start + count) * packet] = 0.0
+        sf.write(str(target / f"call{k}.wav"), speech.astype(np.float32), rate)
+    marco_trainer("profile", "--input", target, "--output-dir", tmp_path / "profile")
+    lossy = load_profile(tmp_path / "profile").dropouts
+    assert lossy is not None
+    assert lossy.share == pytest.approx(0.5) and lossy.packet_s == 0.02
+    out = tmp_path / "aug"
+    marco_trainer(
+        "augment", "--manifest", corpus / "source" / "source.jsonl", "--output-dir", out,
+        "--profile", tmp_path / "profile", "--copies", "4", "--seed", "3", "--num-rooms", "0",
+        "--channel-from-target",
+    )  # fmt: skip
+    lines = [json.loads(x) for x in (out / "manifest-00000-of-00001.jsonl").open()]
+    augmented = [x for x in lines if x["augmentation"]]
+    dropped = [x for x in augmented if x["augmentation"]["dropouts"]]
+    assert 0 < len(dropped) < len(augmented)  # about half of them
+    for line in dropped:
+        audio, rate = sf.read(str(out / line["audio_filepath"]), dtype="float32")
+        packets = audio[: len(audio) // packet * packet].reshape(-1, packet)
+        silent = int(np.all(packets == 0, axis=1).sum())
+        assert silent == line["augmentation"]["dropouts"]["packets_lost"]

@@ -9,6 +9,7 @@ import numpy as np
 from marco_trainer.audio import channel as channels
 from marco_trainer.audio import features, ops
 from marco_trainer.audio.assets import Assets
+from marco_trainer.audio.dropouts import drop_packets
 from marco_trainer.audio.params import (
     CHANNEL_FILTER_ORDER,
     ChainParams,
@@ -269,4 +270,10 @@ def apply_chain(
         # The codec is nonlinear, so it comes last, as the last stage of the channel.
         x, sr = ops.codec_round_trip(x, sr, line.codec)
     x, sr = ops.resample(x, sr, p.output_rate)
+    if p.dropouts is not None:
+        # The network loses decoded packets whole: exact silence at the output rate
+        # (resampling after would smear the gaps' edges).
+        lossy = p.dropouts
+        x, lost = drop_packets(x, sr, lossy.packet_s, lossy.loss, lossy.burst, lossy.seed)
+        updates["dropouts"] = lossy.model_copy(update={"packets_lost": lost})
     return ops.fit_length(x, length), sr, p.model_copy(update=updates)

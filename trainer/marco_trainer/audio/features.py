@@ -34,6 +34,7 @@ from pydantic import BaseModel, Field
 from scipy import signal
 
 from marco_trainer.audio.channel import ChannelMetrics, measure_channel
+from marco_trainer.audio.dropouts import dropout_runs
 from marco_trainer.audio.io import AudioInfo, downmix
 from marco_trainer.audio.noise_floor import noise_floor_bands
 from marco_trainer.audio.reverb import estimate_rt60
@@ -51,6 +52,8 @@ SPREAD_FRAME_SECONDS = 0.05
 SPREAD_PERCENTILES = (10.0, 90.0)
 
 _CHANNEL_GAINS = (1.0, 1.0, 1.0, 1.41, 1.41)
+#: Dropout runs kept per file: enough to read a link's loss, bounded per record.
+MAX_DROPOUT_RUNS = 200
 
 
 class FileMetrics(BaseModel):
@@ -75,6 +78,11 @@ class FileMetrics(BaseModel):
     noise_floor_db: list[float | None] | None = Field(
         default=None,
         description="Noise-floor band levels (noise_floor.NOISE_BANDS_HZ), dB re their total.",
+    )
+    dropouts_s: list[float] | None = Field(
+        default=None,
+        description="Lengths (s) of the runs of digital silence inside the file (lost packets; "
+        f"dropouts.py), the first {MAX_DROPOUT_RUNS}.",
     )
     rt60_s: float | None = Field(
         default=None,
@@ -297,4 +305,5 @@ def measure(path: str, data: np.ndarray, info: AudioInfo) -> FileMetrics:
         channel=measure_channel(mono, rate, info.subtype),
         rt60_s=estimate_rt60(mono, rate),
         noise_floor_db=noise_floor_bands(mono, rate),
+        dropouts_s=dropout_runs(mono, rate)[:MAX_DROPOUT_RUNS],
     )

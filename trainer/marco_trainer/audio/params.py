@@ -139,6 +139,16 @@ class CompressionStep(BaseModel):
     ratio: float = Field(default=1.0, ge=1)
 
 
+class DropoutStep(BaseModel):
+    """Lost packets, last (after the codec, at the output rate): a Gilbert channel."""
+
+    packet_s: float = Field(gt=0)
+    loss: float = Field(ge=0, lt=1)
+    burst: float = Field(ge=0, lt=1)
+    seed: int = Field(ge=0, description="The chain's draws.")
+    packets_lost: int | None = Field(default=None, description="As applied.")
+
+
 class ChainParams(BaseModel):
     """Everything one output utterance got (logged as its ``augmentation`` field)."""
 
@@ -151,6 +161,7 @@ class ChainParams(BaseModel):
     filter: FilterStep
     channel: ChannelStep | None = None
     compression: CompressionStep | None = None
+    dropouts: DropoutStep | None = None
 
 
 def utterance_rng(seed: int, key: str, copy: int) -> np.random.Generator:
@@ -230,6 +241,20 @@ def draw_compression(profile: Profile, rng: np.random.Generator) -> CompressionS
     )
 
 
+def draw_dropouts(profile: Profile, rng: np.random.Generator) -> DropoutStep | None:
+    """Lost packets for as many utterances as the target has files with them, at its loss
+    and burstiness; no draw at all when the profile saw none (older draws unchanged)."""
+    lossy = profile.dropouts
+    if lossy is None or rng.random() >= lossy.share:
+        return None
+    return DropoutStep(
+        packet_s=lossy.packet_s,
+        loss=min(lossy.loss, 0.5),
+        burst=min(lossy.burst, 0.95),
+        seed=int(rng.integers(2**31)),
+    )
+
+
 def reverb_probability(mean_snr_db: float) -> float:
     return min(1.0, SNR_REF_DB / max(mean_snr_db, SNR_REF_DB))
 
@@ -305,6 +330,7 @@ def draw_params(
     return ChainParams(
         channel=draw_channel(profile, rng),
         compression=draw_compression(profile, rng),
+        dropouts=draw_dropouts(profile, rng),
         output_rate=output_rate,
         resample=ResampleStep(sample_rate=rate, encoding=encoding, bits=bits),
         reverb=reverb,

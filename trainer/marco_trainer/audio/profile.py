@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from marco_contract.files import atomic_write_text
 from marco_contract.layout import PROFILE_FILE
 from marco_trainer.audio.channel import THIRD_OCTAVES_HZ
+from marco_trainer.audio.dropouts import gilbert_burst, packet_seconds
 from marco_trainer.audio.features import FileMetrics
 from marco_trainer.audio.noise_floor import NOISE_BANDS_HZ, mean_band_levels
 from marco_trainer.audio.reverb import REVERBERANT_RT60_S
@@ -108,6 +109,16 @@ class NoiseSpectrum(BaseModel):
     levels_db: list[float | None] = Field(description="Mean level per band, dB re total.")
 
 
+class DropoutProfile(BaseModel):
+    """Lost packets in the target (``dropouts.py``), over the files that have any."""
+
+    files: int = Field(description="Files with at least one dropout.")
+    share: float = Field(description="Their share of the files: how often the chain drops.")
+    loss: float = Field(description="Mean share of their time that is dropped out.")
+    packet_s: float = Field(description="The packet length the runs are made of.")
+    burst: float = Field(description="P(a loss continues) of the matching Gilbert channel.")
+
+
 class Profile(BaseModel):
     """What the analysis phase says about a corpus (paper §3)."""
 
@@ -131,6 +142,9 @@ class Profile(BaseModel):
     )
     noise_spectrum: NoiseSpectrum | None = Field(
         default=None, description="The noise floor's spectrum (None in older profiles)."
+    )
+    dropouts: DropoutProfile | None = Field(
+        default=None, description="Lost packets (None: no file has any, or older profiles)."
     )
 
     def metric(self, name: str) -> MetricSummary:
@@ -194,6 +208,23 @@ def build_profile(records: list[FileMetrics], skipped: dict[str, int] | None = N
         noise_seconds=math.fsum(r.noise_seconds or 0.0 for r in records),
         reverb=_reverb_summary(records),
         noise_spectrum=_noise_spectrum(records),
+        dropouts=_dropouts(records),
+    )
+
+
+def _dropouts(records: list[FileMetrics]) -> DropoutProfile | None:
+    measured = [r for r in records if r.dropouts_s is not None]
+    lossy = [r for r in measured if r.dropouts_s]
+    if not lossy:
+        return None
+    runs = [v for r in lossy for v in r.dropouts_s or []]
+    packet = packet_seconds(runs)
+    return DropoutProfile(
+        files=len(lossy),
+        share=len(lossy) / len(measured),
+        loss=math.fsum(math.fsum(r.dropouts_s or []) / r.duration_s for r in lossy) / len(lossy),
+        packet_s=packet,
+        burst=gilbert_burst(runs, packet),
     )
 
 
@@ -304,7 +335,8 @@ CHANNEL_METRICS = ("level_spread_db",)
 
 def without_measured_channel(profile: Profile) -> Profile:
     """The profile as the chain saw it before the target's channel was measured: no
-    channel, no harvested noise, no level spread, no reverberation, no noise spectrum. With
+    channel, no harvested noise, no level spread, no reverberation, no noise spectrum, no
+    dropouts. With
     augmentation.channelFromTarget off, the augmenter draws exactly the paper's Eq. 3
     steps from it."""
     metrics = {k: v for k, v in profile.metrics.items() if k not in CHANNEL_METRICS}
@@ -315,5 +347,6 @@ def without_measured_channel(profile: Profile) -> Profile:
             "metrics": metrics,
             "reverb": None,
             "noise_spectrum": None,
+            "dropouts": None,
         }
     )
