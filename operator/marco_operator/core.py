@@ -910,6 +910,17 @@ def _sync_cycles(
             learning_rate=current.learning_rate,
             reason=current.reason or "directive in force",
         )
+    for evaluation in sorted(history, key=lambda e: e.step):
+        # A closed cycle no committed status recorded (its decision's status write lost,
+        # and the next decision's directive out before another was): the trainer ran it at
+        # its directive's LR, which every evaluation of it carries.
+        closed = evaluation.cycle < current.cycle and evaluation.lr > 0
+        if closed and evaluation.cycle not in records:
+            records[evaluation.cycle] = CycleRecord(
+                cycle=evaluation.cycle,
+                learning_rate=evaluation.lr,
+                reason="rebuilt from rank 0's history: the status of its decision was lost",
+            )
     for cycle, record in records.items():
         if not history:
             continue  # rank 0 not reachable this time: keep what the status says

@@ -331,6 +331,27 @@ def test_a_decision_in_force_whose_status_was_lost_is_recorded_whatever_the_job(
     assert not [e for e in cluster.step().events if e.reason == "LearningRateChanged"]
 
 
+def test_a_closed_cycle_no_committed_status_recorded_is_rebuilt_from_the_history():
+    """Two commits lost in a row: the train Job's start (cycle 0) and cycle 1's decision.
+    The next pass finds cycle 1's directive and a status without cycles: cycle 0 is in
+    rank 0's history, measured at its LR, and is recorded from it, not dropped."""
+    cluster = Cluster(body())
+    run_to_training(cluster)
+    # The train start's status write was lost ...
+    lost = {**copy.deepcopy(cluster.obj["status"]), "cycles": [], "cycle": None}
+    first_lr = cluster.directive.learning_rate
+    cluster.evaluate(30.0)
+    cluster.evaluate(28.0)
+    cluster.step()  # ... and so was cycle 1's decision's
+    assert cluster.directive.cycle == 1
+    cluster.obj["status"] = lost
+    cluster.step()
+    cycles = cluster.obj["status"]["cycles"]
+    assert [c["cycle"] for c in cycles] == [0, 1]
+    assert cycles[0]["learningRate"] == first_lr and cycles[0]["wers"] == [30.0, 28.0]
+    assert cycles[0]["sigmaWer"] == pytest.approx(1.0)
+
+
 def test_a_stop_in_force_whose_status_was_lost_is_recorded_after_the_job_completed():
     cluster = Cluster(body({"evaluation": {"enabled": False}}))
     run_to_training(cluster)
