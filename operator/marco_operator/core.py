@@ -434,6 +434,8 @@ def reconcile(
         record = status.stages.setdefault(stage, StageStatus())
         # The trials stage has a job per trial, each named in status.trials.
         record.job_name = None if stage == TRIALS_STAGE else job_name(run.name, stage)
+        if stage == "train":
+            _record_directive(run)
         if record.state == "Succeeded":
             continue  # remembered in status: the Job may have been cleaned up since
         if stage == TRIALS_STAGE:
@@ -853,6 +855,43 @@ def _current_directive(run: _Run) -> Directive:
     )
 
 
+def _record_directive(run: _Run) -> None:
+    """The decision the directive in force says, in the status whatever the train Job's state.
+
+    The operator writes the directive (its own ConfigMap) before the status, the commit
+    point: a pass that died between the two, or whose status write was lost, leaves a
+    decision in force that the status does not record, and the trainer may have applied
+    it. While the Job runs, `_steer_training` finds it again (decide() is idempotent); but
+    a Job that finished, failed or vanished meanwhile is never steered again, so the
+    decision is recorded here from the directive alone: its cycle, LR and reason, or its
+    stop. Its Events follow from the status (`_Run._decisions`), keyed, so said once. The
+    WERs of the cycle it closed stay as far as a committed pass saw them: rank 0's history
+    is readable only while the Job runs.
+    """
+    directive = run.observed.directive
+    if directive is None:
+        return
+    status = run.status
+    if all(record.cycle != directive.cycle for record in status.cycles):
+        status.cycles = sorted(
+            [
+                *status.cycles,
+                CycleRecord(
+                    cycle=directive.cycle,
+                    learning_rate=directive.learning_rate,
+                    reason=directive.reason or "directive in force",
+                ),
+            ],
+            key=lambda record: record.cycle,
+        )
+        if status.cycle is None or directive.cycle >= status.cycle:
+            status.cycle, status.learning_rate = directive.cycle, directive.learning_rate
+    if directive.stop and status.stop is None:
+        status.stop = StopRecord(
+            requested_at=run.now, reason=directive.reason or "stop", step=status.best_step
+        )
+
+
 def _sync_cycles(
     status: AsrAdaptationStatus,
     current: Directive,
@@ -871,6 +910,17 @@ def _sync_cycles(
             learning_rate=current.learning_rate,
             reason=current.reason or "directive in force",
         )
+    for evaluation in sorted(history, key=lambda e: e.step):
+        # A closed cycle no committed status recorded (its decision's status write lost,
+        # and the next decision's directive out before another was): the trainer ran it at
+        # its directive's LR, which every evaluation of it carries.
+        closed = evaluation.cycle < current.cycle and evaluation.lr > 0
+        if closed and evaluation.cycle not in records:
+            records[evaluation.cycle] = CycleRecord(
+                cycle=evaluation.cycle,
+                learning_rate=evaluation.lr,
+                reason="rebuilt from rank 0's history: the status of its decision was lost",
+            )
     for cycle, record in records.items():
         if not history:
             continue  # rank 0 not reachable this time: keep what the status says
@@ -894,11 +944,8 @@ def _steer_training(run: _Run, spec: AsrAdaptationSpec, job: JobState) -> None:
     current = _current_directive(run)
     history = list(run.observed.evaluations.evaluations) if run.observed.evaluations else []
     _observe_history(status, history)
-    if current.stop and status.stop is None:
-        # Decided by a pass whose status was not written: recorded (and said) now.
-        status.stop = StopRecord(
-            requested_at=run.now, reason=current.reason or "stop", step=status.best_step
-        )
+    # A stop decided by a pass whose status was not written is recorded by now
+    # (_record_directive), and said with this status.
     if status.stop is not None:
         run.outcome.directive = current
         grace = spec.training.stop_grace_period_seconds

@@ -1,8 +1,9 @@
 """The operator restarted in a loop during a run (issue 13's fault suite): `marco operator`
 as a real process, SIGKILLed six times from the spec's creation to the run's end, at each
-step of it (while a stage runs, while a cycle closes with no operator up, right after a
-decision). What must hold is computed from the script: each stage's Job made once, each
-cycle's LR Eq. 1 of the cycle before, each decision said once, the run Succeeded.
+step of it (while a stage runs, while a cycle closes with no operator up, right after each
+decision: the last one once committed, since its Job ends next). What must hold is
+computed from the script: each stage's Job made once, each cycle's LR Eq. 1 of the cycle
+before, each decision said once, the run Succeeded.
 """
 
 from __future__ import annotations
@@ -101,6 +102,10 @@ def test_an_operator_killed_again_and_again_loses_and_repeats_nothing(
 
     restarts.start()
     directive_of(cluster, 2)
+    # Committed before the kill: the train Job ends next, and once it has, rank 0's history
+    # (cycle 1's last WER) is read no more. A decision whose commit was lost there is
+    # test_lost_commit.py's case, with the status write held and lost on purpose.
+    wait_for("cycle 2 in the status", lambda: cluster.status(NAME).get("cycle") == 2)
     restarts.kill()  # 5: right after the second decision
     trainer.finished = True
     jobs.complete(train_job, StageResult(stage="train", wer=28.5, best_step=50, steps=60))

@@ -292,6 +292,88 @@ def test_restart_between_directive_and_status_write_repairs_instead_of_redecidin
     assert not [e for e in cluster.step().events if e.reason == "LearningRateChanged"]
 
 
+@pytest.mark.parametrize("ending", ["complete", "failed", "vanished"])
+def test_a_decision_in_force_whose_status_was_lost_is_recorded_whatever_the_job(ending):
+    """The directive is the operator's own write, made before the status: a pass that died
+    between the two leaves a decision the trainer may have applied. A Job that ended (or
+    vanished) before the next pass is never steered again; the decision is recorded all the
+    same, from the directive, and said once."""
+    cluster = Cluster(body({"evaluation": {"enabled": False}}))
+    run_to_training(cluster)
+    cluster.evaluate(30.0)
+    saved_status = copy.deepcopy(cluster.obj["status"])
+    cluster.evaluate(28.0)
+    first = cluster.step()  # decides cycle 1 ...
+    decided = cluster.directive
+    assert decided.cycle == 1
+    cluster.obj["status"] = saved_status  # ... but the status write was lost
+    if ending == "complete":
+        cluster.finish("train", wer=28.0, best_step=100, steps=100)
+    elif ending == "failed":
+        cluster.jobs["train"] = JobState(
+            name="demo-train", stage="train", failed=True, failure_reason="BackoffLimitExceeded"
+        )
+    else:
+        del cluster.jobs["train"]
+    outcome = cluster.step()
+    status = cluster.obj["status"]
+    assert cluster.directive == decided
+    assert [c["cycle"] for c in status["cycles"]] == [0, 1]
+    assert (status["cycle"], status["learningRate"]) == (1, decided.learning_rate)
+    assert status["cycles"][1]["reason"] == decided.reason
+    phases = {"complete": "Succeeded", "failed": "Failed", "vanished": "Training"}
+    assert cluster.phase == phases[ending]
+    (said,) = [e for e in first.events if e.reason == "LearningRateChanged"]
+    (again,) = [e for e in outcome.events if e.reason == "LearningRateChanged"]
+    assert (again.key, again.message) == (said.key, said.message)
+    if ending == "vanished":
+        assert outcome.directive == decided and outcome.start[0].stage == "train"
+    assert not [e for e in cluster.step().events if e.reason == "LearningRateChanged"]
+
+
+def test_a_closed_cycle_no_committed_status_recorded_is_rebuilt_from_the_history():
+    """Two commits lost in a row: the train Job's start (cycle 0) and cycle 1's decision.
+    The next pass finds cycle 1's directive and a status without cycles: cycle 0 is in
+    rank 0's history, measured at its LR, and is recorded from it, not dropped."""
+    cluster = Cluster(body())
+    run_to_training(cluster)
+    # The train start's status write was lost ...
+    lost = {**copy.deepcopy(cluster.obj["status"]), "cycles": [], "cycle": None}
+    first_lr = cluster.directive.learning_rate
+    cluster.evaluate(30.0)
+    cluster.evaluate(28.0)
+    cluster.step()  # ... and so was cycle 1's decision's
+    assert cluster.directive.cycle == 1
+    cluster.obj["status"] = lost
+    cluster.step()
+    cycles = cluster.obj["status"]["cycles"]
+    assert [c["cycle"] for c in cycles] == [0, 1]
+    assert cycles[0]["learningRate"] == first_lr and cycles[0]["wers"] == [30.0, 28.0]
+    assert cycles[0]["sigmaWer"] == pytest.approx(1.0)
+
+
+def test_a_stop_in_force_whose_status_was_lost_is_recorded_after_the_job_completed():
+    cluster = Cluster(body({"evaluation": {"enabled": False}}))
+    run_to_training(cluster)
+    for wer in [30.0, 30.1, 30.2, 30.0]:
+        cluster.evaluate(wer)
+        cluster.step()
+    saved_status = copy.deepcopy(cluster.obj["status"])
+    cluster.evaluate(30.3)
+    first = cluster.step()  # decides the stop ...
+    assert cluster.directive.stop
+    cluster.obj["status"] = saved_status  # ... but the status write was lost
+    cluster.finish("train", wer=30.0, best_step=50, steps=250)
+    outcome = cluster.step()
+    status = cluster.obj["status"]
+    assert cluster.phase == "Succeeded"
+    assert status["stop"]["reason"] == cluster.directive.reason
+    (said,) = [e for e in first.events if e.reason == "EarlyStop"]
+    (again,) = [e for e in outcome.events if e.reason == "EarlyStop"]
+    assert (again.key, again.message) == (said.key, said.message) == ("stop", said.message)
+    assert not [e for e in cluster.step().events if e.reason == "EarlyStop"]
+
+
 def test_an_llm_with_an_initial_lr_trains_without_the_baseline():
     off = {"enabled": False}
     spec = {"model": {"source": "Qwen/Qwen2-Audio-7B-Instruct", "family": "llm"},
