@@ -405,8 +405,8 @@ class LocalRun:
             status, started = {}, saved is not None
         events: list[Event] = []
         if saved is None:
-            # A new run, or one a `marco run` that kept no spec started: nothing to
-            # compare with, this spec is the run's from now on (said when it started).
+            # A new run, or one started by a `marco run` that kept no spec: nothing to
+            # compare with; this spec is the run's from now on (said, for a started one).
             generation = int(status.get("observedGeneration") or 1)
             if started:
                 message = (
