@@ -941,10 +941,22 @@ def frozen_spec_rule() -> str:
 def frozen_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
     """The frozen fields (`spec.data`, `spec.resources.image`) that differ between two
     specs, each read with its defaults: what the CRD's rule refuses after the start."""
+    return _differing(old, new, frozen_fields())
+
+
+def spec_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Every field that differs between two specs read with their defaults, frozen or not,
+    at the depth frozen_fields and MUTABLE_AFTER_START name them (`spec.training`,
+    `spec.resources.cpu`); empty when the two are the same spec."""
+    paths = sorted([*frozen_fields(), *MUTABLE_AFTER_START])
+    return _differing(old, new, paths)
+
+
+def _differing(old: dict[str, Any], new: dict[str, Any], paths: list[str]) -> list[str]:
     before = parse_spec(old).model_dump(by_alias=True, mode="json")
     after = parse_spec(new).model_dump(by_alias=True, mode="json")
     changed = []
-    for path in frozen_fields():
+    for path in paths:
         a: Any = before
         b: Any = after
         for part in path.split("."):

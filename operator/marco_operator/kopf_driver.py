@@ -67,6 +67,9 @@ class DriverOptions:
     #: Backoff after failed passes (core.retry_delay): the first wait, and the longest.
     retry_first: float = RETRY_FIRST
     retry_cap: float = RETRY_CAP
+    #: Seconds a running stage Job may have no pod before its Events are read; None:
+    #: reconciler.NO_POD_SECONDS.
+    no_pod_seconds: float | None = None
 
 
 def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
@@ -159,6 +162,9 @@ def build_registry(
         trainer_timeout=options.trainer_timeout,
         endpoint_key=options.endpoint_key or load_key(),
         policy=options.policy,
+        no_pod_seconds=(
+            reconciler.NO_POD_SECONDS if options.no_pod_seconds is None else options.no_pod_seconds
+        ),
     )
     managed = {LABEL_MANAGED_BY: MANAGED_BY}
     tracked: defaultdict[tuple[str, str], _Tracked] = defaultdict(_Tracked)

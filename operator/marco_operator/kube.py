@@ -103,6 +103,16 @@ def matches_labels(obj: Mapping[str, Any], labels: Mapping[str, str]) -> bool:
     return all(have.get(key) == value for key, value in labels.items())
 
 
+def matches_fields(obj: Mapping[str, Any], fields: Mapping[str, str]) -> bool:
+    for path, value in fields.items():
+        found: Any = obj
+        for part in path.split("."):
+            found = found.get(part) if isinstance(found, Mapping) else None
+        if found is None or str(found) != value:
+            return False
+    return True
+
+
 def load_configuration(
     kubeconfig: str | None = None, context: str | None = None
 ) -> client.Configuration:
@@ -175,13 +185,26 @@ class Kube:
                 return None
             raise
 
-    def list(self, path: str, labels: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-        labels = labels or {}
-        query = {"labelSelector": ",".join(f"{k}={v}" for k, v in labels.items())} if labels else {}
+    def list(
+        self,
+        path: str,
+        labels: Mapping[str, str] | None = None,
+        fields: Mapping[str, str] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The collection's items with these labels and fields (`involvedObject.uid`: a
+        dotted path, as a fieldSelector names it)."""
+        labels, fields = labels or {}, fields or {}
+        query = {}
+        if labels:
+            query["labelSelector"] = ",".join(f"{k}={v}" for k, v in labels.items())
+        if fields:
+            query["fieldSelector"] = ",".join(f"{k}={v}" for k, v in fields.items())
         items = self.request("GET", path, query=query).get("items") or []
         # Filter again here: a server (or an emulator) that ignores the selector must not make
         # another adaptation's children ours.
-        return [item for item in items if matches_labels(item, labels)]
+        return [
+            item for item in items if matches_labels(item, labels) and matches_fields(item, fields)
+        ]
 
     def create(self, manifest: Mapping[str, Any]) -> bool:
         """Create the object; False when one of its name exists (409): the caller checks whose."""

@@ -19,6 +19,11 @@ The driver owns what it starts: it holds a lock on the run directory while it
 lives (a second driver of the same directory is refused), and records every
 stage process there (local_processes.py), so that a driver that died without
 stopping them (SIGKILL, a crash) is followed by one that stops them first.
+
+A run keeps the spec it is on (`spec.json`, with its generation). Rerun with an
+edited manifest, a started run takes the edits a cluster takes
+(api.MUTABLE_AFTER_START), as a new generation, and refuses the rest before
+anything runs, as the CRD's transition rule does.
 """
 
 from __future__ import annotations
@@ -46,7 +51,16 @@ from marco_contract.formats import Directive, EvaluationHistory
 from marco_contract.layout import Layout, output_path
 from marco_contract.results import read_stage_result
 from marco_operator import local_processes
-from marco_operator.api import API_VERSION, KIND, describe_error, name_problem, parse_spec
+from marco_operator.api import (
+    API_VERSION,
+    KIND,
+    MUTABLE_AFTER_START,
+    describe_error,
+    frozen_changes,
+    name_problem,
+    parse_spec,
+    spec_changes,
+)
 from marco_operator.core import (
     DEADLINE_EXCEEDED,
     RETRY_CAP,
@@ -73,6 +87,8 @@ RANK0_TIMEOUT = 2.0
 #: In the run directory: the driver's lock (holding its PID), and its stage processes.
 LOCK_FILE = "run.lock"
 PROCESSES_FILE = "processes.json"
+#: In the run directory: the spec the run is on, as given, and its generation.
+SPEC_FILE = "spec.json"
 #: What stops `marco run` the way Ctrl-C does.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -91,6 +107,11 @@ class Interrupted(BaseException):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
+
+
+class SpecFrozen(ValueError):
+    """A started run rerun with an edit the cluster refuses after the start (the CRD's
+    transition rule; api.frozen_changes), or whose saved spec cannot be read."""
 
 
 class RunBusy(Exception):
@@ -223,6 +244,7 @@ class LocalRun:
         self.logs = self.root / "logs"
         self.lock_path = self.root / LOCK_FILE
         self.processes_path = self.root / PROCESSES_FILE
+        self.spec_path = self.root / SPEC_FILE
 
     # ----------------------------------------------------------------- state I/O
 
@@ -259,19 +281,25 @@ class LocalRun:
     # ----------------------------------------------------------------- ownership
 
     @contextmanager
-    def owned(self, on_orphan: Callable[[str], object] | None = None) -> Iterator[None]:
+    def owned(self, say: Callable[[str], object] | None = None) -> Iterator[None]:
         """Hold the run directory and its stage processes for the driver's life.
 
-        Takes the directory's lock (RunBusy when another driver holds it), turns
-        Ctrl-C, SIGTERM and SIGHUP into `Interrupted`, stops what a driver that
-        died left running (`stop_orphans`, which tells `on_orphan` first), and on
-        the way out, however it is left, stops every stage process it started.
+        Takes the directory's lock (RunBusy when another driver holds it), takes the
+        manifest's spec as the run's (`admit_spec`: SpecFrozen, with nothing done, for
+        an edit a started run refuses), turns Ctrl-C, SIGTERM and SIGHUP into
+        `Interrupted`, stops what a driver that died left running (`stop_orphans`),
+        and on the way out, however it is left, stops every stage process it started.
+        What it does on the way in (a spec edit taken, an orphan stopped) it tells
+        `say` too.
         """
         with self._locked():
+            for event in self.admit_spec():
+                if say is not None:
+                    say(event.message)
             previous = {signum: signal.signal(signum, self._on_signal) for signum in STOP_SIGNALS}
             try:
                 with self._signals_deferred():
-                    self.stop_orphans(on_orphan)
+                    self.stop_orphans(say)
                 yield
             finally:
                 # The stop takes at most STOP_TIMEOUT (then SIGKILL): not to be cut short.
@@ -357,6 +385,82 @@ class LocalRun:
             stopped.append(message)
         self.processes_path.unlink(missing_ok=True)
         return stopped
+
+    def admit_spec(self) -> list[Event]:
+        """Take the manifest's spec as the run's, as the API server takes an update of the
+        object: the same spec (read with its defaults) keeps the generation; another one
+        is the next generation, unless the run started (`status.startedGeneration`) and
+        it edits a field outside api.MUTABLE_AFTER_START, which raises SpecFrozen naming
+        each such field, with nothing written. Sets metadata.generation (core reports it
+        as `status.observedGeneration`), saves `spec.json` and records a taken edit as a
+        Normal Event `SpecChanged` (returned, and in events.jsonl). Called under the
+        run's lock, before anything runs.
+        """
+        spec = dict(self.manifest.get("spec") or {})
+        saved = self._saved_spec()
+        try:
+            status = self.load_status()
+            started = status.get("startedGeneration") is not None
+        except (OSError, ValueError):  # its passes will say so; judged the stricter way here
+            status, started = {}, saved is not None
+        events: list[Event] = []
+        if saved is None:
+            # A new run, or one started by a `marco run` that kept no spec: nothing to
+            # compare with; this spec is the run's from now on (said, for a started one).
+            generation = int(status.get("observedGeneration") or 1)
+            if started:
+                message = (
+                    f"{self.spec_path} is missing: the spec this run started with is unknown, "
+                    f"so this manifest's is taken unchecked as generation {generation}"
+                )
+                events.append(Event("Warning", "SpecUnchecked", message))
+        else:
+            generation, before = saved
+            changed = spec_changes(before, spec)
+            if changed and started:
+                frozen = frozen_changes(before, spec)
+                if frozen:
+                    raise SpecFrozen(self._frozen_message(frozen))
+            if changed:
+                generation += 1
+                message = f"spec edited (generation {generation}): {', '.join(changed)}"
+                if started:
+                    message += "; applies to the stages started from now on"
+                events.append(Event("Normal", "SpecChanged", message))
+        self.manifest["metadata"]["generation"] = generation
+        atomic_write_text(
+            self.spec_path,
+            json.dumps({"generation": generation, "spec": spec}, indent=2) + "\n",
+        )
+        self.record(events)
+        return events
+
+    def _saved_spec(self) -> tuple[int, dict[str, Any]] | None:
+        """`spec.json`: (generation, spec); None when there is none. SpecFrozen when it
+        cannot be read: the spec the run is on is unknown, and edits cannot be judged."""
+        try:
+            saved = json.loads(self.spec_path.read_text())
+            generation, spec = int(saved["generation"]), dict(saved["spec"])
+            parse_spec(spec)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise SpecFrozen(
+                f"{self.spec_path}: cannot read the spec this run is on ({error}); restore "
+                "the file, or delete it to take this manifest's spec unchecked"
+            ) from error
+        return generation, spec
+
+    def _frozen_message(self, frozen: list[str]) -> str:
+        allowed = ", ".join(f"spec.{path}" for path in MUTABLE_AFTER_START)
+        return (
+            f"{self.root} holds a run that started with another spec; changed: "
+            f"{', '.join(frozen)}. A started run's spec is immutable except {allowed} "
+            "(a cluster refuses the same edit). Revert those fields (the run's spec is in "
+            f"{self.spec_path}), or start a new run with the edited manifest: another "
+            "--output-dir, spec.output.path or metadata.name (--retry retries a Failed run "
+            "with the spec it started with; it takes no edits)"
+        )
 
     def retry(self) -> list[Event]:
         """A Failed run set to start again from the stage that failed (core.retry_failed)."""

@@ -14,7 +14,14 @@ from pathlib import Path
 
 from marco_contract.status import AsrAdaptationStatus
 from marco_operator import local
-from marco_operator.local import Interrupted, LocalRun, RunBusy, load_manifest, run_until_done
+from marco_operator.local import (
+    Interrupted,
+    LocalRun,
+    RunBusy,
+    SpecFrozen,
+    load_manifest,
+    run_until_done,
+)
 from marco_operator.local_processes import ChildrenLeft
 from marco_operator.local_view import LocalView
 
@@ -45,7 +52,7 @@ def _command(args: argparse.Namespace) -> int:
     view = LocalView(run)
     try:
         # Every way out of here stops the stage processes (LocalRun.owned).
-        with run.owned(on_orphan=_say):
+        with run.owned(say=_say):
             if args.retry:
                 for event in run.retry():
                     _say(event.message)
@@ -66,6 +73,9 @@ def _command(args: argparse.Namespace) -> int:
     except RunBusy as error:
         _say(f"error: {error}")
         return EXIT_BUSY
+    except SpecFrozen as error:  # refused before anything ran, as an invalid manifest is
+        _say(f"error: {error}")
+        return 2
     except ChildrenLeft as error:
         _say(f"error: could not stop a stage: {error}")
         return 1

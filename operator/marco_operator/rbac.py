@@ -49,8 +49,9 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     # read (the operator derives the token again from its key; the uid in its name means a
     # 409 can only be its own).
     Rule("", "secrets", ("create",)),
-    # Events on every phase change and decision (core v1, as kopf posts them).
-    Rule("", "events", ("create",)),
+    # Events on every phase change and decision (core v1, as kopf posts them); listed (by
+    # involvedObject) for a stage Job left without pods, to say why (FailedCreate).
+    Rule("", "events", ("create", "list")),
     # kopf's resource scanning.
     Rule("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),
 )

@@ -2,9 +2,10 @@
 
 The driver hands in the adaptation and its Jobs and pods as its watches hold
 them (kopf's body and indexes); the pass reads only what no watch carries:
-the directive's ConfigMap and rank 0's history. Nothing is remembered between
-passes, so any number of passes, by any number of operator restarts, converge
-on the same children and the same status.
+the directive's ConfigMap, rank 0's history, and the Events of a stage Job left
+without pods (why the Job controller cannot create them). Nothing is remembered
+between passes, so any number of passes, by any number of operator restarts,
+converge on the same children and the same status.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,6 +66,10 @@ logger = logging.getLogger(__name__)
 TRAIN_STAGE = "train"
 JOB_NAME_LABEL = "job-name"
 REPORTING_COMPONENT = "marco-asr-operator"
+#: A running stage Job with no pod this long after its creation is asked why: its Events.
+#: The Job controller creates pods within a second or two; 30 s without one means it cannot
+#: (a ServiceAccount that does not exist, a quota, an admission webhook refusing the pod).
+NO_POD_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,8 @@ class Options:
     #: start when the operator is given none.
     endpoint_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
     policy: Policy = field(default_factory=Policy)
+    #: Seconds a running Job may have no pod before its Events are read (NO_POD_SECONDS).
+    no_pod_seconds: float = NO_POD_SECONDS
 
     def token(self, owner: Owner) -> str:
         return endpoint_token(self.endpoint_key, owner.namespace, owner.name, owner.uid)
@@ -269,6 +276,63 @@ def job_trouble(pods: Sequence[Mapping[str, Any]]) -> str | None:
     return troubles[0] + (f" (and {more} more pod{'s' if more > 1 else ''})" if more else "")
 
 
+def _timestamp_seconds(text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def without_pods(job: Mapping[str, Any], own_pods: Sequence[Any], now: float, bound: float) -> bool:
+    """A Job that should have pods (neither finished nor suspended), has none now, by the
+    watch and by its own count, and was created `bound` seconds ago or more. Measured from
+    its creation, not from its last pod: nothing is remembered between passes."""
+    if own_pods or int((job.get("status") or {}).get("active") or 0):
+        return False
+    if _condition(job, "Complete") or _condition(job, "Failed") or _condition(job, "FailureTarget"):
+        return False
+    if (job.get("spec") or {}).get("suspend"):
+        return False
+    created = _timestamp_seconds((job.get("metadata") or {}).get("creationTimestamp"))
+    return created is not None and now - created >= bound
+
+
+def _event_time(event: Mapping[str, Any]) -> float:
+    for text in (
+        event.get("lastTimestamp"),
+        (event.get("series") or {}).get("lastObservedTime"),
+        event.get("eventTime"),
+        (event.get("metadata") or {}).get("creationTimestamp"),
+    ):
+        seconds = _timestamp_seconds(text)
+        if seconds is not None:
+            return seconds
+    return 0.0
+
+
+def no_pod_trouble(kube: Kube, job: Mapping[str, Any], bound: float) -> str:
+    """Why a Job has no pod, in the Job controller's words: its latest Warning Event
+    (FailedCreate: `Error creating: pods "…" is forbidden: …`, the API server's refusal of
+    the pod). Read from the API (no watch holds Events; RBAC `list` on events)."""
+    meta = job["metadata"]
+    try:
+        events = kube.list(
+            collection_path("v1", "events", meta["namespace"]),
+            fields={"involvedObject.kind": "Job", "involvedObject.uid": meta["uid"]},
+        )
+    except (KubeError, HTTPError, OSError) as error:
+        said = error.describe() if isinstance(error, KubeError) else str(error)
+        logger.warning("Job %s: cannot list its Events: %s", meta["name"], said)
+        return f"no pod after {bound:g} s; its Events could not be read ({said})"
+    warnings = [e for e in events if e.get("type") == "Warning"]
+    if not warnings:
+        return f"no pod after {bound:g} s, and no Warning Event of the Job says why"
+    latest = max(warnings, key=_event_time)
+    return "no pod: " + _words(latest.get("reason") or "Warning", latest.get("message"))
+
+
 def _pod_name(pod: Mapping[str, Any]) -> str:
     return str((pod.get("metadata") or {}).get("name", ""))
 
@@ -393,8 +457,12 @@ def observe(
     service = None if training else kube.get(service_path(namespace, name))
     if service is not None and ownership(service, owner) == "predecessor":
         leftovers.append(Child("Service", service["metadata"]["name"]))
+    looked = time.time()
     for raw in own_jobs:
         state = _job_state(raw, pods)
+        own = _pods_of(pods, raw["metadata"]["name"])
+        if without_pods(raw, own, looked, options.no_pod_seconds):
+            state = replace(state, trouble=no_pod_trouble(kube, raw, options.no_pod_seconds))
         if state.trial is not None:
             trials[state.trial] = state
         elif state.stage:

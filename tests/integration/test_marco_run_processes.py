@@ -258,3 +258,87 @@ def test_a_failed_run_stays_failed_until_retried_then_resumes_at_the_failed_stag
     assert len(fake.starts("filter")) == 1 and len(fake.starts("train")) == 2
     assert "retrying train after: train Job fake-train failed" in output
     assert [e["reason"] for e in fake.events()].count("Retrying") == 1
+
+
+# --- spec edits of a started run (issue 13: refused, or applied and said) --------------------
+
+
+def _edit(fake: FakeRun, **sections: dict) -> None:
+    """Rewrite the manifest with these spec sections merged in (one level deep)."""
+    manifest = yaml.safe_load(fake.manifest.read_text())
+    for section, fields in sections.items():
+        manifest["spec"][section] = {**manifest["spec"].get(section, {}), **fields}
+    fake.manifest.write_text(yaml.safe_dump(manifest))
+
+
+def _stopped_in_filter(fake: FakeRun) -> None:
+    """A run started (its filter stage running), then stopped with SIGTERM."""
+    driver = fake.start()
+    wait_for(lambda: fake.child("filter"), "filter stage handling SIGTERM")
+    driver.send_signal(signal.SIGTERM)
+    assert driver.wait(timeout=TIMEOUT) == 143, fake.output()
+    status = fake.status()
+    assert (status.started_generation, status.observed_generation) == (1, 1)
+
+
+def test_a_frozen_edit_of_a_started_run_is_refused_before_anything_runs(fake):
+    _stopped_in_filter(fake)
+    status_before = (fake.run_dir / "status.json").read_bytes()
+    events_before = (fake.run_dir / "events.jsonl").read_bytes()
+    original = fake.manifest.read_text()
+    # Two fields a cluster refuses once the run started, and one it takes (resources.cpu).
+    _edit(fake, training={"maxSteps": 8}, data={"validation": "other.jsonl"},
+          resources={"cpu": "3"})  # fmt: skip
+
+    code, output = fake.run()
+
+    assert code == 2, output
+    changed = output.split("changed: ", 1)[1].split(". ", 1)[0]
+    assert sorted(changed.split(", ")) == ["spec.data", "spec.training"], output
+    assert "Revert those fields" in output and "--output-dir" in output
+    assert str(fake.run_dir / "spec.json") in output
+    # Nothing ran, nothing was written: no stage started, the status and Events as they were.
+    assert len(fake.starts("filter")) == 1
+    assert (fake.run_dir / "status.json").read_bytes() == status_before
+    assert (fake.run_dir / "events.jsonl").read_bytes() == events_before
+
+    fake.manifest.write_text(original)  # reverted: the run resumes, same generation
+    fake.go("filter")
+    fake.go("train")
+    code, output = fake.run()
+    assert code == 0, fake.output()
+    status = fake.status()
+    assert status.phase == "Succeeded", status.message
+    assert (status.started_generation, status.observed_generation) == (1, 1)
+    assert len(fake.starts("filter")) == 2
+    assert [e for e in fake.events() if e["reason"] == "SpecChanged"] == []
+
+
+def test_an_allowed_edit_of_a_started_run_applies_as_a_new_generation(fake):
+    _stopped_in_filter(fake)
+    # Fields a cluster takes after the start; the filter's deadline also applies locally.
+    _edit(fake, resources={"cpu": "3", "stageDeadlineSeconds": {"filter": 1}})
+
+    code, output = fake.run()  # the filter waits for a go-file it never gets: 1 s, then stopped
+
+    assert code == 1, output
+    status = fake.status()
+    assert status.phase == "Failed"
+    assert "DeadlineExceeded" in (status.message or "")
+    assert "spec.resources.stageDeadlineSeconds.filter, is 1 s" in (status.message or "")
+    assert (status.started_generation, status.observed_generation) == (1, 2)
+    (changed,) = [e for e in fake.events() if e["reason"] == "SpecChanged"]
+    assert changed["type"] == "Normal"
+    assert changed["message"] == (
+        "spec edited (generation 2): spec.resources.cpu, spec.resources.stageDeadlineSeconds; "
+        "applies to the stages started from now on"
+    )
+    assert changed["message"] in output
+    saved = json.loads((fake.run_dir / "spec.json").read_text())
+    assert saved["generation"] == 2
+    assert saved["spec"]["resources"]["stageDeadlineSeconds"] == {"filter": 1}
+
+    code, output = fake.run()  # the same manifest again: the same generation, nothing said
+    assert code == 1, output
+    assert fake.status().observed_generation == 2
+    assert len([e for e in fake.events() if e["reason"] == "SpecChanged"]) == 1

@@ -567,6 +567,21 @@ class EmulatedCluster:
         ]
         return sorted(found, key=lambda j: int(j["metadata"]["labels"][LABEL_TRIAL]))
 
+    def job_event(self, job: Mapping[str, Any], type_: str, reason: str, message: str) -> None:
+        """An Event about a Job, as the Job controller posts one (`FailedCreate` when the API
+        server refuses its pod)."""
+        meta = job["metadata"]
+        self.kube.request("POST", self.path("v1", "events"), body={
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"name": f"{meta['name']}.{uuid.uuid4().hex[:16]}",
+                         "namespace": NAMESPACE},
+            "involvedObject": {"apiVersion": "batch/v1", "kind": "Job", "name": meta["name"],
+                               "namespace": NAMESPACE, "uid": meta["uid"]},
+            "type": type_, "reason": reason, "message": message, "count": 1,
+            "firstTimestamp": _now(), "lastTimestamp": _now(),
+            "source": {"component": "job-controller"},
+        })  # fmt: skip
+
     def events(self, adaptation: str) -> list[dict[str, Any]]:
         events = self.kube.list(self.path("v1", "events"))
         return [e for e in events if e.get("involvedObject", {}).get("name") == adaptation]
@@ -872,6 +887,7 @@ class OperatorRun:
         retry_first: float = 0.2,
         retry_cap: float = 0.8,
         policy: Policy | None = None,
+        no_pod_seconds: float | None = None,
     ) -> None:
         self.options = DriverOptions(
             policy=policy or Policy(),
@@ -884,6 +900,7 @@ class OperatorRun:
             standalone=True,
             retry_first=retry_first,
             retry_cap=retry_cap,
+            no_pod_seconds=no_pod_seconds,
         )
         self.cluster = cluster
         self.metrics = OperatorMetrics()

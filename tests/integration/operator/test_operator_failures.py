@@ -11,6 +11,7 @@ Nothing sleeps for a fixed time: every wait is on what the API server holds, wit
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -359,6 +360,59 @@ def test_pods_that_cannot_start_speak_and_the_deadline_fails_the_stage(
     assert status["stages"]["filter"]["message"] == status["message"].split(" failed: ")[1]
     (event,) = events_in_order(cluster, "PodTrouble")  # the words changed, no second Event
     assert status["stages"]["filter"]["state"] == "Failed"
+
+
+def test_a_job_whose_pods_cannot_be_created_says_why(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer
+) -> None:
+    """The API server refuses the stage's pod (its ServiceAccount does not exist), so the Job
+    has no pod at all, only the Job controller's FailedCreate Event. Past the operator's
+    bound without a pod (2 s here, 30 s by default) the stage says why, with one PodTrouble
+    Warning; the deadline that fails the stage then names it too."""
+    bound = 2.0
+    run = OperatorRun(cluster, trainer.port, no_pod_seconds=bound).start()
+    try:
+        applied = time.monotonic()
+        cluster.apply_adaptation(NAME, make_spec(resources={"serviceAccountName": "missing"}))
+        job = jobs.wait_job(NAME, "filter")
+        refused = (
+            'Error creating: pods "telephony-filter-" is forbidden: error looking up service '
+            'account asr/missing: serviceaccount "missing" not found'
+        )
+        cluster.job_event(job, "Warning", "FailedCreate", refused)
+        trouble = f"no pod: FailedCreate: {refused}"
+
+        def says_why() -> dict[str, Any] | None:
+            status = cluster.status(NAME)
+            return status if status["stages"]["filter"].get("message") == trouble else None
+
+        status = wait_for("the stage's message", says_why)
+        # Not before the bound (less a second: creationTimestamp has whole seconds).
+        assert time.monotonic() - applied >= bound - 1.0
+        assert cluster.kube.list(cluster.path("v1", "pods")) == []
+        assert status["phase"] == "Filtering"
+        assert condition(status, "Ready")["message"] == f"filter Job telephony-filter: {trouble}"
+        (event,) = events_in_order(cluster, "PodTrouble")
+        assert (event["type"], event["message"]) == (
+            "Warning",
+            f"filter Job telephony-filter: {trouble}",
+        )
+
+        job_status = cluster.path("batch/v1", "jobs", "telephony-filter") + "/status"
+        cluster.kube.merge_patch(job_status, {"status": {"active": 0, "conditions": [{
+            "type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+            "message": "Job was active longer than specified deadline"}]}})  # fmt: skip
+        status = wait_for(
+            "phase Failed", lambda: (s := cluster.status(NAME))["phase"] == "Failed" and s
+        )
+        assert status["message"] == (
+            "filter Job telephony-filter failed: DeadlineExceeded: Job was active longer than "
+            "specified deadline (its deadline, spec.resources.stageDeadlineSeconds.filter, is "
+            f"86400 s); {trouble}"
+        )
+        assert len(events_in_order(cluster, "PodTrouble")) == 1
+    finally:
+        run.stop()
 
 
 def test_an_oom_killed_pod_is_named_in_the_failure(
