@@ -36,7 +36,8 @@ time, so an interrupted benchmark resumes.
 
     python benchmarks/adaptation.py [--scenarios meeting,car,voip,radio] [--seeds 0,1,2]
         [--systems baseline,hf,hf-aug,ft,ftda,ftda-target] [--max-steps 120] [--batch-size 8]
-        [--eval-every 20] [--eval-samples 40] [--work DIR] [--model DIR] [--smoke] [--report-only]
+        [--eval-every 20] [--eval-samples 40] [--trial-steps 0] [--work DIR] [--model DIR]
+        [--smoke] [--report-only]
 
 ``--report-only`` reads the finished runs under ``--work`` and writes the tables
 and plot of those alone, running nothing.
@@ -83,6 +84,7 @@ from runs import REPO, adaptation, error_shares, evaluate, marco_run, python_mod
 from marco_demo.scenarios import HELD_OUT_SCENARIOS, SCENARIOS
 
 SYSTEMS = ("baseline", "hf", "hf-aug", "ft", "ftda", "ftda-target")
+MARCO_SYSTEMS = ("ft", "ftda", "ftda-target")
 LABELS = {
     "baseline": "Whisper tiny.en (no training)",
     "hf": "HF Seq2SeqTrainer + ES",
@@ -109,6 +111,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--target-utterances", type=int, default=150, help="unlabeled target audio")
     p.add_argument("--dev-utterances", type=int, default=100)
     p.add_argument("--test-utterances", type=int, default=100)
+    p.add_argument(
+        "--trial-steps", type=int, default=0,
+        help="LR trials for the marco systems: 3 candidates of this many steps each (0: off, "
+        "cycle 0 at the demo's initial LR); extra to --max-steps, recorded in each row",
+    )  # fmt: skip
     p.add_argument("--work", type=Path, default=REPO / "bench-out" / "adaptation")
     p.add_argument("--model", type=Path, help="Whisper tiny.en, 10 s window (default: imported)")
     # Default 1: on 2 cores one training keeps both busy.
@@ -135,6 +142,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--scenarios: unknown {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
     if unknown := set(args.systems) - set(SYSTEMS):
         p.error(f"--systems: unknown {sorted(unknown)}; known: {', '.join(SYSTEMS)}")
+    if args.trial_steps < 0:
+        p.error("--trial-steps: 0 (off) or more")
     for name in ("max_steps", "batch_size", "eval_every", "eval_samples", "jobs"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: must be at least 1")
@@ -234,7 +243,25 @@ def run_system(
     # `baseline` system scores the untrained model on the test set already. Off, it
     # saves a dev-set decode per run and changes no trained system's result.
     manifest["spec"]["baseline"] = {"enabled": False}
+    if args.trial_steps:
+        # The paper's pre-finetuning trials choose cycle 0's LR (they win over
+        # initialLearningRate): 3 log-spaced candidates in the bounds, evaluated twice.
+        manifest["spec"]["trials"] = trials_spec(args.trial_steps)
     return marco_run(manifest, data, out, log=logfile)
+
+
+#: Candidate LRs of the benchmark's trials (log-spaced over the demo's bounds).
+TRIAL_COUNT = 3
+
+
+def trials_spec(steps: int) -> dict[str, Any]:
+    return {"enabled": True, "count": TRIAL_COUNT, "steps": steps,
+            "evalEvery": max(steps // 2, 1)}  # fmt: skip
+
+
+def trial_steps(args: argparse.Namespace, system: str) -> int:
+    """Optimizer steps a run spends in LR trials, beyond the shared --max-steps."""
+    return TRIAL_COUNT * args.trial_steps if system in MARCO_SYSTEMS else 0
 
 
 def run_pairs(args: argparse.Namespace) -> list[tuple[int, str]]:
@@ -257,7 +284,13 @@ def measure_one(
     out = out / system
     done = out / "row.json"
     if done.exists():
-        return {**json.loads(done.read_text()), "seed": seed}
+        row = json.loads(done.read_text())
+        if row.get("trial_steps", 0) != trial_steps(args, system):
+            raise SystemExit(
+                f"{done}: measured with {row.get('trial_steps', 0)} trial steps, this run asks "
+                f"for {trial_steps(args, system)}: use another --work folder"
+            )
+        return {**row, "seed": seed}
     log(f"{name} seed {seed}: {system}")
     started = time.monotonic()
     result = run_system(args, system, data, model, seed, out)
@@ -268,6 +301,7 @@ def measure_one(
         "test_wer": result["test_wer"],
         "best_step": result["best_step"],
         "steps": result["steps"],
+        "trial_steps": trial_steps(args, system),
         **error_shares(Path(result["report"])),
         "seconds": round(time.monotonic() - started, 1),
     }

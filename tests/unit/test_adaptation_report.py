@@ -61,3 +61,24 @@ def test_report_only_summarises_the_finished_runs_and_runs_nothing(tmp_path: Pat
     # Nothing was run: no data, no model, no run folder beyond the rows written above.
     assert not (tmp_path / "data").exists() and not (tmp_path / "models").exists()
     assert (tmp_path / "adaptation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_trials_in_the_benchmark_are_a_valid_spec_and_rows_say_how_many_steps_they_took(
+    tmp_path: Path,
+) -> None:
+    from runs import adaptation as manifest_of
+
+    from marco_operator.api import parse_spec
+
+    manifest = manifest_of("ft-s0", augment=False)
+    manifest["spec"]["trials"] = adaptation.trials_spec(20)
+    spec = parse_spec(manifest["spec"])
+    assert spec.trials.enabled and (spec.trials.count, spec.trials.steps) == (3, 20)
+    # A row measured without trials is not reused for a run that asks for them.
+    _row(tmp_path, "car", 0, "ft", 50.0, 20)
+    args = adaptation.parse_args(["--work", str(tmp_path), "--trial-steps", "20"])
+    with pytest.raises(SystemExit, match="0 trial steps, this run asks for 60"):
+        adaptation.measure_one(args, "car", tmp_path, tmp_path, 0, "ft")
+    # The HF recipe has no trials: its rows stay valid.
+    _row(tmp_path, "car", 0, "hf", 52.0, 40)
+    assert adaptation.measure_one(args, "car", tmp_path, tmp_path, 0, "hf")["test_wer"] == 52.0
