@@ -97,11 +97,6 @@ def control_path(namespace: str, name: str) -> str:
     return f"{collection_path('v1', 'configmaps', namespace)}/{configmap}"
 
 
-def service_path(namespace: str, name: str) -> str:
-    service = train_service_name(Owner(name=name, namespace=namespace, uid=""))
-    return f"{collection_path('v1', 'services', namespace)}/{service}"
-
-
 def child_path(namespace: str, child: Child) -> str:
     """Where a child of one of the operator's kinds (kube.PLURALS) lives."""
     api_version = "batch/v1" if child.kind == "Job" else "v1"
@@ -447,14 +442,20 @@ def observe(
             leftovers.append(Child("Job", raw["metadata"]["name"]))
     pods = pods_of_jobs(found.pods, own_jobs)
     configmap = kube.get(control_path(namespace, name))
-    if configmap is not None and ownership(configmap, owner) != "ours":
-        if ownership(configmap, owner) == "predecessor":
+    if configmap is not None:
+        whose = ownership(configmap, owner)
+        if whose == "predecessor":
             leftovers.append(Child("ConfigMap", configmap["metadata"]["name"]))
-        configmap = None  # never a directive of someone else's
+        if whose != "ours":
+            configmap = None  # never a directive of someone else's
     # The Service is made just before the train Job: once that Job is ours, so is it.
     training = any((j["metadata"].get("labels") or {}).get(LABEL_STAGE) == TRAIN_STAGE
                    for j in own_jobs)  # fmt: skip
-    service = None if training else kube.get(service_path(namespace, name))
+    service = (
+        None
+        if training
+        else kube.get(child_path(namespace, Child("Service", train_service_name(owner))))
+    )
     if service is not None and ownership(service, owner) == "predecessor":
         leftovers.append(Child("Service", service["metadata"]["name"]))
     looked = time.time()
@@ -471,8 +472,7 @@ def observe(
     evaluations = None
     url = _rank0_url(jobs.get(TRAIN_STAGE), pods, options.trainer_port)
     if url is not None:
-        token = options.token(Owner.from_body(dict(body)))
-        evaluations = fetch_evaluations(url, options.trainer_timeout, token)
+        evaluations = fetch_evaluations(url, options.trainer_timeout, options.token(owner))
         if evaluations is None:
             errors.append("trainer")
     observed = Observed(
