@@ -15,11 +15,10 @@ from scipy import signal
 from marco_trainer.audio import ops
 from marco_trainer.audio.noise_floor import (
     NOISE_BANDS_HZ,
-    band_edges,
-    mean_band_levels,
     noise_floor_bands,
     shaped_noise,
 )
+from marco_trainer.audio.spectra import mean_levels_db, third_octave_edges
 
 
 def welch_bands(x: np.ndarray, rate: int) -> list[float | None]:
@@ -27,7 +26,7 @@ def welch_bands(x: np.ndarray, rate: int) -> list[float | None]:
     freqs, density = signal.welch(x, rate, nperseg=4096)
     powers: list[float | None] = []
     for centre in NOISE_BANDS_HZ:
-        low, high = band_edges(centre)
+        low, high = third_octave_edges(centre)
         inside = (freqs >= low) & (freqs < high)
         powers.append(
             float(density[inside].sum()) if inside.any() and high < 0.95 * rate / 2 else None
@@ -90,7 +89,7 @@ def test_shaped_noise_needs_a_level():
 def test_the_profile_averages_powers_over_the_files_that_reach_a_band():
     a = [-3.0, None, -10.0]
     b = [-6.0, -1.0, None]
-    mean = mean_band_levels(
+    mean = mean_levels_db(
         [a + [None] * (len(NOISE_BANDS_HZ) - 3), b + [None] * (len(NOISE_BANDS_HZ) - 3)]
     )
     assert mean[0] == pytest.approx(10 * math.log10((10**-0.3 + 10**-0.6) / 2))

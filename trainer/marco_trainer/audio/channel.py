@@ -32,7 +32,7 @@ from typing import Literal, get_args
 import numpy as np
 from pydantic import BaseModel, Field
 
-from marco_trainer.audio.spectra import active_spectra
+from marco_trainer.audio.spectra import active_spectra, third_octave_edges
 
 #: Codecs the chain can apply (``ops.codec_round_trip``); profiles say ``pcm`` for none.
 Codec = Literal["mulaw", "alaw", "gsm", "adpcm", "mp3", "opus", "vorbis"]
@@ -189,7 +189,7 @@ def band_levels(db: np.ndarray, freqs: np.ndarray) -> list[float | None]:
     power = 10 ** (db / 10)
     levels: list[float | None] = []
     for centre in THIRD_OCTAVES_HZ:
-        low, high = centre / 2 ** (1 / 6), centre * 2 ** (1 / 6)
+        low, high = third_octave_edges(centre)
         inside = (freqs >= low) & (freqs < high)
         if high > freqs[-1] or not inside.any():
             levels.append(None)

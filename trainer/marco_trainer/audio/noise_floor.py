@@ -26,6 +26,8 @@ import math
 import numpy as np
 from scipy import fft
 
+from marco_trainer.audio.spectra import third_octave_edges
+
 #: 128 ms: bins 7.8 Hz apart at 16 kHz, so the 25-40 Hz bands each hold one.
 FRAME_SECONDS = 0.128
 FLOOR_PERCENTILE = 10.0
@@ -46,10 +48,6 @@ def _frames_power(x: np.ndarray, rate: int) -> tuple[np.ndarray, np.ndarray]:
     return power, np.fft.rfftfreq(size, 1.0 / rate)
 
 
-def band_edges(centre: float) -> tuple[float, float]:
-    return centre / 2 ** (1 / 6), centre * 2 ** (1 / 6)
-
-
 def noise_floor_bands(x: np.ndarray, rate: int) -> list[float | None]:
     """Noise-floor level per band of ``NOISE_BANDS_HZ``, dB re the floor's total power;
     None for a band past 95 % of the Nyquist rate or below the frame's resolution."""
@@ -63,7 +61,7 @@ def noise_floor_bands(x: np.ndarray, rate: int) -> list[float | None]:
         power = np.apply_along_axis(np.convolve, 0, power, kernel, mode="valid")
     bands: list[float | None] = []
     for centre in NOISE_BANDS_HZ:
-        low, high = band_edges(centre)
+        low, high = third_octave_edges(centre)
         inside = (freqs >= low) & (freqs < high)
         if high > 0.95 * rate / 2 or not inside.any():
             bands.append(None)
@@ -74,16 +72,6 @@ def noise_floor_bands(x: np.ndarray, rate: int) -> list[float | None]:
     if total <= 0:
         return [None] * len(bands)
     return [None if b is None else 10 * math.log10(max(b / total, 1e-12)) for b in bands]
-
-
-def mean_band_levels(files: list[list[float | None]]) -> list[float | None]:
-    """Mean power per band over the files that reach it (dB, as the inputs)."""
-    levels: list[float | None] = []
-    for k in range(len(NOISE_BANDS_HZ)):
-        values = [v for f in files if (v := f[k]) is not None]
-        power = math.fsum(10 ** (v / 10) for v in values) / len(values) if values else 0.0
-        levels.append(10 * math.log10(power) if values else None)
-    return levels
 
 
 def shaped_noise(levels_db: list[float | None], length: int, rate: int, seed: int) -> np.ndarray:
@@ -97,10 +85,12 @@ def shaped_noise(levels_db: list[float | None], length: int, rate: int, seed: in
     freqs = np.fft.rfftfreq(size, 1.0 / rate)
     centres = np.log2([c for c, _ in known])
     # Power per hertz in each band, interpolated over log-frequency between centres.
-    density = [10 ** (v / 10) / (band_edges(c)[1] - band_edges(c)[0]) for c, v in known]
+    density = [
+        10 ** (v / 10) / (third_octave_edges(c)[1] - third_octave_edges(c)[0]) for c, v in known
+    ]
     log_density = np.interp(np.log2(np.maximum(freqs, 1.0)), centres, np.log10(density))
     amplitude = np.sqrt(10**log_density)
-    low, high = band_edges(known[0][0])[0], band_edges(known[-1][0])[1]
+    low, high = third_octave_edges(known[0][0])[0], third_octave_edges(known[-1][0])[1]
     amplitude[(freqs < low) | (freqs > high)] = 0.0
     spectrum = amplitude * (rng.standard_normal(len(freqs)) + 1j * rng.standard_normal(len(freqs)))
     noise = fft.irfft(spectrum, n=size)[:length]

@@ -24,8 +24,9 @@ from marco_contract.layout import PROFILE_FILE
 from marco_trainer.audio.channel import THIRD_OCTAVES_HZ
 from marco_trainer.audio.dropouts import gilbert_burst, packet_seconds
 from marco_trainer.audio.features import FileMetrics
-from marco_trainer.audio.noise_floor import NOISE_BANDS_HZ, mean_band_levels
+from marco_trainer.audio.noise_floor import NOISE_BANDS_HZ
 from marco_trainer.audio.reverb import REVERBERANT_RT60_S
+from marco_trainer.audio.spectra import mean_levels_db
 
 #: Continuous metrics and their fixed histogram bins (low, high, bins).
 METRIC_BINS: dict[str, tuple[float, float, int]] = {
@@ -230,7 +231,7 @@ def _dropouts(records: list[FileMetrics]) -> DropoutProfile | None:
 
 def _noise_spectrum(records: list[FileMetrics]) -> NoiseSpectrum | None:
     floors = [r.noise_floor_db for r in records if r.noise_floor_db is not None]
-    levels = mean_band_levels(floors) if floors else []
+    levels = mean_levels_db(floors)
     if not any(v is not None for v in levels):
         return None
     return NoiseSpectrum(files=len(floors), bands_hz=list(NOISE_BANDS_HZ), levels_db=levels)
@@ -255,12 +256,8 @@ def _channel_summary(records: list[FileMetrics]) -> ChannelProfile | None:
     if len(channels) < len(records):
         return None
     narrow = [c for c in channels if c.narrowband]
-    levels: list[float | None] = []
-    for k in range(len(THIRD_OCTAVES_HZ)):
-        # Mean power over the files that reach the band, so 8 kHz files leave it out.
-        values = [v for c in channels if (v := c.band_levels_db[k]) is not None]
-        power = math.fsum(10 ** (v / 10) for v in values) / len(values) if values else 0.0
-        levels.append(10 * math.log10(power) if values else None)
+    # Mean power over the files that reach a band, so 8 kHz files leave the upper ones out.
+    levels = mean_levels_db([c.band_levels_db for c in channels])
     return ChannelProfile(
         codec=dict(sorted(Counter(c.codec for c in channels).items())),
         codec_evidence=dict(sorted(Counter(c.codec_evidence for c in channels).items())),

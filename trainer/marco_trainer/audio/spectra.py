@@ -1,5 +1,7 @@
 """Short-time magnitude spectra of a signal's active frames: what the profile's spectral
-metrics (features.py) and the channel measurement (channel.py) both read."""
+metrics (features.py) and the channel measurement (channel.py) both read; and the
+third-octave bands that the channel's long-term spectrum and the noise floor
+(noise_floor.py) are reduced to and averaged over files in."""
 
 from __future__ import annotations
 
@@ -50,3 +52,19 @@ def active_spectra(
     energy = magnitude.sum(axis=1)
     active = energy > energy.max() * ACTIVE_FRAME_RANGE
     return magnitude[active], freqs
+
+
+def third_octave_edges(centre: float) -> tuple[float, float]:
+    """The lower and upper edge (Hz) of the third-octave band around ``centre``."""
+    return centre / 2 ** (1 / 6), centre * 2 ** (1 / 6)
+
+
+def mean_levels_db(files: list[list[float | None]]) -> list[float | None]:
+    """Per band, the mean power (in dB, as the inputs) over the files that reach it; None
+    for a band no file reaches (a file's band past its Nyquist rate is None)."""
+    levels: list[float | None] = []
+    for band in zip(*files, strict=True):
+        values = [v for v in band if v is not None]
+        power = math.fsum(10 ** (v / 10) for v in values) / len(values) if values else 0.0
+        levels.append(10 * math.log10(power) if values else None)
+    return levels
