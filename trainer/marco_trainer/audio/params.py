@@ -16,7 +16,7 @@ How the paper's distributions are read (documented choices):
   When the profile measured the target's rooms (``profile.reverb``, with
   channelFromTarget), p_rev is the share of its files that read reverberant
   instead, and the simulated rooms take their RT60s from those files
-  (``reverberant_rt60`` in cli_augment).
+  (``room_rt60_range``).
 - F_noise: SNR ~ U(SNR_min, SNR_max) over the profile's characteristic range,
   read as its 5th..95th percentiles so one outlier file does not widen it;
   a random stretch of generated coloured noise 1/f^β, β drawn from
