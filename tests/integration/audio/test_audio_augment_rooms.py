@@ -1,12 +1,13 @@
 """What the profile reads of a target's acoustics, and the augmenter making it.
 
-A reverberant target: the profile reads its rooms, and the augmenter's rooms match them.
-An engine target: the profile reads its noise floor, and the augmenter's noise has it.
-
-The target is the corpus's clean speech played in the textbook room (noise decaying
-60 dB in 0.8 s); the check reads the augmented audio with the same blind estimator
-the profile uses, whose accuracy on such rooms tests/unit/audio/test_audio_reverb.py
-holds against the RT60 the rooms were made with.
+Each target is the corpus's clean speech passed through one channel made here:
+- a reverberant target: the profile reads its rooms, and the augmenter's rooms match
+  them. The room is the textbook one (noise decaying 60 dB in 0.8 s); the check reads
+  the augmented audio with the same blind estimator the profile uses, whose accuracy on
+  such rooms tests/unit/audio/test_audio_reverb.py holds against the RT60 they were made
+  with;
+- an engine target: the profile reads its noise floor, and the augmenter's noise has it;
+- a lossy link: the profile reads its lost packets, and the augmenter loses packets.
 """
 
 from __future__ import annotations
@@ -20,10 +21,22 @@ import soundfile as sf
 from scipy import signal
 
 from marco_trainer.audio.noise_floor import noise_floor_bands
-from marco_trainer.audio.profile import load_profile
+from marco_trainer.audio.profile import Profile, load_profile
 from marco_trainer.audio.reverb import REVERBERANT_RT60_S, estimate_rt60
 
 ROOM_RT60_S = 0.8
+
+
+def profiled_target(corpus, tmp_path, marco_trainer, channel) -> Profile:
+    """The corpus's source speech through ``channel(audio, rate, k) -> audio`` (file k),
+    written as the target, and the profile the profile stage makes of it."""
+    target = tmp_path / "target"
+    target.mkdir()
+    for k, path in enumerate(sorted((corpus / "source").glob("utt*.wav"))):
+        speech, rate = sf.read(str(path), dtype="float32")
+        sf.write(str(target / f"target{k}.wav"), channel(speech, rate, k).astype(np.float32), rate)
+    marco_trainer("profile", "--input", target, "--output-dir", tmp_path / "profile")
+    return load_profile(tmp_path / "profile")
 
 
 def _room(rate: int, seed: int) -> np.ndarray:
@@ -35,15 +48,13 @@ def _room(rate: int, seed: int) -> np.ndarray:
 def test_rooms_follow_a_reverberant_target_only_with_channel_from_target(
     corpus, tmp_path, marco_trainer
 ):
-    target = tmp_path / "target"
-    target.mkdir()
-    for k, path in enumerate(sorted((corpus / "source").glob("utt*.wav"))):
-        dry, rate = sf.read(str(path), dtype="float32")
+
+    def in_room(dry: np.ndarray, rate: int, k: int) -> np.ndarray:
         wet = signal.fftconvolve(dry, _room(rate, k))
         wet += np.random.default_rng(k).standard_normal(len(wet)) * np.std(wet) * 0.01
-        sf.write(str(target / f"room{k}.wav"), (0.5 * wet / np.abs(wet).max()), rate)
-    marco_trainer("profile", "--input", target, "--output-dir", tmp_path / "profile")
-    reverb = load_profile(tmp_path / "profile").reverb
+        return 0.5 * wet / np.abs(wet).max()
+
+    reverb = profiled_target(corpus, tmp_path, marco_trainer, in_room).reverb
     assert reverb is not None and reverb.reverberant_share == 1.0
     assert abs(reverb.rt60_s.percentile(50) - ROOM_RT60_S) <= ROOM_RT60_S / 3
 
@@ -98,15 +109,13 @@ def _floor_distance(a: list[float | None], b: list[float | None]) -> float:
 def test_an_engine_target_gets_noise_of_its_spectrum_not_pink_noise(
     corpus, tmp_path, marco_trainer
 ):
-    target = tmp_path / "target"
-    target.mkdir()
-    for k, path in enumerate(sorted((corpus / "source").glob("utt*.wav"))):
-        dry, rate = sf.read(str(path), dtype="float32")
+
+    def in_a_car(dry: np.ndarray, rate: int, k: int) -> np.ndarray:
         noise = _hum(len(dry), rate)
         noise *= np.sqrt(np.mean(dry**2) / np.mean(noise**2)) * 10 ** (-5 / 20)  # 5 dB SNR
-        sf.write(str(target / f"car{k}.wav"), 0.5 * (dry + noise) / np.abs(dry + noise).max(), rate)
-    marco_trainer("profile", "--input", target, "--output-dir", tmp_path / "profile")
-    profile = load_profile(tmp_path / "profile")
+        return 0.5 * (dry + noise) / np.abs(dry + noise).max()
+
+    profile = profiled_target(corpus, tmp_path, marco_trainer, in_a_car)
     assert profile.noise_seconds < 5.0  # harvesting found (nearly) nothing
     assert profile.noise_spectrum is not None
     wanted = profile.noise_spectrum.levels_db
@@ -140,19 +149,17 @@ def test_an_engine_target_gets_noise_of_its_spectrum_not_pink_noise(
 def test_a_lossy_link_target_gets_packets_lost_as_often_and_as_long(
     corpus, tmp_path, marco_trainer
 ):
-    target = tmp_path / "target"
-    target.mkdir()
     packet = 320  # 20 ms at 16 kHz
-    for k, path in enumerate(sorted((corpus / "source").glob("utt*.wav"))):
-        speech, rate = sf.read(str(path), dtype="float32")
+
+    def over_a_lossy_link(speech: np.ndarray, rate: int, k: int) -> np.ndarray:
         speech = speech + 0.001 * np.random.default_rng(k).standard_normal(len(speech))
         # Every other file lost two single packets and one burst of two, mid-utterance.
         if k % 2 == 0:
             for start, count in ((20, 1), (45, 2), (70, 1)):
                 speech[start * packet : (start + count) * packet] = 0.0
-        sf.write(str(target / f"call{k}.wav"), speech.astype(np.float32), rate)
-    marco_trainer("profile", "--input", target, "--output-dir", tmp_path / "profile")
-    lossy = load_profile(tmp_path / "profile").dropouts
+        return speech
+
+    lossy = profiled_target(corpus, tmp_path, marco_trainer, over_a_lossy_link).dropouts
     assert lossy is not None
     assert lossy.share == pytest.approx(0.5) and lossy.packet_s == 0.02
     out = tmp_path / "aug"
@@ -166,7 +173,7 @@ def test_a_lossy_link_target_gets_packets_lost_as_often_and_as_long(
     dropped = [x for x in augmented if x["augmentation"]["dropouts"]]
     assert 0 < len(dropped) < len(augmented)  # about half of them
     for line in dropped:
-        audio, rate = sf.read(str(out / line["audio_filepath"]), dtype="float32")
+        audio, _ = sf.read(str(out / line["audio_filepath"]), dtype="float32")
         packets = audio[: len(audio) // packet * packet].reshape(-1, packet)
         silent = int(np.all(packets == 0, axis=1).sum())
         assert silent == line["augmentation"]["dropouts"]["packets_lost"]
