@@ -20,6 +20,7 @@ from marco_trainer.audio.dropouts import (
 from marco_trainer.audio.features import FileMetrics
 from marco_trainer.audio.params import DropoutStep, draw_params, utterance_rng
 from marco_trainer.audio.profile import build_profile, without_measured_channel
+from tests.audio_records import file_record
 
 RATE = 16000
 
@@ -64,11 +65,7 @@ def test_the_channel_loses_the_asked_share_in_runs_of_the_asked_length():
 
 
 def _record(i: int, runs: list[float] | None, seconds: float = 4.0) -> FileMetrics:
-    return FileMetrics(
-        path=f"f{i:02d}.wav", sample_rate=RATE, bit_depth=16, subtype="PCM_16", channels=1,
-        duration_s=seconds, snr_db=30.0, lufs=-23.0, centroid_hz=1500.0, rolloff_hz=3000.0,
-        dropouts_s=runs,
-    )  # fmt: skip
+    return file_record(i, sample_rate=RATE, duration_s=seconds, dropouts_s=runs)
 
 
 def test_the_profile_reads_share_loss_packet_and_burst_over_the_files():

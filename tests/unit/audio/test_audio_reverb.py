@@ -22,6 +22,7 @@ from marco_trainer.audio.params import (
 )
 from marco_trainer.audio.profile import build_profile, without_measured_channel
 from marco_trainer.audio.reverb import REVERBERANT_RT60_S, estimate_rt60
+from tests.audio_records import file_record
 
 
 def textbook_room(rt60: float, rate: int, seed: int = 0) -> np.ndarray:
@@ -96,22 +97,7 @@ def test_without_the_full_tail_a_long_room_decays_too_fast():
 
 
 def _records(rt60s: list[float | None]) -> list[FileMetrics]:
-    return [
-        FileMetrics(
-            path=f"f{i:02d}.wav",
-            sample_rate=16000,
-            bit_depth=16,
-            subtype="PCM_16",
-            channels=1,
-            duration_s=3.0,
-            snr_db=30.0,
-            lufs=-23.0,
-            centroid_hz=1500.0,
-            rolloff_hz=3000.0,
-            rt60_s=rt60,
-        )
-        for i, rt60 in enumerate(rt60s)
-    ]
+    return [file_record(i, rt60_s=rt60) for i, rt60 in enumerate(rt60s)]
 
 
 def test_the_profile_counts_reverberant_files_among_those_it_could_read():
