@@ -446,6 +446,7 @@ def reconcile(
         if job is None:
             _start_stage(run, spec, layout, stage)
             return run.finish()
+        _unsaid_start(run, stage)
         if job.failed:
             _fail(run, spec, stage, job)
             return run.finish()
@@ -454,6 +455,7 @@ def reconcile(
             continue
         status.phase = PHASE_OF_STAGE[stage]
         record.state = "Running"
+        record.start_time = record.start_time or _iso(run.now)
         record.message = _trouble(run, record.message, job, f"{stage} Job {job.name}")
         detail = (
             f"{stage} running" if job.trouble is None else f"{stage} Job {job.name}: {job.trouble}"
@@ -647,8 +649,28 @@ def _start_stage(run: _Run, spec: AsrAdaptationSpec, layout: Layout, stage: str)
     status.stages[stage].state = "Running"
     status.stages[stage].start_time = status.stages[stage].start_time or _iso(run.now)
     set_condition(status, "Ready", "False", status.phase, f"{stage} Job created", run.now)
-    run.event("Normal", "StageStarted", f"created Job {job_name(run.name, stage)}")
+    # A Job that vanished mid-stage (the status says Running) starts again: said afresh.
+    again = (before := run.old.stages.get(stage)) is not None and before.state == "Running"
+    _say_started(run, job_name(run.name, stage), keyed=not again)
     run.outcome.requeue_after = REQUEUE_RUNNING
+
+
+def _say_started(run: _Run, job: str, detail: str = "", keyed: bool = True) -> None:
+    """StageStarted for a Job this run created. Keyed by the Job and the retry token, so
+    that the pass after one that created the Job but died before its status was written
+    can say it again (_unsaid_start) without it appearing twice where it had landed."""
+    token = run.status.retry_token
+    key = f"started/{job}" + (f"/{token}" if token else "") if keyed else None
+    run.event("Normal", "StageStarted", f"created Job {job}{detail}", key=key)
+
+
+def _unsaid_start(run: _Run, stage: str) -> None:
+    """A stage's Job found (running, or ended already) that the status never recorded as
+    started: the pass that created it died before its status (and maybe its Events) went
+    out. Say the start now, under the key that pass used: one that landed is not repeated."""
+    before = run.old.stages.get(stage)
+    if before is None or before.state == "Pending":
+        _say_started(run, job_name(run.name, stage))
 
 
 def _first_cycle(run: _Run, spec: AsrAdaptationSpec, family: str) -> bool:
@@ -719,6 +741,12 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
         if trial.state in ("Succeeded", "Failed"):
             continue  # remembered in status: the Job may have been cleaned up since
         job = run.observed.trials.get(trial.index)
+        trial_lr = f" (LR trial at {trial.learning_rate:.3g})"
+        if job is not None and not any(
+            (t.index, t.learning_rate) == (trial.index, trial.learning_rate) for t in run.old.trials
+        ):
+            # Created by a pass that died before its status: its start is said now (_say_started).
+            _say_started(run, job.name, trial_lr)
         if job is None:
             command = trial_command(
                 spec, layout, trial.index, trial.learning_rate, name=run.name, family=family
@@ -732,11 +760,7 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
             )
             trial.state = "Pending"  # created, not running yet
             _started(run)
-            run.event(
-                "Normal",
-                "StageStarted",
-                f"created Job {name} (LR trial at {trial.learning_rate:.3g})",
-            )
+            _say_started(run, name, trial_lr)
         elif job.failed:
             trial.state = "Failed"
             trial.message = _failure_reason(spec, TRIALS_STAGE, job, trial.message)

@@ -617,3 +617,77 @@ def test_llm_trials_replace_eq2_for_cycle_0_and_need_no_baseline():
     cluster.step()
     status = cluster.obj["status"]
     assert cluster.phase == "Training" and status["cycles"][0]["learningRate"] == 1e-5
+
+
+def started(outcome):
+    return [(e.message, e.key) for e in outcome.events if e.reason == "StageStarted"]
+
+
+@pytest.mark.parametrize("stage", ["filter", "train"])
+def test_a_start_whose_status_was_lost_is_said_by_the_next_pass_under_the_same_key(stage):
+    cluster = Cluster(body())
+    if stage == "train":
+        run_to_training(cluster)  # ends with the pass that created the train Job
+        del cluster.jobs["train"]
+        cluster.obj["status"]["stages"]["train"] = {"state": "Pending"}
+    saved_status = copy.deepcopy(cluster.obj.get("status"))
+    creating = cluster.step()  # creates the Job ...
+    cluster.obj["status"] = saved_status  # ... but its status (and maybe its Events) was lost
+    again = cluster.step()
+    ((message, key),) = started(creating)
+    assert message == f"created Job demo-{stage}"
+    # The same Event again: where the first landed, the API server refuses it as existing.
+    assert started(again) == [(message, key)] and key is not None
+    assert cluster.obj["status"]["stages"][stage]["state"] == "Running"
+    assert started(cluster.step()) == []  # recorded now: not said a third time
+
+
+def test_a_start_recorded_in_the_status_is_not_said_again():
+    cluster = Cluster(body())
+    assert len(started(cluster.step())) == 1
+    assert started(cluster.step()) == []
+
+
+def test_a_retried_stage_starts_under_a_new_key():
+    cluster = Cluster(body())
+    (first,) = started(cluster.step())
+    cluster.jobs["filter"] = JobState(
+        name="demo-filter", stage="filter", failed=True, failure_reason="BackoffLimitExceeded"
+    )
+    cluster.step()
+    assert cluster.phase == "Failed"
+    cluster.obj["metadata"]["annotations"] = {"asr.marco.dev/retry": "1"}
+    del cluster.jobs["filter"]  # the failed Job deleted, as the retry asks
+    (second,) = started(cluster.step()) + started(cluster.step())
+    assert second[0] == first[0] and second[1] != first[1]
+
+
+def test_trials_whose_start_was_lost_are_said_by_the_next_pass():
+    cluster = Cluster(body({"trials": {"enabled": True, "count": 2, "steps": 10}}))
+    for stage in ("filter", "profile", "augment", "baseline"):
+        cluster.step()
+        cluster.finish(stage, **({"wer": 40.0} if stage == "baseline" else {}))
+    saved_status = copy.deepcopy(cluster.obj["status"])
+    creating = cluster.step()
+    assert cluster.phase == "Trials"
+    cluster.obj["status"] = saved_status
+    again = cluster.step()
+    assert len(started(creating)) == 2 and sorted(started(again)) == sorted(started(creating))
+    assert started(cluster.step()) == []
+
+
+@pytest.mark.parametrize("ending", ["complete", "failed"])
+def test_a_start_whose_status_was_lost_is_said_when_its_job_ended_before_the_next_pass(ending):
+    cluster = Cluster(body())
+    (said,) = started(cluster.step())
+    cluster.obj["status"] = {}  # the creating pass's status was lost ...
+    if ending == "complete":  # ... and its Job ended before the next pass
+        cluster.finish("filter", counts={"kept": 3})
+    else:
+        cluster.jobs["filter"] = JobState(
+            name="demo-filter", stage="filter", failed=True, failure_reason="BackoffLimitExceeded"
+        )
+    # Said first: the filter's start, then (complete) the profile stage it leads to.
+    expected = [said] + ([("created Job demo-profile", "started/demo-profile")]
+                         if ending == "complete" else [])  # fmt: skip
+    assert started(cluster.step()) == expected
