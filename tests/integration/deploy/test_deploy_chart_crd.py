@@ -31,8 +31,8 @@ def test_the_rendered_crd_is_the_repository_crd_kept_at_uninstall(helm):
     (crd,) = crds_of(render(helm))
     assert (crd["apiVersion"], crd["kind"]) == (repo["apiVersion"], repo["kind"])
     assert crd["metadata"]["name"] == repo["metadata"]["name"]
-    # Byte for byte would fail on the chart's labels; the spec must be equal as data,
-    # integers included (a round trip through fromYaml would make them floats).
+    # Byte for byte would fail on the chart's labels; the spec must be equal as data (a
+    # round trip through fromYaml/toYaml would not be: PyYAML reads its 1e-12 as a string).
     assert crd["spec"] == repo["spec"]
     assert repo["metadata"]["labels"].items() <= crd["metadata"]["labels"].items()
     assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
