@@ -112,13 +112,16 @@ crd: $(VENV)/install.stamp ## regenerate crds/ from the API models (and the char
 
 # The chart's generated parts: the CRD (a copy of crds/), the operator's RBAC
 # rules (marco_operator/rbac.py) and the Grafana dashboard (dashboard.py).
+# The CRD goes to files/, not to the chart's crds/: templates/crd.yaml renders it, so
+# that `helm upgrade` updates it (Helm applies crds/ at install only), and a chart
+# holding it in both would create it twice.
 CHART := charts/marco-asr
 
 chart: chart-crd chart-rbac chart-dashboard ## regenerate the chart's CRD, RBAC rules and Grafana dashboard
 
 chart-crd:
-	mkdir -p $(CHART)/crds
-	cp crds/asradaptations.asr.marco.dev.yaml $(CHART)/crds/
+	mkdir -p $(CHART)/files
+	cp crds/asradaptations.asr.marco.dev.yaml $(CHART)/files/
 
 chart-rbac: $(VENV)/install.stamp
 	$(VENV)/bin/marco rbac --output $(CHART)/files/

@@ -74,6 +74,19 @@ PEERING_VERBS = ("get", "list", "watch", "patch")
 CLUSTER_PEERING_RULES: tuple[Rule, ...] = (Rule("kopf.dev", "clusterkopfpeerings", PEERING_VERBS),)
 NAMESPACED_PEERING_RULES: tuple[Rule, ...] = (Rule("kopf.dev", "kopfpeerings", PEERING_VERBS),)
 
+# What people, not the operator, may do with AsrAdaptations: the chart aggregates these
+# into the built-in ClusterRoles, so that a namespace's `edit` and `admin` create and
+# change them and its `view` reads them. Only the operator writes the status: both read it.
+TENANT_READ_VERBS = ("get", "list", "watch")
+TENANT_EDIT_RULES: tuple[Rule, ...] = (
+    Rule(GROUP, PLURAL, (*TENANT_READ_VERBS, "create", "update", "patch", "delete")),
+    Rule(GROUP, f"{PLURAL}/status", TENANT_READ_VERBS),
+)
+TENANT_VIEW_RULES: tuple[Rule, ...] = (
+    Rule(GROUP, PLURAL, TENANT_READ_VERBS),
+    Rule(GROUP, f"{PLURAL}/status", TENANT_READ_VERBS),
+)
+
 
 def _key(rule: Rule) -> tuple[str, str]:
     return (rule.api_group, rule.resource)
@@ -113,6 +126,8 @@ def rule_sets() -> dict[str, list[dict[str, Any]]]:
         "namespaced": policy_rules(namespaced_rules()),
         "namespacedPeering": policy_rules(NAMESPACED_PEERING_RULES),
         "namespacedCluster": policy_rules(namespaced_cluster_rules()),
+        "tenantEdit": policy_rules(TENANT_EDIT_RULES),
+        "tenantView": policy_rules(TENANT_VIEW_RULES),
     }
 
 

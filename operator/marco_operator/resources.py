@@ -275,6 +275,9 @@ def stage_job(spec: AsrAdaptationSpec, owner: Owner, command: StageCommand) -> d
             "runAsUser": TRAINER_UID,
             "runAsGroup": TRAINER_UID,
             "fsGroup": TRAINER_UID,
+            # The kubelet re-owns a volume only when its root is not already fsGroup's:
+            # a shared volume of checkpoints and models is walked once, not by every pod.
+            "fsGroupChangePolicy": "OnRootMismatch",
             "seccompProfile": {"type": "RuntimeDefault"},
         },
         "containers": [container],

@@ -34,13 +34,30 @@ def helm_template(
         NAMESPACE,
         "--kube-version",
         KUBE_VERSION,
-        "--include-crds",
+        # No --include-crds: the chart has no crds/, its CRD is a template, and what
+        # `helm template` prints by default is what `helm upgrade` applies.
     ]
     if values is not None:
         command += ["--values", str(values)]
     for item in sets:
         command += ["--set", item]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+
+
+def values_of(values: Path | None) -> dict[str, Any]:
+    """The chart's values.yaml with a value set's file merged over it, as Helm merges them."""
+    merged = yaml.safe_load((CHART / "values.yaml").read_text())
+    if values is not None:
+        _merge(merged, yaml.safe_load(values.read_text()) or {})
+    return merged
+
+
+def _merge(into: dict[str, Any], over: dict[str, Any]) -> None:
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
 
 
 def render(helm: str, values: Path | None = None, sets: Sequence[str] = ()) -> list[dict[str, Any]]:

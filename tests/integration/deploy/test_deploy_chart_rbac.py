@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -18,7 +19,7 @@ from marco_operator.rbac import (
     namespaced_rules,
 )
 from tests.integration.deploy import chart
-from tests.integration.deploy.chart import NAMESPACE, VALUE_SETS, of_kind, one, render
+from tests.integration.deploy.chart import NAMESPACE, RELEASE, VALUE_SETS, of_kind, one, render
 
 Granted = set[tuple[str, str, frozenset[str]]]
 
@@ -32,6 +33,14 @@ def granted(roles: list[dict]) -> Granted:
                 for resource in rule.get("resources", []):
                     result.add((group, resource, frozenset(rule["verbs"])))
     return result
+
+
+def bound(manifests: list[dict]) -> list[dict]:
+    """The ClusterRoles some binding grants: the operator's (the aggregated tenant roles
+    are bound by nobody in the chart)."""
+    bindings = of_kind(manifests, "ClusterRoleBinding") + of_kind(manifests, "RoleBinding")
+    names = {b["roleRef"]["name"] for b in bindings if b["roleRef"]["kind"] == "ClusterRole"}
+    return [r for r in of_kind(manifests, "ClusterRole") if r["metadata"]["name"] in names]
 
 
 def expected(rules: tuple[Rule, ...]) -> Granted:
@@ -59,9 +68,10 @@ def test_no_wildcard_in_any_rendered_role(helm, name):
 def test_cluster_wide_grants_exactly_the_operator_rules(helm):
     manifests = render(helm)
     assert of_kind(manifests, "Role") == []
-    assert granted(of_kind(manifests, "ClusterRole")) == expected(OPERATOR_RULES)
+    (role,) = bound(manifests)
+    assert granted([role]) == expected(OPERATOR_RULES)
     binding = one(manifests, "ClusterRoleBinding")
-    assert binding["roleRef"]["name"] == one(manifests, "ClusterRole")["metadata"]["name"]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
 
 
 def test_namespaced_grants_the_namespaced_rules_per_namespace(helm):
@@ -70,7 +80,7 @@ def test_namespaced_grants_the_namespaced_rules_per_namespace(helm):
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["asr-team-a", "asr-team-b"]
     for role in roles:
         assert granted([role]) == expected(namespaced_rules())
-    cluster = granted(of_kind(manifests, "ClusterRole"))
+    cluster = granted(bound(manifests))
     assert cluster == expected(namespaced_cluster_rules())
     # Together: every operator rule, plus the namespace scan kopf makes in this mode.
     everything = granted(roles) | cluster
@@ -84,9 +94,7 @@ def test_peering_adds_only_the_peering_objects(helm):
     (role,) = of_kind(namespaced, "Role")
     assert granted([role]) == expected(namespaced_rules()) | expected(NAMESPACED_PEERING_RULES)
     cluster = render(helm, sets=["peering.enabled=true", "replicaCount=2"])
-    assert granted(of_kind(cluster, "ClusterRole")) == expected(
-        OPERATOR_RULES + CLUSTER_PEERING_RULES
-    )
+    assert granted(bound(cluster)) == expected(OPERATOR_RULES + CLUSTER_PEERING_RULES)
 
 
 @pytest.mark.parametrize("name", VALUE_SETS)
@@ -115,7 +123,76 @@ def test_a_drifted_rules_file_is_caught(helm, tmp_path, monkeypatch):
     sets["clusterWide"][2]["verbs"].append("deletecollection")  # batch jobs
     rules_file.write_text(yaml.safe_dump(sets))
     monkeypatch.setattr(chart, "CHART", Path(copy))
-    drifted = granted(of_kind(render(helm), "ClusterRole"))
+    drifted = granted(bound(render(helm)))
     assert drifted != expected(OPERATOR_RULES)
     jobs = next(r for r in OPERATOR_RULES if r.resource == "jobs")
     assert ("batch", "jobs", frozenset({*jobs.verbs, "deletecollection"})) in drifted
+
+
+AGGREGATE = "rbac.authorization.k8s.io/aggregate-to-"
+FULLNAME = f"{RELEASE}-marco-asr"
+# What a namespace's editors and viewers may do, spelled here independently of rbac.py:
+# editors create, change and delete AsrAdaptations; everyone reads; only the operator
+# writes the status.
+READ = frozenset({"get", "list", "watch"})
+EDIT = READ | {"create", "update", "patch", "delete"}
+TENANT_EDIT = {("asr.marco.dev", "asradaptations", EDIT),
+               ("asr.marco.dev", "asradaptations/status", READ)}  # fmt: skip
+TENANT_VIEW = {("asr.marco.dev", "asradaptations", READ),
+               ("asr.marco.dev", "asradaptations/status", READ)}  # fmt: skip
+
+
+def aggregated(manifests: list[dict]) -> dict[str, dict]:
+    return {
+        r["metadata"]["name"]: r
+        for r in of_kind(manifests, "ClusterRole")
+        if any(key.startswith(AGGREGATE) for key in r["metadata"]["labels"])
+    }
+
+
+def aggregation_labels(role: dict) -> dict[str, str]:
+    return {k: v for k, v in role["metadata"]["labels"].items() if k.startswith(AGGREGATE)}
+
+
+def test_tenant_roles_aggregate_into_edit_admin_and_view_with_only_their_verbs(helm):
+    manifests = render(helm)
+    roles = aggregated(manifests)
+    assert set(roles) == {f"{FULLNAME}-edit", f"{FULLNAME}-view"}
+    edit, view = roles[f"{FULLNAME}-edit"], roles[f"{FULLNAME}-view"]
+    assert aggregation_labels(edit) == {f"{AGGREGATE}edit": "true", f"{AGGREGATE}admin": "true"}
+    assert aggregation_labels(view) == {f"{AGGREGATE}view": "true"}
+    assert granted([edit]) == TENANT_EDIT
+    assert granted([view]) == TENANT_VIEW
+    # One rule per resource: `granted` would hide a second rule adding verbs to the first.
+    assert all(len(role["rules"]) == 2 for role in (edit, view))
+    assert edit.get("aggregationRule") is None and view.get("aggregationRule") is None
+    # Bound to nobody here: the built-in roles they join are what users are bound to.
+    assert bound(manifests) == [
+        r for r in of_kind(manifests, "ClusterRole") if r["metadata"]["name"] == FULLNAME
+    ]
+    for role in (edit, view):
+        kubernetes_validate.validate(role, chart.KUBE_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("sets", "present"),
+    [
+        (["rbac.aggregatedRoles=false"], False),
+        (["rbac.create=false"], False),
+        (["rbac.create=false", "rbac.aggregatedRoles=true"], False),
+        (["rbac.aggregatedRoles=true"], True),
+        (["watch.scope=namespaced", "watch.namespaces={asr}"], True),
+    ],
+)
+def test_tenant_roles_follow_their_values(helm, sets, present):
+    manifests = render(helm, sets=sets)
+    expected_names = {f"{FULLNAME}-edit", f"{FULLNAME}-view"} if present else set()
+    assert set(aggregated(manifests)) == expected_names
+    for manifest in manifests:
+        kubernetes_validate.validate(manifest, chart.KUBE_VERSION, strict=True)
+
+
+def test_schema_refuses_a_bad_aggregated_roles_value(helm):
+    result = chart.helm_template(helm, sets=["rbac.aggregatedRoles=sometimes"])
+    assert result.returncode != 0
+    assert "aggregatedRoles" in result.stderr, result.stderr

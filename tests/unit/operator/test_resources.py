@@ -94,6 +94,19 @@ def test_pods_are_locked_down():
         assert container["terminationMessagePolicy"] == "FallbackToLogsOnError"
 
 
+@pytest.mark.parametrize("example", ["whisper-large-v3-telephony.yaml", "qwen2-audio-lora.yaml"])
+def test_every_stage_pod_reowns_its_volumes_only_on_a_root_mismatch(example):
+    """With fsGroup alone the kubelet walks and chowns a whole volume at every pod start:
+    on a shared volume of checkpoints and models, each stage would wait on it."""
+    spec = spec_of(example)
+    jobs = jobs_by_stage(spec)
+    assert set(jobs) == set(enabled_stages(spec)), "a Job per enabled stage"
+    for stage, job in jobs.items():
+        security = job["spec"]["template"]["spec"]["securityContext"]
+        assert "fsGroup" in security, stage
+        assert security["fsGroupChangePolicy"] == "OnRootMismatch", stage
+
+
 def test_sharded_stages_are_indexed_and_cpu_stages_want_no_gpu():
     jobs = jobs_by_stage(spec_of())
     profile = jobs["profile"]["spec"]
