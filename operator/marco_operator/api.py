@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic.json_schema import JsonDict
@@ -782,8 +783,8 @@ OVERRIDE_ANNOTATION_RULE = (
     f"must not set an annotation under {RESERVED_ANNOTATION_PREFIX} (the operator's)"
 )
 OVERRIDE_MOUNT_APART_RULE = (
-    "podTemplateOverrides: a volumeMount's mountPath must not be, lie inside or contain "
-    "data.mountPath or output.mountPath"
+    "a volumeMount's mountPath must not be, lie inside or contain data.mountPath or "
+    "output.mountPath"
 )
 ENV_SOURCE_RULE = "valueFrom needs exactly one of secretKeyRef, configMapKeyRef, fieldRef, "
 ENV_SOURCE_RULE += "resourceFieldRef"
@@ -1307,14 +1308,21 @@ class AsrAdaptationSpec(ApiModel):
             raise ValueError(f"{MOUNTS_APART_RULE} (data {data!r}, output {output!r})")
         return self
 
-    @model_validator(mode="after")
-    def _overrides_fit_the_pods(self) -> AsrAdaptationSpec:
-        """An override's mounts stay off the data and output mounts, and each names a volume
-        that the pods of every stage it reaches have (Python only: the API server would
-        refuse the Job, after the stages before it ran)."""
-        overrides = self.pod_template_overrides or []
-        mounts_apart = (("data", self.data.mount_path), ("output", self.output.mount_path))
-        for where, mount in _override_mounts(overrides):
+    @field_validator("pod_template_overrides")
+    @classmethod
+    def _overrides_fit_the_pods(
+        cls, overrides: list[PodTemplateOverride] | None, info: ValidationInfo
+    ) -> list[PodTemplateOverride] | None:
+        """An override's mounts stay off the data and output mounts (declared before it,
+        read from info.data when they passed their own checks), and each names a volume
+        that the pods of every stage it reaches have (this one is Python's alone: without
+        it the API server would refuse the Job, after the stages before it ran)."""
+        mounts_apart = [
+            (section, info.data[section].mount_path)
+            for section in ("data", "output")
+            if section in info.data
+        ]
+        for where, mount in _override_mounts(overrides or []):
             for section, path in mounts_apart:
                 if mounts_overlap(mount.mount_path, path):
                     raise ValueError(
@@ -1322,7 +1330,7 @@ class AsrAdaptationSpec(ApiModel):
                         f"overlaps {section}.mountPath {path!r})"
                     )
         for stage in get_args(StageName):
-            reaching = [(i, o) for i, o in enumerate(overrides) if override_targets(o, stage)]
+            reaching = [(i, o) for i, o in enumerate(overrides or []) if override_targets(o, stage)]
             volumes = {v.name for _, o in reaching if o.spec for v in o.spec.volumes or []}
             last: dict[str, tuple[str, VolumeMount]] = {}  # by mountPath: later entries win
             for i, override in reaching:
@@ -1334,7 +1342,7 @@ class AsrAdaptationSpec(ApiModel):
                         f"{where}.name {mount.name!r} names no volume of the {stage} pods: "
                         f"add it to spec.volumes of an override that reaches {stage}"
                     )
-        return self
+        return overrides
 
     @model_validator(mode="after")
     def _stages_have_inputs(self) -> AsrAdaptationSpec:
