@@ -1407,6 +1407,10 @@ def parse_spec(spec: dict[str, Any]) -> AsrAdaptationSpec:
 #: immutable from the start on (the CRD's transition rule, FROZEN_SPEC_RULE), as Katib
 #: freezes a started Experiment's spec: a run is one spec's result. To change it, delete
 #: the adaptation and create it again (its children are never adopted: ownership.py).
+#: spec.podTemplateOverrides is frozen with the rest (Kubeflow Trainer's webhook too refuses
+#: them while a TrainJob runs): its env and volumes change what a stage reads, so a retried
+#: or later stage would run in another pod than the stages before it; its scheduling fields
+#: have mutable twins in resources (nodeSelector, tolerations, serviceAccountName).
 MUTABLE_AFTER_START: tuple[str, ...] = (
     "resources.cpu",
     "resources.memory",
