@@ -106,6 +106,12 @@ def _cel_failures(schema: dict[str, Any], value: Any, path: str, old: Any = None
             if name in value and value[name] is not None:
                 before = old.get(name) if isinstance(old, dict) else None
                 failures += _cel_failures(prop, value[name], f"{path}.{name}", before)
+    if isinstance(value, list) and "items" in schema:
+        # Each item's own rules, reported at its index as the API server reports them. No
+        # transition rule sits in a list item, so no old item is matched to a new one.
+        for i, item in enumerate(value):
+            if item is not None:
+                failures += _cel_failures(schema["items"], item, f"{path}[{i}]")
     return failures
 
 

@@ -16,7 +16,7 @@ support, or the local driver, refuses it with the same message).
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     ValidationError,
     ValidationInfo,
+    field_validator,
     model_validator,
 )
 from pydantic.json_schema import JsonDict
@@ -736,6 +737,458 @@ class OutputSpec(ApiModel):
     )
 
 
+# ------------------------------------------------------------ pod template overrides
+#
+# What a platform adds to the stage pods (env, volumes, annotations, pull secrets,
+# affinity...), shaped as Kubeflow Trainer v2's TrainJob.spec.podTemplateOverrides: a list of
+# {targetJobs, metadata, spec}, `targetJobs` naming stages (Kubeflow's names its replicated
+# Jobs; absent here = every stage), `spec.containers` naming the one container, `trainer`.
+# overrides.py merges them into every stage Job's pod template, trials and every torchrun
+# pod included. Kubernetes' own schemas of a volume source and of affinity are huge, so those
+# are kept whole (x-kubernetes-preserve-unknown-fields) and only their names and mount paths
+# are checked here; the API server checks the rest when the Job is created.
+
+#: The stages an override can target (marco_contract.layout.STAGES; a test keeps them equal).
+StageName = Literal["filter", "profile", "augment", "baseline", "trials", "train", "evaluate"]
+#: The volumes resources.py gives a stage pod: an override may neither replace nor mount them.
+OPERATOR_VOLUMES: tuple[str, ...] = ("data", "output", "control", "endpoint", "tmp", "cache", "shm")
+#: The environment resources.py sets (the trainer's contract and its writable caches).
+OPERATOR_ENV: tuple[str, ...] = ("HF_HOME", "MPLCONFIGDIR", "PYTHONUNBUFFERED")
+OPERATOR_ENV_PREFIX = "MARCO_"
+#: Pod labels the operator selects its pods by, and the ones the Job controller sets.
+RESERVED_LABELS: tuple[str, ...] = ("app.kubernetes.io/managed-by", "job-name", "controller-uid")
+RESERVED_LABEL_PREFIXES: tuple[str, ...] = (f"{GROUP}/", "batch.kubernetes.io/")
+RESERVED_ANNOTATION_PREFIX = f"{GROUP}/"
+#: Kubernetes' volume sources (core/v1 VolumeSource): a volume names exactly one.
+VOLUME_SOURCES: tuple[str, ...] = (
+    "awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "configMap", "csi",
+    "downwardAPI", "emptyDir", "ephemeral", "fc", "flexVolume", "flocker", "gcePersistentDisk",
+    "gitRepo", "glusterfs", "hostPath", "image", "iscsi", "nfs", "persistentVolumeClaim",
+    "photonPersistentDisk", "portworxVolume", "projected", "quobyte", "rbd", "scaleIO", "secret",
+    "storageos", "vsphereVolume",
+)  # fmt: skip
+MAX_OVERRIDES = 16
+MAX_OVERRIDE_ITEMS = 64
+
+OVERRIDE_VOLUME_RULE = "must not name a volume the operator mounts: " + ", ".join(OPERATOR_VOLUMES)
+OVERRIDE_ENV_RULE = (
+    "must not name an environment variable the operator sets: "
+    + ", ".join(OPERATOR_ENV)
+    + f" or any {OPERATOR_ENV_PREFIX}*"
+)
+OVERRIDE_LABEL_RULE = "must not set a label the operator or the Job controller owns: " + ", ".join(
+    [f"{p}*" for p in RESERVED_LABEL_PREFIXES] + list(RESERVED_LABELS)
+)
+OVERRIDE_ANNOTATION_RULE = (
+    f"must not set an annotation under {RESERVED_ANNOTATION_PREFIX} (the operator's)"
+)
+OVERRIDE_MOUNT_APART_RULE = (
+    "a volumeMount's mountPath must not be, lie inside or contain data.mountPath or "
+    "output.mountPath"
+)
+ENV_SOURCE_RULE = "valueFrom needs exactly one of secretKeyRef, configMapKeyRef, fieldRef, "
+ENV_SOURCE_RULE += "resourceFieldRef"
+ENV_VALUE_RULE = "value and valueFrom exclude each other"
+ENV_FROM_RULE = "envFrom needs exactly one of configMapRef, secretRef"
+SUB_PATH_RULE = "must name a folder of the volume: relative, not the volume itself, no '..'"
+
+#: A DNS-1123 label (a volume's name) and subdomain (a Secret's, a ConfigMap's, an SA's).
+DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+#: An environment variable's name as every Kubernetes version takes it (C_IDENTIFIER, '-', '.').
+ENV_NAME_PATTERN = r"^[-._a-zA-Z][-._a-zA-Z0-9]*$"
+#: A key of a Secret or a ConfigMap.
+CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+#: A label's value, and a label's or annotation's name (after an optional DNS prefix and '/').
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+_QUALIFIED_NAME = r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
+METADATA_KEY_PATTERN = rf"^({DNS_SUBDOMAIN_PATTERN[1:-1]}/)?{_QUALIFIED_NAME}$"
+
+VolumeName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL_PATTERN)]
+ObjectName = Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)]
+
+
+def _metadata_keys(what: str) -> AfterValidator:
+    """A map's keys are qualified names (the API server would refuse the Job otherwise)."""
+
+    def check(value: dict[str, str] | None) -> dict[str, str] | None:
+        for key in value or {}:
+            name = key.rpartition("/")[2]
+            if len(key) > 253 + 1 + 63 or len(name) > 63 or not re.match(METADATA_KEY_PATTERN, key):
+                raise ValueError(
+                    f"{what} key {key!r} is no qualified name ([prefix/]name: a DNS subdomain, "
+                    "'/', then at most 63 letters, digits, '-', '_' or '.')"
+                )
+        return value
+
+    return AfterValidator(check)
+
+
+def _no_reserved_labels(value: dict[str, str] | None) -> dict[str, str] | None:
+    for key in value or {}:
+        if key in RESERVED_LABELS or key.startswith(RESERVED_LABEL_PREFIXES):
+            raise ValueError(f"{OVERRIDE_LABEL_RULE} (got {key!r})")
+    return value
+
+
+def _no_reserved_annotations(value: dict[str, str] | None) -> dict[str, str] | None:
+    for key in value or {}:
+        if key.startswith(RESERVED_ANNOTATION_PREFIX):
+            raise ValueError(f"{OVERRIDE_ANNOTATION_RULE} (got {key!r})")
+    return value
+
+
+def _not_an_operator_volume(name: str) -> str:
+    if name in OPERATOR_VOLUMES:
+        raise ValueError(f"{OVERRIDE_VOLUME_RULE} (got {name!r})")
+    return name
+
+
+def _not_operator_env(name: str) -> str:
+    if name in OPERATOR_ENV or name.startswith(OPERATOR_ENV_PREFIX):
+        raise ValueError(f"{OVERRIDE_ENV_RULE} (got {name!r})")
+    return name
+
+
+def _sub_path(path: str | None) -> str | None:
+    if path is not None and (
+        path.startswith("/") or re.search(PARENT_SEGMENT, path) or re.match(VOLUME_ITSELF, path)
+    ):
+        raise ValueError(f"{SUB_PATH_RULE} (got {path!r})")
+    return path
+
+
+def _unique(attribute: str, key: str = "name") -> AfterValidator:
+    """A list keyed by `key` (x-kubernetes-list-type map: the API server refuses a repeat)."""
+
+    def check(items: list[Any] | None) -> list[Any] | None:
+        seen: set[str] = set()
+        for item in items or []:
+            value = getattr(item, attribute)
+            if value in seen:
+                raise ValueError(f"{value!r} is listed twice (each {key} once)")
+            seen.add(value)
+        return items
+
+    return AfterValidator(check)
+
+
+def _list_map(*keys: str) -> JsonDict:
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": list(keys)}
+
+
+def _cel_none_of(expr: str, names: tuple[str, ...]) -> str:
+    return f"!({expr} in [{', '.join(repr(n) for n in names)}])"
+
+
+#: An object whose schema Kubernetes owns (a volume source, a node affinity), kept as written.
+FreeObject = Annotated[
+    dict[str, Any], Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+]
+
+
+Labels = Annotated[
+    dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]],
+    Field(max_length=MAX_OVERRIDE_ITEMS),
+    _metadata_keys("label"),
+    AfterValidator(_no_reserved_labels),
+]
+Annotations = Annotated[
+    dict[str, Annotated[str, Field(max_length=64 * 1024)]],
+    Field(max_length=MAX_OVERRIDE_ITEMS),
+    _metadata_keys("annotation"),
+    AfterValidator(_no_reserved_annotations),
+]
+
+
+class TargetJob(ApiModel):
+    name: StageName = Field(description="A stage: its Job, or each trial's Job for trials.")
+
+
+class PodMetadataOverride(ApiModel):
+    """Merged into the pod template's labels and annotations, key by key (later wins)."""
+
+    labels: Labels | None = Field(
+        default=None,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.all(k, "
+                    + " && ".join(f"!k.startsWith('{p}')" for p in RESERVED_LABEL_PREFIXES)
+                    + " && "
+                    + _cel_none_of("k", RESERVED_LABELS)
+                    + ")",
+                    OVERRIDE_LABEL_RULE,
+                )
+            ]
+        },
+    )
+    annotations: Annotations | None = Field(
+        default=None,
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"self.all(k, !k.startsWith('{RESERVED_ANNOTATION_PREFIX}'))",
+                    OVERRIDE_ANNOTATION_RULE,
+                )
+            ]
+        },
+    )
+
+
+class KeySelector(ApiModel):
+    """A key of a Secret (secretKeyRef) or a ConfigMap (configMapKeyRef)."""
+
+    name: ObjectName
+    key: str = Field(min_length=1, max_length=253, pattern=CONFIG_KEY_PATTERN)
+    optional: bool | None = None
+
+
+class ObjectFieldSelector(ApiModel):
+    field_path: str = Field(min_length=1, max_length=256)
+    api_version: str | None = Field(default=None, max_length=64)
+
+
+class ResourceFieldSelector(ApiModel):
+    resource: str = Field(min_length=1, max_length=64)
+    container_name: str | None = Field(default=None, max_length=63)
+    divisor: Quantity | None = None
+
+
+class EnvVarSource(ApiModel):
+    secret_key_ref: KeySelector | None = None
+    config_map_key_ref: KeySelector | None = None
+    field_ref: ObjectFieldSelector | None = None
+    resource_field_ref: ResourceFieldSelector | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    " + ".join(
+                        f"(has(self.{f}) ? 1 : 0)"
+                        for f in ("secretKeyRef", "configMapKeyRef", "fieldRef", "resourceFieldRef")
+                    )
+                    + " == 1",
+                    ENV_SOURCE_RULE,
+                )
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvVarSource:
+        sources = (
+            self.secret_key_ref,
+            self.config_map_key_ref,
+            self.field_ref,
+            self.resource_field_ref,
+        )
+        if sum(source is not None for source in sources) != 1:
+            raise ValueError(ENV_SOURCE_RULE)
+        return self
+
+
+class EnvVar(ApiModel):
+    """One variable of the trainer container, merged by name (later wins)."""
+
+    name: Annotated[
+        str,
+        Field(min_length=1, max_length=256, pattern=ENV_NAME_PATTERN),
+        AfterValidator(_not_operator_env),
+    ]
+    value: str | None = Field(default=None, max_length=64 * 1024)
+    value_from: EnvVarSource | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    f"!self.name.startsWith('{OPERATOR_ENV_PREFIX}') && "
+                    + _cel_none_of("self.name", OPERATOR_ENV),
+                    OVERRIDE_ENV_RULE,
+                    ".name",
+                ),
+                cel("!(has(self.value) && has(self.valueFrom))", ENV_VALUE_RULE),
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _value_or_source(self) -> EnvVar:
+        if self.value is not None and self.value_from is not None:
+            raise ValueError(ENV_VALUE_RULE)
+        return self
+
+
+class EnvSourceRef(ApiModel):
+    """A whole Secret (secretRef) or ConfigMap (configMapRef) as variables."""
+
+    name: ObjectName
+    optional: bool | None = None
+
+
+class EnvFromSource(ApiModel):
+    """Appended to the trainer container's envFrom (the operator's own env, set explicitly,
+    takes precedence over it, as Kubernetes reads env over envFrom)."""
+
+    prefix: str | None = Field(default=None, max_length=256, pattern=ENV_NAME_PATTERN)
+    config_map_ref: EnvSourceRef | None = None
+    secret_ref: EnvSourceRef | None = None
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("has(self.configMapRef) != has(self.secretRef)", ENV_FROM_RULE)
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> EnvFromSource:
+        if (self.config_map_ref is None) == (self.secret_ref is None):
+            raise ValueError(ENV_FROM_RULE)
+        return self
+
+
+class VolumeMount(ApiModel):
+    """A mount of an override's volume into the trainer container, merged by mountPath."""
+
+    name: Annotated[VolumeName, AfterValidator(_not_an_operator_volume)]
+    mount_path: Annotated[str, AfterValidator(_free_mount)] = Field(
+        pattern=MOUNT_PATH_PATTERN, max_length=256
+    )
+    read_only: bool | None = None
+    sub_path: Annotated[str | None, AfterValidator(_sub_path)] = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_PATH_LENGTH,
+        description="A folder of the volume to mount instead of its root: relative, no '..'.",
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(_cel_none_of("self.name", OPERATOR_VOLUMES), OVERRIDE_VOLUME_RULE, ".name"),
+                cel(cel_mount_path_free("self.mountPath"), MOUNT_RESERVED_RULE, ".mountPath"),
+                cel(
+                    "!has(self.subPath) || (!self.subPath.startsWith('/') && "
+                    f"!self.subPath.matches('{PARENT_SEGMENT}') && "
+                    f"!self.subPath.matches('{VOLUME_ITSELF}'))",
+                    SUB_PATH_RULE,
+                    ".subPath",
+                ),
+            ]
+        }
+    )
+
+
+def _volume_schema(schema: JsonDict) -> None:
+    """A volume's source is Kubernetes' (one of VOLUME_SOURCES), kept as written."""
+    schema.pop("additionalProperties", None)
+    schema["x-kubernetes-preserve-unknown-fields"] = True
+    schema["x-kubernetes-validations"] = [
+        cel(_cel_none_of("self.name", OPERATOR_VOLUMES), OVERRIDE_VOLUME_RULE, ".name")
+    ]
+
+
+class Volume(ApiModel):
+    """A pod volume: `name` and one Kubernetes volume source (persistentVolumeClaim, secret,
+    configMap, emptyDir, csi, ...), merged by name (later wins)."""
+
+    name: Annotated[VolumeName, AfterValidator(_not_an_operator_volume)]
+
+    model_config = ConfigDict(extra="allow", json_schema_extra=_volume_schema)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Volume:
+        sources = dict(self.model_extra or {})
+        unknown = sorted(set(sources) - set(VOLUME_SOURCES))
+        if unknown:
+            raise ValueError(
+                f"volume {self.name!r}: {', '.join(map(repr, unknown))} is no volume source "
+                f"(one of {', '.join(VOLUME_SOURCES)})"
+            )
+        if len(sources) != 1 or not isinstance(next(iter(sources.values())), dict):
+            raise ValueError(f"volume {self.name!r} needs exactly one volume source, an object")
+        return self
+
+
+class Affinity(ApiModel):
+    """Replaces the pod's affinity as a whole (Kubeflow: `affinity` is replaced)."""
+
+    node_affinity: FreeObject | None = None
+    pod_affinity: FreeObject | None = None
+    pod_anti_affinity: FreeObject | None = None
+
+
+class LocalObjectReference(ApiModel):
+    name: ObjectName
+
+
+class ContainerOverride(ApiModel):
+    name: Literal["trainer"] = Field(description="The stage pod's one container.")
+    env: Annotated[list[EnvVar] | None, _unique("name")] = Field(
+        default=None, max_length=MAX_OVERRIDE_ITEMS * 2, json_schema_extra=_list_map("name")
+    )
+    env_from: list[EnvFromSource] | None = Field(default=None, max_length=MAX_OVERRIDE_ITEMS)
+    volume_mounts: Annotated[list[VolumeMount] | None, _unique("mount_path", "mountPath")] = Field(
+        default=None, max_length=MAX_OVERRIDE_ITEMS, json_schema_extra=_list_map("mountPath")
+    )
+
+
+class PodSpecOverride(ApiModel):
+    service_account_name: ObjectName | None = Field(
+        default=None, description="Replaces resources.serviceAccountName."
+    )
+    node_selector: dict[str, str] | None = Field(
+        default=None,
+        max_length=MAX_OVERRIDE_ITEMS,
+        description="Merged into resources.nodeSelector, key by key.",
+    )
+    affinity: Affinity | None = None
+    tolerations: list[Toleration] | None = Field(
+        default=None,
+        max_length=MAX_OVERRIDE_ITEMS,
+        description="Appended to resources.tolerations (one already there is not repeated).",
+    )
+    volumes: Annotated[list[Volume] | None, _unique("name")] = Field(
+        default=None, max_length=MAX_OVERRIDE_ITEMS, json_schema_extra=_list_map("name")
+    )
+    containers: Annotated[list[ContainerOverride] | None, _unique("name")] = Field(
+        default=None, max_length=1, json_schema_extra=_list_map("name")
+    )
+    image_pull_secrets: Annotated[list[LocalObjectReference] | None, _unique("name")] = Field(
+        default=None, max_length=MAX_OVERRIDE_ITEMS, json_schema_extra=_list_map("name")
+    )
+
+
+class PodTemplateOverride(ApiModel):
+    """One overlay of the stage pods, as Kubeflow Trainer's TrainJob podTemplateOverrides
+    entry: applied in list order to the stages of targetJobs (every stage when absent),
+    later entries winning. Merged as Kubeflow merges (a strategic merge of the pod template):
+    labels, annotations and nodeSelector key by key; volumes, env and imagePullSecrets by
+    name; volumeMounts by mountPath; serviceAccountName and affinity replaced. Two
+    departures, both toward keeping what the spec already says: tolerations are appended
+    to resources.tolerations (Kubeflow replaces the list) and envFrom, which Kubeflow's
+    container override lacks, is appended."""
+
+    target_jobs: Annotated[list[TargetJob] | None, _unique("name")] = Field(
+        default=None,
+        min_length=1,
+        max_length=len(get_args(StageName)),
+        description="The stages whose pods this applies to; every stage when absent.",
+        json_schema_extra=_list_map("name"),
+    )
+    metadata: PodMetadataOverride | None = None
+    spec: PodSpecOverride | None = None
+
+
+def override_targets(override: PodTemplateOverride, stage: str) -> bool:
+    """`override` applies to the pods of `stage`."""
+    return override.target_jobs is None or any(t.name == stage for t in override.target_jobs)
+
+
 #: A clean share means something only next to augmented copies of that clean source.
 CLEAN_SHARE_RULE = (
     "training.cleanSourceShare needs augmentation.enabled and augmentation.keepOriginal"
@@ -759,10 +1212,30 @@ class AsrAdaptationSpec(ApiModel):
     )
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    pod_template_overrides: list[PodTemplateOverride] | None = Field(
+        default=None,
+        max_length=MAX_OVERRIDES,
+        description="Overlays of the stage pods (labels, annotations, env, envFrom, volumes "
+        "and mounts, imagePullSecrets, affinity, tolerations, nodeSelector, "
+        "serviceAccountName), shaped and merged as Kubeflow Trainer's podTemplateOverrides: "
+        "applied in order to the stages of targetJobs (all when absent), later entries "
+        "winning. Immutable once the run started.",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
+                cel(
+                    "!has(self.podTemplateOverrides) || self.podTemplateOverrides.all(o, "
+                    "!has(o.spec) || !has(o.spec.containers) || o.spec.containers.all(c, "
+                    "!has(c.volumeMounts) || c.volumeMounts.all(m, "
+                    + cel_mounts_apart("m.mountPath", "self.data.mountPath")
+                    + " && "
+                    + cel_mounts_apart("m.mountPath", "self.output.mountPath")
+                    + ")))",
+                    OVERRIDE_MOUNT_APART_RULE,
+                    ".podTemplateOverrides",
+                ),
                 cel(
                     "!self.profile.enabled || has(self.data.targetAudio)",
                     "profile.enabled needs data.targetAudio",
@@ -835,6 +1308,42 @@ class AsrAdaptationSpec(ApiModel):
             raise ValueError(f"{MOUNTS_APART_RULE} (data {data!r}, output {output!r})")
         return self
 
+    @field_validator("pod_template_overrides")
+    @classmethod
+    def _overrides_fit_the_pods(
+        cls, overrides: list[PodTemplateOverride] | None, info: ValidationInfo
+    ) -> list[PodTemplateOverride] | None:
+        """An override's mounts stay off the data and output mounts (declared before it,
+        read from info.data when they passed their own checks), and each names a volume
+        that the pods of every stage it reaches have (this one is Python's alone: without
+        it the API server would refuse the Job, after the stages before it ran)."""
+        mounts_apart = [
+            (section, info.data[section].mount_path)
+            for section in ("data", "output")
+            if section in info.data
+        ]
+        for where, mount in _override_mounts(overrides or []):
+            for section, path in mounts_apart:
+                if mounts_overlap(mount.mount_path, path):
+                    raise ValueError(
+                        f"{OVERRIDE_MOUNT_APART_RULE} ({where}.mountPath {mount.mount_path!r} "
+                        f"overlaps {section}.mountPath {path!r})"
+                    )
+        for stage in get_args(StageName):
+            reaching = [(i, o) for i, o in enumerate(overrides or []) if override_targets(o, stage)]
+            volumes = {v.name for _, o in reaching if o.spec for v in o.spec.volumes or []}
+            last: dict[str, tuple[str, VolumeMount]] = {}  # by mountPath: later entries win
+            for i, override in reaching:
+                for where, mount in _override_mounts([override], first=i):
+                    last[mount.mount_path] = (where, mount)
+            for where, mount in last.values():
+                if mount.name not in volumes:
+                    raise ValueError(
+                        f"{where}.name {mount.name!r} names no volume of the {stage} pods: "
+                        f"add it to spec.volumes of an override that reaches {stage}"
+                    )
+        return overrides
+
     @model_validator(mode="after")
     def _stages_have_inputs(self) -> AsrAdaptationSpec:
         if self.profile.enabled and not self.data.target_audio:
@@ -852,6 +1361,19 @@ class AsrAdaptationSpec(ApiModel):
         ):
             raise ValueError(CLEAN_SHARE_RULE)
         return self
+
+
+def _override_mounts(
+    overrides: list[PodTemplateOverride], first: int = 0
+) -> list[tuple[str, VolumeMount]]:
+    """Every volumeMount of `overrides`, with where it is written (the first is entry `first`)."""
+    found = []
+    for i, override in enumerate(overrides, start=first):
+        for j, container in enumerate(override.spec.containers or [] if override.spec else []):
+            for k, mount in enumerate(container.volume_mounts or []):
+                where = f"podTemplateOverrides[{i}].spec.containers[{j}].volumeMounts[{k}]"
+                found.append((where, mount))
+    return found
 
 
 def field_path(error: ValidationError, prefix: str = "spec") -> str:
@@ -885,6 +1407,10 @@ def parse_spec(spec: dict[str, Any]) -> AsrAdaptationSpec:
 #: immutable from the start on (the CRD's transition rule, FROZEN_SPEC_RULE), as Katib
 #: freezes a started Experiment's spec: a run is one spec's result. To change it, delete
 #: the adaptation and create it again (its children are never adopted: ownership.py).
+#: spec.podTemplateOverrides is frozen with the rest (Kubeflow Trainer's webhook too refuses
+#: them while a TrainJob runs): its env and volumes change what a stage reads, so a retried
+#: or later stage would run in another pod than the stages before it; its scheduling fields
+#: have mutable twins in resources (nodeSelector, tolerations, serviceAccountName).
 MUTABLE_AFTER_START: tuple[str, ...] = (
     "resources.cpu",
     "resources.memory",

@@ -84,6 +84,12 @@ def _openapi(node: Any) -> Any:
         if isinstance(node.get(bound), int | float) and not isinstance(node.get(bound), bool):
             node[plain] = node[bound]
             node[bound] = True
+    if (
+        node.get("x-kubernetes-preserve-unknown-fields")
+        and node.get("additionalProperties") is True
+    ):
+        # An object whose schema is Kubernetes' (a volume source, affinity): kept as written.
+        node.pop("additionalProperties")
     if node.get("additionalProperties") is False:
         # Structural schemas forbid it beside properties. The API server prunes unknown
         # fields, or refuses them under fieldValidation=Strict (kubectl's default).

@@ -9,10 +9,10 @@ A spec that asks for anything else is refused before any Job exists (core: phase
 Images: an entry is a repository (`ghcr.io/marco-asr/trainer`), which allows
 that repository with any tag or digest; an entry ending in `/`
 (`registry.example.com/asr/`) allows every repository under it; `*` allows all.
-Tags and digests of an entry are not compared. ServiceAccounts: names, `*` for
-any; a spec without one (the namespace's `default`, with no token mounted) is
-always allowed. No setting at all (None) allows anything: `marco run`, and an
-operator started by hand.
+Tags and digests of an entry are not compared. ServiceAccounts (resources' and
+every pod template override's): names, `*` for any; a spec without one (the
+namespace's `default`, with no token mounted) is always allowed. No setting at
+all (None) allows anything: `marco run`, and an operator started by hand.
 """
 
 from __future__ import annotations
@@ -73,11 +73,17 @@ class Policy:
                 f"spec.resources.image: {res.image!r} is not allowed by the operator "
                 f"(allowed: {', '.join(self.images) or 'none'})"
             )
-        account = res.service_account_name
         accounts = self.service_accounts
-        if account and accounts is not None and ANY not in accounts and account not in accounts:
-            return (
-                f"spec.resources.serviceAccountName: {account!r} is not allowed by the "
-                f"operator (allowed: {', '.join(accounts) or 'none'})"
-            )
+        # A pod template override names one too, and wins over resources' (overrides.py).
+        asked = [("spec.resources.serviceAccountName", res.service_account_name)]
+        for i, override in enumerate(spec.pod_template_overrides or []):
+            if override.spec is not None:
+                field = f"spec.podTemplateOverrides[{i}].spec.serviceAccountName"
+                asked.append((field, override.spec.service_account_name))
+        for field, account in asked:
+            if account and accounts is not None and ANY not in accounts and account not in accounts:
+                return (
+                    f"{field}: {account!r} is not allowed by the operator "
+                    f"(allowed: {', '.join(accounts) or 'none'})"
+                )
         return None

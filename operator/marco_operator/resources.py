@@ -17,6 +17,7 @@ from marco_contract.layout import Layout, output_path
 from marco_contract.results import TERMINATION_LOG_ENV
 from marco_operator.api import API_VERSION, KIND, AsrAdaptationSpec
 from marco_operator.names import job_name
+from marco_operator.overrides import apply_overrides
 from marco_operator.plan import GPU_STAGES, StageCommand
 
 MANAGED_BY = "marco-asr"
@@ -307,6 +308,8 @@ def stage_job(spec: AsrAdaptationSpec, owner: Owner, command: StageCommand) -> d
             "spec": pod_spec,
         },
     }
+    # The platform's overlay last, over everything above (trials and every torchrun pod too).
+    job_spec["template"] = apply_overrides(job_spec["template"], spec.pod_template_overrides, stage)
     if completions > 1 or command.distributed:
         job_spec["completionMode"] = "Indexed"
     return {

@@ -37,7 +37,7 @@ def test_every_stage_container_has_a_read_only_root_and_its_scratch_volumes():
         volumes = {v["name"]: v for v in pod["volumes"]}
         for name, path in SCRATCH_MOUNTS.items():
             assert mounts[path] == name and "emptyDir" in volumes[name], (stage, path)
-        env = {e["name"]: e["value"] for e in container["env"]}
+        env = {e["name"]: e.get("value") for e in container["env"]}
         # The caches the stages were seen writing point into a writable volume.
         for variable in ("HF_HOME", "MPLCONFIGDIR"):
             assert any(env[variable].startswith(f"{p}/") for p in SCRATCH_MOUNTS.values())
@@ -159,6 +159,24 @@ def test_the_policy_names_the_field_it_refuses():
     assert refusal is not None and refusal.startswith("spec.resources.serviceAccountName")
     assert Policy(service_accounts=("*",)).refusal(_spec(serviceAccountName="admin")) is None
     assert Policy(service_accounts=()).refusal(_spec()) is None  # none asked: the default
+
+
+def test_an_overrides_service_account_is_held_to_the_allow_list_too():
+    """An override's serviceAccountName replaces resources' in the pods: it is no way around
+    the operator's list."""
+    policy = Policy(service_accounts=("trainer",))
+
+    def with_accounts(*names):
+        spec = {**body()["spec"], "resources": {"serviceAccountName": "trainer"}}
+        spec["podTemplateOverrides"] = [{"spec": {"serviceAccountName": n}} for n in names]
+        return parse_spec(spec)
+
+    assert policy.refusal(with_accounts("trainer")) is None
+    assert policy.refusal(with_accounts("trainer", "admin")) == (
+        "spec.podTemplateOverrides[1].spec.serviceAccountName: 'admin' is not allowed by the "
+        "operator (allowed: trainer)"
+    )
+    assert Policy(service_accounts=("*",)).refusal(with_accounts("admin")) is None
 
 
 def test_core_refuses_a_disallowed_spec_before_any_stage_starts():

@@ -39,6 +39,12 @@ EDITS: list[tuple[str, Any, str | None]] = [
     ("resources.imagePullPolicy", "Always", None),
     ("resources.backoffLimit", 5, None),
     ("resources.stageDeadlineSeconds", {"train": 1000}, None),
+    # The pod's shape: what its stages read (env, volumes) stays the run's (issue 14).
+    (
+        "podTemplateOverrides",
+        [{"metadata": {"annotations": {"a": "b"}}}],
+        "spec.podTemplateOverrides",
+    ),
 ]
 
 
