@@ -2,8 +2,10 @@
 
 Every stage pod mounts the run's claims (resources._volumes). Kubernetes attaches a
 ReadWriteOnce volume to one node at a time and a ReadWriteOncePod volume to one pod: when
-pods run at once (torchrun nodes, a sharded stage, LR trials side by side) the second one
-waits in Multi-Attach while its Job counts as running, until its deadline fails it. So
+pods run at once (torchrun nodes, a sharded stage, LR trials side by side) one on another
+node waits in Multi-Attach (ReadWriteOnce; pods that land on one node share it), or stays
+unschedulable (ReadWriteOncePod), while its Job counts as running, until its deadline
+fails it. Where pods land is the scheduler's, so the check does not count on one node. So
 before the first Job the operator reads the claims (reconciler: the I/O edge) and core
 refuses a run whose pods would wait so (`claim_refusal`), naming the field that needs
 ReadWriteMany and what to change.
@@ -114,12 +116,13 @@ def claim_refusal(spec: AsrAdaptationSpec, claims: Mapping[str, Claim]) -> tuple
         return None
     claim = unshared[0]
     modes = ", ".join(claim.access_modes) or "none listed"
-    only = (
-        "one pod at a time" if READ_WRITE_ONCE_POD in claim.access_modes else "one node at a time"
-    )
+    if READ_WRITE_ONCE_POD in claim.access_modes:
+        only, wait = "one pod at a time", "all but one would stay Pending, unschedulable"
+    else:
+        only, wait = "one node at a time", "those on other nodes would wait in Multi-Attach"
     return VOLUME_NOT_SHARED, (
         f"{named[claim.name]} {claim.name!r} has access modes {modes}: it mounts on {only}, "
-        f"but {'; '.join(reasons)}, so pods would mount it at once and wait in Multi-Attach. "
+        f"but {'; '.join(reasons)}: pods mount it at once, and {wait}. "
         f"Name a ReadWriteMany claim (a StorageClass that offers it: NFS, CephFS, a cloud "
         f"file store) in {named[claim.name]}, or set {_how_to_share(reasons)}"
     )

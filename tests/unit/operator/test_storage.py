@@ -172,7 +172,11 @@ def test_the_read_write_many_decision(changes, modes, refused):
         assert message.startswith(
             f"spec.data.volumeClaim 'asr-data' has access modes {', '.join(modes)}: "
         )
-        assert "ReadWriteMany" in message and "Multi-Attach" in message
+        assert "ReadWriteMany" in message
+        if RWOP in modes:
+            assert "one pod at a time" in message and "unschedulable" in message
+        else:
+            assert "one node at a time" in message and "Multi-Attach" in message
 
 
 def test_the_refusal_names_every_reason_and_what_to_set():
