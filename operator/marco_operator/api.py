@@ -332,6 +332,34 @@ Quantity = Annotated[
 ]
 
 
+# ------------------------------------------------------------------------ volumes
+#
+# Stages hand their results to each other through files (the filter's kept manifest, the
+# profile, the augmented audio, checkpoints): on a cluster every stage pod mounts one shared
+# PersistentVolumeClaim, or the next stage finds nothing. The claim is optional in the
+# models because `marco run` maps the volumes to local folders; the CRD requires it (CEL)
+# and the operator checks it again (`cluster_problem`), so no cluster Job runs without it.
+
+#: A PersistentVolumeClaim's name: a DNS-1123 subdomain (what the API server requires).
+CLAIM_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+ClaimName = Annotated[str, Field(min_length=1, max_length=253, pattern=CLAIM_NAME_PATTERN)]
+VOLUME_CLAIM_RULE = (
+    "required on a cluster: every stage pod mounts this PersistentVolumeClaim and each "
+    "stage reads what the one before wrote there, so without it no stage would see "
+    "another's results. Name a PVC of the adaptation's namespace (ReadWriteMany when "
+    "resources.nodes, profile.shards or augmentation.shards is above 1, or several LR "
+    "trials run); `marco run` needs none (it maps the volume to --data-dir)"
+)
+
+
+def cluster_problem(spec: AsrAdaptationSpec) -> str | None:
+    """Why a valid spec cannot run on a cluster (the CRD's cluster-only rule, for a cluster
+    without CEL); None when it can. The local driver does not ask."""
+    if spec.data.volume_claim is None:
+        return f"spec.data.volumeClaim: {VOLUME_CLAIM_RULE}"
+    return None
+
+
 #: A path of the data section: checked against its mountPath, declared before it.
 DataPath = Annotated[
     str,
@@ -374,10 +402,12 @@ class ModelSpec(LanguageOptions):  # task, language
 
 
 class DataSpec(ApiModel):
-    volume_claim: str | None = Field(
+    volume_claim: ClaimName | None = Field(
         default=None,
-        description="PersistentVolumeClaim holding manifests and audio, mounted at mountPath. "
-        "The local driver maps it to a local directory.",
+        description="PersistentVolumeClaim holding manifests and audio, mounted at mountPath "
+        "by every stage pod; the stages' outputs go there too unless output.volumeClaim names "
+        "another. Required on a cluster (ReadWriteMany when resources.nodes, a stage's shards "
+        "or LR trials run pods at once); `marco run` maps the volume to --data-dir instead.",
     )
     mount_path: Annotated[str, AfterValidator(_free_mount)] = Field(
         default="/data", pattern=MOUNT_PATH_PATTERN, max_length=256
@@ -425,6 +455,9 @@ class DataSpec(ApiModel):
                     MOUNT_RESERVED_RULE,
                     ".mountPath",
                 ),
+                # Only the API server reads this rule: `marco run` takes a spec without a
+                # claim (cluster_problem is the operator's copy of it).
+                cel("has(self.volumeClaim)", VOLUME_CLAIM_RULE, ".volumeClaim"),
             ]
         }
     )
@@ -706,7 +739,11 @@ class ResourcesSpec(ApiModel):
 
 
 class OutputSpec(ApiModel):
-    volume_claim: str | None = Field(default=None, description="Defaults to data.volumeClaim.")
+    volume_claim: ClaimName | None = Field(
+        default=None,
+        description="PersistentVolumeClaim for the outputs, mounted at mountPath; defaults to "
+        "data.volumeClaim (one shared volume).",
+    )
     mount_path: Annotated[str, AfterValidator(_free_mount)] = Field(
         default="/output", pattern=MOUNT_PATH_PATTERN, max_length=256
     )

@@ -37,7 +37,13 @@ from marco_contract.status import (
     TrialRecord,
 )
 from marco_operator import trials
-from marco_operator.api import AsrAdaptationSpec, describe_error, name_problem, parse_spec
+from marco_operator.api import (
+    AsrAdaptationSpec,
+    cluster_problem,
+    describe_error,
+    name_problem,
+    parse_spec,
+)
 from marco_operator.names import job_name
 from marco_operator.plan import (
     PHASE_OF_STAGE,
@@ -60,6 +66,7 @@ from marco_operator.schedule import (
     lr_bounds,
     window_evaluations,
 )
+from marco_operator.storage import VOLUME_NOT_FOUND, Claim, claim_refusal
 
 #: Seconds until the next look while a stage runs (the driver's timer may be faster).
 REQUEUE_RUNNING = 10.0
@@ -85,6 +92,9 @@ MAX_MESSAGE = 1024
 #: Seconds until the next look while objects in the way are being deleted (a predecessor's
 #: children, a retried stage's failed Job): the driver's watch may not see every kind go.
 REQUEUE_DELETING = 2.0
+#: Seconds until a run waiting for its PersistentVolumeClaim (VolumeNotFound) looks again:
+#: no watch tells the operator when a claim appears.
+REQUEUE_CLAIM = 10.0
 #: The annotation that asks a cluster run to retry: each new value retries a Failed run once
 #: (core.retry_failed), and is recorded in status.retryToken so it is never replayed.
 RETRY_ANNOTATION = "asr.marco.dev/retry"
@@ -129,6 +139,10 @@ class Observed:
     #: Objects with this adaptation's names and labels that an earlier adaptation of the
     #: same name left (another owner uid): never read, deleted, waited for.
     leftovers: tuple[Child, ...] = ()
+    #: The spec's PersistentVolumeClaims by name, as the cluster driver read them before the
+    #: run's first Job (storage.claim_refusal judges them); None when nobody looked: the
+    #: local driver (folders, no claims) and a started run, whose Jobs already mount them.
+    claims: Mapping[str, Claim] | None = None
 
 
 @dataclass
@@ -413,6 +427,8 @@ def reconcile(
     allows (images, ServiceAccounts); None allows anything.
     """
     run = _Run(body, observed)
+    # The local driver brings its own layout (folders for the volumes); None is a cluster.
+    cluster = layout is None
     if retry_asked(body) and not _retry(run):
         return run.finish()
     status = run.status
@@ -421,8 +437,8 @@ def reconcile(
     if observed.leftovers:
         _await_predecessor(run)
         return run.finish()
-    spec = _validated_spec(run)
-    if spec is None or not _allowed(run, spec, policy):
+    spec = _validated_spec(run, cluster)
+    if spec is None or not _allowed(run, spec, policy) or not _claims_ready(run, spec):
         return run.finish()
     run.outcome.spec = spec
     layout = layout or cluster_layout(spec, run.name)
@@ -569,14 +585,21 @@ def _failure_reason(spec: AsrAdaptationSpec, stage: str, job: JobState, before: 
     return reason
 
 
-def _validated_spec(run: _Run) -> AsrAdaptationSpec | None:
+def _validated_spec(run: _Run, cluster: bool) -> AsrAdaptationSpec | None:
+    """The spec, or None with phase Invalid (reason InvalidSpec) and a Warning Event. On a
+    cluster also what only a cluster needs (api.cluster_problem: the shared volume), as the
+    CRD's CEL rule says it; the local driver maps volumes to folders and needs no claim."""
     status = run.status
     name = run.name
     try:
         problem = name_problem(name)
         if problem:
             raise ValueError(problem)
-        return parse_spec(dict(run.body.get("spec") or {}))
+        spec = parse_spec(dict(run.body.get("spec") or {}))
+        problem = cluster_problem(spec) if cluster else None
+        if problem:
+            raise ValueError(problem)
+        return spec
     except ValidationError as error:
         message = describe_error(error)
     except ValueError as error:
@@ -602,6 +625,34 @@ def _allowed(run: _Run, spec: AsrAdaptationSpec, policy: Policy | None) -> bool:
     set_condition(status, "Ready", "False", NOT_ALLOWED, refusal, run.now)
     if run.old.message != refusal or run.old.phase != "Invalid":
         run.event("Warning", NOT_ALLOWED, refusal)
+    return False
+
+
+def _claims_ready(run: _Run, spec: AsrAdaptationSpec) -> bool:
+    """False when the claims the driver read before the first Job cannot serve the run
+    (storage.claim_refusal), saying why in Ready and a Warning Event; nothing starts.
+
+    A missing claim (VolumeNotFound) keeps the run Pending and is looked for again: it is
+    often created after the adaptation (one `kubectl apply` of a folder, a chart), as a pod
+    waits for its missing claim. A claim without ReadWriteMany under concurrent pods
+    (VolumeNotShared) makes the run Invalid: a claim's access modes never change, so the
+    fix is a spec edit (another claim, or no concurrent pods), which reconciles again."""
+    claims = run.observed.claims
+    if claims is None or run.status.started_generation is not None:
+        return True
+    refusal = claim_refusal(spec, claims)
+    if refusal is None:
+        return True
+    reason, message = refusal
+    status = run.status
+    old_ready = next((c for c in run.old.conditions if c.type == "Ready"), None)
+    status.phase = "Pending" if reason == VOLUME_NOT_FOUND else "Invalid"
+    status.message = message
+    set_condition(status, "Ready", "False", reason, message, run.now)
+    if old_ready is None or (old_ready.reason, old_ready.message) != (reason, message):
+        run.event("Warning", reason, message)
+    if reason == VOLUME_NOT_FOUND:
+        run.outcome.requeue_after = REQUEUE_CLAIM
     return False
 
 

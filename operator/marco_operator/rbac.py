@@ -49,6 +49,9 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     # read (the operator derives the token again from its key; the uid in its name means a
     # 409 can only be its own).
     Rule("", "secrets", ("create",)),
+    # The spec's PersistentVolumeClaims, read before the first Job: missing, or without
+    # ReadWriteMany where pods mount them at once (storage.py). Never changed.
+    Rule("", "persistentvolumeclaims", ("get",)),
     # Events on every phase change and decision (core v1, as kopf posts them); listed (by
     # involvedObject) for a stage Job left without pods, to say why (FailedCreate).
     Rule("", "events", ("create", "list")),

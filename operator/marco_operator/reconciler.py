@@ -27,7 +27,7 @@ from urllib3.exceptions import HTTPError
 
 from marco_contract.formats import Directive, StageResult
 from marco_contract.results import parse_stage_result
-from marco_operator.api import API_VERSION, KIND, PLURAL
+from marco_operator.api import API_VERSION, KIND, PLURAL, parse_spec
 from marco_operator.core import (
     REQUEUE_DELETING,
     Child,
@@ -60,6 +60,7 @@ from marco_operator.resources import (
     train_service,
     train_service_name,
 )
+from marco_operator.storage import Claim, claim_fields, claim_of
 
 logger = logging.getLogger(__name__)
 
@@ -419,6 +420,26 @@ class Pass:
     retry_after: float | None = None
 
 
+def claim_path(namespace: str, name: str) -> str:
+    return f"{collection_path('v1', 'persistentvolumeclaims', namespace)}/{name}"
+
+
+def read_claims(kube: Kube, body: Mapping[str, Any]) -> dict[str, Claim] | None:
+    """The spec's PersistentVolumeClaims as the API holds them, read until the run's first
+    Job (status.startedGeneration): from then on its Jobs mount them and nothing here
+    would change a decision. None for a started run, or a spec core refuses anyway."""
+    if (body.get("status") or {}).get("startedGeneration") is not None:
+        return None
+    try:
+        spec = parse_spec(dict(body.get("spec") or {}))
+    except ValidationError:
+        return None
+    namespace = body["metadata"]["namespace"]
+    return {
+        name: claim_of(name, kube.get(claim_path(namespace, name))) for name in claim_fields(spec)
+    }
+
+
 def observe(
     kube: Kube, body: Mapping[str, Any], found: Children, options: Options
 ) -> tuple[Observed, list[str]]:
@@ -427,7 +448,8 @@ def observe(
 
     Only what this adaptation controls (by uid, ownership.py) is read: a Job, ConfigMap or
     Service of an earlier adaptation of the same name is a leftover (Observed.leftovers),
-    and the pods of its Jobs are not looked at."""
+    and the pods of its Jobs are not looked at. Before the first Job, the spec's
+    PersistentVolumeClaims (read_claims)."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     owner = Owner.from_body(dict(body))
     jobs: dict[str, JobState] = {}
@@ -482,6 +504,7 @@ def observe(
         directive=_directive(configmap, namespace, name),
         now=time.time(),
         leftovers=tuple(leftovers),
+        claims=read_claims(kube, body),
     )
     return observed, errors
 

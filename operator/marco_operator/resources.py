@@ -15,7 +15,7 @@ from typing import Any
 from marco_contract.formats import Directive
 from marco_contract.layout import Layout, output_path
 from marco_contract.results import TERMINATION_LOG_ENV
-from marco_operator.api import API_VERSION, KIND, AsrAdaptationSpec
+from marco_operator.api import API_VERSION, KIND, VOLUME_CLAIM_RULE, AsrAdaptationSpec
 from marco_operator.names import job_name
 from marco_operator.overrides import apply_overrides
 from marco_operator.plan import GPU_STAGES, StageCommand
@@ -195,21 +195,21 @@ def _volumes(spec: AsrAdaptationSpec, owner: Owner, stage: str) -> tuple[list, l
     volumes: list[dict[str, Any]] = []
     mounts: list[dict[str, Any]] = []
     data_claim = spec.data.volume_claim
+    if not data_claim:
+        # Core refuses such a spec first (api.cluster_problem); a pod without the shared
+        # volume would write its results where no later stage can read them.
+        raise ValueError(f"spec.data.volumeClaim: {VOLUME_CLAIM_RULE}")
     output_claim = spec.output.volume_claim or data_claim
-    if data_claim:
-        volumes.append({"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": data_claim}})
-        mounts.append({"name": DATA_VOLUME, "mountPath": spec.data.mount_path})
-    if output_claim and output_claim != data_claim:
+    volumes.append({"name": DATA_VOLUME, "persistentVolumeClaim": {"claimName": data_claim}})
+    mounts.append({"name": DATA_VOLUME, "mountPath": spec.data.mount_path})
+    if output_claim != data_claim:
         volumes.append(
             {"name": OUTPUT_VOLUME, "persistentVolumeClaim": {"claimName": output_claim}}
         )
         mounts.append({"name": OUTPUT_VOLUME, "mountPath": spec.output.mount_path})
-    elif output_claim:
-        mounts.append({"name": DATA_VOLUME, "mountPath": spec.output.mount_path})
     else:
-        # No claim: scratch space so the pod runs; results then live only in the pod.
-        volumes.append({"name": OUTPUT_VOLUME, "emptyDir": {}})
-        mounts.append({"name": OUTPUT_VOLUME, "mountPath": spec.output.mount_path})
+        # One shared volume, mounted twice: the outputs under output.mountPath.
+        mounts.append({"name": DATA_VOLUME, "mountPath": spec.output.mount_path})
     for volume, path in SCRATCH_MOUNTS.items():
         volumes.append({"name": volume, "emptyDir": {}})
         mounts.append({"name": volume, "mountPath": path})

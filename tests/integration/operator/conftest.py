@@ -7,12 +7,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from .harness import EmulatedCluster, JobController, OperatorRun, ScriptedTrainer
+from .harness import SHARED_CLAIM, EmulatedCluster, JobController, OperatorRun, ScriptedTrainer
 
 
 @pytest.fixture()
 def cluster() -> Iterator[EmulatedCluster]:
+    """The emulated API server, holding the shared ReadWriteMany claim the specs name."""
     with EmulatedCluster() as emulated:
+        emulated.create_claim(SHARED_CLAIM, ("ReadWriteMany",))
         yield emulated
 
 

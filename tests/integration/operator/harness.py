@@ -65,6 +65,9 @@ from marco_operator.resources import (
 
 NAMESPACE = "asr"
 OTHER_NAMESPACE = "elsewhere"
+#: The shared PersistentVolumeClaim (ReadWriteMany) every cluster fixture holds and the
+#: tests' specs name (test_operator_kopf.make_spec): a cluster run needs one.
+SHARED_CLAIM = "asr-data"
 #: The harness's own requests (playing kubectl and the Job controller) carry this agent.
 TEST_USER_AGENT = "marco-test-harness"
 T = TypeVar("T")
@@ -512,6 +515,29 @@ class EmulatedCluster:
         return {rule for rule in needed if rule is not None}
 
     # --- kubectl, in short ------------------------------------------------------------
+
+    def create_claim(
+        self,
+        name: str,
+        access_modes: tuple[str, ...],
+        namespace: str = NAMESPACE,
+        bound: bool = True,
+    ) -> dict[str, Any]:
+        """A PersistentVolumeClaim as a user and the PV controller leave it: asking for
+        `access_modes`; `bound` to a volume that offers exactly those (status.accessModes),
+        else Pending (a WaitForFirstConsumer class binds when a pod uses it)."""
+        status: dict[str, Any] = {"phase": "Pending"}
+        if bound:
+            status = {"phase": "Bound", "accessModes": list(access_modes),
+                      "capacity": {"storage": "100Gi"}}  # fmt: skip
+        collection = collection_path("v1", "persistentvolumeclaims", namespace)
+        self.kube.request("POST", collection, body={
+            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"accessModes": list(access_modes),
+                     "resources": {"requests": {"storage": "100Gi"}}},
+        })  # fmt: skip
+        return self.kube.merge_patch(f"{collection}/{name}/status", {"status": status})
 
     def path(self, api_version: str, plural: str, name: str = "") -> str:
         base = collection_path(api_version, plural, NAMESPACE)

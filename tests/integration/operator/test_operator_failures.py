@@ -197,6 +197,8 @@ def test_what_the_api_server_would_refuse_a_job_for_is_invalid_at_once(
     cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, kind: str
 ) -> None:
     spec_patch, words, fix = INVALID_AT_ONCE[kind]
+    for claim in ("corpus", "results"):  # the duplicate-mount-path spec's own claims
+        cluster.create_claim(claim, ("ReadWriteMany",))
     run = OperatorRun(cluster, trainer.port).start()
     try:
         cluster.apply_adaptation(NAME, make_spec(**spec_patch))

@@ -24,6 +24,7 @@ from marco_operator.reconciler import control_path
 from .harness import (
     NAMESPACE,
     OTHER_NAMESPACE,
+    SHARED_CLAIM,
     EmulatedCluster,
     JobController,
     OperatorProcess,
@@ -59,6 +60,7 @@ def make_spec(**overrides: Any) -> dict[str, Any]:
     base = {
         "model": {"source": "openai/whisper-tiny"},
         "data": {
+            "volumeClaim": SHARED_CLAIM,
             "train": ["train.jsonl"],
             "validation": "validation.jsonl",
             "test": "test.jsonl",

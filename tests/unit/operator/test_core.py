@@ -13,8 +13,8 @@ from marco_operator.resources import Owner
 def body(spec_patch=None, name="demo"):
     spec = {
         "model": {"source": "openai/whisper-small", "family": "encoder-decoder"},
-        "data": {"train": ["train.jsonl"], "validation": "dev.jsonl", "test": "test.jsonl",
-                 "targetAudio": "target/"},
+        "data": {"volumeClaim": "asr-data", "train": ["train.jsonl"], "validation": "dev.jsonl",
+                 "test": "test.jsonl", "targetAudio": "target/"},
         "training": {"cycleSteps": 100, "evalEvery": 50, "stopGracePeriodSeconds": 30,
                      "earlyStopping": {"patience": 4, "minImprovement": 0.5}},
     }  # fmt: skip

@@ -124,8 +124,8 @@ def test_a_tiny_learning_rate_refused_by_the_directive_names_field_and_value() -
 def _body(status: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = {
         "model": {"source": "openai/whisper-tiny"},
-        "data": {"train": ["t.jsonl"], "validation": "v.jsonl", "test": "x.jsonl",
-                 "targetAudio": "target"},
+        "data": {"volumeClaim": "asr-data", "train": ["t.jsonl"], "validation": "v.jsonl",
+                 "test": "x.jsonl", "targetAudio": "target"},
     }  # fmt: skip
     body = {
         "metadata": {"name": "a", "namespace": "n", "uid": "u", "generation": 1},

@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from marco_operator.api import parse_spec
+from marco_operator.api import cluster_problem, parse_spec
 from tests.crd_check import crd_schema, validate_against_crd
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -168,11 +168,12 @@ def change(draw) -> tuple[str, tuple[str, ...], Any]:
 
 
 def pydantic_accepts(spec: dict) -> bool:
+    """The operator's verdict on a cluster: the models, then what only a cluster needs."""
     try:
-        parse_spec(copy.deepcopy(spec))
+        parsed = parse_spec(copy.deepcopy(spec))
     except ValidationError:
         return False
-    return True
+    return cluster_problem(parsed) is None
 
 
 @settings(
