@@ -86,7 +86,26 @@ def _go_pattern(validator: Any, pattern: str, instance: Any, schema: dict[str, A
 
 #: An unescaped `$` outside a character class (the spec's patterns hold no `[$]`).
 _END_ANCHOR = re.compile(r"(?<!\\)\$")
-_Validator = jsonschema.validators.extend(jsonschema.Draft4Validator, {"pattern": _go_pattern})
+#: RFC 3339's date-time (section 5.6), which the API server checks for `format: date-time`:
+#: a full date, T, a time with optional fractions, and an offset (Z or ±hh:mm).
+RFC3339_DATE_TIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})\Z"
+)
+
+
+def _format(validator: Any, format_: str, instance: Any, schema: dict[str, Any]) -> Any:
+    """OpenAPI's `format`, for the formats the CRD uses (the API server checks them)."""
+    if (
+        format_ == "date-time"
+        and isinstance(instance, str)
+        and not RFC3339_DATE_TIME.match(instance)
+    ):
+        yield jsonschema.ValidationError(f"{instance!r} is not an RFC 3339 date-time")
+
+
+_Validator = jsonschema.validators.extend(
+    jsonschema.Draft4Validator, {"pattern": _go_pattern, "format": _format}
+)
 
 
 def _cel_failures(schema: dict[str, Any], value: Any, path: str, old: Any = None) -> list[str]:

@@ -4,9 +4,11 @@ local run, which the trainer's report reads. The spec models build on the same
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from datetime import datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 Family = Literal["encoder-decoder", "llm"]
@@ -16,6 +18,7 @@ SigmaKind = Literal["population", "trend-residual"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal[
     "Pending",
+    "Queued",
     "Filtering",
     "Profiling",
     "Augmenting",
@@ -39,12 +42,61 @@ class ApiModel(BaseModel):
     )
 
 
+#: metav1.Condition's rules (k8s.io/apimachinery/pkg/apis/meta/v1/types.go), so that the CRD
+#: refuses what the API server refuses for a built-in kind's conditions.
+CONDITION_TYPE_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])$"
+)
+CONDITION_REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+MAX_CONDITION_TYPE = 316
+MAX_CONDITION_REASON = 1024
+MAX_CONDITION_MESSAGE = 32768
+
+
+#: RFC 3339's date-time (section 5.6): a full date, T, a time, an offset (Z or ±hh:mm).
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: str) -> str:
+    """An RFC 3339 time with its offset (metav1.Time writes `2006-01-02T15:04:05Z`)."""
+    try:
+        # The pattern says the shape; parsing refuses a 13th month or a 25th hour.
+        valid = bool(_RFC3339.fullmatch(value)) and bool(datetime.fromisoformat(value.upper()))
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(f"not an RFC 3339 time, e.g. 2026-01-02T15:04:05Z: {value!r}")
+    return value
+
+
+Rfc3339 = Annotated[str, AfterValidator(_rfc3339), Field(json_schema_extra={"format": "date-time"})]
+
+
 class Condition(ApiModel):
-    type: str
+    """One condition, in metav1.Condition's shape, so `kubectl wait --for=condition=...`
+    and every tool that reads standard conditions read it."""
+
+    type: str = Field(
+        min_length=1,
+        max_length=MAX_CONDITION_TYPE,
+        pattern=CONDITION_TYPE_PATTERN,
+        description="Ready, Running, Succeeded, Failed, Queued or Reconciled.",
+    )
     status: ConditionStatus
-    reason: str
-    message: str = ""
-    last_transition_time: str | None = None
+    reason: str = Field(
+        min_length=1,
+        max_length=MAX_CONDITION_REASON,
+        pattern=CONDITION_REASON_PATTERN,
+        description="Why, in one CamelCase word.",
+    )
+    message: str = Field(default="", max_length=MAX_CONDITION_MESSAGE)
+    last_transition_time: Rfc3339 = Field(
+        description="When the status last changed from one value to another."
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The metadata.generation the condition was set for."
+    )
 
 
 class StageStatus(ApiModel):
@@ -122,7 +174,16 @@ class AsrAdaptationStatus(ApiModel):
         description="The last value of the asr.marco.dev/retry annotation acted on; a new "
         "value retries a Failed run once.",
     )
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Standard conditions, one of each type: Ready, Running, Succeeded, Failed, "
+        "Queued, and Reconciled once a pass failed.",
+        json_schema_extra={
+            # As metav1.Condition lists are declared: a merge by type, one entry per type.
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["type"],
+        },
+    )
     message: str | None = None
     family: Family | None = None
     stages: dict[str, StageStatus] = Field(default_factory=dict)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
@@ -28,8 +27,6 @@ from marco_contract.layout import STAGES, TRIALS_STAGE, Layout
 from marco_contract.status import (
     TERMINAL_PHASES,
     AsrAdaptationStatus,
-    Condition,
-    ConditionStatus,
     CycleRecord,
     Family,
     StageStatus,
@@ -44,6 +41,7 @@ from marco_operator.api import (
     name_problem,
     parse_spec,
 )
+from marco_operator.conditions import derive_conditions, iso_time, set_condition
 from marco_operator.names import job_name
 from marco_operator.plan import (
     PHASE_OF_STAGE,
@@ -240,6 +238,7 @@ def retry_failed(status: Mapping[str, Any], now: float) -> Outcome:
     current.phase = "Pending"
     current.message = None
     set_condition(current, "Ready", "False", "Retrying", message, now)
+    current.conditions = derive_conditions(current, now)
     outcome.status = dump_status(current)
     outcome.events.append(Event("Normal", "Retrying", message))
     return outcome
@@ -295,6 +294,7 @@ def failed_pass(
     message = f"{failure.message} (failed {times}; next try in {retry_in:g} s)"
     message = _clip(message)
     set_condition(current, RECONCILED, "False", failure.reason, message, now)
+    current.conditions = derive_conditions(current, now)
     return dump_status(current), Event("Warning", failure.reason, message)
 
 
@@ -303,38 +303,7 @@ def _clip(message: str) -> str:
 
 
 def _iso(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def set_condition(
-    status: AsrAdaptationStatus,
-    type_: str,
-    value: ConditionStatus,
-    reason: str,
-    message: str,
-    now: float,
-) -> None:
-    """Upsert a condition; lastTransitionTime moves only when the status value flips."""
-    for i, condition in enumerate(status.conditions):
-        if condition.type == type_:
-            moved = condition.status != value
-            status.conditions[i] = Condition(
-                type=type_,
-                status=value,
-                reason=reason,
-                message=message,
-                last_transition_time=_iso(now) if moved else condition.last_transition_time,
-            )
-            return
-    status.conditions.append(
-        Condition(
-            type=type_,
-            status=value,
-            reason=reason,
-            message=message,
-            last_transition_time=_iso(now),
-        )
-    )
+    return iso_time(now)
 
 
 def dump_status(status: AsrAdaptationStatus) -> dict[str, Any]:
@@ -374,6 +343,8 @@ class _Run:
             events = self.outcome.events
             starts = [i for i, e in enumerate(events) if e.reason == "StageStarted"]
             events.insert(starts[0] if starts else len(events), change)
+        # Running, Succeeded, Failed, Queued: from the status this pass leaves.
+        status.conditions = derive_conditions(status, self.now)
         self.outcome.status = dump_status(status)
         return self.outcome
 

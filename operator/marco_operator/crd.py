@@ -36,8 +36,15 @@ from marco_operator.generated import add_generator
 
 CRD_FILE = f"{PLURAL}.{GROUP}.yaml"
 
+#: `kubectl get asradaptations`: the phase and the Ready condition first, as for built-in
+#: kinds; the WERs in percent. `-o wide` adds the priority-1 columns.
 PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+    {
+        "name": "Ready",
+        "type": "string",
+        "jsonPath": '.status.conditions[?(@.type=="Ready")].status',
+    },
     {"name": "Cycle", "type": "integer", "jsonPath": ".status.cycle"},
     {"name": "LR", "type": "number", "jsonPath": ".status.learningRate"},
     {"name": "WER", "type": "number", "jsonPath": ".status.wer"},
@@ -46,6 +53,7 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Baseline", "type": "number", "jsonPath": ".status.baselineWer", "priority": 1},
     {"name": "Final", "type": "number", "jsonPath": ".status.finalWer", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 ]
 
 _DROP = {"title", "$defs", "discriminator"}

@@ -243,6 +243,11 @@ def test_a_failed_run_stays_failed_until_retried_then_resumes_at_the_failed_stag
     assert (status.phase, status.stages["train"].state) == ("Failed", "Failed")
     assert "train: failed as told" in (status.message or "")
     assert "--retry" in output
+    # status.json has the cluster's conditions, from the same derivation.
+    failed = {c.type: (c.status, c.reason) for c in status.conditions}
+    assert failed == {"Ready": ("False", "StageFailed"), "Running": ("False", "Failed"),
+                      "Succeeded": ("False", "StageFailed"), "Failed": ("True", "StageFailed"),
+                      "Queued": ("False", "Failed")}  # fmt: skip
 
     code, output = fake.run()  # a plain rerun shows the result: it does not start over
     assert code == 1, output
@@ -256,6 +261,9 @@ def test_a_failed_run_stays_failed_until_retried_then_resumes_at_the_failed_stag
     assert status.phase == "Succeeded", status.message
     assert status.stages["train"].state == "Succeeded"
     assert len(fake.starts("filter")) == 1 and len(fake.starts("train")) == 2
+    done = {c.type: (c.status, c.reason) for c in status.conditions}
+    assert (done["Succeeded"], done["Failed"]) == (("True", "Succeeded"), ("False", "Succeeded"))
+    assert {c.observed_generation for c in status.conditions} == {status.observed_generation}
     assert "retrying train after: train Job fake-train failed" in output
     assert [e["reason"] for e in fake.events()].count("Retrying") == 1
 

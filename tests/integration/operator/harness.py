@@ -205,6 +205,19 @@ class Fault:
         )
 
 
+def _selected(request: kmock.Request, obj: Mapping[str, Any]) -> bool:
+    """Whether `obj` passes the request's fieldSelector: metadata.name and
+    metadata.namespace (= or ==, comma-separated), the fields every kind supports."""
+    selector = request.params.get("fieldSelector") or ""
+    meta = obj.get("metadata") or {}
+    for term in filter(None, selector.split(",")):
+        field, _, value = term.replace("==", "=").partition("=")
+        known = field in ("metadata.name", "metadata.namespace")
+        if known and meta.get(field.split(".")[1]) != value:
+            return False
+    return True
+
+
 class ApiServer(kmock.KubernetesEmulator):
     """kmock's emulator plus the metadata a real API server maintains and clients rely on:
     uid, creationTimestamp, resourceVersion (kopf's patches test it), metadata.generation
@@ -231,6 +244,14 @@ class ApiServer(kmock.KubernetesEmulator):
     watch_drops: dict[str, int]
     #: Watch requests resuming from a resourceVersion to answer 410 Gone, by plural.
     watch_expiries: dict[str, int]
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        # kmock streams a watch untyped (application/octet-stream); client-go, kubectl's
+        # library, decodes a watch only as the API server sends it: application/json.
+        for reaction in list(self._payloads):
+            if getattr(reaction.response, "payload", None) == self._serve_watch:
+                _ = reaction << {"Content-Type": "application/json"}
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         agent = raw_request.headers.get("User-Agent", "")
@@ -277,6 +298,15 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def _serve_list(self, request: kmock.Request) -> Any:
         listing = await super()._serve_list(request)
+        # A field selector on name or namespace, as kubectl wait and get NAME -w send it.
+        listing["items"] = [o for o in listing["items"] if _selected(request, o)]
+        if request.resource is not None:
+            # A list says what it lists (kubectl's decoder needs its kind).
+            resource = request.resource
+            kind = next((i.kind for r, i in self.resources.items() if r == resource), None)
+            group, version = resource.group, resource.version
+            listing["apiVersion"] = f"{group}/{version}" if group else version
+            listing["kind"] = f"{kind or str(resource.plural).capitalize()}List"
         # In key order, as etcd lists them (namespace, then name), not in creation order: a
         # client must not read which of a Job's pods is current from where it is listed.
         listing["items"].sort(
@@ -299,6 +329,19 @@ class ApiServer(kmock.KubernetesEmulator):
                 "message": f"too old resource version: {since}", "reason": "Expired",
                 "code": 410}}  # fmt: skip
             return
+        if request.params.get("sendInitialEvents") == "true":
+            # A watch-list (client-go's WatchListClient, on in kubectl since 1.35): the
+            # objects as ADDED events, then a bookmark that says the initial list is over,
+            # then the changes after it, as the API server streams it.
+            listing = await self._serve_list(request)
+            since = listing["metadata"]["resourceVersion"]
+            yield b""
+            for item in listing["items"]:
+                yield {"type": "ADDED", "object": item}
+            yield {"type": "BOOKMARK", "object": {
+                "kind": listing["kind"].removesuffix("List"), "apiVersion": listing["apiVersion"],
+                "metadata": {"resourceVersion": since,
+                             "annotations": {"k8s.io/initial-events-end": "true"}}}}  # fmt: skip
         async for event in super()._serve_watch(request):
             if (
                 since.isdigit()
@@ -306,6 +349,8 @@ class ApiServer(kmock.KubernetesEmulator):
                 and event.get("type") == "ADDED"
                 and int(event["object"]["metadata"].get("resourceVersion", 0)) <= int(since)
             ):
+                continue
+            if isinstance(event, dict) and not _selected(request, event.get("object") or {}):
                 continue
             if isinstance(event, dict) and self.watch_drops.get(plural, 0) > 0:
                 self.watch_drops[plural] -= 1
@@ -433,6 +478,7 @@ class EmulatedCluster:
                 for key, kind, namespaced, subresources, shortnames in _RESOURCES:
                     emulator.resources[key] = kmock.ResourceInfo(
                         kind=kind,
+                        singular=kind.lower(),  # kubectl's asradaptation/NAME, job/NAME
                         namespaced=namespaced,
                         verbs=_VERBS,
                         subresources=subresources,

@@ -139,7 +139,8 @@ def _body(status: dict[str, Any] | None = None) -> dict[str, Any]:
 def test_a_failed_pass_sets_reconciled_false_and_says_when_it_tries_again() -> None:
     before = {"phase": "Filtering", "stages": {"filter": {"state": "Running"}},
               "conditions": [{"type": "Ready", "status": "False", "reason": "Filtering",
-                              "message": "filter running"}]}  # fmt: skip
+                              "message": "filter running",
+                              "lastTransitionTime": "1970-01-01T00:01:00Z"}]}  # fmt: skip
     failure = Failure("ChildRefused", "creating Job a-filter: refused (HTTP 422 Invalid: no)")
     status, event = failed_pass(before, failure, failures=3, retry_in=4.0, now=100.0)
     condition = _condition(status)
