@@ -2,8 +2,8 @@ import json
 import re
 from pathlib import Path
 
-from marco_operator.core import Event
 from marco_contract.formats import Evaluation
+from marco_operator.core import Event
 from marco_operator.dashboard import (
     ADAPTATIONS_QUERY,
     NAMESPACES_QUERY,
