@@ -10,13 +10,17 @@ computed from the thresholds, not read from the rules.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from marco_contract.formats import Evaluation
 from marco_operator.dashboard import NO_EVALUATION_AFTER_SECONDS, STALLED_AFTER_SECONDS
+from marco_operator.metrics import OperatorMetrics
+from marco_trainer.metrics import TrainerMetrics
 from tests.integration.deploy.chart import CHART, render
 
 pytestmark = pytest.mark.prometheus  # promtool comes with the Debian prometheus package
@@ -54,6 +58,21 @@ def alerts_of(spec: dict) -> dict[str, dict]:
 def test_plain_rules_file_is_the_chart_rule_with_defaults(helm):
     assert yaml.safe_load(PLAIN_RULES.read_text()) == rule_spec(helm), "run `make chart-alerts`"
     assert set(alerts_of(rule_spec(helm))) == ALERTS
+
+
+def test_rules_use_only_series_the_trainer_and_the_operator_serve():
+    trainer, operator = TrainerMetrics("a"), OperatorMetrics()
+    # Every lazily created sample once, as a training run makes them.
+    trainer.observe_step(step=1, duration_seconds=0.1, samples=1, tokens=1, loss=1.0)
+    trainer.observe_evaluation(
+        Evaluation(step=1, cycle=0, lr=1e-5, wer=10.0, time=1.0), 10.0, duration_seconds=1.0
+    )
+    served = {"up"} | {
+        s.name for m in (trainer, operator) for f in m.registry.collect() for s in f.samples
+    }
+    exprs = [rule["expr"] for rule in alerts_of(yaml.safe_load(PLAIN_RULES.read_text())).values()]
+    used = {name for expr in exprs for name in re.findall(r"\b(marco_[a-z_]+|up)\{?", expr)}
+    assert len(used) >= 5 and used <= served, used - served
 
 
 def test_promtool_checks_the_plain_rules():

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import math
 import subprocess
+import time
 
 import torch
 
 from marco_contract.formats import Directive
 from marco_operator.dashboard import annotation_queries, concrete, cuda_queries, dashboard_queries
-from tests.integration.deploy.conftest import query, targets_of, wait_for_series
+from tests.integration.deploy.chart import CHART
+from tests.integration.deploy.conftest import query, rules_of, targets_of, wait_for_series
 from tests.tiny_models import TEST_SENTENCES, build_tiny_whisper, write_speech_manifest
 from tests.trainer_runs import free_port, trainer_command, trainer_env
 
@@ -44,6 +46,7 @@ def test_prometheus_scrapes_a_training_run_and_the_dashboard_queries_answer(prom
         url = prometheus(
             {"marco-trainer": [f"127.0.0.1:{port}"]},
             labels={"marco-trainer": {"namespace": NAMESPACE}},
+            rule_files=[CHART / "files" / "prometheus-rules.yaml"],
         )
         up = wait_for_series(url, 'up{job="marco-trainer"} == 1', timeout=120)
         assert up, f"trainer target not up: {targets_of(url)}"
@@ -73,6 +76,16 @@ def test_prometheus_scrapes_a_training_run_and_the_dashboard_queries_answer(prom
                                        adaptation=ADAPTATION))  # fmt: skip
         assert float(cycle["value"][1]) == 2  # the directive's cycle, as the operator wrote it
 
+        # The chart's alerts evaluate without error on a live trainer's series, and a
+        # healthy run fires none of them.
+        alerts = wait_for_rules(url, lambda rules: all(map(_evaluated, rules)))
+        assert alerts and all(r["health"] == "ok" for r in alerts), alerts
+        assert all(r["state"] == "inactive" for r in alerts), alerts
+        # The stall timer reads this run's last step: seconds ago, not since the epoch.
+        stalled = next(r for r in alerts if r["name"] == "MarcoTrainingStalled")["query"]
+        (age,) = query(url, stalled.rsplit(">", 1)[0])
+        assert 0 <= float(age["value"][1]) < 60
+
         # The operator moves to the next cycle at another LR: the annotation marks it.
         control.write_text(Directive(cycle=3, learning_rate=1e-3).model_dump_json())
         assert wait_for_series(url, 'marco_trainer_learning_rate{job="marco-trainer"} == 0.001')
@@ -87,6 +100,20 @@ def test_prometheus_scrapes_a_training_run_and_the_dashboard_queries_answer(prom
         finally:
             trainer.kill()
     assert code == 0, trainer.stderr.read()[-2000:]
+
+
+def wait_for_rules(url: str, accept, timeout: float = 30.0) -> list[dict]:
+    deadline = time.monotonic() + timeout
+    rules = rules_of(url)
+    while time.monotonic() < deadline and not (rules and accept(rules)):
+        time.sleep(0.25)
+        rules = rules_of(url)
+    return rules
+
+
+def _evaluated(rule: dict) -> bool:
+    """Evaluated at least once (Prometheus says year 1 before that)."""
+    return not rule.get("lastEvaluation", "0001").startswith("0001")
 
 
 def _finite_and_present(result) -> bool:
