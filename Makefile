@@ -29,7 +29,7 @@ EXTERNAL_MARKERS := not (sox or tts or helm or prometheus)
 
 export PATH := $(CURDIR)/$(TOOLS)/bin:$(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: help install demo demo-data test bench-smoke lint typecheck unit integration e2e lock crd chart chart-crd chart-rbac chart-dashboard clean
+.PHONY: help install demo demo-data test bench-smoke lint typecheck unit integration e2e lock crd chart chart-crd chart-rbac chart-dashboard chart-alerts clean
 
 help: ## this list
 	@echo "make demo and make test install everything they need on a fresh machine."
@@ -117,7 +117,7 @@ crd: $(VENV)/install.stamp ## regenerate crds/ from the API models (and the char
 # holding it in both would create it twice.
 CHART := charts/marco-asr
 
-chart: chart-crd chart-rbac chart-dashboard ## regenerate the chart's CRD, RBAC rules and Grafana dashboard
+chart: chart-crd chart-rbac chart-dashboard chart-alerts ## regenerate the chart's CRD, RBAC rules, Grafana dashboard and plain alert rules
 
 chart-crd:
 	mkdir -p $(CHART)/files
@@ -128,6 +128,10 @@ chart-rbac: $(VENV)/install.stamp
 
 chart-dashboard: $(VENV)/install.stamp
 	$(VENV)/bin/marco dashboard --output $(CHART)/dashboards/marco-asr.json
+
+# The PrometheusRule template rendered with the default thresholds, as a plain rules file.
+chart-alerts: $(VENV)/install.stamp $(TOOLS)/helm-$(KUBECTL_LAYER_VERSION).stamp
+	$(PY) scripts/chart_alerts.py --chart $(CHART)
 
 clean: ## remove the Python environment and the installed tools
 	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache .mypy_cache

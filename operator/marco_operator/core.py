@@ -654,6 +654,7 @@ def _start_stage(run: _Run, spec: AsrAdaptationSpec, layout: Layout, stage: str)
         name=run.name,
         family=family or "auto",
         learning_rate=learning_rate,
+        baseline_wer=status.baseline_wer,
     )
     run.outcome.start.append(
         StageStart(

@@ -17,14 +17,26 @@ from marco_operator.generated import add_generator
 UID = "marco-asr"
 TITLE = "marco-asr: domain adaptation"
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-ADAPTATION = 'adaptation=~"$adaptation"'
+#: Every trainer query filters on both variables. `namespace` is the label the PodMonitor
+#: gives each target; its "All" is `.*`, which also matches series without one (a
+#: `marco run` scraped by a static config).
+SELECTOR = 'namespace=~"$namespace", adaptation=~"$adaptation"'
+#: Per adaptation across trainer restarts: a restarted pod is a new `pod`/`instance`.
+BY = "namespace, adaptation"
 Source = Literal["trainer", "operator"]
+Kind = Literal["timeseries", "bargauge", "stat"]
+
+#: Seconds without a step / an evaluation at which the stat panels turn red: the
+#: defaults of the chart's alerts (values.yaml `monitoring.rules`; a test keeps them equal).
+STALLED_AFTER_SECONDS = 15 * 60
+NO_EVALUATION_AFTER_SECONDS = 60 * 60
 
 
 @dataclass(frozen=True)
 class Target:
     expr: str
     legend: str
+    dashed: bool = False  # a reference line (the baseline), drawn dashed
 
 
 @dataclass(frozen=True)
@@ -35,35 +47,66 @@ class Panel:
     targets: tuple[Target, ...]
     unit: str = "short"
     width: int = 12
-    kind: str = "timeseries"
+    kind: Kind = "timeseries"
     log_scale: bool = False
     stacked: bool = False
+    minimum: float | None = None
+    #: (value, color) steps above green; drawn as lines on a time series, as the
+    #: background color of a stat.
+    thresholds: tuple[tuple[float, str], ...] = ()
+    #: Answered only where the trainer runs on a CUDA device (absent on CPU).
+    needs_cuda: bool = False
 
 
-def _per_adaptation(metric: str) -> Target:
-    return Target(f"{metric}{{{ADAPTATION}}}", "{{adaptation}}")
+@dataclass(frozen=True)
+class Annotation:
+    name: str
+    expr: str
+    title: str
+    text: str
+    color: str
+
+
+def _trainer(metric: str, legend: str = "{{adaptation}}", dashed: bool = False) -> Target:
+    return Target(f"{metric}{{{SELECTOR}}}", legend, dashed)
+
+
+def _rate(counter: str) -> Target:
+    return Target(
+        f"sum by ({BY}) (rate({counter}{{{SELECTOR}}}[$__rate_interval]))", "{{adaptation}}"
+    )
+
+
+def _since(metric: str) -> Target:
+    return Target(f"time() - {metric}{{{SELECTOR}}}", "{{adaptation}}")
 
 
 PANELS: tuple[Panel, ...] = (
     Panel(
         "WER",
-        "Word error rate (%) of each evaluation during training, per adaptation.",
+        "Validation word error rate of each evaluation during training, per adaptation; "
+        "dashed: the pre-trained model's WER (the baseline stage) to beat.",
         "trainer",
-        (_per_adaptation("marco_trainer_wer"),),
-        unit="percent",
+        (
+            _trainer("marco_trainer_validation_wer_ratio"),
+            _trainer("marco_trainer_baseline_wer_ratio", "{{adaptation}} baseline", dashed=True),
+        ),
+        unit="percentunit",
+        minimum=0,
     ),
     Panel(
         "Best WER",
-        "Lowest WER (%) reached so far: the checkpoint early stopping keeps.",
+        "Lowest validation WER reached so far: the checkpoint early stopping keeps.",
         "trainer",
-        (_per_adaptation("marco_trainer_best_wer"),),
-        unit="percent",
+        (_trainer("marco_trainer_best_validation_wer_ratio"),),
+        unit="percentunit",
+        minimum=0,
     ),
     Panel(
         "Learning rate",
         "Learning rate in force, as steered by the operator (Eq. 1 cycles / Eq. 2).",
         "trainer",
-        (_per_adaptation("marco_trainer_learning_rate"),),
+        (_trainer("marco_trainer_learning_rate"),),
         unit="sci",
         width=8,
         log_scale=True,
@@ -72,32 +115,128 @@ PANELS: tuple[Panel, ...] = (
         "Cycle",
         "Learning-rate cycle j the trainer is in.",
         "trainer",
-        (_per_adaptation("marco_trainer_cycle"),),
+        (_trainer("marco_trainer_cycle"),),
         width=8,
     ),
     Panel(
         "Step",
         "Optimizer step of rank 0.",
         "trainer",
-        (_per_adaptation("marco_trainer_step"),),
+        (_trainer("marco_trainer_step"),),
         width=8,
     ),
     Panel(
         "Training loss",
-        "Training loss of the last logged step.",
+        "Training loss of the last finite step.",
         "trainer",
-        (_per_adaptation("marco_trainer_loss"),),
+        (_trainer("marco_trainer_loss"),),
     ),
     Panel(
-        "Throughput",
-        "Training samples per second, all ranks together.",
+        "Samples per second",
+        "Training utterances per second, all ranks together (rate of samples_total).",
         "trainer",
-        (_per_adaptation("marco_trainer_samples_per_second"),),
+        (_rate("marco_trainer_samples_total"),),
         unit="ops",
+        width=6,
+    ),
+    Panel(
+        "Tokens per second",
+        "Target tokens per second, all ranks together (rate of tokens_total).",
+        "trainer",
+        (_rate("marco_trainer_tokens_total"),),
+        unit="ops",
+        width=6,
+    ),
+    Panel(
+        "Step duration (p50, p95)",
+        "Quantiles of one optimizer step's wall time on rank 0.",
+        "trainer",
+        tuple(
+            Target(
+                f"histogram_quantile({q}, sum by ({BY}, le) (rate("
+                f"marco_trainer_step_duration_seconds_bucket{{{SELECTOR}}}[$__rate_interval])))",
+                f"{{{{adaptation}}}} p{round(q * 100)}",
+            )
+            for q in (0.5, 0.95)
+        ),
+        unit="s",
+        width=8,
+    ),
+    Panel(
+        "Evaluation duration (mean)",
+        "Mean wall time of a validation evaluation since the trainer started.",
+        "trainer",
+        (
+            Target(
+                f"sum by ({BY}) (marco_trainer_evaluation_duration_seconds_sum{{{SELECTOR}}}) / "
+                f"sum by ({BY}) (marco_trainer_evaluation_duration_seconds_count{{{SELECTOR}}} "
+                "> 0)",
+                "{{adaptation}}",
+            ),
+        ),
+        unit="s",
+        width=8,
+    ),
+    Panel(
+        "Since last step",
+        "Seconds since rank 0's last optimizer step; red where the TrainingStalled alert "
+        "fires with the chart's default threshold.",
+        "trainer",
+        (_since("marco_trainer_last_step_timestamp_seconds"),),
+        unit="s",
+        width=4,
+        kind="stat",
+        thresholds=((STALLED_AFTER_SECONDS / 2, "orange"), (STALLED_AFTER_SECONDS, "red")),
+    ),
+    Panel(
+        "Since last evaluation",
+        "Seconds since the last validation evaluation; red where the NoEvaluation alert "
+        "fires with the chart's default threshold.",
+        "trainer",
+        (_since("marco_trainer_last_evaluation_timestamp_seconds"),),
+        unit="s",
+        width=4,
+        kind="stat",
+        thresholds=(
+            (NO_EVALUATION_AFTER_SECONDS / 2, "orange"),
+            (NO_EVALUATION_AFTER_SECONDS, "red"),
+        ),
+    ),
+    Panel(
+        "GPU memory (rank 0)",
+        "Device memory held by tensors on rank 0's GPU, now and at its peak "
+        "(torch.cuda.memory_allocated / max_memory_allocated); empty on CPU.",
+        "trainer",
+        (
+            _trainer("marco_trainer_gpu_memory_allocated_bytes", "{{adaptation}} allocated"),
+            _trainer("marco_trainer_gpu_memory_max_allocated_bytes", "{{adaptation}} peak"),
+        ),
+        unit="bytes",
+        minimum=0,
+        needs_cuda=True,
+    ),
+    Panel(
+        "Skipped steps, rollbacks, unreadable audio",
+        "Over the dashboard's range: non-finite steps skipped, rollbacks to the best "
+        "checkpoint, training utterances skipped as unreadable.",
+        "trainer",
+        tuple(
+            Target(
+                f"sum by ({BY}) (increase(marco_trainer_{name}_total{{{SELECTOR}}}[$__range]))",
+                f"{{{{adaptation}}}} {legend}",
+            )
+            for name, legend in (
+                ("nonfinite_steps", "non-finite steps"),
+                ("rollbacks", "rollbacks"),
+                ("skipped_audio", "unreadable audio"),
+            )
+        ),
+        kind="bargauge",
     ),
     Panel(
         "Adaptations by phase",
-        "How many AsrAdaptations the operator sees in each phase.",
+        "How many AsrAdaptations the operator sees in each phase (operator-wide: every "
+        "namespace it watches).",
         "operator",
         (Target("sum by (phase) (marco_operator_adaptations)", "{{phase}}"),),
         width=8,
@@ -157,44 +296,104 @@ PANELS: tuple[Panel, ...] = (
     ),
 )
 
+ANNOTATIONS: tuple[Annotation, ...] = (
+    Annotation(
+        "LR changes",
+        # A step where the learning rate differs from the scrape before: the operator's
+        # directive reached the trainer (a new cycle, or Eq. 2's next rate).
+        f"changes(marco_trainer_learning_rate{{{SELECTOR}}}[$__rate_interval]) > 0",
+        "Learning rate changed",
+        "{{adaptation}}",
+        "purple",
+    ),
+)
 
-def dashboard_queries(source: Source | None = None) -> list[str]:
-    """Every PromQL expression of the dashboard (of one side if `source` is given)."""
+
+def dashboard_queries(source: Source | None = None, *, cuda: bool = True) -> list[str]:
+    """Every PromQL expression of the panels (of one side if `source` is given; without
+    the CUDA-only panels when `cuda` is False)."""
     return [
         target.expr
         for panel in PANELS
-        if source is None or panel.source == source
+        if (source is None or panel.source == source) and (cuda or not panel.needs_cuda)
         for target in panel.targets
     ]
 
 
+def cuda_queries() -> list[str]:
+    """The queries that only a trainer on a CUDA device answers."""
+    return [t.expr for panel in PANELS if panel.needs_cuda for t in panel.targets]
+
+
+def annotation_queries() -> list[str]:
+    return [annotation.expr for annotation in ANNOTATIONS]
+
+
 def concrete(
-    expr: str, adaptation: str = ".+", rate_interval: str = "1m", range_: str = "5m"
+    expr: str,
+    adaptation: str = ".+",
+    rate_interval: str = "1m",
+    range_: str = "5m",
+    namespace: str = ".*",
 ) -> str:
     """The expression as Grafana sends it, with the dashboard's variables filled in."""
     return (
         expr.replace("$adaptation", adaptation)
+        .replace("$namespace", namespace)
         .replace("$__rate_interval", rate_interval)
         .replace("$__range", range_)
     )
 
 
+def _thresholds(panel: Panel) -> dict[str, Any]:
+    steps: list[dict[str, Any]] = [{"color": "green", "value": None}]
+    steps += [{"color": color, "value": value} for value, color in panel.thresholds]
+    return {"mode": "absolute", "steps": steps}
+
+
 def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
     custom: dict[str, Any] = {}
     options: dict[str, Any] = {"legend": {"displayMode": "list", "placement": "bottom"}}
+    overrides: list[dict[str, Any]] = []
     if panel.kind == "timeseries":
         custom = {"drawStyle": "line", "lineWidth": 2, "showPoints": "auto"}
         if panel.log_scale:
             custom["scaleDistribution"] = {"type": "log", "log": 10}
         if panel.stacked:
             custom["stacking"] = {"mode": "normal", "group": "A"}
+        if panel.thresholds:
+            custom["thresholdsStyle"] = {"mode": "line"}
         options["tooltip"] = {"mode": "multi", "sort": "desc"}
+        overrides = [
+            {
+                "matcher": {"id": "byFrameRefID", "options": _ref(i)},
+                "properties": [
+                    {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}}
+                ],
+            }
+            for i, target in enumerate(panel.targets)
+            if target.dashed
+        ]
+    elif panel.kind == "stat":
+        options = {
+            "colorMode": "background",
+            "graphMode": "none",
+            "textMode": "value_and_name",
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        }
     else:
         options = {
             "orientation": "horizontal",
             "displayMode": "gradient",
             "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
         }
+    defaults: dict[str, Any] = {"unit": panel.unit, "custom": custom}
+    if panel.minimum is not None:
+        defaults["min"] = panel.minimum
+    if panel.thresholds:
+        defaults["thresholds"] = _thresholds(panel)
+        if panel.kind == "stat":
+            defaults["color"] = {"mode": "thresholds"}
     return {
         "id": panel_id,
         "type": panel.kind,
@@ -202,11 +401,11 @@ def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
         "description": panel.description,
         "datasource": DATASOURCE,
         "gridPos": {"h": 8, "w": panel.width, "x": x, "y": y},
-        "fieldConfig": {"defaults": {"unit": panel.unit, "custom": custom}, "overrides": []},
+        "fieldConfig": {"defaults": defaults, "overrides": overrides},
         "options": options,
         "targets": [
             {
-                "refId": chr(ord("A") + i),
+                "refId": _ref(i),
                 "datasource": DATASOURCE,
                 "expr": target.expr,
                 "legendFormat": target.legend,
@@ -214,6 +413,26 @@ def _panel_json(panel: Panel, panel_id: int, x: int, y: int) -> dict[str, Any]:
             }
             for i, target in enumerate(panel.targets)
         ],
+    }
+
+
+def _ref(index: int) -> str:
+    return chr(ord("A") + index)
+
+
+def _annotation_json(annotation: Annotation) -> dict[str, Any]:
+    return {
+        "name": annotation.name,
+        "datasource": DATASOURCE,
+        "enable": True,
+        "hide": False,
+        "iconColor": annotation.color,
+        "expr": annotation.expr,
+        "titleFormat": annotation.title,
+        "textFormat": annotation.text,
+        "tagKeys": "namespace,adaptation",
+        "useValueForTime": False,
+        "step": "1m",
     }
 
 
@@ -244,6 +463,22 @@ def _layout() -> list[dict[str, Any]]:
     return panels
 
 
+#: Every trainer serves build_info from its start: the variables list adaptations as soon
+#: as their trainer is scraped, before any evaluation.
+NAMESPACES_QUERY = "label_values(marco_trainer_build_info, namespace)"
+ADAPTATIONS_QUERY = 'label_values(marco_trainer_build_info{namespace=~"$namespace"}, adaptation)'
+#: Grafana's own annotations and alerts, which a dashboard lists first.
+BUILT_IN_ANNOTATION: dict[str, Any] = {
+    "builtIn": 1,
+    "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+    "enable": True,
+    "hide": True,
+    "iconColor": "rgba(0, 211, 255, 1)",
+    "name": "Annotations & Alerts",
+    "type": "dashboard",
+}
+
+
 def build_dashboard() -> dict[str, Any]:
     return {
         "uid": UID,
@@ -268,15 +503,28 @@ def build_dashboard() -> dict[str, Any]:
                     "refresh": 1,
                 },
                 {
+                    "name": "namespace",
+                    "label": "Namespace",
+                    "type": "query",
+                    "datasource": DATASOURCE,
+                    "query": {"query": NAMESPACES_QUERY, "refId": "namespace"},
+                    "definition": NAMESPACES_QUERY,
+                    "multi": True,
+                    "includeAll": True,
+                    # Also the series without a namespace label (a `marco run`).
+                    "allValue": ".*",
+                    "current": {},
+                    "refresh": 2,
+                    "sort": 1,
+                    "hide": 0,
+                },
+                {
                     "name": "adaptation",
                     "label": "Adaptation",
                     "type": "query",
                     "datasource": DATASOURCE,
-                    "query": {
-                        "query": "label_values(marco_trainer_wer, adaptation)",
-                        "refId": "adaptation",
-                    },
-                    "definition": "label_values(marco_trainer_wer, adaptation)",
+                    "query": {"query": ADAPTATIONS_QUERY, "refId": "adaptation"},
+                    "definition": ADAPTATIONS_QUERY,
                     "multi": True,
                     "includeAll": True,
                     "allValue": ".+",
@@ -287,7 +535,7 @@ def build_dashboard() -> dict[str, Any]:
                 },
             ]
         },
-        "annotations": {"list": []},
+        "annotations": {"list": [BUILT_IN_ANNOTATION, *map(_annotation_json, ANNOTATIONS)]},
         "panels": _layout(),
     }
 

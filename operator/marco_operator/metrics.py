@@ -16,6 +16,7 @@ from typing import Protocol, get_args
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from marco_contract.status import Phase
+from marco_operator import __version__
 
 DEFAULT_PORT = 9090
 PORT_ENV = "MARCO_METRICS_PORT"
@@ -36,8 +37,16 @@ class HasReason(Protocol):
 
 
 class OperatorMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self, registry: CollectorRegistry | None = None, version: str = __version__
+    ) -> None:
         self.registry = registry or CollectorRegistry(auto_describe=True)
+        Gauge(
+            "marco_operator_build_info",
+            "Always 1; the operator's marco-asr version in the label `version`.",
+            ["version"],
+            registry=self.registry,
+        ).labels(version).set(1)
         self.reconciles = Counter(
             "marco_operator_reconciles",
             "Reconciles of AsrAdaptations, by result (success or error).",

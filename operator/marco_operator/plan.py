@@ -119,8 +119,13 @@ def stage_command(
     name: str,
     family: str,
     learning_rate: float | None = None,
+    baseline_wer: float | None = None,
 ) -> StageCommand:
-    """The `marco-trainer` command of one stage (contract: docs/architecture.md)."""
+    """The `marco-trainer` command of one stage (contract: docs/architecture.md).
+
+    `baseline_wer` (percent), when the baseline measured it, goes to train: its model
+    card and its `marco_trainer_baseline_wer_ratio` (the dashboard's baseline line).
+    """
     out = layout.stage_dir(stage)
     if stage == "filter":
         args = ["filter", "--output-dir", out, *_volume_args(layout)]
@@ -175,6 +180,8 @@ def stage_command(
             control_file=layout.control_file,
             metrics_port=layout.metrics_port,
         )
+        if baseline_wer is not None:
+            args += ["--baseline-wer", repr(baseline_wer)]
         return StageCommand(stage, args, distributed=True)
     if stage == "trials":
         raise ValueError("the trials stage runs one command per LR: use trial_command")

@@ -1,5 +1,7 @@
 """Rank 0's HTTP endpoint: Prometheus metrics and the evaluation history.
 
+The series themselves are in :mod:`marco_trainer.metrics`.
+
 - ``GET /metrics``: prometheus_client's own WSGI app (exposition format negotiation,
   gzip) over a private registry (no process collectors of the host bleed in; two
   trainers in one process stay apart). Never asks for a token: Prometheus scrapes it.
@@ -23,50 +25,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from marco_contract.formats import Evaluation, EvaluationHistory
+from marco_contract.formats import EvaluationHistory
 from marco_trainer.endpoint_server import EndpointServer
-
-
-class TrainerMetrics:
-    """The trainer's Prometheus metrics, labelled by adaptation name."""
-
-    def __init__(self, adaptation: str) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge
-
-        self.registry = CollectorRegistry(auto_describe=True)
-        labels = ["adaptation"]
-
-        def gauge(name: str, doc: str) -> Gauge:
-            return Gauge(f"marco_trainer_{name}", doc, labels, registry=self.registry).labels(
-                adaptation
-            )
-
-        def counter(name: str, doc: str) -> Counter:
-            return Counter(f"marco_trainer_{name}", doc, labels, registry=self.registry).labels(
-                adaptation
-            )
-
-        self.wer = gauge("wer", "Validation word error rate of the latest evaluation (percent).")
-        self.best_wer = gauge("best_wer", "Best validation WER so far (percent).")
-        self.loss = gauge("loss", "Training loss of the latest optimizer step.")
-        self.learning_rate = gauge("learning_rate", "Learning rate in force.")
-        self.step = gauge("step", "Optimizer steps taken.")
-        self.cycle = gauge("cycle", "Training cycle of the directive in force.")
-        self.samples_per_second = gauge("samples_per_second", "Training utterances per second.")
-        self.tokens_per_second = gauge("tokens_per_second", "Target tokens per second.")
-        self.evaluations = counter("evaluations", "Validation evaluations taken.")
-        self.nonfinite_steps = counter(
-            "nonfinite_steps", "Optimizer steps skipped for a non-finite loss or gradient."
-        )
-        self.rollbacks = counter("rollbacks", "Rollbacks to the best checkpoint.")
-        self.skipped_audio = counter("skipped_audio", "Training utterances skipped as unreadable.")
-
-    def observe_evaluation(self, evaluation: Evaluation, best_wer: float | None) -> None:
-        self.wer.set(evaluation.wer)
-        if best_wer is not None:
-            self.best_wer.set(best_wer)
-        self.evaluations.inc()
-
+from marco_trainer.metrics import TrainerMetrics
 
 Environ = dict[str, Any]
 StartResponse = Callable[..., Any]

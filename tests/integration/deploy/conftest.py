@@ -71,15 +71,28 @@ def wait_for_series(
     return result
 
 
-def _prometheus_config(targets: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+def rules_of(url: str) -> list[dict[str, Any]]:
+    """The loaded alerting and recording rules, each with its `health` and `lastError`."""
+    groups = _get_json(f"{url}/api/v1/rules")["data"]["groups"]
+    return [rule for group in groups for rule in group["rules"]]
+
+
+def _prometheus_config(
+    targets: Mapping[str, Sequence[str]],
+    labels: Mapping[str, Mapping[str, str]],
+    rule_files: Sequence[Path] = (),
+) -> dict[str, Any]:
     return {
         "global": {"scrape_interval": SCRAPE_INTERVAL, "evaluation_interval": SCRAPE_INTERVAL},
+        "rule_files": [str(path) for path in rule_files],
         "scrape_configs": [
             {
                 "job_name": job,
                 "scrape_interval": SCRAPE_INTERVAL,
                 "scrape_timeout": SCRAPE_INTERVAL,
-                "static_configs": [{"targets": list(addresses)}],
+                "static_configs": [
+                    {"targets": list(addresses), "labels": dict(labels.get(job, {}))}
+                ],
             }
             for job, addresses in targets.items()
         ],
@@ -90,17 +103,23 @@ def _prometheus_config(targets: Mapping[str, Sequence[str]]) -> dict[str, Any]:
 def prometheus(tmp_path_factory) -> Iterator[Callable[..., str]]:
     """`prometheus(targets)` -> base URL of a running Prometheus scraping `targets`.
 
-    `targets` maps a job name to `host:port` addresses (a plain list is job "marco").
+    `targets` maps a job name to `host:port` addresses (a plain list is job "marco");
+    `labels` (job -> labels) adds target labels, as a PodMonitor adds `namespace`;
+    `rule_files` are loaded and evaluated every second.
     """
     if not Path(PROMETHEUS_BIN).exists():
         raise FileNotFoundError(f"{PROMETHEUS_BIN} missing: install the Debian package")
     started: list[tuple[subprocess.Popen, Path]] = []
 
-    def start(targets: Mapping[str, Sequence[str]] | Sequence[str]) -> str:
+    def start(
+        targets: Mapping[str, Sequence[str]] | Sequence[str],
+        labels: Mapping[str, Mapping[str, str]] | None = None,
+        rule_files: Sequence[Path] = (),
+    ) -> str:
         jobs = dict(targets) if isinstance(targets, Mapping) else {"marco": list(targets)}
         workdir = tmp_path_factory.mktemp("prometheus")
         config = workdir / "prometheus.yml"
-        config.write_text(yaml.safe_dump(_prometheus_config(jobs)))
+        config.write_text(yaml.safe_dump(_prometheus_config(jobs, labels or {}, rule_files)))
         port = free_port()
         log = workdir / "prometheus.log"
         process = subprocess.Popen(

@@ -3,24 +3,31 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import kubernetes_validate
 import pytest
+import yaml
 
+from marco_operator.api import parse_spec
 from marco_operator.dashboard import render_dashboard
+from marco_operator.plan import stage_command, trial_command
 from marco_operator.resources import (
+    LABEL_COMPLETION_INDEX,
     LABEL_MANAGED_BY,
     LABEL_STAGE,
     MANAGED_BY,
     Owner,
-    labels,
+    cluster_layout,
+    stage_job,
 )
 from tests.integration.deploy.chart import (
     CHART,
     KUBE_VERSION,
     NAMESPACE,
     RELEASE,
+    ROOT,
     VALUE_SETS,
     helm_template,
     of_kind,
@@ -29,7 +36,7 @@ from tests.integration.deploy.chart import (
     values_of,
 )
 
-MONITOR_KINDS = {"PodMonitor", "ServiceMonitor"}
+MONITOR_KINDS = {"PodMonitor", "ServiceMonitor", "PrometheusRule"}
 
 
 def test_value_sets_cover_the_modes():
@@ -69,6 +76,15 @@ def _check_monitor(manifest):
     assert manifest["apiVersion"] == "monitoring.coreos.com/v1"
     assert manifest["metadata"]["namespace"] == NAMESPACE
     spec = manifest["spec"]
+    if manifest["kind"] == "PrometheusRule":
+        # promtool checks the expressions (test_deploy_alerts); here the object's shape.
+        assert set(spec) == {"groups"}
+        for group in spec["groups"]:
+            assert set(group) == {"name", "rules"} and group["rules"]
+            for rule in group["rules"]:
+                assert set(rule) <= {"alert", "expr", "for", "labels", "annotations"}
+                assert rule["alert"] and rule["expr"] and rule["labels"]["severity"]
+        return
     assert spec["selector"]["matchLabels"], "a monitor without a selector scrapes everything"
     endpoints_key = "podMetricsEndpoints" if manifest["kind"] == "PodMonitor" else "endpoints"
     assert set(spec) <= {"selector", "namespaceSelector", endpoints_key}
@@ -93,6 +109,12 @@ def test_committed_dashboard_is_in_the_configmap(helm):
         (["operator.metricsPort=70000"], "metricsPort"),
         (["watch.scope=namespaced", "watch.namespaces={Bad_Name}"], "namespaces"),
         (["metrics.podMonitor.interval=soon"], "interval"),
+        (["metrics.prometheusRule.trainingStalled.minutes=0"], "minutes"),
+        (["metrics.prometheusRule.noEvaluation.minutes=soon"], "minutes"),
+        (["metrics.prometheusRule.operatorErrors.perSecond=-1"], "perSecond"),
+        (["metrics.prometheusRule.trainerDown.for=a-while"], "for"),
+        (["metrics.prometheusRule.trainerDown.severity=page"], "severity"),
+        (["metrics.prometheusRule.targetDown.for=5m"], "targetDown"),
         (["image.pullPolicy=Sometimes"], "pullPolicy"),
         (["operatorr.healthPort=8080"], "operatorr"),
     ],
@@ -199,17 +221,76 @@ def test_monitors_select_the_operator_and_the_training_pods(helm):
 
     pod_monitor = one(manifests, "PodMonitor")
     selector = pod_monitor["spec"]["selector"]["matchLabels"]
-    assert selector == {LABEL_MANAGED_BY: MANAGED_BY, LABEL_STAGE: "train"}
-    # The labels and port name the operator really gives training pods.
-    train_labels = labels(Owner(name="whisper", namespace="asr", uid="u"), "train")
-    assert selector.items() <= train_labels.items()
+    assert selector == {
+        LABEL_MANAGED_BY: MANAGED_BY,
+        LABEL_STAGE: "train",
+        LABEL_COMPLETION_INDEX: "0",
+    }
     (endpoint,) = pod_monitor["spec"]["podMetricsEndpoints"]
     assert endpoint["port"] == "metrics" and endpoint["interval"] == "10s"
+    relabel = {r.get("targetLabel"): r for r in endpoint["relabelings"]}
+    # The job the MarcoTrainerTargetDown alert selects.
+    assert relabel["job"]["replacement"] == "marco-trainer"
+    rule = one(manifests, "PrometheusRule")
+    (down,) = [r for g in rule["spec"]["groups"] for r in g["rules"] if "up{" in r["expr"]]
+    assert 'job="marco-trainer"' in down["expr"]
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert pod_monitor["spec"]["namespaceSelector"] == {"any": True}
     configmap = next(
         m for m in of_kind(manifests, "ConfigMap") if "dashboard" in m["metadata"]["name"]
     )
     assert configmap["metadata"]["namespace"] == "monitoring"
+
+
+def _pods_of(job):
+    """The pods Kubernetes makes of a Job: one per completion index, labelled with it
+    when the Job is Indexed (batch.kubernetes.io/job-completion-index, Kubernetes 1.28+)."""
+    spec = job["spec"]
+    template = spec["template"]
+    indexed = spec.get("completionMode") == "Indexed"
+    return [
+        {**template["metadata"]["labels"], **({LABEL_COMPLETION_INDEX: str(i)} if indexed else {})}
+        for i in range(spec["completions"])
+    ], template["spec"]["containers"][0]
+
+
+def _serves_metrics(container) -> bool:
+    command = " ".join(container["command"])
+    ports = {p["name"] for p in container.get("ports", [])}
+    match = re.search(r"--metrics-port'? '?(\d+)", command)
+    return "metrics" in ports and match is not None and int(match.group(1)) > 0
+
+
+def test_pod_monitor_selects_exactly_the_pods_that_serve_metrics(helm):
+    """Rank 0 of a multi-node train Job serves; its other nodes and every LR trial do not."""
+    selector = one(render(helm, VALUE_SETS["monitoring"]), "PodMonitor")["spec"]["selector"]
+    data = yaml.safe_load((ROOT / "examples" / "whisper-large-v3-telephony.yaml").read_text())
+    data["spec"]["resources"]["nodes"] = 3
+    data["spec"]["trials"] = {"enabled": True, "count": 2}
+    spec = parse_spec(data["spec"])
+    owner = Owner(name="whisper", namespace="asr", uid="u")
+    layout = cluster_layout(spec, owner.name)
+    train = stage_command(
+        spec, "train", layout, name=owner.name, family="encoder-decoder", learning_rate=1e-6
+    )
+    jobs = [stage_job(spec, owner, train)] + [
+        stage_job(
+            spec,
+            owner,
+            trial_command(spec, layout, i, 1e-6, name=owner.name, family="encoder-decoder"),
+        )
+        for i in range(2)
+    ]
+    selected, serving = [], []
+    for job in jobs:
+        pods, container = _pods_of(job)
+        for pod in pods:
+            if selector["matchLabels"].items() <= pod.items():
+                selected.append((job["metadata"]["name"], pod.get(LABEL_COMPLETION_INDEX)))
+            # Rank 0 is the pod of index 0: torchrun's node rank 0 runs there.
+            if _serves_metrics(container) and pod.get(LABEL_COMPLETION_INDEX) == "0":
+                serving.append((job["metadata"]["name"], pod.get(LABEL_COMPLETION_INDEX)))
+    assert selected == serving == [(jobs[0]["metadata"]["name"], "0")]
 
 
 def test_trainer_service_account_has_no_token(helm):

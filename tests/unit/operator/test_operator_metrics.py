@@ -1,3 +1,4 @@
+import tomllib
 from dataclasses import dataclass
 
 import pytest
@@ -6,6 +7,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from marco_operator.core import Event
 from marco_operator.metrics import PHASES, OperatorMetrics, metrics_port
+from tests.tools import ROOT
 
 
 def families(metrics: OperatorMetrics) -> dict:
@@ -28,6 +30,13 @@ def test_names_and_types_follow_prometheus_conventions():
     assert found["marco_operator_adaptations"].type == "gauge"
     assert found["marco_operator_decisions"].type == "counter"
     assert found["marco_operator_errors"].type == "counter"
+
+
+def test_build_info_carries_the_package_version():
+    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    metrics = OperatorMetrics()
+    assert families(metrics)["marco_operator_build_info"].type == "gauge"
+    assert sample(metrics, "marco_operator_build_info", version=version) == 1
 
 
 def test_each_instance_has_its_own_registry():

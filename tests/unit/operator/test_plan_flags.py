@@ -228,6 +228,23 @@ def test_train_gets_the_computed_values_and_paths():
     assert opts.full_finetune is False
 
 
+def test_train_gets_the_baseline_wer_once_measured():
+    spec = parse_spec(SPEC)
+    layout = cluster_layout(spec, OWNER.name)
+
+    def train(baseline_wer):
+        return stage_command(
+            spec, "train", layout, name=OWNER.name, family="llm", learning_rate=2.5e-6,
+            baseline_wer=baseline_wer,
+        ).args  # fmt: skip
+
+    assert parsed(train(None)).baseline_wer is None
+    assert parsed(train(31.25)).baseline_wer == 31.25
+    # Only train takes it: the baseline's own command is the same either way.
+    assert stage_command(spec, "baseline", layout, name=OWNER.name, family="llm",
+                         baseline_wer=31.25).args == commands(SPEC)["baseline"]  # fmt: skip
+
+
 def test_false_and_unset_values_are_passed_as_such():
     spec = {**SPEC, "training": {**SPEC["training"], "gradientCheckpointing": False},
             "model": {**SPEC["model"], "lora": {"enabled": False}},

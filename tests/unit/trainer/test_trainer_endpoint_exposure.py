@@ -14,9 +14,9 @@ import pytest
 
 from marco_contract.formats import Evaluation, EvaluationHistory
 from marco_trainer.endpoint_server import EndpointServer
+from marco_trainer.metrics import TrainerMetrics
 from marco_trainer.metrics_server import (
     MetricsServer,
-    TrainerMetrics,
     read_token,
     start_endpoints,
     trainer_app,

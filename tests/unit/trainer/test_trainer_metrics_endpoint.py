@@ -7,7 +7,8 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from marco_contract.formats import Directive, Evaluation, EvaluationHistory
-from marco_trainer.metrics_server import MetricsServer, TrainerMetrics
+from marco_trainer.metrics import TrainerMetrics
+from marco_trainer.metrics_server import MetricsServer
 
 
 def fetch(url: str) -> tuple[int, str, bytes]:
@@ -33,7 +34,9 @@ def test_metrics_parse_with_prometheus_client(server):
     metrics.step.set(50)
     metrics.learning_rate.set(1e-5)
     metrics.observe_evaluation(
-        Evaluation(step=50, cycle=0, lr=1e-5, wer=21.5, time=time.time()), best_wer=20.0
+        Evaluation(step=50, cycle=0, lr=1e-5, wer=21.5, time=time.time()),
+        best_wer=20.0,
+        duration_seconds=2.0,
     )
     metrics.nonfinite_steps.inc(2)
     status, content_type, body = fetch(f"http://127.0.0.1:{srv.port}/metrics")
@@ -43,9 +46,9 @@ def test_metrics_parse_with_prometheus_client(server):
         for family in text_string_to_metric_families(body.decode())
         for s in family.samples
     }
-    assert samples["marco_trainer_wer"].value == 21.5
-    assert samples["marco_trainer_wer"].labels == {"adaptation": "demo"}
-    assert samples["marco_trainer_best_wer"].value == 20.0
+    assert samples["marco_trainer_validation_wer_ratio"].value == 0.215
+    assert samples["marco_trainer_validation_wer_ratio"].labels == {"adaptation": "demo"}
+    assert samples["marco_trainer_best_validation_wer_ratio"].value == 0.2
     assert samples["marco_trainer_learning_rate"].value == 1e-5
     assert samples["marco_trainer_evaluations_total"].value == 1
     assert samples["marco_trainer_nonfinite_steps_total"].value == 2
@@ -70,7 +73,7 @@ def test_unknown_path_is_404(server):
 
 def test_two_trainers_in_one_process_keep_their_own_registries():
     a, b = TrainerMetrics("a"), TrainerMetrics("b")
-    a.wer.set(1.0)
+    a.step.set(1.0)
     assert b'adaptation="a"' in generate_latest(a.registry)
     assert b'adaptation="a"' not in generate_latest(b.registry)
 

@@ -82,6 +82,14 @@ log = logging.getLogger(__name__)
 EXIT_TERMINATED = 143
 
 
+def gpu_memory(device: torch.device) -> tuple[int, int] | None:
+    """(allocated, peak allocated) bytes on a CUDA device; None elsewhere, where the
+    GPU memory series stay absent rather than read 0."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.memory_allocated(device), torch.cuda.max_memory_allocated(device)
+
+
 @dataclass
 class PreparedStep:
     """One rank's micro-batches for a step, loaded and collated (in the prefetch thread)."""
@@ -185,12 +193,14 @@ class Trainer:
         self.servers: list[EndpointServer] = []
         self.finished = False
         if self.dist.is_main:
-            from marco_trainer.metrics_server import TrainerMetrics, read_token, start_endpoints
+            from marco_trainer.metrics import TrainerMetrics
+            from marco_trainer.metrics_server import read_token, start_endpoints
 
             self.metrics = TrainerMetrics(opts.adaptation or "")
-            self.metrics.learning_rate.set(self.state.learning_rate)
+            self.metrics.observe_directive(self.state.learning_rate, self.state.cycle)
             self.metrics.step.set(self.state.step)
-            self.metrics.cycle.set(self.state.cycle)
+            if opts.baseline_wer is not None:
+                self.metrics.observe_baseline(opts.baseline_wer)
             self.servers = start_endpoints(
                 self.metrics,
                 self.history,
@@ -385,8 +395,7 @@ class Trainer:
         self.state.learning_rate = directive.learning_rate
         self._set_lr(directive.learning_rate)
         if self.metrics is not None:
-            self.metrics.learning_rate.set(directive.learning_rate)
-            self.metrics.cycle.set(directive.cycle)
+            self.metrics.observe_directive(directive.learning_rate, directive.cycle)
         log.info(
             "directive: cycle %d, lr %.3g, stop %s",
             directive.cycle,
@@ -544,11 +553,14 @@ class Trainer:
             + "\n"
         )
         if self.metrics is not None:
-            self.metrics.step.set(self.state.step)
-            if finite:
-                self.metrics.loss.set(step_loss)
-            self.metrics.samples_per_second.set(samples / elapsed)
-            self.metrics.tokens_per_second.set(tokens / elapsed)
+            self.metrics.observe_step(
+                step=self.state.step,
+                duration_seconds=elapsed,
+                samples=samples,
+                tokens=tokens,
+                loss=step_loss if finite else None,
+                gpu_memory=gpu_memory(self.dist.device),
+            )
             if skipped:
                 self.metrics.skipped_audio.inc(skipped)
 
@@ -578,6 +590,7 @@ class Trainer:
 
     # -- evaluation and checkpoints -------------------------------------------------------
     def evaluate(self) -> Evaluation:
+        started = time.perf_counter()
         rank, world = self.dist.rank, self.dist.world_size
         mine = [i for i in range(len(self.val_examples)) if i % world == rank]
         hypotheses, skipped = transcribe_examples(
@@ -613,7 +626,9 @@ class Trainer:
             save_last(self.checkpoints / "last", self.asr, self.optimizer, state)
             atomic_write_text(self.out / EVALUATIONS_FILE, self.history().model_dump_json(indent=2))
             if self.metrics is not None:
-                self.metrics.observe_evaluation(evaluation, state.best_wer)
+                self.metrics.observe_evaluation(
+                    evaluation, state.best_wer, time.perf_counter() - started
+                )
         self.dist.barrier()
         return evaluation
 
