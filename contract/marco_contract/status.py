@@ -16,6 +16,7 @@ SigmaKind = Literal["population", "trend-residual"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal[
     "Pending",
+    "Fetching",
     "Filtering",
     "Profiling",
     "Augmenting",
@@ -23,6 +24,7 @@ Phase = Literal[
     "Trials",
     "Training",
     "Evaluating",
+    "Pushing",
     "Succeeded",
     "EarlyStopped",
     "Failed",
