@@ -32,8 +32,6 @@ from marco_contract.layout import FETCHED_MODEL_DIR, FETCHED_MODEL_FILE
 #: In a data source's folder: which URL it was copied from. A folder with it may be
 #: replaced by the next fetch (a retried stage); one without it is the user's, and kept.
 FETCH_MARKER = ".marco-fetch.json"
-#: The optional extra of the trainer package with the object stores' filesystems.
-CLOUD_EXTRA = "cloud"
 #: The fsspec implementation each object store scheme needs (for the error that names it).
 SCHEME_PACKAGES = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs"}
 
@@ -77,18 +75,23 @@ def hub_api() -> HubApi:
 
 def filesystem(uri: str) -> tuple[Any, str]:
     """The fsspec filesystem of ``uri`` and the path in it; RemoteError naming the package
-    a scheme needs when this image has none (s3fs, gcsfs: the trainer's `cloud` extra)."""
+    a scheme needs when this image has none. s3fs and gcsfs are not in the lock: with
+    them `uv lock` moves the operator's kubernetes and python-dateutil back (botocore's
+    bounds), so an image that reads s3:// or gs:// adds them itself."""
     import fsspec
 
     scheme = uri.split("://", 1)[0] if "://" in uri else "file"
     try:
         fs, path = fsspec.core.url_to_fs(uri)
     except ImportError as error:
-        package = SCHEME_PACKAGES.get(scheme, f"an fsspec implementation of {scheme}://")
+        package = SCHEME_PACKAGES.get(scheme)
+        fix = (
+            f"{package} in the trainer image (pip install {package})"
+            if package
+            else (f"fsspec's implementation of {scheme}:// in the trainer image")
+        )
         raise RemoteError(
-            f"{uri}: no filesystem for {scheme}:// in this environment: install {package} "
-            f"(the trainer's '{CLOUD_EXTRA}' extra: pip install 'marco-asr[trainer,"
-            f"{CLOUD_EXTRA}]') ({error})"
+            f"{uri}: no filesystem for {scheme}:// in this environment: install {fix} ({error})"
         ) from error
     except ValueError as error:  # fsspec's "Protocol not known"
         raise RemoteError(f"{uri}: {scheme}:// is no known filesystem ({error})") from error
