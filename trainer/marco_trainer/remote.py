@@ -22,6 +22,8 @@ import json
 import os
 import posixpath
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -111,6 +113,19 @@ def _files(fs: Any, root: str, uri: str) -> list[tuple[str, str]]:
     raise RemoteError(f"{uri}: no such file or folder")
 
 
+@contextmanager
+def _hub_errors(repo_id: str) -> Iterator[None]:
+    """The hub client's HTTP and connection errors as a RemoteError naming the repo, in
+    one line (its first: the status and the reason; the rest is the request's ids)."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        yield
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RemoteError(f"{repo_id}: {first}") from error
+
+
 # --------------------------------------------------------------------------- fetch
 
 
@@ -156,9 +171,10 @@ def fetch_model(
     commit the revision names now (so that every file is of one commit), and record it
     beside the folder (FETCHED_MODEL_FILE)."""
     model_dir = Path(model_dir)
-    info = api.model_info(repo_id, revision=revision)
-    commit = getattr(info, "sha", None)
-    api.snapshot_download(repo_id, revision=commit or revision, local_dir=str(model_dir))
+    with _hub_errors(repo_id):
+        info = api.model_info(repo_id, revision=revision)
+        commit = getattr(info, "sha", None)
+        api.snapshot_download(repo_id, revision=commit or revision, local_dir=str(model_dir))
     fetched = FetchedModel(repo_id=repo_id, revision=revision, commit=commit)
     record = model_dir.parent / FETCHED_MODEL_FILE
     record.write_text(fetched.model_dump_json(indent=2))
@@ -220,10 +236,11 @@ def push_to_hub(
 ) -> str:
     """Upload ``model_dir`` to the hub model repo ``repo_id`` (created if missing) as one
     commit; the commit's URL."""
-    api.create_repo(repo_id, private=private, exist_ok=True)
-    commit = api.upload_folder(
-        repo_id=repo_id, folder_path=str(model_dir), commit_message=commit_message
-    )
+    with _hub_errors(repo_id):
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id, folder_path=str(model_dir), commit_message=commit_message
+        )
     return str(getattr(commit, "commit_url", None) or getattr(commit, "oid", commit))
 
 
