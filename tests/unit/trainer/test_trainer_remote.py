@@ -1,6 +1,8 @@
 """`marco-trainer fetch` and `push` without a network: fsspec's memory:// and file://
 filesystems stand in for the object stores, and a fake at the HfApi boundary (the four
-methods remote.HubApi names) for the hub, whose own client is not run here."""
+methods remote.HubApi names) for the hub. The hub client itself downloads from a local
+stand-in hub in test_trainer_hub_fetch.py; its uploads are tested here only, and hf://
+data (HfFileSystem) is not tested against a server."""
 
 import importlib
 import json
