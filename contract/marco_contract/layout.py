@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from marco_contract.options import VolumeOptions
 
 STAGES: tuple[str, ...] = (
+    "fetch",
     "filter",
     "profile",
     "augment",
@@ -21,7 +22,13 @@ STAGES: tuple[str, ...] = (
     "trials",
     "train",
     "evaluate",
+    "push",
 )
+#: Downloads what the spec names remotely (a hub model, s3/gs/hf data) onto the volumes,
+#: once, before any other stage; on only when something is remote.
+FETCH_STAGE = "fetch"
+#: Uploads the exported model to spec.output.push, after evaluate; on only when asked.
+PUSH_STAGE = "push"
 #: The stage of short LR trial runs; each trial writes under its own folder of it.
 TRIALS_STAGE = "trials"
 
@@ -37,6 +44,14 @@ EVALUATIONS_FILE = "evaluations.json"
 STATUS_FILE = "status.json"
 EVENTS_FILE = "events.jsonl"
 REPORT_DIR = "report"
+#: The hub model the fetch stage downloaded, in its folder: every later stage loads it.
+FETCHED_MODEL_DIR = "model"
+#: Beside the fetched model: its hub id, revision and commit (`FetchedModel`), so that
+#: the model card names the hub model, not the folder it was loaded from.
+FETCHED_MODEL_FILE = "model.json"
+#: HF_HOME of every stage, under the output root: the hub client's cache and settings on
+#: the shared volume, not in a pod's scratch space.
+HF_HOME_DIR = "cache/huggingface"
 
 
 @dataclass(frozen=True)
@@ -68,6 +83,23 @@ class RunPaths:
     @property
     def evaluations_file(self) -> str:
         return posixpath.join(self.stage_dir("train"), EVALUATIONS_FILE)
+
+    @property
+    def fetched_model(self) -> str:
+        return posixpath.join(self.stage_dir(FETCH_STAGE), FETCHED_MODEL_DIR)
+
+    @property
+    def fetched_model_file(self) -> str:
+        return posixpath.join(self.stage_dir(FETCH_STAGE), FETCHED_MODEL_FILE)
+
+    @property
+    def hf_home(self) -> str:
+        return posixpath.join(self.output_root, HF_HOME_DIR)
+
+    @property
+    def exported_model(self) -> str:
+        """The train stage's export: the model evaluate scores and push uploads."""
+        return posixpath.join(self.stage_dir("train"), "export")
 
     @property
     def status_file(self) -> str:
@@ -129,8 +161,9 @@ class Layout:
         return self.run.stage_dir(stage)
 
     def model(self, source: str) -> str:
-        """Absolute paths are volume paths; anything else is a hub id, passed as is."""
-        return self.data(source) if posixpath.isabs(source) else source
+        """Absolute paths are volume paths; anything else is a hub id, which the fetch stage
+        downloaded: its copy under the output root."""
+        return self.data(source) if posixpath.isabs(source) else self.run.fetched_model
 
 
 def output_path(path: str | None, name: str) -> str:

@@ -19,6 +19,7 @@ ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal[
     "Pending",
     "Queued",
+    "Fetching",
     "Filtering",
     "Profiling",
     "Augmenting",
@@ -26,6 +27,7 @@ Phase = Literal[
     "Trials",
     "Training",
     "Evaluating",
+    "Pushing",
     "Succeeded",
     "EarlyStopped",
     "Failed",

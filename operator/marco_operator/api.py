@@ -371,6 +371,55 @@ DataPath = Annotated[
 VolumePath = Annotated[str, Field(min_length=1, max_length=MAX_PATH_LENGTH)]
 
 
+# ------------------------------------------------------------------ remote sources
+#
+# What lies elsewhere: the fetch stage copies it onto the volumes before any other stage
+# runs (fsspec's URLs; hf:// is huggingface_hub's HfFileSystem), the push stage uploads
+# the exported model to one. Written for RE2 (CEL, the CRD's patterns) and Python alike.
+
+#: An object store bucket (S3 and GCS bucket names: lowercase, digits, '.', '-', '_').
+_BUCKET = r"(s3|gs)://[a-z0-9][a-z0-9._-]*[a-z0-9]"
+#: Where data may come from: a file or folder in a bucket, or in a hub dataset repo (at a
+#: revision after '@', e.g. hf://datasets/org/corpus@v1/test).
+REMOTE_DATA_PATTERN = (
+    rf"^({_BUCKET}|hf://datasets/({_HUB_NAME}/)?{_HUB_NAME}(@[A-Za-z0-9._-]+)?)(/[^\s]*)?$"
+)
+REMOTE_DATA_RULE = "must be an s3://bucket/..., gs://bucket/... or hf://datasets/org/name/... URL"
+#: Where the exported model may go: a hub model repo, or a folder in a bucket.
+PUSH_URI_PATTERN = rf"^({_BUCKET}(/[^\s]*)?|hf://({_HUB_NAME}/)?{_HUB_NAME})$"
+PUSH_URI_RULE = "must be hf://org/name (a hub model repo), s3://bucket/... or gs://bucket/..."
+#: A hub revision: a branch, a tag or a commit hash.
+REVISION_PATTERN = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"
+REVISION_RULE = "model.revision needs a hub id in model.source (a model folder has no revisions)"
+#: A Secret's name (DNS subdomain) and a key in it.
+SECRET_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+
+
+def _matching(pattern: str, rule: str) -> Any:
+    """A validator that refuses a string not matching ``pattern``, saying ``rule``."""
+
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise ValueError(f"{rule} (got {value!r})")
+        return value
+
+    return AfterValidator(check)
+
+
+#: A data source URL (the CRD holds it to the same pattern).
+RemoteDataUri = Annotated[
+    str,
+    Field(max_length=MAX_PATH_LENGTH, json_schema_extra={"pattern": REMOTE_DATA_PATTERN}),
+    _matching(REMOTE_DATA_PATTERN, REMOTE_DATA_RULE),
+]
+PushUri = Annotated[
+    str,
+    Field(max_length=MAX_PATH_LENGTH, json_schema_extra={"pattern": PUSH_URI_PATTERN}),
+    _matching(PUSH_URI_PATTERN, PUSH_URI_RULE),
+]
+
+
 # --------------------------------------------------------------------------- spec
 
 
@@ -380,12 +429,30 @@ class LoraSpec(LoraOptions):  # r, alpha, dropout, target_modules (marco_contrac
     )
 
 
+class SecretKeyRef(ApiModel):
+    name: str = Field(min_length=1, max_length=253, pattern=SECRET_NAME_PATTERN)
+    key: str = Field(default="token", min_length=1, max_length=253, pattern=SECRET_KEY_PATTERN)
+
+
 class ModelSpec(LanguageOptions):  # task, language
     source: str = Field(
         min_length=1,
         max_length=MAX_PATH_LENGTH,
-        description="Hugging Face hub id (org/name) or a model directory on the data volume, "
-        "absolute under data.mountPath.",
+        description="Hugging Face hub id (org/name), downloaded once by the fetch stage, or a "
+        "model directory on the data volume, absolute under data.mountPath.",
+    )
+    revision: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        pattern=REVISION_PATTERN,
+        description="The hub revision (branch, tag or commit) the fetch stage downloads; "
+        "default the repo's main branch.",
+    )
+    token_secret: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret holding a Hugging Face token (key default 'token'): HF_TOKEN of "
+        "the fetch and push pods only, for gated or private repos and for pushing.",
     )
     family: Family | None = Field(
         default=None,
@@ -399,6 +466,17 @@ class ModelSpec(LanguageOptions):  # task, language
         "Known for Whisper hub ids.",
     )
     lora: LoraSpec = Field(default_factory=LoraSpec)
+
+
+class DataSource(ApiModel):
+    uri: RemoteDataUri = Field(
+        description="s3://bucket/..., gs://bucket/... or hf://datasets/org/name[@rev]/...: a "
+        "file or a folder, copied by the fetch stage."
+    )
+    path: VolumePath = Field(
+        description="Folder on the data volume it is copied into (a file keeps its name, a "
+        "folder's contents land in it); relative to it or absolute under data.mountPath."
+    )
 
 
 class DataSpec(ApiModel):
@@ -427,10 +505,32 @@ class DataSpec(ApiModel):
         default=None,
         description="Unlabeled target-domain audio (directory or manifest) for the profile.",
     )
+    sources: list[DataSource] = Field(
+        default_factory=list,
+        max_length=MAX_TRAIN_MANIFESTS,
+        description="Remote files or folders the fetch stage copies onto the data volume "
+        "before any stage reads it; train, validation, test name the copies.",
+    )
+
+    @model_validator(mode="after")
+    def _sources_on_the_volume(self) -> DataSpec:
+        for index, source in enumerate(self.sources):
+            problem = data_path_problem(source.path, self.mount_path)
+            if problem:
+                raise ValueError(f"data.sources[{index}].path {DATA_PATH_RULE} ({problem})")
+        return self
 
     model_config = ConfigDict(
         json_schema_extra={
             "x-kubernetes-validations": [
+                cel(
+                    # The CRD carries no default for a list: absent, there is nothing to check.
+                    "!has(self.sources) || self.sources.all(s, "
+                    + cel_inside_data_volume("s.path", "self.mountPath")
+                    + ")",
+                    f"data.sources[].path {DATA_PATH_RULE}",
+                    ".sources",
+                ),
                 cel(
                     f"self.train.all(p, {cel_inside_data_volume('p', 'self.mountPath')})",
                     DATA_PATH_RULE,
@@ -688,6 +788,7 @@ class StageDeadlines(ApiModel):
     that runs longer the same way.
     """
 
+    fetch: int = Field(default=DAY, ge=1, le=MAX_STAGE_DEADLINE)
     filter: int = Field(default=DAY, ge=1, le=MAX_STAGE_DEADLINE)
     profile: int = Field(default=DAY, ge=1, le=MAX_STAGE_DEADLINE)
     augment: int = Field(default=DAY, ge=1, le=MAX_STAGE_DEADLINE)
@@ -697,6 +798,7 @@ class StageDeadlines(ApiModel):
     )
     train: int = Field(default=7 * DAY, ge=1, le=MAX_STAGE_DEADLINE)
     evaluate: int = Field(default=DAY, ge=1, le=MAX_STAGE_DEADLINE)
+    push: int = Field(default=DAY, ge=1, le=MAX_STAGE_DEADLINE)
 
     def of(self, stage: str) -> int:
         """The deadline of `stage` (a name in marco_contract.layout.STAGES)."""
@@ -738,6 +840,22 @@ class ResourcesSpec(ApiModel):
     )
 
 
+class PushSpec(ApiModel):
+    uri: PushUri = Field(
+        description="Where the push stage uploads the exported model: hf://org/name (a hub "
+        "model repo, created if missing) or s3://bucket/..., gs://bucket/... (a folder)."
+    )
+    private: bool = Field(
+        default=True, description="A hub repo the push creates is private (hf:// only)."
+    )
+    commit_message: str = Field(
+        default="marco-asr: adapted model",
+        min_length=1,
+        max_length=1024,
+        description="The hub commit's message (hf:// only).",
+    )
+
+
 class OutputSpec(ApiModel):
     volume_claim: ClaimName | None = Field(
         default=None,
@@ -752,6 +870,10 @@ class OutputSpec(ApiModel):
         min_length=1,
         max_length=MAX_PATH_LENGTH,
         description="Directory under the mount; default marco-asr/<name>.",
+    )
+    push: PushSpec | None = Field(
+        default=None,
+        description="Upload the exported model after evaluation (the push stage).",
     )
 
     model_config = ConfigDict(
@@ -786,11 +908,18 @@ class OutputSpec(ApiModel):
 # are checked here; the API server checks the rest when the Job is created.
 
 #: The stages an override can target (marco_contract.layout.STAGES; a test keeps them equal).
-StageName = Literal["filter", "profile", "augment", "baseline", "trials", "train", "evaluate"]
+StageName = Literal[
+    "fetch", "filter", "profile", "augment", "baseline", "trials", "train", "evaluate", "push"
+]
 #: The volumes resources.py gives a stage pod: an override may neither replace nor mount them.
 OPERATOR_VOLUMES: tuple[str, ...] = ("data", "output", "control", "endpoint", "tmp", "cache", "shm")
-#: The environment resources.py sets (the trainer's contract and its writable caches).
-OPERATOR_ENV: tuple[str, ...] = ("HF_HOME", "MPLCONFIGDIR", "PYTHONUNBUFFERED")
+#: The environment resources.py sets (the trainer's contract, its writable caches, the hub
+#: client's offline switches), and HF_TOKEN: spec.model.tokenSecret gives it to the two pods
+#: that go online (fetch, push) and to no other.
+OPERATOR_ENV: tuple[str, ...] = (
+    "HF_HOME", "MPLCONFIGDIR", "PYTHONUNBUFFERED", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
+    "HF_TOKEN",
+)  # fmt: skip
 OPERATOR_ENV_PREFIX = "MARCO_"
 #: Pod labels the operator selects its pods by, and the ones the Job controller sets.
 RESERVED_LABELS: tuple[str, ...] = ("app.kubernetes.io/managed-by", "job-name", "controller-uid")
@@ -811,7 +940,7 @@ OVERRIDE_VOLUME_RULE = "must not name a volume the operator mounts: " + ", ".joi
 OVERRIDE_ENV_RULE = (
     "must not name an environment variable the operator sets: "
     + ", ".join(OPERATOR_ENV)
-    + f" or any {OPERATOR_ENV_PREFIX}*"
+    + f" or any {OPERATOR_ENV_PREFIX}* (the hub token: spec.model.tokenSecret)"
 )
 OVERRIDE_LABEL_RULE = "must not set a label the operator or the Job controller owns: " + ", ".join(
     [f"{p}*" for p in RESERVED_LABEL_PREFIXES] + list(RESERVED_LABELS)
@@ -1303,6 +1432,11 @@ class AsrAdaptationSpec(ApiModel):
                     ".model.source",
                 ),
                 cel(
+                    "!has(self.model.revision) || !self.model.source.startsWith('/')",
+                    REVISION_RULE,
+                    ".model.revision",
+                ),
+                cel(
                     cel_mounts_apart("self.data.mountPath", "self.output.mountPath"),
                     MOUNTS_APART_RULE,
                     ".output.mountPath",
@@ -1329,6 +1463,8 @@ class AsrAdaptationSpec(ApiModel):
         problem = model_source_problem(self.model.source, mount)
         if problem:
             raise ValueError(f"{MODEL_SOURCE_RULE} ({problem})")
+        if self.model.revision is not None and self.model.source.startswith("/"):
+            raise ValueError(REVISION_RULE)
         for name, path in (
             ("rirPath", self.augmentation.rir_path),
             ("noisePath", self.augmentation.noise_path),

@@ -78,7 +78,7 @@ from marco_operator.core import (
     settled,
 )
 from marco_operator.local_processes import ChildRecord, ChildrenLeft
-from marco_operator.plan import StageCommand
+from marco_operator.plan import ONLINE_STAGES, TOKEN_ENV, StageCommand
 from marco_operator.rank0 import evaluations_url, fetch_evaluations
 
 STOP_TIMEOUT = 20.0
@@ -492,7 +492,10 @@ class LocalRun:
 
     def _spawn(self, job: LocalJob) -> None:
         env = dict(os.environ, MARCO_NUM_SHARDS="1", JOB_COMPLETION_INDEX="0")
+        env.update(job.start.command.env)  # plan.stage_env: HF_HOME under the run, offline
         env.pop("MARCO_TERMINATION_LOG", None)
+        if job.start.command.stage not in ONLINE_STAGES:
+            env.pop(TOKEN_ENV, None)  # the caller's hub token, as a pod's: fetch and push only
         with job.log_path.open("ab") as log:
             job.process = subprocess.Popen(
                 self.command_line(job.start.command),

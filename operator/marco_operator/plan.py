@@ -1,7 +1,8 @@
 """The stage graph and each stage's trainer command line.
 
-Stages run in order: filter → profile → augment → baseline → trials → train →
-evaluate; the spec turns stages off. The trials stage is several commands, one
+Stages run in order: fetch → filter → profile → augment → baseline → trials →
+train → evaluate → push; the spec turns stages off (fetch runs only when
+something is remote, push only when asked for). The trials stage is several commands, one
 per candidate LR (`trial_command`). Both drivers use this module: the kopf driver wraps
 the commands into Jobs (resources.py), the local driver runs them as
 subprocesses. Paths go through a `Layout`, which maps the spec's volume paths
@@ -17,10 +18,10 @@ operator computes (family, learning rate) are written here by hand.
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from marco_contract.argv import to_argv
-from marco_contract.layout import STAGES, Layout
+from marco_contract.layout import FETCH_STAGE, PUSH_STAGE, STAGES, Layout
 from marco_contract.options import (
     AugmentOptions,
     DecodingOptions,
@@ -35,6 +36,7 @@ from marco_contract.status import Phase
 from marco_operator.api import AsrAdaptationSpec
 
 PHASE_OF_STAGE: dict[str, Phase] = {
+    "fetch": "Fetching",
     "filter": "Filtering",
     "profile": "Profiling",
     "augment": "Augmenting",
@@ -42,14 +44,49 @@ PHASE_OF_STAGE: dict[str, Phase] = {
     "trials": "Trials",
     "train": "Training",
     "evaluate": "Evaluating",
+    "push": "Pushing",
 }
 
 #: Stages that load the model and want GPUs.
 GPU_STAGES = frozenset({"baseline", "trials", "train", "evaluate"})
+#: Stages that talk to the hub or an object store: the only ones online, with the token.
+ONLINE_STAGES = frozenset({FETCH_STAGE, PUSH_STAGE})
+#: The environment that keeps every other stage off the network: what the hub client and
+#: transformers would download is on the volumes already, and a miss fails loudly.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+#: The variable the hub client reads its token from (model.tokenSecret's value).
+TOKEN_ENV = "HF_TOKEN"
+
+
+def remote_model(spec: AsrAdaptationSpec) -> bool:
+    """A hub id (the fetch stage downloads it), not a folder on the data volume."""
+    return not posixpath.isabs(spec.model.source)
+
+
+def fetches(spec: AsrAdaptationSpec) -> bool:
+    """Whether anything is remote: the fetch stage is on."""
+    return remote_model(spec) or bool(spec.data.sources)
+
+
+def hub_token_used(spec: AsrAdaptationSpec, stage: str) -> bool:
+    """Whether `stage` gets model.tokenSecret's token: only the stages that talk to a hub."""
+    return spec.model.token_secret is not None and stage in ONLINE_STAGES
+
+
+def stage_env(spec: AsrAdaptationSpec, stage: str, layout: Layout) -> dict[str, str]:
+    """What the plan sets in a stage's environment, either driver: HF_HOME on the output
+    volume (the hub client's cache, shared by every stage and node), offline but for the
+    stages that fetch and push. The token is no value here: each driver adds its own
+    (a Secret reference in a pod, the caller's environment locally)."""
+    env = {"HF_HOME": layout.run.hf_home}
+    if stage not in ONLINE_STAGES:
+        env.update(OFFLINE_ENV)
+    return env
 
 
 def enabled_stages(spec: AsrAdaptationSpec) -> list[str]:
     switches = {
+        "fetch": fetches(spec),
         "filter": spec.filter.enabled,
         "profile": spec.profile.enabled,
         "augment": spec.augmentation.enabled,
@@ -57,6 +94,7 @@ def enabled_stages(spec: AsrAdaptationSpec) -> list[str]:
         "trials": spec.trials.enabled,
         "train": True,
         "evaluate": spec.evaluation.enabled,
+        "push": spec.output.push is not None,
     }
     return [stage for stage in STAGES if switches[stage]]
 
@@ -95,6 +133,8 @@ class StageCommand:
     shards: int = 1
     distributed: bool = False  # run under torchrun
     trial: int | None = None  # which LR trial, for the trials stage's commands
+    #: Environment variables the stage needs (stage_env), set by either driver.
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def _language_args(spec: AsrAdaptationSpec) -> list[str]:
@@ -126,7 +166,46 @@ def stage_command(
     `baseline_wer` (percent), when the baseline measured it, goes to train: its model
     card and its `marco_trainer_baseline_wer_ratio` (the dashboard's baseline line).
     """
+    command = _stage_command(
+        spec,
+        stage,
+        layout,
+        name=name,
+        family=family,
+        learning_rate=learning_rate,
+        baseline_wer=baseline_wer,
+    )
+    return replace(command, env=stage_env(spec, stage, layout))
+
+
+def _stage_command(
+    spec: AsrAdaptationSpec,
+    stage: str,
+    layout: Layout,
+    *,
+    name: str,
+    family: str,
+    learning_rate: float | None,
+    baseline_wer: float | None,
+) -> StageCommand:
     out = layout.stage_dir(stage)
+    if stage == FETCH_STAGE:
+        args = ["fetch", "--output-dir", out, *_volume_args(layout)]
+        if remote_model(spec):
+            args += ["--model", spec.model.source, "--model-dir", layout.run.fetched_model]
+            if spec.model.revision:
+                args += ["--revision", spec.model.revision]
+        for source in spec.data.sources:
+            args += ["--source", source.uri, layout.data(source.path)]
+        return StageCommand(stage, args)
+    if stage == PUSH_STAGE:
+        push = spec.output.push
+        assert push is not None  # enabled_stages runs push only when asked for
+        args = ["push", "--model", layout.run.exported_model, "--to", push.uri,
+                "--output-dir", out, *_volume_args(layout),
+                "--commit-message", push.commit_message]  # fmt: skip
+        args.append("--private" if push.private else "--public")
+        return StageCommand(stage, args)
     if stage == "filter":
         args = ["filter", "--output-dir", out, *_volume_args(layout)]
         for manifest in spec.data.train:
@@ -189,7 +268,7 @@ def stage_command(
         assert spec.data.test is not None  # the spec validator guarantees it
         args = [
             "evaluate",
-            "--model", posixpath.join(layout.stage_dir("train"), "export"),
+            "--model", layout.run.exported_model,
             "--reference-model", layout.model(spec.model.source),
             "--manifest", layout.data(spec.data.test),
             "--output-dir", out,
@@ -302,4 +381,4 @@ def trial_command(
         metrics_port=0,
         export=False,
     )
-    return StageCommand("trials", args, trial=index)
+    return StageCommand("trials", args, trial=index, env=stage_env(spec, "trials", layout))

@@ -18,7 +18,7 @@ from marco_contract.results import TERMINATION_LOG_ENV
 from marco_operator.api import API_VERSION, KIND, VOLUME_CLAIM_RULE, AsrAdaptationSpec
 from marco_operator.names import job_name
 from marco_operator.overrides import apply_overrides
-from marco_operator.plan import GPU_STAGES, StageCommand
+from marco_operator.plan import GPU_STAGES, TOKEN_ENV, StageCommand, hub_token_used
 
 MANAGED_BY = "marco-asr"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -46,7 +46,8 @@ HOME = "/home/marco"
 #: The writable places of a stage container, whose root filesystem is read-only: where every
 #: stage of a `marco run` under strace wrote outside its volumes (torchrun's torchelastic_*
 #: and torch's torchinductor_* under /tmp; the Hugging Face, fontconfig and matplotlib
-#: caches under ~/.cache, matplotlib's config too once MPLCONFIGDIR points there).
+#: caches under ~/.cache, matplotlib's config too once MPLCONFIGDIR points there). The
+#: Hugging Face cache is not scratch: HF_HOME is on the output volume (plan.stage_env).
 SCRATCH_MOUNTS = {"tmp": "/tmp", "cache": f"{HOME}/.cache"}
 
 
@@ -238,13 +239,18 @@ def stage_job(spec: AsrAdaptationSpec, owner: Owner, command: StageCommand) -> d
         container_command = torchrun_command(spec, owner, command.args)
     else:
         container_command = ["marco-trainer", *command.args]
-    env = [
+    env: list[dict[str, Any]] = [
         {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG},
         {"name": "MARCO_NUM_SHARDS", "value": str(completions)},
-        {"name": "HF_HOME", "value": f"{HOME}/.cache/huggingface"},
+        *({"name": key, "value": value} for key, value in command.env.items()),
         {"name": "MPLCONFIGDIR", "value": f"{HOME}/.cache/matplotlib"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
+    token = spec.model.token_secret
+    if token is not None and hub_token_used(spec, stage):
+        # A reference, never the value: the token stays in its Secret and out of the Job.
+        ref = {"name": token.name, "key": token.key}
+        env.append({"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": ref}})
     container: dict[str, Any] = {
         "name": "trainer",
         "image": res.image,

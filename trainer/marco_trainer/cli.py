@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 # Stage modules, in pipeline order. A module listed here owns its subcommand(s).
 STAGE_MODULES: tuple[str, ...] = (
+    "marco_trainer.remote",
     "marco_trainer.audio.cli_filter",
     "marco_trainer.audio.cli_profile",
     "marco_trainer.audio.cli_augment",

@@ -58,7 +58,8 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
 def make_spec(**overrides: Any) -> dict[str, Any]:
     """A small adaptation: cycles of three evaluations, a one-second stop grace period."""
     base = {
-        "model": {"source": "openai/whisper-tiny"},
+        # A model folder on the volume: nothing to fetch (a hub id adds the fetch stage).
+        "model": {"source": "/data/models/whisper-tiny"},
         "data": {
             "volumeClaim": SHARED_CLAIM,
             "train": ["train.jsonl"],
@@ -150,17 +151,33 @@ def loop_stopped(run: OperatorRun) -> None:
 def test_an_adaptation_goes_through_every_phase_to_succeeded(
     cluster: EmulatedCluster, jobs: JobController, operator
 ) -> None:
-    created = cluster.apply_adaptation(NAME, make_spec())
+    # A hub id and a data source to fetch, a token for the hub, a push at the end.
+    remote = make_spec(
+        model={"source": "openai/whisper-tiny", "tokenSecret": {"name": "hf-token"}},
+        data={"sources": [{"uri": "s3://corpora/callcentre", "path": "callcentre"}]},
+        output={"push": {"uri": "hf://org/whisper-callcentre"}},
+    )
+    created = cluster.apply_adaptation(NAME, remote)
+    pushed = "pushed to hf://org/whisper-callcentre: https://hub/commit/c0mm1t"
     results = {
+        "fetch": ("Fetching", StageResult(stage="fetch", message="fetched model openai/...")),
         "filter": ("Filtering", StageResult(stage="filter", counts={"kept": 9, "skipped": 1})),
         "profile": ("Profiling", StageResult(stage="profile", counts={"processed": 5})),
         "augment": ("Augmenting", StageResult(stage="augment", counts={"written": 18})),
         "baseline": ("Baseline", StageResult(stage="baseline", wer=31.5, family="encoder-decoder")),
         "train": ("Training", StageResult(stage="train", wer=22.0, best_step=40, steps=60)),
         "evaluate": ("Evaluating", StageResult(stage="evaluate", wer=21.0)),
+        "push": ("Pushing", StageResult(stage="push", message=pushed)),
     }
     for stage, (phase, result) in results.items():
         job = jobs.wait_job(NAME, stage)
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        # The hub token by reference, to the two stages that go online; the others offline.
+        online = stage in ("fetch", "push")
+        token = {"secretKeyRef": {"name": "hf-token", "key": "token"}}
+        assert (env.get("HF_TOKEN", {}).get("valueFrom") == token) is online, stage
+        assert ("HF_HUB_OFFLINE" not in env) is online, stage
         status = wait_for(f"phase {phase}", phase_is(cluster, phase))
         ready = condition(status, "Ready")
         assert (ready["status"], ready["reason"]) == ("False", phase)
@@ -176,19 +193,22 @@ def test_an_adaptation_goes_through_every_phase_to_succeeded(
     assert status["finalWer"] == 21.0
     assert status["bestWer"] == 22.0
     assert status["stages"]["filter"]["counts"] == {"kept": 9, "skipped": 1}
+    assert status["stages"]["push"]["message"] == pushed
     states = {stage: s["state"] for stage, s in status["stages"].items()}
     assert states.pop("trials") == "Skipped"  # off unless the spec asks for them
     assert set(states.values()) == {"Succeeded"}
 
     phases = [e["message"] for e in events_in_order(cluster, "PhaseChanged")]
     assert phases == [
-        "Pending → Filtering",
+        "Pending → Fetching",
+        "Fetching → Filtering",
         "Filtering → Profiling",
         "Profiling → Augmenting",
         "Augmenting → Baseline",
         "Baseline → Training",
         "Training → Evaluating",
-        "Evaluating → Succeeded: baseline WER 31.50% (validation), final WER 21.00% (test)",
+        "Evaluating → Pushing",
+        "Pushing → Succeeded: baseline WER 31.50% (validation), final WER 21.00% (test)",
     ]
     children = cluster.jobs(NAME)
     assert sorted(j["metadata"]["labels"]["asr.marco.dev/stage"] for j in children) == sorted(
@@ -241,7 +261,7 @@ def test_an_llm_trains_at_eq2_from_the_baseline_wer(
     cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, operator
 ) -> None:
     spec = make_spec(
-        model={"source": "Qwen/Qwen2-Audio-7B-Instruct"},
+        model={"source": "/data/models/Qwen2-Audio-7B-Instruct"},
         training={"learningRate": {"min": 1e-6, "max": 1e-4}},
         **{k: v for k, v in ONLY_TRAINING.items() if k != "baseline"},
     )

@@ -1,5 +1,5 @@
 """Issue 14, point 2, against kmock's API emulator: an adaptation with pod template overrides
-(an istio annotation and HF_TOKEN from a Secret for every stage, an imagePullSecret, NCCL
+(an istio annotation and an API key from a Secret for every stage, an imagePullSecret, NCCL
 settings for train alone) and the Jobs the running operator creates from it, read back
 from the API as `kubectl get job -o yaml` would show them."""
 
@@ -18,13 +18,15 @@ from .test_operator_kopf import NAME, make_spec
 
 pytestmark = pytest.mark.timeout(60)
 
-HF_TOKEN = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}}}
+API_KEY = {
+    "name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "token"}}
+}
 OVERRIDES = [
     {
         "metadata": {"annotations": {"sidecar.istio.io/inject": "false"}},
         "spec": {
             "imagePullSecrets": [{"name": "registry"}],
-            "containers": [{"name": "trainer", "env": [HF_TOKEN]}],
+            "containers": [{"name": "trainer", "env": [API_KEY]}],
         },
     },
     {
@@ -78,7 +80,7 @@ def test_the_jobs_the_operator_creates_carry_the_overrides(
     assert "team" not in meta["labels"]
     assert pod["imagePullSecrets"] == [{"name": "registry"}]
     env = {e["name"]: e for e in container["env"]}
-    assert env["HF_TOKEN"] == HF_TOKEN
+    assert env["WANDB_API_KEY"] == API_KEY
     assert "NCCL_TOPO_FILE" not in env
     assert "nccl-topo" not in {v["name"] for v in pod["volumes"]}
     jobs.complete(job, StageResult(stage="filter", counts={"kept": 9}))
@@ -92,7 +94,7 @@ def test_the_jobs_the_operator_creates_carry_the_overrides(
     assert meta["labels"]["asr.marco.dev/stage"] == "train"
     assert pod["imagePullSecrets"] == [{"name": "registry"}]
     env = {e["name"]: e for e in container["env"]}
-    assert env["HF_TOKEN"] == HF_TOKEN
+    assert env["WANDB_API_KEY"] == API_KEY
     assert env["NCCL_TOPO_FILE"] == {"name": "NCCL_TOPO_FILE", "value": "/opt/nccl/topo.xml"}
     assert env["MARCO_NUM_SHARDS"]["value"] == "1"
     volumes = {v["name"]: v for v in pod["volumes"]}

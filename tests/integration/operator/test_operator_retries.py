@@ -27,7 +27,7 @@ def test_a_baseline_retried_after_a_failure_gives_its_wer(
 ) -> None:
     """The first try fails, the Job's retry writes WER 55.0: Eq. 2 starts from it."""
     spec = make_spec(
-        model={"source": "Qwen/Qwen2-Audio-7B-Instruct"},
+        model={"source": "/data/models/Qwen2-Audio-7B-Instruct"},
         training={"learningRate": {"min": 1e-6, "max": 1e-4}},
         **{k: v for k, v in ONLY_TRAINING.items() if k != "baseline"},
     )

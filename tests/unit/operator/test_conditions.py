@@ -23,8 +23,8 @@ T1_ISO = "1970-01-12T13:47:40Z"
 
 #: Phases in which a stage's Job runs; whatever phase is added later and is not listed in
 #: WAITING or FINISHED below must read as one of these (test_every_phase_is_mapped).
-IN_PROGRESS = {"Filtering", "Profiling", "Augmenting", "Baseline", "Trials", "Training",
-               "Evaluating"}  # fmt: skip
+IN_PROGRESS = {"Fetching", "Filtering", "Profiling", "Augmenting", "Baseline", "Trials",
+               "Training", "Evaluating", "Pushing"}  # fmt: skip
 WAITING = {"Pending", "Queued"}
 FINISHED = {"Succeeded", "EarlyStopped", "Failed", "Invalid"}
 

@@ -11,8 +11,10 @@ from marco_operator.resources import Owner
 
 
 def body(spec_patch=None, name="demo"):
+    # A model folder on the data volume: nothing to fetch, filter runs first (the fetch
+    # stage of a hub id: test_fetch_plan.py).
     spec = {
-        "model": {"source": "openai/whisper-small", "family": "encoder-decoder"},
+        "model": {"source": "/data/models/whisper-small", "family": "encoder-decoder"},
         "data": {"volumeClaim": "asr-data", "train": ["train.jsonl"], "validation": "dev.jsonl",
                  "test": "test.jsonl", "targetAudio": "target/"},
         "training": {"cycleSteps": 100, "evalEvery": 50, "stopGracePeriodSeconds": 30,
@@ -376,7 +378,7 @@ def test_a_stop_in_force_whose_status_was_lost_is_recorded_after_the_job_complet
 
 def test_an_llm_with_an_initial_lr_trains_without_the_baseline():
     off = {"enabled": False}
-    spec = {"model": {"source": "Qwen/Qwen2-Audio-7B-Instruct", "family": "llm"},
+    spec = {"model": {"source": "/data/models/Qwen2-Audio-7B-Instruct", "family": "llm"},
             "training": {"initialLearningRate": 5e-5}, "baseline": off, "filter": off,
             "profile": off, "augmentation": off, "evaluation": off}  # fmt: skip
     cluster = Cluster(body(spec))
@@ -408,9 +410,10 @@ def test_disabled_stages_are_skipped():
     cluster.step()
     assert cluster.phase == "Baseline"
     stages = cluster.obj["status"]["stages"]
-    # The LR trials are off unless the spec asks for them.
+    # The LR trials are off unless the spec asks for them; nothing is remote to fetch, no
+    # push is asked for.
     assert {s for s, v in stages.items() if v["state"] == "Skipped"} == {
-        "filter", "profile", "augment", "trials"}  # fmt: skip
+        "fetch", "filter", "profile", "augment", "trials", "push"}  # fmt: skip
 
 
 def test_vanished_training_job_restarts_under_the_directive_in_force():

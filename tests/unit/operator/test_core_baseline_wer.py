@@ -23,7 +23,7 @@ def test_train_gets_the_baseline_wer_the_baseline_measured():
 
 def test_without_a_baseline_train_gets_none():
     off = {"enabled": False}
-    spec = {"model": {"source": "Qwen/Qwen2-Audio-7B-Instruct", "family": "llm"},
+    spec = {"model": {"source": "/data/models/qwen2-audio", "family": "llm"},
             "training": {"initialLearningRate": 5e-5}, "baseline": off, "filter": off,
             "profile": off, "augmentation": off, "evaluation": off}  # fmt: skip
     cluster = Cluster(body(spec))

@@ -38,9 +38,11 @@ def test_every_stage_container_has_a_read_only_root_and_its_scratch_volumes():
         for name, path in SCRATCH_MOUNTS.items():
             assert mounts[path] == name and "emptyDir" in volumes[name], (stage, path)
         env = {e["name"]: e.get("value") for e in container["env"]}
-        # The caches the stages were seen writing point into a writable volume.
-        for variable in ("HF_HOME", "MPLCONFIGDIR"):
-            assert any(env[variable].startswith(f"{p}/") for p in SCRATCH_MOUNTS.values())
+        # The caches the stages were seen writing point into a writable volume: matplotlib's
+        # into scratch, the hub client's onto the output volume, shared by every stage.
+        assert any(env["MPLCONFIGDIR"].startswith(f"{p}/") for p in SCRATCH_MOUNTS.values())
+        output = next(m for m in container["volumeMounts"] if m["mountPath"] == "/output")
+        assert not output.get("readOnly") and env["HF_HOME"].startswith("/output/"), stage
 
 
 def test_the_train_pods_mount_the_token_and_serve_the_api_on_a_port_of_their_own():

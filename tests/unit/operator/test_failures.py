@@ -123,7 +123,8 @@ def test_a_tiny_learning_rate_refused_by_the_directive_names_field_and_value() -
 
 def _body(status: dict[str, Any] | None = None) -> dict[str, Any]:
     spec = {
-        "model": {"source": "openai/whisper-tiny"},
+        # A model folder on the volume: nothing to fetch, filter is the first stage.
+        "model": {"source": "/data/models/whisper-tiny"},
         "data": {"volumeClaim": "asr-data", "train": ["t.jsonl"], "validation": "v.jsonl",
                  "test": "x.jsonl", "targetAudio": "target"},
     }  # fmt: skip

@@ -30,7 +30,8 @@ VOLUME_WORDS = (
 )
 ENV_WORDS = (
     "must not name an environment variable the operator sets: HF_HOME, MPLCONFIGDIR, "
-    "PYTHONUNBUFFERED or any MARCO_*"
+    "PYTHONUNBUFFERED, HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE, HF_TOKEN or any MARCO_* "
+    "(the hub token: spec.model.tokenSecret)"
 )
 LABEL_WORDS = (
     "must not set a label the operator or the Job controller owns: asr.marco.dev/*, "
@@ -155,7 +156,7 @@ PYDANTIC_ONLY = [
      f"{FIRST}.spec.volumes[0]: volume 'v' needs exactly one volume source, an object"),
     (trainer(volumeMounts=[{"name": "nowhere", "mountPath": "/x"}]),
      "spec.podTemplateOverrides: podTemplateOverrides[0].spec.containers[0].volumeMounts[0]"
-     ".name 'nowhere' names no volume of the filter pods"),
+     ".name 'nowhere' names no volume of the fetch pods"),
     ({"metadata": {"labels": {"bad key!": "x"}}},
      f"{FIRST}.metadata.labels: label key 'bad key!' is no qualified name"),
     (trainer(env=[{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]),
@@ -171,7 +172,8 @@ def test_what_cel_cannot_say_pydantic_refuses_naming_the_field(entry, message):
 
 
 def test_a_mount_needs_its_volume_in_every_stage_it_reaches():
-    """Mounted for every stage, its volume given to train only: the filter pods lack it."""
+    """Mounted for every stage, its volume given to train only: the fetch pods (the first
+    stage: the example's model is a hub id) lack it."""
     volume_for_train = {
         "targetJobs": [{"name": "train"}],
         "spec": {"volumes": [{"name": "extra", "emptyDir": {}}]},
@@ -180,8 +182,8 @@ def test_a_mount_needs_its_volume_in_every_stage_it_reaches():
     message = pydantic_error(with_overrides(volume_for_train, mount_everywhere))
     assert message == (
         "spec.podTemplateOverrides: podTemplateOverrides[1].spec.containers[0].volumeMounts[0]"
-        ".name 'extra' names no volume of the filter pods: add it to spec.volumes of an "
-        "override that reaches filter"
+        ".name 'extra' names no volume of the fetch pods: add it to spec.volumes of an "
+        "override that reaches fetch"
     )
     # The mount for train alone too: accepted.
     mount_for_train = {**mount_everywhere, "targetJobs": [{"name": "train"}]}
@@ -189,12 +191,12 @@ def test_a_mount_needs_its_volume_in_every_stage_it_reaches():
     assert validate_against_crd(with_overrides(volume_for_train, mount_for_train)) == []
 
 
-HF_TOKEN = {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}}}
+API_KEY = {"name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "wb", "key": "k"}}}
 ANTI_AFFINITY = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": []}}
 ACCEPTED = [
     {"metadata": {"annotations": {"sidecar.istio.io/inject": "false"},
                   "labels": {"team": "asr", "example.com/cost-centre": "ml-42"}}},
-    trainer(env=[HF_TOKEN, {"name": "NCCL_IB_DISABLE", "value": "1"},
+    trainer(env=[API_KEY, {"name": "NCCL_IB_DISABLE", "value": "1"},
                  {"name": "MY_MARCO_THING", "value": "not the operator's"}]),
     trainer(envFrom=[{"prefix": "S3_", "secretRef": {"name": "bucket", "optional": True}}]),
     {"spec": {"imagePullSecrets": [{"name": "registry"}], "serviceAccountName": "trainer",

@@ -299,8 +299,8 @@ EVERYTHING = [
                     "name": "trainer",
                     "env": [
                         {
-                            "name": "HF_TOKEN",
-                            "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}},
+                            "name": "WANDB_API_KEY",
+                            "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "token"}},
                         },
                         {
                             "name": "POD_IP",
@@ -345,10 +345,15 @@ EVERYTHING = [
 ]
 
 
-def spec_with(entries: list[dict[str, Any]], trials: bool = True) -> AsrAdaptationSpec:
+def spec_with(
+    entries: list[dict[str, Any]], trials: bool = True, push: bool = True
+) -> AsrAdaptationSpec:
+    """The example with `entries` as its overrides; with a push (and trials) every stage runs."""
     obj = example()
     obj["spec"]["podTemplateOverrides"] = entries
     obj["spec"]["trials"] = {"enabled": trials, "count": 2}
+    if push:
+        obj["spec"].setdefault("output", {})["push"] = {"uri": "hf://acme/whisper-telephony"}
     return parse_spec(obj["spec"])
 
 
@@ -371,9 +376,9 @@ def test_every_stage_pod_trials_and_torchrun_included_carries_the_overlay():
             assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}
             assert template["metadata"]["labels"]["team"] == "asr"
             assert template["metadata"]["labels"]["asr.marco.dev/stage"] == stage
-            assert env["HF_TOKEN"] == {
-                "name": "HF_TOKEN",
-                "valueFrom": {"secretKeyRef": {"name": "hf", "key": "token"}},
+            assert env["WANDB_API_KEY"] == {
+                "name": "WANDB_API_KEY",
+                "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "token"}},
             }
             assert ("NCCL_DEBUG" in env) == (stage in ("train", "trials")), stage
             assert pod["imagePullSecrets"] == [{"name": "registry"}]
@@ -399,7 +404,7 @@ def test_without_overrides_the_jobs_are_what_they_were():
     obj = example()
     del obj["spec"]["podTemplateOverrides"]
     plain = stage_jobs(parse_spec(obj["spec"]))
-    empty = stage_jobs(spec_with([], trials=False))
+    empty = stage_jobs(spec_with([], trials=False, push=False))
     assert plain == empty
     for stage_list in plain.values():
         for job in stage_list:

@@ -203,7 +203,7 @@ def test_every_stage_is_confined_to_the_volumes():
     layout = cluster_layout(spec, OWNER.name)
     argv["trials"] = trial_command(spec, layout, 0, 1e-6, name=OWNER.name, family="llm").args
     assert set(argv) == {
-        "filter", "profile", "augment", "baseline", "trials", "train", "evaluate",
+        "fetch", "filter", "profile", "augment", "baseline", "trials", "train", "evaluate",
     }  # fmt: skip
     for stage, args in argv.items():
         namespace = build_parser().parse_args(args)

@@ -19,7 +19,7 @@ from marco_contract.layout import Layout
 from marco_operator.api import describe_error, parse_spec
 from marco_operator.core import Observed, reconcile
 from marco_operator.local import LocalRun
-from marco_operator.plan import stage_command
+from marco_operator.plan import PHASE_OF_STAGE, enabled_stages, stage_command
 from marco_operator.resources import Owner, cluster_layout, stage_job
 from marco_operator.storage import Claim, claim_of, claim_refusal
 from tests.crd_check import validate_against_crd
@@ -28,6 +28,9 @@ ROOT = Path(__file__).resolve().parents[3]
 EXAMPLE = yaml.safe_load((ROOT / "examples" / "whisper-large-v3-telephony.yaml").read_text())
 REQUIRED = "required on a cluster: every stage pod mounts this PersistentVolumeClaim"
 RWO, RWOP, RWX, ROX = "ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany", "ReadOnlyMany"
+#: The example's first stage (fetch: its model is a hub id) and the phase it leads to.
+FIRST = enabled_stages(parse_spec(EXAMPLE["spec"]))[0]
+FIRST_PHASE = PHASE_OF_STAGE[FIRST]
 
 
 def example(**sections: dict[str, Any]) -> dict[str, Any]:
@@ -93,8 +96,8 @@ def test_marco_run_takes_a_spec_without_a_claim(tmp_path):
     manifest = without_claim(example())
     run = LocalRun(copy.deepcopy(manifest), data_dir=tmp_path, output_dir=tmp_path / "out")
     outcome = reconcile(run.body({}), Observed(now=1.0), layout=run.layout)
-    assert [start.stage for start in outcome.start] == ["filter"]
-    assert outcome.status["phase"] == "Filtering"
+    assert [start.stage for start in outcome.start] == [FIRST]
+    assert outcome.status["phase"] == FIRST_PHASE
 
 
 def test_no_cluster_job_is_built_without_the_shared_volume():
@@ -256,8 +259,8 @@ def test_core_waits_for_a_missing_claim_then_starts():
     assert still.start == [] and still.events == []
     found = Observed(now=2.0, claims={"asr-data": Claim("asr-data", True, (RWX,))})
     started = reconcile({**obj, "status": still.status}, found)
-    assert [s.stage for s in started.start] == ["filter"]
-    assert started.status["phase"] == "Filtering" and started.status["message"] is None
+    assert [s.stage for s in started.start] == [FIRST]
+    assert started.status["phase"] == FIRST_PHASE and started.status["message"] is None
 
 
 def test_a_started_run_is_not_judged_by_its_claims_again():
@@ -268,11 +271,11 @@ def test_a_started_run_is_not_judged_by_its_claims_again():
     assert first.status["startedGeneration"] == 1
     later = Observed(now=2.0, claims={"asr-data": Claim("asr-data", True, (RWO,))})
     again = reconcile({**obj, "status": first.status}, later)
-    assert again.status["phase"] == "Filtering"
+    assert again.status["phase"] == FIRST_PHASE
 
 
 def test_the_local_layout_ignores_claims():
     obj = without_claim(example(resources={"nodes": 2}))
     layout = Layout("/data", "/srv/data", "/srv/out", "/srv/out/control/directive.json")
     outcome = reconcile(obj, Observed(now=1.0), layout=layout)
-    assert [s.stage for s in outcome.start] == ["filter"]
+    assert [s.stage for s in outcome.start] == [FIRST]

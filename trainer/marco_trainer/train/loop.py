@@ -47,6 +47,7 @@ from marco_trainer.data import (
 from marco_trainer.evaluate import score, transcribe_examples
 from marco_trainer.models import load_asr_model
 from marco_trainer.models.base import IGNORE_INDEX
+from marco_trainer.remote import model_name
 from marco_trainer.text import is_character_language
 from marco_trainer.train.checkpoint import (
     BestInfo,
@@ -638,7 +639,7 @@ class Trainer:
             wer=evaluation.wer,
             cer=evaluation.cer,
             family=self.asr.family,
-            base_model=str(self.opts.model),
+            base_model=model_name(self.opts.model),
             language=self.opts.language,
             train_manifests=[
                 str(m) for m in [*self.opts.train_manifests, *self.opts.clean_manifests]
