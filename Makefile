@@ -59,7 +59,7 @@ $(UV_STAMP): scripts/uv-requirements.txt
 
 # The same install script the Dockerfiles run: exact versions from uv.lock.
 $(VENV)/install.stamp: pyproject.toml uv.lock scripts/install-python.sh $(UV_STAMP)
-	@UV=$(UV) PYTHON=$(BASE_PYTHON) $(STEP) python scripts/install-python.sh operator,trainer,dev --editable
+	@UV=$(UV) PYTHON=$(BASE_PYTHON) $(STEP) python scripts/install-python.sh operator,trainer,cloud,dev --editable
 	@touch $@
 
 # Regenerate the lock from pyproject.toml (releases before its exclude-newer date)

@@ -77,9 +77,8 @@ def hub_api() -> HubApi:
 
 def filesystem(uri: str) -> tuple[Any, str]:
     """The fsspec filesystem of ``uri`` and the path in it; RemoteError naming the package
-    a scheme needs when this image has none. s3fs and gcsfs are not in the lock: with
-    them `uv lock` moves the operator's kubernetes and python-dateutil back (botocore's
-    bounds), so an image that reads s3:// or gs:// adds them itself."""
+    a scheme needs when this environment has none (the trainer image installs s3fs and
+    gcsfs: the `cloud` extra; an image built without it says so here)."""
     import fsspec
 
     scheme = uri.split("://", 1)[0] if "://" in uri else "file"

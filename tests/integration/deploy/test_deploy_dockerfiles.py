@@ -45,7 +45,9 @@ def test_hadolint_passes(name):
     assert result.stdout.strip() == ""
 
 
-@pytest.mark.parametrize(("name", "extras"), [("operator", "operator"), ("trainer", "trainer")])
+@pytest.mark.parametrize(
+    ("name", "extras"), [("operator", "operator"), ("trainer", "trainer,cloud")]
+)
 def test_images_install_with_the_ci_script(name, extras):
     runs = [rest for kw, rest in instructions(DOCKERFILES[name]) if kw == "RUN"]
     calls = [re.search(rf"{re.escape(INSTALL_SCRIPT)}\s+(\S+)", run) for run in runs]
@@ -56,7 +58,7 @@ def test_images_install_with_the_ci_script(name, extras):
 def test_make_installs_with_the_same_script():
     makefile = (ROOT / "Makefile").read_text()
     recipe = makefile.split("$(VENV)/install.stamp:", 1)[1].split("\n\n", 1)[0]
-    assert f"{INSTALL_SCRIPT} operator,trainer,dev" in recipe
+    assert f"{INSTALL_SCRIPT} operator,trainer,cloud,dev" in recipe
     assert "pip install" not in recipe
     script = (ROOT / INSTALL_SCRIPT).read_text()
     assert "sync --locked" in script and "pip install" not in script

@@ -20,6 +20,7 @@ from marco_trainer.remote import (
     FETCH_MARKER,
     RemoteError,
     fetch_tree,
+    filesystem,
     model_name,
     push_to_store,
     run_fetch,
@@ -126,6 +127,17 @@ def test_a_scheme_without_its_package_names_the_package(tmp_path, monkeypatch):
     said = str(error.value)
     assert said.startswith("s3://corpora/callcentre: no filesystem for s3://")
     assert "install s3fs in the trainer image (pip install s3fs)" in said
+
+
+def test_the_object_stores_of_the_trainer_image_are_installed():
+    """The `cloud` extra (the trainer image's, and this environment's): s3:// and gs:// have
+    their fsspec implementations. Nothing is reached: a filesystem connects on first use."""
+    import fsspec
+
+    fs, path = filesystem("s3://corpora/callcentre/")
+    assert type(fs).__module__.split(".")[0] == "s3fs" and path == "corpora/callcentre"
+    # gcsfs looks for credentials when made (a metadata server, off this machine): its class.
+    assert fsspec.get_filesystem_class("gs").__module__.split(".")[0] == "gcsfs"
 
 
 def test_a_destination_outside_the_data_volume_is_refused(tmp_path, bucket):
