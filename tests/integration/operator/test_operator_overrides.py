@@ -19,7 +19,8 @@ from .test_operator_kopf import NAME, make_spec
 pytestmark = pytest.mark.timeout(60)
 
 API_KEY = {
-    "name": "WANDB_API_KEY", "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "token"}}
+    "name": "WANDB_API_KEY",
+    "valueFrom": {"secretKeyRef": {"name": "wandb", "key": "token"}},
 }
 OVERRIDES = [
     {
