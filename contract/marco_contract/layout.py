@@ -37,6 +37,11 @@ EVALUATIONS_FILE = "evaluations.json"
 STATUS_FILE = "status.json"
 EVENTS_FILE = "events.jsonl"
 REPORT_DIR = "report"
+#: The train stage's checkpoints folder, and in it the best one (what gets exported).
+CHECKPOINTS_DIR = "checkpoints"
+BEST_CHECKPOINT = "best"
+#: The exported model (the best checkpoint as a self-contained folder) in train's folder.
+EXPORT_DIR = "export"
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,14 @@ class RunPaths:
     @property
     def evaluations_file(self) -> str:
         return posixpath.join(self.stage_dir("train"), EVALUATIONS_FILE)
+
+    @property
+    def best_checkpoint(self) -> str:
+        return posixpath.join(self.stage_dir("train"), CHECKPOINTS_DIR, BEST_CHECKPOINT)
+
+    @property
+    def exported_model(self) -> str:
+        return posixpath.join(self.stage_dir("train"), EXPORT_DIR)
 
     @property
     def status_file(self) -> str:

@@ -16,6 +16,7 @@ SigmaKind = Literal["population", "trend-residual"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal[
     "Pending",
+    "Queued",
     "Filtering",
     "Profiling",
     "Augmenting",

@@ -16,7 +16,6 @@ operator computes (family, learning rate) are written here by hand.
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass
 
 from marco_contract.argv import to_argv
@@ -182,7 +181,10 @@ def stage_command(
         assert spec.data.test is not None  # the spec validator guarantees it
         args = [
             "evaluate",
-            "--model", posixpath.join(layout.stage_dir("train"), "export"),
+            "--model", layout.run.exported_model,
+            # A train stage whose stop was enforced (core._enforce_stop) exported nothing:
+            # evaluate exports its best checkpoint first.
+            "--export-checkpoint", layout.run.best_checkpoint,
             "--reference-model", layout.model(spec.model.source),
             "--manifest", layout.data(spec.data.test),
             "--output-dir", out,
