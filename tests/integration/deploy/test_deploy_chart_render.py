@@ -103,6 +103,7 @@ def test_committed_dashboard_is_in_the_configmap(helm):
         (["metrics.podMonitor.interval=soon"], "interval"),
         (["image.pullPolicy=Sometimes"], "pullPolicy"),
         (["operatorr.healthPort=8080"], "operatorr"),
+        (["kueue.defaultQueueName=Team_GPUs"], "defaultQueueName"),
     ],
 )
 def test_schema_refuses_a_bad_value_naming_the_field(helm, sets, field):
@@ -261,3 +262,17 @@ def test_make_chart_crd_copies_and_make_crd_refreshes_the_copy(tmp_path):
     ).stdout
     assert "marco crd --output crds/" in plan
     assert plan.index("marco crd") < plan.index(f"cp crds/{source.name} charts/marco-asr/crds/")
+
+
+@pytest.mark.parametrize(("name", "queue"), [("default", None), ("cluster-wide", "team-gpus")])
+def test_the_default_kueue_queue_reaches_the_operator(helm, name, queue):
+    """kueue.defaultQueueName → $MARCO_DEFAULT_QUEUE_NAME → the operator's default queue, as
+    its own command line reads it (empty: none)."""
+    from marco_operator.cli import build_parser
+    from marco_operator.kopf_driver import DEFAULT_QUEUE_ENV, default_queue_of
+
+    _, container = _operator(render(helm, VALUE_SETS[name]))
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    args = build_parser().parse_args(["operator", *container["args"]])
+    assert default_queue_of(args, env) == queue
+    assert env[DEFAULT_QUEUE_ENV] == (queue or "")
