@@ -52,6 +52,11 @@ FETCHED_MODEL_FILE = "model.json"
 #: HF_HOME of every stage, under the output root: the hub client's cache and settings on
 #: the shared volume, not in a pod's scratch space.
 HF_HOME_DIR = "cache/huggingface"
+#: The train stage's checkpoints folder, and in it the best one (what gets exported).
+CHECKPOINTS_DIR = "checkpoints"
+BEST_CHECKPOINT = "best"
+#: The exported model (the best checkpoint as a self-contained folder) in train's folder.
+EXPORT_DIR = "export"
 
 
 @dataclass(frozen=True)
@@ -97,9 +102,13 @@ class RunPaths:
         return posixpath.join(self.output_root, HF_HOME_DIR)
 
     @property
+    def best_checkpoint(self) -> str:
+        return posixpath.join(self.stage_dir("train"), CHECKPOINTS_DIR, BEST_CHECKPOINT)
+
+    @property
     def exported_model(self) -> str:
         """The train stage's export: the model evaluate scores and push uploads."""
-        return posixpath.join(self.stage_dir("train"), "export")
+        return posixpath.join(self.stage_dir("train"), EXPORT_DIR)
 
     @property
     def status_file(self) -> str:

@@ -145,6 +145,15 @@ NAME_LENGTH_RULE = (
     "(child Jobs and pod hostnames append to it)"
 )
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+#: A Kueue LocalQueue name, as the `kueue.x-k8s.io/queue-name` label carries it: a DNS-1123
+#: label (a valid label value and a valid object name alike).
+QUEUE_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+MAX_QUEUE_NAME_LENGTH = 63
+QUEUE_NAME_RULE = (
+    "queueName must be a DNS-1123 label naming a Kueue LocalQueue: at most "
+    f"{MAX_QUEUE_NAME_LENGTH} lowercase letters, digits and '-', starting and ending with a "
+    "letter or digit"
+)
 
 
 def data_path_problem(path: str, mount: str | None) -> str | None:
@@ -190,6 +199,20 @@ def name_problem(name: str) -> str | None:
     if not re.match(NAME_PATTERN, name):
         return f"{NAME_RULE} (got {name!r})"
     return None
+
+
+def queue_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a Kueue LocalQueue; None when it can."""
+    if len(name) > MAX_QUEUE_NAME_LENGTH or not re.match(QUEUE_NAME_PATTERN, name):
+        return f"{QUEUE_NAME_RULE} (got {name!r})"
+    return None
+
+
+def _queue_name(name: str | None) -> str | None:
+    problem = queue_name_problem(name) if name is not None else None
+    if problem:
+        raise ValueError(problem)
+    return name
 
 
 def _cel_under_mount(path: str, mount: str) -> str:
@@ -683,7 +706,8 @@ class TrainingSpec(TrainingOptions, RetentionOptions):
         default=300,
         ge=0,
         le=DAY,
-        description="A stop not honoured within this is enforced by suspending.",
+        description="A stop not honoured within this is enforced: the train Job is deleted and "
+        "the best checkpoint is exported and evaluated by the evaluate stage.",
     )
 
     model_config = ConfigDict(
@@ -1387,6 +1411,14 @@ class AsrAdaptationSpec(ApiModel):
         "applied in order to the stages of targetJobs (all when absent), later entries "
         "winning. Immutable once the run started.",
     )
+    queue_name: Annotated[str | None, AfterValidator(_queue_name)] = Field(
+        default=None,
+        # In the CRD's schema only: here _queue_name refuses with a message naming the rule.
+        json_schema_extra={"pattern": QUEUE_NAME_PATTERN, "maxLength": MAX_QUEUE_NAME_LENGTH},
+        description="Kueue LocalQueue of every stage Job (label kueue.x-k8s.io/queue-name; "
+        "created suspended, Kueue admits them). Default: the operator's "
+        "(chart value kueue.defaultQueueName); none: Jobs start at once, without Kueue.",
+    )
 
     model_config = ConfigDict(
         json_schema_extra={
@@ -1585,6 +1617,7 @@ def parse_spec(spec: dict[str, Any]) -> AsrAdaptationSpec:
 #: or later stage would run in another pod than the stages before it; its scheduling fields
 #: have mutable twins in resources (nodeSelector, tolerations, serviceAccountName).
 MUTABLE_AFTER_START: tuple[str, ...] = (
+    "queueName",
     "resources.cpu",
     "resources.memory",
     "resources.sharedMemory",
@@ -1610,6 +1643,8 @@ def frozen_fields() -> list[str]:
     paths = []
     for name, info in AsrAdaptationSpec.model_fields.items():
         alias = info.alias or name
+        if alias in MUTABLE_AFTER_START:
+            continue  # a top-level field that may change (queueName)
         if alias not in mutable_parents:
             paths.append(alias)
             continue

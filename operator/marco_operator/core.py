@@ -3,8 +3,8 @@
 Level-triggered, in the manner of controller-runtime: whatever woke us, read
 the object and what exists now (`Observed`), compute what should exist and
 happen, and return it (`Outcome`) in the plan's own terms: the stages to start
-(`StageStart`: stage, job name, command, nodes), the directive in force, the
-stage jobs to suspend, Events, the status and when to look again. Neither
+(`StageStart`: stage, job name, command, nodes, Kueue queue), the directive in
+force, the objects to delete, Events, the status and when to look again. Neither
 Kubernetes objects nor processes: the kopf driver turns a `StageStart` into a
 Job (with its ConfigMap and Service, resources.py), the local driver into a
 subprocess. Both name a stage's job with `names.job_name`. Safe to call any
@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from pydantic import ValidationError
 
@@ -96,6 +96,30 @@ REQUEUE_CLAIM = 10.0
 #: The annotation that asks a cluster run to retry: each new value retries a Failed run once
 #: (core.retry_failed), and is recorded in status.retryToken so it is never replayed.
 RETRY_ANNOTATION = "asr.marco.dev/retry"
+#: Phase, condition reason and Event reason of a stage whose Job is suspended, not by the
+#: operator (which never suspends one): Kueue holds it until it admits it.
+QUEUED: Final = "Queued"
+#: Condition reason while the train Job of a stop the trainer did not honour is deleted.
+STOP_ENFORCED = "StopEnforced"
+
+
+@dataclass(frozen=True)
+class Queueing:
+    """Whether a driver's stage jobs can wait in a queue, and the operator's default queue.
+
+    In a cluster, stage Jobs go to Kueue's LocalQueue `spec.queueName`, else `default_name`
+    (the chart's kueue.defaultQueueName); with neither they start at once. The local driver
+    has no queue (`NO_QUEUES`): its processes start at once whatever the spec says.
+    """
+
+    enabled: bool = True
+    default_name: str | None = None
+
+    def queue_of(self, spec: AsrAdaptationSpec) -> str | None:
+        return (spec.queue_name or self.default_name) if self.enabled else None
+
+
+NO_QUEUES = Queueing(enabled=False)
 
 
 @dataclass(frozen=True)
@@ -113,6 +137,8 @@ class JobState:
     #: wait (Unschedulable, ImagePullBackOff...) or what killed one (OOMKilled); None if
     #: nothing is, or the driver cannot tell.
     trouble: str | None = None
+    #: The Kueue LocalQueue it was created for (its kueue.x-k8s.io/queue-name label).
+    queue: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +147,9 @@ class Child:
 
     kind: str
     name: str
+    #: Deleted with foreground propagation: the object stays (being deleted) until its
+    #: dependents, a Job's pods, are gone, so that whoever waits for it waits for them too.
+    foreground: bool = False
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name}"
@@ -165,6 +194,9 @@ class StageStart:
     steered: bool = False
     #: Seconds it may run (spec.resources.stageDeadlineSeconds): a Job's activeDeadlineSeconds.
     deadline_seconds: int | None = None
+    #: The Kueue LocalQueue it waits in (Queueing): its Job is created suspended, with the
+    #: queue's label, and Kueue unsuspends it on admission. None: it starts at once.
+    queue: str | None = None
 
 
 @dataclass
@@ -174,9 +206,8 @@ class Outcome:
     spec: AsrAdaptationSpec | None = None
     start: list[StageStart] = field(default_factory=list)
     directive: Directive | None = None
-    #: Job names (`names.job_name`) of stage jobs to suspend.
-    suspend: list[str] = field(default_factory=list)
-    #: Objects to delete (in the background: a Job's pods follow it), before anything starts.
+    #: Objects to delete (in the background unless `Child.foreground`: a Job's pods follow
+    #: it), before anything starts. The operator never suspends a Job: Kueue may manage it.
     delete: list[Child] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     requeue_after: float | None = None
@@ -323,6 +354,8 @@ class _Run:
         self.status.observed_generation = body.get("metadata", {}).get("generation")
         self.name: str = body["metadata"]["name"]
         self.outcome = Outcome(status={})
+        #: The Kueue LocalQueue of the Jobs this pass creates (Queueing.queue_of); None: none.
+        self.queue: str | None = None
 
     def event(self, type_: str, reason: str, message: str, key: str | None = None) -> None:
         self.outcome.events.append(Event(type_, reason, message, key))
@@ -332,7 +365,7 @@ class _Run:
         self._recovered()
         self._decisions()
         if status.phase != self.old.phase:
-            warning = status.phase in ("Failed", "Invalid", "EarlyStopped")
+            warning = status.phase in ("Failed", "Invalid")
             detail = f": {status.message}" if status.message else ""
             change = Event(
                 "Warning" if warning else "Normal",
@@ -390,12 +423,15 @@ def reconcile(
     observed: Observed,
     layout: Layout | None = None,
     policy: Policy | None = None,
+    queueing: Queueing | None = None,
 ) -> Outcome:
     """The desired children, directive and status of one AsrAdaptation, given what exists.
 
     `layout` says where stage processes see data and outputs: the pod mounts by
     default, local directories for the local driver. `policy` is what the operator
-    allows (images, ServiceAccounts); None allows anything.
+    allows (images, ServiceAccounts); None allows anything. `queueing` says whether
+    stage jobs may wait in a Kueue queue and the operator's default one (None: Kueue's
+    queue `spec.queueName` when set, no default).
     """
     run = _Run(body, observed)
     # The local driver brings its own layout (folders for the volumes); None is a cluster.
@@ -412,6 +448,7 @@ def reconcile(
     if spec is None or not _allowed(run, spec, policy) or not _claims_ready(run, spec):
         return run.finish()
     run.outcome.spec = spec
+    run.queue = (queueing or Queueing()).queue_of(spec)
     layout = layout or cluster_layout(spec, run.name)
     stages = enabled_stages(spec)
     for stage in STAGES:
@@ -430,7 +467,13 @@ def reconcile(
                 return run.finish()
             continue
         job = observed.jobs.get(stage)
+        if job is None and stage == "train" and _stop_overdue(run, spec):
+            # Its Job deleted by a pass whose status was not written: the stop stands.
+            _enforce_stop(run, spec, None)
+            return run.finish()
         if job is None:
+            if _stopped_train_going(run):
+                return run.finish()
             _start_stage(run, spec, layout, stage)
             return run.finish()
         _unsaid_start(run, stage)
@@ -440,10 +483,16 @@ def reconcile(
         if job.complete:
             _complete_stage(run, spec, stage, job)
             continue
+        if job.suspended and not (stage == "train" and _stop_overdue(run, spec)):
+            _queued(run, stage, job)
+            return run.finish()
         status.phase = PHASE_OF_STAGE[stage]
+        before = record.message
+        if before == _queued_message(run, job):  # admitted: what it waited for is over
+            before = status.message = None
         record.state = "Running"
         record.start_time = record.start_time or _iso(run.now)
-        record.message = _trouble(run, record.message, job, f"{stage} Job {job.name}")
+        record.message = _trouble(run, before, job, f"{stage} Job {job.name}")
         detail = (
             f"{stage} running" if job.trouble is None else f"{stage} Job {job.name}: {job.trouble}"
         )
@@ -664,17 +713,56 @@ def _start_stage(run: _Run, spec: AsrAdaptationSpec, layout: Layout, stage: str)
             nodes=spec.resources.nodes if command.distributed else 1,
             steered=stage == "train",
             deadline_seconds=spec.resources.stage_deadline_seconds.of(stage),
+            queue=run.queue,
         )
     )
     _started(run)
+    name = job_name(run.name, stage)
+    record = status.stages[stage]
+    # A Job that vanished after its start was recorded starts again: said afresh, unkeyed.
+    again = (before := run.old.stages.get(stage)) is not None and before.start_time is not None
+    record.start_time = record.start_time or _iso(run.now)
+    _say_started(run, name, keyed=not again)
+    if run.queue is not None:
+        # Created suspended: Kueue admits it (the next pass finds it suspended, or running).
+        _queued(run, stage, JobState(name=name, stage=stage, suspended=True, queue=run.queue))
+        return
     status.phase = PHASE_OF_STAGE[stage]
     status.message = None
-    status.stages[stage].state = "Running"
-    status.stages[stage].start_time = status.stages[stage].start_time or _iso(run.now)
+    record.state = "Running"
     set_condition(status, "Ready", "False", status.phase, f"{stage} Job created", run.now)
-    # A Job that vanished mid-stage (the status says Running) starts again: said afresh.
-    again = (before := run.old.stages.get(stage)) is not None and before.state == "Running"
-    _say_started(run, job_name(run.name, stage), keyed=not again)
+    run.outcome.requeue_after = REQUEUE_RUNNING
+
+
+def _queued_message(run: _Run, job: JobState) -> str:
+    """What a stage (or trial) whose Job is suspended waits for. The operator suspends none:
+    with a queue it is Kueue's (not admitted yet, or preempted); without, someone's else."""
+    queue = job.queue or run.queue
+    if queue is None:
+        return f"Job {job.name} is suspended (not by the operator): waiting for it to be resumed"
+    return f"Job {job.name} waits for queue {queue} (Kueue admits it)"
+
+
+def _say_queued(run: _Run, job: JobState, message: str, before: str | None) -> None:
+    """The Queued Event of a Job, once: keyed by the Job, so a repeat lands on the same Event
+    (a pass that failed after creating the Job, or a Job preempted and queued again)."""
+    if before != message:
+        run.event("Normal", QUEUED, message, key=f"queued-{job.name}")
+
+
+def _queued(run: _Run, stage: str, job: JobState) -> None:
+    """A stage whose Job is suspended: phase Queued, the stage Pending, until Kueue admits
+    the Job (unsuspends it: the stage runs) or preempts it again (back here). The operator
+    never touches `spec.suspend` of a Job."""
+    status = run.status
+    record = status.stages[stage]
+    message = _queued_message(run, job)
+    _say_queued(run, job, message, record.message)
+    status.phase = QUEUED
+    status.message = message
+    record.state = "Pending"
+    record.message = message
+    set_condition(status, "Ready", "False", QUEUED, message, run.now)
     run.outcome.requeue_after = REQUEUE_RUNNING
 
 
@@ -692,7 +780,7 @@ def _unsaid_start(run: _Run, stage: str) -> None:
     started: the pass that created it died before its status (and maybe its Events) went
     out. Say the start now, under the key that pass used: one that landed is not repeated."""
     before = run.old.stages.get(stage)
-    if before is None or before.state == "Pending":
+    if before is None or before.start_time is None:  # _start_stage records the creation
         _say_started(run, job_name(run.name, stage))
 
 
@@ -778,12 +866,21 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
             deadline = spec.resources.stage_deadline_seconds.of(TRIALS_STAGE)
             run.outcome.start.append(
                 StageStart(
-                    stage=TRIALS_STAGE, job_name=name, command=command, deadline_seconds=deadline
+                    stage=TRIALS_STAGE,
+                    job_name=name,
+                    command=command,
+                    deadline_seconds=deadline,
+                    queue=run.queue,
                 )
             )
             trial.state = "Pending"  # created, not running yet
             _started(run)
             _say_started(run, name, trial_lr)
+            if run.queue is not None:  # created suspended: Kueue admits it
+                created = JobState(name=name, stage=TRIALS_STAGE, suspended=True, queue=run.queue)
+                message = _queued_message(run, created)
+                _say_queued(run, created, message, trial.message)
+                trial.message = message
         elif job.failed:
             trial.state = "Failed"
             trial.message = _failure_reason(spec, TRIALS_STAGE, job, trial.message)
@@ -794,12 +891,15 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
             )
         elif job.complete:
             _record_trial(run, trial, job)
+        elif job.suspended:
+            message = _queued_message(run, job)
+            _say_queued(run, job, message, trial.message)
+            trial.state, trial.message = "Pending", message
         else:
             # A Job without an active pod waits: for a node, or (locally) its turn.
             trial.state = "Running" if job.active else "Pending"
-            trial.message = _trouble(
-                run, trial.message, job, f"LR trial {trial.index} Job {job.name}"
-            )
+            before = None if trial.message == _queued_message(run, job) else trial.message
+            trial.message = _trouble(run, before, job, f"LR trial {trial.index} Job {job.name}")
     if not trials.finished(status.trials):
         status.family = status.family or family
         status.phase = PHASE_OF_STAGE[TRIALS_STAGE]
@@ -811,6 +911,12 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
         troubled = [t for t in status.trials if t.state in ("Pending", "Running") and t.message]
         if troubled:
             detail += f"; LR trial {troubled[0].index}: {troubled[0].message}"
+        waiting = [t for t in status.trials if t.state == "Pending"]
+        if not running and waiting and all(_trial_queued(run, t) for t in waiting):
+            # Nothing runs and every trial left waits for Kueue: the run is queued.
+            status.phase = QUEUED
+            record.state = "Pending"
+            status.message = detail
         set_condition(status, "Ready", "False", status.phase, detail, run.now)
         run.outcome.requeue_after = REQUEUE_RUNNING
         return False
@@ -829,6 +935,12 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
     record.message = trials.decision_message(status.trials, chosen)
     run.event("Normal", "TrialsDecided", record.message)
     return True
+
+
+def _trial_queued(run: _Run, trial: TrialRecord) -> bool:
+    """A trial whose Job is suspended (or was just created so, for Kueue)."""
+    job = run.observed.trials.get(trial.index)
+    return run.queue is not None if job is None else job.suspended  # None: created just now
 
 
 def _record_trial(run: _Run, trial: TrialRecord, job: JobState) -> None:
@@ -995,12 +1107,8 @@ def _steer_training(run: _Run, spec: AsrAdaptationSpec, job: JobState) -> None:
     # (_record_directive), and said with this status.
     if status.stop is not None:
         run.outcome.directive = current
-        grace = spec.training.stop_grace_period_seconds
-        if job.suspended:
-            _early_stopped(run, job, grace)
-        elif run.now - status.stop.requested_at > grace:
-            run.outcome.suspend.append(job.name)
-            _early_stopped(run, job, grace)
+        if _stop_overdue(run, spec):
+            _enforce_stop(run, spec, job)
         return
     settings = ScheduleSettings.from_spec(spec.training, family)
     decision = decide(settings, current, history)
@@ -1027,25 +1135,69 @@ def _observe_history(status: AsrAdaptationStatus, history: list[Evaluation]) -> 
         status.best_wer, status.best_step = best.wer, best.step
 
 
-def _early_stopped(run: _Run, job: JobState, grace: float) -> None:
+def _stop_overdue(run: _Run, spec: AsrAdaptationSpec) -> bool:
+    """A stop is in force and the trainer had its grace period to honour it."""
+    stop = run.status.stop
+    grace = spec.training.stop_grace_period_seconds
+    return stop is not None and run.now - stop.requested_at > grace
+
+
+def _enforce_stop(run: _Run, spec: AsrAdaptationSpec, job: JobState | None) -> None:
+    """The trainer did not honour the stop in time: its Job is deleted, never suspended (a
+    suspended Job is Kueue's to resume, and Kueue would), and the stage counts as done.
+
+    The best checkpoint is on the output volume whatever the trainer was doing: the evaluate
+    stage exports it when the trainer did not (plan.py: --export-checkpoint) and measures
+    it, and the run ends Succeeded like a stop the trainer honoured. `job` None: its Job is
+    gone already (deleted by a pass whose status was lost).
+    """
     status = run.status
-    if run.old.phase != "EarlyStopped":
-        # Said with the status that records it: a pass that failed after suspending the Job
-        # leaves the next one, which finds it suspended, to say it.
-        run.event(
-            "Warning",
-            "StopNotHonoured",
-            f"trainer ignored the stop for {grace:g}s; suspending Job {job.name}",
-            key="suspended",
-        )
-    status.phase = "EarlyStopped"
+    grace = spec.training.stop_grace_period_seconds
+    name = job_name(run.name, "train")
+    if job is not None:
+        # Foreground: the Job stays until its pods are gone, and evaluate waits for it
+        # (_stopped_train_going), so no trainer still writes the checkpoint it reads.
+        run.outcome.delete.append(Child("Job", name, foreground=True))
+    # Said with the status that records it, keyed: a pass that failed after the delete
+    # leaves the next one, which finds the Job going or gone, to say it again, once.
+    run.event(
+        "Warning",
+        "StopNotHonoured",
+        f"trainer ignored the stop for {grace:g}s; deleting Job {name}",
+        key="stop-enforced",
+    )
+    record = status.stages["train"]
     best = ""
     if status.best_wer is not None:
         best = f"; best WER {status.best_wer:.2f}% at step {status.best_step}"
-    status.message = f"stop not honoured, Job {job.name} suspended{best}"
-    status.stages["train"].state = "Failed"
-    set_condition(status, "Ready", "False", "StopNotHonoured", status.message, run.now)
-    run.outcome.requeue_after = None
+    then = " goes to evaluate" if spec.evaluation.enabled else " stays in train/checkpoints/best"
+    record.state = "Succeeded"
+    record.completion_time = _iso(run.now)
+    record.wer = status.best_wer
+    why = (
+        f"the trainer did not stop within {grace:g}s, Job {name} deleted"
+        if job is not None
+        else f"Job {name} was gone before the trainer stopped"
+    )
+    record.message = f"stop enforced: {why}{best}; the best checkpoint{then}"
+    status.message = record.message
+    set_condition(status, "Ready", "False", STOP_ENFORCED, record.message, run.now)
+    run.outcome.requeue_after = REQUEUE_DELETING
+
+
+def _stopped_train_going(run: _Run) -> bool:
+    """True, saying so, while the train Job of an enforced stop is still being deleted (its
+    pods terminating): the next stage reads its checkpoint only once no trainer runs."""
+    record = run.status.stages.get("train")
+    job = run.observed.jobs.get("train")
+    if record is None or record.state != "Succeeded" or job is None or job.complete:
+        return False
+    run.outcome.delete.append(Child("Job", job.name, foreground=True))  # idempotent
+    message = f"waiting for the stopped train Job {job.name} and its pods to be deleted"
+    run.status.message = message
+    set_condition(run.status, "Ready", "False", STOP_ENFORCED, message, run.now)
+    run.outcome.requeue_after = REQUEUE_DELETING
+    return True
 
 
 def _summary(status: AsrAdaptationStatus) -> str:

@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import copy
 import logging
+import os
 import threading
 import time
 from collections import defaultdict
@@ -31,6 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from marco_operator.api import queue_name_problem
 from marco_operator.core import NOT_ALLOWED, RETRY_CAP, RETRY_FIRST
 from marco_operator.endpoint_auth import load_key
 from marco_operator.policy import Policy, listed
@@ -44,6 +46,9 @@ if TYPE_CHECKING:
     from marco_operator.metrics import OperatorMetrics
 
 logger = logging.getLogger(__name__)
+
+#: The environment variable the chart sets from kueue.defaultQueueName (--default-queue-name).
+DEFAULT_QUEUE_ENV = "MARCO_DEFAULT_QUEUE_NAME"
 
 #: Seconds a loop waits for the watch to bring back its own status write (kopf's default
 #: `persistence.consistency_timeout`); past it, the next pass goes ahead on what it has.
@@ -70,6 +75,9 @@ class DriverOptions:
     #: Seconds a running stage Job may have no pod before its Events are read; None:
     #: reconciler.NO_POD_SECONDS.
     no_pod_seconds: float | None = None
+    #: Kueue LocalQueue of the stage Jobs of an adaptation without spec.queueName; None:
+    #: such Jobs are not queued.
+    default_queue_name: str | None = None
 
 
 def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
@@ -165,6 +173,7 @@ def build_registry(
         no_pod_seconds=(
             reconciler.NO_POD_SECONDS if options.no_pod_seconds is None else options.no_pod_seconds
         ),
+        default_queue_name=options.default_queue_name,
     )
     managed = {LABEL_MANAGED_BY: MANAGED_BY}
     tracked: defaultdict[tuple[str, str], _Tracked] = defaultdict(_Tracked)
@@ -411,6 +420,24 @@ def policy_of(args: argparse.Namespace) -> Policy:
     return Policy(images=images, service_accounts=accounts)
 
 
+def default_queue_of(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> str | None:
+    """The default Kueue queue: the flag, else $MARCO_DEFAULT_QUEUE_NAME (the chart sets it),
+    else none; empty means none. SystemExit naming the source for a name Kueue cannot take."""
+    env = os.environ if environ is None else environ
+    if args.default_queue_name is not None:
+        name, source = args.default_queue_name, "--default-queue-name"
+    else:
+        name, source = env.get(DEFAULT_QUEUE_ENV, ""), f"${DEFAULT_QUEUE_ENV}"
+    if not name:
+        return None
+    problem = queue_name_problem(name)
+    if problem:
+        raise SystemExit(f"marco operator: {source}: {problem}")
+    return name
+
+
 def _command(args: argparse.Namespace) -> int:
     from marco_operator.kube import load_configuration
     from marco_operator.metrics import metrics_port
@@ -433,6 +460,7 @@ def _command(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port if args.metrics_port is not None else metrics_port(),
         endpoint_key=load_key(args.endpoint_key_file),
         policy=policy_of(args),
+        default_queue_name=default_queue_of(args),
     )
     if options.policy.images is None:
         logger.warning("no image allow-list (--allowed-images): any image may run")
@@ -501,6 +529,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="comma-separated ServiceAccounts a stage pod may use ('*' for any; default: "
         "$MARCO_ALLOWED_SERVICE_ACCOUNTS, else any)",
+    )
+    parser.add_argument(
+        "--default-queue-name",
+        metavar="QUEUE",
+        default=None,
+        help="Kueue LocalQueue of the stage Jobs of an AsrAdaptation without spec.queueName "
+        f"(default: ${DEFAULT_QUEUE_ENV}, else none: such Jobs are not queued)",
     )
     parser.add_argument(
         "--trainer-timeout",

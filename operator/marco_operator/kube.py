@@ -216,11 +216,12 @@ class Kube:
             raise
         return True
 
-    def delete(self, path: str) -> bool:
-        """Delete the object in the background (its dependents, a Job's pods, follow it by
-        garbage collection); False when it is gone already (404)."""
+    def delete(self, path: str, propagation: str = "Background") -> bool:
+        """Delete the object; its dependents (a Job's pods) go by garbage collection: after
+        it (Background), or before it, the object staying until they are gone (Foreground).
+        False when it is gone already (404)."""
         try:
-            self.request("DELETE", path, query={"propagationPolicy": "Background"})
+            self.request("DELETE", path, query={"propagationPolicy": propagation})
         except KubeError as error:
             if error.status == 404:
                 return False

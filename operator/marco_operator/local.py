@@ -63,6 +63,7 @@ from marco_operator.api import (
 )
 from marco_operator.core import (
     DEADLINE_EXCEEDED,
+    NO_QUEUES,
     RETRY_CAP,
     RETRY_FIRST,
     Event,
@@ -560,7 +561,10 @@ class LocalRun:
         )
 
     def apply(self, outcome: Outcome) -> None:
-        for child in outcome.delete:  # a retried stage's failed "Job": its process ended
+        # A retried stage's failed "Job" (its process ended), or the train "Job" of a stop the
+        # trainer did not honour: its process stopped, with its whole session, before the
+        # next stage starts.
+        for child in outcome.delete:
             job = self.jobs.get(child.name)
             if child.kind == "Job" and job is not None:
                 _terminate(job)
@@ -569,10 +573,6 @@ class LocalRun:
             self.write_directive(outcome.directive)
         for start in outcome.start:
             self.start(start)
-        for job in self.jobs.values():
-            if job.start.job_name in outcome.suspend:
-                _terminate(job)
-                job.suspended = True
         self.save_status(outcome.status)
         self.record(outcome.events)
 
@@ -595,7 +595,10 @@ class LocalRun:
         # and the status saved before Interrupted unwinds.
         with self._signals_deferred():
             status = self.load_status()
-            outcome = reconcile(self.body(status), self.observe(), layout=self.layout)
+            # No Kueue on a machine: spec.queueName has no meaning here, and is ignored.
+            outcome = reconcile(
+                self.body(status), self.observe(), layout=self.layout, queueing=NO_QUEUES
+            )
             self.apply(outcome)
         return outcome
 

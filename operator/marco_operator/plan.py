@@ -269,6 +269,9 @@ def _stage_command(
         args = [
             "evaluate",
             "--model", layout.run.exported_model,
+            # A train stage whose stop was enforced (core._enforce_stop) exported nothing:
+            # evaluate exports its best checkpoint first.
+            "--export-checkpoint", layout.run.best_checkpoint,
             "--reference-model", layout.model(spec.model.source),
             "--manifest", layout.data(spec.data.test),
             "--output-dir", out,

@@ -33,9 +33,10 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     # patches its finalizer and progress annotations.
     Rule(GROUP, PLURAL, ("list", "watch", "patch")),
     Rule(GROUP, f"{PLURAL}/status", ("patch",)),
-    # Stage Jobs: created, watched, suspended when a stop is not honoured; deleted when an
-    # earlier adaptation of the same name left them, or when a failed stage is retried.
-    Rule("batch", "jobs", ("list", "watch", "create", "patch", "delete")),
+    # Stage Jobs: created, watched; deleted when an earlier adaptation of the same name left
+    # them, when a failed stage is retried, or when a stop is not honoured (never suspended
+    # or patched: with Kueue, spec.suspend is Kueue's).
+    Rule("batch", "jobs", ("list", "watch", "create", "delete")),
     # Stage pods are watched (kopf's index) for rank 0's IP and the termination messages,
     # never changed.
     Rule("", "pods", ("list", "watch")),

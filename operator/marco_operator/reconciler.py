@@ -36,6 +36,7 @@ from marco_operator.core import (
     JobState,
     Observed,
     Outcome,
+    Queueing,
     describe_exception,
     failed_pass,
     reconcile,
@@ -52,6 +53,7 @@ from marco_operator.resources import (
     LABEL_COMPLETION_INDEX,
     LABEL_STAGE,
     LABEL_TRIAL,
+    QUEUE_LABEL,
     Owner,
     control_configmap,
     control_configmap_name,
@@ -83,6 +85,8 @@ class Options:
     policy: Policy = field(default_factory=Policy)
     #: Seconds a running Job may have no pod before its Events are read (NO_POD_SECONDS).
     no_pod_seconds: float = NO_POD_SECONDS
+    #: The Kueue LocalQueue of an adaptation without spec.queueName (kueue.defaultQueueName).
+    default_queue_name: str | None = None
 
     def token(self, owner: Owner) -> str:
         return endpoint_token(self.endpoint_key, owner.namespace, owner.name, owner.uid)
@@ -370,6 +374,7 @@ def _job_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> Job
         active=int(job.get("status", {}).get("active") or 0),
         result=result,
         trouble=None if complete else job_trouble(own),
+        queue=job_labels.get(QUEUE_LABEL),
     )
 
 
@@ -524,7 +529,7 @@ def children(outcome: Outcome, owner: Owner, token: str | None = None) -> list[d
             manifests.append(control_configmap(owner, outcome.directive))
             manifests.append(endpoint_secret(owner, token or secrets.token_hex(32)))
             manifests.append(train_service(owner))
-        manifests.append(stage_job(outcome.spec, owner, start.command))
+        manifests.append(stage_job(outcome.spec, owner, start.command, queue=start.queue))
     return manifests
 
 
@@ -711,7 +716,8 @@ def apply(
     owner = Owner.from_body(dict(body))
     for child in outcome.delete:
         with _writing("deleting", child.kind, child.name):
-            if kube.delete(child_path(namespace, child)):
+            propagation = "Foreground" if child.foreground else "Background"
+            if kube.delete(child_path(namespace, child), propagation):
                 logger.info("%s/%s: deleting %s", namespace, name, child)
     for manifest in children(outcome, owner, token):
         _create(kube, manifest, owner)
@@ -719,12 +725,6 @@ def apply(
         data = {DIRECTIVE_KEY: outcome.directive.model_dump_json()}
         with _writing("patching", "ConfigMap", control_configmap_name(owner)):
             kube.merge_patch(control_path(namespace, name), {"data": data})
-    for job in outcome.suspend:
-        with _writing("suspending", "Job", job):
-            kube.merge_patch(
-                f"{collection_path('batch/v1', 'jobs', namespace)}/{job}",
-                {"spec": {"suspend": True}},
-            )
     # An Event the API server fails to take fails the pass: the status is not written, and the
     # next pass derives the decision's Event again from it (core: _Run._decisions).
     for event in outcome.events:
@@ -747,7 +747,8 @@ def reconcile_pass(kube: Kube, body: Mapping[str, Any], found: Children, options
         # Core answers a settled adaptation with its status as is: skip the reads.
         return Pass(phase=(body.get("status") or {}).get("phase"), settled=True)
     observed, errors = observe(kube, body, found, options)
-    outcome = reconcile(body, observed, policy=options.policy)
+    queueing = Queueing(default_name=options.default_queue_name)
+    outcome = reconcile(body, observed, policy=options.policy, queueing=queueing)
     try:
         written = apply(kube, body, observed, outcome, options.token(Owner.from_body(dict(body))))
     except PredecessorInTheWay as found_late:

@@ -27,6 +27,9 @@ LABEL_STAGE = "asr.marco.dev/stage"
 #: The index of an LR trial's Job (stage "trials"), which core reads back.
 LABEL_TRIAL = "asr.marco.dev/trial"
 LABEL_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
+#: Kueue's batch/Job integration: a Job with this label is queued in the named LocalQueue,
+#: and runs once Kueue admits it by setting `spec.suspend` to false.
+QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
 DATA_VOLUME = "data"
 OUTPUT_VOLUME = "output"
@@ -228,8 +231,12 @@ def _volumes(spec: AsrAdaptationSpec, owner: Owner, stage: str) -> tuple[list, l
     return volumes, mounts
 
 
-def stage_job(spec: AsrAdaptationSpec, owner: Owner, command: StageCommand) -> dict[str, Any]:
-    """The Job that runs one stage: Indexed for sharded stages and for torchrun."""
+def stage_job(
+    spec: AsrAdaptationSpec, owner: Owner, command: StageCommand, queue: str | None = None
+) -> dict[str, Any]:
+    """The Job that runs one stage: Indexed for sharded stages and for torchrun. With a Kueue
+    `queue`, created suspended and labelled for it: Kueue unsuspends it on admission (and
+    its activeDeadlineSeconds counts from then: the Job controller resets startTime)."""
     res = spec.resources
     stage = command.stage
     name = job_name(owner.name, stage, command.trial)
@@ -318,9 +325,15 @@ def stage_job(spec: AsrAdaptationSpec, owner: Owner, command: StageCommand) -> d
     job_spec["template"] = apply_overrides(job_spec["template"], spec.pod_template_overrides, stage)
     if completions > 1 or command.distributed:
         job_spec["completionMode"] = "Indexed"
+    meta = metadata(owner, name, stage, command.trial)
+    if queue is not None:
+        # Suspended from its creation, so that no pod starts before Kueue admits it (Kueue's
+        # webhook would suspend it too, but a cluster may run without it in front).
+        job_spec["suspend"] = True
+        meta["labels"][QUEUE_LABEL] = queue
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": metadata(owner, name, stage, command.trial),
+        "metadata": meta,
         "spec": job_spec,
     }

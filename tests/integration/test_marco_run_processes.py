@@ -350,3 +350,51 @@ def test_an_allowed_edit_of_a_started_run_applies_as_a_new_generation(fake):
     assert code == 1, output
     assert fake.status().observed_generation == 2
     assert len([e for e in fake.events() if e["reason"] == "SpecChanged"]) == 1
+
+
+# --- a stop the trainer ignores (issue 14: enforced by deleting the "Job") ------------------
+
+
+def test_a_stop_the_train_stage_ignores_stops_its_process_and_the_run_evaluates(fake):
+    """The same core path as a cluster's: past the grace period the train process (its whole
+    session) is stopped, train counts as Succeeded with the stop said enforced, and evaluate
+    runs (it exports the best checkpoint the trainer did not): the run ends Succeeded."""
+    from marco_contract.formats import Directive, Evaluation, EvaluationHistory
+
+    _edit(
+        fake,
+        data={"test": "test.jsonl"},
+        evaluation={"enabled": True},
+        training={"maxSteps": 1000, "evalEvery": 1, "cycleSteps": 1000,
+                  "earlyStopping": {"patience": 2, "minImprovement": 0.1},
+                  "stopGracePeriodSeconds": 0},
+    )  # fmt: skip
+    fake.go("filter")
+    driver = fake.start()
+    train = wait_for(lambda: fake.child("train"), "the train stage handling SIGTERM")
+    control = fake.run_dir / "control" / "directive.json"
+    directive = Directive.model_validate_json(control.read_text())
+    # What rank 0 writes for the driver to read: a plateau (30.0 at step 1, then two
+    # evaluations without a 0.1-point gain; the lowest, 29.95 at step 3, is the best),
+    # under the directive in force. The fake stage ignores the stop.
+    plateau = [
+        Evaluation(step=step, cycle=0, lr=directive.learning_rate, wer=wer, time=time.time())
+        for step, wer in ((1, 30.0), (2, 30.05), (3, 29.95))
+    ]
+    history = EvaluationHistory(adaptation="fake", evaluations=plateau)
+    (fake.run_dir / "train" / "evaluations.json").write_text(history.model_dump_json())
+
+    wait_for(lambda: fake.terminated("train"), "the train process stopped")
+    wait_for(lambda: not alive(train), "the train stage's child gone with its session")
+    wait_for(lambda: fake.starts("evaluate"), "the evaluate stage started")
+    train_record = fake.status().stages["train"]
+    assert train_record.state == "Succeeded", fake.output()
+    assert "stop enforced" in (train_record.message or "")
+    fake.go("evaluate")
+    assert driver.wait(timeout=TIMEOUT) == 0, fake.output()
+    status = fake.status()
+    assert status.phase == "Succeeded" and status.final_wer == 10.0  # the fake's WER
+    assert status.stop is not None and (status.best_wer, status.best_step) == (29.95, 3)
+    warnings = [e for e in fake.events() if e["reason"] == "StopNotHonoured"]
+    assert [e["type"] for e in warnings] == ["Warning"]
+    assert len(fake.starts("train")) == 1  # stopped, not started again

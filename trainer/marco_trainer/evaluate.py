@@ -120,6 +120,27 @@ def score(
     return wer, cer, results
 
 
+def export_if_missing(model: str, checkpoint: str | None) -> bool:
+    """Export `checkpoint` into the folder `model` when that holds no model yet; True if it
+    did. A train stage whose stop the operator enforced (its Job deleted) never reached its
+    own export: its best checkpoint is still on the volume, and is what gets evaluated."""
+    if checkpoint is None or (Path(model) / "config.json").exists():
+        return False
+    if not Path(checkpoint).is_dir():
+        raise SystemExit(
+            f"marco-trainer evaluate: --model {model} holds no model (no config.json) and "
+            f"--export-checkpoint {checkpoint} does not exist: the train stage left neither"
+        )
+    from marco_trainer.export import export_checkpoint
+
+    try:
+        export_checkpoint(checkpoint, model)
+    except ValueError as error:
+        raise SystemExit(f"marco-trainer evaluate: --export-checkpoint: {error}") from error
+    print(f"exported {checkpoint} to {model} (the train stage did not)")
+    return True
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -173,6 +194,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             )
         return asr, *found
 
+    exported = export_if_missing(args.model, args.export_checkpoint)
     reference_wer = None
     if args.reference_model:
         # The pre-trained model on the very same utterances: the baseline the final WER
@@ -209,7 +231,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
             family=asr.family,
             reference_wer=reference_wer,
             ok=bool(hypotheses),
-            message=None if hypotheses else "no utterance could be transcribed",
+            message=(
+                "no utterance could be transcribed"
+                if not hypotheses
+                else f"exported {args.export_checkpoint} first: the train stage was stopped "
+                "before its export"
+                if exported
+                else None
+            ),
         ),
         output,
     )
@@ -251,5 +280,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--family", choices=get_args(TrainerFamily), default="auto")
     parser.add_argument(
         "--reference-model", help="also score this model (the pre-trained one) on the same set"
+    )
+    parser.add_argument(
+        "--export-checkpoint",
+        metavar="DIR",
+        default=None,
+        help="when --model is a folder without a model, export this checkpoint into it first "
+        "(the best checkpoint of a train stage stopped before its export)",
     )
     parser.set_defaults(func=run_evaluate)

@@ -117,6 +117,7 @@ def test_committed_dashboard_is_in_the_configmap(helm):
         (["metrics.prometheusRule.targetDown.for=5m"], "targetDown"),
         (["image.pullPolicy=Sometimes"], "pullPolicy"),
         (["operatorr.healthPort=8080"], "operatorr"),
+        (["kueue.defaultQueueName=Team_GPUs"], "defaultQueueName"),
     ],
 )
 def test_schema_refuses_a_bad_value_naming_the_field(helm, sets, field):
@@ -320,3 +321,17 @@ def test_notes_tell_the_user_what_to_apply_next(helm):
     assert "kubectl apply -f examples/" in notes
     assert "kubectl get asra" in notes and "-w" in notes
     assert f"{RELEASE}-marco-asr-trainer" in notes
+
+
+@pytest.mark.parametrize(("name", "queue"), [("default", None), ("cluster-wide", "team-gpus")])
+def test_the_default_kueue_queue_reaches_the_operator(helm, name, queue):
+    """kueue.defaultQueueName → $MARCO_DEFAULT_QUEUE_NAME → the operator's default queue, as
+    its own command line reads it (empty: none)."""
+    from marco_operator.cli import build_parser
+    from marco_operator.kopf_driver import DEFAULT_QUEUE_ENV, default_queue_of
+
+    _, container = _operator(render(helm, VALUE_SETS[name]))
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    args = build_parser().parse_args(["operator", *container["args"]])
+    assert default_queue_of(args, env) == queue
+    assert env[DEFAULT_QUEUE_ENV] == (queue or "")

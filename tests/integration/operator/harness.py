@@ -228,6 +228,8 @@ class ApiServer(kmock.KubernetesEmulator):
     _versions = itertools.count(1)
     #: Every request served: (method, path, watch, user agent). Tests derive RBAC from it.
     calls: list[tuple[str, str, bool, str]]
+    #: Every DELETE: (path, its propagationPolicy, "" when none was given).
+    deletions: list[tuple[str, str]]
     #: What /api/v1/namespaces lists (see __call__).
     namespaces: tuple[str, ...] = ()
     #: Creations to refuse, as an admission webhook would: (plural, name) -> the error.
@@ -255,6 +257,9 @@ class ApiServer(kmock.KubernetesEmulator):
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         agent = raw_request.headers.get("User-Agent", "")
+        if raw_request.method == "DELETE":
+            policy = raw_request.query.get("propagationPolicy", "")
+            self.deletions.append((raw_request.path, policy))
         self.calls.append(
             (
                 raw_request.method,
@@ -448,6 +453,7 @@ class EmulatedCluster:
     def __init__(self) -> None:
         self.url = ""
         self.calls: list[tuple[str, str, bool, str]] = []
+        self.deletions: list[tuple[str, str]] = []
         self.refusals: dict[tuple[str, str], kmock.KubernetesError] = {}
         self.event_refusals: dict[str, list[Any]] = {}
         self.event_log: list[tuple[float, str, str, str]] = []
@@ -468,6 +474,7 @@ class EmulatedCluster:
             async with ApiServer() as emulator, kmock.Server(emulator) as server:
                 emulator.namespaces = (NAMESPACE, OTHER_NAMESPACE)
                 emulator.calls = self.calls
+                emulator.deletions = self.deletions
                 emulator.refusals = self.refusals
                 emulator.event_refusals = self.event_refusals
                 emulator.event_log = self.event_log
@@ -731,9 +738,13 @@ class JobController:
 
     def start(self, job: Mapping[str, Any], suffix: str = "") -> None:
         """Schedule the Job's pods (all completion indexes of an Indexed Job), running;
-        each named `<job>-<index><suffix>` (`<job>-pod<suffix>` when not Indexed)."""
-        spec = job.get("spec", {})
+        each named `<job>-<index><suffix>` (`<job>-pod<suffix>` when not Indexed). As the
+        Job controller, never for a suspended Job (one Kueue has not admitted yet)."""
         name = job["metadata"]["name"]
+        current = self.kube.get(self.cluster.path("batch/v1", "jobs", name))
+        assert current is not None, f"Job {name} is gone"
+        assert not current.get("spec", {}).get("suspend"), f"Job {name} is suspended: no pods"
+        spec = job.get("spec", {})
         indexes: list[int | None] = (
             list(range(int(spec.get("parallelism") or spec.get("completions") or 1)))
             if self._indexed(job)
@@ -788,6 +799,26 @@ class JobController:
             },
         )
         return name
+
+    def admit(self, job: Mapping[str, Any]) -> None:
+        """Kueue admits the Job's Workload: it sets the Job's spec.suspend to false, as its
+        batch/Job integration does (the Job controller then creates the pods: start())."""
+        self.kube.merge_patch(
+            self.cluster.path("batch/v1", "jobs", job["metadata"]["name"]),
+            {"spec": {"suspend": False}},
+        )
+
+    def preempt(self, job: Mapping[str, Any]) -> None:
+        """Kueue evicts the Job (preemption): spec.suspend true again; its pods go."""
+        name = job["metadata"]["name"]
+        self.kube.merge_patch(
+            self.cluster.path("batch/v1", "jobs", name), {"spec": {"suspend": True}}
+        )
+        for pod in self._pods(name) or []:
+            self.kube.delete(self.cluster.path("v1", "pods", pod["metadata"]["name"]))
+        self.kube.merge_patch(
+            self.cluster.path("batch/v1", "jobs", name) + "/status", {"status": {"active": 0}}
+        )
 
     def end_pod(self, name: str, exit_code: int, message: str) -> None:
         """The kubelet's word that one pod's container exited: Succeeded on 0, else Failed."""

@@ -290,12 +290,12 @@ def test_an_llm_trains_at_eq2_from_the_baseline_wer(
     assert directive.learning_rate < expected
 
 
-def test_a_plateau_stops_training_and_an_ignored_stop_suspends_the_job(
+def test_a_plateau_stops_training_and_an_ignored_stop_deletes_the_job_and_evaluates(
     cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, operator
 ) -> None:
     spec = make_spec(
         training={"cycleSteps": 1000, "earlyStopping": {"patience": 3, "minImprovement": 0.1}},
-        **ONLY_TRAINING,
+        **{**ONLY_TRAINING, "evaluation": {"enabled": True}},
     )
     cluster.apply_adaptation(NAME, spec)
     job = jobs.wait_job(NAME, "train")
@@ -311,20 +311,35 @@ def test_a_plateau_stops_training_and_an_ignored_stop_suspends_the_job(
     stop = wait_for("a stop directive", lambda: (d := cluster.directive(NAME)) and d.stop and d)
     assert "early stop" in stop.reason and "28.95% at step 40" in stop.reason
 
-    # The scripted trainer ignores it; after the grace period the Job gets suspended.
-    suspended = wait_for(
-        "the train Job suspended", lambda: cluster.job(NAME, "train")["spec"].get("suspend")
-    )
-    suspended_seen = time.time()
-    status = wait_for("phase EarlyStopped", phase_is(cluster, "EarlyStopped"))
-    assert suspended is True
-    assert suspended_seen - status["stop"]["requestedAt"] >= 1.0, "suspended before the grace"
-    ready = condition(status, "Ready")
-    assert (ready["status"], ready["reason"]) == ("False", "StopNotHonoured")
+    # The scripted trainer ignores it; after the grace period the Job is deleted, pods first
+    # (foreground), and never suspended: spec.suspend is Kueue's.
+    wait_for("the train Job deleted", lambda: cluster.job(NAME, "train") is None)
+    deleted_seen = time.time()
+    path = cluster.path("batch/v1", "jobs", f"{NAME}-train")
+    assert (path, "Foreground") in cluster.deletions
+    status = cluster.status(NAME)
+    assert deleted_seen - status["stop"]["requestedAt"] >= 1.0, "deleted before the grace"
+    train = status["stages"]["train"]
+    assert train["state"] == "Succeeded" and "stop enforced" in train["message"]
     assert (status["bestWer"], status["bestStep"]) == (28.95, 40)
+
+    # Evaluate exports the best checkpoint the killed trainer did not, and measures it.
+    evaluate = jobs.wait_job(NAME, "evaluate")
+    command = evaluate["spec"]["template"]["spec"]["containers"][0]["command"]
+    out = f"/output/marco-asr/{NAME}/train"
+    assert command[command.index("--export-checkpoint") + 1] == f"{out}/checkpoints/best"
+    assert command[command.index("--model") + 1] == f"{out}/export"
+    jobs.complete(evaluate, StageResult(stage="evaluate", wer=28.5))
+    status = wait_for("phase Succeeded", phase_is(cluster, "Succeeded"))
+    assert status["finalWer"] == 28.5
+    ready = condition(status, "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Succeeded")
     reasons = [e["reason"] for e in events_in_order(cluster)]
     assert reasons.index("EarlyStop") < reasons.index("StopNotHonoured")
-    assert events_in_order(cluster, "StopNotHonoured")[0]["type"] == "Warning"
+    (warning,) = events_in_order(cluster, "StopNotHonoured")
+    assert warning["type"] == "Warning" and f"deleting Job {NAME}-train" in warning["message"]
+    phases = [e["message"].split(":")[0] for e in events_in_order(cluster, "PhaseChanged")]
+    assert phases[-2:] == ["Training → Evaluating", "Evaluating → Succeeded"]
     for reason in ("EarlyStop", "StopNotHonoured"):
         assert sample(operator, "marco_operator_decisions_total", reason=reason) == 1
 
@@ -355,6 +370,7 @@ def test_a_stop_the_trainer_honours_ends_in_success_with_the_best_checkpoint(
     assert status["stop"]["reason"].startswith("early stop")
     assert cluster.job(NAME, "train")["spec"].get("suspend") is not True
     assert events_in_order(cluster, "StopNotHonoured") == []
+    assert cluster.deletions == []
 
 
 def test_a_failed_job_fails_the_adaptation_with_its_reason(
@@ -507,7 +523,8 @@ def test_the_operator_needs_exactly_the_rbac_rules_the_chart_grants(
 ) -> None:
     """Derive RBAC from every request the operator made over a whole run (a predecessor's
     leftovers deleted, children created, a Job without pods asked why, rank 0 found,
-    directive patched, a Job suspended, Events, status) and compare it with OPERATOR_RULES,
+    directive patched, a Job deleted for a stop not honoured, Events, status) and compare it
+    with OPERATOR_RULES,
     from which the Helm chart's Roles are rendered."""
     operator = OperatorRun(cluster, trainer.port, no_pod_seconds=0.5).start()
     try:
@@ -527,7 +544,8 @@ def _a_whole_run(cluster: EmulatedCluster, jobs: JobController, trainer: Scripte
     spec = make_spec(
         training={"cycleSteps": 20, "earlyStopping": {"patience": 3, "minImprovement": 0.1}}
     )
-    # Its evaluate Job: a stage this run never reaches, so no wait below meets it.
+    # Its evaluate Job: deleted before anything of this run starts, so the evaluate Job the
+    # wait below meets is this run's.
     cluster.leave_predecessor(NAME, stages=("evaluate",))
     cluster.apply_adaptation(NAME, spec)
     # The filter Job has no pod for a while: the operator reads its Events.
@@ -543,7 +561,9 @@ def _a_whole_run(cluster: EmulatedCluster, jobs: JobController, trainer: Scripte
     wait_for("cycle 1", lambda: (d := cluster.directive(NAME)) and d.cycle == 1)
     for wer in [29.05, 29.1, 29.0]:  # a plateau; the scripted trainer ignores the stop
         trainer.evaluate(wer)
-    wait_for("phase EarlyStopped", phase_is(cluster, "EarlyStopped"))
+    # The stop enforced: the train Job deleted, evaluate runs the best checkpoint.
+    jobs.complete(jobs.wait_job(NAME, "evaluate"), StageResult(stage="evaluate", wer=28.0))
+    wait_for("phase Succeeded", phase_is(cluster, "Succeeded"))
 
 
 def test_a_settled_adaptation_gets_no_passes(

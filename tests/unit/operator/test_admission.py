@@ -185,3 +185,32 @@ def test_a_threshold_of_zero_beside_the_default_fallback_is_refused_by_both():
     for fix in ({"temperatureFallback": []}, {"logprobThreshold": -1.0}):
         obj = with_spec(decoding={"compressionRatioThreshold": 0, **fix})
         assert validate_against_crd(obj) == [] and pydantic_error(obj) is None
+
+
+# Issue 14: spec.queueName names a Kueue LocalQueue, carried by the label
+# kueue.x-k8s.io/queue-name: a DNS-1123 label (at most 63 of a-z, 0-9 and '-', alphanumeric
+# at both ends), judged here by that rule written out, not read from api.py.
+QUEUE_WORDS = (
+    "queueName must be a DNS-1123 label naming a Kueue LocalQueue: at most 63 lowercase "
+    "letters, digits and '-', starting and ending with a letter or digit"
+)
+
+
+@pytest.mark.parametrize("name", ["team-gpus", "q", "0", "a-1-b", "x" * 63, "9queue"])
+def test_a_queue_name_kueue_takes_is_accepted_by_both(name):
+    obj = copy.deepcopy(BASE)
+    obj["spec"]["queueName"] = name
+    assert validate_against_crd(obj) == []
+    assert pydantic_error(obj) is None
+    assert parse_spec(obj["spec"]).queue_name == name
+
+
+@pytest.mark.parametrize(
+    "name", ["", "Team", "team_gpus", "-team", "team-", "team.gpus", "x" * 64, "tëam", "a b"]
+)
+def test_a_queue_name_kueue_cannot_take_is_refused_by_both_naming_the_field(name):
+    obj = copy.deepcopy(BASE)
+    obj["spec"]["queueName"] = name
+    failures = validate_against_crd(obj)
+    assert any(f.startswith("spec.queueName: ") for f in failures), failures
+    assert pydantic_error(obj) == f"spec.queueName: {QUEUE_WORDS} (got {name!r})"

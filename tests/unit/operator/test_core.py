@@ -5,9 +5,17 @@ import copy
 import pytest
 
 from marco_contract.formats import Directive, Evaluation, EvaluationHistory, StageResult
-from marco_operator.core import JobState, Observed, reconcile, retry_failed
+from marco_operator.core import (
+    NO_QUEUES,
+    Child,
+    JobState,
+    Observed,
+    Queueing,
+    reconcile,
+    retry_failed,
+)
 from marco_operator.reconciler import children
-from marco_operator.resources import Owner
+from marco_operator.resources import QUEUE_LABEL, Owner
 
 
 def body(spec_patch=None, name="demo"):
@@ -33,8 +41,11 @@ def body(spec_patch=None, name="demo"):
 class Cluster:
     """Just enough of a cluster: Jobs by stage, a ConfigMap directive, the trainer's history."""
 
-    def __init__(self, obj):
+    def __init__(self, obj, queueing=None):
         self.obj = obj
+        self.queueing = queueing
+        #: Jobs being deleted in the foreground: they stay until the test lets them go.
+        self.deleting: list[str] = []
         self.jobs: dict[str, JobState] = {}
         self.trials: dict[int, JobState] = {}  # the trials stage's Jobs, by trial label
         self.created: list[dict] = []
@@ -53,29 +64,54 @@ class Cluster:
             directive=self.directive,
             now=self.now,
         )
-        outcome = reconcile(copy.deepcopy(self.obj), observed)
+        outcome = reconcile(copy.deepcopy(self.obj), observed, queueing=self.queueing)
         self.obj["status"] = outcome.status
+        for child in outcome.delete:
+            stage = next((s for s, j in self.jobs.items() if j.name == child.name), None)
+            if stage is not None and child.foreground:
+                self.deleting.append(child.name)  # the Job stays while its pods terminate
+            elif stage is not None:
+                del self.jobs[stage]
         # The kopf driver's objects of what core starts: what a cluster would hold.
         for child in children(outcome, Owner.from_body(self.obj)):
             labels = child["metadata"]["labels"]
+            # A Job created suspended (for Kueue) has no pod until it is admitted.
+            suspended = child["kind"] == "Job" and child["spec"].get("suspend") is True
+            held = {"suspended": suspended, "active": 0 if suspended else 1,
+                    "queue": labels.get(QUEUE_LABEL)}  # fmt: skip
             if child["kind"] == "Job" and "asr.marco.dev/trial" in labels:
                 index = int(labels["asr.marco.dev/trial"])
                 assert index not in self.trials, f"second Job for trial {index}"
                 self.trials[index] = JobState(
-                    name=child["metadata"]["name"], stage="trials", trial=index, active=1
+                    name=child["metadata"]["name"], stage="trials", trial=index, **held
                 )
             elif child["kind"] == "Job":
                 stage = labels["asr.marco.dev/stage"]
                 assert stage not in self.jobs, f"second Job for {stage}"
-                self.jobs[stage] = JobState(name=child["metadata"]["name"], stage=stage, active=1)
+                self.jobs[stage] = JobState(name=child["metadata"]["name"], stage=stage, **held)
             self.created.append(child)
         if outcome.directive is not None:
             self.directive = outcome.directive
-        for name in outcome.suspend:
-            stage = next(s for s, j in self.jobs.items() if j.name == name)
-            self.jobs[stage] = JobState(name=name, stage=stage, suspended=True)
         self.events += outcome.events
         return outcome
+
+    def admit(self, stage):
+        """Kueue admits the stage's Job (sets spec.suspend false); the Job controller starts
+        its pod."""
+        job = self.jobs[stage]
+        assert job.suspended, f"{stage} Job is not suspended"
+        self.jobs[stage] = JobState(name=job.name, stage=stage, active=1, queue=job.queue)
+
+    def preempt(self, stage):
+        """Kueue evicts the running Job (suspends it again): its pods go."""
+        job = self.jobs[stage]
+        self.jobs[stage] = JobState(name=job.name, stage=stage, suspended=True, queue=job.queue)
+
+    def collect(self, name):
+        """The garbage collector: a Job deleted in the foreground is gone with its pods."""
+        assert name in self.deleting, f"{name} was not deleted"
+        stage = next(s for s, j in self.jobs.items() if j.name == name)
+        del self.jobs[stage]
 
     def finish(self, stage, **result):
         self.jobs[stage] = JobState(
@@ -178,22 +214,204 @@ def test_llm_trains_at_eq2_lr_from_the_baseline_wer():
     assert "--family llm" in train["spec"]["template"]["spec"]["containers"][0]["command"][-1]
 
 
-def test_ignored_stop_suspends_the_job_and_ends_early_stopped():
-    cluster = Cluster(body())
+def run_to_an_ignored_stop(cluster):
+    """Training to a plateau that stops it; the trainer then ignores the stop."""
     run_to_training(cluster)
     for wer in [30.0, 30.1, 30.2, 30.0, 30.3]:
         cluster.evaluate(wer)
         cluster.step()
     assert cluster.directive.stop and "early stop" in cluster.directive.reason
     assert cluster.phase == "Training"
+
+
+def test_an_ignored_stop_deletes_the_train_job_and_the_best_checkpoint_is_evaluated():
+    cluster = Cluster(body())
+    run_to_an_ignored_stop(cluster)
     cluster.now += 10
-    assert cluster.step().suspend == []  # still inside the grace period
+    assert cluster.step().delete == []  # still inside the grace period (30 s)
     cluster.now += 30
     outcome = cluster.step()
-    assert outcome.suspend == ["demo-train"]
-    assert cluster.phase == "EarlyStopped"
-    assert any(e.reason == "StopNotHonoured" for e in cluster.events)
-    assert cluster.step().start == [] and cluster.phase == "EarlyStopped"
+    # Deleted, pods first (foreground); never suspended: a suspended Job is Kueue's to resume.
+    assert outcome.delete == [Child("Job", "demo-train", foreground=True)]
+    assert "suspend" not in vars(outcome)
+    status = cluster.obj["status"]
+    train = status["stages"]["train"]
+    assert train["state"] == "Succeeded" and "stop enforced" in train["message"]
+    assert "Job demo-train deleted" in train["message"]
+    # The best of the history above: 30.0 at step 50 (the first of the two 30.0s).
+    assert (status["bestWer"], status["bestStep"], train["wer"]) == (30.0, 50, 30.0)
+    warnings = [e for e in cluster.events if e.reason == "StopNotHonoured"]
+    assert [(e.type, e.key) for e in warnings] == [("Warning", "stop-enforced")]
+    assert cluster.phase == "Training"  # not over: evaluate follows
+
+    # Its pods terminate: evaluate waits (asking again for the delete, which is idempotent).
+    outcome = cluster.step()
+    assert outcome.start == [] and outcome.delete == [Child("Job", "demo-train", True)]
+    assert "waiting for the stopped train Job demo-train" in cluster.obj["status"]["message"]
+    cluster.collect("demo-train")
+    outcome = cluster.step()
+    assert [s.stage for s in outcome.start] == ["evaluate"] and cluster.phase == "Evaluating"
+    args = outcome.start[0].command.args
+    out = "/output/marco-asr/demo/train"
+    assert args[args.index("--export-checkpoint") + 1] == f"{out}/checkpoints/best"
+    assert args[args.index("--model") + 1] == f"{out}/export"
+    cluster.finish("evaluate", wer=29.0)
+    cluster.step()
+    status = cluster.obj["status"]
+    assert cluster.phase == "Succeeded" and status["finalWer"] == 29.0
+    assert status["stages"]["train"]["state"] == "Succeeded"
+    assert sum(e.reason == "StopNotHonoured" for e in cluster.events) == 1
+    assert not any("EarlyStopped" in e.message for e in cluster.events)
+
+
+def test_an_enforced_stop_whose_job_is_gone_is_recorded_without_starting_train_again():
+    """A pass deleted the train Job and died before its status: the next one finds no Job,
+    the stop overdue, and records the enforced stop instead of starting train again."""
+    cluster = Cluster(body())
+    run_to_an_ignored_stop(cluster)
+    before = copy.deepcopy(cluster.obj)
+    cluster.now += 40
+    cluster.step()  # deletes the Job (foreground); its status is lost below
+    cluster.obj = before
+    cluster.collect("demo-train")
+    events = len(cluster.events)
+    outcome = cluster.step()
+    assert outcome.start == [] and outcome.delete == []
+    train = cluster.obj["status"]["stages"]["train"]
+    assert (
+        train["state"] == "Succeeded" and "was gone before the trainer stopped" in train["message"]
+    )
+    assert [e.key for e in cluster.events[events:] if e.reason == "StopNotHonoured"] == [
+        "stop-enforced"
+    ]
+    assert [s.stage for s in cluster.step().start] == ["evaluate"]
+
+
+def test_an_enforced_stop_without_evaluation_ends_succeeded_with_the_checkpoint_kept():
+    cluster = Cluster(body({"evaluation": {"enabled": False}}))
+    run_to_an_ignored_stop(cluster)
+    cluster.now += 40
+    cluster.step()
+    cluster.step()
+    assert cluster.phase == "Succeeded"
+    assert "stays in train/checkpoints/best" in cluster.obj["status"]["stages"]["train"]["message"]
+
+
+QUEUE = "gpu-a100"
+
+
+def test_with_a_queue_every_stage_job_is_created_suspended_and_labelled_and_waits_queued():
+    cluster = Cluster(body())
+    cluster.obj["spec"]["queueName"] = QUEUE
+    stages = ["filter", "profile", "augment", "baseline", "train", "evaluate"]
+    for stage in stages:
+        events = len(cluster.events)
+        outcome = cluster.step()
+        jobs = [c for c in cluster.created if c["kind"] == "Job"]
+        job = jobs[-1]
+        assert job["metadata"]["name"] == f"demo-{stage}"
+        assert job["spec"]["suspend"] is True
+        assert job["metadata"]["labels"][QUEUE_LABEL] == QUEUE
+        assert [s.queue for s in outcome.start] == [QUEUE]
+        status = cluster.obj["status"]
+        assert cluster.phase == "Queued", stage
+        assert status["stages"][stage]["state"] == "Pending"
+        expected = f"Job demo-{stage} waits for queue {QUEUE} (Kueue admits it)"
+        assert status["stages"][stage]["message"] == expected == status["message"]
+        ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "Queued")
+        queued = [e for e in cluster.events[events:] if e.reason == "Queued"]
+        assert [(e.type, e.key, e.message) for e in queued] == [
+            ("Normal", f"queued-demo-{stage}", expected)
+        ]
+        # Another look while Kueue holds it: nothing started, unsuspended or said again.
+        events = len(cluster.events)
+        outcome = cluster.step()
+        assert (outcome.start, outcome.delete) == ([], [])
+        assert not any(e.reason == "Queued" for e in cluster.events[events:])
+        assert cluster.phase == "Queued"
+        cluster.admit(stage)
+        cluster.step()
+        status = cluster.obj["status"]
+        assert status["stages"][stage]["state"] == "Running"
+        assert status["stages"][stage]["message"] is None and status["message"] is None
+        assert cluster.phase != "Queued"
+        if stage == "train":
+            for wer in [30.0, 29.0]:
+                cluster.evaluate(wer)
+                cluster.step()
+        extra = {"wer": 40.0} if stage == "baseline" else {}
+        cluster.finish(stage, counts={"processed": 3}, **extra)
+    cluster.step()
+    assert cluster.phase == "Succeeded"
+
+
+def test_a_preempted_job_goes_back_to_queued_and_is_never_resumed_by_the_operator():
+    cluster = Cluster(body(), queueing=Queueing(default_name=QUEUE))
+    cluster.step()
+    cluster.admit("filter")
+    cluster.step()
+    assert cluster.phase == "Filtering"
+    cluster.preempt("filter")  # Kueue evicts it: suspended again
+    outcome = cluster.step()
+    assert cluster.phase == "Queued" and (outcome.start, outcome.delete) == ([], [])
+    assert cluster.obj["status"]["stages"]["filter"]["message"].endswith(
+        f"waits for queue {QUEUE} (Kueue admits it)"
+    )
+    # Said again under the same key: the same Event object, not a second one.
+    assert {e.key for e in cluster.events if e.reason == "Queued"} == {"queued-demo-filter"}
+    for _ in range(3):
+        cluster.now += 3600
+        outcome = cluster.step()
+        assert cluster.jobs["filter"].suspended and cluster.phase == "Queued"
+        assert (outcome.start, outcome.delete) == ([], [])
+
+
+def test_the_spec_queue_wins_over_the_operator_default_and_no_queue_changes_nothing():
+    def first_job(spec_queue, queueing):
+        obj = body()
+        if spec_queue is not None:
+            obj["spec"]["queueName"] = spec_queue
+        cluster = Cluster(obj, queueing=queueing)
+        cluster.step()
+        return cluster.created[-1], cluster.phase
+
+    job, phase = first_job("team-b", Queueing(default_name="team-a"))
+    assert job["metadata"]["labels"][QUEUE_LABEL] == "team-b" and phase == "Queued"
+    job, phase = first_job(None, Queueing(default_name="team-a"))
+    assert job["metadata"]["labels"][QUEUE_LABEL] == "team-a" and phase == "Queued"
+    for queueing in (None, Queueing(), NO_QUEUES):
+        job, phase = first_job(None, queueing)
+        assert QUEUE_LABEL not in job["metadata"]["labels"] and "suspend" not in job["spec"]
+        assert phase == "Filtering"
+    # The local driver has no Kueue: its jobs start at once whatever the spec says.
+    job, phase = first_job("team-b", NO_QUEUES)
+    assert QUEUE_LABEL not in job["metadata"]["labels"] and "suspend" not in job["spec"]
+    assert phase == "Filtering"
+
+
+def test_queued_trials_make_the_run_queued_until_one_is_admitted():
+    obj = body({"trials": {"enabled": True, "steps": 20, "evalEvery": 10, "count": 2}})
+    cluster = Cluster(obj, queueing=Queueing(default_name=QUEUE))
+    run_to_trials = ["filter", "profile", "augment", "baseline"]
+    for stage in run_to_trials:
+        cluster.step()
+        cluster.admit(stage)
+        extra = {"wer": 40.0} if stage == "baseline" else {}
+        cluster.finish(stage, **extra)
+    cluster.step()
+    assert len(cluster.trials) == 2
+    assert all(t.suspended and t.queue == QUEUE for t in cluster.trials.values())
+    assert cluster.phase == "Queued"
+    keys = sorted(e.key for e in cluster.events if e.reason == "Queued" and "trials" in e.key)
+    assert keys == ["queued-demo-trials-0", "queued-demo-trials-1"]
+    trial = cluster.trials[0]
+    cluster.trials[0] = JobState(name=trial.name, stage="trials", trial=0, active=1)
+    cluster.step()
+    assert cluster.phase == "Trials"
+    records = cluster.obj["status"]["trials"]
+    assert records[0]["state"] == "Running" and records[0]["message"] is None
+    assert records[1]["state"] == "Pending" and "waits for queue" in records[1]["message"]
 
 
 def test_failed_job_fails_the_adaptation_with_its_reason():

@@ -198,11 +198,11 @@ def test_marco_run_says_a_failing_pass_backs_off_and_recovers(tmp_path, monkeypa
     real_reconcile = local.reconcile
     passes: list[str] = []
 
-    def flaky(body: Any, observed: Observed, layout: Any = None) -> Outcome:
+    def flaky(body: Any, observed: Observed, **options: Any) -> Outcome:
         passes.append("pass")
         if len(passes) <= 3:
             raise RuntimeError(f"boom {len(passes)}")
-        outcome = real_reconcile(body, observed, layout=layout)
+        outcome = real_reconcile(body, observed, **options)
         # Settle at once (an invalid phase ends run_until_done) without starting processes.
         outcome.start = []
         outcome.status = {**outcome.status, "phase": "Invalid"}

@@ -233,3 +233,20 @@ def test_a_finished_job_takes_its_result_from_its_own_lead_pod() -> None:
 )
 def test_a_loop_sleeps_until_core_s_requeue_within_the_interval(done, interval, expected) -> None:
     assert wait_seconds(done, interval) == expected
+
+
+def test_the_default_queue_is_the_flag_else_the_environment_and_a_bad_one_is_refused():
+    from marco_operator.kopf_driver import DEFAULT_QUEUE_ENV, default_queue_of
+
+    def parsed(*flags: str):
+        return build_parser().parse_args(["operator", "-A", *flags])
+
+    env = {DEFAULT_QUEUE_ENV: "from-env"}
+    assert default_queue_of(parsed("--default-queue-name", "from-flag"), env) == "from-flag"
+    assert default_queue_of(parsed(), env) == "from-env"
+    assert default_queue_of(parsed(), {}) is None
+    assert default_queue_of(parsed(), {DEFAULT_QUEUE_ENV: ""}) is None
+    with pytest.raises(SystemExit, match=r"\$MARCO_DEFAULT_QUEUE_NAME: queueName must be"):
+        default_queue_of(parsed(), {DEFAULT_QUEUE_ENV: "GPU_Queue"})
+    with pytest.raises(SystemExit, match=r"--default-queue-name: .*'-bad'"):
+        default_queue_of(parsed("--default-queue-name=-bad"), {})

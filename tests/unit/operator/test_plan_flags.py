@@ -265,8 +265,9 @@ def test_the_demo_commands_are_unchanged():
     the retention options at their neutral defaults, the decoding policy (issue 16: on
     by default, since on the demo data it changed only runaway hypotheses; docs/method.md),
     the volumes every stage is confined to (`--data-root`, `--output-root`, issue 13),
-    and where rank 0's endpoint binds and asks for its token (`--metrics-host` ...
-    `--api-token-file`, issue 13 point 7): the demo's WER numbers depend on these lines."""
+    where rank 0's endpoint binds and asks for its token (`--metrics-host` ...
+    `--api-token-file`, issue 13 point 7), and evaluate's `--export-checkpoint` (issue 14):
+    the demo's WER numbers depend on these lines."""
     decoding = ("--max-new-tokens 128 --tokens-per-second 8.0 --extra-tokens 10 --max-repeats 3 "
                 "--temperature-fallback 0.2,0.4,0.6,0.8,1.0 "
                 "--compression-ratio-threshold 1.35")  # fmt: skip
@@ -313,7 +314,10 @@ def test_the_demo_commands_are_unchanged():
         "--metrics-port 9400 --metrics-host 0.0.0.0 --api-port 9401 "
         "--api-token-file /etc/marco/endpoint/token --task transcribe --language en "
         f"{decoding} --train-manifest {out}/filter/kept.jsonl --train-manifest {out}/augment",
-        "evaluate": f"evaluate --model {out}/train/export --reference-model {model} "
+        # --export-checkpoint: evaluate exports train's best checkpoint when train was stopped
+        # before its own export (a stop the operator enforced, issue 14); else unused.
+        "evaluate": f"evaluate --model {out}/train/export "
+        f"--export-checkpoint {out}/train/checkpoints/best --reference-model {model} "
         f"--manifest /data/target/test.jsonl --output-dir {out}/evaluate {roots} "
         f"--family encoder-decoder --task transcribe --language en {decoding}",
     }

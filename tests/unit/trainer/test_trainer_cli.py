@@ -138,3 +138,38 @@ def test_model_card_states_data_steps_and_both_wers():
 def test_export_refuses_a_folder_that_is_no_checkpoint(tmp_path):
     with pytest.raises(ValueError, match="--checkpoint"):
         export_checkpoint(tmp_path, tmp_path / "out")
+
+
+def test_evaluate_exports_the_best_checkpoint_a_stopped_train_stage_left_unexported(tmp_path):
+    """A train stage whose stop was enforced (its Job deleted) left `checkpoints/best` and no
+    `export`: evaluate exports it first (the model files, without the trainer's own), once."""
+    import json
+
+    from marco_trainer.evaluate import export_if_missing
+
+    best = tmp_path / "train" / "checkpoints" / "best"
+    best.mkdir(parents=True)
+    (best / "config.json").write_text('{"model_type": "whisper"}')
+    (best / "model.safetensors").write_bytes(b"weights")
+    (best / "optimizer.pt").write_bytes(b"trainer state")
+    (best / "best.json").write_text(
+        json.dumps({"step": 40, "wer": 28.95, "family": "encoder-decoder", "base_model": "m"})
+    )
+    export = tmp_path / "train" / "export"
+    assert export_if_missing(str(export), str(best)) is True
+    assert (export / "model.safetensors").read_bytes() == b"weights"
+    assert not (export / "optimizer.pt").exists() and not (export / "best.json").exists()
+    info = json.loads((export / "marco_export.json").read_text())
+    assert (info["best_step"], info["final_wer"]) == (40, 28.95)
+    # The train stage's own export (or this one) is there: nothing is exported again.
+    (best / "model.safetensors").write_bytes(b"newer weights")
+    assert export_if_missing(str(export), str(best)) is False
+    assert (export / "model.safetensors").read_bytes() == b"weights"
+
+
+def test_evaluate_says_when_there_is_neither_a_model_nor_a_checkpoint(tmp_path):
+    from marco_trainer.evaluate import export_if_missing
+
+    with pytest.raises(SystemExit, match=r"--export-checkpoint .* does not exist"):
+        export_if_missing(str(tmp_path / "export"), str(tmp_path / "checkpoints" / "best"))
+    assert export_if_missing(str(tmp_path / "export"), None) is False

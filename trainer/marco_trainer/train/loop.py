@@ -33,7 +33,7 @@ import torch
 
 from marco_contract.files import atomic_write_text
 from marco_contract.formats import Directive, Evaluation, EvaluationHistory, StageResult
-from marco_contract.layout import EVALUATIONS_FILE
+from marco_contract.layout import BEST_CHECKPOINT, CHECKPOINTS_DIR, EVALUATIONS_FILE, EXPORT_DIR
 from marco_contract.manifests import OUTSIDE_VOLUME, Volumes
 from marco_contract.options import evals_per_cycle
 from marco_trainer.data import (
@@ -105,7 +105,7 @@ class Trainer:
         self.opts = opts
         self.dist = Distributed.from_env()
         self.out = Path(opts.output_dir)
-        self.checkpoints = self.out / "checkpoints"
+        self.checkpoints = self.out / CHECKPOINTS_DIR
         self.counts: Counter = Counter()
         self._terminate = False
         self._polled_at = self._polled_until = 0.0  # when this step read the directive
@@ -319,7 +319,7 @@ class Trainer:
         self.state.corrupt_checkpoints = len(moved)
         if self.dist.is_main:
             stamp = moved[0].name.rpartition(".corrupt-")[2]
-            for old in (self.checkpoints / "best", self.out / EVALUATIONS_FILE):
+            for old in (self.checkpoints / BEST_CHECKPOINT, self.out / EVALUATIONS_FILE):
                 if old.exists():
                     aside = old.with_name(f"{old.name}.before-{stamp}")
                     old.rename(aside)
@@ -577,7 +577,7 @@ class Trainer:
 
     def _rollback(self) -> None:
         """Back to the best weights (or the initial ones) with fresh optimizer moments."""
-        best = existing_dir(self.checkpoints / "best")
+        best = existing_dir(self.checkpoints / BEST_CHECKPOINT)
         if best is not None:
             self.asr.load_weights(best)
         else:
@@ -622,7 +622,7 @@ class Trainer:
         if state.best_wer is None or wer < state.best_wer:
             state.best_wer, state.best_step = wer, state.step
             if self.dist.is_main:
-                save_best(self.checkpoints / "best", self.asr, self._best_info(evaluation))
+                save_best(self.checkpoints / BEST_CHECKPOINT, self.asr, self._best_info(evaluation))
         if self.dist.is_main:
             save_last(self.checkpoints / "last", self.asr, self.optimizer, state)
             atomic_write_text(self.out / EVALUATIONS_FILE, self.history().model_dump_json(indent=2))
@@ -714,13 +714,13 @@ class Trainer:
         history = self.history()
         atomic_write_text(self.out / EVALUATIONS_FILE, history.model_dump_json(indent=2))
         plot_history(history, self.out / "wer.png")
-        best = existing_dir(self.checkpoints / "best")
+        best = existing_dir(self.checkpoints / BEST_CHECKPOINT)
         if best is None:  # cannot happen: run() evaluates (and saves a best) before this
             raise RuntimeError(f"{self.checkpoints / 'best'}: no checkpoint to export")
         if self.opts.export:
             export_checkpoint(
                 best,
-                self.out / "export",
+                self.out / EXPORT_DIR,
                 baseline_wer=self.opts.baseline_wer,
                 final_wer=state.best_wer,
                 steps=state.step,
