@@ -122,6 +122,6 @@ def test_an_override_only_pydantic_refuses_marks_the_adaptation_invalid_and_make
     )
     assert status["message"].startswith(
         "spec.podTemplateOverrides: podTemplateOverrides[0].spec.containers[0].volumeMounts[0]"
-        ".name 'nowhere' names no volume of the filter pods"
+        ".name 'nowhere' names no volume of the fetch pods"  # the first stage it reaches
     )
     assert cluster.jobs(NAME) == []
