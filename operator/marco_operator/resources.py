@@ -12,6 +12,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from marco_contract.exit_codes import NOT_RETRIABLE
 from marco_contract.formats import Directive
 from marco_contract.layout import Layout, output_path
 from marco_contract.results import TERMINATION_LOG_ENV
@@ -44,6 +45,8 @@ RENDEZVOUS_PORT = 29500
 METRICS_PORT = 9400
 API_PORT = 9401
 TERMINATION_LOG = "/dev/termination-log"
+#: The stage container's name, which the podFailurePolicy's exit-code rule names.
+TRAINER_CONTAINER = "trainer"
 TRAINER_UID = 1000
 HOME = "/home/marco"
 #: The writable places of a stage container, whose root filesystem is read-only: where every
@@ -165,6 +168,27 @@ def train_service(owner: Owner) -> dict[str, Any]:
     }
 
 
+def pod_failure_policy() -> dict[str, Any]:
+    """Which pod failures count against the Job's retries. First match wins: a pod the
+    cluster took away (preemption, eviction, a node drain, a spot reclaim: the pod's
+    DisruptionTarget condition) is replaced without spending a retry; a trainer that exited
+    with a code retrying cannot fix (marco_contract.exit_codes) fails the Job at once;
+    anything else (a crash, an OOM kill) is counted."""
+    return {
+        "rules": [
+            {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+            {
+                "action": "FailJob",
+                "onExitCodes": {
+                    "containerName": TRAINER_CONTAINER,
+                    "operator": "In",
+                    "values": list(NOT_RETRIABLE),
+                },
+            },
+        ]
+    }
+
+
 def torchrun_command(spec: AsrAdaptationSpec, owner: Owner, args: list[str]) -> list[str]:
     nodes = spec.resources.nodes
     procs = max(1, spec.resources.gpus_per_node)
@@ -259,7 +283,7 @@ def stage_job(
         ref = {"name": token.name, "key": token.key}
         env.append({"name": TOKEN_ENV, "valueFrom": {"secretKeyRef": ref}})
     container: dict[str, Any] = {
-        "name": "trainer",
+        "name": TRAINER_CONTAINER,
         "image": res.image,
         "imagePullPolicy": res.image_pull_policy,
         "command": container_command,
@@ -313,6 +337,7 @@ def stage_job(
         "completions": completions,
         "parallelism": completions,
         "backoffLimit": res.backoff_limit,
+        "podFailurePolicy": pod_failure_policy(),
         # Counted from the Job's start, waiting pods included: a pod that never starts
         # fails its stage (DeadlineExceeded) instead of hanging it.
         "activeDeadlineSeconds": res.stage_deadline_seconds.of(stage),

@@ -145,6 +145,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from marco_contract.argv import parse_options
+    from marco_contract.exit_codes import refuse
     from marco_contract.files import atomic_write_text
     from marco_contract.formats import StageResult
     from marco_contract.manifests import Volumes
@@ -165,7 +166,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         decoding = parse_options(DecodingOptions, args)
         where = parse_options(VolumeOptions, args)
     except ValueError as error:
-        raise SystemExit(f"marco-trainer evaluate: {error}") from error
+        # Outside the spec's bounds: every retry would be refused the same way.
+        refuse(f"marco-trainer evaluate: {error}")
     quiet_transformers()
     output = Path(args.output_dir)
     counts: Counter = Counter()

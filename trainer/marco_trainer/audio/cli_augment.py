@@ -20,6 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
+from marco_contract.exit_codes import BAD_INPUT
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -152,7 +154,7 @@ def run(args: argparse.Namespace) -> int:
         where = parse_options(VolumeOptions, args)
     except ValueError as error:
         print(f"marco-trainer augment: {error}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     shard = shard_from_args(args.shard_index, args.num_shards)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +203,7 @@ def run(args: argparse.Namespace) -> int:
                 assets.noise_source = "spectrum"
     except ValueError as error:
         print(f"marco-trainer augment: {error}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
 
     tag = f"{shard.index:05d}-of-{shard.count:05d}"
     journal_path = out / f".manifest-{tag}.journal"

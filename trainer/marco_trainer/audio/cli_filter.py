@@ -9,6 +9,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from marco_contract.exit_codes import BAD_INPUT
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from marco_contract.argv import add_arguments
@@ -56,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         utterances = list(iter_manifests(args.manifest, problems, volumes))
     except ValueError as error:
         print(f"marco-trainer filter: {error}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     here = out.resolve()

@@ -7,6 +7,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from marco_contract.exit_codes import BAD_INPUT
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from marco_contract.argv import add_arguments
@@ -61,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         sources = shard.select(gather_sources(args.input, problems, volumes))
     except ValueError as error:
         print(f"marco-trainer profile: {error}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
     # Every shard reads every manifest: shard 0 alone counts (and names) the lines left
     # out of them, so that the merged profile counts each once.
     skipped: Counter[str] = Counter(problems.counts() if shard.index == 0 else ())

@@ -12,12 +12,14 @@ import logging
 
 def run_train(args: argparse.Namespace) -> int:
     from marco_contract.argv import parse_options
+    from marco_contract.exit_codes import refuse
     from marco_trainer.train.options import TrainOptions
 
     try:
         opts = parse_options(TrainOptions, args)
     except ValueError as error:
-        raise SystemExit(f"marco-trainer train: {error}") from error
+        # Outside the spec's bounds: every retry would be refused the same way.
+        refuse(f"marco-trainer train: {error}")
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
