@@ -189,6 +189,16 @@ def pod_failure_policy() -> dict[str, Any]:
     }
 
 
+def per_index_backoff(backoff_limit: int) -> dict[str, Any]:
+    """An Indexed Job's retries, counted per index: a shard or a node that keeps failing
+    spends its own `backoff_limit`, not its neighbours'. The Job-wide backoffLimit is left
+    out (its default, 2^31-1, once backoffLimitPerIndex is set): it would cap the indexes'
+    retries together again. No failed index is tolerated (maxFailedIndexes 0): torchrun
+    needs every node, and the stage after a sharded one reads every shard (a missing
+    profile shard biases the profile, a missing augment shard drops data unsaid)."""
+    return {"backoffLimitPerIndex": backoff_limit, "maxFailedIndexes": 0}
+
+
 def torchrun_command(spec: AsrAdaptationSpec, owner: Owner, args: list[str]) -> list[str]:
     nodes = spec.resources.nodes
     procs = max(1, spec.resources.gpus_per_node)
@@ -350,6 +360,8 @@ def stage_job(
     job_spec["template"] = apply_overrides(job_spec["template"], spec.pod_template_overrides, stage)
     if completions > 1 or command.distributed:
         job_spec["completionMode"] = "Indexed"
+        del job_spec["backoffLimit"]
+        job_spec.update(per_index_backoff(res.backoff_limit))
     meta = metadata(owner, name, stage, command.trial)
     if queue is not None:
         # Suspended from its creation, so that no pod starts before Kueue admits it (Kueue's

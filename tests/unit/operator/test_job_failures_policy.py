@@ -86,3 +86,38 @@ def test_a_data_stage_that_cannot_read_its_manifest_exits_bad_input(tmp_path):
     missing = tmp_path / "missing.jsonl"
     code = main(["filter", "--manifest", str(missing), "--output-dir", str(tmp_path / "o")])
     assert code == BAD_INPUT
+
+
+@pytest.mark.parametrize("example", EXAMPLES)
+def test_indexed_jobs_retry_each_index_on_its_own_and_others_once_for_all(example):
+    spec = spec_of(example)
+    jobs = jobs_by_stage(spec)
+    indexed = {stage for stage, job in jobs.items() if job["spec"].get("completionMode")}
+    # The train Job is Indexed whatever its node count (torchrun's ranks); the others when
+    # they have more than one completion (their shards).
+    assert "train" in indexed
+    assert indexed == {"train"} | {s for s, j in jobs.items() if j["spec"]["completions"] > 1}
+    for stage, job in jobs.items():
+        if stage in indexed:
+            assert job["spec"]["completionMode"] == "Indexed"
+            assert job["spec"]["backoffLimitPerIndex"] == spec.resources.backoff_limit, stage
+            assert job["spec"]["maxFailedIndexes"] == 0, stage
+            # A Job-wide limit would count every index's failures together again.
+            assert "backoffLimit" not in job["spec"], stage
+        else:
+            assert job["spec"]["backoffLimit"] == spec.resources.backoff_limit, stage
+            assert "backoffLimitPerIndex" not in job["spec"], stage
+            assert "maxFailedIndexes" not in job["spec"], stage
+
+
+def test_the_examples_sharded_stages_and_two_node_training_get_per_index_retries():
+    # Read in the examples themselves: telephony shards profile 4 and augment 8 ways and
+    # trains on 1 node (still Indexed: torchrun); the Qwen2-Audio example trains on 2.
+    telephony = jobs_by_stage(spec_of("whisper-large-v3-telephony.yaml"))
+    assert telephony["profile"]["spec"]["completions"] == 4
+    assert telephony["augment"]["spec"]["completions"] == 8
+    for stage in ("profile", "augment", "train"):
+        assert telephony[stage]["spec"]["backoffLimitPerIndex"] == 2, stage  # the default
+    assert "backoffLimitPerIndex" not in telephony["baseline"]["spec"]
+    qwen = jobs_by_stage(spec_of("qwen2-audio-lora.yaml"))["train"]["spec"]
+    assert (qwen["completions"], qwen["backoffLimitPerIndex"]) == (2, 2)
