@@ -856,7 +856,23 @@ class ResourcesSpec(ApiModel):
         default=None, description="Trainer pods' ServiceAccount (it needs no API rights)."
     )
     # Retrying a failing pod more than 100 times only delays the failure.
-    backoff_limit: int = Field(default=2, ge=0, le=100, description="Pod retries per stage Job.")
+    backoff_limit: int = Field(
+        default=2,
+        ge=0,
+        le=100,
+        description="Pod retries per stage Job (per index for Indexed Jobs: shards, train "
+        "nodes). A pod the cluster takes away (preemption, eviction, drain) spends none.",
+    )
+    # Each restart re-runs the rendezvous and resumes from checkpoints/last: past a few,
+    # the failure is the code's or the data's, not the hardware's.
+    max_restarts: int = Field(
+        default=3,
+        ge=0,
+        le=100,
+        description="torchrun --max-restarts of the train stage: how many times the elastic "
+        "agents restart every worker (from checkpoints/last) after a worker or node fails, "
+        "before the train pod fails and the Job's retries take over.",
+    )
     stage_deadline_seconds: StageDeadlines = Field(
         default_factory=StageDeadlines,
         description="Seconds each stage's Job may be active before it fails (its "
@@ -1627,6 +1643,7 @@ MUTABLE_AFTER_START: tuple[str, ...] = (
     "resources.serviceAccountName",
     "resources.imagePullPolicy",
     "resources.backoffLimit",
+    "resources.maxRestarts",
     "resources.stageDeadlineSeconds",
 )
 FROZEN_SPEC_MESSAGE = (

@@ -210,6 +210,9 @@ def torchrun_command(spec: AsrAdaptationSpec, owner: Owner, args: list[str]) -> 
         "--rdzv-backend=c10d",
         f"--rdzv-endpoint={endpoint}",
         f"--rdzv-id={owner.uid}",
+        # A worker that dies (or a node whose pod is replaced) costs a restart of all the
+        # workers from checkpoints/last, not the pod: the agents re-rendezvous and go on.
+        f"--max-restarts={spec.resources.max_restarts}",
         "--no-python",
         "marco-trainer",
         *args,

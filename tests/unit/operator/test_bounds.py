@@ -70,6 +70,7 @@ ABSURD = [
     ("resources.nodes", 257, 256),
     ("resources.gpusPerNode", 17, 16),
     ("resources.backoffLimit", 101, 100),
+    ("resources.maxRestarts", 101, 100),
     ("resources.stageDeadlineSeconds.train", 10**12, 90 * 86_400),
     ("decoding.maxNewTokens", 10**6, 4096),
     ("filter.maxDuration", 1e9, 3600.0),

@@ -2,21 +2,23 @@
 exits a retry cannot fix end the Job, the rest spend `resources.backoffLimit`."""
 
 import argparse
+import shlex
 from pathlib import Path
 
 import kubernetes_validate
 import pytest
+import yaml
 
 from marco_contract.exit_codes import BAD_INPUT, NOT_RETRIABLE
+from marco_operator.api import parse_spec
 from marco_trainer.cli import main
+from tests.crd_check import crd_schema, validate_against_crd
 from tests.unit.operator.test_resources import K8S, jobs_by_stage, spec_of
 
+EXAMPLES_DIR = Path(__file__).resolve().parents[3] / "examples"
+
 #: Every example meant for a cluster (one with a data.volumeClaim; demo-local is `marco run`'s).
-EXAMPLES = sorted(
-    p.name
-    for p in (Path(__file__).resolve().parents[3] / "examples").glob("*.yaml")
-    if spec_of(p.name).data.volume_claim
-)
+EXAMPLES = sorted(p.name for p in EXAMPLES_DIR.glob("*.yaml") if spec_of(p.name).data.volume_claim)
 
 
 def _argparse_usage_code():
@@ -121,3 +123,36 @@ def test_the_examples_sharded_stages_and_two_node_training_get_per_index_retries
     assert "backoffLimitPerIndex" not in telephony["baseline"]["spec"]
     qwen = jobs_by_stage(spec_of("qwen2-audio-lora.yaml"))["train"]["spec"]
     assert (qwen["completions"], qwen["backoffLimitPerIndex"]) == (2, 2)
+
+
+def _torchrun_flags(job):
+    # The container runs `sh -c "exec torchrun ..."`: its flags, as the shell splits them.
+    script = job["spec"]["template"]["spec"]["containers"][0]["command"][-1]
+    words = shlex.split(script)
+    assert words[:2] == ["exec", "torchrun"]
+    return words[2 : words.index("marco-trainer")]
+
+
+@pytest.mark.parametrize("max_restarts", [0, 7])
+def test_torchrun_restarts_its_workers_as_many_times_as_the_spec_says(max_restarts):
+    raw = yaml.safe_load((EXAMPLES_DIR / "qwen2-audio-lora.yaml").read_text())["spec"]
+    raw["resources"]["maxRestarts"] = max_restarts
+    jobs = jobs_by_stage(parse_spec(raw))
+    flags = _torchrun_flags(jobs["train"])
+    assert [f for f in flags if f.startswith("--max-restarts")] == [
+        f"--max-restarts={max_restarts}"
+    ]
+    assert "--nnodes=2" in flags  # the same command, the example's two nodes
+
+
+def test_the_crd_defaults_max_restarts_and_refuses_negative_ones():
+    obj = yaml.safe_load((EXAMPLES_DIR / "whisper-large-v3-telephony.yaml").read_text())
+    assert "maxRestarts" not in obj["spec"]["resources"]
+    schema = crd_schema()["properties"]["spec"]["properties"]["resources"]
+    default = schema["properties"]["maxRestarts"]["default"]
+    # One source: the CRD's default is the pydantic default the torchrun command uses.
+    assert default == parse_spec(obj["spec"]).resources.max_restarts == 3
+    assert f"--max-restarts={default}" in _torchrun_flags(jobs_by_stage(spec_of())["train"])
+    obj["spec"]["resources"]["maxRestarts"] = -1
+    failures = validate_against_crd(obj)
+    assert failures and all("maxRestarts" in f for f in failures), failures

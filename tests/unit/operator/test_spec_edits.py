@@ -38,6 +38,7 @@ EDITS: list[tuple[str, Any, str | None]] = [
     ("resources.serviceAccountName", "trainer", None),
     ("resources.imagePullPolicy", "Always", None),
     ("resources.backoffLimit", 5, None),
+    ("resources.maxRestarts", 5, None),
     ("resources.stageDeadlineSeconds", {"train": 1000}, None),
     # The pod's shape: what its stages read (env, volumes) stays the run's (issue 14).
     (
