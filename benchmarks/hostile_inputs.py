@@ -19,8 +19,9 @@ catalogues as the regression test.
    (in this process, through the trainer's own argument parser, under a time limit). Its
    outcome is read from what the stage wrote: the odd line *skipped* with a reason in
    ``rejects.jsonl``, *handled* (kept: the filter measured it and it is usable), the run
-   *refused* (exit 2, the message naming the manifest), or *crashed* (an exception, another
-   exit status, a hang). The outcome each kind should have is written in the catalogue.
+   *refused* (exit 3, ``marco_contract.exit_codes.BAD_INPUT``, the message naming the
+   manifest), or *crashed* (an exception, another exit status, a hang). The outcome each
+   kind should have is written in the catalogue.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ if str(ROOT) not in sys.path:
 
 from pydantic import ValidationError  # noqa: E402
 
+from marco_contract.exit_codes import BAD_INPUT  # noqa: E402
 from marco_operator.api import describe_error, name_problem, parse_spec  # noqa: E402
 from tests.crd_check import validate_against_crd  # noqa: E402
 
@@ -646,7 +648,7 @@ def judge_file(kind: FileKind, work: Path, limit: float = 20.0) -> FileVerdict:
     status, stderr = _filter(argv, limit)
     if status is None:
         return FileVerdict(kind, CRASHED, stderr)
-    if status == 2:
+    if status == BAD_INPUT:
         last = stderr.strip().splitlines()[-1] if stderr.strip() else ""
         named = any(str(m) in last or m.name in last for m in manifests[1:])
         return FileVerdict(kind, REFUSED if named else CRASHED, last)

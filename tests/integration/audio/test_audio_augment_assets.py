@@ -7,6 +7,7 @@ import json
 import numpy as np
 import soundfile as sf
 
+from marco_contract.exit_codes import BAD_INPUT
 from marco_trainer.audio.assets import simulate_rirs
 from marco_trainer.audio.features import FileMetrics, estimate_snr
 from marco_trainer.audio.profile import build_profile
@@ -81,7 +82,7 @@ def test_bad_arguments_are_refused_naming_what_is_wrong(corpus, tmp_path, marco_
         tmp_path / "a",
         "--profile",
         tmp_path / "nowhere.json",
-        expect=2,
+        expect=BAD_INPUT,
     )
     assert "nowhere.json" in done.stderr and "not found" in done.stderr
     (tmp_path / "broken.json").write_text('{"files": "many"}')
@@ -93,7 +94,7 @@ def test_bad_arguments_are_refused_naming_what_is_wrong(corpus, tmp_path, marco_
         tmp_path / "b",
         "--profile",
         tmp_path / "broken.json",
-        expect=2,
+        expect=BAD_INPUT,
     )
     assert "files" in done.stderr
     done = marco_trainer(
@@ -106,10 +107,10 @@ def test_bad_arguments_are_refused_naming_what_is_wrong(corpus, tmp_path, marco_
         "telephony",
         "--copies",
         0,
-        expect=2,
+        expect=BAD_INPUT,
     )
     assert "--copies" in done.stderr
     done = marco_trainer(
-        "profile", "--input", tmp_path / "absent", "--output-dir", tmp_path / "d", expect=2
+        "profile", "--input", tmp_path / "absent", "--output-dir", tmp_path / "d", expect=BAD_INPUT
     )
     assert "absent" in done.stderr
