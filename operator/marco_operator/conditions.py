@@ -12,6 +12,7 @@ Queued nor a finished one means the pipeline is in progress (Running). No I/O.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Final
 
 from marco_contract.status import (
     MAX_CONDITION_MESSAGE,
@@ -25,7 +26,9 @@ READY = "Ready"
 RUNNING = "Running"
 SUCCEEDED = "Succeeded"
 FAILED = "Failed"
-QUEUED = "Queued"
+#: Also the phase, the Ready reason and the Event reason of a stage whose Job is suspended,
+#: not by the operator (which never suspends one): Kueue holds it until it admits it.
+QUEUED: Final = "Queued"
 #: The conditions derived here, in the order they are listed (others, e.g. Reconciled, follow).
 DERIVED = (READY, RUNNING, SUCCEEDED, FAILED, QUEUED)
 #: Phases in which nothing runs yet: before the first Job (or waiting for a predecessor's
@@ -58,28 +61,24 @@ def set_condition(
     moves only when the status value flips; reason, message and generation always follow.
     `generation` defaults to the generation the status was observed at."""
     generation = status.observed_generation if generation is None else generation
-    for i, condition in enumerate(status.conditions):
-        if condition.type == type_:
-            moved = condition.status != value
-            status.conditions[i] = Condition(
-                type=type_,
-                status=value,
-                reason=reason,
-                message=clip(message),
-                last_transition_time=iso_time(now) if moved else condition.last_transition_time,
-                observed_generation=generation,
-            )
-            return
-    status.conditions.append(
-        Condition(
-            type=type_,
-            status=value,
-            reason=reason,
-            message=clip(message),
-            last_transition_time=iso_time(now),
-            observed_generation=generation,
-        )
+    at = next((i for i, c in enumerate(status.conditions) if c.type == type_), None)
+    before = None if at is None else status.conditions[at]
+    condition = Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=clip(message),
+        last_transition_time=(
+            before.last_transition_time
+            if before is not None and before.status == value
+            else iso_time(now)
+        ),
+        observed_generation=generation,
     )
+    if at is None:
+        status.conditions.append(condition)
+    else:
+        status.conditions[at] = condition
 
 
 def outcome(status: AsrAdaptationStatus) -> str:

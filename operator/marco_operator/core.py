@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -41,7 +41,7 @@ from marco_operator.api import (
     name_problem,
     parse_spec,
 )
-from marco_operator.conditions import derive_conditions, iso_time, set_condition
+from marco_operator.conditions import QUEUED, derive_conditions, iso_time, set_condition
 from marco_operator.names import job_name
 from marco_operator.plan import (
     PHASE_OF_STAGE,
@@ -96,9 +96,6 @@ REQUEUE_CLAIM = 10.0
 #: The annotation that asks a cluster run to retry: each new value retries a Failed run once
 #: (core.retry_failed), and is recorded in status.retryToken so it is never replayed.
 RETRY_ANNOTATION = "asr.marco.dev/retry"
-#: Phase, condition reason and Event reason of a stage whose Job is suspended, not by the
-#: operator (which never suspends one): Kueue holds it until it admits it.
-QUEUED: Final = "Queued"
 #: Condition reason while the train Job of a stop the trainer did not honour is deleted.
 STOP_ENFORCED = "StopEnforced"
 
@@ -333,10 +330,6 @@ def _clip(message: str) -> str:
     return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 1] + "…"
 
 
-def _iso(now: float) -> str:
-    return iso_time(now)
-
-
 def dump_status(status: AsrAdaptationStatus) -> dict[str, Any]:
     # None stays in: under a merge patch it deletes the field, so stale values go.
     return status.model_dump(by_alias=True, mode="json")
@@ -491,7 +484,7 @@ def reconcile(
         if before == _queued_message(run, job):  # admitted: what it waited for is over
             before = status.message = None
         record.state = "Running"
-        record.start_time = record.start_time or _iso(run.now)
+        record.start_time = record.start_time or iso_time(run.now)
         record.message = _trouble(run, before, job, f"{stage} Job {job.name}")
         detail = (
             f"{stage} running" if job.trouble is None else f"{stage} Job {job.name}: {job.trouble}"
@@ -721,7 +714,7 @@ def _start_stage(run: _Run, spec: AsrAdaptationSpec, layout: Layout, stage: str)
     record = status.stages[stage]
     # A Job that vanished after its start was recorded starts again: said afresh, unkeyed.
     again = (before := run.old.stages.get(stage)) is not None and before.start_time is not None
-    record.start_time = record.start_time or _iso(run.now)
+    record.start_time = record.start_time or iso_time(run.now)
     _say_started(run, name, keyed=not again)
     if run.queue is not None:
         # Created suspended: Kueue admits it (the next pass finds it suspended, or running).
@@ -743,11 +736,15 @@ def _queued_message(run: _Run, job: JobState) -> str:
     return f"Job {job.name} waits for queue {queue} (Kueue admits it)"
 
 
-def _say_queued(run: _Run, job: JobState, message: str, before: str | None) -> None:
-    """The Queued Event of a Job, once: keyed by the Job, so a repeat lands on the same Event
-    (a pass that failed after creating the Job, or a Job preempted and queued again)."""
+def _say_queued(run: _Run, job: JobState, before: str | None) -> str:
+    """What the suspended `job` waits for (_queued_message), said as its Queued Event unless
+    `before` (the stage's or trial's message) said it already. Keyed by the Job, so a repeat
+    lands on the same Event (a pass that failed after creating the Job, or a Job preempted
+    and queued again)."""
+    message = _queued_message(run, job)
     if before != message:
         run.event("Normal", QUEUED, message, key=f"queued-{job.name}")
+    return message
 
 
 def _queued(run: _Run, stage: str, job: JobState) -> None:
@@ -756,8 +753,7 @@ def _queued(run: _Run, stage: str, job: JobState) -> None:
     never touches `spec.suspend` of a Job."""
     status = run.status
     record = status.stages[stage]
-    message = _queued_message(run, job)
-    _say_queued(run, job, message, record.message)
+    message = _say_queued(run, job, record.message)
     status.phase = QUEUED
     status.message = message
     record.state = "Pending"
@@ -878,9 +874,7 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
             _say_started(run, name, trial_lr)
             if run.queue is not None:  # created suspended: Kueue admits it
                 created = JobState(name=name, stage=TRIALS_STAGE, suspended=True, queue=run.queue)
-                message = _queued_message(run, created)
-                _say_queued(run, created, message, trial.message)
-                trial.message = message
+                trial.message = _say_queued(run, created, trial.message)
         elif job.failed:
             trial.state = "Failed"
             trial.message = _failure_reason(spec, TRIALS_STAGE, job, trial.message)
@@ -892,9 +886,7 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
         elif job.complete:
             _record_trial(run, trial, job)
         elif job.suspended:
-            message = _queued_message(run, job)
-            _say_queued(run, job, message, trial.message)
-            trial.state, trial.message = "Pending", message
+            trial.state, trial.message = "Pending", _say_queued(run, job, trial.message)
         else:
             # A Job without an active pod waits: for a node, or (locally) its turn.
             trial.state = "Running" if job.active else "Pending"
@@ -905,7 +897,7 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
         status.phase = PHASE_OF_STAGE[TRIALS_STAGE]
         status.message = None
         record.state = "Running"
-        record.start_time = record.start_time or _iso(run.now)
+        record.start_time = record.start_time or iso_time(run.now)
         running = sum(t.state == "Running" for t in status.trials)
         detail = f"{running} of {len(status.trials)} LR trials running"
         troubled = [t for t in status.trials if t.state in ("Pending", "Running") and t.message]
@@ -920,7 +912,7 @@ def _run_trials(run: _Run, spec: AsrAdaptationSpec, layout: Layout) -> bool:
         set_condition(status, "Ready", "False", status.phase, detail, run.now)
         run.outcome.requeue_after = REQUEUE_RUNNING
         return False
-    record.completion_time = _iso(run.now)
+    record.completion_time = iso_time(run.now)
     chosen = trials.choose(status.trials)
     if chosen is None:
         status.phase = "Failed"
@@ -971,7 +963,7 @@ def _fail(run: _Run, spec: AsrAdaptationSpec, stage: str, job: JobState) -> None
     status.message = f"{stage} Job {job.name} failed: {reason}"
     status.stages[stage].state = "Failed"
     status.stages[stage].message = reason
-    status.stages[stage].completion_time = _iso(run.now)
+    status.stages[stage].completion_time = iso_time(run.now)
     set_condition(status, "Ready", "False", "StageFailed", status.message, run.now)
 
 
@@ -980,7 +972,7 @@ def _complete_stage(run: _Run, spec: AsrAdaptationSpec, stage: str, job: JobStat
     record = status.stages[stage]
     result = job.result
     record.state = "Succeeded"
-    record.completion_time = _iso(run.now)
+    record.completion_time = iso_time(run.now)
     record.message = None  # what its pods went through while it ran is over
     if result is not None:
         record.wer = result.wer
@@ -1172,7 +1164,7 @@ def _enforce_stop(run: _Run, spec: AsrAdaptationSpec, job: JobState | None) -> N
         best = f"; best WER {status.best_wer:.2f}% at step {status.best_step}"
     then = " goes to evaluate" if spec.evaluation.enabled else " stays in train/checkpoints/best"
     record.state = "Succeeded"
-    record.completion_time = _iso(run.now)
+    record.completion_time = iso_time(run.now)
     record.wer = status.best_wer
     why = (
         f"the trainer did not stop within {grace:g}s, Job {name} deleted"
