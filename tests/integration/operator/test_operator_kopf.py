@@ -317,7 +317,11 @@ def test_a_plateau_stops_training_and_an_ignored_stop_deletes_the_job_and_evalua
     deleted_seen = time.time()
     path = cluster.path("batch/v1", "jobs", f"{NAME}-train")
     assert (path, "Foreground") in cluster.deletions
-    status = cluster.status(NAME)
+    # The status is the pass's commit point, written after its deletes (reconciler.apply).
+    status = wait_for(
+        "the enforced stop in the status",
+        lambda: (s := cluster.status(NAME))["stages"]["train"]["state"] != "Running" and s,
+    )
     assert deleted_seen - status["stop"]["requestedAt"] >= 1.0, "deleted before the grace"
     train = status["stages"]["train"]
     assert train["state"] == "Succeeded" and "stop enforced" in train["message"]
