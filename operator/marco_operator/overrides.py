@@ -26,9 +26,6 @@ from typing import Any
 
 from marco_operator.api import PodTemplateOverride, override_targets
 
-#: The stage pod's one container, the only one an override's `containers` may name.
-CONTAINER = "trainer"
-
 
 def _dump(model: Any) -> Any:
     return model.model_dump(by_alias=True, exclude_none=True, mode="json")
