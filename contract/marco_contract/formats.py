@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from marco_contract.scoring import EditCounts
 from marco_contract.status import Family
 
 #: Kubernetes caps a termination message at 4096 bytes; stage results stay below.
@@ -92,6 +93,16 @@ class StageResult(BaseModel):
     curve: list[tuple[int, float]] = Field(
         default_factory=list,
         description="(step, WER) of every evaluation of a training run: an LR trial's curve.",
+    )
+    # A sharded stage's pods each leave their own result; these say which one it is.
+    shard_index: int | None = Field(default=None, ge=0, description="This shard (its index).")
+    num_shards: int | None = Field(default=None, ge=1, description="Shards of the stage.")
+    # What wer, cer and reference_wer are computed from (baseline and evaluate): counts
+    # add up over shards, rates do not (marco_contract.evaluation.merge_evaluation_results).
+    word_counts: EditCounts | None = Field(default=None, description="Edit counts behind wer.")
+    char_counts: EditCounts | None = Field(default=None, description="Edit counts behind cer.")
+    reference_word_counts: EditCounts | None = Field(
+        default=None, description="Edit counts behind reference_wer."
     )
 
     def to_termination_message(self) -> str:

@@ -19,9 +19,13 @@ from marco_contract.layout import RESULT_FILE
 TERMINATION_LOG_ENV = "MARCO_TERMINATION_LOG"
 
 
-def write_stage_result(result: StageResult, output_dir: str | Path) -> Path:
-    """Write the result file in the stage's output dir and, in a pod, the termination message."""
-    path = Path(output_dir) / RESULT_FILE
+def write_stage_result(
+    result: StageResult, output_dir: str | Path, name: str = RESULT_FILE
+) -> Path:
+    """Write the result file in the stage's output dir and, in a pod, the termination message.
+
+    `name`: a shard's own file, beside its siblings' (marco_contract.evaluation.shard_file)."""
+    path = Path(output_dir) / name
     atomic_write_text(path, result.model_dump_json(indent=2))
     log = os.environ.get(TERMINATION_LOG_ENV)
     if log:

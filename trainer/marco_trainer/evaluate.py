@@ -4,6 +4,11 @@ The core (:func:`transcribe_examples`, :func:`score`) is shared with the
 trainer's periodic validation; :func:`run_evaluate` is the ``evaluate`` stage
 (and the baseline). All of them decode under one `DecodingOptions` policy.
 See :mod:`marco_trainer.text` for the normalisation.
+
+Sharded (an Indexed Job: ``--shard-index/--num-shards`` from the pod's environment),
+each shard decodes utterance i of the manifest when i mod count is its index, and
+leaves its edit counts; the operator merges them
+(:func:`marco_contract.evaluation.merge_evaluation_results`).
 """
 
 from __future__ import annotations
@@ -11,52 +16,27 @@ from __future__ import annotations
 import argparse
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
+from marco_contract.evaluation import (
+    NORMALISATION_NOTE,
+    EvaluationReport,
+    UtteranceResult,
+)
+from marco_contract.scoring import EditCounts, total
+from marco_trainer.text import is_character_language, score_pair
 
-from marco_trainer.text import corpus_rates, is_character_language, score_pair
+__all__ = ["NORMALISATION_NOTE", "EvaluationReport", "UtteranceResult"]
 
 if TYPE_CHECKING:
     from marco_contract.options import DecodingOptions
+    from marco_contract.status import Family
     from marco_trainer.models.base import AsrModel
 
 log = logging.getLogger(__name__)
-
-NORMALISATION_NOTE = (
-    "English: whisper_normalizer EnglishTextNormalizer; other languages: BasicTextNormalizer; "
-    "languages without word spaces (zh, ja, th, ...) scored per character"
-)
-
-
-class UtteranceResult(BaseModel):
-    audio_filepath: str
-    reference: str
-    hypothesis: str
-    normalized_reference: str
-    normalized_hypothesis: str
-    word_errors: int = Field(ge=0)
-    reference_words: int = Field(ge=0)
-
-
-class EvaluationReport(BaseModel):
-    """``report.json`` of the evaluate stage."""
-
-    model: str
-    manifest: list[str]
-    family: str
-    language: str | None
-    wer: float = Field(ge=0, description="Percent.")
-    cer: float = Field(ge=0, description="Percent.")
-    normalisation: str = NORMALISATION_NOTE
-    decoding: dict[str, Any] = Field(
-        default_factory=dict, description="The decoding policy the hypotheses were made under."
-    )
-    counts: dict[str, int] = Field(default_factory=dict)
-    skipped: list[str] = Field(default_factory=list, description="Unusable files and why.")
-    utterances: list[UtteranceResult] = Field(default_factory=list)
 
 
 def transcribe_examples(
@@ -94,10 +74,10 @@ def transcribe_examples(
     return hypotheses, skipped
 
 
-def score(
+def score_counts(
     examples: Sequence, hypotheses: dict[int, str], language: str | None
-) -> tuple[float, float, list[UtteranceResult]]:
-    """Corpus (WER, CER) in percent and per-utterance results, in manifest order."""
+) -> tuple[EditCounts, EditCounts, list[UtteranceResult]]:
+    """Corpus word and character edit counts, and per-utterance results in manifest order."""
     scored = []
     results = []
     for index in sorted(hypotheses):
@@ -113,11 +93,34 @@ def score(
                 normalized_reference=item.reference,
                 normalized_hypothesis=item.hypothesis,
                 word_errors=item.words.errors,
-                reference_words=item.words.reference_tokens,
+                reference_words=item.words.reference_words,
             )
         )
-    wer, cer = corpus_rates(scored)
-    return wer, cer, results
+    words = total(item.words for item in scored)
+    return words, total(item.characters for item in scored), results
+
+
+def score(
+    examples: Sequence, hypotheses: dict[int, str], language: str | None
+) -> tuple[float, float, list[UtteranceResult]]:
+    """Corpus (WER, CER) in percent and per-utterance results, in manifest order."""
+    words, chars, results = score_counts(examples, hypotheses, language)
+    return words.rate, chars.rate, results
+
+
+@contextmanager
+def _export_lock(model: Path) -> Iterator[None]:
+    """Held while exporting into `model`: the shards of a sharded evaluate start together,
+    and one export must not swap its folder under another's (the rest then find it done)."""
+    import fcntl
+
+    model.parent.mkdir(parents=True, exist_ok=True)
+    with (model.parent / f".{model.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def export_if_missing(model: str, checkpoint: str | None) -> bool:
@@ -126,6 +129,13 @@ def export_if_missing(model: str, checkpoint: str | None) -> bool:
     own export: its best checkpoint is still on the volume, and is what gets evaluated."""
     if checkpoint is None or (Path(model) / "config.json").exists():
         return False
+    with _export_lock(Path(model)):
+        if (Path(model) / "config.json").exists():
+            return False  # another shard exported it while this one waited
+        return _export(model, checkpoint)
+
+
+def _export(model: str, checkpoint: str) -> bool:
     if not Path(checkpoint).is_dir():
         raise SystemExit(
             f"marco-trainer evaluate: --model {model} holds no model (no config.json) and "
@@ -145,9 +155,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from marco_contract.argv import parse_options
+    from marco_contract.evaluation import REPORT_FILE, shard_file
     from marco_contract.exit_codes import refuse
     from marco_contract.files import atomic_write_text
     from marco_contract.formats import StageResult
+    from marco_contract.layout import RESULT_FILE
     from marco_contract.manifests import Volumes
     from marco_contract.options import (
         DecodingOptions,
@@ -156,18 +168,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
         VolumeOptions,
     )
     from marco_contract.results import write_stage_result
+    from marco_contract.scoring import percent
     from marco_trainer.data import load_examples
     from marco_trainer.models import load_asr_model
     from marco_trainer.runtime import pick_device, quiet_transformers
+    from marco_trainer.sharding import shard_from_args
 
     try:  # the spec's bounds (argparse checked the types)
         for options in (EvaluateOptions, LanguageOptions):
             parse_options(options, args)
         decoding = parse_options(DecodingOptions, args)
         where = parse_options(VolumeOptions, args)
+        shard = shard_from_args(args.shard_index, args.num_shards)
     except ValueError as error:
         # Outside the spec's bounds: every retry would be refused the same way.
         refuse(f"marco-trainer evaluate: {error}")
+    sharded = shard.count > 1
     quiet_transformers()
     output = Path(args.output_dir)
     counts: Counter = Counter()
@@ -186,69 +202,109 @@ def run_evaluate(args: argparse.Namespace) -> int:
         raise SystemExit(
             f"marco-trainer evaluate: --manifest {args.manifest}: no labelled utterances"
         )
+    if shard.index != 0:
+        # Every shard reads the whole manifest (the same `examples`, so the same split):
+        # shard 0 alone counts and names the lines left out of it, else they add up N times.
+        counts, skipped = Counter(), []
+    mine = [index for index in range(len(examples)) if shard.owns(index)]
+    what = f"shard {shard.index + 1}/{shard.count}: " if sharded else ""
 
-    def transcribe(model: str, label: str) -> tuple[AsrModel, dict[int, str], dict[int, str]]:
+    def transcribe(model: str, label: str) -> tuple[Family | None, dict[int, str], dict[int, str]]:
+        """(family, hypotheses, unreadable) of `model` on this shard's utterances."""
+        if not mine:  # more shards than utterances: nothing to decode, no model to load
+            return None, {}, {}
         asr = load_asr_model(model, family=args.family, language=args.language, task=args.task)
         asr.to(pick_device())
-        with tqdm(total=len(examples), desc=label, unit="utt") as bar:
-            found = transcribe_examples(
-                asr, examples, range(len(examples)), args.batch_size, decoding, bar.update
-            )
-        return asr, *found
+        with tqdm(total=len(mine), desc=f"{what}{label}", unit="utt") as bar:
+            found = transcribe_examples(asr, examples, mine, args.batch_size, decoding, bar.update)
+        return asr.family, *found
 
     exported = export_if_missing(args.model, args.export_checkpoint)
-    reference_wer = None
+    reference_counts = None
     if args.reference_model:
         # The pre-trained model on the very same utterances: the baseline the final WER
         # is compared with (WER0 itself is measured on the validation subset).
         _, reference_hypotheses, _ = transcribe(args.reference_model, "evaluate reference")
-        reference_wer, _, _ = score(examples, reference_hypotheses, args.language)
-        reference_wer = round(reference_wer, 4)
-    asr, hypotheses, unreadable = transcribe(args.model, "evaluate")
+        reference_counts, _, _ = score_counts(examples, reference_hypotheses, args.language)
+    found_family, hypotheses, unreadable = transcribe(args.model, "evaluate")
     counts["corrupt_audio"] += len(unreadable)
     skipped += unreadable.values()
     counts["evaluated"] = len(hypotheses)
     counts["skipped"] = len(skipped)
-    wer, cer, results = score(examples, hypotheses, args.language)
+    words, chars, results = score_counts(examples, hypotheses, args.language)
     counts = Counter({k: v for k, v in counts.items() if v or k in ("evaluated", "skipped")})
     report = EvaluationReport(
         model=str(args.model),
         manifest=[str(m) for m in args.manifest],
-        family=asr.family,
+        family=found_family or args.family,  # no model loaded: no utterance in this shard
         language=args.language,
-        wer=wer,
-        cer=cer,
+        wer=words.rate,
+        cer=chars.rate,
         decoding=decoding.model_dump(by_alias=True),
+        shard_index=shard.index,
+        num_shards=shard.count,
+        word_counts=words,
+        char_counts=chars,
         counts=dict(counts),
         skipped=skipped,
         utterances=results,
     )
-    atomic_write_text(output / "report.json", report.model_dump_json(indent=2))
-    write_stage_result(
-        StageResult(
-            stage="evaluate",
-            wer=round(wer, 4),
-            cer=round(cer, 4) if is_character_language(args.language) else None,
-            counts=dict(counts),
-            family=asr.family,
-            reference_wer=reference_wer,
-            ok=bool(hypotheses),
-            message=(
-                "no utterance could be transcribed"
-                if not hypotheses
-                else f"exported {args.export_checkpoint} first: the train stage was stopped "
-                "before its export"
-                if exported
-                else None
-            ),
+    report_name = shard_file(REPORT_FILE, shard.index, shard.count)
+    atomic_write_text(output / report_name, report.model_dump_json(indent=2))
+    # One shard that decoded nothing is no failure of the stage: the others may have, and
+    # the merge says whether any did (an unsharded run fails here, as it always has).
+    ok = bool(hypotheses) or sharded
+    nothing = "no utterance could be transcribed"
+    result = StageResult(
+        stage="evaluate",
+        wer=percent(words),
+        cer=percent(chars) if is_character_language(args.language) else None,
+        counts=dict(counts),
+        family=found_family,
+        reference_wer=percent(reference_counts) if reference_counts is not None else None,
+        ok=ok,
+        message=(
+            f"{what}{nothing}"
+            if not hypotheses and mine
+            else f"exported {args.export_checkpoint} first: the train stage was stopped "
+            "before its export"
+            if exported
+            else None
         ),
-        output,
+        shard_index=shard.index if sharded else None,
+        num_shards=shard.count if sharded else None,
+        word_counts=words,
+        char_counts=chars,
+        reference_word_counts=reference_counts,
     )
+    write_stage_result(result, output, name=shard_file(RESULT_FILE, shard.index, shard.count))
+    if sharded:
+        _write_merged_result(output, shard.count)
     print(
-        f"WER {wer:.2f} %  CER {cer:.2f} %  "
+        f"{what}WER {words.rate:.2f} %  CER {chars.rate:.2f} %  "
         f"({counts['evaluated']} utterances, {counts['skipped']} skipped)"
     )
-    return 0 if hypotheses else 1
+    return 0 if ok else 1
+
+
+def _write_merged_result(output: Path, count: int) -> None:
+    """`result.json` over every shard, once all have left theirs: each shard writes its own
+    before it looks, so the last to look sees them all. The operator does not read it (it
+    merges the pods' termination messages): it is the result for whoever reads the folder."""
+    from marco_contract.evaluation import merge_evaluation_results, shard_file
+    from marco_contract.files import atomic_write_text
+    from marco_contract.layout import RESULT_FILE
+    from marco_contract.results import parse_stage_result
+
+    parts = []
+    for index in range(count):
+        path = output / shard_file(RESULT_FILE, index, count)
+        part = parse_stage_result(path.read_text()) if path.exists() else None
+        if part is None:
+            return  # that shard has not finished: it writes the total when it does
+        parts.append(part)
+    merged = merge_evaluation_results(parts)
+    atomic_write_text(output / RESULT_FILE, merged.model_dump_json(indent=2))
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -262,6 +318,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         TrainerFamily,
         VolumeOptions,
     )
+    from marco_trainer.sharding import add_shard_arguments
 
     parser = subparsers.add_parser(
         "evaluate",
@@ -278,6 +335,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_arguments(parser, LanguageOptions)
     add_arguments(parser, DecodingOptions)  # the spec's decoding: the same as train's
     add_arguments(parser, VolumeOptions)  # --data-root, --output-root: where it may read
+    add_shard_arguments(parser)  # an Indexed Job's pod: its slice of the manifest
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--family", choices=get_args(TrainerFamily), default="auto")
     parser.add_argument(

@@ -20,6 +20,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
+from marco_contract.scoring import EditCounts, total
+
 #: ISO 639-1 codes of languages written without spaces between words.
 CHARACTER_LANGUAGES = frozenset({"zh", "ja", "th", "lo", "my", "km", "yue", "bo"})
 
@@ -48,54 +50,31 @@ def _characters(text: str) -> str:
     return " ".join(ch for ch in text if not ch.isspace())
 
 
-@dataclass(frozen=True)
-class ErrorCounts:
-    """Edit-distance counts over a corpus (sums over utterances)."""
-
-    substitutions: int = 0
-    deletions: int = 0
-    insertions: int = 0
-    reference_tokens: int = 0
-
-    @property
-    def errors(self) -> int:
-        return self.substitutions + self.deletions + self.insertions
-
-    @property
-    def rate(self) -> float:
-        """Error rate in percent (an empty reference with insertions counts 100 %)."""
-        if self.reference_tokens == 0:
-            return 0.0 if self.errors == 0 else 100.0
-        return 100.0 * self.errors / self.reference_tokens
-
-    def __add__(self, other: ErrorCounts) -> ErrorCounts:
-        return ErrorCounts(
-            self.substitutions + other.substitutions,
-            self.deletions + other.deletions,
-            self.insertions + other.insertions,
-            self.reference_tokens + other.reference_tokens,
-        )
-
-
-def token_errors(reference: str, hypothesis: str) -> ErrorCounts:
+def token_errors(reference: str, hypothesis: str) -> EditCounts:
     """Word-level edit counts between two already-normalised, space-separated strings."""
     import jiwer
 
     ref_words = reference.split()
     if not ref_words:
-        return ErrorCounts(insertions=len(hypothesis.split()))
+        return EditCounts(insertions=len(hypothesis.split()))
     if not hypothesis.split():
-        return ErrorCounts(deletions=len(ref_words), reference_tokens=len(ref_words))
+        return EditCounts(deletions=len(ref_words), reference_words=len(ref_words))
     out = jiwer.process_words(reference, hypothesis)
-    return ErrorCounts(out.substitutions, out.deletions, out.insertions, len(ref_words))
+    return EditCounts(
+        hits=out.hits,
+        substitutions=out.substitutions,
+        deletions=out.deletions,
+        insertions=out.insertions,
+        reference_words=len(ref_words),
+    )
 
 
 @dataclass(frozen=True)
 class Scored:
     reference: str
     hypothesis: str
-    words: ErrorCounts
-    characters: ErrorCounts
+    words: EditCounts
+    characters: EditCounts
 
 
 def score_pair(reference: str, hypothesis: str, language: str | None) -> Scored:
@@ -107,6 +86,4 @@ def score_pair(reference: str, hypothesis: str, language: str | None) -> Scored:
 
 def corpus_rates(scored: Sequence[Scored]) -> tuple[float, float]:
     """(WER, CER) in percent over a corpus: summed edits over summed reference tokens."""
-    words = sum((s.words for s in scored), ErrorCounts())
-    chars = sum((s.characters for s in scored), ErrorCounts())
-    return words.rate, chars.rate
+    return total(s.words for s in scored).rate, total(s.characters for s in scored).rate

@@ -1,11 +1,12 @@
 import pytest
 
-from marco_trainer.text import ErrorCounts, corpus_rates, normalize, score_pair
+from marco_contract.scoring import EditCounts
+from marco_trainer.text import corpus_rates, normalize, score_pair
 
 
 def test_english_normaliser_ignores_case_punctuation_and_spelling():
     scored = score_pair("Hello, World! The colour is grey.", "hello world the color is gray", "en")
-    assert scored.words.errors == 0 and scored.words.reference_tokens == 6
+    assert scored.words.errors == 0 and scored.words.reference_words == 6
 
 
 def test_word_errors_are_counted_by_kind():
@@ -20,7 +21,7 @@ def test_word_errors_are_counted_by_kind():
 
 def test_chinese_is_scored_per_character():
     scored = score_pair("今天天气很好。", "今天天气不好", "zh")
-    assert scored.words.reference_tokens == 6  # characters, punctuation removed
+    assert scored.words.reference_words == 6  # characters, punctuation removed
     assert scored.words.errors == 1
     wer, cer = corpus_rates([scored])
     assert wer == cer == pytest.approx(100 / 6)
@@ -36,7 +37,7 @@ def test_corpus_rate_sums_edits_not_averages_of_rates():
 def test_empty_references_and_hypotheses():
     assert score_pair("", "", "en").words.rate == 0.0
     assert score_pair("", "noise", "en").words.rate == 100.0
-    assert score_pair("two words", "", "en").words == ErrorCounts(deletions=2, reference_tokens=2)
+    assert score_pair("two words", "", "en").words == EditCounts(deletions=2, reference_words=2)
 
 
 def test_other_languages_use_the_basic_normaliser():

@@ -1,0 +1,74 @@
+"""Edit counts of hypotheses against references, and the error rate they give.
+
+One model for the counts every WER in the project comes from (jiwer's alignment
+per utterance, summed over a corpus), so that the counts of several shards sum
+to the counts of the whole set and the rate of the sum is the unsharded rate.
+Pure pydantic, no jiwer: the trainer counts, the operator only adds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class EditCounts(BaseModel):
+    """Hits, substitutions, deletions and insertions of an alignment, summed over utterances.
+
+    Tokens are words, or characters where the language is scored per character (CER, and
+    the WER of languages written without spaces)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    hits: int = Field(default=0, ge=0)
+    substitutions: int = Field(default=0, ge=0)
+    deletions: int = Field(default=0, ge=0)
+    insertions: int = Field(default=0, ge=0)
+    reference_words: int = Field(
+        default=0, ge=0, description="Reference tokens: hits + substitutions + deletions."
+    )
+
+    @model_validator(mode="after")
+    def _aligned(self) -> EditCounts:
+        # Every reference token is hit, substituted or deleted: a sum that disagrees is
+        # counts of two different alignments (or a hand-edited file).
+        aligned = self.hits + self.substitutions + self.deletions
+        if aligned != self.reference_words:
+            raise ValueError(
+                f"reference_words is {self.reference_words}, but hits + substitutions + "
+                f"deletions is {aligned}"
+            )
+        return self
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def rate(self) -> float:
+        """Error rate in percent: (S + D + I) / reference tokens; an empty reference with
+        insertions counts 100 %."""
+        if self.reference_words == 0:
+            return 0.0 if self.errors == 0 else 100.0
+        return 100.0 * self.errors / self.reference_words
+
+    def __add__(self, other: EditCounts) -> EditCounts:
+        return EditCounts(
+            hits=self.hits + other.hits,
+            substitutions=self.substitutions + other.substitutions,
+            deletions=self.deletions + other.deletions,
+            insertions=self.insertions + other.insertions,
+            reference_words=self.reference_words + other.reference_words,
+        )
+
+
+def total(counts: Iterable[EditCounts]) -> EditCounts:
+    """The counts of a corpus from its parts' (utterances', or shards')."""
+    return sum(counts, EditCounts())
+
+
+def percent(counts: EditCounts) -> float:
+    """The rate a stage result states: `rate` to 4 decimals, the one rounding of every WER a
+    result carries, whether a stage computed it from its utterances or a merge from shards."""
+    return round(counts.rate, 4)
