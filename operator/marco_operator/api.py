@@ -370,7 +370,8 @@ VOLUME_CLAIM_RULE = (
     "required on a cluster: every stage pod mounts this PersistentVolumeClaim and each "
     "stage reads what the one before wrote there, so without it no stage would see "
     "another's results. Name a PVC of the adaptation's namespace (ReadWriteMany when "
-    "resources.nodes, profile.shards or augmentation.shards is above 1, or several LR "
+    "resources.nodes or a stage's shards (profile, augmentation, baseline, evaluation) is "
+    "above 1, or several LR "
     "trials run); `marco run` needs none (it maps the volume to --data-dir)"
 )
 
@@ -625,11 +626,45 @@ class AugmentationSpec(AugmentOptions):  # copies, seed
     )
 
 
+#: A decoding shard is a pod with a GPU: past a few hundred for one test set is a typo.
+MAX_DECODING_SHARDS = 256
+DECODING_SHARDS_DESCRIPTION = (
+    "Pods of the stage's Indexed Job, one GPU each, each decoding every shards-th utterance; "
+    "the WER is merged from their error counts, the same as one pod's. `marco run` decodes "
+    "in one process whatever the value."
+)
+
+
+def _shards_within(shards: int, utterances: int | None, field: str, bound: str) -> None:
+    """More shards than utterances leaves some with nothing to decode: a pod and a GPU each."""
+    if utterances is not None and shards > utterances:
+        raise ValueError(
+            f"{field}.shards ({shards}) is above {bound} ({utterances}): "
+            "some shards would decode nothing"
+        )
+
+
 class BaselineSpec(ApiModel):
     enabled: bool = True
     samples: int = Field(
         default=200, ge=1, le=MAX_SAMPLES, description="Validation utterances measured for WER0."
     )
+    shards: int = Field(
+        default=1, ge=1, le=MAX_DECODING_SHARDS, description=DECODING_SHARDS_DESCRIPTION
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.shards <= self.samples", "baseline.shards must not exceed samples")
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _shards_have_work(self) -> BaselineSpec:
+        _shards_within(self.shards, self.samples, "baseline", "baseline.samples")
+        return self
 
 
 class LearningRateBounds(ApiModel):
@@ -765,6 +800,25 @@ class TrialsSpec(ApiModel):
 
 class EvaluationSpec(EvaluateOptions):  # max_samples
     enabled: bool = True
+    shards: int = Field(
+        default=1, ge=1, le=MAX_DECODING_SHARDS, description=DECODING_SHARDS_DESCRIPTION
+    )
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.maxSamples) || self.shards <= self.maxSamples",
+                    "evaluation.shards must not exceed maxSamples",
+                )
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _shards_have_work(self) -> EvaluationSpec:
+        _shards_within(self.shards, self.max_samples, "evaluation", "evaluation.maxSamples")
+        return self
 
 
 class DecodingSpec(DecodingOptions):  # max_new_tokens, tokens_per_second, ..., thresholds

@@ -244,7 +244,7 @@ def _stage_command(
             *_language_args(spec),
             *_decoding_args(spec),
         ]  # fmt: skip
-        return StageCommand(stage, args)
+        return StageCommand(stage, args, shards=spec.baseline.shards)
     if stage == "train":
         if learning_rate is None:
             raise ValueError("the train stage needs its initial learning rate")
@@ -281,7 +281,7 @@ def _stage_command(
             *to_argv(spec.evaluation, EvaluateOptions),
             *_decoding_args(spec),
         ]  # fmt: skip
-        return StageCommand(stage, args)
+        return StageCommand(stage, args, shards=spec.evaluation.shards)
     raise ValueError(f"unknown stage {stage!r}")
 
 

@@ -25,6 +25,7 @@ from typing import Any
 from pydantic import ValidationError
 from urllib3.exceptions import HTTPError
 
+from marco_contract.evaluation import merge_evaluation_results
 from marco_contract.formats import Directive, StageResult
 from marco_contract.results import parse_stage_result
 from marco_operator.api import API_VERSION, KIND, PLURAL, parse_spec
@@ -190,6 +191,44 @@ def _termination_result(pod: Mapping[str, Any], job_name: str) -> StageResult | 
             return result
         logger.info("job %s: termination message is not a stage result", job_name)
     return None
+
+
+def _index_results(pods: Sequence[Mapping[str, Any]], job_name: str) -> list[StageResult]:
+    """Each completion index's result: the termination message of its newest succeeded pod
+    (an index retried after a failure leaves the failed try beside it)."""
+    newest: dict[str, Mapping[str, Any]] = {}
+    for pod in sorted(pods, key=_created):
+        index = _completion_index(pod)
+        if index is not None and _succeeded(pod):
+            newest[index] = pod
+    found = (_termination_result(pod, job_name) for pod in newest.values())
+    return [result for result in found if result is not None]
+
+
+def _job_result(
+    pods: Sequence[Mapping[str, Any]], complete: bool, job_name: str
+) -> StageResult | None:
+    """A finished Job's result: its lead pod's, or, when that is one shard's of a sharded
+    baseline or evaluate, the merge of every shard's (the operator is the one reader that
+    sees them all: their termination messages; WER0 and the final WER come from here)."""
+    pod = _result_pod(pods, complete)
+    result = _termination_result(pod, job_name) if pod is not None else None
+    if not complete or result is None or (result.num_shards or 1) == 1:
+        return result
+    try:
+        return merge_evaluation_results(_index_results(pods, job_name))
+    except ValueError as error:
+        # A shard's pod gone before its result was read: no WER is better than a slice's.
+        logger.warning("job %s: shard results do not merge: %s", job_name, error)
+        return result.model_copy(
+            update={
+                "ok": False,
+                "wer": None,
+                "cer": None,
+                "reference_wer": None,
+                "message": f"shard results do not merge: {error}",
+            }
+        )
 
 
 #: Waiting reasons on the normal way to a running container: no trouble (yet).
@@ -361,8 +400,7 @@ def _job_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> Job
     result = None
     own = _pods_of(pods, meta["name"])
     if complete or failed_condition is not None:
-        pod = _result_pod(own, complete)
-        result = _termination_result(pod, meta["name"]) if pod is not None else None
+        result = _job_result(own, complete, meta["name"])
     return JobState(
         name=meta["name"],
         stage=job_labels.get(LABEL_STAGE, ""),

@@ -74,6 +74,10 @@ def concurrent_pods(spec: AsrAdaptationSpec) -> list[str]:
         reasons.append(f"spec.profile.shards is {spec.profile.shards}")
     if spec.augmentation.enabled and spec.augmentation.shards > 1:
         reasons.append(f"spec.augmentation.shards is {spec.augmentation.shards}")
+    if spec.baseline.enabled and spec.baseline.shards > 1:
+        reasons.append(f"spec.baseline.shards is {spec.baseline.shards}")
+    if spec.evaluation.enabled and spec.evaluation.shards > 1:
+        reasons.append(f"spec.evaluation.shards is {spec.evaluation.shards}")
     if spec.trials.enabled:
         trials = len(spec.trials.learning_rates or ()) or spec.trials.count
         if trials > 1:
