@@ -205,6 +205,10 @@ def _index_results(pods: Sequence[Mapping[str, Any]], job_name: str) -> list[Sta
     return [result for result in found if result is not None]
 
 
+#: The failure reason of a sharded Job whose shards' results give no measurement.
+SHARDS_FAILED = "ShardsFailed"
+
+
 def _job_result(
     pods: Sequence[Mapping[str, Any]], complete: bool, job_name: str
 ) -> StageResult | None:
@@ -401,12 +405,17 @@ def _job_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> Job
     own = _pods_of(pods, meta["name"])
     if complete or failed_condition is not None:
         result = _job_result(own, complete, meta["name"])
+    failed = failed_condition is not None
+    if complete and result is not None and (result.num_shards or 1) > 1 and not result.ok:
+        # Every shard succeeded, yet together they measured nothing (no utterance decoded in
+        # any, or a shard's result missing): the stage fails, as one pod would have exited 1.
+        complete, failed, reason = False, True, f"{SHARDS_FAILED}: {result.message}"
     return JobState(
         name=meta["name"],
         stage=job_labels.get(LABEL_STAGE, ""),
         trial=int(trial) if trial is not None and trial.isdigit() else None,
         complete=complete,
-        failed=failed_condition is not None,
+        failed=failed,
         failure_reason=reason,
         suspended=bool(job.get("spec", {}).get("suspend")),
         active=int(job.get("status", {}).get("active") or 0),

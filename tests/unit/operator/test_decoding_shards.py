@@ -183,12 +183,35 @@ def test_a_sharded_job_s_result_is_the_merge_of_every_index_s():
     assert result.ok and result.family == "encoder-decoder"
 
 
-def test_a_shard_without_a_result_leaves_no_wer_and_says_why():
+def test_a_shard_without_a_result_fails_the_stage_without_a_wer_and_says_why():
     pods = [pod(0, "2025-01-01T00:00:00Z", shard_result(0)),
             pod(2, "2025-01-01T00:00:02Z", shard_result(2))]  # fmt: skip
-    result = _job_state(JOB, pods).result
-    assert result is not None and result.wer is None and not result.ok
-    assert result.message is not None and "no result from shard(s) [1]" in result.message
+    state = _job_state(JOB, pods)
+    assert state.failed and not state.complete
+    assert state.failure_reason is not None
+    assert state.failure_reason.startswith("ShardsFailed: ")
+    assert "no result from shard(s) [1]" in state.failure_reason
+    assert state.result is not None and state.result.wer is None
+
+
+def test_shards_that_decoded_nothing_at_all_fail_the_stage_as_one_pod_would():
+    """One process exits 1 when no utterance could be transcribed; its shards each exit 0
+    (a shard's slice may be all unreadable while others decode): the merge decides."""
+    nothing = [
+        StageResult(
+            stage="evaluate",
+            wer=0.0,
+            counts={"evaluated": 0, "skipped": 1},
+            shard_index=i,
+            num_shards=3,
+            word_counts=EditCounts(),
+        )
+        for i in range(3)
+    ]
+    pods = [pod(i, f"2025-01-01T00:00:0{i}Z", nothing[i]) for i in range(3)]
+    state = _job_state(JOB, pods)
+    assert state.failed and not state.complete
+    assert state.failure_reason == "ShardsFailed: no utterance could be transcribed"
 
 
 def test_an_unsharded_job_s_result_is_its_pod_s_as_before():
