@@ -109,7 +109,7 @@ def score(
 
 
 @contextmanager
-def _export_lock(model: Path) -> Iterator[None]:
+def export_lock(model: Path) -> Iterator[None]:
     """Held while exporting into `model`: the shards of a sharded evaluate start together,
     and one export must not swap its folder under another's (the rest then find it done)."""
     import fcntl
@@ -129,7 +129,7 @@ def export_if_missing(model: str, checkpoint: str | None) -> bool:
     own export: its best checkpoint is still on the volume, and is what gets evaluated."""
     if checkpoint is None or (Path(model) / "config.json").exists():
         return False
-    with _export_lock(Path(model)):
+    with export_lock(Path(model)):
         if (Path(model) / "config.json").exists():
             return False  # another shard exported it while this one waited
         return _export(model, checkpoint)

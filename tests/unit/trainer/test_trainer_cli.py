@@ -173,3 +173,41 @@ def test_evaluate_says_when_there_is_neither_a_model_nor_a_checkpoint(tmp_path):
     with pytest.raises(SystemExit, match=r"--export-checkpoint .* does not exist"):
         export_if_missing(str(tmp_path / "export"), str(tmp_path / "checkpoints" / "best"))
     assert export_if_missing(str(tmp_path / "export"), None) is False
+
+
+def test_shards_waiting_for_another_s_export_do_not_export_again(tmp_path, monkeypatch):
+    """The shards of a sharded evaluate start together: one exports, the rest wait for its
+    lock and then find the model there (exporting again would swap the folder under a
+    shard reading it)."""
+    import fcntl
+    import threading
+
+    from marco_trainer.evaluate import export_if_missing, export_lock
+
+    best = tmp_path / "train" / "checkpoints" / "best"
+    best.mkdir(parents=True)
+    (best / "config.json").write_text('{"model_type": "whisper"}')
+    export = tmp_path / "train" / "export"
+    waiting = threading.Event()
+    real_flock = fcntl.flock
+
+    def flock(fd, operation):
+        if operation == fcntl.LOCK_EX and threading.current_thread() is not main:
+            waiting.set()  # the other shard has looked (no model yet) and now waits
+        return real_flock(fd, operation)
+
+    def other_shard() -> None:
+        found.append(export_if_missing(str(export), str(best)))
+
+    main = threading.current_thread()
+    found: list[bool] = []
+    with export_lock(export):  # this "shard" is exporting
+        monkeypatch.setattr(fcntl, "flock", flock)
+        other = threading.Thread(target=other_shard)
+        other.start()
+        assert waiting.wait(timeout=10), "the other shard never asked for the lock"
+        export.mkdir()
+        (export / "config.json").write_text('{"exported": "by the first shard"}')
+    other.join(timeout=10)
+    assert found == [False]
+    assert (export / "config.json").read_text() == '{"exported": "by the first shard"}'
