@@ -1,6 +1,7 @@
-"""A sharded baseline under `marco operator` (kopf against kmock): the Job is Indexed with
-one pod per shard, each pod leaves its own termination message, and WER0 (status, Eq. 2's
-first learning rate) is the WER of the summed counts, as one pod's would have been."""
+"""Sharded baseline and evaluate under `marco operator` (kopf against kmock): the Job is
+Indexed with one pod per shard, each pod leaves its own termination message, and WER0
+(status, Eq. 2's first learning rate), finalWer and baselineTestWer are the WERs of the
+summed counts, as one pod's would have been; shards that measured nothing fail the stage."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from marco_contract.formats import StageResult
 from marco_contract.scoring import EditCounts
 
 from .harness import EmulatedCluster, JobController, ScriptedTrainer, wait_for
-from .test_operator_kopf import NAME, ONLY_TRAINING, eq2, make_spec
+from .test_operator_kopf import NAME, ONLY_TRAINING, eq2, make_spec, phase_is
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -58,3 +59,66 @@ def test_a_sharded_baseline_gives_wer0_from_every_shard_s_counts(
     assert status["stages"]["baseline"]["wer"] == wer0
     assert status["stages"]["baseline"]["counts"] == {"evaluated": 30}
     assert status["family"] == "llm"
+
+
+def evaluate_shard(index: int, count: int, counts: tuple[int, int, int, int],
+                   reference: tuple[int, int, int, int]) -> StageResult:  # fmt: skip
+    def edits(h: int, s: int, d: int, i: int) -> EditCounts:
+        return EditCounts(hits=h, substitutions=s, deletions=d, insertions=i,
+                          reference_words=h + s + d)  # fmt: skip
+
+    words, ref = edits(*counts), edits(*reference)
+    return StageResult(stage="evaluate", wer=round(words.rate, 4),
+                       reference_wer=round(ref.rate, 4), counts={"evaluated": 4},
+                       shard_index=index, num_shards=count, word_counts=words,
+                       reference_word_counts=ref)  # fmt: skip
+
+
+def test_a_sharded_evaluate_gives_the_final_and_reference_wer_from_every_shard(
+    cluster: EmulatedCluster, jobs: JobController, operator
+) -> None:
+    spec = make_spec(**{**ONLY_TRAINING, "evaluation": {"enabled": True, "shards": 2}})
+    cluster.apply_adaptation(NAME, spec)
+    jobs.complete(jobs.wait_job(NAME, "train"), StageResult(stage="train", wer=20.0))
+    evaluate = jobs.wait_job(NAME, "evaluate")
+    assert evaluate["spec"]["completions"] == 2
+    jobs.start(evaluate)
+    name = evaluate["metadata"]["name"]
+    shards = [((30, 3, 1, 2), (25, 8, 1, 0)), ((9, 1, 0, 0), (6, 4, 0, 3))]
+    for index, (counts, reference) in enumerate(shards):
+        message = evaluate_shard(index, 2, counts, reference).to_termination_message()
+        jobs.end_pod(f"{name}-{index}", 0, message)
+    jobs.mark_complete(evaluate)
+
+    status = wait_for("phase Succeeded", phase_is(cluster, "Succeeded"))
+    final = round(100 * (3 + 1 + 2 + 1) / (34 + 10), 4)
+    reference = round(100 * (8 + 1 + 4 + 3) / (34 + 10), 4)
+    assert (status["finalWer"], status["baselineTestWer"]) == (final, reference)
+    assert status["stages"]["evaluate"]["counts"] == {"evaluated": 8}
+
+
+def test_sharded_evaluate_that_decoded_nothing_fails_the_stage(
+    cluster: EmulatedCluster, jobs: JobController, operator
+) -> None:
+    spec = make_spec(**{**ONLY_TRAINING, "evaluation": {"enabled": True, "shards": 2}})
+    cluster.apply_adaptation(NAME, spec)
+    jobs.complete(jobs.wait_job(NAME, "train"), StageResult(stage="train", wer=20.0))
+    evaluate = jobs.wait_job(NAME, "evaluate")
+    jobs.start(evaluate)
+    name = evaluate["metadata"]["name"]
+    for index in range(2):
+        nothing = StageResult(
+            stage="evaluate",
+            wer=0.0,
+            counts={"evaluated": 0, "skipped": 3},
+            shard_index=index,
+            num_shards=2,
+            word_counts=EditCounts(),
+        )
+        jobs.end_pod(f"{name}-{index}", 0, nothing.to_termination_message())
+    jobs.mark_complete(evaluate)
+
+    status = wait_for("phase Failed", phase_is(cluster, "Failed"))
+    assert status["stages"]["evaluate"]["state"] == "Failed"
+    assert "ShardsFailed: no utterance could be transcribed" in status["message"]
+    assert status.get("finalWer") is None
