@@ -832,6 +832,54 @@ class StageDeadlines(ApiModel):
         return value
 
 
+#: The gang schedulers a multi-node train Job may ask for, each to the schedulerName its
+#: project's install gives it (Volcano's chart: `volcano`; scheduler-plugins' second-scheduler
+#: chart: `scheduler-plugins-scheduler`): the default of gangScheduling.schedulerName.
+GangScheduler = Literal["volcano", "coscheduling"]
+GANG_SCHEDULER_NAMES: dict[str, str] = {
+    "volcano": "volcano",
+    "coscheduling": "scheduler-plugins-scheduler",
+}
+GANG_QUEUE_RULE = (
+    "resources.gangScheduling and a Kueue queue (queueName, or the operator's default "
+    "queue) exclude each other: under Kueue, use its waitForPodsReady (all pods of an "
+    "admitted Job ready, or the Job is requeued) as the all-or-nothing; drop one of the two"
+)
+
+
+class GangSchedulingSpec(ApiModel):
+    """All-or-nothing scheduling of a multi-node train Job: the operator creates a PodGroup
+    (`<name>-train`, minMember = resources.nodes) before the Job, and its pods ask the gang
+    scheduler for a place together, so that no node's pod holds GPUs while waiting for the
+    others. Only for the train Job with nodes > 1: every other Job's pods run on their own."""
+
+    scheduler: GangScheduler = Field(
+        description="volcano: a scheduling.volcano.sh/v1beta1 PodGroup, pods annotated "
+        "scheduling.k8s.io/group-name; coscheduling (scheduler-plugins): a "
+        "scheduling.x-k8s.io/v1alpha1 PodGroup, pods labelled scheduling.x-k8s.io/pod-group."
+    )
+    scheduler_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="The train pods' schedulerName. Default: volcano for volcano, "
+        "scheduler-plugins-scheduler for coscheduling (each project's chart's name).",
+    )
+
+    def pod_scheduler(self) -> str:
+        """The schedulerName of the gang's pods: the spec's, else the scheduler's default."""
+        return self.scheduler_name or GANG_SCHEDULER_NAMES[self.scheduler]
+
+
+def gang_queue_problem(spec: AsrAdaptationSpec, queue: str | None) -> str | None:
+    """Why the spec's gang scheduling cannot go with the Kueue `queue` its Jobs would wait
+    in (spec.queueName, else the operator's default); None when there is no clash."""
+    if spec.resources.gang_scheduling is None or queue is None:
+        return None
+    whose = "spec.queueName" if spec.queue_name == queue else "the operator's default queue"
+    return f"{GANG_QUEUE_RULE} (queue {queue!r}, {whose})"
+
+
 class ResourcesSpec(ApiModel):
     image: str = Field(default="ghcr.io/marco-asr/trainer:0.1.0", min_length=1)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -872,6 +920,12 @@ class ResourcesSpec(ApiModel):
         description="torchrun --max-restarts of the train stage: how many times the elastic "
         "agents restart every worker (from checkpoints/last) after a worker or node fails, "
         "before the train pod fails and the Job's retries take over.",
+    )
+    gang_scheduling: GangSchedulingSpec | None = Field(
+        default=None,
+        description="Gang scheduling of the train pods when nodes > 1 (Volcano or "
+        "scheduler-plugins' coscheduling, installed on the cluster); none by default. "
+        "Not with a Kueue queue (its waitForPodsReady is the all-or-nothing there).",
     )
     stage_deadline_seconds: StageDeadlines = Field(
         default_factory=StageDeadlines,
@@ -1451,6 +1505,12 @@ class AsrAdaptationSpec(ApiModel):
                     ".podTemplateOverrides",
                 ),
                 cel(
+                    "!has(self.queueName) || !has(self.resources) || "
+                    "!has(self.resources.gangScheduling)",
+                    GANG_QUEUE_RULE,
+                    ".queueName",
+                ),
+                cel(
                     "!self.profile.enabled || has(self.data.targetAudio)",
                     "profile.enabled needs data.targetAudio",
                 ),
@@ -1564,6 +1624,14 @@ class AsrAdaptationSpec(ApiModel):
                         f"add it to spec.volumes of an override that reaches {stage}"
                     )
         return overrides
+
+    @model_validator(mode="after")
+    def _gang_without_queue(self) -> AsrAdaptationSpec:
+        """The spec's own queue; the operator's default one is core's to refuse."""
+        problem = gang_queue_problem(self, self.queue_name)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @model_validator(mode="after")
     def _stages_have_inputs(self) -> AsrAdaptationSpec:
