@@ -1008,11 +1008,12 @@ StageName = Literal[
 #: The volumes resources.py gives a stage pod: an override may neither replace nor mount them.
 OPERATOR_VOLUMES: tuple[str, ...] = ("data", "output", "control", "endpoint", "tmp", "cache", "shm")
 #: The environment resources.py sets (the trainer's contract, its writable caches, the hub
-#: client's offline switches), and HF_TOKEN: spec.model.tokenSecret gives it to the two pods
-#: that go online (fetch, push) and to no other.
+#: client's offline switches, torchrun's unshared rendezvous store: plan.TORCHRUN_ENV), and
+#: HF_TOKEN: spec.model.tokenSecret gives it to the two pods that go online (fetch, push)
+#: and to no other.
 OPERATOR_ENV: tuple[str, ...] = (
     "HF_HOME", "MPLCONFIGDIR", "PYTHONUNBUFFERED", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-    "HF_TOKEN",
+    "HF_TOKEN", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE",
 )  # fmt: skip
 OPERATOR_ENV_PREFIX = "MARCO_"
 #: Pod labels the operator selects its pods by, and the ones the Job controller sets.
