@@ -886,6 +886,54 @@ class StageDeadlines(ApiModel):
         return value
 
 
+#: The gang schedulers a multi-node train Job may ask for, each to the schedulerName its
+#: project's install gives it (Volcano's chart: `volcano`; scheduler-plugins' second-scheduler
+#: chart: `scheduler-plugins-scheduler`): the default of gangScheduling.schedulerName.
+GangScheduler = Literal["volcano", "coscheduling"]
+GANG_SCHEDULER_NAMES: dict[str, str] = {
+    "volcano": "volcano",
+    "coscheduling": "scheduler-plugins-scheduler",
+}
+GANG_QUEUE_RULE = (
+    "resources.gangScheduling and a Kueue queue (queueName, or the operator's default "
+    "queue) exclude each other: under Kueue, use its waitForPodsReady (all pods of an "
+    "admitted Job ready, or the Job is requeued) as the all-or-nothing; drop one of the two"
+)
+
+
+class GangSchedulingSpec(ApiModel):
+    """All-or-nothing scheduling of a multi-node train Job: the operator creates a PodGroup
+    (`<name>-train`, minMember = resources.nodes) before the Job, and its pods ask the gang
+    scheduler for a place together, so that no node's pod holds GPUs while waiting for the
+    others. Only for the train Job with nodes > 1: every other Job's pods run on their own."""
+
+    scheduler: GangScheduler = Field(
+        description="volcano: a scheduling.volcano.sh/v1beta1 PodGroup, pods annotated "
+        "scheduling.k8s.io/group-name; coscheduling (scheduler-plugins): a "
+        "scheduling.x-k8s.io/v1alpha1 PodGroup, pods labelled scheduling.x-k8s.io/pod-group."
+    )
+    scheduler_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="The train pods' schedulerName. Default: volcano for volcano, "
+        "scheduler-plugins-scheduler for coscheduling (each project's chart's name).",
+    )
+
+    def pod_scheduler(self) -> str:
+        """The schedulerName of the gang's pods: the spec's, else the scheduler's default."""
+        return self.scheduler_name or GANG_SCHEDULER_NAMES[self.scheduler]
+
+
+def gang_queue_problem(spec: AsrAdaptationSpec, queue: str | None) -> str | None:
+    """Why the spec's gang scheduling cannot go with the Kueue `queue` its Jobs would wait
+    in (spec.queueName, else the operator's default); None when there is no clash."""
+    if spec.resources.gang_scheduling is None or queue is None:
+        return None
+    whose = "spec.queueName" if spec.queue_name == queue else "the operator's default queue"
+    return f"{GANG_QUEUE_RULE} (queue {queue!r}, {whose})"
+
+
 class ResourcesSpec(ApiModel):
     image: str = Field(default="ghcr.io/marco-asr/trainer:0.1.0", min_length=1)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
@@ -926,6 +974,12 @@ class ResourcesSpec(ApiModel):
         description="torchrun --max-restarts of the train stage: how many times the elastic "
         "agents restart every worker (from checkpoints/last) after a worker or node fails, "
         "before the train pod fails and the Job's retries take over.",
+    )
+    gang_scheduling: GangSchedulingSpec | None = Field(
+        default=None,
+        description="Gang scheduling of the train pods when nodes > 1 (Volcano or "
+        "scheduler-plugins' coscheduling, installed on the cluster); none by default. "
+        "Not with a Kueue queue (its waitForPodsReady is the all-or-nothing there).",
     )
     stage_deadline_seconds: StageDeadlines = Field(
         default_factory=StageDeadlines,
@@ -1008,11 +1062,12 @@ StageName = Literal[
 #: The volumes resources.py gives a stage pod: an override may neither replace nor mount them.
 OPERATOR_VOLUMES: tuple[str, ...] = ("data", "output", "control", "endpoint", "tmp", "cache", "shm")
 #: The environment resources.py sets (the trainer's contract, its writable caches, the hub
-#: client's offline switches), and HF_TOKEN: spec.model.tokenSecret gives it to the two pods
-#: that go online (fetch, push) and to no other.
+#: client's offline switches, torchrun's unshared rendezvous store: plan.TORCHRUN_ENV), and
+#: HF_TOKEN: spec.model.tokenSecret gives it to the two pods that go online (fetch, push)
+#: and to no other.
 OPERATOR_ENV: tuple[str, ...] = (
     "HF_HOME", "MPLCONFIGDIR", "PYTHONUNBUFFERED", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-    "HF_TOKEN",
+    "HF_TOKEN", "TORCH_DISABLE_SHARE_RDZV_TCP_STORE",
 )  # fmt: skip
 OPERATOR_ENV_PREFIX = "MARCO_"
 #: Pod labels the operator selects its pods by, and the ones the Job controller sets.
@@ -1505,6 +1560,12 @@ class AsrAdaptationSpec(ApiModel):
                     ".podTemplateOverrides",
                 ),
                 cel(
+                    "!has(self.queueName) || !has(self.resources) || "
+                    "!has(self.resources.gangScheduling)",
+                    GANG_QUEUE_RULE,
+                    ".queueName",
+                ),
+                cel(
                     "!self.profile.enabled || has(self.data.targetAudio)",
                     "profile.enabled needs data.targetAudio",
                 ),
@@ -1618,6 +1679,14 @@ class AsrAdaptationSpec(ApiModel):
                         f"add it to spec.volumes of an override that reaches {stage}"
                     )
         return overrides
+
+    @model_validator(mode="after")
+    def _gang_without_queue(self) -> AsrAdaptationSpec:
+        """The spec's own queue; the operator's default one is core's to refuse."""
+        problem = gang_queue_problem(self, self.queue_name)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @model_validator(mode="after")
     def _stages_have_inputs(self) -> AsrAdaptationSpec:

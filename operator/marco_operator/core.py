@@ -38,6 +38,7 @@ from marco_operator.api import (
     AsrAdaptationSpec,
     cluster_problem,
     describe_error,
+    gang_queue_problem,
     name_problem,
     parse_spec,
 )
@@ -437,11 +438,12 @@ def reconcile(
     if observed.leftovers:
         _await_predecessor(run)
         return run.finish()
-    spec = _validated_spec(run, cluster)
+    queueing = queueing or Queueing()
+    spec = _validated_spec(run, cluster, queueing)
     if spec is None or not _allowed(run, spec, policy) or not _claims_ready(run, spec):
         return run.finish()
     run.outcome.spec = spec
-    run.queue = (queueing or Queueing()).queue_of(spec)
+    run.queue = queueing.queue_of(spec)
     layout = layout or cluster_layout(spec, run.name)
     stages = enabled_stages(spec)
     for stage in STAGES:
@@ -598,10 +600,11 @@ def _failure_reason(spec: AsrAdaptationSpec, stage: str, job: JobState, before: 
     return reason
 
 
-def _validated_spec(run: _Run, cluster: bool) -> AsrAdaptationSpec | None:
+def _validated_spec(run: _Run, cluster: bool, queueing: Queueing) -> AsrAdaptationSpec | None:
     """The spec, or None with phase Invalid (reason InvalidSpec) and a Warning Event. On a
     cluster also what only a cluster needs (api.cluster_problem: the shared volume), as the
-    CRD's CEL rule says it; the local driver maps volumes to folders and needs no claim."""
+    CRD's CEL rule says it; the local driver maps volumes to folders and needs no claim.
+    And gang scheduling under the operator's default queue, which no CRD rule can see."""
     status = run.status
     name = run.name
     try:
@@ -610,6 +613,7 @@ def _validated_spec(run: _Run, cluster: bool) -> AsrAdaptationSpec | None:
             raise ValueError(problem)
         spec = parse_spec(dict(run.body.get("spec") or {}))
         problem = cluster_problem(spec) if cluster else None
+        problem = problem or gang_queue_problem(spec, queueing.queue_of(spec))
         if problem:
             raise ValueError(problem)
         return spec

@@ -29,6 +29,7 @@ PLURALS: dict[str, str] = {
     "ConfigMap": "configmaps",
     "Event": "events",
     "Job": "jobs",
+    "PodGroup": "podgroups",  # Volcano's and scheduler-plugins' alike
     "Secret": "secrets",
     "Service": "services",
 }

@@ -54,6 +54,14 @@ ONLINE_STAGES = frozenset({FETCH_STAGE, PUSH_STAGE})
 #: The environment that keeps every other stage off the network: what the hub client and
 #: transformers would download is on the volumes already, and a miss fails loudly.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+#: torchrun's environment (the train stage, either driver). torch shares the c10d
+#: rendezvous's TCPStore with the workers by default and keeps that one store server for
+#: every restart round, without a per-round prefix on the workers' keys: a restarted round's
+#: gloo connectFullMesh then reads the killed round's addresses (connection refused on a
+#: dead port) and its store barriers count the old round's arrivals too (a hang). pytorch
+#: issue 135712; still so in torch 2.11. Unshared, each round's workers bootstrap a fresh
+#: store on a fresh port (rank 0's), so no round reads another's keys.
+TORCHRUN_ENV = {"TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1"}
 #: The variable the hub client reads its token from (model.tokenSecret's value).
 TOKEN_ENV = "HF_TOKEN"
 
@@ -76,11 +84,14 @@ def hub_token_used(spec: AsrAdaptationSpec, stage: str) -> bool:
 def stage_env(spec: AsrAdaptationSpec, stage: str, layout: Layout) -> dict[str, str]:
     """What the plan sets in a stage's environment, either driver: HF_HOME on the output
     volume (the hub client's cache, shared by every stage and node), offline but for the
-    stages that fetch and push. The token is no value here: each driver adds its own
-    (a Secret reference in a pod, the caller's environment locally)."""
+    stages that fetch and push, and for train torchrun's TORCHRUN_ENV. The token is no
+    value here: each driver adds its own (a Secret reference in a pod, the caller's
+    environment locally)."""
     env = {"HF_HOME": layout.run.hf_home}
     if stage not in ONLINE_STAGES:
         env.update(OFFLINE_ENV)
+    if stage == "train":
+        env.update(TORCHRUN_ENV)
     return env
 
 

@@ -18,6 +18,7 @@ import yaml
 
 from marco_operator.api import GROUP, PLURAL
 from marco_operator.generated import add_generator
+from marco_operator.resources import POD_GROUP_API
 
 RULES_FILE = "rules.yaml"
 
@@ -27,6 +28,14 @@ class Rule(NamedTuple):
     resource: str
     verbs: tuple[str, ...]
 
+
+#: The train Job's PodGroup under spec.resources.gangScheduling, in either scheduler's group:
+#: created before the Job, read after a 409 for its owner, an earlier adaptation's deleted
+#: (it goes with its adaptation by garbage collection, as the other children do).
+GANG_RULES: tuple[Rule, ...] = tuple(
+    Rule(group, "podgroups", ("get", "create", "delete"))
+    for group in sorted({api.split("/")[0] for api in POD_GROUP_API.values()})
+)
 
 OPERATOR_RULES: tuple[Rule, ...] = (
     # The custom resource: kopf lists and watches it (a pass works on the watched body) and
@@ -58,6 +67,7 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     Rule("", "events", ("create", "list")),
     # kopf's resource scanning.
     Rule("apiextensions.k8s.io", "customresourcedefinitions", ("list", "watch")),
+    *GANG_RULES,
 )
 """Exactly the calls the operator makes serving the whole cluster: an integration test
 derives them from the requests of a full run against the API emulator."""

@@ -44,7 +44,13 @@ from marco_operator.core import (
     settled,
 )
 from marco_operator.endpoint_auth import endpoint_token
-from marco_operator.kube import PLURALS, Kube, KubeError, collection_path
+from marco_operator.kube import (
+    PLURALS,
+    Kube,
+    KubeError,
+    collection_path,
+    manifest_collection_path,
+)
 from marco_operator.ownership import describe_controller, ownership, pods_of_jobs
 from marco_operator.policy import Policy
 from marco_operator.rank0 import evaluations_url, fetch_evaluations
@@ -59,6 +65,8 @@ from marco_operator.resources import (
     control_configmap,
     control_configmap_name,
     endpoint_secret,
+    gang_scheduled,
+    pod_group,
     stage_job,
     train_service,
     train_service_name,
@@ -567,7 +575,8 @@ def observe(
 def children(outcome: Outcome, owner: Owner, token: str | None = None) -> list[dict[str, Any]]:
     """The Kubernetes objects of the stages core starts, in creation order: a steered stage's
     ConfigMap (the directive it mounts), Secret (its endpoint's `token`; a random one when
-    None) and headless Service (its rendezvous) before its Job."""
+    None) and headless Service (its rendezvous) before its Job; a gang-scheduled Job's
+    PodGroup before it, so that its scheduler knows the gang when the first pod comes."""
     manifests: list[dict[str, Any]] = []
     for start in outcome.start:
         assert outcome.spec is not None, "core starts stages of a valid spec only"
@@ -576,6 +585,8 @@ def children(outcome: Outcome, owner: Owner, token: str | None = None) -> list[d
             manifests.append(control_configmap(owner, outcome.directive))
             manifests.append(endpoint_secret(owner, token or secrets.token_hex(32)))
             manifests.append(train_service(owner))
+        if gang_scheduled(outcome.spec, start.command):
+            manifests.append(pod_group(outcome.spec, owner))
         manifests.append(stage_job(outcome.spec, owner, start.command, queue=start.queue))
     return manifests
 
@@ -680,6 +691,8 @@ def describe_failure(error: BaseException) -> Failure:
     """A failed pass's error as a user reads it: what was refused, or what went wrong."""
     if isinstance(error, NotOurs):
         return Failure("ChildNotOurs", str(error))
+    if isinstance(error, GangSchedulerMissing):
+        return Failure("GangSchedulerMissing", str(error))
     if isinstance(error, ChildError):
         return Failure("ChildRefused" if error.error.refused else "ApiError", str(error))
     if isinstance(error, KubeError):
@@ -714,20 +727,41 @@ def report_failure(
     return ((written or {}).get("metadata") or {}).get("resourceVersion")
 
 
+class GangSchedulerMissing(Exception):
+    """The API server has no PodGroups of the spec's gang scheduler (HTTP 404 on their
+    collection): its CRD is not installed. Said until it is, with the pass's backoff."""
+
+    def __init__(self, manifest: Mapping[str, Any]) -> None:
+        api, name = manifest["apiVersion"], manifest["metadata"]["name"]
+        super().__init__(
+            f"creating PodGroup {name}: the cluster serves no {api} PodGroups (is the gang "
+            "scheduler of spec.resources.gangScheduling.scheduler installed?); install it, "
+            "or remove spec.resources.gangScheduling"
+        )
+
+
 def _create(kube: Kube, manifest: Mapping[str, Any], owner: Owner) -> None:
     """Create a child. One that exists (HTTP 409) counts as created only when it is ours
     (its controller's uid is the adaptation's): a predecessor's is deleted and the pass
     stops (PredecessorInTheWay); anyone else's fails it (NotOurs)."""
     kind, child_name = manifest["kind"], manifest["metadata"]["name"]
+    # From the manifest's own apiVersion: a PodGroup's group is its scheduler's.
+    path = f"{manifest_collection_path(manifest)}/{child_name}"
     with _writing("creating", kind, child_name):
-        if kube.create(manifest):
+        try:
+            created = kube.create(manifest)
+        except KubeError as error:
+            if kind == "PodGroup" and error.status == 404:
+                raise GangSchedulerMissing(manifest) from error
+            raise
+        if created:
             logger.info("%s/%s: created %s %s", owner.namespace, owner.name, kind, child_name)
             return
         if kind == "Secret":
             # Named for our uid (endpoint_secret_name), so it is ours; and the operator may
             # not read Secrets to check.
             return
-        existing = kube.get(child_path(owner.namespace, Child(kind, child_name)))
+        existing = kube.get(path)
     if existing is None:  # gone since: the next pass creates it
         raise PredecessorInTheWay(Child(kind, child_name))
     whose = ownership(existing, owner)
@@ -736,7 +770,7 @@ def _create(kube: Kube, manifest: Mapping[str, Any], owner: Owner) -> None:
     if whose == "stranger":
         raise NotOurs(kind, child_name, existing)
     with _writing("deleting", kind, child_name):
-        kube.delete(child_path(owner.namespace, Child(kind, child_name)))
+        kube.delete(path)
     logger.info(
         "%s/%s: deleting %s %s, an earlier adaptation's",
         owner.namespace,
@@ -821,6 +855,7 @@ def reconcile_pass(kube: Kube, body: Mapping[str, Any], found: Children, options
 __all__ = [
     "ChildError",
     "Children",
+    "GangSchedulerMissing",
     "KubeError",
     "NotOurs",
     "Options",

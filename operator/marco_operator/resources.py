@@ -32,6 +32,15 @@ LABEL_COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 #: and runs once Kueue admits it by setting `spec.suspend` to false.
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 
+#: Gang scheduling (api.GangSchedulingSpec): each scheduler's PodGroup API, and how a pod
+#: says which PodGroup it belongs to (Volcano: an annotation; coscheduling: a label).
+POD_GROUP_API = {
+    "volcano": "scheduling.volcano.sh/v1beta1",
+    "coscheduling": "scheduling.x-k8s.io/v1alpha1",
+}
+VOLCANO_GROUP_ANNOTATION = "scheduling.k8s.io/group-name"
+COSCHEDULING_GROUP_LABEL = "scheduling.x-k8s.io/pod-group"
+
 DATA_VOLUME = "data"
 OUTPUT_VOLUME = "output"
 CONTROL_VOLUME = "control"
@@ -76,6 +85,11 @@ def control_configmap_name(owner: Owner) -> str:
 
 
 def train_service_name(owner: Owner) -> str:
+    return f"{owner.name}-train"
+
+
+def pod_group_name(owner: Owner) -> str:
+    """The train Job's PodGroup: named for the stage (another kind than the Service)."""
     return f"{owner.name}-train"
 
 
@@ -166,6 +180,45 @@ def train_service(owner: Owner) -> dict[str, Any]:
             ],
         },
     }
+
+
+def gang_scheduled(spec: AsrAdaptationSpec, command: StageCommand) -> bool:
+    """Whether the stage's pods must be placed all at once: the torchrun Job over several
+    nodes, whose rendezvous waits for every node (a node's pod placed alone holds its GPUs
+    idle until the others come, or for ever). Sharded stages' pods work alone, one shard
+    each: placing some of them is progress, so they are never gang-scheduled."""
+    gang = spec.resources.gang_scheduling
+    return gang is not None and command.distributed and spec.resources.nodes > 1
+
+
+def pod_group(spec: AsrAdaptationSpec, owner: Owner) -> dict[str, Any]:
+    """The train Job's PodGroup for the spec's gang scheduler: every node's pod, or none
+    (minMember = nodes). Created before the Job, owned by the adaptation (deleted with it)."""
+    gang = spec.resources.gang_scheduling
+    if gang is None:
+        raise ValueError("pod_group: spec.resources.gangScheduling is not set")
+    group_spec: dict[str, Any] = {"minMember": spec.resources.nodes}
+    if gang.scheduler == "volcano" and spec.resources.priority_class_name:
+        # Volcano orders and preempts gangs by the PodGroup's priority, not its pods'.
+        group_spec["priorityClassName"] = spec.resources.priority_class_name
+    return {
+        "apiVersion": POD_GROUP_API[gang.scheduler],
+        "kind": "PodGroup",
+        "metadata": metadata(owner, pod_group_name(owner), "train"),
+        "spec": group_spec,
+    }
+
+
+def _join_gang(template: dict[str, Any], spec: AsrAdaptationSpec, owner: Owner) -> None:
+    """Make a pod template's pods members of the train PodGroup, placed by its scheduler."""
+    gang = spec.resources.gang_scheduling
+    assert gang is not None
+    template["spec"]["schedulerName"] = gang.pod_scheduler()
+    meta = template["metadata"]
+    if gang.scheduler == "volcano":
+        meta.setdefault("annotations", {})[VOLCANO_GROUP_ANNOTATION] = pod_group_name(owner)
+    else:
+        meta["labels"][COSCHEDULING_GROUP_LABEL] = pod_group_name(owner)
 
 
 def pod_failure_policy() -> dict[str, Any]:
@@ -361,6 +414,10 @@ def stage_job(
     }
     # The platform's overlay last, over everything above (trials and every torchrun pod too).
     job_spec["template"] = apply_overrides(job_spec["template"], spec.pod_template_overrides, stage)
+    if gang_scheduled(spec, command):
+        # After the overlay: an override's label or annotation must not take a pod out of
+        # its gang (the scheduler would wait for a member that never comes).
+        _join_gang(job_spec["template"], spec, owner)
     if completions > 1 or command.distributed:
         job_spec["completionMode"] = "Indexed"
         del job_spec["backoffLimit"]

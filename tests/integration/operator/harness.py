@@ -117,6 +117,10 @@ _RESOURCES = [
     ("v1/services", "Service", True, {"status"}, {"svc"}),
     ("v1/persistentvolumeclaims", "PersistentVolumeClaim", True, {"status"}, {"pvc"}),
     ("batch/v1/jobs", "Job", True, {"status"}, set()),
+    # The gang schedulers' CRDs (spec.resources.gangScheduling), as Volcano and
+    # scheduler-plugins install them.
+    ("scheduling.volcano.sh/v1beta1/podgroups", "PodGroup", True, {"status"}, {"pg"}),
+    ("scheduling.x-k8s.io/v1alpha1/podgroups", "PodGroup", True, {"status"}, set()),
 ]
 
 
@@ -766,8 +770,8 @@ class JobController:
         created: str | None = None,
     ) -> str:
         """One pod of the Job, as the Job controller makes it: the template's labels plus
-        the Job's own (its name and uid), the completion index as annotation and label
-        (Kubernetes 1.28+), and the Job as its controller."""
+        the Job's own (its name and uid), the template's annotations plus the completion
+        index as annotation and label (Kubernetes 1.28+), and the Job as its controller."""
         job_name = job["metadata"]["name"]
         template = job.get("spec", {}).get("template", {})
         labels = dict(template.get("metadata", {}).get("labels") or {})
@@ -782,9 +786,12 @@ class JobController:
                 "apiVersion": "batch/v1", "kind": "Job", "name": job_name, "uid": uid,
                 "controller": True, "blockOwnerDeletion": True}],
         }  # fmt: skip
+        annotations = dict(template.get("metadata", {}).get("annotations") or {})
         if index is not None:
             labels[LABEL_COMPLETION_INDEX] = str(index)
-            meta["annotations"] = {LABEL_COMPLETION_INDEX: str(index)}
+            annotations[LABEL_COMPLETION_INDEX] = str(index)
+        if annotations:
+            meta["annotations"] = annotations
         if created is not None:
             meta["creationTimestamp"] = created
         self.kube.request(

@@ -92,12 +92,20 @@ def test_paths_of_core_and_group_resources() -> None:
     assert manifest_collection_path(job) == "/apis/batch/v1/namespaces/x/jobs"
     service = {"apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "x"}}
     assert manifest_collection_path(service) == "/api/v1/namespaces/x/services"
+    group = {"apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup",
+             "metadata": {"namespace": "x"}}  # fmt: skip
+    assert (
+        manifest_collection_path(group)
+        == "/apis/scheduling.x-k8s.io/v1alpha1/namespaces/x/podgroups"
+    )
 
 
 def test_a_kind_the_operator_does_not_create_has_no_guessed_path() -> None:
     # "ingresss" would be the old kind + "s" guess: a 404 far from its cause.
     ingress = {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {}}
-    with pytest.raises(ValueError, match=r"kind 'Ingress'.*ConfigMap, Event, Job, Secret, Service"):
+    with pytest.raises(
+        ValueError, match=r"kind 'Ingress'.*ConfigMap, Event, Job, PodGroup, Secret, Service"
+    ):
         manifest_collection_path(ingress)
 
 

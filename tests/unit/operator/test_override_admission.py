@@ -30,7 +30,8 @@ VOLUME_WORDS = (
 )
 ENV_WORDS = (
     "must not name an environment variable the operator sets: HF_HOME, MPLCONFIGDIR, "
-    "PYTHONUNBUFFERED, HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE, HF_TOKEN or any MARCO_* "
+    "PYTHONUNBUFFERED, HF_HUB_OFFLINE, TRANSFORMERS_OFFLINE, HF_TOKEN, "
+    "TORCH_DISABLE_SHARE_RDZV_TCP_STORE or any MARCO_* "
     "(the hub token: spec.model.tokenSecret)"
 )
 LABEL_WORDS = (

@@ -33,7 +33,13 @@ def test_one_rule_per_resource_and_only_children_are_deleted():
     # one (never a collection) only the kinds it creates: an earlier adaptation's leftovers,
     # and a retried stage's failed Job.
     deleting = {key for key, verbs in by_key.items() if "delete" in verbs}
-    assert deleting == {("batch", "jobs"), ("", "configmaps"), ("", "services")}
+    assert deleting == {
+        ("batch", "jobs"),
+        ("", "configmaps"),
+        ("", "services"),
+        ("scheduling.volcano.sh", "podgroups"),
+        ("scheduling.x-k8s.io", "podgroups"),
+    }
     assert not any("deletecollection" in r.verbs for r in OPERATOR_RULES)
     # Secrets: created (each adaptation's endpoint token), never read: the operator derives
     # the token again from its key (endpoint_auth), so no Secret of anyone's is readable.

@@ -62,6 +62,15 @@ def jobs_by_stage(spec):
     }
 
 
+def test_only_torchrun_gets_an_unshared_rendezvous_store_for_each_restart_round():
+    """torch's default shares one store across restart rounds, stale keys and all."""
+    for stage, job in jobs_by_stage(spec_of()).items():
+        (container,) = job["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        expected = "1" if stage == "train" else None
+        assert env.get("TORCH_DISABLE_SHARE_RDZV_TCP_STORE") == expected, stage
+
+
 def test_training_job_is_an_indexed_torchrun_with_rendezvous_on_pod_zero():
     spec = spec_of()
     job = jobs_by_stage(spec)["train"]["spec"]
