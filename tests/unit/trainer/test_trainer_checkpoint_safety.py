@@ -36,6 +36,7 @@ class _Payload:
 
 class _FakeAsr:
     device = torch.device("cpu")
+    sharded = False
 
     def load_weights(self, path: Path) -> None:
         pass

@@ -199,11 +199,18 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_last(
-    target: Path, asr: AsrModel, optimizer: torch.optim.Optimizer, state: TrainerState
+    target: Path,
+    asr: AsrModel,
+    optimizer_state: dict[str, Any],
+    state: TrainerState,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> None:
+    """``weights``: a sharded model's, gathered whole (else the live model's are written);
+    ``optimizer_state`` likewise the optimizer's ``state_dict()`` or its gathered state."""
+
     def write(folder: Path) -> None:
-        asr.save(folder)
-        torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
+        asr.save(folder, weights)
+        torch.save(optimizer_state, folder / OPTIMIZER_FILE)
         torch.save(rng_state(), folder / RNG_FILE)
         atomic_write_text(folder / STATE_FILE, state.model_dump_json(indent=2))
 
@@ -241,13 +248,17 @@ def load_tensors(path: Path, map_location: str | torch.device | None = None) -> 
 
 def load_last(source: Path, asr: AsrModel, optimizer: torch.optim.Optimizer) -> TrainerState:
     _reading(source, "the model's weights", lambda: asr.load_weights(source))
-    _reading(
-        source,
-        OPTIMIZER_FILE,
-        lambda: optimizer.load_state_dict(
-            load_tensors(source / OPTIMIZER_FILE, map_location=asr.device)
-        ),
-    )
+
+    def load_optimizer() -> None:
+        saved = load_tensors(source / OPTIMIZER_FILE, map_location=asr.device)
+        if asr.sharded:  # whole state, keyed by parameter name: each rank keeps its shard
+            from marco_trainer.train.fsdp import load_optimizer as load_sharded
+
+            load_sharded(asr.model, optimizer, saved)
+        else:
+            optimizer.load_state_dict(saved)
+
+    _reading(source, OPTIMIZER_FILE, load_optimizer)
     if (source / RNG_FILE).exists():
         _reading(source, RNG_FILE, lambda: set_rng_state(load_tensors(source / RNG_FILE)))
     else:
@@ -259,9 +270,11 @@ def load_last(source: Path, asr: AsrModel, optimizer: torch.optim.Optimizer) -> 
     )
 
 
-def save_best(target: Path, asr: AsrModel, info: BestInfo) -> None:
+def save_best(
+    target: Path, asr: AsrModel, info: BestInfo, weights: dict[str, torch.Tensor] | None = None
+) -> None:
     def write(folder: Path) -> None:
-        asr.save(folder)
+        asr.save(folder, weights)
         atomic_write_text(folder / BEST_FILE, info.model_dump_json(indent=2))
 
     replace_dir(target, write)

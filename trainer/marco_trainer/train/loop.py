@@ -22,7 +22,7 @@ import signal
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -107,7 +107,10 @@ class Trainer:
         self.out = Path(opts.output_dir)
         self.checkpoints = self.out / CHECKPOINTS_DIR
         self.counts: Counter = Counter()
-        self._terminate = False
+        self._terminate = False  # this rank got SIGTERM
+        # Some rank had, as of the last step's all-reduce: the same on every rank, so all save
+        # (a collective under FSDP) and exit at the same step.
+        self._terminating = False
         self._polled_at = self._polled_until = 0.0  # when this step read the directive
         # Loading and featurising the next step's audio while a GPU computes hides the data
         # time. On a CPU the step's compute already runs on every core, and the thread only
@@ -135,10 +138,17 @@ class Trainer:
             gradient_checkpointing=opts.gradient_checkpointing,
         )
         self._retain(family)
-        self.asr.to(self.dist.device)
+        # The adapters' initial values (for a rollback with no best checkpoint), taken while
+        # the weights are whole.
+        self._initial_adapter = self._adapter_snapshot()
+        if opts.strategy == "fsdp" and not self.dist.active:
+            log.warning("--strategy fsdp with one rank: nothing to shard over, training as ddp")
+        if opts.strategy == "fsdp" and self.dist.active:
+            self._shard()
+        else:
+            self.asr.to(self.dist.device)
         if self._use_bf16():
             self.asr.autocast_dtype = torch.bfloat16
-        self._initial_adapter = self._adapter_snapshot()
 
         self.volumes = Volumes.of(opts.data_root, opts.output_root)
         self.train_examples = load_examples(opts.train_manifests, self.counts, volumes=self.volumes)
@@ -182,7 +192,7 @@ class Trainer:
         self.stream.seek(StreamPosition(self.state.epoch, self.state.offset))
 
         self.module: torch.nn.Module = self.asr.model
-        if self.dist.active:
+        if self.dist.active and not self.asr.sharded:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.dist.local_rank] if self.dist.device.type == "cuda" else None
@@ -238,6 +248,44 @@ class Trainer:
             frozen = freeze_encoder(self.asr.model, opts.freeze)
             trainable, total = self.asr.parameter_counts()
             log.info("frozen %d parameters: %d of %d train", frozen, trainable, total)
+
+    def _shard(self) -> None:
+        """FSDP2 over the ranks (`train.fsdp`), before the optimizer is built: it must hold
+        the sharded parameters. The weights go to the device unit by unit as they shard."""
+        from marco_trainer.train import fsdp
+
+        count = fsdp.shard(
+            self.asr.model, self.dist.device, self.dist.world_size, bf16=self._use_bf16()
+        )
+        self.asr.device = self.dist.device
+        self.asr.sharded = True
+        log.info("fsdp: %d layers sharded over %d ranks", count, self.dist.world_size)
+
+    def _gathered(self) -> AbstractContextManager[None]:
+        """The whole model on each rank for decoding (`train.fsdp.gathered`)."""
+        if not self.asr.sharded:
+            return nullcontext()
+        from marco_trainer.train import fsdp
+
+        return fsdp.gathered(self.asr.model)
+
+    def _checkpoint_state(self) -> tuple[dict[str, torch.Tensor] | None, dict]:
+        """(weights, optimizer state) for rank 0 to write. Every rank calls it: a sharded
+        model's are gathered whole (a collective); a replicated one's weights are the live
+        model's (None) and its optimizer state rank 0's own."""
+        if not self.asr.sharded:
+            return None, self.optimizer.state_dict() if self.dist.is_main else {}
+        from marco_trainer.train import fsdp
+
+        return fsdp.gather_weights(self.asr.model), fsdp.gather_optimizer(
+            self.asr.model, self.optimizer
+        )
+
+    def _save_last(self) -> None:
+        """``last`` from the state now; every rank calls it, rank 0 writes."""
+        weights, optimizer_state = self._checkpoint_state()
+        if self.dist.is_main:
+            save_last(self.checkpoints / "last", self.asr, optimizer_state, self.state, weights)
 
     def _mix_clean_source(self) -> CleanMix | None:
         """Appends the clean source to the training examples; the share it is drawn at."""
@@ -328,7 +376,11 @@ class Trainer:
         log.warning("no checkpoint to resume from: training this stage again from step 0")
 
     def _restore_initial_weights(self) -> None:
-        if self._initial_adapter is not None:
+        if self._initial_adapter is not None and self.asr.sharded:
+            from marco_trainer.train import fsdp
+
+            fsdp.load_weights(self.asr.model, self.asr.adapter_state(self._initial_adapter))
+        elif self._initial_adapter is not None:
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(self.asr.model, self._initial_adapter)
@@ -489,11 +541,13 @@ class Trainer:
                 batch = self.filler_batch
                 weight = 0.0
             last = i == accum - 1
-            sync = (
-                nullcontext()
-                if last or not self.dist.active
-                else cast("DistributedDataParallel", self.module).no_sync()
-            )
+            sync: AbstractContextManager[None] = nullcontext()
+            if self.asr.sharded:
+                from marco_trainer.train import fsdp
+
+                fsdp.gradient_sync(self.module, last)
+            elif not last and self.dist.active:
+                sync = cast("DistributedDataParallel", self.module).no_sync()
             with sync:
                 loss = self.asr.loss(self.module, batch)
                 (loss * weight).backward()
@@ -505,8 +559,13 @@ class Trainer:
             skipped += len(prepared.loaded[i].skipped)
         params = self.asr.trainable_parameters()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.opts.max_grad_norm)
+        if self.asr.sharded:  # a DTensor over the shards' norms: its whole value
+            from marco_trainer.train import fsdp
+
+            grad_norm = fsdp.local(grad_norm)
         # One all-reduce and one host sync per step. The gradient norm is the same on
-        # every rank after DDP's sync, so its sum is finite exactly when it is.
+        # every rank after DDP's sync (FSDP's: reduced over the shards), so its sum is
+        # finite exactly when it is.
         counts = torch.tensor(
             [samples, tokens, skipped, real, float(self._terminate)], dtype=torch.float64
         )
@@ -537,7 +596,7 @@ class Trainer:
         self.state.samples += int(samples)
         self.state.tokens += int(tokens)
         self.state.skipped_audio += int(skipped)
-        self._terminate = self._terminate or bool(terminate)
+        self._terminating = bool(terminate)
         elapsed = max(time.perf_counter() - started, 1e-9)
         self._trace.write(
             json.dumps(
@@ -594,9 +653,10 @@ class Trainer:
         started = time.perf_counter()
         rank, world = self.dist.rank, self.dist.world_size
         mine = [i for i in range(len(self.val_examples)) if i % world == rank]
-        hypotheses, skipped = transcribe_examples(
-            self.asr, self.val_examples, mine, self.opts.eval_batch_size, decoding=self.opts
-        )  # TrainOptions is a DecodingOptions: the spec's policy, as baseline and evaluate
+        with self._gathered():
+            hypotheses, skipped = transcribe_examples(
+                self.asr, self.val_examples, mine, self.opts.eval_batch_size, decoding=self.opts
+            )  # TrainOptions is a DecodingOptions: the spec's policy, as baseline and evaluate
         merged: dict[int, str] = {}
         unreadable: dict[int, str] = {}
         for part, refused in self.dist.all_gather_object((hypotheses, skipped)):
@@ -619,12 +679,15 @@ class Trainer:
         )
         state.evaluations.append(evaluation)
         state.loss_sum, state.loss_steps, state.nonfinite_since_eval = 0.0, 0, 0
-        if state.best_wer is None or wer < state.best_wer:
+        improved = state.best_wer is None or wer < state.best_wer
+        if improved:
             state.best_wer, state.best_step = wer, state.step
-            if self.dist.is_main:
-                save_best(self.checkpoints / BEST_CHECKPOINT, self.asr, self._best_info(evaluation))
+        weights, optimizer_state = self._checkpoint_state()
         if self.dist.is_main:
-            save_last(self.checkpoints / "last", self.asr, self.optimizer, state)
+            if improved:
+                best = self._best_info(evaluation)
+                save_best(self.checkpoints / BEST_CHECKPOINT, self.asr, best, weights)
+            save_last(self.checkpoints / "last", self.asr, optimizer_state, state, weights)
             atomic_write_text(self.out / EVALUATIONS_FILE, self.history().model_dump_json(indent=2))
             if self.metrics is not None:
                 self.metrics.observe_evaluation(
@@ -673,9 +736,8 @@ class Trainer:
                     break
                 if state.step >= opts.max_steps:
                     break
-                if self._terminate:
-                    if self.dist.is_main:
-                        save_last(self.checkpoints / "last", self.asr, self.optimizer, state)
+                if self._terminating:
+                    self._save_last()
                     return EXIT_TERMINATED
                 prepared = pending.result() if pending is not None else self._prepare()
                 pending = None
