@@ -67,16 +67,18 @@ def assert_same_run(ddp: Path, fsdp: Path) -> None:
     assert trace_a[-1]["loss"] < trace_a[0]["loss"]  # it trained: not two no-ops compared
 
 
-def assert_resumes(model: Path, manifest: Path, out: Path, reference: Path, flags: dict) -> None:
-    """A run stopped at step 2 and started again (from ``last``) takes steps 3 and 4 as the
-    uninterrupted run ``reference`` did."""
-    train(model, manifest, out, **{**flags, "max_steps": 2, "strategy": "fsdp"})
+def assert_resumes(
+    model: Path, manifest: Path, out: Path, reference: Path, flags: dict, first: str = "fsdp"
+) -> None:
+    """A run stopped at step 2 (under the strategy ``first``) and started again under fsdp,
+    from ``last``, takes steps 3 and 4 as the uninterrupted fsdp run ``reference`` did."""
+    train(model, manifest, out, **{**flags, "max_steps": 2, "strategy": first})
     trace = train(model, manifest, out, **{**flags, "strategy": "fsdp"})
     assert [t["step"] for t in trace] == [1, 2, 3, 4]  # the first run's 2, then the resumed 2
     resumed = losses(trace)[2:]
     assert resumed == pytest.approx(losses(read_trace(reference, 0))[2:], rel=LOSS_RTOL)
     state = json.loads((out / "checkpoints" / "last" / "trainer_state.json").read_text())
-    assert state["step"] == 4
+    assert state["step"] == 4 and state["corrupt_checkpoints"] == 0
 
 
 def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -108,7 +110,8 @@ def test_fsdp_full_finetune_matches_ddp_saves_and_resumes(tmp_path, tiny_whisper
         state["exp_avg"].shape == trained[name].shape for name, state in fsdp_moments.items()
     )
 
-    assert_resumes(tiny_whisper, speech_manifest, resumed, fsdp, WHISPER)
+    # A DDP run's last (optimizer state keyed by index) resumes under FSDP.
+    assert_resumes(tiny_whisper, speech_manifest, resumed, fsdp, WHISPER, first="ddp")
 
 
 def test_fsdp_lora_matches_ddp_with_activation_checkpointing_and_resumes(

@@ -246,17 +246,40 @@ def load_tensors(path: Path, map_location: str | torch.device | None = None) -> 
         ) from error
 
 
+def rekey_optimizer_state(saved: dict, names: list[str], by_name: bool) -> dict:
+    """An optimizer state dict keyed by parameter name (as FSDP saves it) or by index (as
+    ``Optimizer.state_dict`` does), whichever ``by_name`` asks: a ``last`` written under one
+    ``training.strategy`` resumes under the other. ``names``: the trainable parameters' names
+    in the optimizer's order (``AsrModel.trainable_parameters``)."""
+    groups = saved.get("param_groups") or []
+    keys = [key for group in groups for key in group["params"]]
+    if not keys or isinstance(keys[0], str) == by_name:
+        return saved
+    if len(keys) != len(names):
+        raise ValueError(f"{OPTIMIZER_FILE}: {len(keys)} parameters, the model trains {len(names)}")
+    new_key = (
+        dict(zip(keys, names, strict=True)) if by_name else {n: i for i, n in enumerate(names)}
+    )
+    return {
+        "state": {new_key[key]: value for key, value in saved["state"].items()},
+        "param_groups": [
+            {**group, "params": [new_key[key] for key in group["params"]]} for group in groups
+        ],
+    }
+
+
 def load_last(source: Path, asr: AsrModel, optimizer: torch.optim.Optimizer) -> TrainerState:
     _reading(source, "the model's weights", lambda: asr.load_weights(source))
 
     def load_optimizer() -> None:
         saved = load_tensors(source / OPTIMIZER_FILE, map_location=asr.device)
+        names = [n for n, p in asr.model.named_parameters() if p.requires_grad]
         if asr.sharded:  # whole state, keyed by parameter name: each rank keeps its shard
             from marco_trainer.train.fsdp import load_optimizer as load_sharded
 
-            load_sharded(asr.model, optimizer, saved)
+            load_sharded(asr.model, optimizer, rekey_optimizer_state(saved, names, by_name=True))
         else:
-            optimizer.load_state_dict(saved)
+            optimizer.load_state_dict(rekey_optimizer_state(saved, names, by_name=False))
 
     _reading(source, OPTIMIZER_FILE, load_optimizer)
     if (source / RNG_FILE).exists():

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from typing import Any, cast
 
 import torch
+import torch.distributed as dist
 from torch.distributed.checkpoint.state_dict import (
     StateDictOptions,
     get_model_state_dict,
@@ -29,7 +30,7 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
-from torch.distributed.tensor import DTensor
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 #: Whole tensors on rank 0's host: the checkpoint files are written from there.
 _GATHER = StateDictOptions(full_state_dict=True, cpu_offload=True)
@@ -84,6 +85,54 @@ def shard(model: torch.nn.Module, device: torch.device, world_size: int, bf16: b
         fully_shard(unit, mesh=mesh, mp_policy=policy)
     fully_shard(model, mesh=mesh, mp_policy=policy)
     return len(units)
+
+
+def agree_trainable(model: torch.nn.Module) -> None:
+    """Every rank trains the parameters rank 0's model trains.
+
+    A model built empty (``load_asr_model(weights=False)``) can differ from a loaded one
+    there: ``from_pretrained`` leaves Whisper's encoder positions trainable, its constructor
+    freezes them. Ranks that disagree would reduce different gradients and hang or fail.
+    """
+    names = [[n for n, p in model.named_parameters() if p.requires_grad]]
+    dist.broadcast_object_list(names, src=0)
+    trainable = set(names[0])
+    for name, param in model.named_parameters():
+        param.requires_grad_(name in trainable)
+
+
+def whole_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Rank 0's parameters and buffers by name, taken before :func:`shard` replaces them."""
+    return {**dict(model.named_parameters()), **dict(model.named_buffers())}
+
+
+def broadcast_weights(
+    model: torch.nn.Module, device: torch.device, whole: dict[str, torch.Tensor] | None
+) -> None:
+    """Rank 0's weights into every rank's shards, after :func:`shard`.
+
+    Only rank 0 read the model from disk (``whole``, from :func:`whole_weights`; None
+    elsewhere); the others built it on the meta device, so the host holds one full copy
+    instead of one per rank. One tensor at a time is broadcast whole and each rank keeps its
+    shard: the most any rank holds besides its shards is the largest tensor. (DCP's
+    ``broadcast_from_rank0`` would hold every received tensor until the end: the whole model
+    on every rank.) Buffers go the same way: rotary frequencies, say, are in no checkpoint.
+    """
+    if any(t.is_meta for t in [*model.parameters(), *model.buffers()]):
+        model.to_empty(device=device)
+    with torch.no_grad():
+        for name, target in [*model.named_parameters(), *model.named_buffers()]:
+            if whole is not None:
+                full = whole[name].detach().to(device)
+            else:
+                full = torch.empty(target.shape, dtype=target.dtype, device=device)
+            dist.broadcast(full, src=0)
+            if isinstance(target, DTensor):
+                # Every rank has the whole tensor now: its shard is cut locally.
+                full = distribute_tensor(
+                    full, target.device_mesh, target.placements, src_data_rank=None
+                )
+            target.copy_(full)
 
 
 def units(model: torch.nn.Module) -> list[FSDPModule]:

@@ -91,6 +91,13 @@ def gpu_memory(device: torch.device) -> tuple[int, int] | None:
     return torch.cuda.memory_allocated(device), torch.cuda.max_memory_allocated(device)
 
 
+def peak_host_memory() -> int:
+    """This process's peak resident memory in bytes (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 @dataclass
 class PreparedStep:
     """One rank's micro-batches for a step, loaded and collated (in the prefetch thread)."""
@@ -120,6 +127,9 @@ class Trainer:
         )
         self._seed(opts.seed)
 
+        if opts.strategy == "fsdp" and not self.dist.active:
+            log.warning("--strategy fsdp with one rank: nothing to shard over, training as ddp")
+        sharded = opts.strategy == "fsdp" and self.dist.active
         family: str = opts.family  # "auto" becomes the detected family below
         lora = None
         if not opts.full_finetune:
@@ -136,17 +146,22 @@ class Trainer:
             lora=lora,
             trainable=True,
             gradient_checkpointing=opts.gradient_checkpointing,
+            # Sharded, only rank 0 reads the weights; the others receive them (_shard).
+            weights=not sharded or self.dist.is_main,
         )
         self._retain(family)
-        # The adapters' initial values (for a rollback with no best checkpoint), taken while
-        # the weights are whole.
-        self._initial_adapter = self._adapter_snapshot()
-        if opts.strategy == "fsdp" and not self.dist.active:
-            log.warning("--strategy fsdp with one rank: nothing to shard over, training as ddp")
-        if opts.strategy == "fsdp" and self.dist.active:
+        if sharded:
             self._shard()
         else:
             self.asr.to(self.dist.device)
+        # The adapters' initial values, for a rollback with no best checkpoint.
+        self._initial_adapter = self._adapter_snapshot()
+        log.info(
+            "rank %d: model ready (%s), peak host memory so far %.0f MiB",
+            self.dist.rank,
+            "sharded" if self.asr.sharded else "whole",
+            peak_host_memory() / 2**20,
+        )
         if self._use_bf16():
             self.asr.autocast_dtype = torch.bfloat16
 
@@ -254,9 +269,14 @@ class Trainer:
         the sharded parameters. The weights go to the device unit by unit as they shard."""
         from marco_trainer.train import fsdp
 
+        # Rank 0's whole weights, referenced before sharding replaces the parameters.
+        whole = fsdp.whole_weights(self.asr.model) if self.dist.is_main else None
+        fsdp.agree_trainable(self.asr.model)
         count = fsdp.shard(
             self.asr.model, self.dist.device, self.dist.world_size, bf16=self._use_bf16()
         )
+        fsdp.broadcast_weights(self.asr.model, self.dist.device, whole)
+        del whole
         self.asr.device = self.dist.device
         self.asr.sharded = True
         log.info("fsdp: %d layers sharded over %d ranks", count, self.dist.world_size)
@@ -310,6 +330,9 @@ class Trainer:
     def _adapter_snapshot(self) -> dict | None:
         if not self.asr.is_adapter:
             return None
+        if self.asr.sharded:  # this rank's shards, put back in place (no collective)
+            model = self.asr.model
+            return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         from peft import get_peft_model_state_dict
 
         return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.asr.model).items()}
@@ -377,9 +400,10 @@ class Trainer:
 
     def _restore_initial_weights(self) -> None:
         if self._initial_adapter is not None and self.asr.sharded:
-            from marco_trainer.train import fsdp
-
-            fsdp.load_weights(self.asr.model, self.asr.adapter_state(self._initial_adapter))
+            with torch.no_grad():
+                for name, param in self.asr.model.named_parameters():
+                    if name in self._initial_adapter:
+                        param.copy_(self._initial_adapter[name])
         elif self._initial_adapter is not None:
             from peft import set_peft_model_state_dict
 
