@@ -43,10 +43,11 @@ QWEN = dict(
 )
 
 
-def train(model: Path, manifest: Path, out: Path, **flags) -> list[dict]:
+def train(model: Path, manifest: Path, out: Path, **flags) -> str:
+    """A 2-rank run; its log (stderr)."""
     done = run_trainer(*train_args(model, manifest, out, **flags), nproc=2)
     assert done.returncode == 0, done.stderr[-3000:]
-    return read_trace(out, 0)
+    return done.stderr
 
 
 def losses(trace: list[dict]) -> list[float]:
@@ -73,7 +74,8 @@ def assert_resumes(
     """A run stopped at step 2 (under the strategy ``first``) and started again under fsdp,
     from ``last``, takes steps 3 and 4 as the uninterrupted fsdp run ``reference`` did."""
     train(model, manifest, out, **{**flags, "max_steps": 2, "strategy": first})
-    trace = train(model, manifest, out, **{**flags, "strategy": "fsdp"})
+    train(model, manifest, out, **{**flags, "strategy": "fsdp"})
+    trace = read_trace(out, 0)
     assert [t["step"] for t in trace] == [1, 2, 3, 4]  # the first run's 2, then the resumed 2
     resumed = losses(trace)[2:]
     assert resumed == pytest.approx(losses(read_trace(reference, 0))[2:], rel=LOSS_RTOL)
@@ -89,8 +91,11 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 def test_fsdp_full_finetune_matches_ddp_saves_and_resumes(tmp_path, tiny_whisper, speech_manifest):
     ddp, fsdp, resumed = tmp_path / "ddp", tmp_path / "fsdp", tmp_path / "resumed"
     train(tiny_whisper, speech_manifest, ddp, **WHISPER)
-    train(tiny_whisper, speech_manifest, fsdp, strategy="fsdp", **WHISPER)
+    log = train(tiny_whisper, speech_manifest, fsdp, strategy="fsdp", **WHISPER)
     assert_same_run(ddp, fsdp)
+    # Rank 1 trained to DDP's losses on weights it never read: rank 0 sent them.
+    assert "rank 1: 2 layers sharded over 2 ranks; no weights read, rank 0's received" in log
+    assert "rank 0: 2 layers sharded over 2 ranks; weights read from disk" in log
 
     # The checkpoints and the export are the unsharded run's files: the same tensors under
     # the same names (the tied output projection written once), loadable without FSDP.
@@ -172,3 +177,23 @@ def test_fsdp_rolls_back_non_finite_steps(tmp_path, tiny_whisper, speech_manifes
     initial = load_file(tiny_whisper / "model.safetensors")
     assert exported.keys() == initial.keys()
     assert all(torch.equal(exported[k], initial[k]) for k in initial)
+
+
+def test_fsdp_bf16_gathers_bf16_weights_and_keeps_fp32_masters(
+    tmp_path, tiny_whisper, speech_manifest
+):
+    """``--precision bf16``: FSDP all-gathers bf16 weights (MixedPrecisionPolicy) where DDP
+    autocasts fp32 ones. Matrix products run in bf16 either way; what differs is the bf16
+    rounding of weights autocast leaves in fp32 (layer norms, embeddings): a few bf16 ulps
+    (2^-8 relative each), hence 1e-2 relative on the loss, where an fp32 run matches to 1e-5
+    and a broken run (no sync, no step) misses by far more."""
+    ddp, fsdp = tmp_path / "ddp", tmp_path / "fsdp"
+    train(tiny_whisper, speech_manifest, ddp, precision="bf16", **WHISPER)
+    train(tiny_whisper, speech_manifest, fsdp, precision="bf16", strategy="fsdp", **WHISPER)
+    a, b = losses(read_trace(ddp, 0)), losses(read_trace(fsdp, 0))
+    assert all(math.isfinite(x) for x in b) and b[-1] < b[0]
+    assert b == pytest.approx(a, rel=1e-2)
+    # The sharded master weights stay fp32: so do the checkpoint and the export.
+    for folder in ("checkpoints/last", "export"):
+        weights = load_file(fsdp / folder / "model.safetensors")
+        assert {t.dtype for t in weights.values()} == {torch.float32}

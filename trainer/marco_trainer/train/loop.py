@@ -279,7 +279,13 @@ class Trainer:
         del whole
         self.asr.device = self.dist.device
         self.asr.sharded = True
-        log.info("fsdp: %d layers sharded over %d ranks", count, self.dist.world_size)
+        log.info(
+            "fsdp: rank %d: %d layers sharded over %d ranks; %s",
+            self.dist.rank,
+            count,
+            self.dist.world_size,
+            "weights read from disk" if self.dist.is_main else "no weights read, rank 0's received",
+        )
 
     def _gathered(self) -> AbstractContextManager[None]:
         """The whole model on each rank for decoding (`train.fsdp.gathered`)."""
