@@ -158,13 +158,20 @@ class AsrModel:
     def saved_state(self, path: str | Path) -> dict[str, torch.Tensor]:
         """The weights :meth:`save` wrote under ``path``, keyed as ``self.model.state_dict()``
         (a sharded model loads them with ``train.fsdp.load_weights``). Tied weights the save
-        left out stay out; a single ``model.safetensors`` or adapter file only."""
+        left out stay out. Safetensors only: one file, or the files a large model's index
+        names."""
+        import json
+
         from safetensors.torch import load_file
 
         path = Path(path)
         if not self.is_adapter:
+            index = path / "model.safetensors.index.json"
+            if index.exists():
+                files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+                return {k: v for name in files for k, v in load_file(str(path / name)).items()}
             if not (path / "model.safetensors").exists():
-                raise ValueError(f"{path}: no model.safetensors (sharded weights: not read here)")
+                raise ValueError(f"{path}: no model.safetensors nor its index")
             return load_file(str(path / "model.safetensors"))
         return self.adapter_state(load_file(str(path / "adapter_model.safetensors")))
 
@@ -194,7 +201,7 @@ class AsrModel:
         if self.sharded:
             from marco_trainer.train.fsdp import load_weights
 
-            load_weights(self.model, self.saved_state(path))
+            load_weights(self.model, self.saved_state(path), complete=not self.is_adapter)
             return
         if self.is_adapter:
             from peft import set_peft_model_state_dict

@@ -195,9 +195,25 @@ def gather_optimizer(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -
     return get_optimizer_state_dict(model, optimizer, options=_GATHER)
 
 
-def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+def load_weights(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], complete: bool = True
+) -> None:
     """Whole weights (keys as ``model.state_dict()``'s) given on every rank, each keeping
-    its shard; keys absent from ``state`` keep their values."""
+    its shard. ``set_model_state_dict`` ignores what does not fit (strict is off for the
+    tied weights a save leaves out), so the fit is checked here, as the unsharded load does:
+    no unknown key, and with ``complete`` (not an adapter) every parameter given, a tied one
+    through its twin."""
+    expected = model.state_dict(keep_vars=True)
+    unexpected = sorted(set(state) - set(expected))
+    given = {id(expected[k]) for k in state if k in expected}
+    params = {id(p) for p in model.parameters()}
+    missing = sorted(
+        k for k, t in expected.items() if id(t) in params and k not in state and id(t) not in given
+    )
+    if unexpected or (complete and missing):
+        raise ValueError(
+            f"weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})"
+        )
     set_model_state_dict(model, dict(state), options=_SCATTER)
 
 
