@@ -165,6 +165,14 @@ class TrainingOptions(StageOptions):
     gradient_checkpointing: bool = Field(
         default=False, description="Recompute activations in the backward pass (less memory)."
     )
+    # The memory estimate (branch memory) reads the same field and values.
+    strategy: Literal["ddp", "fsdp"] = Field(
+        default="ddp",
+        description="How ranks hold the model. ddp: each rank a whole copy (weights, gradients, "
+        "optimizer moments), gradients all-reduced. fsdp: FSDP2, those sharded over the ranks "
+        "and each transformer layer's weights gathered for its compute, for a model whose "
+        "training state does not fit one GPU (with one rank: ddp).",
+    )
     # 0, the trainer's own default before the spec carried it: the demo's runs are unchanged.
     seed: int = Field(
         default=0,

@@ -47,7 +47,8 @@ SPEC = {
     "baseline": {"samples": 50},
     "training": {"maxSteps": 1234, "evalEvery": 20, "cycleSteps": 40, "evalSamples": 30,
                  "perDeviceBatchSize": 2, "gradientAccumulation": 3, "precision": "bf16",
-                 "gradientCheckpointing": True, "seed": 11, "waitForDirective": False,
+                 "gradientCheckpointing": True, "strategy": "fsdp", "seed": 11,
+                 "waitForDirective": False,
                  "directiveTimeoutSeconds": 42.5, "warmupSteps": 10, "warmupStartFactor": 0.5,
                  "specAugment": {"enabled": True, "maskTimeProb": 0.2, "maskTimeLength": 5,
                                  "maskTimeMinMasks": 1, "maskFeatureProb": 0.1,
@@ -82,6 +83,7 @@ EXPECTED = {
     ("TrainingOptions", "gradient_accumulation"): ("train", "gradient_accumulation", 3),
     ("TrainingOptions", "precision"): ("train", "precision", "bf16"),
     ("TrainingOptions", "gradient_checkpointing"): ("train", "gradient_checkpointing", True),
+    ("TrainingOptions", "strategy"): ("train", "strategy", "fsdp"),
     ("TrainingOptions", "seed"): ("train", "seed", 11),
     ("TrainingOptions", "cycle_steps"): ("train", "cycle_steps", 40),
     ("TrainingOptions", "wait_for_directive"): ("train", "wait_for_directive", False),
@@ -302,7 +304,7 @@ def test_the_demo_commands_are_unchanged():
         f"--output-dir {out}/train {roots} --control-file /etc/marco/control/directive.json "
         "--learning-rate 1e-05 --max-steps 300 --eval-every 25 --eval-samples 40 "
         "--per-device-batch-size 8 --gradient-accumulation 1 --precision fp32 "
-        "--no-gradient-checkpointing --seed 0 --cycle-steps 75 --wait-for-directive "
+        "--no-gradient-checkpointing --strategy ddp --seed 0 --cycle-steps 75 --wait-for-directive "
         "--directive-timeout-seconds 300.0 "
         # The retention options (issue 16), each at its neutral default.
         "--warmup-steps 0 --warmup-start-factor 0.1 --no-spec-augment-enabled "
@@ -366,3 +368,14 @@ def test_a_clean_share_without_augmented_copies_of_the_source_is_refused(augment
     assert describe_error(error.value) == (
         "spec: training.cleanSourceShare needs augmentation.enabled and augmentation.keepOriginal"
     )
+
+
+def test_an_unknown_training_strategy_is_refused_naming_the_field():
+    from pydantic import ValidationError
+
+    from marco_operator.api import describe_error
+
+    with pytest.raises(ValidationError) as error:
+        parse_spec({**SPEC, "training": {**SPEC["training"], "strategy": "zero3"}})
+    message = describe_error(error.value)
+    assert "training.strategy" in message and "'ddp'" in message and "'fsdp'" in message

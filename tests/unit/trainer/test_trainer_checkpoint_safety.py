@@ -19,6 +19,7 @@ from marco_trainer.train.checkpoint import (
     UnsafeCheckpoint,
     load_last,
     load_tensors,
+    rekey_optimizer_state,
     rng_state,
     set_rng_state,
 )
@@ -36,6 +37,8 @@ class _Payload:
 
 class _FakeAsr:
     device = torch.device("cpu")
+    sharded = False
+    model = torch.nn.Linear(2, 2)  # the parameters' names: weight, bias
 
     def load_weights(self, path: Path) -> None:
         pass
@@ -90,3 +93,28 @@ def test_a_missing_rng_file_resumes_without_it(tmp_path):
     last = _last_checkpoint(tmp_path / "last", _optimizer())
     (last / RNG_FILE).unlink()
     assert load_last(last, _FakeAsr(), _optimizer()).step == 7  # type: ignore[arg-type]
+
+
+def test_optimizer_state_is_rekeyed_between_indices_and_parameter_names(tmp_path):
+    """DDP's optimizer.pt is keyed by index, FSDP's by name: either resumes under the other."""
+    by_index = _optimizer().state_dict()
+    names = ["weight", "bias"]  # nn.Linear registers weight, then bias: indices 0 and 1
+    by_name = rekey_optimizer_state(by_index, names, by_name=True)
+    assert by_name["param_groups"][0]["params"] == names
+    for index, name in enumerate(names):
+        assert torch.equal(by_name["state"][name]["exp_avg"], by_index["state"][index]["exp_avg"])
+    assert rekey_optimizer_state(by_name, names, by_name=True) is by_name
+
+    # A name-keyed file (FSDP) into an unsharded run's optimizer.
+    last = _last_checkpoint(tmp_path / "last", _optimizer())
+    fresh = _optimizer()
+    torch.save(by_name, last / OPTIMIZER_FILE)
+    load_last(last, _FakeAsr(), fresh)  # type: ignore[arg-type]
+    loaded = fresh.state_dict()
+    assert loaded["param_groups"] == by_index["param_groups"]
+    assert all(
+        torch.equal(loaded["state"][i]["exp_avg_sq"], by_index["state"][i]["exp_avg_sq"])
+        for i in (0, 1)
+    )
+    with pytest.raises(ValueError, match="2 parameters, the model trains 1"):
+        rekey_optimizer_state(by_index, ["weight"], by_name=True)

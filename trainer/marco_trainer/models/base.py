@@ -50,6 +50,8 @@ class AsrModel:
         self.task = task
         self.device = torch.device("cpu")
         self.autocast_dtype: torch.dtype | None = None
+        # Set once FSDP has sharded the model (train.fsdp): weights then load through it.
+        self.sharded = False
 
     @property
     def sampling_rate(self) -> int:
@@ -139,18 +141,68 @@ class AsrModel:
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
-    def save(self, path: str | Path) -> None:
-        """Hugging Face format (model + processor); an adapter model saves its adapter only."""
+    def save(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Hugging Face format (model + processor); an adapter model saves its adapter only.
+
+        ``state_dict``: the weights to write instead of the live model's (a sharded model's,
+        gathered whole), keyed as ``self.model.state_dict()``.
+        """
+        extra = {} if state_dict is None else {"state_dict": state_dict}
         if self.is_adapter:
             # peft would also save a targeted lm_head's frozen base weights: adapters only.
-            self.model.save_pretrained(str(path), save_embedding_layers=False)
+            self.model.save_pretrained(str(path), save_embedding_layers=False, **extra)
         else:
-            self.model.save_pretrained(str(path))
+            self.model.save_pretrained(str(path), **extra)
         self.processor.save_pretrained(str(path))
+
+    def saved_state(self, path: str | Path) -> dict[str, torch.Tensor]:
+        """The weights :meth:`save` wrote under ``path``, keyed as ``self.model.state_dict()``
+        (a sharded model loads them with ``train.fsdp.load_weights``). Tied weights the save
+        left out stay out. Safetensors only: one file, or the files a large model's index
+        names."""
+        import json
+
+        from safetensors.torch import load_file
+
+        path = Path(path)
+        if not self.is_adapter:
+            index = path / "model.safetensors.index.json"
+            if index.exists():
+                files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+                return {k: v for name in files for k, v in load_file(str(path / name)).items()}
+            if not (path / "model.safetensors").exists():
+                raise ValueError(f"{path}: no model.safetensors nor its index")
+            return load_file(str(path / "model.safetensors"))
+        return self.adapter_state(load_file(str(path / "adapter_model.safetensors")))
+
+    def adapter_state(self, saved: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Adapter weights as peft saves them, keyed as ``self.model.state_dict()``.
+
+        peft drops the adapter's name from the keys it saves; which model key each saved key
+        comes from is asked of peft itself: its own key mapping applied to a probe state
+        dict of distinct empty tensors, read back by identity.
+        """
+        from peft import get_peft_model_state_dict
+
+        probe = {key: torch.empty(0) for key in self.model.state_dict()}
+        origin = {id(tensor): key for key, tensor in probe.items()}
+        mapped = get_peft_model_state_dict(
+            self.model, state_dict=probe, save_embedding_layers=False
+        )
+        model_key = {saved_key: origin[id(t)] for saved_key, t in mapped.items()}
+        unknown = sorted(set(saved) - set(model_key))
+        if unknown:
+            raise ValueError(f"adapter weights do not fit the model (unexpected {unknown[:3]})")
+        return {model_key[key]: tensor for key, tensor in saved.items()}
 
     def load_weights(self, path: str | Path) -> None:
         """Load weights saved by :meth:`save` into the live model (rollback, resume)."""
         path = Path(path)
+        if self.sharded:
+            from marco_trainer.train.fsdp import load_weights
+
+            load_weights(self.model, self.saved_state(path), complete=not self.is_adapter)
+            return
         if self.is_adapter:
             from peft import set_peft_model_state_dict
             from safetensors.torch import load_file

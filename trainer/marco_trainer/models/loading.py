@@ -58,6 +58,23 @@ def _model_class(config: Any, family: str) -> Any:
     return transformers.AutoModelForMultimodalLM
 
 
+def _empty_model(model_class: Any, config: Any, base: str) -> Any:
+    """``model_class`` with no storage, plus what ``from_pretrained`` reads besides weights
+    (the generation config Whisper's decoding needs) and the eval mode it leaves."""
+    from transformers import GenerationConfig
+
+    with torch.device("meta"):
+        if hasattr(model_class, "from_config"):  # an Auto class
+            model = model_class.from_config(config, dtype=torch.float32)
+        else:
+            model = model_class._from_config(config, dtype=torch.float32)
+    try:
+        model.generation_config = GenerationConfig.from_pretrained(base)
+    except OSError:
+        log.info("%s: no generation_config.json", base)
+    return model.eval()
+
+
 def load_asr_model(
     source: str,
     family: str = "auto",
@@ -66,8 +83,12 @@ def load_asr_model(
     lora: LoraOptions | None = None,
     trainable: bool = False,
     gradient_checkpointing: bool = False,
+    weights: bool = True,
 ) -> AsrModel:
     """Load ``source`` (a directory or Hub id already in the local cache).
+
+    ``weights=False`` builds the architecture on the meta device and reads no weights: a
+    sharded run's other ranks receive theirs from rank 0 (``train.fsdp.broadcast_weights``).
 
     ``lora`` wraps an LLM-family model with fresh LoRA adapters for training. A
     directory holding a saved adapter (``adapter_config.json``) is loaded onto its
@@ -80,7 +101,11 @@ def load_asr_model(
     adapter_base = _adapter_base(source)
     base = adapter_base or source
     config = AutoConfig.from_pretrained(base)
-    model = _model_class(config, family).from_pretrained(base, dtype=torch.float32)
+    model_class = _model_class(config, family)
+    if weights:
+        model = model_class.from_pretrained(base, dtype=torch.float32)
+    else:
+        model = _empty_model(model_class, config, base)
     processor = AutoProcessor.from_pretrained(
         source if Path(source, "preprocessor_config.json").exists() else base
     )

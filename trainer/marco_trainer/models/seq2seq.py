@@ -96,10 +96,10 @@ class EncoderDecoderAsr(AsrModel):
             for key, value in current.items():
                 setattr(config, key, value)
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
         # Training masks are a property of this run, not of the model handed on.
         with self._pretrained_config():
-            super().save(path)
+            super().save(path, state_dict)
 
     @property
     def _multilingual(self) -> bool:

@@ -199,11 +199,18 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_last(
-    target: Path, asr: AsrModel, optimizer: torch.optim.Optimizer, state: TrainerState
+    target: Path,
+    asr: AsrModel,
+    optimizer_state: dict[str, Any],
+    state: TrainerState,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> None:
+    """``weights``: a sharded model's, gathered whole (else the live model's are written);
+    ``optimizer_state`` likewise the optimizer's ``state_dict()`` or its gathered state."""
+
     def write(folder: Path) -> None:
-        asr.save(folder)
-        torch.save(optimizer.state_dict(), folder / OPTIMIZER_FILE)
+        asr.save(folder, weights)
+        torch.save(optimizer_state, folder / OPTIMIZER_FILE)
         torch.save(rng_state(), folder / RNG_FILE)
         atomic_write_text(folder / STATE_FILE, state.model_dump_json(indent=2))
 
@@ -239,15 +246,42 @@ def load_tensors(path: Path, map_location: str | torch.device | None = None) -> 
         ) from error
 
 
+def rekey_optimizer_state(saved: dict, names: list[str], by_name: bool) -> dict:
+    """An optimizer state dict keyed by parameter name (as FSDP saves it) or by index (as
+    ``Optimizer.state_dict`` does), whichever ``by_name`` asks: a ``last`` written under one
+    ``training.strategy`` resumes under the other. ``names``: the trainable parameters' names
+    in the optimizer's order (``AsrModel.trainable_parameters``)."""
+    groups = saved.get("param_groups") or []
+    keys = [key for group in groups for key in group["params"]]
+    if not keys or isinstance(keys[0], str) == by_name:
+        return saved
+    if len(keys) != len(names):
+        raise ValueError(f"{OPTIMIZER_FILE}: {len(keys)} parameters, the model trains {len(names)}")
+    new_key = (
+        dict(zip(keys, names, strict=True)) if by_name else {n: i for i, n in enumerate(names)}
+    )
+    return {
+        "state": {new_key[key]: value for key, value in saved["state"].items()},
+        "param_groups": [
+            {**group, "params": [new_key[key] for key in group["params"]]} for group in groups
+        ],
+    }
+
+
 def load_last(source: Path, asr: AsrModel, optimizer: torch.optim.Optimizer) -> TrainerState:
     _reading(source, "the model's weights", lambda: asr.load_weights(source))
-    _reading(
-        source,
-        OPTIMIZER_FILE,
-        lambda: optimizer.load_state_dict(
-            load_tensors(source / OPTIMIZER_FILE, map_location=asr.device)
-        ),
-    )
+
+    def load_optimizer() -> None:
+        saved = load_tensors(source / OPTIMIZER_FILE, map_location=asr.device)
+        names = [n for n, p in asr.model.named_parameters() if p.requires_grad]
+        if asr.sharded:  # whole state, keyed by parameter name: each rank keeps its shard
+            from marco_trainer.train.fsdp import load_optimizer as load_sharded
+
+            load_sharded(asr.model, optimizer, rekey_optimizer_state(saved, names, by_name=True))
+        else:
+            optimizer.load_state_dict(rekey_optimizer_state(saved, names, by_name=False))
+
+    _reading(source, OPTIMIZER_FILE, load_optimizer)
     if (source / RNG_FILE).exists():
         _reading(source, RNG_FILE, lambda: set_rng_state(load_tensors(source / RNG_FILE)))
     else:
@@ -259,9 +293,11 @@ def load_last(source: Path, asr: AsrModel, optimizer: torch.optim.Optimizer) -> 
     )
 
 
-def save_best(target: Path, asr: AsrModel, info: BestInfo) -> None:
+def save_best(
+    target: Path, asr: AsrModel, info: BestInfo, weights: dict[str, torch.Tensor] | None = None
+) -> None:
     def write(folder: Path) -> None:
-        asr.save(folder)
+        asr.save(folder, weights)
         atomic_write_text(folder / BEST_FILE, info.model_dump_json(indent=2))
 
     replace_dir(target, write)

@@ -22,7 +22,7 @@ import signal
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -91,6 +91,13 @@ def gpu_memory(device: torch.device) -> tuple[int, int] | None:
     return torch.cuda.memory_allocated(device), torch.cuda.max_memory_allocated(device)
 
 
+def peak_host_memory() -> int:
+    """This process's peak resident memory in bytes (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 @dataclass
 class PreparedStep:
     """One rank's micro-batches for a step, loaded and collated (in the prefetch thread)."""
@@ -107,7 +114,10 @@ class Trainer:
         self.out = Path(opts.output_dir)
         self.checkpoints = self.out / CHECKPOINTS_DIR
         self.counts: Counter = Counter()
-        self._terminate = False
+        self._terminate = False  # this rank got SIGTERM
+        # Some rank had, as of the last step's all-reduce: the same on every rank, so all save
+        # (a collective under FSDP) and exit at the same step.
+        self._terminating = False
         self._polled_at = self._polled_until = 0.0  # when this step read the directive
         # Loading and featurising the next step's audio while a GPU computes hides the data
         # time. On a CPU the step's compute already runs on every core, and the thread only
@@ -117,6 +127,9 @@ class Trainer:
         )
         self._seed(opts.seed)
 
+        if opts.strategy == "fsdp" and not self.dist.active:
+            log.warning("--strategy fsdp with one rank: nothing to shard over, training as ddp")
+        sharded = opts.strategy == "fsdp" and self.dist.active
         family: str = opts.family  # "auto" becomes the detected family below
         lora = None
         if not opts.full_finetune:
@@ -133,12 +146,24 @@ class Trainer:
             lora=lora,
             trainable=True,
             gradient_checkpointing=opts.gradient_checkpointing,
+            # Sharded, only rank 0 reads the weights; the others receive them (_shard).
+            weights=not sharded or self.dist.is_main,
         )
         self._retain(family)
-        self.asr.to(self.dist.device)
+        if sharded:
+            self._shard()
+        else:
+            self.asr.to(self.dist.device)
+        # The adapters' initial values, for a rollback with no best checkpoint.
+        self._initial_adapter = self._adapter_snapshot()
+        log.info(
+            "rank %d: model ready (%s), peak host memory so far %.0f MiB",
+            self.dist.rank,
+            "sharded" if self.asr.sharded else "whole",
+            peak_host_memory() / 2**20,
+        )
         if self._use_bf16():
             self.asr.autocast_dtype = torch.bfloat16
-        self._initial_adapter = self._adapter_snapshot()
 
         self.volumes = Volumes.of(opts.data_root, opts.output_root)
         self.train_examples = load_examples(opts.train_manifests, self.counts, volumes=self.volumes)
@@ -182,7 +207,7 @@ class Trainer:
         self.stream.seek(StreamPosition(self.state.epoch, self.state.offset))
 
         self.module: torch.nn.Module = self.asr.model
-        if self.dist.active:
+        if self.dist.active and not self.asr.sharded:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.dist.local_rank] if self.dist.device.type == "cuda" else None
@@ -239,6 +264,55 @@ class Trainer:
             trainable, total = self.asr.parameter_counts()
             log.info("frozen %d parameters: %d of %d train", frozen, trainable, total)
 
+    def _shard(self) -> None:
+        """FSDP2 over the ranks (`train.fsdp`), before the optimizer is built: it must hold
+        the sharded parameters. The weights go to the device unit by unit as they shard."""
+        from marco_trainer.train import fsdp
+
+        # Rank 0's whole weights, referenced before sharding replaces the parameters.
+        whole = fsdp.whole_weights(self.asr.model) if self.dist.is_main else None
+        fsdp.agree_trainable(self.asr.model)
+        count = fsdp.shard(
+            self.asr.model, self.dist.device, self.dist.world_size, bf16=self._use_bf16()
+        )
+        fsdp.broadcast_weights(self.asr.model, self.dist.device, whole)
+        del whole
+        self.asr.device = self.dist.device
+        self.asr.sharded = True
+        log.info(
+            "fsdp: rank %d: %d layers sharded over %d ranks; %s",
+            self.dist.rank,
+            count,
+            self.dist.world_size,
+            "weights read from disk" if self.dist.is_main else "no weights read, rank 0's received",
+        )
+
+    def _gathered(self) -> AbstractContextManager[None]:
+        """The whole model on each rank for decoding (`train.fsdp.gathered`)."""
+        if not self.asr.sharded:
+            return nullcontext()
+        from marco_trainer.train import fsdp
+
+        return fsdp.gathered(self.asr.model)
+
+    def _checkpoint_state(self) -> tuple[dict[str, torch.Tensor] | None, dict]:
+        """(weights, optimizer state) for rank 0 to write. Every rank calls it: a sharded
+        model's are gathered whole (a collective); a replicated one's weights are the live
+        model's (None) and its optimizer state rank 0's own."""
+        if not self.asr.sharded:
+            return None, self.optimizer.state_dict() if self.dist.is_main else {}
+        from marco_trainer.train import fsdp
+
+        return fsdp.gather_weights(self.asr.model), fsdp.gather_optimizer(
+            self.asr.model, self.optimizer
+        )
+
+    def _save_last(self) -> None:
+        """``last`` from the state now; every rank calls it, rank 0 writes."""
+        weights, optimizer_state = self._checkpoint_state()
+        if self.dist.is_main:
+            save_last(self.checkpoints / "last", self.asr, optimizer_state, self.state, weights)
+
     def _mix_clean_source(self) -> CleanMix | None:
         """Appends the clean source to the training examples; the share it is drawn at."""
         opts = self.opts
@@ -262,6 +336,9 @@ class Trainer:
     def _adapter_snapshot(self) -> dict | None:
         if not self.asr.is_adapter:
             return None
+        if self.asr.sharded:  # this rank's shards, put back in place (no collective)
+            model = self.asr.model
+            return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
         from peft import get_peft_model_state_dict
 
         return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.asr.model).items()}
@@ -328,7 +405,12 @@ class Trainer:
         log.warning("no checkpoint to resume from: training this stage again from step 0")
 
     def _restore_initial_weights(self) -> None:
-        if self._initial_adapter is not None:
+        if self._initial_adapter is not None and self.asr.sharded:
+            with torch.no_grad():
+                for name, param in self.asr.model.named_parameters():
+                    if name in self._initial_adapter:
+                        param.copy_(self._initial_adapter[name])
+        elif self._initial_adapter is not None:
             from peft import set_peft_model_state_dict
 
             set_peft_model_state_dict(self.asr.model, self._initial_adapter)
@@ -489,11 +571,13 @@ class Trainer:
                 batch = self.filler_batch
                 weight = 0.0
             last = i == accum - 1
-            sync = (
-                nullcontext()
-                if last or not self.dist.active
-                else cast("DistributedDataParallel", self.module).no_sync()
-            )
+            sync: AbstractContextManager[None] = nullcontext()
+            if self.asr.sharded:
+                from marco_trainer.train import fsdp
+
+                fsdp.gradient_sync(self.module, last)
+            elif not last and self.dist.active:
+                sync = cast("DistributedDataParallel", self.module).no_sync()
             with sync:
                 loss = self.asr.loss(self.module, batch)
                 (loss * weight).backward()
@@ -505,8 +589,13 @@ class Trainer:
             skipped += len(prepared.loaded[i].skipped)
         params = self.asr.trainable_parameters()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, self.opts.max_grad_norm)
+        if self.asr.sharded:  # a DTensor over the shards' norms: its whole value
+            from marco_trainer.train import fsdp
+
+            grad_norm = fsdp.local(grad_norm)
         # One all-reduce and one host sync per step. The gradient norm is the same on
-        # every rank after DDP's sync, so its sum is finite exactly when it is.
+        # every rank after DDP's sync (FSDP's: reduced over the shards), so its sum is
+        # finite exactly when it is.
         counts = torch.tensor(
             [samples, tokens, skipped, real, float(self._terminate)], dtype=torch.float64
         )
@@ -537,7 +626,7 @@ class Trainer:
         self.state.samples += int(samples)
         self.state.tokens += int(tokens)
         self.state.skipped_audio += int(skipped)
-        self._terminate = self._terminate or bool(terminate)
+        self._terminating = bool(terminate)
         elapsed = max(time.perf_counter() - started, 1e-9)
         self._trace.write(
             json.dumps(
@@ -594,9 +683,10 @@ class Trainer:
         started = time.perf_counter()
         rank, world = self.dist.rank, self.dist.world_size
         mine = [i for i in range(len(self.val_examples)) if i % world == rank]
-        hypotheses, skipped = transcribe_examples(
-            self.asr, self.val_examples, mine, self.opts.eval_batch_size, decoding=self.opts
-        )  # TrainOptions is a DecodingOptions: the spec's policy, as baseline and evaluate
+        with self._gathered():
+            hypotheses, skipped = transcribe_examples(
+                self.asr, self.val_examples, mine, self.opts.eval_batch_size, decoding=self.opts
+            )  # TrainOptions is a DecodingOptions: the spec's policy, as baseline and evaluate
         merged: dict[int, str] = {}
         unreadable: dict[int, str] = {}
         for part, refused in self.dist.all_gather_object((hypotheses, skipped)):
@@ -619,12 +709,15 @@ class Trainer:
         )
         state.evaluations.append(evaluation)
         state.loss_sum, state.loss_steps, state.nonfinite_since_eval = 0.0, 0, 0
-        if state.best_wer is None or wer < state.best_wer:
+        improved = state.best_wer is None or wer < state.best_wer
+        if improved:
             state.best_wer, state.best_step = wer, state.step
-            if self.dist.is_main:
-                save_best(self.checkpoints / BEST_CHECKPOINT, self.asr, self._best_info(evaluation))
+        weights, optimizer_state = self._checkpoint_state()
         if self.dist.is_main:
-            save_last(self.checkpoints / "last", self.asr, self.optimizer, state)
+            if improved:
+                best = self._best_info(evaluation)
+                save_best(self.checkpoints / BEST_CHECKPOINT, self.asr, best, weights)
+            save_last(self.checkpoints / "last", self.asr, optimizer_state, state, weights)
             atomic_write_text(self.out / EVALUATIONS_FILE, self.history().model_dump_json(indent=2))
             if self.metrics is not None:
                 self.metrics.observe_evaluation(
@@ -673,9 +766,8 @@ class Trainer:
                     break
                 if state.step >= opts.max_steps:
                     break
-                if self._terminate:
-                    if self.dist.is_main:
-                        save_last(self.checkpoints / "last", self.asr, self.optimizer, state)
+                if self._terminating:
+                    self._save_last()
                     return EXIT_TERMINATED
                 prepared = pending.result() if pending is not None else self._prepare()
                 pending = None
