@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from marco_contract.memory import ModelDims
 from marco_contract.status import Family
 
 #: Kubernetes caps a termination message at 4096 bytes; stage results stay below.
@@ -92,6 +93,11 @@ class StageResult(BaseModel):
     curve: list[tuple[int, float]] = Field(
         default_factory=list,
         description="(step, WER) of every evaluation of a training run: an LR trial's curve.",
+    )
+    model: ModelDims | None = Field(
+        default=None,
+        description="The model's dimensions (its config.json), reported by the stage that "
+        "loads it first (baseline): the operator estimates training's memory from them.",
     )
 
     def to_termination_message(self) -> str:

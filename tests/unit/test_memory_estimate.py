@@ -163,7 +163,11 @@ def test_gradient_checkpointing_keeps_layer_inputs_and_one_layer():
     dims = model_dims(WHISPER_LARGE_V3)
     full = estimate_memory(dims, per_device_batch_size=1, precision="bf16", text_tokens=100)
     checkpointed = estimate_memory(
-        dims, per_device_batch_size=1, precision="bf16", text_tokens=100, gradient_checkpointing=True
+        dims,
+        per_device_batch_size=1,
+        precision="bf16",
+        text_tokens=100,
+        gradient_checkpointing=True,
     )
     h, f, s_dec = 1280, 5120, 104
     kept = 32 * 1500 * h + 32 * s_dec * h + 1500 * (9 * h + 2 * f)  # inputs + widest layer

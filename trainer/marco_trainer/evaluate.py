@@ -15,8 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
+from marco_contract.memory import ModelDims, model_dims
 from marco_trainer.text import corpus_rates, is_character_language, score_pair
 
 if TYPE_CHECKING:
@@ -141,6 +142,20 @@ def export_if_missing(model: str, checkpoint: str | None) -> bool:
     return True
 
 
+def reported_dims(asr: AsrModel) -> ModelDims | None:
+    """The dimensions of the model's config.json, for the operator's memory estimate;
+    None (and a log line) for a kind of model it has no formula for, or one without a
+    transformers config."""
+    config = getattr(getattr(asr, "model", None), "config", None)
+    if config is None:
+        return None
+    try:
+        return model_dims(config.to_dict())
+    except (ValueError, ValidationError) as error:
+        log.warning("no memory estimate: %s", error)
+        return None
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -232,6 +247,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             counts=dict(counts),
             family=asr.family,
             reference_wer=reference_wer,
+            model=reported_dims(asr),
             ok=bool(hypotheses),
             message=(
                 "no utterance could be transcribed"
