@@ -141,12 +141,15 @@ def memory_refusal(spec: AsrAdaptationSpec, dims: ModelDims, stage: str) -> str 
     if res.gpus_per_node > 0 and res.gpu_memory is not None:
         available = quantity_bytes(res.gpu_memory)
         if device.total > available:
-            parts = (
-                f"weights {_gib(device.weights)}, gradients {_gib(device.gradients)}, "
-                f"AdamW {_gib(device.optimizer)}, bf16 copies {_gib(device.weight_casts)}, "
-                f"activations {_gib(device.activations)} for {estimate.per_device_batch_size} "
-                f"utterances, runtime {_gib(device.runtime)}"
-            )
+            named = [
+                ("weights", device.weights),
+                ("gradients", device.gradients),
+                ("AdamW", device.optimizer),
+                ("bf16 copies", device.weight_casts),
+                (f"activations of {estimate.per_device_batch_size} utterances", device.activations),
+                ("runtime", device.runtime),
+            ]
+            parts = ", ".join(f"{what} {_gib(size)}" for what, size in named if size)
             remedies = "; ".join(_device_remedies(spec, dims, estimate))
             return (
                 f"{what} needs an estimated {_gib(device.total)} per GPU ({parts}) but "
