@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--family", required=True)
     parser.add_argument("--batch", type=int, required=True)
     parser.add_argument("--lora", action="store_true")
+    parser.add_argument("--bf16", action="store_true", help="autocast to bf16, as the trainer")
     args = parser.parse_args()
 
     import numpy as np
@@ -54,6 +55,8 @@ def main() -> None:
         args.model, family=args.family, lora=LoraOptions() if args.lora else None, trainable=True
     )
     asr.model.train()
+    if args.bf16:
+        asr.autocast_dtype = torch.bfloat16  # what the loop sets for precision bf16
     rng = np.random.default_rng(0)
     seconds = 2.0
     audios = [

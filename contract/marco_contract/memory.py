@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import Field
@@ -31,8 +32,9 @@ Precision = Literal["bf16", "fp32"]
 GIB = 2**30
 #: The trainer's weights, gradients and AdamW moments are fp32 whatever the precision.
 FP32 = 4
-#: Bytes an activation element takes: autocast computes matmuls in bf16. Norms, softmax
-#: and the loss run in fp32 under autocast too; counted at 2 bytes all the same.
+#: Bytes of an activation autocast computes in its dtype (matmul, convolution, attention
+#: and what follows them). The residual stream (the fp32 weights' sums), the norms' inputs
+#: and the loss stay fp32 under autocast: `Saved.fp32` counts those at 4 bytes always.
 ACTIVATION_BYTES: dict[str, int] = {"bf16": 2, "fp32": 4}
 #: AdamW keeps two moments (exp_avg, exp_avg_sq) per trainable parameter.
 ADAM_STATES = 2
@@ -87,7 +89,8 @@ class DeviceMemory(ApiModel):
 
     weights: int = Field(ge=0, description="fp32 parameters (a 1/worldSize shard under FSDP).")
     weight_casts: int = Field(
-        ge=0, description="bf16 copies autocast caches of the trainable weights."
+        ge=0,
+        description="bf16 copies autocast makes of the weights a backward pass goes through.",
     )
     gradients: int = Field(ge=0, description="fp32 gradients, and DDP's bucket copy of them.")
     optimizer: int = Field(ge=0, description="AdamW's two fp32 moments.")
@@ -310,6 +313,24 @@ def lora_parameters(dims: ModelDims, rank: int, targets: Sequence[str]) -> int:
 # --------------------------------------------------------------------- activations
 
 
+@dataclass(frozen=True)
+class Saved:
+    """Elements kept for the backward pass: in fp32 whatever the precision (the residual
+    stream, norm inputs, masks, the loss's logits), and in autocast's dtype (the rest)."""
+
+    fp32: float = 0.0
+    cast: float = 0.0
+
+    def __add__(self, other: Saved) -> Saved:
+        return Saved(self.fp32 + other.fp32, self.cast + other.cast)
+
+    def __mul__(self, times: float) -> Saved:
+        return Saved(self.fp32 * times, self.cast * times)
+
+    def bytes(self, precision: str) -> float:
+        return self.fp32 * FP32 + self.cast * ACTIVATION_BYTES[precision]
+
+
 def _saved_linear_inputs(
     inputs: Sequence[tuple[int, Sequence[str]]], lora: set[str] | None, lora_dropout: bool
 ) -> float:
@@ -330,7 +351,7 @@ def _saved_linear_inputs(
     return total
 
 
-def _encoder_layer_saved(e: TransformerDims, lora: set[str] | None, dropout: bool) -> float:
+def _encoder_layer_saved(e: TransformerDims, lora: set[str] | None, dropout: bool) -> Saved:
     """Per token, a pre-LayerNorm Whisper encoder layer: its two LayerNorms' inputs,
     attention's q, k, v and output, GELU's input, and what its Linears keep."""
     h, f = e.hidden, e.ffn
@@ -340,10 +361,10 @@ def _encoder_layer_saved(e: TransformerDims, lora: set[str] | None, dropout: boo
         (h, ("fc1",)),
         (f, ("fc2",)),
     ]
-    return 2 * h + 4 * h + f + _saved_linear_inputs(linears, lora, dropout)
+    return Saved(fp32=2 * h, cast=4 * h + f + _saved_linear_inputs(linears, lora, dropout))
 
 
-def _decoder_layer_saved(d: TransformerDims, lora: set[str] | None, dropout: bool) -> float:
+def _decoder_layer_saved(d: TransformerDims, lora: set[str] | None, dropout: bool) -> Saved:
     """Per token, a Whisper decoder layer: three LayerNorms, self-attention's q, k, v, out,
     cross-attention's q and out, GELU's input, and its Linears' inputs."""
     h, f = d.hidden, d.ffn
@@ -355,10 +376,10 @@ def _decoder_layer_saved(d: TransformerDims, lora: set[str] | None, dropout: boo
         (h, ("fc1",)),
         (f, ("fc2",)),
     ]
-    return 3 * h + 4 * h + 2 * h + f + _saved_linear_inputs(linears, lora, dropout)
+    return Saved(fp32=3 * h, cast=4 * h + 2 * h + f + _saved_linear_inputs(linears, lora, dropout))
 
 
-def _llm_layer_saved(d: TransformerDims, lora: set[str] | None, dropout: bool) -> float:
+def _llm_layer_saved(d: TransformerDims, lora: set[str] | None, dropout: bool) -> Saved:
     """Per token, a Qwen2 layer: each RMSNorm's input (and its normalised output when its
     weight trains), attention's rotated q and k, v and output, SwiGLU's gate, up and
     SiLU output, and its Linears' inputs."""
@@ -370,7 +391,8 @@ def _llm_layer_saved(d: TransformerDims, lora: set[str] | None, dropout: bool) -
         (h, ("gate_proj", "up_proj")),
         (f, ("down_proj",)),
     ]
-    return norms + 2 * h + 2 * kv + 3 * f + _saved_linear_inputs(linears, lora, dropout)
+    cast = 2 * h + 2 * kv + 3 * f + _saved_linear_inputs(linears, lora, dropout)
+    return Saved(fp32=norms, cast=cast)
 
 
 def activation_elements_per_sample(
@@ -381,7 +403,7 @@ def activation_elements_per_sample(
     frozen_encoder_layers: int = 0,
     gradient_checkpointing: bool = False,
     audio_seconds: float | None = None,
-) -> float:
+) -> Saved:
     """Elements one utterance's forward pass keeps for its backward pass.
 
     Per token of each layer, the tensors autograd saves (the `_*_layer_saved` counts:
@@ -394,23 +416,23 @@ def activation_elements_per_sample(
     keep nothing: nothing before them needs a gradient. The decoder (or LLM) sees the
     prefix and the transcript (and, for the LLM, the audio tokens of the longest clip,
     `audio_seconds`, default the whole window: its pooled encoder frames), and the loss
-    keeps LOGIT_COPIES logit-sized tensors. Gradient checkpointing keeps each layer's
-    input instead, plus one layer's saved tensors while it is recomputed.
+    keeps LOGIT_COPIES logit-sized fp32 tensors. Gradient checkpointing keeps each
+    layer's input (fp32) instead, plus one layer's saved tensors while it is recomputed.
     """
     e, d = dims.encoder, dims.decoder
     s_enc = e.positions
     frames = 2 * s_enc
-    stem = dims.mel_bins * frames + 2 * e.hidden * frames + 3 * e.hidden * s_enc
+    stem = Saved(cast=dims.mel_bins * frames + 2 * e.hidden * frames + 3 * e.hidden * s_enc)
     enc_layer = _encoder_layer_saved(e, lora, lora_dropout)
     trained_enc_layers = max(0, e.layers - frozen_encoder_layers)
     if frozen_encoder_layers or lora is not None:
-        stem = 0  # its convolutions get no gradient: nothing is kept for them
+        stem = Saved()  # its convolutions get no gradient: nothing is kept for them
     if dims.family == "encoder-decoder":
         s_dec = min(d.positions, text_tokens + PREFIX_TOKENS[dims.family])
         dec_layer = _decoder_layer_saved(d, lora, lora_dropout)
         # Cross-attention's keys and values, per encoder token in every decoder layer, and
         # the encoder's output they are projected from.
-        cross = 2 * d.hidden * d.layers * s_enc + e.hidden * s_enc
+        cross = Saved(cast=2 * d.hidden * d.layers * s_enc + e.hidden * s_enc)
         per_layer = [(trained_enc_layers, s_enc, enc_layer), (d.layers, s_dec, dec_layer)]
         extra = stem + cross
     else:
@@ -426,14 +448,22 @@ def activation_elements_per_sample(
         # Qwen2-Audio's encoder masks its padded window: an fp32 s x s mask that each
         # trained encoder layer's attention keeps.
         mask = trained_enc_layers * s_enc * s_enc
-        extra = stem + 2 * e.hidden * s_enc + projector + mask
-    logits = LOGIT_COPIES * dims.vocab_size * s_dec
+        extra = stem + Saved(fp32=2 * e.hidden * s_enc + mask, cast=projector)
+    logits = Saved(fp32=LOGIT_COPIES * dims.vocab_size * s_dec)
     if not gradient_checkpointing:
-        return extra + sum(n * s * per_token for n, s, per_token in per_layer) + logits
-    inputs = sum(
-        n * s * hidden for (n, s, _), hidden in zip(per_layer, (e.hidden, d.hidden), strict=True)
+        layers = sum((per_token * (n * s) for n, s, per_token in per_layer), Saved())
+        return extra + layers + logits
+    inputs = Saved(
+        fp32=sum(
+            n * s * hidden
+            for (n, s, _), hidden in zip(per_layer, (e.hidden, d.hidden), strict=True)
+        )
     )
-    widest = max((s * per_token for n, s, per_token in per_layer if n), default=0)
+    widest = max(
+        (per_token * s for n, s, per_token in per_layer if n),
+        key=lambda saved: saved.bytes("fp32"),
+        default=Saved(),
+    )
     return extra + inputs + widest + logits
 
 
@@ -481,8 +511,11 @@ def estimate_memory(
     if strategy == "ddp" and world_size > 1:
         gradients *= 2
     optimizer = math.ceil(trainable * FP32 * ADAM_STATES / shards)
-    weight_casts = math.ceil(trainable * 2 / shards) if precision == "bf16" else 0
-    elements = activation_elements_per_sample(
+    # Autocast's bf16 copy of every weight a matmul reads on the gradient's path: cached
+    # for a trainable weight, kept for the backward pass for a frozen one (LoRA's base).
+    on_path = weights_count - (parameters - trainable if lora_rank is None else 0)
+    weight_casts = math.ceil(on_path * 2 / shards) if precision == "bf16" else 0
+    saved = activation_elements_per_sample(
         dims,
         text_tokens,
         lora=lora,
@@ -491,7 +524,7 @@ def estimate_memory(
         gradient_checkpointing=gradient_checkpointing,
         audio_seconds=audio_seconds,
     )
-    per_sample = math.ceil(elements * ACTIVATION_BYTES[precision])
+    per_sample = math.ceil(saved.bytes(precision))
     activations = per_sample * per_device_batch_size
     runtime = GPU_RUNTIME if on_gpu else 0
     device_total = weights + weight_casts + gradients + optimizer + activations + runtime

@@ -94,17 +94,24 @@ def test_lora_parameters_count_every_matching_linear():
     assert lora_parameters(dims, 16, ["q_proj", "k_proj", "v_proj", "o_proj"]) == expected
 
 
-def whisper_activation_elements(text_tokens, layers_trained=32):
-    """Whisper large-v3, full fine-tuning, one utterance, by the documented formula."""
-    h, f, vocab = 1280, 5120, 51866
-    s_enc, frames = 1500, 3000
-    s_dec = text_tokens + 4  # Whisper's prefix
-    stem = 128 * frames + 2 * h * frames + 3 * h * s_enc
-    encoder = layers_trained * s_enc * (9 * h + 2 * f)
-    decoder = 32 * s_dec * (14 * h + 2 * f)
-    cross = 2 * h * 32 * s_enc + h * s_enc
-    logits = 4 * vocab * s_dec
-    return stem + encoder + decoder + cross + logits
+H, F, VOCAB = 1280, 5120, 51866
+STEM = 128 * 3000 + 2 * H * 3000 + 3 * H * 1500
+
+
+def whisper_bytes(text_tokens, cast_bytes, layers_trained=32, stem=STEM):
+    """Whisper large-v3, full fine-tuning, one utterance, by the documented formula: the
+    norms' inputs (2h a encoder layer, 3h a decoder one) and the loss's four logit copies
+    in fp32, the rest in autocast's dtype (`cast_bytes`)."""
+    s_enc, s_dec = 1500, text_tokens + 4  # Whisper's prefix
+    fp32 = layers_trained * s_enc * 2 * H + 32 * s_dec * 3 * H + 4 * VOCAB * s_dec
+    cast = (
+        stem
+        + layers_trained * s_enc * (7 * H + 2 * F)
+        + 32 * s_dec * (11 * H + 2 * F)
+        + 2 * H * 32 * s_enc  # cross-attention's keys and values
+        + H * s_enc  # the encoder output they come from
+    )
+    return 4 * fp32 + cast_bytes * cast
 
 
 def test_ddp_replicates_and_doubles_gradients_for_its_buckets():
@@ -121,8 +128,8 @@ def test_ddp_replicates_and_doubles_gradients_for_its_buckets():
     device = estimate.device
     assert (device.weights, device.gradients, device.optimizer) == (4 * p, 2 * 4 * p, 8 * p)
     assert device.weight_casts == 2 * p
-    assert estimate.activations_per_sample == 2 * whisper_activation_elements(241)
-    assert device.activations == 2 * 2 * whisper_activation_elements(241)
+    assert estimate.activations_per_sample == whisper_bytes(241, cast_bytes=2)
+    assert device.activations == 2 * whisper_bytes(241, cast_bytes=2)
     assert device.total == (4 + 8 + 8 + 2) * p + device.activations + GPU_RUNTIME
     host = estimate.host
     # Four ranks each load the fp32 model; the fp16 checkpoint is mapped once.
@@ -144,7 +151,7 @@ def test_fsdp_divides_weights_gradients_and_states_by_the_world_size():
     assert (device.weights, device.gradients, device.optimizer) == (4 * p / 8, 4 * p / 8, p)
     assert device.weight_casts == 0
     # Activations are not sharded; fp32 takes 4 bytes an element.
-    assert device.activations == 4 * whisper_activation_elements(100)
+    assert device.activations == whisper_bytes(100, cast_bytes=4)
 
 
 def test_a_frozen_encoder_trains_and_keeps_nothing_of_it():
@@ -154,9 +161,10 @@ def test_a_frozen_encoder_trains_and_keeps_nothing_of_it():
     )
     frozen = CONV1 + CONV2 + ENCODER_POSITIONS + 32 * ENCODER_LAYER
     assert estimate.trainable_parameters == WHISPER_LARGE_V3_PARAMETERS - frozen
-    stem = 128 * 3000 + 2 * 1280 * 3000 + 3 * 1280 * 1500
-    expected = whisper_activation_elements(100, layers_trained=0) - stem
-    assert estimate.activations_per_sample == 2 * expected
+    # No backward pass goes through the frozen encoder: no bf16 copies kept of it.
+    assert estimate.device.weight_casts == 2 * (WHISPER_LARGE_V3_PARAMETERS - frozen)
+    expected = whisper_bytes(100, cast_bytes=2, layers_trained=0, stem=0)
+    assert estimate.activations_per_sample == expected
 
 
 def test_gradient_checkpointing_keeps_layer_inputs_and_one_layer():
@@ -169,12 +177,16 @@ def test_gradient_checkpointing_keeps_layer_inputs_and_one_layer():
         text_tokens=100,
         gradient_checkpointing=True,
     )
-    h, f, s_dec = 1280, 5120, 104
-    kept = 32 * 1500 * h + 32 * s_dec * h + 1500 * (9 * h + 2 * f)  # inputs + widest layer
-    outside = whisper_activation_elements(100) - 32 * 1500 * (9 * h + 2 * f)
-    outside -= 32 * s_dec * (14 * h + 2 * f)
-    assert checkpointed.activations_per_sample == 2 * (outside + kept)
-    assert checkpointed.activations_per_sample < full.activations_per_sample / 5
+    s_dec = 104
+    # Every layer's input (fp32), and the widest layer's tensors: an encoder layer's.
+    inputs = 4 * (32 * 1500 * H + 32 * s_dec * H)
+    widest = 1500 * (4 * 2 * H + 2 * (7 * H + 2 * F))
+    # What is outside the layers: no layer at all, nothing of the layers kept.
+    layers = 32 * 1500 * (4 * 2 * H + 2 * (7 * H + 2 * F))
+    layers += 32 * s_dec * (4 * 3 * H + 2 * (11 * H + 2 * F))
+    outside = whisper_bytes(100, cast_bytes=2) - layers
+    assert checkpointed.activations_per_sample == outside + inputs + widest
+    assert checkpointed.activations_per_sample < full.activations_per_sample / 4
 
 
 def test_lora_trains_the_adapters_only():
@@ -189,6 +201,8 @@ def test_lora_trains_the_adapters_only():
     device = estimate.device
     assert device.weights == 4 * (parameter_count(dims) + adapters)
     assert (device.gradients, device.optimizer) == (4 * adapters, 8 * adapters)
+    # The frozen base's bf16 copies are kept for the backward pass too.
+    assert device.weight_casts == 2 * (parameter_count(dims) + adapters)
 
 
 def test_training_on_cpu_puts_the_device_share_on_the_host():

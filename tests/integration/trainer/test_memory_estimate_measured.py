@@ -4,9 +4,10 @@ The tiny models of tests/tiny_models.py, widened (d_model 256, 2 layers, Whisper
 30 s window) so that what training holds is hundreds of MB and stands out of the
 process's own noise (allocator, thread pools: a few MB). Each runs in a process of its
 own (tests/memory_probe.py says what it measures): the steps of the trainer's loop with
-its loader, batch builder and loss. The estimate is given what the probe trained on: the
-batch size, the transcript's length, the clip's length, fp32; the runtime allowance (CUDA
-context, libraries) is left out, as a CPU process has none of it to measure.
+its loader, batch builder and loss, in fp32 and under bf16 autocast (CPU autocast, as the
+trainer's precision bf16 runs it there). The estimate is given what the probe trained on:
+the batch size, the transcript's length, the clip's length, the precision; the runtime
+allowance (CUDA context, libraries) is left out, as a CPU process has none of it.
 """
 
 import json
@@ -26,12 +27,13 @@ TOLERANCE = 0.25
 CLIP_SECONDS = 2.0
 
 
-def measure(model, family, batch, lora):
+def measure(model, family, batch, lora, bf16):
     env = checkout_env(ROOT)
     # Every allocation over 64 KiB gets its own mapping, given back when freed: the
     # resident peak is that of the live tensors (tests/memory_probe.py).
     env["MALLOC_MMAP_THRESHOLD_"] = "65536"
     args = ["--family", family, "--batch", str(batch), *(["--lora"] if lora else [])]
+    args += ["--bf16"] if bf16 else []
     done = subprocess.run(
         [sys.executable, "-m", "tests.memory_probe", str(model), *args],
         env=env,
@@ -49,8 +51,9 @@ def estimated_training_bytes(estimate):
     return device.total - device.runtime
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
 @pytest.mark.parametrize("kind", ["whisper-full", "qwen2-audio-lora"])
-def test_the_estimate_is_within_a_quarter_of_the_measured_peak(tmp_path, kind):
+def test_the_estimate_is_within_a_quarter_of_the_measured_peak(tmp_path, kind, precision):
     from marco_contract.memory import estimate_memory
 
     lora = kind == "qwen2-audio-lora"
@@ -63,12 +66,12 @@ def test_the_estimate_is_within_a_quarter_of_the_measured_peak(tmp_path, kind):
         )
         family, batch = "encoder-decoder", 6
     dims = model_dims(json.loads((model / "config.json").read_text()))
-    measured = measure(model, family, batch, lora)
+    measured = measure(model, family, batch, lora, bf16=precision == "bf16")
     options = LoraOptions()
     estimate = estimate_memory(
         dims,
         per_device_batch_size=batch,
-        precision="fp32",
+        precision=precision,
         text_tokens=measured["text_tokens"],
         audio_seconds=CLIP_SECONDS,
         lora_rank=options.r if lora else None,
