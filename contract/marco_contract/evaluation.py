@@ -126,4 +126,7 @@ def merge_evaluation_results(results: Sequence[StageResult]) -> StageResult:
         word_counts=words,
         char_counts=chars,
         reference_word_counts=reference,
+        # Every shard that loaded the model reports the same dimensions (the memory
+        # estimate's input); a shard without utterances loaded none.
+        model=next((r.model for r in ordered if r.model is not None), None),
     )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from marco_contract.memory import ModelDims
 from marco_contract.scoring import EditCounts
 from marco_contract.status import Family
 
@@ -103,6 +104,11 @@ class StageResult(BaseModel):
     char_counts: EditCounts | None = Field(default=None, description="Edit counts behind cer.")
     reference_word_counts: EditCounts | None = Field(
         default=None, description="Edit counts behind reference_wer."
+    )
+    model: ModelDims | None = Field(
+        default=None,
+        description="The model's dimensions (its config.json), reported by the stage that "
+        "loads it first (baseline): the operator estimates training's memory from them.",
     )
 
     def to_termination_message(self) -> str:

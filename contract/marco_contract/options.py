@@ -18,6 +18,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from marco_contract.memory import Strategy
 from marco_contract.status import ApiModel
 
 # Upper bounds. Every number of the spec has one, so that a slip of the keyboard
@@ -165,8 +166,8 @@ class TrainingOptions(StageOptions):
     gradient_checkpointing: bool = Field(
         default=False, description="Recompute activations in the backward pass (less memory)."
     )
-    # The memory estimate (branch memory) reads the same field and values.
-    strategy: Literal["ddp", "fsdp"] = Field(
+    # The memory estimate (marco_contract.memory) divides by the ranks under fsdp.
+    strategy: Strategy = Field(
         default="ddp",
         description="How ranks hold the model. ddp: each rank a whole copy (weights, gradients, "
         "optimizer moments), gradients all-reduced. fsdp: FSDP2, those sharded over the ranks "

@@ -8,10 +8,12 @@ import re
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, ConfigDict, Field
 
-Family = Literal["encoder-decoder", "llm"]
+# ApiModel and Family are defined there and re-exported here, where callers import them.
+from marco_contract.api_model import ApiModel, Family
+from marco_contract.memory import MemoryEstimate, ModelDims
+
 #: How σ_WER of Eq. 1 is taken over a cycle (`spec.training.sigma`, docs/method.md).
 SigmaKind = Literal["population", "trend-residual"]
 #: A condition's status, as Kubernetes spells it.
@@ -34,14 +36,6 @@ Phase = Literal[
     "Invalid",
 ]
 TERMINAL_PHASES: frozenset[str] = frozenset({"Succeeded", "EarlyStopped", "Failed"})
-
-
-class ApiModel(BaseModel):
-    """camelCase on the wire, snake_case in Python; unknown fields are refused."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_assignment=True
-    )
 
 
 #: metav1.Condition's rules (k8s.io/apimachinery/pkg/apis/meta/v1/types.go), so that the CRD
@@ -208,3 +202,13 @@ class AsrAdaptationStatus(ApiModel):
         default_factory=list, description="The LR trials (spec.trials), in candidate order."
     )
     stop: StopRecord | None = None
+    model: ModelDims | None = Field(
+        default=None,
+        description="The model's dimensions, from its config.json, as the baseline stage "
+        "read them; the memory estimate is computed from them.",
+    )
+    memory: MemoryEstimate | None = Field(
+        default=None,
+        description="Estimated memory of a train rank (device) and pod (host), in bytes per "
+        "component; written once the baseline reported the model, before the train Job.",
+    )

@@ -947,6 +947,14 @@ class ResourcesSpec(ApiModel):
         default="32Gi",
         description="Memory request and limit of every stage pod (a Kubernetes quantity).",
     )
+    # Unset by default: the operator cannot see which GPU a node has (and a cluster may
+    # mix them); a guess would refuse runs that fit, or pass ones that do not.
+    gpu_memory: Quantity | None = Field(
+        default=None,
+        description="Memory of one GPU (a Kubernetes quantity, e.g. 80Gi). Set, a train or "
+        "trials stage whose estimated memory per GPU (status.memory) exceeds it is refused "
+        "before its Job is created; unset, nothing is refused on GPU memory.",
+    )
     shared_memory: Quantity = Field(
         default="8Gi",
         description="/dev/shm size for data workers/NCCL (its emptyDir's sizeLimit).",
@@ -1759,6 +1767,7 @@ MUTABLE_AFTER_START: tuple[str, ...] = (
     "queueName",
     "resources.cpu",
     "resources.memory",
+    "resources.gpuMemory",
     "resources.sharedMemory",
     "resources.nodeSelector",
     "resources.tolerations",

@@ -43,6 +43,7 @@ from marco_operator.api import (
     parse_spec,
 )
 from marco_operator.conditions import QUEUED, derive_conditions, iso_time, set_condition
+from marco_operator.memory_check import INSUFFICIENT_MEMORY, memory_refusal, stage_estimate
 from marco_operator.names import job_name
 from marco_operator.plan import (
     PHASE_OF_STAGE,
@@ -443,6 +444,9 @@ def reconcile(
     if spec is None or not _allowed(run, spec, policy) or not _claims_ready(run, spec):
         return run.finish()
     run.outcome.spec = spec
+    if status.model is not None:
+        # Recomputed each pass: resources may change after the start (MUTABLE_AFTER_START).
+        status.memory = stage_estimate(spec, status.model, "train")
     run.queue = queueing.queue_of(spec)
     layout = layout or cluster_layout(spec, run.name)
     stages = enabled_stages(spec)
@@ -458,6 +462,9 @@ def reconcile(
         if record.state == "Succeeded":
             continue  # remembered in status: the Job may have been cleaned up since
         if stage == TRIALS_STAGE:
+            untouched = not run.observed.trials and all(t.state == "Pending" for t in status.trials)
+            if untouched and not _memory_fits(run, spec, stage, cluster):
+                return run.finish()
             if not _run_trials(run, spec, layout):
                 return run.finish()
             continue
@@ -468,6 +475,8 @@ def reconcile(
             return run.finish()
         if job is None:
             if _stopped_train_going(run):
+                return run.finish()
+            if stage == "train" and not _memory_fits(run, spec, stage, cluster):
                 return run.finish()
             _start_stage(run, spec, layout, stage)
             return run.finish()
@@ -670,6 +679,28 @@ def _claims_ready(run: _Run, spec: AsrAdaptationSpec) -> bool:
         run.event("Warning", reason, message)
     if reason == VOLUME_NOT_FOUND:
         run.outcome.requeue_after = REQUEUE_CLAIM
+    return False
+
+
+def _memory_fits(run: _Run, spec: AsrAdaptationSpec, stage: str, cluster: bool) -> bool:
+    """False, with phase Invalid, reason InsufficientMemory and a Warning Event, when the
+    estimate for `stage` (train or trials) exceeds what the spec gives its pods
+    (memory_check.memory_refusal); checked before the stage's Job is created, once the
+    baseline reported the model. A cluster only: a local run's resources bound nothing.
+    Invalid, not Failed: raising spec.resources.memory or gpuMemory (editable after the
+    start) lets the next pass go on."""
+    dims = run.status.model
+    if dims is None or not cluster:
+        return True
+    refusal = memory_refusal(spec, dims, stage)
+    if refusal is None:
+        return True
+    status = run.status
+    status.phase = "Invalid"
+    status.message = refusal
+    set_condition(status, "Ready", "False", INSUFFICIENT_MEMORY, refusal, run.now)
+    if run.old.message != refusal or run.old.phase != "Invalid":
+        run.event("Warning", INSUFFICIENT_MEMORY, refusal)
     return False
 
 
@@ -984,6 +1015,9 @@ def _complete_stage(run: _Run, spec: AsrAdaptationSpec, stage: str, job: JobStat
         record.message = result.message
     if stage == "baseline" and result is not None:
         status.baseline_wer = result.wer
+        if result.model is not None:
+            status.model = result.model
+            status.memory = stage_estimate(spec, result.model, "train")
         if not _family(run, spec) and result.family:
             status.family = result.family
     if stage == "train" and result is not None:

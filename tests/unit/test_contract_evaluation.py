@@ -181,3 +181,19 @@ def test_edit_counts_survive_the_termination_message():
 def test_shard_files_keep_the_plain_name_unsharded():
     assert shard_file("report.json", 0, 1) == "report.json"
     assert shard_file("report.json", 2, 3) == "report-00002-of-00003.json"
+
+
+def test_the_model_dimensions_of_a_shard_reach_the_merged_result():
+    # The memory estimate reads them from the baseline's result: a shard that held no
+    # utterance loaded no model and reports none, the others report the loaded model's.
+    from marco_contract.memory import model_dims
+    from tests.unit.test_memory_estimate import WHISPER_LARGE_V3
+
+    dims = model_dims(WHISPER_LARGE_V3)
+    results = shard_results(3, pairs=CORPUS[:2])
+    results = [
+        r.model_copy(update={"model": dims if i < 2 else None}) for i, r in enumerate(results)
+    ]
+    merged = merge_evaluation_results(results)
+    assert merged.model == dims
+    assert StageResult.model_validate_json(merged.to_termination_message()).model == dims

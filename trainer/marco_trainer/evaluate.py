@@ -21,11 +21,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
 from marco_contract.evaluation import (
     NORMALISATION_NOTE,
     EvaluationReport,
     UtteranceResult,
 )
+from marco_contract.memory import ModelDims, model_dims
 from marco_contract.scoring import EditCounts, total
 from marco_trainer.text import is_character_language, score_pair
 
@@ -33,7 +36,6 @@ __all__ = ["NORMALISATION_NOTE", "EvaluationReport", "UtteranceResult"]
 
 if TYPE_CHECKING:
     from marco_contract.options import DecodingOptions
-    from marco_contract.status import Family
     from marco_trainer.models.base import AsrModel
 
 log = logging.getLogger(__name__)
@@ -151,6 +153,20 @@ def _export(model: str, checkpoint: str) -> bool:
     return True
 
 
+def reported_dims(asr: AsrModel) -> ModelDims | None:
+    """The dimensions of the model's config.json, for the operator's memory estimate;
+    None (and a log line) for a kind of model it has no formula for, or one without a
+    transformers config."""
+    config = getattr(getattr(asr, "model", None), "config", None)
+    if config is None:
+        return None
+    try:
+        return model_dims(config.to_dict())
+    except (ValueError, ValidationError) as error:
+        log.warning("no memory estimate: %s", error)
+        return None
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
@@ -209,15 +225,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     mine = [index for index in range(len(examples)) if shard.owns(index)]
     what = f"shard {shard.index + 1}/{shard.count}: " if sharded else ""
 
-    def transcribe(model: str, label: str) -> tuple[Family | None, dict[int, str], dict[int, str]]:
-        """(family, hypotheses, unreadable) of `model` on this shard's utterances."""
+    def transcribe(
+        model: str, label: str
+    ) -> tuple[AsrModel | None, dict[int, str], dict[int, str]]:
+        """(the loaded model, hypotheses, unreadable) of `model` on this shard's utterances;
+        no model where the shard holds no utterance."""
         if not mine:  # more shards than utterances: nothing to decode, no model to load
             return None, {}, {}
         asr = load_asr_model(model, family=args.family, language=args.language, task=args.task)
         asr.to(pick_device())
         with tqdm(total=len(mine), desc=f"{what}{label}", unit="utt") as bar:
             found = transcribe_examples(asr, examples, mine, args.batch_size, decoding, bar.update)
-        return asr.family, *found
+        return asr, *found
 
     exported = export_if_missing(args.model, args.export_checkpoint)
     reference_counts = None
@@ -226,7 +245,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         # is compared with (WER0 itself is measured on the validation subset).
         _, reference_hypotheses, _ = transcribe(args.reference_model, "evaluate reference")
         reference_counts, _, _ = score_counts(examples, reference_hypotheses, args.language)
-    found_family, hypotheses, unreadable = transcribe(args.model, "evaluate")
+    asr, hypotheses, unreadable = transcribe(args.model, "evaluate")
+    found_family = asr.family if asr is not None else None
     counts["corrupt_audio"] += len(unreadable)
     skipped += unreadable.values()
     counts["evaluated"] = len(hypotheses)
@@ -261,6 +281,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         cer=percent(chars) if is_character_language(args.language) else None,
         counts=dict(counts),
         family=found_family,
+        model=reported_dims(asr) if asr is not None else None,
         reference_wer=percent(reference_counts) if reference_counts is not None else None,
         ok=ok,
         message=(
