@@ -80,6 +80,24 @@ def test_a_full_fine_tune_of_the_llm_is_told_about_lora():
     assert "precision: bf16" not in refusal and "gradientCheckpointing" not in refusal
 
 
+def test_the_spec_strategy_reaches_the_estimate_and_fsdp_can_make_it_fit():
+    # The same full fine-tune on 8 GPUs of 24 GiB: replicated it cannot fit, sharded its
+    # weights, gradients and AdamW states are each an eighth of DDP's (DDP's gradients
+    # doubled for its buckets), so the refusal goes away.
+    shape = {
+        "training": {"perDeviceBatchSize": 1, "precision": "bf16"},
+        "resources": {"nodes": 2, "gpusPerNode": 4, "gpuMemory": "24Gi", "memory": "128Gi"},
+    }
+    ddp = spec_of(shape)
+    fsdp = spec_of({**shape, "training": {**shape["training"], "strategy": "fsdp"}})
+    replicated = stage_estimate(ddp, WHISPER, "train").device
+    sharded = stage_estimate(fsdp, WHISPER, "train").device
+    assert sharded.weights * 8 == pytest.approx(replicated.weights, rel=1e-6)
+    assert sharded.gradients * 16 == pytest.approx(replicated.gradients, rel=1e-6)
+    assert memory_refusal(ddp, WHISPER, "train") is not None
+    assert memory_refusal(fsdp, WHISPER, "train") is None
+
+
 def test_without_gpu_memory_nothing_is_refused_on_the_gpu():
     spec = spec_of(
         {
