@@ -389,8 +389,10 @@ def test_a_job_whose_pods_cannot_be_created_says_why(
         trouble = f"no pod: FailedCreate: {refused}"
 
         def says_why() -> dict[str, Any] | None:
+            # The Job is created before the pass's status lands: until then no stages.
             status = cluster.status(NAME)
-            return status if status["stages"]["filter"].get("message") == trouble else None
+            message = status.get("stages", {}).get("filter", {}).get("message")
+            return status if message == trouble else None
 
         status = wait_for("the stage's message", says_why)
         # Not before the bound (less a second: creationTimestamp has whole seconds).
