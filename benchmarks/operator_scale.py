@@ -684,6 +684,19 @@ class OperatorProcess:
             self.process.wait(10)
 
 
+def request_kinds(calls: list[tuple[str, str, bool, str]]) -> dict[str, int]:
+    """The operator's requests by method and resource (the name dropped), most first."""
+    kinds: dict[str, int] = {}
+    for method, path, watch, agent in calls:
+        if agent == TEST_USER_AGENT:
+            continue
+        parts = path.strip("/").split("/")
+        resource = "/".join(p for p in parts if not p.startswith("a0"))  # names a0000...
+        key = f"{method}{' watch' if watch else ''} {resource}"
+        kinds[key] = kinds.get(key, 0) + 1
+    return dict(sorted(kinds.items(), key=lambda item: -item[1]))
+
+
 def operator_requests(cluster: EmulatedCluster) -> int:
     return sum(1 for *_, agent in list(cluster.calls) if agent != TEST_USER_AGENT)
 
@@ -742,11 +755,13 @@ async def run_size(
             )
             await asyncio.sleep(3.0)  # the last passes' writes and watch deliveries
             quiet_requests = operator_requests(cluster)
+            quiet_from = len(cluster.calls)
             quiet_reads = sum(a.reads for a in sim.adaptations.values())
             quiet_cpu, quiet_start = operator.cpu_seconds(), now()
             await asyncio.sleep(quiet)
             quiet_elapsed = now() - quiet_start
             quiet_requests = operator_requests(cluster) - quiet_requests
+            quiet_kinds = request_kinds(cluster.calls[quiet_from:])
             quiet_reads = sum(a.reads for a in sim.adaptations.values()) - quiet_reads
             quiet_cpu = (operator.cpu_seconds() - quiet_cpu) / quiet_elapsed
             sim.release.set()
@@ -815,6 +830,7 @@ async def run_size(
             "api_requests_per_adaptation_per_s": quiet_requests / quiet_elapsed / count,
             "rank0_reads_per_adaptation_per_s": quiet_reads / quiet_elapsed / count,
             "operator_cpu_share_of_one_core": quiet_cpu,
+            "requests_by_kind": quiet_kinds,
         },
         "api_requests_per_s": requests / elapsed,
         "operator_cpu_share_of_one_core": cpu,
