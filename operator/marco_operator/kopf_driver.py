@@ -5,11 +5,13 @@ not settled (`when=`; finished and invalid ones have none and cost nothing)
 runs passes (reconciler.reconcile_pass) on the body kopf's watch delivers, with
 the adaptation's Jobs and pods from kopf indexes instead of listings. It sleeps
 until an event of the adaptation, its Jobs or their pods wakes it, or core's
-requeue_after (at most `--interval`) passes. One loop per adaptation, and an
-asyncio lock around each pass, keep passes over one adaptation in sequence.
-The wake-up flags, the locks and the phase gauge's tally are all it keeps in
-memory, rebuilt from the watches after a restart: a restart loses neither a
-decision nor a child.
+requeue_after (at most `--interval`) passes. While training, a follower long-polls
+rank 0 (rank0_watch) and wakes the loop when an evaluation comes, so a decision
+follows an evaluation within a round trip rather than at the next interval. One
+loop per adaptation, and an asyncio lock around each pass, keep passes over one
+adaptation in sequence. The wake-up flags, the locks, the followers and the phase
+gauge's tally are all it keeps in memory, rebuilt from the watches and the next
+pass after a restart: a restart loses neither a decision nor a child.
 
 Core's status goes out through the driver's own client, not through kopf's
 `patch`: kopf applies a daemon's patch only when the daemon returns, and this
@@ -29,6 +31,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +42,7 @@ from marco_operator.policy import Policy, listed
 from marco_operator.resources import API_PORT
 
 if TYPE_CHECKING:
+    import aiohttp
     import kopf
     from kubernetes import client
 
@@ -53,6 +57,11 @@ DEFAULT_QUEUE_ENV = "MARCO_DEFAULT_QUEUE_NAME"
 #: Seconds a loop waits for the watch to bring back its own status write (kopf's default
 #: `persistence.consistency_timeout`); past it, the next pass goes ahead on what it has.
 CONSISTENCY_TIMEOUT = 5.0
+
+#: Threads that run passes (each blocks one on the API server and rank 0), and the API
+#: client's connections to go with them. asyncio's default pool has cpu_count + 4 threads
+#: (6 on 2 cores): at hundreds of adaptations, passes queued behind each other for seconds.
+PASS_THREADS = 32
 
 
 @dataclass(frozen=True)
@@ -150,6 +159,8 @@ class _Tracked:
     seen_version: str | None = None  # resourceVersion of the latest body the watch delivered
     seen_generation: int | None = None  # metadata.generation of that body
     failures: int = 0  # failed passes in a row; the backoff grows with it
+    follower: asyncio.Task[None] | None = None  # long-polls rank 0 while training
+    followed: str | None = None  # the rank 0 URL it follows
 
 
 def build_registry(
@@ -177,6 +188,7 @@ def build_registry(
     )
     managed = {LABEL_MANAGED_BY: MANAGED_BY}
     tracked: defaultdict[tuple[str, str], _Tracked] = defaultdict(_Tracked)
+    sessions: list[aiohttp.ClientSession] = []  # the followers' one HTTP session, once made
     phases: dict[str, str] = {}  # for the phase gauge only; rebuilt from the watch
     loops: set[tuple[str, str]] = set()  # adaptations whose daemon runs, for its gauge
 
@@ -285,6 +297,7 @@ def build_registry(
                 )
                 state.edited.clear()
                 done = await reconcile(namespace, name, body, found)
+                _follow(state, body, done)
                 passed = time.monotonic()
                 if done.written_version is not None:
                     await _until_seen(state, stopped, done.written_version)
@@ -297,8 +310,44 @@ def build_registry(
                 else:
                     await _wait(state.wake, stopped, timeout)
         finally:
+            _unfollow(state)
             loops.discard(key)
             metrics.observe_loops(len(loops))
+
+    def _follow(state: _Tracked, body: kopf.Body, done: reconciler.Pass) -> None:
+        """Keep one follower on the rank 0 the pass read, none when no train pod runs."""
+        url = done.rank0_url
+        if url is None or url != state.followed:
+            _unfollow(state)
+        if url is None or state.follower is not None:
+            return
+        import aiohttp
+
+        from marco_operator import rank0_watch
+        from marco_operator.resources import Owner
+
+        if not sessions:
+            # No connection limit: each follower holds one connection for its long poll.
+            sessions.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)))
+        wake = state.wake.set
+        state.followed = url
+        state.follower = asyncio.create_task(
+            rank0_watch.follow(
+                sessions[0],
+                url,
+                pass_options.token(Owner.from_body(dict(body))),
+                done.evaluations_seen or 0,
+                wake,
+                interval=options.interval,
+                timeout=options.trainer_timeout,
+            )
+        )
+        state.follower.add_done_callback(_said_if_failed)
+
+    def _unfollow(state: _Tracked) -> None:
+        if state.follower is not None:
+            state.follower.cancel()
+        state.follower, state.followed = None, None
 
     async def _until_seen(state: _Tracked, stopped: kopf.DaemonStopped, version: str) -> None:
         """Wait for the watch to deliver the status this pass wrote, as kopf itself waits
@@ -348,10 +397,20 @@ def build_registry(
         state.wake.set()
 
     @kopf.on.cleanup(registry=registry)
-    def close(**_: Any) -> None:
+    async def close(**_: Any) -> None:
+        for state in tracked.values():
+            _unfollow(state)
+        for session in sessions:
+            await session.close()
         kube.close()
 
     return registry
+
+
+def _said_if_failed(task: asyncio.Task[None]) -> None:
+    """A follower ends by itself only when training finished; anything else is a bug."""
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("rank 0 follower failed", exc_info=task.exception())
 
 
 def _error_kind(error: BaseException) -> str:
@@ -392,6 +451,13 @@ async def operate(
     from marco_operator.metrics import OperatorMetrics, start_metrics_server
 
     metrics = metrics or OperatorMetrics()
+    # Passes run in threads (asyncio.to_thread): enough of them, each with its connection.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(PASS_THREADS, thread_name_prefix="pass")
+    )
+    configuration.connection_pool_maxsize = max(
+        configuration.connection_pool_maxsize or 0, PASS_THREADS
+    )
     if options.metrics_port is not None:
         address, port = start_metrics_server(options.metrics_port, metrics=metrics)
         logger.info("serving /metrics on %s:%d", address, port)

@@ -478,6 +478,10 @@ class Pass:
     settled: bool = False  # core.settled() of the status it leaves
     #: Set when the pass failed: seconds to back off before the next (core.retry_delay).
     retry_after: float | None = None
+    #: Rank 0's /v1/evaluations while a train pod runs, and how many evaluations this
+    #: pass read there (None: unreadable): what the driver's follower starts from.
+    rank0_url: str | None = None
+    evaluations_seen: int | None = None
 
 
 def claim_path(namespace: str, name: str) -> str:
@@ -502,14 +506,15 @@ def read_claims(kube: Kube, body: Mapping[str, Any]) -> dict[str, Claim] | None:
 
 def observe(
     kube: Kube, body: Mapping[str, Any], found: Children, options: Options
-) -> tuple[Observed, list[str]]:
+) -> tuple[Observed, list[str], str | None]:
     """What exists: the Jobs and pods from the driver's caches (no listing), rank 0's history
     over HTTP while training runs, and the directive read fresh from its ConfigMap.
 
     Only what this adaptation controls (by uid, ownership.py) is read: a Job, ConfigMap or
     Service of an earlier adaptation of the same name is a leftover (Observed.leftovers),
     and the pods of its Jobs are not looked at. Before the first Job, the spec's
-    PersistentVolumeClaims (read_claims)."""
+    PersistentVolumeClaims (read_claims). Also the errors met and rank 0's URL (None when
+    no train pod runs), which the driver follows for new evaluations (rank0_watch)."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     owner = Owner.from_body(dict(body))
     jobs: dict[str, JobState] = {}
@@ -566,7 +571,7 @@ def observe(
         leftovers=tuple(leftovers),
         claims=read_claims(kube, body),
     )
-    return observed, errors
+    return observed, errors, url
 
 
 # --- acting -------------------------------------------------------------------------------
@@ -827,7 +832,8 @@ def reconcile_pass(kube: Kube, body: Mapping[str, Any], found: Children, options
     if settled(body):
         # Core answers a settled adaptation with its status as is: skip the reads.
         return Pass(phase=(body.get("status") or {}).get("phase"), settled=True)
-    observed, errors = observe(kube, body, found, options)
+    observed, errors, url = observe(kube, body, found, options)
+    seen = len(observed.evaluations.evaluations) if observed.evaluations is not None else None
     queueing = Queueing(default_name=options.default_queue_name)
     outcome = reconcile(body, observed, policy=options.policy, queueing=queueing)
     try:
@@ -840,6 +846,8 @@ def reconcile_pass(kube: Kube, body: Mapping[str, Any], found: Children, options
             phase=(body.get("status") or {}).get("phase"),
             requeue_after=REQUEUE_DELETING,
             errors=tuple(errors),
+            rank0_url=url,
+            evaluations_seen=seen,
         )
     version = ((written or {}).get("metadata") or {}).get("resourceVersion")
     return Pass(
@@ -849,6 +857,8 @@ def reconcile_pass(kube: Kube, body: Mapping[str, Any], found: Children, options
         errors=tuple(errors),
         written_version=version,
         settled=settled({**body, "status": outcome.status}),
+        rank0_url=url,
+        evaluations_seen=seen,
     )
 
 

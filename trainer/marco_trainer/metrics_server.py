@@ -7,6 +7,10 @@ The series themselves are in :mod:`marco_trainer.metrics`.
   trainers in one process stay apart). Never asks for a token: Prometheus scrapes it.
 - ``GET /v1/evaluations``: :class:`marco_contract.formats.EvaluationHistory` JSON;
   with a token (``--api-token-file``) only for ``Authorization: Bearer <token>``.
+  ``?after=N&wait=S`` makes it a long poll: the answer waits (at most S seconds, capped
+  at ``MAX_WAIT``) until the history holds more than N evaluations or training has
+  finished. The operator keeps one such request open per training adaptation, so it
+  learns of an evaluation at once without polling every trainer every second.
 - ``GET /healthz``: ``ok``.
 
 One port serves all three (``--metrics-port``), unless ``--api-port`` names another
@@ -21,6 +25,7 @@ router sits in front of ``make_wsgi_app``, on :mod:`marco_trainer.endpoint_serve
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -33,6 +38,12 @@ Environ = dict[str, Any]
 StartResponse = Callable[..., Any]
 App = Callable[[Environ, StartResponse], Iterable[bytes]]
 History = Callable[[], EvaluationHistory]
+
+#: The longest a long poll is held: under the endpoint server's REQUEST_TIMEOUT (the socket
+#: timeout of the connection), and it holds one of its few workers meanwhile.
+MAX_WAIT = 8.0
+#: How often a held long poll looks at the history again (an in-process call, no I/O).
+WAIT_TICK = 0.1
 
 
 def trainer_app(
@@ -62,13 +73,49 @@ def trainer_app(
                     "text/plain",
                     [("WWW-Authenticate", 'Bearer realm="marco-trainer"')],
                 )
-            body = history().model_dump_json().encode()
+            wait = _long_poll(environ.get("QUERY_STRING", ""))
+            if wait is None:
+                return _reply(
+                    start_response,
+                    "400 Bad Request",
+                    b"after must be an integer >= 0 and wait a number of seconds >= 0\n",
+                    "text/plain",
+                )
+            body = _history_after(history, *wait).model_dump_json().encode()
             return _reply(start_response, "200 OK", body, "application/json")
         if path == "/healthz":
             return _reply(start_response, "200 OK", b"ok\n", "text/plain")
         return _reply(start_response, "404 Not Found", b"not found\n", "text/plain")
 
     return app
+
+
+def _long_poll(query: str) -> tuple[int, float] | None:
+    """(after, wait) from the query; (0, 0) without them (answer at once); None when bad."""
+    from urllib.parse import parse_qs
+
+    params = parse_qs(query)
+    try:
+        after = int(params.get("after", ["0"])[-1])
+        wait = float(params.get("wait", ["0"])[-1])
+    except ValueError:
+        return None
+    if after < 0 or not wait >= 0:  # `not >=` refuses NaN too
+        return None
+    return after, min(wait, MAX_WAIT)
+
+
+def _history_after(history: History, after: int, wait: float) -> EvaluationHistory:
+    """The history once it holds more than `after` evaluations or is finished, or as it is
+    when `wait` seconds have passed."""
+    deadline = time.monotonic() + wait
+    while True:
+        current = history()
+        if len(current.evaluations) > after or current.finished:
+            return current
+        if time.monotonic() >= deadline:
+            return current
+        time.sleep(WAIT_TICK)
 
 
 def _bearer_matches(environ: Environ, token: str) -> bool:

@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -909,8 +910,18 @@ class ScriptedTrainer:
     directive the operator wrote to the control ConfigMap (the file a real rank 0 has mounted).
     Like a real rank 0 in a pod, it answers only the bearer token of the adaptation's Secret."""
 
-    def __init__(self, cluster: EmulatedCluster, adaptation: str, eval_every: int = 10) -> None:
+    def __init__(
+        self,
+        cluster: EmulatedCluster,
+        adaptation: str,
+        eval_every: int = 10,
+        long_polls: bool = True,
+    ) -> None:
         self.cluster = cluster
+        #: Whether it holds a long poll (?after=N&wait=S) as rank 0 does; False: it answers
+        #: at once, as a trainer older than the long poll does.
+        self.long_polls = long_polls
+        self.long_polled = 0  # long polls asked
         self.adaptation = adaptation
         self.eval_every = eval_every
         self.evaluations: list[Evaluation] = []
@@ -922,7 +933,8 @@ class ScriptedTrainer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                if self.path != "/v1/evaluations":
+                url = urllib.parse.urlsplit(self.path)
+                if url.path != "/v1/evaluations":
                     self.send_error(404)
                     return
                 token = trainer.cluster.endpoint_token(trainer.adaptation)
@@ -930,6 +942,18 @@ class ScriptedTrainer:
                     trainer.refused += 1
                     self.send_error(401)
                     return
+                query = urllib.parse.parse_qs(url.query)
+                if trainer.long_polls and "wait" in query:
+                    # Rank 0's long poll (marco_trainer.metrics_server): held until more
+                    # than `after` evaluations, training finished, or `wait` seconds.
+                    trainer.long_polled += 1
+                    after, wait = int(query["after"][0]), float(query["wait"][0])
+                    deadline = time.monotonic() + wait
+                    while time.monotonic() < deadline:
+                        with trainer._lock:
+                            if len(trainer.evaluations) > after or trainer.finished:
+                                break
+                        time.sleep(0.02)
                 body = trainer.history().model_dump_json().encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")

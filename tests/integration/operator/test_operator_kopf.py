@@ -146,6 +146,18 @@ def more_passes(run: OperatorRun, count: int = 3) -> None:
     wait_for(f"{count} more passes", lambda: passes(run) >= target)
 
 
+def idle(run: OperatorRun, quiet: float = 1.5) -> None:
+    """Wait until the operator has made no pass for `quiet` seconds."""
+    last = {"passes": passes(run), "since": time.monotonic()}
+
+    def quiet_for() -> bool:
+        if passes(run) != last["passes"]:
+            last.update(passes=passes(run), since=time.monotonic())
+        return time.monotonic() - last["since"] >= quiet
+
+    wait_for(f"{quiet}s without a pass", quiet_for)
+
+
 def loop_stopped(run: OperatorRun) -> None:
     """Wait until no adaptation has a reconcile loop: a settled one gets no more passes."""
     wait_for(
@@ -704,3 +716,40 @@ def test_lr_trials_run_as_parallel_jobs_and_the_best_sets_cycle_0(
     (decided,) = events_in_order(cluster, "TrialsDecided")
     assert decided["message"] == "LR 1e-05 chosen: best WER 27.50% (trial 2 of 3, 1 failed)"
     assert sample(operator, "marco_operator_decisions_total", reason="TrialsDecided") == 1
+
+
+@pytest.mark.parametrize("long_polls", [True, False], ids=["long-poll", "older-trainer"])
+def test_an_evaluation_is_decided_on_at_once_not_at_the_next_interval(
+    cluster: EmulatedCluster, jobs: JobController, long_polls: bool
+) -> None:
+    # A 20 s interval: no timed pass comes within the test's bounds, so a decision within
+    # seconds of an evaluation is the follower's long poll waking the loop (rank0_watch).
+    # A trainer that answers at once (older than the long poll) is asked at the interval.
+    with ScriptedTrainer(cluster, NAME, long_polls=long_polls) as trainer:
+        run = OperatorRun(cluster, trainer.port, interval=20.0).start()
+        try:
+            cluster.apply_adaptation(NAME, make_spec(**ONLY_TRAINING))
+            jobs.start(jobs.wait_job(NAME, "train"))
+            wait_for("the first directive", lambda: cluster.directive(NAME))
+            wait_for("rank 0 asked", lambda: trainer.requests > 0)
+            idle(run)  # the passes that starting the Job set off are over
+            wers = [30.0, 29.2, 29.9]
+            for wer in wers:
+                trainer.evaluate(wer)
+            evaluated = time.monotonic()
+            if not long_polls:
+                # Not before the interval; then from the interval's pass, as before.
+                time.sleep(3.0)
+                assert cluster.directive(NAME).cycle == 0
+                return
+            directive = wait_for(
+                "the directive of cycle 1",
+                lambda: d if (d := cluster.directive(NAME)) and d.cycle == 1 else None,
+                timeout=10,
+            )
+            took = time.monotonic() - evaluated
+            assert took < 3.0, f"the decision took {took:.1f}s"
+            assert directive.learning_rate == pytest.approx(eq1(wers, 1e-7, 1e-5, 0.5), rel=1e-9)
+            assert trainer.long_polled > 0
+        finally:
+            run.stop()

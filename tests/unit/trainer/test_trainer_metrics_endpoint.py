@@ -1,3 +1,4 @@
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -116,3 +117,66 @@ def test_post_is_refused(server):
     with pytest.raises(urllib.error.HTTPError) as error:
         urllib.request.urlopen(request, timeout=5)
     assert error.value.code == 405
+
+
+@pytest.fixture
+def growing():
+    """An endpoint over a history the test appends to, as rank 0's evaluations grow."""
+    evaluations: list[Evaluation] = []
+    state = {"finished": False}
+
+    def history() -> EvaluationHistory:
+        return EvaluationHistory(
+            adaptation="demo", evaluations=list(evaluations), finished=state["finished"]
+        )
+
+    srv = MetricsServer(None, history, port=0, host="127.0.0.1").start()
+    yield evaluations, state, f"http://127.0.0.1:{srv.port}/v1/evaluations"
+    srv.stop()
+
+
+def _evaluation(step: int) -> Evaluation:
+    return Evaluation(step=step, cycle=0, lr=1e-5, wer=20.0, time=time.time())
+
+
+def test_a_long_poll_answers_when_an_evaluation_comes(growing):
+    evaluations, _, url = growing
+    evaluations.append(_evaluation(10))
+    added = threading.Timer(0.5, lambda: evaluations.append(_evaluation(20)))
+    started = time.monotonic()
+    added.start()
+    _, _, body = fetch(f"{url}?after=1&wait=5")
+    waited = time.monotonic() - started
+    assert [e.step for e in EvaluationHistory.model_validate_json(body).evaluations] == [10, 20]
+    assert 0.4 <= waited < 2.0, f"answered after {waited:.2f}s, the evaluation came at 0.5s"
+
+
+def test_a_long_poll_answers_at_once_when_the_history_is_past_after(growing):
+    evaluations, _, url = growing
+    evaluations.extend([_evaluation(10), _evaluation(20)])
+    started = time.monotonic()
+    _, _, body = fetch(f"{url}?after=1&wait=5")
+    assert time.monotonic() - started < 1.0
+    assert len(EvaluationHistory.model_validate_json(body).evaluations) == 2
+
+
+def test_a_long_poll_ends_at_its_wait_or_when_training_finished(growing):
+    evaluations, state, url = growing
+    evaluations.append(_evaluation(10))
+    started = time.monotonic()
+    _, _, body = fetch(f"{url}?after=1&wait=0.6")
+    waited = time.monotonic() - started
+    assert 0.6 <= waited < 2.0 and len(EvaluationHistory.model_validate_json(body).evaluations) == 1
+    state["finished"] = True
+    started = time.monotonic()
+    _, _, body = fetch(f"{url}?after=1&wait=5")
+    assert time.monotonic() - started < 1.0 and EvaluationHistory.model_validate_json(body).finished
+
+
+@pytest.mark.parametrize("query", ["after=x", "after=-1", "wait=soon", "wait=-2", "wait=nan"])
+def test_a_bad_long_poll_is_400(growing, query):
+    _, _, url = growing
+    with pytest.raises(urllib.error.HTTPError) as error:
+        fetch(f"{url}?{query}")
+    assert error.value.code == 400
+    assert b"after must be an integer" in error.value.read()
