@@ -32,13 +32,14 @@ import numpy as np
 import torch
 
 from marco_contract.options import DecodingOptions
+from marco_contract.scoring import EditCounts
 from marco_trainer.data import Example, load_examples
 from marco_trainer.decoding import cut_repeats, token_budget
 from marco_trainer.evaluate import score
 from marco_trainer.model_audio import load_audio
 from marco_trainer.models import load_asr_model
 from marco_trainer.models.base import AsrModel
-from marco_trainer.text import ErrorCounts, score_pair
+from marco_trainer.text import score_pair
 
 FALLBACK = [0.2, 0.4, 0.6, 0.8, 1.0]  # Whisper's own schedule after greedy (OpenAI, HF)
 
@@ -115,7 +116,7 @@ def main() -> None:
     for name in POLICIES:
         found = hypotheses[name]
         wer, _, results = score(examples, found, "en")
-        totals = ErrorCounts()
+        totals = EditCounts()
         runaways = set()
         for index in sorted(found):
             scored = score_pair(examples[index].text, found[index], "en")

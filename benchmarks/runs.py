@@ -73,9 +73,10 @@ def evaluate(
 
 def error_shares(report: Path) -> dict[str, float]:
     """Substitutions, deletions and insertions of an evaluation, as shares of its errors."""
-    from marco_trainer.text import ErrorCounts, token_errors
+    from marco_contract.scoring import EditCounts
+    from marco_trainer.text import token_errors
 
-    total = ErrorCounts()
+    total = EditCounts()
     for utterance in json.loads(report.read_text())["utterances"]:
         total += token_errors(utterance["normalized_reference"], utterance["normalized_hypothesis"])
     errors = max(total.errors, 1)
