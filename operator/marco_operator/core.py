@@ -645,13 +645,19 @@ def _allowed(run: _Run, spec: AsrAdaptationSpec, policy: Policy | None) -> bool:
     refusal = policy.refusal(spec) if policy is not None else None
     if refusal is None:
         return True
+    _refuse(run, NOT_ALLOWED, refusal)
+    return False
+
+
+def _refuse(run: _Run, reason: str, refusal: str) -> None:
+    """Phase Invalid with Ready False for `reason`, and one Warning Event (again only when
+    the refusal changed): a spec edit is what lets the next pass go on."""
     status = run.status
     status.phase = "Invalid"
     status.message = refusal
-    set_condition(status, "Ready", "False", NOT_ALLOWED, refusal, run.now)
+    set_condition(status, "Ready", "False", reason, refusal, run.now)
     if run.old.message != refusal or run.old.phase != "Invalid":
-        run.event("Warning", NOT_ALLOWED, refusal)
-    return False
+        run.event("Warning", reason, refusal)
 
 
 def _claims_ready(run: _Run, spec: AsrAdaptationSpec) -> bool:
@@ -695,12 +701,7 @@ def _memory_fits(run: _Run, spec: AsrAdaptationSpec, stage: str, cluster: bool) 
     refusal = memory_refusal(spec, dims, stage)
     if refusal is None:
         return True
-    status = run.status
-    status.phase = "Invalid"
-    status.message = refusal
-    set_condition(status, "Ready", "False", INSUFFICIENT_MEMORY, refusal, run.now)
-    if run.old.message != refusal or run.old.phase != "Invalid":
-        run.event("Warning", INSUFFICIENT_MEMORY, refusal)
+    _refuse(run, INSUFFICIENT_MEMORY, refusal)
     return False
 
 
