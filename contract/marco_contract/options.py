@@ -290,6 +290,16 @@ class RetentionOptions(StageOptions):
         "augmented copies), with augmentation and keepOriginal; unset: the two are simply "
         "concatenated (with 1 copy, about half clean).",
     )
+    # 50: past a few dozen the mean reaches back to the first evaluations, and each kept
+    # checkpoint is a copy of the weights on the volume.
+    average_checkpoints: int = Field(
+        default=1,
+        ge=1,
+        le=50,
+        description="Export the mean of the weights of this many evaluated checkpoints, those "
+        "with the lowest validation WER, scored on the validation subset once more (1 = the "
+        "single best checkpoint). Each of them is kept on the volume until the end.",
+    )
 
 
 class DecodingOptions(StageOptions):

@@ -11,7 +11,7 @@ import argparse
 import shutil
 from pathlib import Path
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 #: Trainer bookkeeping that a model directory must not carry.
 TRAINER_FILES = {"optimizer.pt", "rng.pt", "trainer_state.json"}
@@ -29,6 +29,9 @@ class ExportInfo(BaseModel):
     train_hours: float | None = None
     steps: int | None = None
     best_step: int | None = None
+    averaged_steps: list[int] | None = Field(
+        default=None, description="The evaluated steps whose weights the export averages."
+    )
     baseline_wer: float | None = None
     final_wer: float | None = None
     merged_adapter: bool = False
@@ -50,6 +53,12 @@ def model_card(info: ExportInfo) -> str:
     gain = ""
     if info.baseline_wer is not None and info.final_wer is not None:
         gain = f" ({info.final_wer - info.baseline_wer:+.2f} points)"
+    exported = (
+        f"exported: the mean of the checkpoints of steps {', '.join(map(str, info.averaged_steps))}"
+        f" (best single checkpoint: step {info.best_step})"
+        if info.averaged_steps
+        else f"best checkpoint (exported): step {info.best_step}"
+    )
     body = f"""# {info.adaptation or "Domain-adapted ASR model"}
 
 Fine-tuned with marco-asr (Marco-ASR method: metric-driven learning-rate
@@ -65,7 +74,7 @@ control and target-profile-driven augmentation) from `{info.base_model}`
 ## Training
 
 - optimizer steps: {info.steps if info.steps is not None else "not recorded"}
-- best checkpoint (exported): step {info.best_step}
+- {exported}
 
 ## Word error rate (validation subset)
 
@@ -87,6 +96,7 @@ def export_checkpoint(
     baseline_wer: float | None = None,
     final_wer: float | None = None,
     steps: int | None = None,
+    averaged_steps: list[int] | None = None,
 ) -> Path:
     from marco_contract.files import atomic_write_text
     from marco_trainer.train.checkpoint import BEST_FILE, BestInfo, replace_dir
@@ -110,6 +120,7 @@ def export_checkpoint(
         train_hours=best.train_hours if best else None,
         steps=steps,
         best_step=best.step if best else None,
+        averaged_steps=averaged_steps,
         baseline_wer=baseline_wer,
         final_wer=final_wer if final_wer is not None else (best.wer if best else None),
         merged_adapter=(checkpoint / "adapter_config.json").exists(),

@@ -54,7 +54,7 @@ SPEC = {
                                  "maskTimeMinMasks": 1, "maskFeatureProb": 0.1,
                                  "maskFeatureLength": 4, "maskFeatureMinMasks": 2},
                  "freeze": {"encoder": True, "encoderLayers": 3},
-                 "cleanSourceShare": 0.25},
+                 "cleanSourceShare": 0.25, "averageCheckpoints": 4},
     "evaluation": {"maxSamples": 60},
     "decoding": {"maxNewTokens": 96, "tokensPerSecond": 6.5, "extraTokens": 4, "maxRepeats": 5,
                  "temperatureFallback": [0.3, 0.7], "compressionRatioThreshold": 2.0,
@@ -101,6 +101,7 @@ EXPECTED = {
     ("RetentionOptions", "freeze"): (
         "train", "freeze", shared.FreezeOptions(encoder=True, encoder_layers=3)
     ),
+    ("RetentionOptions", "average_checkpoints"): ("train", "average_checkpoints", 4),
     ("SpecAugmentOptions", "enabled"): ("train", "spec_augment.enabled", True),
     ("SpecAugmentOptions", "mask_time_prob"): ("train", "spec_augment.mask_time_prob", 0.2),
     ("SpecAugmentOptions", "mask_time_length"): ("train", "spec_augment.mask_time_length", 5),
@@ -311,7 +312,7 @@ def test_the_demo_commands_are_unchanged():
         "--spec-augment-mask-time-prob 0.05 --spec-augment-mask-time-length 10 "
         "--spec-augment-mask-time-min-masks 2 --spec-augment-mask-feature-prob 0.0 "
         "--spec-augment-mask-feature-length 10 --spec-augment-mask-feature-min-masks 0 "
-        "--no-freeze-encoder --freeze-encoder-layers 0 "
+        "--no-freeze-encoder --freeze-encoder-layers 0 --average-checkpoints 1 "
         "--family encoder-decoder --adaptation demo-callcentre "
         "--metrics-port 9400 --metrics-host 0.0.0.0 --api-port 9401 "
         "--api-token-file /etc/marco/endpoint/token --task transcribe --language en "

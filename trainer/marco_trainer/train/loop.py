@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import signal
 import time
 from collections import Counter
@@ -49,7 +50,17 @@ from marco_trainer.models import load_asr_model
 from marco_trainer.models.base import IGNORE_INDEX
 from marco_trainer.remote import model_name
 from marco_trainer.text import is_character_language
+from marco_trainer.train.averaging import (
+    AVERAGED_CHECKPOINT,
+    AVERAGED_FILE,
+    AveragedInfo,
+    average_weights,
+    kept_dir,
+    kept_on_disk,
+    kept_steps,
+)
 from marco_trainer.train.checkpoint import (
+    BEST_FILE,
     BestInfo,
     CheckpointError,
     TrainerState,
@@ -113,6 +124,8 @@ class Trainer:
         self.dist = Distributed.from_env()
         self.out = Path(opts.output_dir)
         self.checkpoints = self.out / CHECKPOINTS_DIR
+        # Only an exported run averages: a trial (--no-export) wants its curve alone.
+        self.averaging = opts.export and opts.average_checkpoints > 1
         self.counts: Counter = Counter()
         self._terminate = False  # this rank got SIGTERM
         # Some rank had, as of the last step's all-reduce: the same on every rank, so all save
@@ -681,21 +694,7 @@ class Trainer:
     # -- evaluation and checkpoints -------------------------------------------------------
     def evaluate(self) -> Evaluation:
         started = time.perf_counter()
-        rank, world = self.dist.rank, self.dist.world_size
-        mine = [i for i in range(len(self.val_examples)) if i % world == rank]
-        with self._gathered():
-            hypotheses, skipped = transcribe_examples(
-                self.asr, self.val_examples, mine, self.opts.eval_batch_size, decoding=self.opts
-            )  # TrainOptions is a DecodingOptions: the spec's policy, as baseline and evaluate
-        merged: dict[int, str] = {}
-        unreadable: dict[int, str] = {}
-        for part, refused in self.dist.all_gather_object((hypotheses, skipped)):
-            merged.update(part)
-            unreadable.update(refused)
-        if unreadable and not self.counts["validation_corrupt_audio"]:
-            log.warning("validation: %d unreadable files left out of WER", len(unreadable))
-        self.counts["validation_corrupt_audio"] = len(unreadable)
-        wer, cer, _ = score(self.val_examples, merged, self.opts.language)
+        wer, cer = self._score_validation()
         state = self.state
         evaluation = Evaluation(
             step=state.step,
@@ -717,6 +716,8 @@ class Trainer:
             if improved:
                 best = self._best_info(evaluation)
                 save_best(self.checkpoints / BEST_CHECKPOINT, self.asr, best, weights)
+            if self.averaging:
+                self._keep_for_average(evaluation, weights)
             save_last(self.checkpoints / "last", self.asr, optimizer_state, state, weights)
             atomic_write_text(self.out / EVALUATIONS_FILE, self.history().model_dump_json(indent=2))
             if self.metrics is not None:
@@ -725,6 +726,60 @@ class Trainer:
                 )
         self.dist.barrier()
         return evaluation
+
+    def _score_validation(self) -> tuple[float, float]:
+        """(WER, CER) of the live weights on the validation subset, decoded by all ranks."""
+        rank, world = self.dist.rank, self.dist.world_size
+        mine = [i for i in range(len(self.val_examples)) if i % world == rank]
+        with self._gathered():
+            hypotheses, skipped = transcribe_examples(
+                self.asr, self.val_examples, mine, self.opts.eval_batch_size, decoding=self.opts
+            )  # TrainOptions is a DecodingOptions: the spec's policy, as baseline and evaluate
+        merged: dict[int, str] = {}
+        unreadable: dict[int, str] = {}
+        for part, refused in self.dist.all_gather_object((hypotheses, skipped)):
+            merged.update(part)
+            unreadable.update(refused)
+        if unreadable and not self.counts["validation_corrupt_audio"]:
+            log.warning("validation: %d unreadable files left out of WER", len(unreadable))
+        self.counts["validation_corrupt_audio"] = len(unreadable)
+        wer, cer, _ = score(self.val_examples, merged, self.opts.language)
+        return wer, cer
+
+    def _keep_for_average(self, evaluation: Evaluation, weights: dict | None) -> None:
+        """Rank 0: this evaluation's weights kept if it is among the best ``k`` so far; a
+        kept one pushed out of them deleted (at most ``k`` copies on the volume)."""
+        keep = set(kept_steps(self.state.evaluations, self.opts.average_checkpoints))
+        if evaluation.step in keep:
+            target = kept_dir(self.checkpoints, evaluation.step)
+            save_best(target, self.asr, self._best_info(evaluation), weights)
+        for step, folder in kept_on_disk(self.checkpoints).items():
+            if step not in keep:
+                shutil.rmtree(folder)
+
+    def _average_kept(self) -> AveragedInfo | None:
+        """The mean of the kept checkpoints, saved as ``averaged``, loaded into the model
+        and scored on the validation subset; None with fewer than two to average."""
+        steps = kept_steps(self.state.evaluations, self.opts.average_checkpoints)
+        on_disk = kept_on_disk(self.checkpoints)
+        steps = [s for s in steps if s in on_disk]
+        if len(steps) < 2:
+            return None
+        target = self.checkpoints / AVERAGED_CHECKPOINT
+        if self.dist.is_main:
+            averaged = average_weights(self.asr.saved_state(on_disk[s]) for s in steps)
+            best = BestInfo.model_validate_json(
+                (self.checkpoints / BEST_CHECKPOINT / BEST_FILE).read_text()
+            )
+            save_best(target, self.asr, best, averaged)
+        self.dist.barrier()
+        self.asr.load_weights(target)
+        wer, cer = self._score_validation()
+        info = AveragedInfo(steps=steps, wer=wer, cer=cer)
+        if self.dist.is_main:
+            atomic_write_text(target / AVERAGED_FILE, info.model_dump_json(indent=2))
+        log.info("averaged the checkpoints of steps %s: validation WER %.2f", steps, wer)
+        return info
 
     def _best_info(self, evaluation: Evaluation) -> BestInfo:
         return BestInfo(
@@ -782,9 +837,10 @@ class Trainer:
                     bar.set_postfix(wer=f"{evaluation.wer:.2f}", lr=f"{state.learning_rate:.2g}")
             if state.best_step is None:
                 self.evaluate()
+            averaged = self._average_kept() if self.averaging else None
             self.finished = True
             if self.dist.is_main:
-                self._finish(stopped)
+                self._finish(stopped, averaged)
             self.dist.barrier()
             return 0
         finally:
@@ -797,7 +853,7 @@ class Trainer:
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         self._terminate = True
 
-    def _finish(self, stopped: bool) -> None:
+    def _finish(self, stopped: bool, averaged: AveragedInfo | None = None) -> None:
         from marco_contract.results import write_stage_result
         from marco_trainer.export import export_checkpoint
         from marco_trainer.train.plot import plot_history
@@ -809,13 +865,17 @@ class Trainer:
         best = existing_dir(self.checkpoints / BEST_CHECKPOINT)
         if best is None:  # cannot happen: run() evaluates (and saves a best) before this
             raise RuntimeError(f"{self.checkpoints / 'best'}: no checkpoint to export")
+        exported, final_wer = best, state.best_wer
+        if averaged is not None:
+            exported, final_wer = self.checkpoints / AVERAGED_CHECKPOINT, averaged.wer
         if self.opts.export:
             export_checkpoint(
-                best,
+                exported,
                 self.out / EXPORT_DIR,
                 baseline_wer=self.opts.baseline_wer,
-                final_wer=state.best_wer,
+                final_wer=final_wer,
                 steps=state.step,
+                averaged_steps=averaged.steps if averaged is not None else None,
             )
         counts = {k: v for k, v in self.counts.items() if v}
         counts.update(
@@ -836,7 +896,13 @@ class Trainer:
                 steps=state.step,
                 family=self.asr.family,
                 counts=counts,
-                message="stopped by directive" if stopped else "reached --max-steps",
+                message=("stopped by directive" if stopped else "reached --max-steps")
+                + (
+                    f"; exported the mean of steps {averaged.steps} "
+                    f"(validation WER {averaged.wer:.2f}%)"
+                    if averaged is not None
+                    else ""
+                ),
                 # In the result, not only in evaluations.json: the operator reads no volume.
                 curve=[(e.step, round(e.wer, 4)) for e in history.evaluations],
             ),
