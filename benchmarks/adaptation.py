@@ -36,7 +36,8 @@ time, so an interrupted benchmark resumes.
 
     python benchmarks/adaptation.py [--scenarios meeting,car,voip,radio] [--seeds 0,1,2]
         [--systems baseline,hf,hf-aug,ft,ftda,ftda-target] [--max-steps 120] [--batch-size 8]
-        [--eval-every 20] [--eval-samples 40] [--trial-steps 0] [--work DIR] [--model DIR]
+        [--eval-every 20] [--eval-samples 40] [--trial-steps 0] [--average-checkpoints 1]
+        [--work DIR] [--model DIR]
         [--smoke] [--report-only]
 
 ``--report-only`` reads the finished runs under ``--work`` and writes the tables
@@ -116,6 +117,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="LR trials for the marco systems: 3 candidates of this many steps each (0: off, "
         "cycle 0 at the demo's initial LR); extra to --max-steps, recorded in each row",
     )  # fmt: skip
+    p.add_argument(
+        "--average-checkpoints", type=int, default=1,
+        help="training.averageCheckpoints of the marco systems (1: the single best checkpoint); "
+        "recorded in each row",
+    )  # fmt: skip
     p.add_argument("--work", type=Path, default=REPO / "bench-out" / "adaptation")
     p.add_argument("--model", type=Path, help="Whisper tiny.en, 10 s window (default: imported)")
     # Default 1: on 2 cores one training keeps both busy.
@@ -144,6 +150,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--systems: unknown {sorted(unknown)}; known: {', '.join(SYSTEMS)}")
     if args.trial_steps < 0:
         p.error("--trial-steps: 0 (off) or more")
+    if args.average_checkpoints < 1:
+        p.error("--average-checkpoints: 1 (off) or more")
     for name in ("max_steps", "batch_size", "eval_every", "eval_samples", "jobs"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: must be at least 1")
@@ -200,6 +208,7 @@ def training(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "cycleSteps": 3 * args.eval_every,
         "initialLearningRate": LEARNING_RATE,
         "seed": seed,
+        "averageCheckpoints": args.average_checkpoints,
     }
 
 
@@ -247,7 +256,14 @@ def run_system(
         # The paper's pre-finetuning trials choose cycle 0's LR (they win over
         # initialLearningRate): 3 log-spaced candidates in the bounds, evaluated twice.
         manifest["spec"]["trials"] = trials_spec(args.trial_steps)
-    return marco_run(manifest, data, out, log=logfile)
+    result = marco_run(manifest, data, out, log=logfile)
+    if args.average_checkpoints > 1:
+        # The single best checkpoint of the same run, scored on the same test set: what
+        # averaging changed, without a second training run.
+        best = Path(result["run_dir"]) / "train" / "checkpoints" / "best"
+        single = evaluate(best, data / "target/test.jsonl", out / "test-best-single", log=logfile)
+        result["test_wer_best_single"] = single
+    return result
 
 
 #: Candidate LRs of the benchmark's trials (log-spaced over the demo's bounds).
@@ -259,9 +275,14 @@ def trials_spec(steps: int) -> dict[str, Any]:
             "evalEvery": max(steps // 2, 1)}  # fmt: skip
 
 
-def trial_steps(args: argparse.Namespace, system: str) -> int:
-    """Optimizer steps a run spends in LR trials, beyond the shared --max-steps."""
-    return TRIAL_COUNT * args.trial_steps if system in MARCO_SYSTEMS else 0
+def marco_settings(args: argparse.Namespace, system: str) -> dict[str, int]:
+    """What a row records of the settings only the marco systems take (HF rows: neutral),
+    so that rows measured otherwise are never mixed into one table."""
+    marco = system in MARCO_SYSTEMS
+    return {
+        "trial_steps": TRIAL_COUNT * args.trial_steps if marco else 0,
+        "average_checkpoints": args.average_checkpoints if marco else 1,
+    }
 
 
 def run_pairs(args: argparse.Namespace) -> list[tuple[int, str]]:
@@ -285,10 +306,13 @@ def measure_one(
     done = out / "row.json"
     if done.exists():
         row = json.loads(done.read_text())
-        if row.get("trial_steps", 0) != trial_steps(args, system):
+        wanted = marco_settings(args, system)
+        recorded = {"trial_steps": row.get("trial_steps", 0),
+                    "average_checkpoints": row.get("average_checkpoints", 1)}  # fmt: skip
+        if recorded != wanted:
             raise SystemExit(
-                f"{done}: measured with {row.get('trial_steps', 0)} trial steps, this run asks "
-                f"for {trial_steps(args, system)}: use another --work folder"
+                f"{done}: measured with {recorded}, this run asks for {wanted}: "
+                "use another --work folder"
             )
         return {**row, "seed": seed}
     log(f"{name} seed {seed}: {system}")
@@ -301,7 +325,8 @@ def measure_one(
         "test_wer": result["test_wer"],
         "best_step": result["best_step"],
         "steps": result["steps"],
-        "trial_steps": trial_steps(args, system),
+        **marco_settings(args, system),
+        **{k: v for k, v in result.items() if k == "test_wer_best_single"},
         **error_shares(Path(result["report"])),
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -354,6 +379,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
                 "steps_to_best": round(statistics.fmean(steps), 1) if steps else float("nan"),
                 "runs": len(mine),
             }
+            singles = [r["test_wer_best_single"] for r in mine if "test_wer_best_single" in r]
+            if singles and len(singles) == len(mine):
+                single_mean, single_sd = _mean_sd([float(w) for w in singles])
+                systems[system]["best_single_mean"] = round(single_mean, 2)
+                systems[system]["best_single_sd"] = round(single_sd, 2)
     return table
 
 
@@ -403,6 +433,19 @@ def markdown(table: dict[str, dict[str, dict[str, float]]], seeds: int) -> str:
     text = f"## Tuning scenarios ({seeds} seed(s) each)\n\n" + header + rows(tuning)
     if held:
         text += "\n## Held-out scenario (do not tune on it)\n\n" + header + rows(held)
+    averaged = [
+        f"| {scenario} | {LABELS[system]} | {cell['wer_mean']:.2f} ± {cell['wer_sd']:.2f} | "
+        f"{cell['best_single_mean']:.2f} ± {cell['best_single_sd']:.2f} |"
+        for scenario in table
+        for system, cell in table[scenario].items()
+        if "best_single_mean" in cell
+    ]
+    if averaged:
+        text += (
+            "\n## Checkpoint averaging: the exported mean against the single best checkpoint "
+            "of the same runs\n\n| scenario | system | averaged (exported) | single best |\n"
+            "|---|---|---|---|\n" + "\n".join(averaged) + "\n"
+        )
     found = criteria(table)
     if "ftda_mean" in found:
         verdict = {True: "holds", False: "does NOT hold"}

@@ -77,8 +77,37 @@ def test_trials_in_the_benchmark_are_a_valid_spec_and_rows_say_how_many_steps_th
     # A row measured without trials is not reused for a run that asks for them.
     _row(tmp_path, "car", 0, "ft", 50.0, 20)
     args = adaptation.parse_args(["--work", str(tmp_path), "--trial-steps", "20"])
-    with pytest.raises(SystemExit, match="0 trial steps, this run asks for 60"):
+    with pytest.raises(SystemExit, match=r"'trial_steps': 0.*asks for.*'trial_steps': 60"):
         adaptation.measure_one(args, "car", tmp_path, tmp_path, 0, "ft")
     # The HF recipe has no trials: its rows stay valid.
     _row(tmp_path, "car", 0, "hf", 52.0, 40)
     assert adaptation.measure_one(args, "car", tmp_path, tmp_path, 0, "hf")["test_wer"] == 52.0
+
+
+def test_rows_say_how_many_checkpoints_were_averaged_and_are_not_mixed(tmp_path: Path) -> None:
+    args = adaptation.parse_args(["--work", str(tmp_path), "--average-checkpoints", "3"])
+    assert adaptation.training(args, 0)["averageCheckpoints"] == 3
+    # A row written before the option existed: the single best checkpoint.
+    _row(tmp_path, "car", 0, "ftda", 40.0, 20)
+    with pytest.raises(SystemExit, match=r"'average_checkpoints': 1.*asks for.*: 3"):
+        adaptation.measure_one(args, "car", tmp_path, tmp_path, 0, "ftda")
+    # The HF recipe does not average: its rows stay valid.
+    _row(tmp_path, "car", 0, "hf", 52.0, 40)
+    assert adaptation.measure_one(args, "car", tmp_path, tmp_path, 0, "hf")["test_wer"] == 52.0
+
+
+def test_the_report_sets_the_averaged_export_beside_the_single_best_of_the_same_runs() -> None:
+    rows = [
+        {"scenario": "voip", "seed": seed, "system": "ft", "test_wer": averaged,
+         "test_wer_best_single": single, "best_step": 40, "substitutions": 0.5,
+         "deletions": 0.2, "insertions": 0.3}
+        for seed, (averaged, single) in enumerate([(55.0, 61.0), (57.0, 59.0)])
+    ]  # fmt: skip
+    rows.append({**rows[0], "system": "hf", "test_wer": 54.0})
+    del rows[-1]["test_wer_best_single"]
+    table = adaptation.summarise(rows)
+    assert table["voip"]["ft"]["best_single_mean"] == 60.0
+    assert table["voip"]["ft"]["best_single_sd"] == pytest.approx(2**0.5, abs=0.01)
+    assert "best_single_mean" not in table["voip"]["hf"]
+    text = adaptation.markdown(table, seeds=2)
+    assert "| voip | marco FT (Eq. 1) | 56.00 ± 1.41 | 60.00 ± 1.41 |" in text
