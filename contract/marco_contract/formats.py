@@ -50,6 +50,12 @@ class Evaluation(BaseModel):
     cycle: int = Field(ge=0)
     lr: float = Field(ge=0, description="Learning rate in force at that step.")
     wer: float = Field(ge=0, description="Word error rate in percent.")
+    wer_se: float | None = Field(
+        default=None,
+        ge=0,
+        description="Standard error of the WER over the validation utterances, in percent "
+        "points (marco_contract.scoring.wer_standard_error).",
+    )
     cer: float | None = Field(default=None, ge=0, description="Character error rate in percent.")
     loss: float | None = Field(default=None, description="Mean training loss since the last eval.")
     time: float = Field(description="Unix time of the measurement.")

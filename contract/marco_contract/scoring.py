@@ -8,7 +8,8 @@ Pure pydantic, no jiwer: the trainer counts, the operator only adds.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Iterable, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -72,3 +73,22 @@ def percent(counts: EditCounts) -> float:
     """The rate a stage result states: `rate` to 4 decimals, the one rounding of every WER a
     result carries, whether a stage computed it from its utterances or a merge from shards."""
     return round(counts.rate, 4)
+
+
+def wer_standard_error(errors: Sequence[int], words: Sequence[int]) -> float | None:
+    """Standard error, in percent points, of a corpus WER from how its utterances spread.
+
+    The corpus WER is a ratio of sums, R = Σe / Σw; its sampling variance over
+    utterances is the ratio estimator's, n / (n − 1) · Σ (e_i − R·w_i)² / (Σw)²
+    (with equal word counts: the standard error of the mean of the utterances' own
+    rates). It says how much the WER of this model would move on another draw of as
+    many utterances: on 40 utterances of a 30 % WER it is about 4 points. None for
+    fewer than two utterances or no reference words."""
+    n, total_words = len(errors), sum(words)
+    if n != len(words):
+        raise ValueError(f"{n} error counts for {len(words)} word counts")
+    if n < 2 or total_words == 0:
+        return None
+    rate = sum(errors) / total_words
+    spread = sum((e - rate * w) ** 2 for e, w in zip(errors, words, strict=True))
+    return 100 * math.sqrt(n / (n - 1) * spread) / total_words

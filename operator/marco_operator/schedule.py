@@ -11,9 +11,11 @@ Paper §2 (see docs/method.md):
 - Early stopping: stop when the best WER has not improved by `min_improvement`
   WER points for `patience` evaluations; the best step is kept.
 
-Two readings that are ours, off by default (docs/method.md, "Readings and
+Readings that are ours, off by default (docs/method.md, "Readings and
 deviations"): the spread of a cycle taken around its linear trend instead of
-its mean (`trend-residual`), so that a steady descent reads as stable; and an
+its mean (`trend-residual`), so that a steady descent reads as stable; the
+spread beyond the validation subset's sampling noise (`noise-excess`), so that
+a small subset's noise does not read as instability; and an
 early stop that measures the best WER's progress over the last `patience`
 evaluations together (`cumulative`), so that a slow steady descent is not read
 as a plateau.
@@ -100,7 +102,26 @@ def cycle_sigma(window: Sequence[Evaluation], kind: SigmaKind = "population") ->
     wers = [e.wer for e in window]
     if kind == "trend-residual":
         return trend_residual_sigma([float(e.step) for e in window], wers)
+    if kind == "noise-excess":
+        return noise_excess_sigma(wers, [e.wer_se for e in window])
     return sigma(wers)
+
+
+def noise_excess_sigma(wers: Sequence[float], standard_errors: Sequence[float | None]) -> float:
+    """The cycle's spread beyond what its validation subset's sampling alone would give.
+
+    The population σ of evaluations that differ by sampling noise only is about their
+    standard error (a 40-utterance subset: several WER points), far above the paper's
+    σ_ref of 0.5, so Eq. 1 reads every cycle on a small subset as unstable. This
+    subtracts the mean squared standard error of the window's evaluations from the
+    population variance: sqrt(max(0, σ² − mean(SE²))). Evaluations of one subset share
+    their utterances, so their differences are less noisy than independent draws: the
+    reading errs towards calling a cycle stable (a larger LR). An evaluation without a
+    standard error (a trainer from before it was measured) counts as noise-free, which
+    is the population σ."""
+    variance = sigma(wers) ** 2
+    noise = statistics.fmean((se or 0.0) ** 2 for se in standard_errors) if standard_errors else 0.0
+    return math.sqrt(max(0.0, variance - noise))
 
 
 def family_from_name(model_source: str) -> Family | None:

@@ -197,3 +197,36 @@ def test_the_model_dimensions_of_a_shard_reach_the_merged_result():
     merged = merge_evaluation_results(results)
     assert merged.model == dims
     assert StageResult.model_validate_json(merged.to_termination_message()).model == dims
+
+
+def test_the_wer_standard_error_with_equal_lengths_is_that_of_the_mean_rate():
+    import statistics
+
+    from marco_contract.scoring import wer_standard_error
+
+    errors = [0, 3, 1, 5, 2, 0, 4]
+    rates = [e / 10 for e in errors]  # every utterance 10 words
+    expected = 100 * statistics.stdev(rates) / len(rates) ** 0.5
+    assert wer_standard_error(errors, [10] * len(errors)) == pytest.approx(expected)
+
+
+def test_the_wer_standard_error_matches_a_bootstrap_over_utterances():
+    import numpy as np
+
+    from marco_contract.scoring import wer_standard_error
+
+    rng = np.random.default_rng(0)
+    words = rng.integers(3, 25, size=120)
+    errors = rng.binomial(words, 0.3) + rng.integers(0, 3, size=120)  # insertions too
+    draws = rng.integers(0, 120, size=(20_000, 120))
+    boot = 100 * errors[draws].sum(axis=1) / words[draws].sum(axis=1)
+    assert wer_standard_error(list(errors), list(words)) == pytest.approx(boot.std(), rel=0.05)
+
+
+def test_the_wer_standard_error_needs_two_utterances_and_matching_counts():
+    from marco_contract.scoring import wer_standard_error
+
+    assert wer_standard_error([3], [10]) is None
+    assert wer_standard_error([0, 0], [0, 0]) is None
+    with pytest.raises(ValueError, match="2 error counts for 3 word counts"):
+        wer_standard_error([1, 2], [3, 4, 5])

@@ -57,6 +57,15 @@ def test_the_export_is_the_mean_of_the_best_scored_checkpoints(tmp_path, speech_
     assert scored.returncode == 0, scored.stderr[-3000:]
     wer = json.loads((tmp_path / "eval" / "result.json").read_text())["wer"]
     assert averaged["wer"] == pytest.approx(wer, abs=1e-6)
+    # Its standard error, from the utterances' own counts in the evaluate stage's report:
+    # the ratio estimator's n/(n-1)·Σ(e - R·w)² / (Σw)², written out again here.
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())["utterances"]
+    errors = [u["word_errors"] for u in report]
+    words = [u["reference_words"] for u in report]
+    rate, n = sum(errors) / sum(words), len(report)
+    spread = sum((e - rate * w) ** 2 for e, w in zip(errors, words, strict=True))
+    assert averaged["wer_se"] == pytest.approx(100 * (n / (n - 1) * spread) ** 0.5 / sum(words))
+    assert all(e.wer_se is not None for e in evaluations)
     card = (out / "export" / "README.md").read_text()
     assert f"the mean of the checkpoints of steps {chosen[0]}, {chosen[1]}" in card
     result = json.loads((out / "result.json").read_text())

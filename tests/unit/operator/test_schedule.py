@@ -12,6 +12,7 @@ from marco_operator.schedule import (
     family_from_name,
     initial_learning_rate,
     known_decoder_layers,
+    noise_excess_sigma,
     plateaued,
     plateaued_cumulative,
     sigma,
@@ -289,3 +290,36 @@ def test_decide_uses_the_early_stopping_mode():
         "early stop: no improvement of 0.1 WER points in 3 evaluations together; "
         "best 29.70% at step 300"
     )
+
+
+# --- issue 16: the spread beyond the validation subset's sampling noise (ours, off by default)
+
+
+def with_se(wers, errors):
+    return [e.model_copy(update={"wer_se": se}) for e, se in zip(evals(wers), errors, strict=True)]
+
+
+def test_noise_excess_subtracts_the_mean_squared_standard_error_from_the_variance():
+    # Population variance of 30, 33, 29: mean 30.667, deviations −0.667, 2.333, −1.667:
+    # (0.4444 + 5.4444 + 2.7778) / 3 = 2.8889. Mean SE² of 1, 1.2, 0.8: (1 + 1.44 + 0.64) / 3
+    # = 1.0267. sqrt(2.8889 − 1.0267) = sqrt(1.8622) = 1.36463.
+    assert noise_excess_sigma([30.0, 33.0, 29.0], [1.0, 1.2, 0.8]) == pytest.approx(1.36463, 1e-4)
+    # Within the noise: 0, not an imaginary number.
+    assert noise_excess_sigma([30.0, 31.0, 30.5], [4.0, 4.0, 4.0]) == 0.0
+    # No standard errors measured (an older trainer): the population σ.
+    assert noise_excess_sigma([30.0, 33.0, 29.0], [None, None, None]) == pytest.approx(
+        math.sqrt(26 / 9)
+    )
+
+
+def test_a_cycle_that_moves_within_its_subsets_noise_keeps_a_large_lr():
+    # A 40-utterance subset: SE about 4 WER points. The population σ (1.70) reads as
+    # unstable (η_min); beyond the noise there is nothing, so Eq. 1 gives η_max.
+    history = with_se([30.0, 33.0, 29.0], [4.0, 4.2, 3.9])
+    current = Directive(cycle=0, learning_rate=1e-6)
+    paper = decide(settings(), current, history)
+    ours = decide(settings(sigma_kind="noise-excess"), current, history)
+    assert paper.directive.learning_rate == pytest.approx(LO)
+    assert ours.directive.learning_rate == pytest.approx(HI)
+    assert ours.sigma_kind == "noise-excess"
+    assert ours.directive.reason == "Eq. 1 from cycle 0 σ_WER (noise-excess) 0.000"

@@ -86,4 +86,5 @@ class AveragedInfo(BaseModel):
 
     steps: list[int]
     wer: float = Field(description="Validation WER (%) of the averaged weights.")
+    wer_se: float | None = Field(default=None, description="Its standard error, WER points.")
     cer: float | None = None

@@ -37,6 +37,7 @@ from marco_contract.formats import Directive, Evaluation, EvaluationHistory, Sta
 from marco_contract.layout import BEST_CHECKPOINT, CHECKPOINTS_DIR, EVALUATIONS_FILE, EXPORT_DIR
 from marco_contract.manifests import OUTSIDE_VOLUME, Volumes
 from marco_contract.options import evals_per_cycle
+from marco_contract.scoring import wer_standard_error
 from marco_trainer.data import (
     CleanMix,
     LoadedBatch,
@@ -694,13 +695,14 @@ class Trainer:
     # -- evaluation and checkpoints -------------------------------------------------------
     def evaluate(self) -> Evaluation:
         started = time.perf_counter()
-        wer, cer = self._score_validation()
+        wer, cer, wer_se = self._score_validation()
         state = self.state
         evaluation = Evaluation(
             step=state.step,
             cycle=state.cycle,
             lr=state.learning_rate,
             wer=wer,
+            wer_se=wer_se,
             cer=cer if is_character_language(self.opts.language) else None,
             loss=state.loss_sum / state.loss_steps if state.loss_steps else None,
             time=time.time(),
@@ -727,8 +729,9 @@ class Trainer:
         self.dist.barrier()
         return evaluation
 
-    def _score_validation(self) -> tuple[float, float]:
-        """(WER, CER) of the live weights on the validation subset, decoded by all ranks."""
+    def _score_validation(self) -> tuple[float, float, float | None]:
+        """(WER, CER, the WER's standard error) of the live weights on the validation subset,
+        decoded by all ranks."""
         rank, world = self.dist.rank, self.dist.world_size
         mine = [i for i in range(len(self.val_examples)) if i % world == rank]
         with self._gathered():
@@ -743,8 +746,11 @@ class Trainer:
         if unreadable and not self.counts["validation_corrupt_audio"]:
             log.warning("validation: %d unreadable files left out of WER", len(unreadable))
         self.counts["validation_corrupt_audio"] = len(unreadable)
-        wer, cer, _ = score(self.val_examples, merged, self.opts.language)
-        return wer, cer
+        wer, cer, results = score(self.val_examples, merged, self.opts.language)
+        spread = wer_standard_error(
+            [r.word_errors for r in results], [r.reference_words for r in results]
+        )
+        return wer, cer, spread
 
     def _keep_for_average(self, evaluation: Evaluation, weights: dict | None) -> None:
         """Rank 0: this evaluation's weights kept if it is among the best ``k`` so far; a
@@ -774,8 +780,8 @@ class Trainer:
             save_best(target, self.asr, best, averaged)
         self.dist.barrier()
         self.asr.load_weights(target)
-        wer, cer = self._score_validation()
-        info = AveragedInfo(steps=steps, wer=wer, cer=cer)
+        wer, cer, wer_se = self._score_validation()
+        info = AveragedInfo(steps=steps, wer=wer, wer_se=wer_se, cer=cer)
         if self.dist.is_main:
             atomic_write_text(target / AVERAGED_FILE, info.model_dump_json(indent=2))
         log.info("averaged the checkpoints of steps %s: validation WER %.2f", steps, wer)
