@@ -37,7 +37,7 @@ time, so an interrupted benchmark resumes.
     python benchmarks/adaptation.py [--scenarios meeting,car,voip,radio] [--seeds 0,1,2]
         [--systems baseline,hf,hf-aug,ft,ftda,ftda-target] [--max-steps 120] [--batch-size 8]
         [--eval-every 20] [--eval-samples 40] [--trial-steps 0] [--average-checkpoints 1]
-        [--work DIR] [--model DIR]
+        [--sigma population] [--work DIR] [--model DIR]
         [--smoke] [--report-only]
 
 ``--report-only`` reads the finished runs under ``--work`` and writes the tables
@@ -121,6 +121,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--average-checkpoints", type=int, default=1,
         help="training.averageCheckpoints of the marco systems (1: the single best checkpoint); "
         "recorded in each row",
+    )  # fmt: skip
+    p.add_argument(
+        "--sigma", default="population", choices=("population", "trend-residual", "noise-excess"),
+        help="training.sigma of the marco systems (Eq. 1's σ_WER); recorded in each row",
     )  # fmt: skip
     p.add_argument("--work", type=Path, default=REPO / "bench-out" / "adaptation")
     p.add_argument("--model", type=Path, help="Whisper tiny.en, 10 s window (default: imported)")
@@ -209,6 +213,7 @@ def training(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "initialLearningRate": LEARNING_RATE,
         "seed": seed,
         "averageCheckpoints": args.average_checkpoints,
+        "sigma": args.sigma,
     }
 
 
@@ -275,13 +280,14 @@ def trials_spec(steps: int) -> dict[str, Any]:
             "evalEvery": max(steps // 2, 1)}  # fmt: skip
 
 
-def marco_settings(args: argparse.Namespace, system: str) -> dict[str, int]:
+def marco_settings(args: argparse.Namespace, system: str) -> dict[str, Any]:
     """What a row records of the settings only the marco systems take (HF rows: neutral),
     so that rows measured otherwise are never mixed into one table."""
     marco = system in MARCO_SYSTEMS
     return {
         "trial_steps": TRIAL_COUNT * args.trial_steps if marco else 0,
         "average_checkpoints": args.average_checkpoints if marco else 1,
+        "sigma": args.sigma if marco else "population",
     }
 
 
@@ -308,7 +314,8 @@ def measure_one(
         row = json.loads(done.read_text())
         wanted = marco_settings(args, system)
         recorded = {"trial_steps": row.get("trial_steps", 0),
-                    "average_checkpoints": row.get("average_checkpoints", 1)}  # fmt: skip
+                    "average_checkpoints": row.get("average_checkpoints", 1),
+                    "sigma": row.get("sigma", "population")}  # fmt: skip
         if recorded != wanted:
             raise SystemExit(
                 f"{done}: measured with {recorded}, this run asks for {wanted}: "

@@ -91,6 +91,11 @@ def test_rows_say_how_many_checkpoints_were_averaged_and_are_not_mixed(tmp_path:
     _row(tmp_path, "car", 0, "ftda", 40.0, 20)
     with pytest.raises(SystemExit, match=r"'average_checkpoints': 1.*asks for.*: 3"):
         adaptation.measure_one(args, "car", tmp_path, tmp_path, 0, "ftda")
+    # Nor is a row of the paper's σ reused for the noise-aware one.
+    noisy = adaptation.parse_args(["--work", str(tmp_path), "--sigma", "noise-excess"])
+    assert adaptation.training(noisy, 0)["sigma"] == "noise-excess"
+    with pytest.raises(SystemExit, match=r"'sigma': 'population'.*asks for.*'noise-excess'"):
+        adaptation.measure_one(noisy, "car", tmp_path, tmp_path, 0, "ftda")
     # The HF recipe does not average: its rows stay valid.
     _row(tmp_path, "car", 0, "hf", 52.0, 40)
     assert adaptation.measure_one(args, "car", tmp_path, tmp_path, 0, "hf")["test_wer"] == 52.0
