@@ -6,15 +6,14 @@ parameters, so here the seed acts through the order of the micro-batches.
 
 The runs are in this process, one after the other (the trainer as a process is tested
 elsewhere): each starting where the last left the global RNGs, so the seed must set them
-all. In-process saves a torch import a run, about 8 CPU-seconds.
+all.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from marco_trainer.cli import main
-from tests.trainer_runs import read_trace, train_args
+from tests.trainer_runs import read_trace, train_args, train_in_process
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +21,7 @@ FLAGS = dict(learning_rate=1e-2, max_steps=4, eval_every=4, max_new_tokens=4)
 
 
 def losses(model, manifest, out, seed: int) -> list[float]:
-    assert main(train_args(model, manifest, out, seed=seed, **FLAGS)) == 0
+    assert train_in_process(*train_args(model, manifest, out, seed=seed, **FLAGS)) == 0
     return [line["loss"] for line in read_trace(out)]
 
 
