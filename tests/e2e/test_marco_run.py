@@ -167,6 +167,9 @@ def test_the_same_manifest_makes_the_same_trial_choice(data_dir, tmp_path):
     for section in ("filter", "profile", "augmentation", "baseline", "evaluation"):
         spec[section] = {"enabled": False}
     spec["training"]["maxSteps"] = 2  # the trials are under test, not the training
+    # Two trials, the least the API allows: a choice between two repeats as well as one
+    # among three, and each trial is a trainer process (about a minute of this test's four).
+    spec["trials"]["count"] = 2
     statuses = []
     for attempt in ("first", "second"):
         run_dir, _ = run_marco(manifest, data_dir, tmp_path / attempt)
@@ -174,6 +177,7 @@ def test_the_same_manifest_makes_the_same_trial_choice(data_dir, tmp_path):
             AsrAdaptationStatus.model_validate_json((run_dir / "status.json").read_text())
         )
     first, second = statuses
+    assert len(first.trials) == 2
     assert all(t.state == "Succeeded" and len(t.curve) == 2 for t in first.trials)
     assert [t.model_dump(exclude={"job_name"}) for t in first.trials] == [
         t.model_dump(exclude={"job_name"}) for t in second.trials
