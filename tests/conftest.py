@@ -50,3 +50,17 @@ def whisper_tiny_dir(tmp_path_factory) -> Path:
     if done.returncode != 0:
         pytest.fail(f"import-ct2 failed ({done.returncode}): {done.stderr[-2000:]}")
     return output
+
+
+@pytest.fixture(scope="session")
+def whisper_tiny_10s_dir(tmp_path_factory) -> Path:
+    """Whisper tiny.en with its encoder window cut to 10 s (`import-ct2 --window-seconds
+    10`, as the demo imports it), imported once per session: the tests that use it only
+    read it."""
+    from tests.demo_runs import run_demo
+
+    output = tmp_path_factory.mktemp("whisper") / "tiny.en-10s"
+    done = run_demo("import-ct2", "--window-seconds", "10", "--output-dir", str(output))
+    if done.returncode != 0:
+        pytest.fail(f"import-ct2 failed ({done.returncode}): {done.stderr[-2000:]}")
+    return output

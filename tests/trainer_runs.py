@@ -48,6 +48,23 @@ def run_trainer(*args: str, nproc: int = 1, timeout: float = 240) -> subprocess.
     )
 
 
+def train_in_process(*args: str) -> int:
+    """``marco-trainer ARGS`` in this process, where what a test checks is what the run
+    computed, not how the process behaves: no torch import of its own (about 8 CPU-seconds
+    a run). On one thread, as `trainer_env` gives a subprocess, so that its numbers are
+    those of a subprocess run a test compares them with."""
+    import torch
+
+    from marco_trainer.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return main(list(args))
+    finally:
+        torch.set_num_threads(threads)
+
+
 def read_history(output_dir: Path):
     from marco_contract.formats import EvaluationHistory
 

@@ -14,10 +14,7 @@ import pytest
 import yaml
 
 from marco_contract.formats import EvaluationHistory
-from marco_contract.manifests import read_manifest
 from marco_contract.status import AsrAdaptationStatus
-from tests.demo_runs import run_demo
-from tests.tiny_models import build_tiny_whisper
 from tests.tools import checkout_env
 from tests.trainer_runs import free_port
 
@@ -71,19 +68,6 @@ def run_marco(manifest: dict, data_dir: Path, tmp_path: Path) -> tuple[Path, str
     logs = "".join(p.read_text()[-1500:] for p in (run_dir / "logs").glob("*.log"))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:] + logs
     return run_dir, done.stdout + done.stderr
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("e2e-data")
-    run_demo("data", "--output-dir", str(data),
-             "--source-utterances", "8", "--source-validation-utterances", "2",
-             "--target-utterances", "4", "--target-dev-utterances", "3",
-             "--target-test-utterances", "3", check=True)  # fmt: skip
-    texts = [u.text for split in ("source/train", "target/dev", "target/test")
-             for u in read_manifest(data / f"{split}.jsonl")]  # fmt: skip
-    build_tiny_whisper(data / "models" / "tiny", texts)
-    return data
 
 
 def test_marco_run_goes_through_every_stage_and_steers_like_the_operator(data_dir, tmp_path):
@@ -167,6 +151,9 @@ def test_the_same_manifest_makes_the_same_trial_choice(data_dir, tmp_path):
     for section in ("filter", "profile", "augmentation", "baseline", "evaluation"):
         spec[section] = {"enabled": False}
     spec["training"]["maxSteps"] = 2  # the trials are under test, not the training
+    # Two trials, the least the API allows: a choice between two repeats as well as one
+    # among three, and each trial is a trainer process (about a minute of this test's four).
+    spec["trials"]["count"] = 2
     statuses = []
     for attempt in ("first", "second"):
         run_dir, _ = run_marco(manifest, data_dir, tmp_path / attempt)
@@ -174,6 +161,7 @@ def test_the_same_manifest_makes_the_same_trial_choice(data_dir, tmp_path):
             AsrAdaptationStatus.model_validate_json((run_dir / "status.json").read_text())
         )
     first, second = statuses
+    assert len(first.trials) == 2
     assert all(t.state == "Succeeded" and len(t.curve) == 2 for t in first.trials)
     assert [t.model_dump(exclude={"job_name"}) for t in first.trials] == [
         t.model_dump(exclude={"job_name"}) for t in second.trials

@@ -23,10 +23,7 @@ import pytest
 import yaml
 
 from marco_contract.formats import EvaluationHistory
-from marco_contract.manifests import read_manifest
 from marco_contract.status import AsrAdaptationStatus
-from tests.demo_runs import run_demo
-from tests.tiny_models import build_tiny_whisper
 from tests.tools import checkout_env
 from tests.trainer_runs import free_port
 
@@ -66,19 +63,6 @@ def manifest() -> dict:
             "resources": {"gpusPerNode": 0},
         },
     }
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    data = tmp_path_factory.mktemp("repeat-data")
-    run_demo("data", "--output-dir", str(data),
-             "--source-utterances", "8", "--source-validation-utterances", "2",
-             "--target-utterances", "4", "--target-dev-utterances", "3",
-             "--target-test-utterances", "3", check=True)  # fmt: skip
-    texts = [u.text for split in ("source/train", "target/dev")
-             for u in read_manifest(data / f"{split}.jsonl")]  # fmt: skip
-    build_tiny_whisper(data / "models" / "tiny", texts)
-    return data
 
 
 def marco_run(data_dir: Path, manifest_path: Path, out: Path) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import resource
+import shutil
 import signal
 import subprocess
 import threading
@@ -23,7 +24,14 @@ from pathlib import Path
 import pytest
 
 from marco_contract.formats import Directive
-from tests.trainer_runs import read_history, read_trace, train_args, trainer_command, trainer_env
+from tests.trainer_runs import (
+    read_history,
+    read_trace,
+    train_args,
+    train_in_process,
+    trainer_command,
+    trainer_env,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -137,10 +145,11 @@ def run_to_the_end(args: list[str], log: Path) -> str:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, tiny_whisper, speech_manifest) -> Path:
-    """The uninterrupted run."""
+    """The uninterrupted run: in this process, as nothing interrupts it (the operator's
+    directives come from its thread all the same)."""
     out = tmp_path_factory.mktemp("reference") / "run"
     with StandInOperator(out) as operator:
-        run_to_the_end(args_for(tiny_whisper, speech_manifest, out, operator), out.parent / "log")
+        assert train_in_process(*args_for(tiny_whisper, speech_manifest, out, operator)) == 0
     return out
 
 
@@ -162,9 +171,12 @@ def run_dir(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path / "run"
 
 
-def test_a_trainer_killed_mid_cycle_resumes_from_its_last_checkpoint(
-    run_dir, reference, tiny_whisper, speech_manifest
-):
+@pytest.fixture(scope="module")
+def killed_in_cycle_1(tmp_path_factory, tiny_whisper, speech_manifest) -> Path:
+    """A run SIGKILLed in cycle 1, past step 15's checkpoint (cycle 2's directive withheld,
+    so the kill lands there), killed once for the tests that resume from it, each from a
+    copy of its folder (a trainer process each: the kill is the same every time)."""
+    run_dir = tmp_path_factory.mktemp("killed") / "run"
     with StandInOperator(run_dir) as operator:
         operator.allowed = 1  # cycle 2 waits: the kill lands in cycle 1
         args = args_for(tiny_whisper, speech_manifest, run_dir, operator)
@@ -172,12 +184,28 @@ def test_a_trainer_killed_mid_cycle_resumes_from_its_last_checkpoint(
         first.until("step 16", lambda: (t := read_trace(run_dir)) and t[-1]["step"] >= 16)
         first.process.send_signal(signal.SIGKILL)
         assert first.wait() == -signal.SIGKILL
+    return run_dir
+
+
+def copy_killed_run(killed: Path, run_dir: Path) -> StandInOperator:
+    """`killed` copied to `run_dir`, and its operator, at the directive the killed run had
+    (cycle 1's), to let the resumed run go on (a context manager: enter it)."""
+    shutil.copytree(killed, run_dir, symlinks=True)
+    operator = StandInOperator(run_dir)
+    operator.write(1)
+    return operator
+
+
+def test_a_trainer_killed_mid_cycle_resumes_from_its_last_checkpoint(
+    run_dir, killed_in_cycle_1, reference, tiny_whisper, speech_manifest
+):
+    with copy_killed_run(killed_in_cycle_1, run_dir) as operator:
         killed_at = saved_step(run_dir)
         assert killed_at == 15, "the kill must land in cycle 1, after its first checkpoint"
         assert read_trace(run_dir)[-1]["step"] > killed_at  # steps past it were lost
         assert not (run_dir / "result.json").exists()
 
-        operator.allowed = None
+        args = args_for(tiny_whisper, speech_manifest, run_dir, operator)
         stderr = run_to_the_end(args, run_dir.parent / "second.log")
     assert f"resumed from {run_dir / 'checkpoints' / 'last'} at step 15" in stderr
     assert_same_history(reference, run_dir)
@@ -237,26 +265,20 @@ def moved_aside(checkpoints: Path, stem: str) -> Path:
 
 @pytest.mark.parametrize("name", list(CORRUPTIONS))
 def test_a_corrupt_last_checkpoint_is_moved_aside_and_its_previous_version_resumes(
-    run_dir, reference, tiny_whisper, speech_manifest, name
+    run_dir, killed_in_cycle_1, reference, tiny_whisper, speech_manifest, name
 ):
     """Killed in cycle 1 after step 15's checkpoint (as above), `last` (step 15) then
     corrupted: the rerun moves it aside whole, says so, resumes from the previous `last`
     (step 10, cycle 0's end) and ends with the uninterrupted run's history, each evaluation
     once; the result counts the corrupt checkpoint."""
     checkpoints = run_dir / "checkpoints"
-    with StandInOperator(run_dir) as operator:
-        operator.allowed = 1
-        args = args_for(tiny_whisper, speech_manifest, run_dir, operator)
-        first = Trainer(args, run_dir.parent / "first.log")
-        first.until("step 16", lambda: (t := read_trace(run_dir)) and t[-1]["step"] >= 16)
-        first.process.send_signal(signal.SIGKILL)
-        assert first.wait() == -signal.SIGKILL
+    with copy_killed_run(killed_in_cycle_1, run_dir) as operator:
         assert saved_step(run_dir) == 15
         previous = checkpoints / ".last.old"
         assert json.loads((previous / "trainer_state.json").read_text())["step"] == 10
         corrupted = corrupt(checkpoints / "last", name)
 
-        operator.allowed = None
+        args = args_for(tiny_whisper, speech_manifest, run_dir, operator)
         stderr = run_to_the_end(args, run_dir.parent / "second.log")
     moved = moved_aside(checkpoints, "last")
     assert files_of(moved) == corrupted  # nothing lost: the user can inspect it
@@ -280,7 +302,7 @@ def test_with_both_versions_of_last_corrupt_the_stage_trains_again_from_step_0(
     back."""
     short = dict(FLAGS, max_steps=10)
     args = train_args(tiny_whisper, speech_manifest, run_dir, **short)  # no directive
-    run_to_the_end(args, run_dir.parent / "first.log")
+    assert train_in_process(*args) == 0  # the first run's outcome only: in this process
     expected = read_history(run_dir).evaluations
     checkpoints = run_dir / "checkpoints"
     best = files_of(checkpoints / "best")

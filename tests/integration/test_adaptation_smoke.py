@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.demo_runs import run_demo
 from tests.tools import ROOT, checkout_env
 
 # The smoke costs about 250 CPU-seconds (its runs in parallel, mostly processes
@@ -33,20 +32,13 @@ pytestmark = [
 SYSTEMS = {"baseline", "hf", "hf-aug", "ft", "ftda", "ftda-target"}
 
 
-@pytest.fixture(scope="module")
-def whisper_10s(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    output = tmp_path_factory.mktemp("whisper") / "tiny.en-10s"
-    done = run_demo("import-ct2", "--window-seconds", "10", "--output-dir", str(output))
-    if done.returncode != 0:
-        pytest.fail(f"import-ct2 failed ({done.returncode}): {done.stderr[-2000:]}")
-    return output
-
-
-def test_smoke_runs_every_system_and_writes_the_table(whisper_10s: Path, tmp_path: Path) -> None:
+def test_smoke_runs_every_system_and_writes_the_table(
+    whisper_tiny_10s_dir: Path, tmp_path: Path
+) -> None:
     work = tmp_path / "bench"
     done = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "adaptation.py"), "--smoke",
-         "--work", str(work), "--model", str(whisper_10s)],
+         "--work", str(work), "--model", str(whisper_tiny_10s_dir)],
         env=checkout_env(), capture_output=True, text=True, timeout=2300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
