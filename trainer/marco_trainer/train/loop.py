@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
 import shutil
 import signal
@@ -68,6 +69,7 @@ from marco_trainer.train.checkpoint import (
     existing_dir,
     load_last,
     quarantine,
+    replace_dir,
     resume_candidates,
     rng_state,
     save_best,
@@ -758,7 +760,18 @@ class Trainer:
         keep = set(kept_steps(self.state.evaluations, self.opts.average_checkpoints))
         if evaluation.step in keep:
             target = kept_dir(self.checkpoints, evaluation.step)
-            save_best(target, self.asr, self._best_info(evaluation), weights)
+            if evaluation.step == self.state.best_step:
+                # `best` holds these very weights, just written: hard links, not a second
+                # serialisation of the model (a later `best` is a new folder swapped in, so
+                # the linked files stay as they are).
+                best = self.checkpoints / BEST_CHECKPOINT
+
+                def link(folder: Path) -> None:
+                    shutil.copytree(best, folder, copy_function=os.link, dirs_exist_ok=True)
+
+                replace_dir(target, link)
+            else:
+                save_best(target, self.asr, self._best_info(evaluation), weights)
         for step, folder in kept_on_disk(self.checkpoints).items():
             if step not in keep:
                 shutil.rmtree(folder)
