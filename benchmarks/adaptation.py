@@ -37,7 +37,7 @@ time, so an interrupted benchmark resumes.
     python benchmarks/adaptation.py [--scenarios meeting,car,voip,radio] [--seeds 0,1,2]
         [--systems baseline,hf,hf-aug,ft,ftda,ftda-target] [--max-steps 120] [--batch-size 8]
         [--eval-every 20] [--eval-samples 40] [--trial-steps 0] [--average-checkpoints 1]
-        [--sigma population] [--work DIR] [--model DIR]
+        [--sigma population] [--lr-bounds demo|product|MIN,MAX] [--work DIR] [--model DIR]
         [--smoke] [--report-only]
 
 ``--report-only`` reads the finished runs under ``--work`` and writes the tables
@@ -80,7 +80,16 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from runs import REPO, adaptation, error_shares, evaluate, marco_run, python_module
+from runs import (
+    DEMO_MANIFEST,
+    REPO,
+    adaptation,
+    demo_lr_bounds,
+    error_shares,
+    evaluate,
+    marco_run,
+    python_module,
+)
 
 from marco_demo.scenarios import HELD_OUT_SCENARIOS, SCENARIOS
 
@@ -126,6 +135,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--sigma", default="population", choices=("population", "trend-residual", "noise-excess"),
         help="training.sigma of the marco systems (Eq. 1's σ_WER); recorded in each row",
     )  # fmt: skip
+    p.add_argument(
+        "--lr-bounds", default="demo",
+        help="training.learningRate of the marco systems: 'demo' (the demo manifest's), "
+        "'product' (none in the spec: the product's default for the family, the paper's), "
+        "or MIN,MAX; recorded in each row",
+    )  # fmt: skip
     p.add_argument("--work", type=Path, default=REPO / "bench-out" / "adaptation")
     p.add_argument("--model", type=Path, help="Whisper tiny.en, 10 s window (default: imported)")
     # Default 1: on 2 cores one training keeps both busy.
@@ -156,10 +171,34 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--trial-steps: 0 (off) or more")
     if args.average_checkpoints < 1:
         p.error("--average-checkpoints: 1 (off) or more")
+    try:
+        args.lr_bounds = lr_bounds(args.lr_bounds)
+    except ValueError as error:
+        p.error(f"--lr-bounds: {error}")
     for name in ("max_steps", "batch_size", "eval_every", "eval_samples", "jobs"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')}: must be at least 1")
     return args
+
+
+def lr_bounds(text: str) -> tuple[float, float]:
+    """``--lr-bounds``: the [min, max] the marco systems train in (product: the bounds a
+    spec without ``training.learningRate`` gets for Whisper, the paper's)."""
+    if text == "demo":
+        return demo_lr_bounds()
+    if text == "product":
+        from marco_operator.api import DEFAULT_LR_BOUNDS
+
+        return DEFAULT_LR_BOUNDS["encoder-decoder"]
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"'demo', 'product' or MIN,MAX; got {text!r}") from None
+    if not 0 < low < high:
+        raise ValueError(f"need 0 < MIN < MAX, got {low}, {high}")
+    if not low <= LEARNING_RATE <= high:
+        raise ValueError(f"the initial LR {LEARNING_RATE} must lie inside [{low}, {high}]")
+    return low, high
 
 
 def log(message: str) -> None:
@@ -214,6 +253,7 @@ def training(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "seed": seed,
         "averageCheckpoints": args.average_checkpoints,
         "sigma": args.sigma,
+        "learningRate": {"min": args.lr_bounds[0], "max": args.lr_bounds[1]},
     }
 
 
@@ -283,7 +323,8 @@ def trials_spec(steps: int) -> dict[str, Any]:
 #: The settings only the marco systems take, at the values that leave a run as without
 #: them: what an HF row records, and what a row written before a setting existed had.
 NEUTRAL_SETTINGS: dict[str, Any] = {"trial_steps": 0, "average_checkpoints": 1,
-                                    "sigma": "population"}  # fmt: skip
+                                    "sigma": "population",
+                                    "lr_bounds": list(demo_lr_bounds())}  # fmt: skip
 
 
 def marco_settings(args: argparse.Namespace, system: str) -> dict[str, Any]:
@@ -295,6 +336,7 @@ def marco_settings(args: argparse.Namespace, system: str) -> dict[str, Any]:
         "trial_steps": TRIAL_COUNT * args.trial_steps,
         "average_checkpoints": args.average_checkpoints,
         "sigma": args.sigma,
+        "lr_bounds": list(args.lr_bounds),
     }
 
 

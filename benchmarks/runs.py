@@ -88,6 +88,13 @@ def error_shares(report: Path) -> dict[str, float]:
     }
 
 
+def demo_lr_bounds() -> tuple[float, float]:
+    """The demo manifest's ``training.learningRate``: what the benchmark's marco runs
+    train in unless told otherwise, and what every row from before the setting had."""
+    bounds = yaml.safe_load(DEMO_MANIFEST.read_text())["spec"]["training"]["learningRate"]
+    return float(bounds["min"]), float(bounds["max"])
+
+
 def adaptation(
     name: str, augment: bool, training: dict[str, Any] | None = None, base: Path = DEMO_MANIFEST
 ) -> dict[str, Any]:

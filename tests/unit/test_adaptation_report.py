@@ -116,3 +116,40 @@ def test_the_report_sets_the_averaged_export_beside_the_single_best_of_the_same_
     assert "best_single_mean" not in table["voip"]["hf"]
     text = adaptation.markdown(table, seeds=2)
     assert "| voip | marco FT (Eq. 1) | 56.00 ± 1.41 | 60.00 ± 1.41 |" in text
+
+
+def test_lr_bounds_product_are_what_a_spec_without_them_trains_in(tmp_path: Path) -> None:
+    from runs import adaptation as manifest_of
+
+    from marco_operator.api import parse_spec
+    from marco_operator.schedule import lr_bounds
+
+    # What the operator gives a spec that names no bounds, read through the schedule.
+    bare = manifest_of("ft-s0", augment=False)
+    del bare["spec"]["training"]["learningRate"]
+    expected = lr_bounds(parse_spec(bare["spec"]).training, "encoder-decoder")
+    args = adaptation.parse_args(["--work", str(tmp_path), "--lr-bounds", "product"])
+    assert adaptation.training(args, 0)["learningRate"] == {"min": expected[0], "max": expected[1]}
+    # The demo's bounds by default, read from its manifest.
+    demo = manifest_of("ft-s0", augment=False)["spec"]["training"]["learningRate"]
+    default = adaptation.training(adaptation.parse_args(["--work", str(tmp_path)]), 0)
+    assert default["learningRate"] == demo
+    # A row of the demo's bounds (or from before the option) is not reused for others.
+    _row(tmp_path, "car", 0, "ft", 40.0, 20)
+    with pytest.raises(SystemExit, match=r"'lr_bounds': \[1e-06, 5e-05\].*asks for.*1e-05\]"):
+        adaptation.measure_one(args, "car", tmp_path, tmp_path, 0, "ft")
+    _row(tmp_path, "car", 0, "hf", 52.0, 40)
+    assert adaptation.measure_one(args, "car", tmp_path, tmp_path, 0, "hf")["test_wer"] == 52.0
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("fast", "MIN,MAX"), ("1e-5,1e-6", "0 < MIN < MAX"), ("2e-5,5e-5", "initial LR")],
+)
+def test_lr_bounds_refused_with_the_flag_named(
+    value: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        adaptation.parse_args(["--lr-bounds", value])
+    err = capsys.readouterr().err
+    assert "--lr-bounds" in err and message in err
