@@ -81,7 +81,6 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from runs import (
-    DEMO_MANIFEST,
     REPO,
     adaptation,
     demo_lr_bounds,
