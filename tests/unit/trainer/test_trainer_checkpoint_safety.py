@@ -89,6 +89,48 @@ def test_rng_states_round_trip_through_a_weights_only_load(tmp_path):
     assert again == first
 
 
+def _draws() -> tuple:
+    return (random.random(), np.random.random(), torch.rand(2).tolist())
+
+
+def test_each_rank_resumes_from_its_own_rng_states(tmp_path):
+    """rng.pt holds every rank's states: rank 1 goes on from rank 1's, not rank 0's."""
+    optimizer = _optimizer()
+    last = _last_checkpoint(tmp_path / "last", optimizer)
+    per_rank, expected = [], []
+    for rank_seed in (10, 11):  # two ranks' generators, in different places
+        random.seed(rank_seed)
+        np.random.seed(rank_seed)
+        torch.manual_seed(rank_seed)
+        per_rank.append(rng_state())
+        expected.append(_draws())
+    torch.save({"ranks": per_rank}, last / RNG_FILE)
+    for rank in (1, 0):
+        fresh = _optimizer()
+        random.seed(99), np.random.seed(99), torch.manual_seed(99)
+        load_last(last, _FakeAsr(), fresh, rank)  # type: ignore[arg-type]
+        assert _draws() == expected[rank]
+
+
+@pytest.mark.parametrize(
+    ("ranks_saved", "old_format"), [(2, False), (1, True)], ids=["more-ranks", "rank-0-only"]
+)
+def test_a_rank_without_saved_states_keeps_its_own(tmp_path, caplog, ranks_saved, old_format):
+    """Resumed on more ranks than saved, or from a file of rank 0's states alone (before
+    per-rank files): the extra rank's generators are left as they are, and it is logged."""
+    last = _last_checkpoint(tmp_path / "last", _optimizer())
+    states = [rng_state() for _ in range(ranks_saved)]
+    torch.save(states[0] if old_format else {"ranks": states}, last / RNG_FILE)
+    fresh = _optimizer()  # built first: a new layer's initialisation draws from torch's RNG
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    expected = _draws()
+    random.seed(5), np.random.seed(5), torch.manual_seed(5)
+    with caplog.at_level("WARNING"):
+        load_last(last, _FakeAsr(), fresh, rank=ranks_saved)  # type: ignore[arg-type]
+    assert _draws() == expected
+    assert f"no RNG states for rank {ranks_saved}" in caplog.text
+
+
 def test_a_missing_rng_file_resumes_without_it(tmp_path):
     last = _last_checkpoint(tmp_path / "last", _optimizer())
     (last / RNG_FILE).unlink()

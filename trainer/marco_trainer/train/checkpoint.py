@@ -198,20 +198,34 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def rank_rng_state(saved: dict, rank: int) -> dict | None:
+    """This rank's RNG states out of an ``rng.pt``: one entry per rank (``{"ranks": [...]}``),
+    or, written before that, rank 0's alone, which only rank 0 can use. None: the file
+    holds none for this rank (a run resumed on more ranks than it was saved on)."""
+    if "ranks" not in saved:
+        return saved if rank == 0 else None
+    states = saved["ranks"]
+    return states[rank] if rank < len(states) else None
+
+
 def save_last(
     target: Path,
     asr: AsrModel,
     optimizer_state: dict[str, Any],
     state: TrainerState,
     weights: dict[str, torch.Tensor] | None = None,
+    rng_states: list[dict] | None = None,
 ) -> None:
     """``weights``: a sharded model's, gathered whole (else the live model's are written);
-    ``optimizer_state`` likewise the optimizer's ``state_dict()`` or its gathered state."""
+    ``optimizer_state`` likewise the optimizer's ``state_dict()`` or its gathered state;
+    ``rng_states`` every rank's, in rank order (None: this process's, a single rank).
+    Each rank's own states, not rank 0's for all: dropout masks (LoRA's, Whisper's) are
+    drawn from each rank's generator, so a resumed rank 1 must go on from its own."""
 
     def write(folder: Path) -> None:
         asr.save(folder, weights)
         torch.save(optimizer_state, folder / OPTIMIZER_FILE)
-        torch.save(rng_state(), folder / RNG_FILE)
+        torch.save({"ranks": rng_states or [rng_state()]}, folder / RNG_FILE)
         atomic_write_text(folder / STATE_FILE, state.model_dump_json(indent=2))
 
     replace_dir(target, write, keep_previous=True)
@@ -268,7 +282,9 @@ def rekey_optimizer_state(saved: dict, names: list[str], by_name: bool) -> dict:
     }
 
 
-def load_last(source: Path, asr: AsrModel, optimizer: torch.optim.Optimizer) -> TrainerState:
+def load_last(
+    source: Path, asr: AsrModel, optimizer: torch.optim.Optimizer, rank: int = 0
+) -> TrainerState:
     _reading(source, "the model's weights", lambda: asr.load_weights(source))
 
     def load_optimizer() -> None:
@@ -283,7 +299,12 @@ def load_last(source: Path, asr: AsrModel, optimizer: torch.optim.Optimizer) -> 
 
     _reading(source, OPTIMIZER_FILE, load_optimizer)
     if (source / RNG_FILE).exists():
-        _reading(source, RNG_FILE, lambda: set_rng_state(load_tensors(source / RNG_FILE)))
+        saved = _reading(source, RNG_FILE, lambda: load_tensors(source / RNG_FILE))
+        mine = _reading(source, RNG_FILE, lambda: rank_rng_state(saved, rank))
+        if mine is None:
+            log.warning("%s: no RNG states for rank %d, it resumes with fresh ones", source, rank)
+        else:
+            _reading(source, RNG_FILE, lambda: set_rng_state(mine))
     else:
         log.warning("%s: no %s, resuming with fresh RNG states", source, RNG_FILE)
     return _reading(

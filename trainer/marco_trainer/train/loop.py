@@ -311,23 +311,27 @@ class Trainer:
 
         return fsdp.gathered(self.asr.model)
 
-    def _checkpoint_state(self) -> tuple[dict[str, torch.Tensor] | None, dict]:
-        """(weights, optimizer state) for rank 0 to write. Every rank calls it: a sharded
-        model's are gathered whole (a collective); a replicated one's weights are the live
-        model's (None) and its optimizer state rank 0's own."""
+    def _checkpoint_state(self) -> tuple[dict[str, torch.Tensor] | None, dict, list[dict]]:
+        """(weights, optimizer state, every rank's RNG states) for rank 0 to write. Every
+        rank calls it (collectives): a sharded model's weights and moments are gathered
+        whole; a replicated one's weights are the live model's (None) and its optimizer
+        state rank 0's own."""
+        rng_states = self.dist.all_gather_object(rng_state())
         if not self.asr.sharded:
-            return None, self.optimizer.state_dict() if self.dist.is_main else {}
+            return None, self.optimizer.state_dict() if self.dist.is_main else {}, rng_states
         from marco_trainer.train import fsdp
 
-        return fsdp.gather_weights(self.asr.model), fsdp.gather_optimizer(
-            self.asr.model, self.optimizer
-        )
+        weights = fsdp.gather_weights(self.asr.model)
+        return weights, fsdp.gather_optimizer(self.asr.model, self.optimizer), rng_states
 
     def _save_last(self) -> None:
         """``last`` from the state now; every rank calls it, rank 0 writes."""
-        weights, optimizer_state = self._checkpoint_state()
+        weights, optimizer_state, rng_states = self._checkpoint_state()
         if self.dist.is_main:
-            save_last(self.checkpoints / "last", self.asr, optimizer_state, self.state, weights)
+            save_last(
+                self.checkpoints / "last", self.asr, optimizer_state, self.state, weights,
+                rng_states,
+            )  # fmt: skip
 
     def _mix_clean_source(self) -> CleanMix | None:
         """Appends the clean source to the training examples; the share it is drawn at."""
@@ -384,7 +388,7 @@ class Trainer:
         for source in resume_candidates(self.checkpoints / "last"):
             error: CheckpointError | None = None
             try:
-                state = load_last(source, self.asr, self.optimizer)
+                state = load_last(source, self.asr, self.optimizer, self.dist.rank)
             except CheckpointError as failed:
                 error = failed
             # Every rank reads the same folder: all resume from it or none does.
@@ -715,14 +719,16 @@ class Trainer:
         improved = state.best_wer is None or wer < state.best_wer
         if improved:
             state.best_wer, state.best_step = wer, state.step
-        weights, optimizer_state = self._checkpoint_state()
+        weights, optimizer_state, rng_states = self._checkpoint_state()
         if self.dist.is_main:
             if improved:
                 best = self._best_info(evaluation)
                 save_best(self.checkpoints / BEST_CHECKPOINT, self.asr, best, weights)
             if self.averaging:
                 self._keep_for_average(evaluation, weights)
-            save_last(self.checkpoints / "last", self.asr, optimizer_state, state, weights)
+            save_last(
+                self.checkpoints / "last", self.asr, optimizer_state, state, weights, rng_states
+            )
             atomic_write_text(self.out / EVALUATIONS_FILE, self.history().model_dump_json(indent=2))
             if self.metrics is not None:
                 self.metrics.observe_evaluation(
