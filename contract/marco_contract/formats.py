@@ -56,6 +56,13 @@ class Evaluation(BaseModel):
         description="Standard error of the WER over the validation utterances, in percent "
         "points (marco_contract.scoring.wer_standard_error).",
     )
+    wer_change_se: float | None = Field(
+        default=None,
+        ge=0,
+        description="Standard error of the WER's change since the previous evaluation of "
+        "this run, on the same validation utterances, in percent points "
+        "(marco_contract.scoring.wer_change_standard_error); None for the first one.",
+    )
     cer: float | None = Field(default=None, ge=0, description="Character error rate in percent.")
     loss: float | None = Field(default=None, description="Mean training loss since the last eval.")
     time: float = Field(description="Unix time of the measurement.")

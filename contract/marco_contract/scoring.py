@@ -92,3 +92,20 @@ def wer_standard_error(errors: Sequence[int], words: Sequence[int]) -> float | N
     rate = sum(errors) / total_words
     spread = sum((e - rate * w) ** 2 for e, w in zip(errors, words, strict=True))
     return 100 * math.sqrt(n / (n - 1) * spread) / total_words
+
+
+def wer_change_standard_error(
+    before: Sequence[int], after: Sequence[int], words: Sequence[int]
+) -> float | None:
+    """Standard error, in percent points, of the change of a corpus WER between two
+    decodings of the same utterances (two checkpoints on one validation subset).
+
+    The change is Σ(a_i − b_i) / Σw, a ratio of sums as the WER is, so its sampling
+    variance is the ratio estimator's over the per-utterance differences. Paired, it is
+    far smaller than either WER's own standard error: an utterance that is hard for one
+    checkpoint is hard for the next, and that shared part cancels. It is the noise in
+    how two evaluations of one subset differ, what Eq. 1's spread is read against
+    (schedule.noise_excess_sigma). None as for wer_standard_error."""
+    if len(before) != len(after):
+        raise ValueError(f"{len(before)} error counts before, {len(after)} after")
+    return wer_standard_error([a - b for a, b in zip(after, before, strict=True)], words)

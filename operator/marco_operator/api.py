@@ -731,8 +731,9 @@ class TrainingSpec(TrainingOptions, RetentionOptions):
         description="σ_WER of Eq. 1: population (the paper's: spread around the cycle's mean) "
         "or trend-residual (ours: spread around the least-squares line of WER against step, "
         "so a steady descent reads as stable) or noise-excess (ours: the population spread "
-        "beyond the validation subset's sampling noise, sqrt(max(0, σ² − mean SE²)), so a "
-        "small subset's noise does not read as instability).",
+        "beyond the validation subset's sampling noise, sqrt(max(0, σ² − noise)), the noise "
+        "from how consecutive evaluations of the same utterances differ by chance, "
+        "mean(wer_change_se²)/2, so a small subset's noise does not read as instability).",
     )
     max_cycles: int | None = Field(
         default=None, ge=1, le=MAX_STEPS, description="Stop after this many cycles."

@@ -103,24 +103,38 @@ def cycle_sigma(window: Sequence[Evaluation], kind: SigmaKind = "population") ->
     if kind == "trend-residual":
         return trend_residual_sigma([float(e.step) for e in window], wers)
     if kind == "noise-excess":
-        return noise_excess_sigma(wers, [e.wer_se for e in window])
+        return noise_excess_sigma(
+            wers, [e.wer_se for e in window], [e.wer_change_se for e in window[1:]]
+        )
     return sigma(wers)
 
 
-def noise_excess_sigma(wers: Sequence[float], standard_errors: Sequence[float | None]) -> float:
-    """The cycle's spread beyond what its validation subset's sampling alone would give.
+def noise_excess_sigma(
+    wers: Sequence[float],
+    standard_errors: Sequence[float | None],
+    change_errors: Sequence[float | None] = (),
+) -> float:
+    """The cycle's spread beyond what its validation subset's sampling alone would give:
+    sqrt(max(0, σ² − noise variance)).
 
-    The population σ of evaluations that differ by sampling noise only is about their
-    standard error (a 40-utterance subset: several WER points), far above the paper's
-    σ_ref of 0.5, so Eq. 1 reads every cycle on a small subset as unstable. This
-    subtracts the mean squared standard error of the window's evaluations from the
-    population variance: sqrt(max(0, σ² − mean(SE²))). Evaluations of one subset share
-    their utterances, so their differences are less noisy than independent draws: the
-    reading errs towards calling a cycle stable (a larger LR). An evaluation without a
-    standard error (a trainer from before it was measured) counts as noise-free, which
-    is the population σ."""
+    The noise is how much two evaluations of the same subset differ by the draw of its
+    utterances alone. Each evaluation's ``wer_change_se`` measures exactly that (the
+    standard error of its change since the previous one, paired over the same
+    utterances): with independent noise per evaluation, Var(change) = 2·Var(noise), so
+    the noise variance is mean(change SE²) / 2. Without any (a window of first
+    evaluations, or a trainer from before they were measured), each evaluation's own
+    ``wer_se`` stands in, as mean(SE²): far larger, since it counts the hardness of the
+    subset that every evaluation of it shares, so that reading calls nearly any cycle on
+    a small subset stable (measured: a cycle that rose 39.8 → 42.2 → 43.4, σ 1.5, read
+    as noise against an SE of 3.8). An evaluation with neither counts as noise-free."""
     variance = sigma(wers) ** 2
-    noise = statistics.fmean((se or 0.0) ** 2 for se in standard_errors) if standard_errors else 0.0
+    changes = [c for c in change_errors if c is not None]
+    if changes:
+        noise = statistics.fmean(c * c for c in changes) / 2
+    elif standard_errors:
+        noise = statistics.fmean((se or 0.0) ** 2 for se in standard_errors)
+    else:
+        noise = 0.0
     return math.sqrt(max(0.0, variance - noise))
 
 

@@ -230,3 +230,26 @@ def test_the_wer_standard_error_needs_two_utterances_and_matching_counts():
     assert wer_standard_error([0, 0], [0, 0]) is None
     with pytest.raises(ValueError, match="2 error counts for 3 word counts"):
         wer_standard_error([1, 2], [3, 4, 5])
+
+
+def test_the_change_standard_error_is_the_paired_bootstrap_and_below_the_unpaired():
+    import numpy as np
+
+    from marco_contract.scoring import wer_change_standard_error, wer_standard_error
+
+    rng = np.random.default_rng(1)
+    words = rng.integers(3, 25, size=100)
+    before = rng.binomial(words, 0.3)
+    # The next checkpoint: most utterances as hard as before, a few a word better or worse.
+    after = np.maximum(before + rng.choice([-1, 0, 0, 0, 1], size=100), 0)
+    draws = rng.integers(0, 100, size=(20_000, 100))
+    boot = 100 * (after[draws].sum(axis=1) - before[draws].sum(axis=1)) / words[draws].sum(axis=1)
+    got = wer_change_standard_error(list(before), list(after), list(words))
+    assert got == pytest.approx(boot.std(), rel=0.05)
+    # Paired, far below what two independent draws of the subset would differ by.
+    unpaired = np.hypot(wer_standard_error(list(before), list(words)),
+                        wer_standard_error(list(after), list(words)))  # fmt: skip
+    assert got < unpaired / 2
+    assert wer_change_standard_error([2, 3], [2, 3], [10, 10]) == 0.0  # nothing changed
+    with pytest.raises(ValueError, match="2 error counts before, 3 after"):
+        wer_change_standard_error([1, 2], [1, 2, 3], [5, 5, 5])

@@ -66,6 +66,9 @@ def test_the_export_is_the_mean_of_the_best_scored_checkpoints(tmp_path, speech_
     spread = sum((e - rate * w) ** 2 for e, w in zip(errors, words, strict=True))
     assert averaged["wer_se"] == pytest.approx(100 * (n / (n - 1) * spread) ** 0.5 / sum(words))
     assert all(e.wer_se is not None for e in evaluations)
+    # The change since the previous evaluation, on the same utterances: none for the first.
+    changes = [e.wer_change_se for e in evaluations]
+    assert changes[0] is None and all(c is not None and c >= 0 for c in changes[1:])
     card = (out / "export" / "README.md").read_text()
     assert f"the mean of the checkpoints of steps {chosen[0]}, {chosen[1]}" in card
     result = json.loads((out / "result.json").read_text())

@@ -323,3 +323,28 @@ def test_a_cycle_that_moves_within_its_subsets_noise_keeps_a_large_lr():
     assert ours.directive.learning_rate == pytest.approx(HI)
     assert ours.sigma_kind == "noise-excess"
     assert ours.directive.reason == "Eq. 1 from cycle 0 σ_WER (noise-excess) 0.000"
+
+
+def test_noise_excess_reads_the_paired_change_when_measured():
+    # Changes' SEs 0.6 and 0.8: noise variance (0.36 + 0.64) / 2 / 2 = 0.25. Population
+    # variance of 39.8, 42.2, 43.4: mean 41.8, deviations −2, 0.4, 1.6: (4 + 0.16 + 2.56) / 3
+    # = 2.24. sqrt(2.24 − 0.25) = sqrt(1.99).
+    got = noise_excess_sigma([39.8, 42.2, 43.4], [3.5, 3.8, 4.0], [0.6, 0.8])
+    assert got == pytest.approx(math.sqrt(1.99))
+    # The same cycle read against the unpaired SEs: all noise.
+    assert noise_excess_sigma([39.8, 42.2, 43.4], [3.5, 3.8, 4.0]) == 0.0
+
+
+def test_a_steady_rise_beyond_the_paired_noise_lowers_the_lr():
+    # Each evaluation's own SE is near 4 points, its change since the previous under 1: the
+    # rise of 3.6 points over the cycle is the model's, not the subset's, and Eq. 1 reads it.
+    history = [
+        e.model_copy(update={"wer_se": se, "wer_change_se": change})
+        for e, se, change in zip(
+            evals([39.8, 42.2, 43.4]), [3.5, 3.8, 4.0], [None, 0.6, 0.8], strict=True
+        )
+    ]
+    decision = decide(settings(sigma_kind="noise-excess"), Directive(cycle=0, learning_rate=HI),
+                      history)  # fmt: skip
+    assert decision.sigma_wer == pytest.approx(math.sqrt(1.99))
+    assert decision.directive.learning_rate == pytest.approx(LO)  # σ 1.41 > σ_ref 0.5

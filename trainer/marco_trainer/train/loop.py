@@ -38,7 +38,7 @@ from marco_contract.formats import Directive, Evaluation, EvaluationHistory, Sta
 from marco_contract.layout import BEST_CHECKPOINT, CHECKPOINTS_DIR, EVALUATIONS_FILE, EXPORT_DIR
 from marco_contract.manifests import OUTSIDE_VOLUME, Volumes
 from marco_contract.options import evals_per_cycle
-from marco_contract.scoring import wer_standard_error
+from marco_contract.scoring import wer_change_standard_error, wer_standard_error
 from marco_trainer.data import (
     CleanMix,
     LoadedBatch,
@@ -130,6 +130,9 @@ class Trainer:
         # Only an exported run averages: a trial (--no-export) wants its curve alone.
         self.averaging = opts.export and opts.average_checkpoints > 1
         self.counts: Counter = Counter()
+        #: The previous evaluation's word errors per validation utterance (its index), for
+        #: the standard error of the change to the next (Evaluation.wer_change_se).
+        self._previous_errors: dict[int, int] | None = None
         self._terminate = False  # this rank got SIGTERM
         # Some rank had, as of the last step's all-reduce: the same on every rank, so all save
         # (a collective under FSDP) and exit at the same step.
@@ -701,7 +704,7 @@ class Trainer:
     # -- evaluation and checkpoints -------------------------------------------------------
     def evaluate(self) -> Evaluation:
         started = time.perf_counter()
-        wer, cer, wer_se = self._score_validation()
+        wer, cer, wer_se, wer_change_se = self._score_validation()
         state = self.state
         evaluation = Evaluation(
             step=state.step,
@@ -709,6 +712,7 @@ class Trainer:
             lr=state.learning_rate,
             wer=wer,
             wer_se=wer_se,
+            wer_change_se=wer_change_se,
             cer=cer if is_character_language(self.opts.language) else None,
             loss=state.loss_sum / state.loss_steps if state.loss_steps else None,
             time=time.time(),
@@ -737,8 +741,9 @@ class Trainer:
         self.dist.barrier()
         return evaluation
 
-    def _score_validation(self) -> tuple[float, float, float | None]:
-        """(WER, CER, the WER's standard error) of the live weights on the validation subset,
+    def _score_validation(self) -> tuple[float, float, float | None, float | None]:
+        """(WER, CER, the WER's standard error, that of its change since the previous
+        evaluation on the same utterances) of the live weights on the validation subset,
         decoded by all ranks."""
         rank, world = self.dist.rank, self.dist.world_size
         mine = [i for i in range(len(self.val_examples)) if i % world == rank]
@@ -755,10 +760,17 @@ class Trainer:
             log.warning("validation: %d unreadable files left out of WER", len(unreadable))
         self.counts["validation_corrupt_audio"] = len(unreadable)
         wer, cer, results = score(self.val_examples, merged, self.opts.language)
-        spread = wer_standard_error(
-            [r.word_errors for r in results], [r.reference_words for r in results]
-        )
-        return wer, cer, spread
+        words = [r.reference_words for r in results]
+        spread = wer_standard_error([r.word_errors for r in results], words)
+        errors = {index: r.word_errors for index, r in zip(sorted(merged), results, strict=True)}
+        change = None
+        previous = self._previous_errors
+        if previous is not None and previous.keys() == errors.keys():  # same utterances read
+            change = wer_change_standard_error(
+                [previous[i] for i in errors], list(errors.values()), words
+            )
+        self._previous_errors = errors
+        return wer, cer, spread, change
 
     def _keep_for_average(self, evaluation: Evaluation, weights: dict | None) -> None:
         """Rank 0: this evaluation's weights kept if it is among the best ``k`` so far; a
@@ -799,7 +811,10 @@ class Trainer:
             save_best(target, self.asr, best, averaged)
         self.dist.barrier()
         self.asr.load_weights(target)
-        wer, cer, wer_se = self._score_validation()
+        # The mean is no step of the run: the next evaluation's change is not from it.
+        previous = self._previous_errors
+        wer, cer, wer_se, _ = self._score_validation()
+        self._previous_errors = previous
         info = AveragedInfo(steps=steps, wer=wer, wer_se=wer_se, cer=cer)
         if self.dist.is_main:
             atomic_write_text(target / AVERAGED_FILE, info.model_dump_json(indent=2))
