@@ -7,7 +7,8 @@ the adaptation's Jobs and pods from kopf indexes instead of listings. It sleeps
 until an event of the adaptation, its Jobs or their pods wakes it, or core's
 requeue_after (at most `--interval`) passes. While training, a follower long-polls
 rank 0 (rank0_watch) and wakes the loop when an evaluation comes, so a decision
-follows an evaluation within a round trip rather than at the next interval. One
+follows an evaluation within a round trip rather than at the next interval; it then
+stands in for the timed passes (wait_seconds) until a stop is in force. One
 loop per adaptation, and an asyncio lock around each pass, keep passes over one
 adaptation in sequence. The wake-up flags, the locks, the followers and the phase
 gauge's tally are all it keeps in memory, rebuilt from the watches and the next
@@ -113,18 +114,26 @@ def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
     )
 
 
-def wait_seconds(done: reconciler.Pass, interval: float) -> float | None:
+def wait_seconds(done: reconciler.Pass, interval: float, followed: bool = False) -> float | None:
     """How long an adaptation's loop sleeps when no watch event wakes it.
 
     Core's requeue_after, but never longer than `interval`, the driver's ceiling (a
-    resync should an event be missed, and how often rank 0 is asked while training);
-    None, waiting for events alone, once the status is settled: the `when` filter then
-    stops the loop, or a spec edit wakes it. After a failed pass, its backoff, which may
-    exceed `interval` (the loop then lets only a spec edit cut it short).
+    resync should an event be missed); None, waiting for events alone, once the status is
+    settled: the `when` filter then stops the loop, or a spec edit wakes it. After a
+    failed pass, its backoff, which may exceed `interval` (the loop then lets only a spec
+    edit cut it short).
+
+    None too while a follower watches rank 0 (`followed`) and no stop is in force: what a
+    timed pass would find then, the follower reports (an evaluation, the end of training,
+    rank 0 unreadable) and the Job and pod watches the rest, so an adaptation that trains
+    and has nothing new costs no request. A stop in force runs on the clock (its grace
+    period), so it keeps the timed passes.
     """
     if done.retry_after is not None:
         return done.retry_after
     if done.settled or done.phase is None:
+        return None
+    if followed and not done.stopping:
         return None
     if done.requeue_after is None:
         return interval
@@ -301,7 +310,8 @@ def build_registry(
                 passed = time.monotonic()
                 if done.written_version is not None:
                     await _until_seen(state, stopped, done.written_version)
-                timeout = wait_seconds(done, options.interval)
+                followed = state.follower is not None and not state.follower.done()
+                timeout = wait_seconds(done, options.interval, followed)
                 if done.retry_after is not None and timeout is not None:
                     # Backing off: what wakes a loop (its own status write, pod churn) would
                     # repeat the failure at once; a spec edit may be the fix, and ends it.
