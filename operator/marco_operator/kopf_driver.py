@@ -162,6 +162,9 @@ class _Tracked:
     """What the driver keeps per adaptation, all rebuilt from the watches after a restart."""
 
     wake: asyncio.Event = field(default_factory=asyncio.Event)  # anything of it changed
+    #: What set `wake` since the pass began: the resourceVersion an adaptation event
+    #: delivered, None for anything else (a child, the follower).
+    woken_by: list[str | None] = field(default_factory=list)
     delivered: asyncio.Event = field(default_factory=asyncio.Event)  # a body of its own came
     edited: asyncio.Event = field(default_factory=asyncio.Event)  # a new generation came
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -301,6 +304,7 @@ def build_registry(
         try:
             while not stopped:
                 state.wake.clear()
+                state.woken_by.clear()
                 found = reconciler.Children(
                     jobs=tuple(stage_jobs.get(key, ())), pods=tuple(stage_pods.get(key, ()))
                 )
@@ -310,6 +314,10 @@ def build_registry(
                 passed = time.monotonic()
                 if done.written_version is not None:
                     await _until_seen(state, stopped, done.written_version)
+                    if all(by == done.written_version for by in state.woken_by):
+                        # Only the echo of its own status write came: the next pass would
+                        # see what this one decided on (and read rank 0 for nothing).
+                        state.wake.clear()
                 followed = state.follower is not None and not state.follower.done()
                 timeout = wait_seconds(done, options.interval, followed)
                 if done.retry_after is not None and timeout is not None:
@@ -339,7 +347,10 @@ def build_registry(
         if not sessions:
             # No connection limit: each follower holds one connection for its long poll.
             sessions.append(aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)))
-        wake = state.wake.set
+
+        def wake() -> None:
+            _wake(state)
+
         state.followed = url
         state.follower = asyncio.create_task(
             rank0_watch.follow(
@@ -375,7 +386,7 @@ def build_registry(
 
     def wake(namespace: str | None, name: str | None) -> None:
         if namespace and name:
-            tracked[namespace, name].wake.set()
+            _wake(tracked[namespace, name])
 
     @kopf.on.event("batch", "v1", "jobs", labels=managed, registry=registry)
     def child_job(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
@@ -404,7 +415,7 @@ def build_registry(
         if phase:
             set_phase(namespace, name, phase)
         state.delivered.set()
-        state.wake.set()
+        _wake(state, by=state.seen_version)
 
     @kopf.on.cleanup(registry=registry)
     async def close(**_: Any) -> None:
@@ -415,6 +426,11 @@ def build_registry(
         kube.close()
 
     return registry
+
+
+def _wake(state: _Tracked, by: str | None = None) -> None:
+    state.woken_by.append(by)
+    state.wake.set()
 
 
 def _said_if_failed(task: asyncio.Task[None]) -> None:
