@@ -263,12 +263,15 @@ def build_registry(
 
     # In-memory views of the operator's Jobs and their pods, kept by kopf's watches and
     # keyed by (namespace, adaptation): a pass reads them instead of listing. The pods carry
-    # the Job template's labels, so the same label selects them.
+    # the Job template's labels, so the same label selects them. Not copied: each watch event
+    # brings a body of its own, which replaces the last in the index and which nothing
+    # changes (a pass only reads it); a deep copy of every Job and pod event was the largest
+    # share of the operator's CPU at 200 adaptations.
     def by_adaptation(
         namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> Any:
         parent = labels.get(LABEL_ADAPTATION)
-        return {(namespace, parent): copy.deepcopy(dict(body))} if parent and namespace else None
+        return {(namespace, parent): dict(body)} if parent and namespace else None
 
     # One indexing function, registered for both kinds under the ids the daemon reads.
     kopf.index("batch", "v1", "jobs", id="stage_jobs", labels=managed, registry=registry)(

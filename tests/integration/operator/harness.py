@@ -327,6 +327,9 @@ class ApiServer(kmock.KubernetesEmulator):
         return listing
 
     async def _serve_watch(self, request: kmock.Request) -> Any:
+        # Its reaction is chosen: a watch lives as long as its client, and kmock would scan
+        # it, with every other one open, for each request that comes meanwhile (_forget).
+        self._forget(request)
         since = request.params.get("resourceVersion", "")
         plural = request.resource.plural if request.resource is not None else ""
         if since and self.watch_expiries.get(plural, 0) > 0:
@@ -380,7 +383,7 @@ class ApiServer(kmock.KubernetesEmulator):
         reaction whether it "sees" it by filtering that whole history: O(requests served so
         far) per request, quadratic over a run. At thousands of requests (operator_scale.py)
         the emulator spent half a second per request there. Nothing here reads that history,
-        so only the requests in flight (a watch, for its lifetime) are kept.
+        so only the requests being served are kept (a watch until its stream starts).
         """
         kept = self._requests
         for index in range(len(kept) - 1, -1, -1):
