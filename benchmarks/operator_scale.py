@@ -606,9 +606,7 @@ class OperatorProcess:
             return False
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        return cpu_seconds(self.process.pid)
 
     def memory(self) -> tuple[float, float]:
         """RSS now and its peak (VmHWM), MiB."""
@@ -638,6 +636,12 @@ class OperatorProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait(10)
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far (/proc: utime + stime, all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def request_kinds(calls: list[tuple[str, str, bool, str]]) -> dict[str, int]:
@@ -691,6 +695,9 @@ async def run_size(
             sim.spawn(sim.watch("v1", "configmaps", sim.on_configmap))
             await asyncio.sleep(1.0)  # the watches are open
             started, cpu_start = now(), operator.cpu_seconds()
+            # Who used the cores: the emulator's process and this one (simulator, rank 0s).
+            emulator_start = cpu_seconds(cluster.pid)
+            simulator_start = cpu_seconds(os.getpid())
             requests_start = cluster.counts()[1]
             for adaptation in sim.adaptations.values():
                 await sim.create(adaptation, cluster.endpoint_key)
@@ -721,6 +728,8 @@ async def run_size(
             await wait_until("every adaptation to finish", all_settled, budget + 120, problems)
             elapsed = now() - started
             cpu = (operator.cpu_seconds() - cpu_start) / elapsed
+            emulator_cpu = (cpu_seconds(cluster.pid) - emulator_start) / elapsed
+            simulator_cpu = (cpu_seconds(os.getpid()) - simulator_start) / elapsed
             requests = cluster.counts()[1] - requests_start
             rss, peak = operator.memory()
             phases = await sim.phases()
@@ -785,6 +794,8 @@ async def run_size(
         },
         "api_requests_per_s": requests / elapsed,
         "operator_cpu_share_of_one_core": cpu,
+        "emulator_cpu_share_of_one_core": emulator_cpu,
+        "simulator_cpu_share_of_one_core": simulator_cpu,
         "operator_rss_mib": rss,
         "operator_peak_rss_mib": peak,
         "decisions_checked": len(measured.eval_to_directive),
@@ -840,6 +851,9 @@ def markdown(result: dict[str, Any]) -> str:
          f"{q['rank0_reads_per_adaptation_per_s']:.3f}"),
         ("operator CPU (one core), nothing changing / whole run",
          f"{q['operator_cpu_share_of_one_core']:.0%} / {cpu:.0%}"),
+        ("emulator / simulator CPU (one core), whole run",
+         f"{result['emulator_cpu_share_of_one_core']:.0%} / "
+         f"{result['simulator_cpu_share_of_one_core']:.0%}"),
         ("operator RSS, end / peak",
          f"{result['operator_rss_mib']:.0f} / {result['operator_peak_rss_mib']:.0f} MiB"),
         ("API requests / s, whole run", f"{result['api_requests_per_s']:.0f}"),

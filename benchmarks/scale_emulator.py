@@ -114,6 +114,11 @@ class EmulatorProcess:
             raise RuntimeError("the emulator's process did not start in 60 s")
         self.url, self.endpoint_key = self._conn.recv()
 
+    @property
+    def pid(self) -> int:
+        assert self.process.pid is not None, "started in __init__"
+        return self.process.pid
+
     def _ask(self, what: str, argument: Any = None) -> Any:
         self._conn.send((what, argument))
         return self._conn.recv()
