@@ -5,13 +5,13 @@ Run from the repository root:
 [--adaptations 50,200,500] [--quiet-seconds 30] [--out benchmarks/results/operator_scale]``
 
 What runs: the API emulator of the operator tests (tests/integration/operator/harness.py)
-in a thread; `marco operator` as its own process (kopf, default --interval), as a
-Deployment runs it; and, in this process, a simulated Job controller and kubelet (each
-Job the operator creates gets its pods, then Completes after a few seconds) and simulated
-rank 0s: one HTTP server on loopback answers every train pod's /v1/evaluations, telling
-the adaptations apart by their bearer token, each serving a history that grows by an
-evaluation every 2-4 s. 10 % of the trainers ignore the stop directive (the operator must
-delete their Job after the grace period).
+in a process of its own (scale_emulator.py); `marco operator` as its own process (kopf,
+default --interval), as a Deployment runs it; and, in this process, a simulated Job
+controller and kubelet (each Job the operator creates gets its pods, then Completes after
+a few seconds) and simulated rank 0s: one HTTP server on loopback answers every train
+pod's /v1/evaluations, telling the adaptations apart by their bearer token, each serving
+a history that grows by an evaluation every 2-4 s. 10 % of the trainers ignore the stop
+directive (the operator must delete their Job after the grace period).
 
 Every adaptation runs all stages but fetch and push: filter, profile, augment, baseline,
 train (3 cycles of 3 evaluations; WERs that plateau so that early stopping stops it at
@@ -53,11 +53,12 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the tests' emulator harness
+sys.path.insert(0, str(ROOT / "benchmarks"))  # its process: scale_emulator
 
 import aiohttp  # noqa: E402
 import aiohttp.web  # noqa: E402
-import kmock  # noqa: E402
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
+from scale_emulator import EmulatorProcess, Write  # noqa: E402
 
 from marco_contract.formats import (  # noqa: E402
     Directive,
@@ -84,58 +85,8 @@ from tests.integration.operator.harness import (  # noqa: E402
     NAMESPACE,
     SHARED_CLAIM,
     TEST_USER_AGENT,
-    EmulatedCluster,
     free_port,
 )
-
-
-def index_named_lookups() -> None:
-    """kmock's emulator finds an object by scanning every object it holds (O(objects) per
-    GET, PATCH, POST): at hundreds of adaptations (thousands of objects with their Events) the
-    emulator, not the operator, would be measured. A request that names its object (and a
-    namespace) is looked up by key instead; the rest (lists, watches) scan as before."""
-    from kmock._internal import k8s
-
-    scan = k8s.KubernetesEmulator._KubernetesEmulator__get_objs  # type: ignore[attr-defined]
-
-    def lookup(self: Any, request: Any, strict: bool) -> list[Any]:
-        if request.resource is None or request.name is None or request.namespace is None:
-            return list(scan(self, request, strict))
-        key = (request.resource, request.namespace, request.name)
-        found = self._objects._objects.get(key)
-        return [] if found is None else [found]
-
-    k8s.KubernetesEmulator._KubernetesEmulator__get_objs = lookup  # type: ignore[attr-defined]
-
-
-#: An operator write as the emulator handled it: (when, plural, name, body).
-Write = tuple[float, str, str, dict[str, Any]]
-WRITES: list[Write] = []
-
-
-def log_operator_writes() -> None:
-    """Stamp each Job creation and ConfigMap write of the operator as the emulator handles it."""
-    from tests.integration.operator import harness
-
-    handle = harness.ApiServer._handle
-
-    async def logged(self: Any, request: Any) -> Any:
-        answer = await handle(self, request)
-        plural = request.resource.plural if request.resource is not None else None
-        written = request.action in (kmock.action.CREATE, kmock.action.UPDATE)
-        data = request.data
-        if plural in ("jobs", "configmaps") and written and isinstance(data, dict):
-            name = request.name or data.get("metadata", {}).get("name", "")
-            if request.subresource is None:
-                WRITES.append((now(), plural, name, data))
-            elif plural == "jobs" and any(
-                c.get("type") == "Complete" for c in data.get("status", {}).get("conditions", [])
-            ):  # the Job controller's verdict: the stage is done
-                WRITES.append((now(), "done", name, data))
-        return answer
-
-    harness.ApiServer._handle = logged  # type: ignore[method-assign]
-
 
 #: The stages each adaptation runs, in order, and what each non-train stage reports.
 STAGES = ["filter", "profile", "augment", "baseline", "train", "evaluate"]
@@ -245,7 +196,7 @@ class Measured:
 
     def derive(self, adaptations: dict[str, Adaptation], writes: list[Write]) -> None:
         """The latencies, from when the simulator acted (its clock, as it acted) to when the
-        operator's write reached the emulator (WRITES, stamped as the emulator handles
+        operator's write reached the emulator (its writes, stamped as the emulator handles
         it): a simulator that lags behind its watches (it shares the CPUs) slows the pace
         of the run, not the figures."""
         jobs: dict[str, list[tuple[float, str]]] = {}
@@ -284,7 +235,7 @@ class Measured:
 class Simulation:
     """Job controller, kubelet, garbage collector and rank 0s, on one event loop."""
 
-    def __init__(self, cluster: EmulatedCluster, count: int, seed: int) -> None:
+    def __init__(self, cluster: EmulatorProcess, count: int, seed: int) -> None:
         rng = random.Random(seed)
         self.cluster = cluster
         self.rng = rng
@@ -378,13 +329,18 @@ class Simulation:
         if kind == "ADDED":
             self.spawn(self.run_job(adaptation, stage, job))
         elif kind == "DELETED":
-            # The garbage collector: a deleted Job's pods go with it.
-            name = job["metadata"]["name"]
             if stage == "train" and adaptation.ignores_stop:
                 self.measured.ignored_stops_deleted += 1
-            selector = f"?labelSelector={JOB_NAME_LABEL}={name}"
-            pods = await self.call("GET", self.pods_path() + selector)
-            for pod in (pods or {}).get("items", []):
+            # Not awaited here: the watch must not wait for the garbage collector.
+            self.spawn(self.collect(job["metadata"]["name"]))
+
+    async def collect(self, name: str) -> None:
+        """The garbage collector: a deleted Job's pods go with it."""
+        selector = f"?labelSelector={JOB_NAME_LABEL}={name}"
+        pods = await self.call("GET", self.pods_path() + selector)
+        for pod in (pods or {}).get("items", []):
+            # kmock ignores labelSelector: without this, every adaptation's pods would go.
+            if (pod["metadata"].get("labels") or {}).get(JOB_NAME_LABEL) == name:
                 await self.call("DELETE", self.pods_path(pod["metadata"]["name"]))
 
     async def on_configmap(self, kind: str, configmap: dict[str, Any], seen: float) -> None:
@@ -610,7 +566,7 @@ class OperatorProcess:
     """`marco operator` as a Deployment runs it, with /proc readings of its CPU and RSS."""
 
     def __init__(
-        self, cluster: EmulatedCluster, trainer_port: int, workdir: Path, root: Path = ROOT
+        self, cluster: EmulatorProcess, trainer_port: int, workdir: Path, root: Path = ROOT
     ) -> None:
         self.workdir = workdir
         kubeconfig = workdir / "kubeconfig.yaml"
@@ -650,9 +606,7 @@ class OperatorProcess:
             return False
 
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+        return cpu_seconds(self.process.pid)
 
     def memory(self) -> tuple[float, float]:
         """RSS now and its peak (VmHWM), MiB."""
@@ -684,6 +638,12 @@ class OperatorProcess:
             self.process.wait(10)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far (/proc: utime + stime, all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def request_kinds(calls: list[tuple[str, str, bool, str]]) -> dict[str, int]:
     """The operator's requests by method and resource (the name dropped), most first."""
     kinds: dict[str, int] = {}
@@ -695,10 +655,6 @@ def request_kinds(calls: list[tuple[str, str, bool, str]]) -> dict[str, int]:
         key = f"{method}{' watch' if watch else ''} {resource}"
         kinds[key] = kinds.get(key, 0) + 1
     return dict(sorted(kinds.items(), key=lambda item: -item[1]))
-
-
-def operator_requests(cluster: EmulatedCluster) -> int:
-    return sum(1 for *_, agent in list(cluster.calls) if agent != TEST_USER_AGENT)
 
 
 def uptime() -> str:
@@ -724,11 +680,8 @@ async def run_size(
     operator_root: Path = ROOT,
 ) -> dict[str, Any]:
     load_before = os.getloadavg()
-    index_named_lookups()
-    log_operator_writes()
-    WRITES.clear()
-    with EmulatedCluster() as cluster:
-        cluster.create_claim(SHARED_CLAIM, ("ReadWriteMany",))
+    cluster = EmulatorProcess(SHARED_CLAIM)
+    try:
         sim = Simulation(cluster, count, seed)
         await sim.start()
         operator = OperatorProcess(cluster, sim.trainer_port, workdir, operator_root)
@@ -742,7 +695,10 @@ async def run_size(
             sim.spawn(sim.watch("v1", "configmaps", sim.on_configmap))
             await asyncio.sleep(1.0)  # the watches are open
             started, cpu_start = now(), operator.cpu_seconds()
-            requests_start = operator_requests(cluster)
+            # Who used the cores: the emulator's process and this one (simulator, rank 0s).
+            emulator_start = cpu_seconds(cluster.pid)
+            simulator_start = cpu_seconds(os.getpid())
+            requests_start = cluster.counts()[1]
             for adaptation in sim.adaptations.values():
                 await sim.create(adaptation, cluster.endpoint_key)
             problems = sim.measured.problems
@@ -754,14 +710,13 @@ async def run_size(
                 problems,
             )
             await asyncio.sleep(3.0)  # the last passes' writes and watch deliveries
-            quiet_requests = operator_requests(cluster)
-            quiet_from = len(cluster.calls)
+            quiet_from, quiet_requests = cluster.counts()
             quiet_reads = sum(a.reads for a in sim.adaptations.values())
             quiet_cpu, quiet_start = operator.cpu_seconds(), now()
             await asyncio.sleep(quiet)
             quiet_elapsed = now() - quiet_start
-            quiet_requests = operator_requests(cluster) - quiet_requests
-            quiet_kinds = request_kinds(cluster.calls[quiet_from:])
+            quiet_requests = cluster.counts()[1] - quiet_requests
+            quiet_kinds = request_kinds(cluster.calls_since(quiet_from))
             quiet_reads = sum(a.reads for a in sim.adaptations.values()) - quiet_reads
             quiet_cpu = (operator.cpu_seconds() - quiet_cpu) / quiet_elapsed
             sim.release.set()
@@ -773,15 +728,20 @@ async def run_size(
             await wait_until("every adaptation to finish", all_settled, budget + 120, problems)
             elapsed = now() - started
             cpu = (operator.cpu_seconds() - cpu_start) / elapsed
-            requests = operator_requests(cluster) - requests_start
+            emulator_cpu = (cpu_seconds(cluster.pid) - emulator_start) / elapsed
+            simulator_cpu = (cpu_seconds(os.getpid()) - simulator_start) / elapsed
+            requests = cluster.counts()[1] - requests_start
             rss, peak = operator.memory()
             phases = await sim.phases()
             errors = operator.metric_sum("marco_operator_errors_total")
             failed_passes = operator.metric_sum("marco_operator_reconciles_total")
             events = await sim.events()
+            writes = cluster.writes()
         finally:
             operator.stop()
             await sim.close()
+    finally:
+        cluster.close()
     log = operator.log.read_text()
     if keep_log is not None:
         keep_log.write_text(log)
@@ -799,7 +759,7 @@ async def run_size(
         if (n := per_reason.get(reason, {}).get(name, 0)) != expected
     ]
     measured = sim.measured
-    measured.derive(sim.adaptations, WRITES)
+    measured.derive(sim.adaptations, writes)
 
     def summary(values: list[float]) -> dict[str, Any]:
         return {
@@ -834,6 +794,8 @@ async def run_size(
         },
         "api_requests_per_s": requests / elapsed,
         "operator_cpu_share_of_one_core": cpu,
+        "emulator_cpu_share_of_one_core": emulator_cpu,
+        "simulator_cpu_share_of_one_core": simulator_cpu,
         "operator_rss_mib": rss,
         "operator_peak_rss_mib": peak,
         "decisions_checked": len(measured.eval_to_directive),
@@ -889,6 +851,9 @@ def markdown(result: dict[str, Any]) -> str:
          f"{q['rank0_reads_per_adaptation_per_s']:.3f}"),
         ("operator CPU (one core), nothing changing / whole run",
          f"{q['operator_cpu_share_of_one_core']:.0%} / {cpu:.0%}"),
+        ("emulator / simulator CPU (one core), whole run",
+         f"{result['emulator_cpu_share_of_one_core']:.0%} / "
+         f"{result['simulator_cpu_share_of_one_core']:.0%}"),
         ("operator RSS, end / peak",
          f"{result['operator_rss_mib']:.0f} / {result['operator_peak_rss_mib']:.0f} MiB"),
         ("API requests / s, whole run", f"{result['api_requests_per_s']:.0f}"),

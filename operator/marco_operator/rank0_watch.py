@@ -54,7 +54,8 @@ async def follow(
     call `wake` whenever the number of evaluations differs from `seen` (more: a new one;
     fewer: a rank 0 restarted from an older checkpoint), or training finished.
 
-    Unreachable or unreadable, rank 0 is asked again after `interval`: the passes say why.
+    Unreachable or unreadable, rank 0 is asked again after `interval`, and `wake` called
+    each time: the passes say why.
     """
     headers = {"Authorization": f"Bearer {token}"}
     limit = aiohttp.ClientTimeout(total=wait + timeout)
@@ -68,6 +69,9 @@ async def follow(
                 history = EvaluationHistory.model_validate_json(await response.read())
         except (aiohttp.ClientError, TimeoutError, ValidationError) as error:
             logger.debug("rank 0 at %s not followed: %s", url, error)
+            # The follower stands in for the timed passes (kopf_driver.wait_seconds): a pass
+            # says that rank 0 cannot be read, once per interval, as a timed pass did.
+            wake()
             await asyncio.sleep(interval)
             continue
         count = len(history.evaluations)

@@ -482,6 +482,8 @@ class Pass:
     #: pass read there (None: unreadable): what the driver's follower starts from.
     rank0_url: str | None = None
     evaluations_seen: int | None = None
+    #: A stop is in force (status.stop): its grace period runs on the clock, not on events.
+    stopping: bool = False
 
 
 def claim_path(namespace: str, name: str) -> str:
@@ -859,6 +861,7 @@ def reconcile_pass(kube: Kube, body: Mapping[str, Any], found: Children, options
         settled=settled({**body, "status": outcome.status}),
         rank0_url=url,
         evaluations_seen=seen,
+        stopping=outcome.status.get("stop") is not None,
     )
 
 

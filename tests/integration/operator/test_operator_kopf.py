@@ -450,9 +450,14 @@ def test_an_operator_killed_mid_training_resumes_without_repeating_itself(
         )
         assert directive.learning_rate == pytest.approx(eq1([28.1, 28.0, 28.05], 1e-7, 1e-5, 0.5))
         status = status_at_cycle(cluster, 2)
-        target = second.metric("marco_operator_reconciles_total", {"result": "success"}) + 3
+        target = second.metric("marco_operator_reconciles_total", {"result": "success"}) + 2
+        # Passes after it (evaluations wake them: the follower stands in for timed passes)
+        # take none of the first operator's decisions again.
+        for wer in (27.9, 27.8):
+            trainer.evaluate(wer)
+            wait_for(f"WER {wer} in the status", lambda w=wer: cluster.status(NAME)["wer"] == w)
         wait_for(
-            "three more passes",
+            "two more passes",
             lambda: (
                 second.metric("marco_operator_reconciles_total", {"result": "success"}) >= target
             ),
@@ -653,14 +658,42 @@ def test_passes_read_jobs_and_pods_from_the_watch_caches(
     wait_for("the WER in the status", lambda: cluster.status(NAME).get("wer") == 30.0)
 
     first_call, first_pass = len(cluster.calls), passes(operator)
-    more_passes(operator, count=5)
+    # While rank 0 is followed, what changes brings the passes: evaluations here.
+    for wer in (29.5, 29.0, 28.5):
+        trainer.evaluate(wer)
+        wait_for(f"WER {wer} in the status", lambda w=wer: cluster.status(NAME).get("wer") == w)
     calls = [c for c in list(cluster.calls)[first_call:] if c[3] == USER_AGENT]
     made = passes(operator) - first_pass
+    assert made >= 3
     reads = [path for method, path, _, _ in calls if method == "GET"]
     # No listing of Jobs or pods: the only read is the directive's ConfigMap, which is the
     # operator's own write and no watch carries; one per pass.
     assert set(reads) == {control_path(NAMESPACE, NAME)}
     assert made - 1 <= len(reads) <= made + 1
+
+
+def test_a_followed_training_costs_no_request_while_nothing_changes(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, operator
+) -> None:
+    # The operator fixture's interval is 0.3 s: timed passes would come five times a 1.5 s.
+    cluster.apply_adaptation(NAME, make_spec(**ONLY_TRAINING))
+    jobs.start(jobs.wait_job(NAME, "train"))
+    wait_for("the first directive", lambda: cluster.directive(NAME))
+    trainer.evaluate(30.0)
+    wait_for("the WER in the status", lambda: cluster.status(NAME).get("wer") == 30.0)
+    first_call = len(cluster.calls)
+    # The follower stands in for the timed passes: none while rank 0 has nothing new...
+    idle(operator, quiet=1.5)
+    sent = [c for c in list(cluster.calls)[first_call:] if c[3] == USER_AGENT and not c[2]]
+    assert sent == []
+    assert trainer.long_polled > 0
+    # ...and a new evaluation is still decided on: the follower wakes the loop, once; the
+    # echo of that pass's own status write wakes no other.
+    before = passes(operator)
+    trainer.evaluate(29.5)
+    wait_for("the new WER in the status", lambda: cluster.status(NAME).get("wer") == 29.5)
+    idle(operator, quiet=1.5)
+    assert passes(operator) - before == 1
 
 
 def test_lr_trials_run_as_parallel_jobs_and_the_best_sets_cycle_0(

@@ -241,6 +241,20 @@ def test_a_finished_job_takes_its_result_from_its_own_lead_pod() -> None:
 )
 def test_a_loop_sleeps_until_core_s_requeue_within_the_interval(done, interval, expected) -> None:
     assert wait_seconds(done, interval) == expected
+    if done.phase is not None and not done.settled and done.retry_after is None:
+        # A follower on rank 0 stands in for the timed pass: events (its own) alone.
+        assert wait_seconds(done, interval, followed=True) is None
+
+
+@pytest.mark.parametrize(
+    "done",
+    [
+        Pass(phase="Training", requeue_after=10.0, stopping=True),  # the grace period's clock
+        Pass(phase="Training", retry_after=8.0),  # a failed pass: its backoff
+    ],
+)
+def test_a_follower_does_not_stand_in_for_a_stop_s_clock_or_a_backoff(done) -> None:
+    assert wait_seconds(done, 0.3, followed=True) == wait_seconds(done, 0.3) is not None
 
 
 def test_the_default_queue_is_the_flag_else_the_environment_and_a_bad_one_is_refused():
