@@ -648,14 +648,22 @@ def test_core_s_requeue_paces_the_passes(
         run.stop()
 
 
-def test_passes_read_jobs_and_pods_from_the_watch_caches(
-    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, operator
+def training_with_a_first_evaluation(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer
 ) -> None:
+    """A training-only adaptation whose train Job runs and whose rank 0 served one
+    evaluation (WER 30), which a pass found through the pod in the index."""
     cluster.apply_adaptation(NAME, make_spec(**ONLY_TRAINING))
     jobs.start(jobs.wait_job(NAME, "train"))
     wait_for("the first directive", lambda: cluster.directive(NAME))
-    trainer.evaluate(30.0)  # a pass finds rank 0 through its pod, in the index
+    trainer.evaluate(30.0)
     wait_for("the WER in the status", lambda: cluster.status(NAME).get("wer") == 30.0)
+
+
+def test_passes_read_jobs_and_pods_from_the_watch_caches(
+    cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, operator
+) -> None:
+    training_with_a_first_evaluation(cluster, jobs, trainer)
 
     first_call, first_pass = len(cluster.calls), passes(operator)
     # While rank 0 is followed, what changes brings the passes: evaluations here.
@@ -676,11 +684,7 @@ def test_a_followed_training_costs_no_request_while_nothing_changes(
     cluster: EmulatedCluster, jobs: JobController, trainer: ScriptedTrainer, operator
 ) -> None:
     # The operator fixture's interval is 0.3 s: timed passes would come five times a 1.5 s.
-    cluster.apply_adaptation(NAME, make_spec(**ONLY_TRAINING))
-    jobs.start(jobs.wait_job(NAME, "train"))
-    wait_for("the first directive", lambda: cluster.directive(NAME))
-    trainer.evaluate(30.0)
-    wait_for("the WER in the status", lambda: cluster.status(NAME).get("wer") == 30.0)
+    training_with_a_first_evaluation(cluster, jobs, trainer)
     first_call = len(cluster.calls)
     # The follower stands in for the timed passes: none while rank 0 has nothing new...
     idle(operator, quiet=1.5)
