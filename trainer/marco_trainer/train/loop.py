@@ -121,6 +121,27 @@ class PreparedStep:
     position: StreamPosition
 
 
+@dataclass(frozen=True)
+class Validation:
+    """One decoding of the validation subset: corpus WER and CER, the WER's standard error,
+    and each utterance's word errors (by its index) and reference words."""
+
+    wer: float
+    cer: float
+    wer_se: float | None
+    errors: dict[int, int]
+    words: list[int]
+
+    def change_se(self, previous: Validation | None) -> float | None:
+        """The standard error of the WER's change since ``previous``; None without one, or
+        when the two read other utterances (one was unreadable in only one of them)."""
+        if previous is None or previous.errors.keys() != self.errors.keys():
+            return None
+        return wer_change_standard_error(
+            [previous.errors[i] for i in self.errors], list(self.errors.values()), self.words
+        )
+
+
 class Trainer:
     def __init__(self, opts: TrainOptions) -> None:
         self.opts = opts
@@ -130,9 +151,9 @@ class Trainer:
         # Only an exported run averages: a trial (--no-export) wants its curve alone.
         self.averaging = opts.export and opts.average_checkpoints > 1
         self.counts: Counter = Counter()
-        #: The previous evaluation's word errors per validation utterance (its index), for
-        #: the standard error of the change to the next (Evaluation.wer_change_se).
-        self._previous_errors: dict[int, int] | None = None
+        #: The previous evaluation's scores, for the standard error of the change to the
+        #: next (Evaluation.wer_change_se); None before the first of this process.
+        self._previous_validation: Validation | None = None
         self._terminate = False  # this rank got SIGTERM
         # Some rank had, as of the last step's all-reduce: the same on every rank, so all save
         # (a collective under FSDP) and exit at the same step.
@@ -704,16 +725,18 @@ class Trainer:
     # -- evaluation and checkpoints -------------------------------------------------------
     def evaluate(self) -> Evaluation:
         started = time.perf_counter()
-        wer, cer, wer_se, wer_change_se = self._score_validation()
+        scored = self._score_validation()
+        wer = scored.wer
+        previous, self._previous_validation = self._previous_validation, scored
         state = self.state
         evaluation = Evaluation(
             step=state.step,
             cycle=state.cycle,
             lr=state.learning_rate,
             wer=wer,
-            wer_se=wer_se,
-            wer_change_se=wer_change_se,
-            cer=cer if is_character_language(self.opts.language) else None,
+            wer_se=scored.wer_se,
+            wer_change_se=scored.change_se(previous),
+            cer=scored.cer if is_character_language(self.opts.language) else None,
             loss=state.loss_sum / state.loss_steps if state.loss_steps else None,
             time=time.time(),
             skipped_steps=state.nonfinite_since_eval,
@@ -741,10 +764,8 @@ class Trainer:
         self.dist.barrier()
         return evaluation
 
-    def _score_validation(self) -> tuple[float, float, float | None, float | None]:
-        """(WER, CER, the WER's standard error, that of its change since the previous
-        evaluation on the same utterances) of the live weights on the validation subset,
-        decoded by all ranks."""
+    def _score_validation(self) -> Validation:
+        """The live weights' scores on the validation subset, decoded by all ranks."""
         rank, world = self.dist.rank, self.dist.world_size
         mine = [i for i in range(len(self.val_examples)) if i % world == rank]
         with self._gathered():
@@ -761,16 +782,13 @@ class Trainer:
         self.counts["validation_corrupt_audio"] = len(unreadable)
         wer, cer, results = score(self.val_examples, merged, self.opts.language)
         words = [r.reference_words for r in results]
-        spread = wer_standard_error([r.word_errors for r in results], words)
-        errors = {index: r.word_errors for index, r in zip(sorted(merged), results, strict=True)}
-        change = None
-        previous = self._previous_errors
-        if previous is not None and previous.keys() == errors.keys():  # same utterances read
-            change = wer_change_standard_error(
-                [previous[i] for i in errors], list(errors.values()), words
-            )
-        self._previous_errors = errors
-        return wer, cer, spread, change
+        return Validation(
+            wer=wer,
+            cer=cer,
+            wer_se=wer_standard_error([r.word_errors for r in results], words),
+            errors={i: r.word_errors for i, r in zip(sorted(merged), results, strict=True)},
+            words=words,
+        )
 
     def _keep_for_average(self, evaluation: Evaluation, weights: dict | None) -> None:
         """Rank 0: this evaluation's weights kept if it is among the best ``k`` so far; a
@@ -811,14 +829,11 @@ class Trainer:
             save_best(target, self.asr, best, averaged)
         self.dist.barrier()
         self.asr.load_weights(target)
-        # The mean is no step of the run: the next evaluation's change is not from it.
-        previous = self._previous_errors
-        wer, cer, wer_se, _ = self._score_validation()
-        self._previous_errors = previous
-        info = AveragedInfo(steps=steps, wer=wer, wer_se=wer_se, cer=cer)
+        scored = self._score_validation()
+        info = AveragedInfo(steps=steps, wer=scored.wer, wer_se=scored.wer_se, cer=scored.cer)
         if self.dist.is_main:
             atomic_write_text(target / AVERAGED_FILE, info.model_dump_json(indent=2))
-        log.info("averaged the checkpoints of steps %s: validation WER %.2f", steps, wer)
+        log.info("averaged the checkpoints of steps %s: validation WER %.2f", steps, scored.wer)
         return info
 
     def _best_info(self, evaluation: Evaluation) -> BestInfo:
