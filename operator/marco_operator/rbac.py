@@ -42,10 +42,11 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     # patches its finalizer and progress annotations.
     Rule(GROUP, PLURAL, ("list", "watch", "patch")),
     Rule(GROUP, f"{PLURAL}/status", ("patch",)),
-    # Stage Jobs: created, watched; deleted when an earlier adaptation of the same name left
-    # them, when a failed stage is retried, or when a stop is not honoured (never suspended
-    # or patched: with Kueue, spec.suspend is Kueue's).
-    Rule("batch", "jobs", ("list", "watch", "create", "delete")),
+    # Stage Jobs: created, watched; read after a 409 on create for its owner (a Job of that
+    # name the watch does not select: no labels of ours); deleted when an earlier adaptation
+    # of the same name left them, when a failed stage is retried, or when a stop is not
+    # honoured (never suspended or patched: with Kueue, spec.suspend is Kueue's).
+    Rule("batch", "jobs", ("get", "list", "watch", "create", "delete")),
     # Stage pods are watched (kopf's index) for rank 0's IP and the termination messages,
     # never changed.
     Rule("", "pods", ("list", "watch")),

@@ -695,17 +695,27 @@ class EmulatedCluster:
         return [e for e in events if e.get("involvedObject", {}).get("name") == adaptation]
 
     def leave_predecessor(
-        self, adaptation: str, stages: tuple[str, ...] = ("filter",), steered: bool = True
+        self,
+        adaptation: str,
+        stages: tuple[str, ...] = ("filter",),
+        steered: bool = True,
+        unlabelled: tuple[str, ...] = (),
     ) -> str:
         """What an earlier AsrAdaptation of this name left, as the operator made it for that
         one (its uid, our names and labels) and no garbage collector removed yet: its stage
         Jobs, and with `steered` its control ConfigMap (a directive of its own) and Service.
+        The Jobs of the `unlabelled` stages keep the predecessor's controller reference but
+        not our labels (someone removed them): no watch of the operator's selects them, so
+        only the 409 of creating that stage's Job, and a read of the Job, reveal them.
         Returns the predecessor's uid."""
         old = Owner(name=adaptation, namespace=NAMESPACE, uid=str(uuid.uuid4()))
-        for stage in stages:
+        for stage in (*stages, *unlabelled):
+            meta = metadata(old, job_name(adaptation, stage), stage)
+            if stage in unlabelled:
+                meta = {key: value for key, value in meta.items() if key != "labels"}
             self.kube.create({
                 "apiVersion": "batch/v1", "kind": "Job",
-                "metadata": metadata(old, job_name(adaptation, stage), stage),
+                "metadata": meta,
                 "spec": {"template": {"metadata": {"labels": labels(old, stage)},
                                       "spec": {"containers": []}}},
             })  # fmt: skip

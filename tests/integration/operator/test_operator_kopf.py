@@ -575,8 +575,9 @@ def _a_whole_run(cluster: EmulatedCluster, jobs: JobController, trainer: Scripte
         training={"cycleSteps": 20, "earlyStopping": {"patience": 3, "minImprovement": 0.1}}
     )
     # Its evaluate Job: deleted before anything of this run starts, so the evaluate Job the
-    # wait below meets is this run's.
-    cluster.leave_predecessor(NAME, stages=("evaluate",))
+    # wait below meets is this run's. Its profile Job without our labels: found only when
+    # creating this run's profile Job answers 409, then read (whose is it?) and deleted.
+    cluster.leave_predecessor(NAME, stages=("evaluate",), unlabelled=("profile",))
     cluster.apply_adaptation(NAME, spec)
     # The filter Job has no pod for a while: the operator reads its Events.
     jobs.wait_job(NAME, "filter")
