@@ -267,7 +267,12 @@ def build_registry(
     # brings a body of its own, which replaces the last in the index and which nothing
     # changes (a pass only reads it); a deep copy of every Job and pod event was the largest
     # share of the operator's CPU at 200 adaptations.
-    def by_adaptation(
+    #
+    # This and the event handlers below are coroutines although they never wait: kopf runs a
+    # plain function in its thread pool (a hop to a thread and back for every watch event,
+    # six threads on two cores, queued behind each other at hundreds of adaptations), and a
+    # coroutine on its event loop, the thread an asyncio.Event is meant to be set from.
+    async def by_adaptation(
         namespace: str | None, labels: Mapping[str, str], body: kopf.Body, **_: Any
     ) -> Any:
         parent = labels.get(LABEL_ADAPTATION)
@@ -392,15 +397,17 @@ def build_registry(
             _wake(tracked[namespace, name])
 
     @kopf.on.event("batch", "v1", "jobs", labels=managed, registry=registry)
-    def child_job(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    async def child_job(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         wake(namespace, labels.get(LABEL_ADAPTATION))
 
     @kopf.on.event("", "v1", "pods", labels=managed, registry=registry)
-    def child_pod(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    async def child_pod(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
         wake(namespace, labels.get(LABEL_ADAPTATION))
 
     @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def seen(namespace: str | None, name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
+    async def seen(
+        namespace: str | None, name: str, body: kopf.Body, type: str | None, **_: Any
+    ) -> None:
         if namespace is None:  # AsrAdaptation is namespaced; kopf's signature is general
             return
         if type == "DELETED":
