@@ -38,12 +38,30 @@ def index_named_lookups() -> None:
 
     def lookup(self: Any, request: Any, strict: bool) -> list[Any]:
         if request.resource is None or request.name is None or request.namespace is None:
-            return list(scan(self, request, strict))
+            found = list(scan(self, request, strict))
+            selector = (request.params or {}).get("fieldSelector")
+            return [o for o in found if fields_match(o.raw, selector)] if selector else found
         key = (request.resource, request.namespace, request.name)
         found = self._objects._objects.get(key)
         return [] if found is None else [found]
 
     k8s.KubernetesEmulator._KubernetesEmulator__get_objs = lookup  # type: ignore[attr-defined]
+
+
+def fields_match(raw: dict[str, Any], selector: str) -> bool:
+    """Whether an object matches a field selector of `a.b=value` terms, as the API server
+    filters a list (kmock ignores the selector; here a watch's first listing is filtered
+    too, its stream not: the operator watches nothing by field). The operator lists a pod-less
+    Job's Events by `involvedObject.uid`: unfiltered, each such list returned every Event
+    of the namespace, thousands at 500 adaptations, which a real API server never sends."""
+    for term in selector.split(","):
+        path, _, wanted = term.partition("=")
+        value: Any = raw
+        for part in path.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None or str(value) != wanted:
+            return False
+    return True
 
 
 def log_operator_writes(writes: list[Write]) -> None:
