@@ -109,7 +109,9 @@ def derive_conditions(status: AsrAdaptationStatus, now: float) -> list[Condition
     (Reconciled) as it was. Each condition's observedGeneration is the generation the pass
     acted on (status.observedGeneration); its lastTransitionTime moves only when its status
     flips. `status` is not changed."""
-    work = status.model_copy(deep=True)
+    # set_condition replaces a condition (never changes one) in the list: a new list on a
+    # shallow copy leaves `status` as it was, without copying its evaluation history.
+    work = status.model_copy(update={"conditions": list(status.conditions)})
     state = outcome(work)
     ready = next((c for c in work.conditions if c.type == READY), None)
     phase = work.phase
