@@ -51,17 +51,14 @@ def index_named_lookups() -> None:
 def fields_match(raw: dict[str, Any], selector: str) -> bool:
     """Whether an object matches a field selector of `a.b=value` terms, as the API server
     filters a list (kmock ignores the selector; here a watch's first listing is filtered
-    too, its stream not: the operator watches nothing by field). The operator lists a pod-less
-    Job's Events by `involvedObject.uid`: unfiltered, each such list returned every Event
-    of the namespace, thousands at 500 adaptations, which a real API server never sends."""
-    for term in selector.split(","):
-        path, _, wanted = term.partition("=")
-        value: Any = raw
-        for part in path.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
-        if value is None or str(value) != wanted:
-            return False
-    return True
+    too, its stream not: the operator watches nothing by field). The operator lists a
+    pod-less Job's Events by `involvedObject.uid`: unfiltered, each such list returned every
+    Event of the namespace, thousands at 500 adaptations, which a real API server never
+    sends. The matching is the operator's own (it filters again what a server returns)."""
+    from marco_operator.kube import matches_fields
+
+    terms = dict(term.partition("=")[::2] for term in selector.split(","))
+    return matches_fields(raw, terms)
 
 
 def log_operator_writes(writes: list[Write]) -> None:
