@@ -13,7 +13,13 @@ seed, at one step budget and batch:
 - ``ftda``: ``marco run`` with target-profile-driven augmentation (Eq. 1 + Eq. 3);
 - ``ftda-target``: the same with ``augmentation.channelFromTarget`` (noise harvested
   from the target's pauses, its equaliser, codec and compression): off by default
-  in the product until this benchmark shows it helps, so it is measured beside it.
+  in the product until this benchmark shows it helps, so it is measured beside it;
+- ``ft-oracle`` (only when named in ``--systems``): ``marco run`` FT on the clean
+  source plus the same utterances through the target's *true* channel, drawn by the
+  scenario's generator (``marco_demo scenario --oracle``), in place of the augmented
+  copies: what a perfect profile and chain would give at the same budget, the
+  ceiling of every augmentation. It is a diagnosis, not a system the product could
+  run, and no target is judged on it.
 
 Every system validates on the first ``--eval-samples`` utterances of the
 target dev set every ``--eval-every`` steps, and its test set is scored by
@@ -35,10 +41,10 @@ leaves ``runs/<scenario>/seed<N>/<system>/result.json`` and is skipped next
 time, so an interrupted benchmark resumes.
 
     python benchmarks/adaptation.py [--scenarios meeting,car,voip,radio] [--seeds 0,1,2]
-        [--systems baseline,hf,hf-aug,ft,ftda,ftda-target] [--max-steps 120] [--batch-size 8]
-        [--eval-every 20] [--eval-samples 40] [--trial-steps 0] [--average-checkpoints 1]
-        [--sigma population] [--lr-bounds demo|product|MIN,MAX] [--work DIR] [--model DIR]
-        [--smoke] [--report-only]
+        [--systems baseline,hf,hf-aug,ft,ftda,ftda-target[,ft-oracle]] [--max-steps 120]
+        [--batch-size 8] [--eval-every 20] [--eval-samples 40] [--trial-steps 0]
+        [--average-checkpoints 1] [--sigma population] [--lr-bounds demo|product|MIN,MAX]
+        [--work DIR] [--model DIR] [--smoke] [--report-only]
 
 ``--report-only`` reads the finished runs under ``--work`` and writes the tables
 and plot of those alone, running nothing.
@@ -90,10 +96,12 @@ from runs import (
     python_module,
 )
 
-from marco_demo.scenarios import HELD_OUT_SCENARIOS, SCENARIOS
+from marco_demo.scenarios import HELD_OUT_SCENARIOS, ORACLE_SPLIT, SCENARIOS
 
-SYSTEMS = ("baseline", "hf", "hf-aug", "ft", "ftda", "ftda-target")
-MARCO_SYSTEMS = ("ft", "ftda", "ftda-target")
+SYSTEMS = ("baseline", "hf", "hf-aug", "ft", "ftda", "ftda-target", "ft-oracle")
+#: What runs unless --systems says otherwise: the oracle needs a data split of its own.
+DEFAULT_SYSTEMS = tuple(s for s in SYSTEMS if s != "ft-oracle")
+MARCO_SYSTEMS = ("ft", "ftda", "ftda-target", "ft-oracle")
 LABELS = {
     "baseline": "Whisper tiny.en (no training)",
     "hf": "HF Seq2SeqTrainer + ES",
@@ -101,8 +109,10 @@ LABELS = {
     "ft": "marco FT (Eq. 1)",
     "ftda": "marco FT + DA (Eq. 1 + 3)",
     "ftda-target": "marco FT + DA, channel from target",
+    "ft-oracle": "marco FT + the target's true channel (ceiling)",
 }
 MODEL_DIR = "models/whisper-tiny.en-10s"
+ORACLE_MANIFEST = f"{ORACLE_SPLIT}.jsonl"
 #: The demo's initial LR and the method's bounds: the HF recipe trains at the former.
 LEARNING_RATE = 1e-5
 
@@ -111,7 +121,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--scenarios", default=",".join(SCENARIOS))
     p.add_argument("--seeds", default="0,1,2")
-    p.add_argument("--systems", default=",".join(SYSTEMS))
+    p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
+                   help=f"of {', '.join(SYSTEMS)} (default: all but ft-oracle)")  # fmt: skip
     p.add_argument("--max-steps", type=int, default=120, help="step budget of every system")
     p.add_argument("--batch-size", type=int, default=8, help="utterances per step, every system")
     p.add_argument("--eval-every", type=int, default=20)
@@ -151,7 +162,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         args.scenarios, args.seeds = "car", "0"
         # At toy size a run is mostly its processes importing torch, single-threaded:
         # all at once keep both cores busy.
-        args.jobs = len(SYSTEMS)
+        args.jobs = len(DEFAULT_SYSTEMS)
         # One evaluation per run: on 2 cores the evaluations, not the steps, cost the time.
         args.max_steps, args.batch_size, args.eval_every, args.eval_samples = 2, 2, 2, 2
         args.source_utterances, args.target_utterances = 6, 3
@@ -224,7 +235,8 @@ def prepare_data(args: argparse.Namespace, name: str, model: Path) -> Path:
     sizes = ["--source-utterances", str(args.source_utterances),
              "--target-utterances", str(args.target_utterances),
              "--target-dev-utterances", str(args.dev_utterances),
-             "--target-test-utterances", str(args.test_utterances)]  # fmt: skip
+             "--target-test-utterances", str(args.test_utterances),
+             *(["--oracle"] if "ft-oracle" in args.systems else [])]  # fmt: skip
     started = time.monotonic()
     python_module("marco_demo", "scenario", "--name", name, "--output-dir", str(data), *sizes,
                   log=args.work / "logs" / f"data-{name}.log")  # fmt: skip
@@ -291,6 +303,10 @@ def run_system(
                           training=training(args, seed))  # fmt: skip
     if system == "ftda-target":
         manifest["spec"]["augmentation"]["channelFromTarget"] = True
+    if system == "ft-oracle":
+        # Laid out as FT + DA's data with keepOriginal and one copy: the clean source,
+        # then one copy of each utterance, here through the target's true channel.
+        manifest["spec"]["data"]["train"] = [*manifest["spec"]["data"]["train"], ORACLE_MANIFEST]
     # The baseline stage measures the untrained model on the dev set for the report;
     # with initialLearningRate given, nothing of Eq. 1 reads it (schedule.py), and the
     # `baseline` system scores the untrained model on the test set already. Off, it

@@ -8,6 +8,8 @@
     DIR/target/dev.jsonl        + target/dev/*.wav         the scenario's channel, labeled
     DIR/target/test.jsonl       + target/test/*.wav        the scenario's channel, labeled
     DIR/noise/babble/*.wav      (meeting only) the distant talkers' clips
+    DIR/source/oracle.jsonl     (``--oracle`` only) the source once more, through the
+                                target's own channel: see below
     DIR/summary.json            counts, hours, speakers per split
 
 Scenarios (sounds in :mod:`marco_demo.scenario_channels`, words in
@@ -38,6 +40,14 @@ scenario, between scenarios, and from the demo's voices (which are never pitch
 shifted); sentences are disjoint between splits. As in :mod:`marco_demo.data`,
 everything is planned from the seed first and rendering resumes by skipping
 files that exist (their names carry a hash of their job).
+
+``--oracle`` adds ``source/oracle``: every source utterance (same sentence,
+same voice) through a channel drawn from the target's own distribution, as the
+generator makes the target. It is the augmentation a perfect profile would
+produce, so training on it measures the most any augmentation can give at a
+budget: a ceiling for the benchmark, never an input of the method (the product
+cannot know the generator). Its channels come from a generator of their own, so
+every other split is the same with or without it.
 """
 
 from __future__ import annotations
@@ -76,6 +86,8 @@ from marco_demo.synth import Voice, speak
 BABBLE_SPLIT = "noise/babble"
 #: Splits in the order they are planned; every one but the babble bank has a manifest.
 SPLITS: tuple[str, ...] = ("source/train", "target/unlabeled", "target/dev", "target/test")
+#: The source through the target's channel (``ScenarioConfig.oracle``): a benchmark's ceiling.
+ORACLE_SPLIT = "source/oracle"
 
 
 @dataclass(frozen=True)
@@ -255,6 +267,10 @@ class ScenarioConfig(BaseModel):
     target_dev_utterances: int = Field(default=100, ge=1)
     target_test_utterances: int = Field(default=100, ge=1)
     babble_clips: int = Field(default=8, ge=1, description="Babble bank (meeting only).")
+    oracle: bool = Field(
+        default=False,
+        description="Also render the source through the target's own channel (source/oracle).",
+    )
 
     def sizes(self) -> dict[str, int]:
         sizes = {
@@ -327,6 +343,15 @@ def plan(config: ScenarioConfig) -> list[Job]:
             jobs.append(Job(split, text, speaker, path, channel))
             if split == BABBLE_SPLIT:
                 babble_paths.append(path)
+    if config.oracle:
+        # Its own generator: drawing from `rng` here would leave the other splits as they
+        # are (they are planned already) but tie these channels to the split sizes.
+        oracle_rng = random.Random(f"{config.name}/{config.seed}/oracle")
+        sources = [job for job in jobs if job.split == "source/train"]
+        for index, job in enumerate(sources):
+            channel = spec.draw(oracle_rng, babble_paths)
+            path = _job_path(ORACLE_SPLIT, index, job.text, job.speaker, channel)
+            jobs.append(Job(ORACLE_SPLIT, job.text, job.speaker, path, channel))
     return jobs
 
 
@@ -416,7 +441,7 @@ def build(config: ScenarioConfig, output_dir: str | Path, workers: int = 2) -> S
     order = {job.path: index for index, job in enumerate(jobs)}
     results.sort(key=lambda r: order[r.job.path])
     splits: dict[str, SplitSummary] = {}
-    for split in SPLITS:
+    for split in (*SPLITS, *((ORACLE_SPLIT,) if config.oracle else ())):
         mine = [r for r in results if r.job.split == split]
         manifest = f"{split}.jsonl"
         utterances = [_utterance(r, root, config.name) for r in mine if r.error is None]
@@ -446,6 +471,7 @@ def _run(args: argparse.Namespace) -> int:
             target_dev_utterances=args.target_dev_utterances,
             target_test_utterances=args.target_test_utterances,
             babble_clips=args.babble_clips,
+            oracle=args.oracle,
         )
         scenario(config.name)
     except ValidationError as error:
@@ -489,5 +515,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--target-test-utterances", type=int,
                         default=defaults.target_test_utterances)  # fmt: skip
     parser.add_argument("--babble-clips", type=int, default=defaults.babble_clips)
+    parser.add_argument("--oracle", action="store_true",
+                        help="also the source through the target's own channel "
+                        "(source/oracle.jsonl): a benchmark's ceiling")  # fmt: skip
     parser.add_argument("--workers", type=int, default=2, help="synthesis processes")
     parser.set_defaults(func=_run)

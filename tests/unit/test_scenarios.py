@@ -10,6 +10,7 @@ from marco_demo.scenario_text import TEMPLATES, scenario_sentences
 from marco_demo.scenarios import (
     BABBLE_SPLIT,
     HELD_OUT_SCENARIOS,
+    ORACLE_SPLIT,
     SCENARIOS,
     SPLITS,
     ScenarioConfig,
@@ -74,6 +75,24 @@ def test_plan_is_a_function_of_the_seed() -> None:
     first = plan(ScenarioConfig(name="car", seed=3, **SMALL))
     assert first == plan(ScenarioConfig(name="car", seed=3, **SMALL))
     assert first != plan(ScenarioConfig(name="car", seed=4, **SMALL))
+
+
+@pytest.mark.parametrize("name", list(SCENARIOS))
+def test_the_oracle_is_the_source_through_the_target_channel_and_changes_nothing_else(
+    name: str,
+) -> None:
+    plain = plan(ScenarioConfig(name=name, **SMALL))
+    with_oracle = plan(ScenarioConfig(name=name, oracle=True, **SMALL))
+    oracle = [j for j in with_oracle if j.split == ORACLE_SPLIT]
+    # Every other split is the same job for job: the oracle only adds.
+    assert [j for j in with_oracle if j.split != ORACLE_SPLIT] == plain
+    source = [j for j in plain if j.split == "source/train"]
+    target_types = {type(j.channel) for j in plain if j.split.startswith("target/")}
+    assert [(j.text, j.speaker) for j in oracle] == [(j.text, j.speaker) for j in source]
+    assert all(j.channel is not None and type(j.channel) in target_types for j in oracle)
+    # Channels drawn, not one copied: as varied as the target's own.
+    assert len({j.channel.model_dump_json() for j in oracle if j.channel}) > len(oracle) // 2
+    assert len({j.path for j in oracle} | {j.path for j in plain}) == len(with_oracle)
 
 
 def test_one_scenario_is_held_out() -> None:
