@@ -82,7 +82,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -96,6 +96,7 @@ from runs import (
     python_module,
 )
 
+from marco_contract.status import SigmaKind
 from marco_demo.scenarios import HELD_OUT_SCENARIOS, ORACLE_SPLIT, SCENARIOS
 
 SYSTEMS = ("baseline", "hf", "hf-aug", "ft", "ftda", "ftda-target", "ft-oracle")
@@ -142,7 +143,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "recorded in each row",
     )  # fmt: skip
     p.add_argument(
-        "--sigma", default="population", choices=("population", "trend-residual", "noise-excess"),
+        "--sigma", default="population", choices=get_args(SigmaKind),
         help="training.sigma of the marco systems (Eq. 1's σ_WER); recorded in each row",
     )  # fmt: skip
     p.add_argument(

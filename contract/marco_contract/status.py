@@ -15,7 +15,7 @@ from marco_contract.api_model import ApiModel, Family
 from marco_contract.memory import MemoryEstimate, ModelDims
 
 #: How σ_WER of Eq. 1 is taken over a cycle (`spec.training.sigma`, docs/method.md).
-SigmaKind = Literal["population", "trend-residual", "noise-excess"]
+SigmaKind = Literal["population", "trend-residual", "noise-excess", "descent-excess"]
 #: A condition's status, as Kubernetes spells it.
 ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal[
@@ -119,8 +119,8 @@ class CycleRecord(ApiModel):
     sigma_wer: float | None = None
     sigma_kind: SigmaKind | None = Field(
         default=None,
-        description="Which σ_WER this is: population (the paper's), trend-residual or "
-        "noise-excess.",
+        description="Which σ_WER this is: population (the paper's), trend-residual, "
+        "noise-excess or descent-excess.",
     )
 
 

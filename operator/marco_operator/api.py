@@ -733,7 +733,10 @@ class TrainingSpec(TrainingOptions, RetentionOptions):
         "so a steady descent reads as stable) or noise-excess (ours: the population spread "
         "beyond the validation subset's sampling noise, sqrt(max(0, σ² − noise)), the noise "
         "from how consecutive evaluations of the same utterances differ by chance, "
-        "mean(wer_change_se²)/2, so a small subset's noise does not read as instability).",
+        "mean(wer_change_se²)/2, so a small subset's noise does not read as instability) "
+        "or descent-excess (ours: the spread around the best non-increasing fit of the "
+        "cycle's WERs, beyond the same noise, so a descent of any shape reads as stable and "
+        "only a rise or a bounce lowers the LR).",
     )
     max_cycles: int | None = Field(
         default=None, ge=1, le=MAX_STEPS, description="Stop after this many cycles."

@@ -15,7 +15,10 @@ Readings that are ours, off by default (docs/method.md, "Readings and
 deviations"): the spread of a cycle taken around its linear trend instead of
 its mean (`trend-residual`), so that a steady descent reads as stable; the
 spread beyond the validation subset's sampling noise (`noise-excess`), so that
-a small subset's noise does not read as instability; and an
+a small subset's noise does not read as instability; the spread around the
+cycle's best non-increasing fit, beyond that noise (`descent-excess`), so that
+a descent of any shape reads as stable and only a rise or a bounce lowers the
+LR; and an
 early stop that measures the best WER's progress over the last `patience`
 evaluations together (`cumulative`), so that a slow steady descent is not read
 as a plateau.
@@ -97,15 +100,47 @@ def trend_residual_sigma(steps: Sequence[float], wers: Sequence[float]) -> float
     return math.sqrt(sum(r * r for r in residuals) / n)
 
 
+def descending_fit(values: Sequence[float]) -> list[float]:
+    """The least-squares non-increasing sequence nearest to `values` (isotonic regression
+    by pooling adjacent violators: a value above its predecessor's block joins it, and
+    the block takes their mean).
+
+    By hand rather than scipy's `isotonic_regression`: the operator has no numerical
+    dependency, and a cycle has a handful of evaluations. The tests compare the two."""
+    blocks: list[tuple[float, int]] = []  # (sum, count) of each pooled run
+    for value in values:
+        total, count = value, 1
+        while blocks and blocks[-1][0] / blocks[-1][1] < total / count:
+            previous_total, previous_count = blocks.pop()
+            total, count = total + previous_total, count + previous_count
+        blocks.append((total, count))
+    return [total / count for total, count in blocks for _ in range(count)]
+
+
+def descent_residual_sigma(wers: Sequence[float]) -> float:
+    """Spread of a cycle's WERs around their best non-increasing fit (:func:`descending_fit`),
+    divided by n like the population σ.
+
+    Any descent, steady or slowing, lies on its fit and reads 0, where the trend-residual
+    σ still reads a curve (fast, then slow) as spread. A rise is pooled into its mean, so
+    a steadily rising cycle reads its full population σ, and a bounce (down, up) reads
+    the part that went up. Never larger than the population σ: a constant is one of the
+    non-increasing sequences the fit chooses among."""
+    if len(wers) < 2:
+        return 0.0
+    fit = descending_fit(wers)
+    return math.sqrt(sum((w - f) ** 2 for w, f in zip(wers, fit, strict=True)) / len(wers))
+
+
 def cycle_sigma(window: Sequence[Evaluation], kind: SigmaKind = "population") -> float:
     """σ_WER of Eq. 1 over a cycle's window, as `spec.training.sigma` chooses."""
     wers = [e.wer for e in window]
     if kind == "trend-residual":
         return trend_residual_sigma([float(e.step) for e in window], wers)
-    if kind == "noise-excess":
-        return noise_excess_sigma(
-            wers, [e.wer_se for e in window], [e.wer_change_se for e in window[1:]]
-        )
+    if kind in ("noise-excess", "descent-excess"):
+        spread = sigma(wers) if kind == "noise-excess" else descent_residual_sigma(wers)
+        noise = noise_variance([e.wer_se for e in window], [e.wer_change_se for e in window[1:]])
+        return math.sqrt(max(0.0, spread**2 - noise))
     return sigma(wers)
 
 
@@ -127,15 +162,21 @@ def noise_excess_sigma(
     subset that every evaluation of it shares, so that reading calls nearly any cycle on
     a small subset stable (measured: a cycle that rose 39.8 → 42.2 → 43.4, σ 1.5, read
     as noise against an SE of 3.8). An evaluation with neither counts as noise-free."""
-    variance = sigma(wers) ** 2
+    noise = noise_variance(standard_errors, change_errors)
+    return math.sqrt(max(0.0, sigma(wers) ** 2 - noise))
+
+
+def noise_variance(
+    standard_errors: Sequence[float | None], change_errors: Sequence[float | None] = ()
+) -> float:
+    """How much of a cycle's variance its validation subset's sampling explains, as
+    :func:`noise_excess_sigma` reads it: mean(change SE²)/2, else mean(SE²), else 0."""
     changes = [c for c in change_errors if c is not None]
     if changes:
-        noise = statistics.fmean(c * c for c in changes) / 2
-    elif standard_errors:
-        noise = statistics.fmean((se or 0.0) ** 2 for se in standard_errors)
-    else:
-        noise = 0.0
-    return math.sqrt(max(0.0, variance - noise))
+        return statistics.fmean(c * c for c in changes) / 2
+    if standard_errors:
+        return statistics.fmean((se or 0.0) ** 2 for se in standard_errors)
+    return 0.0
 
 
 def family_from_name(model_source: str) -> Family | None:

@@ -666,6 +666,9 @@ def test_vanished_training_job_restarts_under_the_directive_in_force():
         # sqrt((6/3600) / 3) = 0.0235702; η = 1e-5 − 9.9e-6 · 0.0235702 / 0.5
         # = 1e-5 − 4.666905e-7 = 9.533310e-6.
         ("trend-residual", 0.0235702, 9.533310e-6),
+        # descent-excess: a descent is its own non-increasing fit, spread 0; with no
+        # standard errors in these evaluations no noise either: σ 0 → η_max = 1e-5.
+        ("descent-excess", 0.0, 1e-5),
     ],
 )
 def test_the_spec_sigma_reaches_the_decision_and_the_cycle_record(kind, sigma_wer, lr):

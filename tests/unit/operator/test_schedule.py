@@ -1,12 +1,17 @@
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.optimize import isotonic_regression
 
 from marco_contract.formats import Directive, Evaluation
 from marco_operator.schedule import (
     ScheduleSettings,
     best_evaluation,
     decide,
+    descending_fit,
+    descent_residual_sigma,
     eq1_learning_rate,
     eq2_learning_rate,
     family_from_name,
@@ -348,3 +353,69 @@ def test_a_steady_rise_beyond_the_paired_noise_lowers_the_lr():
                       history)  # fmt: skip
     assert decision.sigma_wer == pytest.approx(math.sqrt(1.99))
     assert decision.directive.learning_rate == pytest.approx(LO)  # σ 1.41 > σ_ref 0.5
+
+
+# --- issue 16: the spread around the cycle's best descent, beyond the paired noise (ours)
+
+
+@given(st.lists(st.floats(0.0, 200.0, allow_nan=False), min_size=1, max_size=12))
+def test_descending_fit_is_scipys_isotonic_regression(values):
+    expected = isotonic_regression(values, increasing=False).x
+    assert descending_fit(values) == pytest.approx(list(expected), abs=1e-9)
+
+
+def with_noise(wers, change_errors):
+    """Evaluations 20 steps apart with the paired change SEs given (None for the first)."""
+    return [
+        e.model_copy(update={"wer_se": 3.0, "wer_change_se": change})
+        for e, change in zip(evals(wers), [None, *change_errors], strict=True)
+    ]
+
+
+def test_a_fast_then_slow_descent_reads_stable_where_the_other_readings_read_unstable():
+    # voip's FT cycle 0 (benchmark, 2026-12-03): 59.11 → 42.75 → 40.89, non-increasing, so it
+    # is its own best descending fit: spread 0. Population σ: mean 47.5833, deviations
+    # 11.5267, −4.8333, −6.6933: σ² = (132.864 + 23.361 + 44.801) / 3 = 67.009, σ 8.19.
+    # Linear fit: slope (40.89 − 59.11) / 40 = −0.4555 a step; residuals 2.4167, −4.8333,
+    # 2.4167: σ = sqrt((5.8404 · 2 + 23.361) / 3) = 3.4177.
+    wers = [59.11, 42.75, 40.89]
+    assert descent_residual_sigma(wers) == 0.0
+    assert sigma(wers) == pytest.approx(8.1859, abs=1e-3)
+    assert trend_residual_sigma([20.0, 40.0, 60.0], wers) == pytest.approx(3.4177, abs=1e-3)
+    history = with_noise(wers, [1.8, 1.2])
+    current = Directive(cycle=0, learning_rate=HI)
+    for kind, lr in (("descent-excess", HI), ("noise-excess", LO), ("trend-residual", LO)):
+        assert decide(settings(sigma_kind=kind), current, history).directive.learning_rate == (
+            pytest.approx(lr)
+        ), kind
+
+
+def test_a_rise_beyond_the_paired_noise_lowers_the_lr_as_noise_excess_does():
+    # car's FT + DA cycle 0: 39.76 → 42.21 → 43.39 rises throughout, so the fit pools all
+    # three into their mean 41.7867 and the spread is the population σ: deviations −2.0267,
+    # 0.4233, 1.6033, σ² = (4.1074 + 0.1792 + 2.5707) / 3 = 2.2858. Paired noise with change
+    # SEs 1.59 and 1.29: (2.5281 + 1.6641) / 2 / 2 = 1.04805. sqrt(2.2858 − 1.04805) = 1.1125.
+    history = with_noise([39.76, 42.21, 43.39], [1.59, 1.29])
+    decision = decide(settings(sigma_kind="descent-excess"), Directive(cycle=0, learning_rate=HI),
+                      history)  # fmt: skip
+    assert decision.sigma_wer == pytest.approx(1.1125, abs=1e-3)
+    assert decision.directive.learning_rate == pytest.approx(LO)  # 1.11 > σ_ref 0.5
+    assert decision.sigma_kind == "descent-excess"
+
+
+def test_a_bounce_counts_only_its_rise_and_the_noise_absorbs_a_small_one():
+    # car's FT cycle 0: 43.10 → 42.02 → 43.19. The fit keeps 43.10 and pools the last two
+    # into 42.605: residuals 0, −0.585, 0.585, spread sqrt(2 · 0.342225 / 3) = 0.47766
+    # (population σ 0.5304). Paired noise, change SEs 1.81 and 1.19: (3.2761 + 1.4161) / 4
+    # = 1.17305, more than 0.47766² = 0.22816: nothing left, η_max.
+    wers = [43.10, 42.02, 43.19]
+    assert descent_residual_sigma(wers) == pytest.approx(0.47766, abs=1e-4)
+    decision = decide(settings(sigma_kind="descent-excess"), Directive(cycle=0, learning_rate=LO),
+                      with_noise(wers, [1.81, 1.19]))  # fmt: skip
+    assert decision.sigma_wer == 0.0
+    assert decision.directive.learning_rate == pytest.approx(HI)
+    # Without any noise measured, the bounce alone: 0.4777 of σ_ref 0.5, near η_min.
+    bare = decide(settings(sigma_kind="descent-excess"), Directive(cycle=0, learning_rate=LO),
+                  evals(wers))  # fmt: skip
+    assert bare.sigma_wer == pytest.approx(0.47766, abs=1e-4)
+    assert bare.directive.learning_rate == pytest.approx(HI - (HI - LO) * 0.47766 / 0.5, rel=1e-3)
