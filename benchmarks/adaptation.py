@@ -152,6 +152,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "'product' (none in the spec: the product's default for the family, the paper's), "
         "or MIN,MAX; recorded in each row",
     )  # fmt: skip
+    p.add_argument(
+        "--speed-factors", default="",
+        help="augmentation.speedFactors of the FT + DA systems, comma-separated (e.g. "
+        "0.9,1.0,1.1; empty: off); recorded in each row",
+    )  # fmt: skip
     p.add_argument("--work", type=Path, default=REPO / "bench-out" / "adaptation")
     p.add_argument("--model", type=Path, help="Whisper tiny.en, 10 s window (default: imported)")
     # Default 1: on 2 cores one training keeps both busy.
@@ -178,6 +183,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error(f"--scenarios: unknown {sorted(unknown)}; known: {', '.join(SCENARIOS)}")
     if unknown := set(args.systems) - set(SYSTEMS):
         p.error(f"--systems: unknown {sorted(unknown)}; known: {', '.join(SYSTEMS)}")
+    try:
+        args.speed_factors = [float(f) for f in args.speed_factors.split(",") if f]
+    except ValueError:
+        p.error(f"--speed-factors: comma-separated numbers, got {args.speed_factors!r}")
     if args.trial_steps < 0:
         p.error("--trial-steps: 0 (off) or more")
     if args.average_checkpoints < 1:
@@ -269,6 +278,30 @@ def training(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     }
 
 
+def marco_manifest(args: argparse.Namespace, system: str, seed: int) -> dict[str, Any]:
+    """The AsrAdaptation `marco run` gets for one of the marco systems."""
+    manifest = adaptation(f"{system}-s{seed}", augment=system.startswith("ftda"),
+                          training=training(args, seed))  # fmt: skip
+    if system == "ftda-target":
+        manifest["spec"]["augmentation"]["channelFromTarget"] = True
+    if system.startswith("ftda") and args.speed_factors:
+        manifest["spec"]["augmentation"]["speedFactors"] = args.speed_factors
+    if system == "ft-oracle":
+        # Laid out as FT + DA's data with keepOriginal and one copy: the clean source,
+        # then one copy of each utterance, here through the target's true channel.
+        manifest["spec"]["data"]["train"] = [*manifest["spec"]["data"]["train"], ORACLE_MANIFEST]
+    # The baseline stage measures the untrained model on the dev set for the report;
+    # with initialLearningRate given, nothing of Eq. 1 reads it (schedule.py), and the
+    # `baseline` system scores the untrained model on the test set already. Off, it
+    # saves a dev-set decode per run and changes no trained system's result.
+    manifest["spec"]["baseline"] = {"enabled": False}
+    if args.trial_steps:
+        # The paper's pre-finetuning trials choose cycle 0's LR (they win over
+        # initialLearningRate): 3 log-spaced candidates in the bounds, evaluated twice.
+        manifest["spec"]["trials"] = trials_spec(args.trial_steps)
+    return manifest
+
+
 def run_system(
     args: argparse.Namespace, system: str, data: Path, model: Path, seed: int, out: Path
 ) -> dict[str, Any]:
@@ -300,23 +333,7 @@ def run_system(
         if done.returncode != 0:
             raise RuntimeError(f"{system} failed ({done.returncode}): {logfile}")
         return dict(json.loads((out / "result.json").read_text()))
-    manifest = adaptation(f"{system}-s{seed}", augment=system.startswith("ftda"),
-                          training=training(args, seed))  # fmt: skip
-    if system == "ftda-target":
-        manifest["spec"]["augmentation"]["channelFromTarget"] = True
-    if system == "ft-oracle":
-        # Laid out as FT + DA's data with keepOriginal and one copy: the clean source,
-        # then one copy of each utterance, here through the target's true channel.
-        manifest["spec"]["data"]["train"] = [*manifest["spec"]["data"]["train"], ORACLE_MANIFEST]
-    # The baseline stage measures the untrained model on the dev set for the report;
-    # with initialLearningRate given, nothing of Eq. 1 reads it (schedule.py), and the
-    # `baseline` system scores the untrained model on the test set already. Off, it
-    # saves a dev-set decode per run and changes no trained system's result.
-    manifest["spec"]["baseline"] = {"enabled": False}
-    if args.trial_steps:
-        # The paper's pre-finetuning trials choose cycle 0's LR (they win over
-        # initialLearningRate): 3 log-spaced candidates in the bounds, evaluated twice.
-        manifest["spec"]["trials"] = trials_spec(args.trial_steps)
+    manifest = marco_manifest(args, system, seed)
     result = marco_run(manifest, data, out, log=logfile)
     if args.average_checkpoints > 1:
         # The single best checkpoint of the same run, scored on the same test set: what
@@ -340,7 +357,8 @@ def trials_spec(steps: int) -> dict[str, Any]:
 #: them: what an HF row records, and what a row written before a setting existed had.
 NEUTRAL_SETTINGS: dict[str, Any] = {"trial_steps": 0, "average_checkpoints": 1,
                                     "sigma": "population",
-                                    "lr_bounds": list(demo_lr_bounds())}  # fmt: skip
+                                    "lr_bounds": list(demo_lr_bounds()),
+                                    "speed_factors": []}  # fmt: skip
 
 
 def marco_settings(args: argparse.Namespace, system: str) -> dict[str, Any]:
@@ -353,6 +371,8 @@ def marco_settings(args: argparse.Namespace, system: str) -> dict[str, Any]:
         "average_checkpoints": args.average_checkpoints,
         "sigma": args.sigma,
         "lr_bounds": list(args.lr_bounds),
+        # Only the augmented systems perturb the speed: FT's rows stay valid beside them.
+        "speed_factors": list(args.speed_factors) if system.startswith("ftda") else [],
     }
 
 

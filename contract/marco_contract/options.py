@@ -108,6 +108,17 @@ class AugmentOptions(StageOptions):
         "rooms (p_rev and RT60 from its reverberation) and lost packets. Off: the paper's "
         "Eq. 3 steps only.",
     )
+    # Off until benchmarks/adaptation.py shows it helps: on, every draw of the demo's chain
+    # stays the same (the factor is drawn last) but its audio does not.
+    speed_factors: list[Annotated[float, Field(ge=0.5, le=2.0)]] | None = Field(
+        default=None,
+        max_length=10,
+        description="Speed perturbation (Ko et al. 2015, who use 0.9, 1.0, 1.1): each "
+        "augmented copy is first played this many times faster, one factor drawn per copy, "
+        "so tempo and pitch move together as another talker's would. It acts on the voice, "
+        "not the channel, and comes before Eq. 3's steps; profile preset only. Unset or "
+        "empty: off.",
+    )
 
 
 class VolumeOptions(StageOptions):

@@ -610,6 +610,9 @@ class ProfileSpec(ApiModel):
     shards: int = Field(default=1, ge=1, le=1000, description="Pods of the profile Indexed Job.")
 
 
+SPEED_RULE = "speedFactors needs preset profile"
+
+
 class AugmentationSpec(AugmentOptions):  # copies, seed
     enabled: bool = True
     preset: Literal["profile", "telephony"] = Field(
@@ -624,6 +627,25 @@ class AugmentationSpec(AugmentOptions):  # copies, seed
     noise_path: VolumePath | None = Field(
         default=None, description="Directory of noise recordings on the data volume."
     )
+
+    # The telephony preset's parameters have no speed step: refused, not ignored.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.speedFactors) || size(self.speedFactors) == 0 || "
+                    "!has(self.preset) || self.preset != 'telephony'",
+                    SPEED_RULE,
+                )
+            ]
+        }
+    )
+
+    @model_validator(mode="after")
+    def _speed_needs_the_profile_chain(self) -> AugmentationSpec:
+        if self.speed_factors and self.preset == "telephony":
+            raise ValueError(SPEED_RULE)
+        return self
 
 
 #: A decoding shard is a pod with a GPU: past a few hundred for one test set is a typo.

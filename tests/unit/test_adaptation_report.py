@@ -153,3 +153,38 @@ def test_lr_bounds_refused_with_the_flag_named(
         adaptation.parse_args(["--lr-bounds", value])
     err = capsys.readouterr().err
     assert "--lr-bounds" in err and message in err
+
+
+def test_speed_factors_reach_the_augmented_systems_only_and_rows_are_not_mixed(
+    tmp_path: Path,
+) -> None:
+    from marco_operator.api import parse_spec
+
+    args = adaptation.parse_args(["--work", str(tmp_path), "--speed-factors", "0.9,1.0,1.1"])
+    assert args.speed_factors == [0.9, 1.0, 1.1]
+    assert adaptation.marco_settings(args, "ftda")["speed_factors"] == [0.9, 1.0, 1.1]
+    # FT has no augmentation stage: its rows are the same with the flag or without.
+    _row(tmp_path, "car", 0, "ft", 50.0, 20)
+    assert adaptation.measure_one(args, "car", tmp_path, tmp_path, 0, "ft")["test_wer"] == 50.0
+    _row(tmp_path, "car", 0, "ftda", 45.0, 20)
+    with pytest.raises(SystemExit, match=r"'speed_factors': \[\].*asks for.*\[0.9, 1.0, 1.1\]"):
+        adaptation.measure_one(args, "car", tmp_path, tmp_path, 0, "ftda")
+    with pytest.raises(SystemExit):
+        adaptation.parse_args(["--speed-factors", "fast"])
+    # What the benchmark runs: specs the API accepts, the factors in the augmented ones only.
+    spec = parse_spec(adaptation.marco_manifest(args, "ftda-target", 0)["spec"])
+    assert spec.augmentation.speed_factors == [0.9, 1.0, 1.1]
+    assert spec.augmentation.channel_from_target
+    plain = parse_spec(adaptation.marco_manifest(args, "ft", 0)["spec"])
+    assert not plain.augmentation.enabled and plain.augmentation.speed_factors is None
+
+
+def test_the_oracle_trains_on_the_source_and_its_copy_through_the_true_channel() -> None:
+    from marco_operator.api import parse_spec
+
+    args = adaptation.parse_args(["--systems", "ft,ft-oracle"])
+    spec = parse_spec(adaptation.marco_manifest(args, "ft-oracle", 0)["spec"])
+    assert spec.data.train == ["source/train.jsonl", "source/oracle.jsonl"]
+    assert not spec.augmentation.enabled and not spec.profile.enabled
+    # Not part of a default run: it needs a data split of its own.
+    assert "ft-oracle" not in adaptation.parse_args([]).systems

@@ -240,3 +240,43 @@ def test_telephony_preset_is_narrowband_noisy_and_at_the_model_rate(speech_sampl
     assert _band_energy_share(y, out_rate, 0) > 0  # not silent
     assert estimate_snr(y, out_rate) < estimate_snr(x, rate) - 10
     assert np.max(np.abs(y)) <= 1.0
+
+
+# --- speed perturbation (augmentation.speedFactors)
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_change_speed_divides_the_duration_and_multiplies_the_pitch(factor):
+    rate = 16000
+    t = np.arange(rate) / rate
+    tone = (0.5 * np.sin(2 * np.pi * 200.0 * t)).astype(np.float32)
+    faster = ops.change_speed(tone, rate, factor)
+    assert len(faster) == pytest.approx(rate / factor, abs=2)
+    # The pitch, read off the spectrum's peak (0.25 Hz bins after zero-padding).
+    spectrum = np.abs(np.fft.rfft(faster * np.hanning(len(faster)), n=4 * rate))
+    peak_hz = np.argmax(spectrum) * rate / (4 * rate)
+    assert peak_hz == pytest.approx(200.0 * factor, abs=0.5)
+
+
+def test_speed_is_drawn_last_from_the_factors_and_logged_and_replayed(speech_samples):
+    profile = _profile()
+    factors = (0.9, 1.0, 1.1)
+    plain = [draw_params(profile, utterance_rng(0, str(i), 0), 16000) for i in range(60)]
+    sped = [
+        draw_params(profile, utterance_rng(0, str(i), 0), 16000, speed_factors=factors)
+        for i in range(60)
+    ]
+    # Every other draw is the same with the factors or without: the speed comes last.
+    assert [s.model_copy(update={"speed": None}) for s in sped] == plain
+    assert all(p.speed is None for p in plain)
+    assert {s.speed for s in sped} == set(factors)
+    # Applied first, so the output keeps the new duration at the model's rate.
+    x, rate = speech_samples
+    drawn = next(s for s in sped if s.speed == 1.1)
+    out, out_rate, applied = apply_chain(x, rate, drawn, Assets())
+    assert applied.speed == 1.1 and out_rate == 16000
+    # Within 1e-4: the slower rate is rounded to a whole number of hertz.
+    assert len(out) == pytest.approx(len(x) * 16000 / rate / 1.1, rel=1e-4)
+    again, _, _ = apply_chain(x, rate, ChainParams.model_validate_json(applied.model_dump_json()),
+                              Assets())  # fmt: skip
+    assert np.array_equal(out, again)

@@ -91,6 +91,8 @@ CASES = [
      "training.cleanSourceShare needs augmentation.enabled and augmentation.keepOriginal"),
     ("spec", {"training": {"cleanSourceShare": 0.5}, "augmentation": {"enabled": False}},
      "training.cleanSourceShare needs augmentation.enabled and augmentation.keepOriginal"),
+    ("spec.augmentation", {"augmentation": {"preset": "telephony", "speedFactors": [0.9, 1.1]}},
+     "speedFactors needs preset profile"),
 ]  # fmt: skip
 
 

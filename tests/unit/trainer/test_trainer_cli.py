@@ -3,6 +3,7 @@ import sys
 
 import pytest
 
+from marco_contract.exit_codes import BAD_INPUT
 from marco_trainer.cli import STAGE_MODULES, build_parser, main
 from marco_trainer.export import ExportInfo, export_checkpoint, model_card
 
@@ -211,3 +212,13 @@ def test_shards_waiting_for_another_s_export_do_not_export_again(tmp_path, monke
     other.join(timeout=10)
     assert found == [False]
     assert (export / "config.json").read_text() == '{"exported": "by the first shard"}'
+
+
+def test_augment_refuses_speed_factors_for_the_telephony_preset(tmp_path, capsys):
+    manifest = tmp_path / "train.jsonl"
+    manifest.write_text("")
+    code = main(["augment", "--manifest", str(manifest), "--output-dir", str(tmp_path / "out"),
+                 "--preset", "telephony", "--speed-factors", "0.9,1.1"])  # fmt: skip
+    assert code == BAD_INPUT
+    assert "--speed-factors: the profile chain only" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "manifest.jsonl").exists()

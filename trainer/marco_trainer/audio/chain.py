@@ -246,8 +246,12 @@ def apply_chain(
 ) -> tuple[Audio, int, ChainParams]:
     """The whole chain, innermost first, exactly as Eq. 3 nests it.
 
-    Returns the parameters as applied (the filter resolved), the ones to log.
+    Returns the parameters as applied (the filter resolved), the ones to log. Speed
+    perturbation, when drawn, comes first: it changes the talker, whom the channel then
+    carries, and the output keeps its new duration.
     """
+    if p.speed is not None:
+        x = ops.change_speed(x, sr, p.speed)
     length = round(len(x) * p.output_rate / sr)
     x, sr = channel(x, sr, p)
     x, sr = reverb(x, sr, p, assets)

@@ -155,6 +155,10 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"marco-trainer augment: {error}", file=sys.stderr)
         return BAD_INPUT
+    if args.speed_factors and not args.profile:
+        print("marco-trainer augment: --speed-factors: the profile chain only (--profile), "
+              "not the telephony preset", file=sys.stderr)  # fmt: skip
+        return BAD_INPUT
     shard = shard_from_args(args.shard_index, args.num_shards)
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -268,6 +272,7 @@ def run(args: argparse.Namespace) -> int:
                             len(assets.noises),
                             noise_kind(assets.noise_source),
                             assets.rir_rt60s,
+                            args.speed_factors or (),
                         )
                         augmented, out_rate, params = apply_chain(
                             audio, info.sample_rate, params, assets

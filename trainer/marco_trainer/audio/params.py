@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 from bisect import bisect_right
+from collections.abc import Sequence
 from itertools import accumulate
 from typing import Literal, TypeVar, cast
 
@@ -162,6 +163,9 @@ class ChainParams(BaseModel):
     channel: ChannelStep | None = None
     compression: CompressionStep | None = None
     dropouts: DropoutStep | None = None
+    speed: float | None = Field(
+        default=None, description="Speed perturbation: played this many times faster first."
+    )
 
 
 def utterance_rng(seed: int, key: str, copy: int) -> np.random.Generator:
@@ -291,6 +295,7 @@ def draw_params(
     num_noises: int = 0,
     noise_source: Literal["file", "harvested", "spectrum"] = "file",
     rir_rt60s: list[float] | None = None,
+    speed_factors: Sequence[float] = (),
 ) -> ChainParams:
     rate = int(_categorical(rng, profile.sample_rate))
     subtype = str(_categorical(rng, profile.subtype))
@@ -327,7 +332,7 @@ def draw_params(
         target_centroid_hz=_normal_in_range(rng, profile.metric("centroid_hz")),
     )
 
-    return ChainParams(
+    params = ChainParams(
         channel=draw_channel(profile, rng),
         compression=draw_compression(profile, rng),
         dropouts=draw_dropouts(profile, rng),
@@ -338,3 +343,8 @@ def draw_params(
         loudness=LoudnessStep(target_lufs=target),
         filter=filt,
     )
+    if not speed_factors:
+        return params
+    # Drawn last, so that every other draw is the same with speed perturbation or without.
+    speed = float(speed_factors[int(rng.integers(len(speed_factors)))])
+    return params.model_copy(update={"speed": speed})
