@@ -105,8 +105,9 @@ class AugmentOptions(StageOptions):
         default=False,
         description="Apply what the profile measured of the target's channel: band, codec, "
         "equaliser, harvested noise (else noise of its noise floor's spectrum), compression, "
-        "rooms (p_rev and RT60 from its reverberation) and lost packets. Off: the paper's "
-        "Eq. 3 steps only.",
+        "rooms (p_rev and RT60 from its reverberation) and lost packets; and noise mixed at "
+        "the SNR the profile's estimator reads back as the drawn one (a line fitted on the "
+        "chain itself). Off: the paper's Eq. 3 steps only.",
     )
     # Off until benchmarks/adaptation.py shows it helps: on, every draw of the demo's chain
     # stays the same (the factor is drawn last) but its audio does not.

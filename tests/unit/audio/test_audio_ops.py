@@ -280,3 +280,21 @@ def test_speed_is_drawn_last_from_the_factors_and_logged_and_replayed(speech_sam
     again, _, _ = apply_chain(x, rate, ChainParams.model_validate_json(applied.model_dump_json()),
                               Assets())  # fmt: skip
     assert np.array_equal(out, again)
+
+
+def test_a_calibration_turns_the_drawn_snr_into_a_reading_and_mixes_at_its_inverse():
+    from marco_trainer.audio.snr_calibration import SnrCalibration
+
+    profile = _profile()
+    line = SnrCalibration(slope=0.5, intercept=5.0, utterances=8)
+    for i in range(20):
+        plain = draw_params(profile, utterance_rng(0, str(i), 0), 16000)
+        calibrated = draw_params(profile, utterance_rng(0, str(i), 0), 16000, snr_calibration=line)
+        assert calibrated.noise.reading_db == plain.noise.snr_db
+        # read = 0.5 · mixed + 5, inverted by hand.
+        assert calibrated.noise.snr_db == pytest.approx((plain.noise.snr_db - 5.0) / 0.5)
+        # No draw added or moved: everything else is the uncalibrated draw.
+        noise = calibrated.noise.model_copy(
+            update={"snr_db": plain.noise.snr_db, "reading_db": None}
+        )
+        assert calibrated.model_copy(update={"noise": noise}) == plain

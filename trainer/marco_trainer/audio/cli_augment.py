@@ -26,6 +26,10 @@ if TYPE_CHECKING:
     import numpy as np
 
     from marco_contract.formats import StageResult
+    from marco_trainer.audio.assets import Assets
+    from marco_trainer.audio.inputs import Source
+    from marco_trainer.audio.profile import Profile
+    from marco_trainer.audio.snr_calibration import SnrCalibration
 
 OUTPUT_SUBTYPE = "PCM_16"
 
@@ -166,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
     problems = ManifestProblems(drop_duplicates=True)  # a repeated line: augmented once
     volumes = Volumes.of(where.data_root, where.output_root)
     try:
-        sources = shard.select(list(iter_sources_of_manifests(args.manifest, problems, volumes)))
+        all_sources = list(iter_sources_of_manifests(args.manifest, problems, volumes))
+        sources = shard.select(all_sources)
         profile = load_profile(args.profile) if args.profile else None
         if profile is not None and not args.channel_from_target:
             profile = without_measured_channel(profile)
@@ -208,6 +213,12 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as error:
         print(f"marco-trainer augment: {error}", file=sys.stderr)
         return BAD_INPUT
+
+    calibration = None
+    if profile is not None and args.channel_from_target:
+        # Every shard fits the same line: from the same utterances of the whole list.
+        calibration = _calibrate_snr(all_sources, profile, assets, rate, args)
+        print(f"augment: SNR calibration {calibration}", file=sys.stderr)
 
     tag = f"{shard.index:05d}-of-{shard.count:05d}"
     journal_path = out / f".manifest-{tag}.journal"
@@ -273,6 +284,7 @@ def run(args: argparse.Namespace) -> int:
                             noise_kind(assets.noise_source),
                             assets.rir_rt60s,
                             args.speed_factors or (),
+                            calibration,
                         )
                         augmented, out_rate, params = apply_chain(
                             audio, info.sample_rate, params, assets
@@ -317,7 +329,12 @@ def run(args: argparse.Namespace) -> int:
     result = StageResult(
         stage="augment",
         counts=dict(sorted(counts.items())),
-        message=f"shard {shard.index + 1}/{shard.count}: {len(lines)} lines in {manifest.name}",
+        message=f"shard {shard.index + 1}/{shard.count}: {len(lines)} lines in {manifest.name}"
+        + (
+            f"; SNR read = {calibration.slope:.2f} × mixed + {calibration.intercept:.2f} dB"
+            if calibration is not None
+            else ""
+        ),
     )
     atomic_write_text(out / f".result-{tag}.json", result.model_dump_json())
     write_stage_result(_merge_results(out, result, shard.count), out)
@@ -327,6 +344,51 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _calibrate_snr(
+    sources: list[Source], profile: Profile, assets: Assets, rate: int, args: argparse.Namespace
+) -> SnrCalibration | None:
+    """How the profile's SNR estimator reads this chain (``snr_calibration``), measured on
+    ``CALIBRATION_UTTERANCES`` sources spread over the list, each with its own first draw."""
+    from marco_trainer.audio.chain import apply_chain
+    from marco_trainer.audio.io import load_mono
+    from marco_trainer.audio.params import draw_params, utterance_rng
+    from marco_trainer.audio.snr_calibration import CALIBRATION_UTTERANCES, calibrate
+
+    picks = sources[:: max(1, len(sources) // CALIBRATION_UTTERANCES)][:CALIBRATION_UTTERANCES]
+    samples, drawn = [], []
+    for source in picks:
+        try:
+            audio, info = load_mono(source.path)
+        except Exception:  # a bad file is the main loop's to skip and count
+            continue
+        samples.append((audio, info.sample_rate))
+        rng = utterance_rng(args.seed, source.key, 0)
+        noise_source = noise_kind(assets.noise_source)
+        drawn.append(
+            draw_params(
+                profile,
+                rng,
+                rate,
+                len(assets.rirs),
+                len(assets.noises),
+                noise_source,
+                assets.rir_rt60s,
+                args.speed_factors or (),
+            )
+        )
+
+    def mix(
+        index: int, audio: np.ndarray, sample_rate: int, offset: float
+    ) -> tuple[np.ndarray, int, float]:
+        params = drawn[index]
+        noise = params.noise.model_copy(update={"snr_db": params.noise.snr_db + offset})
+        moved = params.model_copy(update={"noise": noise})
+        out, out_rate, _ = apply_chain(audio, sample_rate, moved, assets)
+        return out, out_rate, noise.snr_db
+
+    return calibrate(samples, mix)
 
 
 def _merge_results(out: Path, own: StageResult, num_shards: int) -> StageResult:

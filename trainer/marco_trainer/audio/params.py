@@ -50,6 +50,7 @@ from marco_trainer.audio.assets import NOISE_BETAS
 from marco_trainer.audio.channel import CODECS, SUBTYPE_CODECS, Codec
 from marco_trainer.audio.io import SUBTYPE_BITS
 from marco_trainer.audio.profile import MetricSummary, Profile
+from marco_trainer.audio.snr_calibration import SnrCalibration
 
 SNR_REF_DB = 5.0
 #: Speech with its pauses spreads its 50 ms frame levels over 18-30 dB (p10..p90) even
@@ -85,6 +86,11 @@ class NoiseStep(BaseModel):
     index: int = Field(default=0, ge=0, description="Noise-bank slope or noise-file index.")
     beta: float | None = Field(default=None, description="Spectral slope 1/f^β (coloured).")
     offset: float = Field(default=0.0, ge=0, le=1, description="Start within the clip (share).")
+    reading_db: float | None = Field(
+        default=None,
+        description="With an SNR calibration: the estimator reading drawn from the target's, "
+        "which snr_db (the mix) is chosen to give.",
+    )
 
 
 class LoudnessStep(BaseModel):
@@ -296,6 +302,7 @@ def draw_params(
     noise_source: Literal["file", "harvested", "spectrum"] = "file",
     rir_rt60s: list[float] | None = None,
     speed_factors: Sequence[float] = (),
+    snr_calibration: SnrCalibration | None = None,
 ) -> ChainParams:
     rate = int(_categorical(rng, profile.sample_rate))
     subtype = str(_categorical(rng, profile.subtype))
@@ -311,17 +318,26 @@ def draw_params(
 
     low, high = snr.percentile(5), snr.percentile(95)
     noise_snr = float(rng.uniform(low, high)) if high > low else low
+    reading = None
+    if snr_calibration is not None:
+        # The draw is a reading of the target's; mix at what reads as it (no extra draw).
+        reading, noise_snr = noise_snr, snr_calibration.mixed_for(noise_snr)
     if num_noises:
         noise = NoiseStep(
             snr_db=noise_snr,
             source=noise_source,
             index=int(rng.integers(num_noises)),
             offset=float(rng.random()),
+            reading_db=reading,
         )
     else:
         k = int(rng.integers(len(NOISE_BETAS)))
         noise = NoiseStep(
-            snr_db=noise_snr, index=k, beta=NOISE_BETAS[k], offset=float(rng.random())
+            snr_db=noise_snr,
+            index=k,
+            beta=NOISE_BETAS[k],
+            offset=float(rng.random()),
+            reading_db=reading,
         )
 
     lufs = profile.metric("lufs")
