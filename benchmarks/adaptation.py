@@ -94,6 +94,7 @@ from runs import (
     evaluate,
     marco_run,
     python_module,
+    speaker_wers,
 )
 
 from marco_contract.status import SigmaKind
@@ -417,6 +418,7 @@ def measure_one(
         "steps": result["steps"],
         **marco_settings(args, system),
         **error_shares(Path(result["report"])),
+        "speaker_wer": speaker_wers(Path(result["report"]), data / "target/test.jsonl"),
         "seconds": round(time.monotonic() - started, 1),
     }
     if "test_wer_best_single" in result:  # an averaged marco run: its own best checkpoint

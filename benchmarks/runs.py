@@ -88,6 +88,24 @@ def error_shares(report: Path) -> dict[str, float]:
     }
 
 
+def speaker_wers(report: Path, manifest: Path) -> dict[str, float]:
+    """Test WER (%) per speaker of an evaluation, the speakers read from the manifest's
+    ``speaker`` field (the scenarios write it): with two test speakers a split's WER is
+    mostly how each voice fares, and a row should show which one moved."""
+    speakers = {}
+    for line in manifest.read_text().splitlines():
+        if line.strip():
+            utterance = json.loads(line)
+            speakers[Path(utterance["audio_filepath"]).name] = utterance.get("speaker", "?")
+    errors: dict[str, list[int]] = {}
+    for utterance in json.loads(report.read_text())["utterances"]:
+        speaker = speakers.get(Path(utterance["audio_filepath"]).name, "?")
+        counts = errors.setdefault(speaker, [0, 0])
+        counts[0] += utterance["word_errors"]
+        counts[1] += utterance["reference_words"]
+    return {s: round(100 * e / max(n, 1), 2) for s, (e, n) in sorted(errors.items())}
+
+
 def demo_lr_bounds() -> tuple[float, float]:
     """The demo manifest's ``training.learningRate``: what the benchmark's marco runs
     train in unless told otherwise, and what every row from before the setting had."""

@@ -188,3 +188,24 @@ def test_the_oracle_trains_on_the_source_and_its_copy_through_the_true_channel()
     assert not spec.augmentation.enabled and not spec.profile.enabled
     # Not part of a default run: it needs a data split of its own.
     assert "ft-oracle" not in adaptation.parse_args([]).systems
+
+
+def test_speaker_wers_split_the_errors_by_the_manifest_speaker(tmp_path: Path) -> None:
+    from runs import speaker_wers
+
+    manifest = tmp_path / "test.jsonl"
+    manifest.write_text(
+        "".join(
+            json.dumps({"audio_filepath": f"/data/test/{name}.wav", "text": "x", "speaker": who})
+            + "\n"
+            for name, who in (("a", "lee"), ("b", "kal"), ("c", "lee"))
+        )
+    )
+    report = tmp_path / "report.json"
+    utterances = [("a", 3, 10), ("b", 1, 8), ("c", 2, 5)]  # name, word errors, reference words
+    report.write_text(json.dumps({"utterances": [
+        {"audio_filepath": f"/elsewhere/{name}.wav", "word_errors": e, "reference_words": n}
+        for name, e, n in utterances
+    ]}))  # fmt: skip
+    # lee: (3 + 2) / (10 + 5) = 33.33 %; kal: 1 / 8 = 12.5 %.
+    assert speaker_wers(report, manifest) == {"kal": 12.5, "lee": 33.33}
