@@ -271,3 +271,32 @@ def test_every_codec_the_chain_names_round_trips_here(speech_samples, codec):
     error = np.mean((y - x8) ** 2) / np.mean(x8**2)
     # Lossy but still the same speech: a coding error between -60 and -3 dB.
     assert 1e-6 < error < 0.5, error
+
+
+def test_a_measured_channel_without_a_low_edge_keeps_the_low_end(phone_files, speech_samples):
+    records = []
+    for path in (phone_files["mulaw"], phone_files["alaw"], phone_files["wide16"]):
+        data, info = read_audio(path)
+        records.append(measure(str(path), data, info))
+    profile = build_profile(records)
+    x, rate = speech_samples
+    drawn = [draw_params(profile, utterance_rng(2, str(i), 0), 16000) for i in range(20)]
+    # These phone lines pass from ~300 Hz: a measured low edge, so F_filt may high-pass.
+    with_edge = [p for p in drawn if p.channel and p.channel.band_low_hz is not None]
+    assert with_edge and all(p.filter.highpass_allowed for p in with_edge)
+    # The shape of this speech high-passed at 500 Hz: F_filt, when allowed, finds a
+    # high-pass to match it; held to the low end, it may not.
+    from marco_trainer.audio.features import spectral_shape
+    from marco_trainer.audio.params import FilterStep
+
+    centroid, rolloff = spectral_shape(ops.butterworth(x, rate, "highpass", 500.0, 4)[0], rate)
+    shape = FilterStep(target_rolloff_hz=rolloff, target_centroid_hz=centroid)
+    assert chain.resolve_filter(x, rate, shape).highpass_hz is not None
+    held = shape.model_copy(update={"highpass_allowed": False})
+    assert chain.resolve_filter(x, rate, held).highpass_hz is None
+    without_low_edge = profile.model_copy(
+        update={"channel": profile.channel.model_copy(update={"band_low_hz": 20.0})}
+    )
+    redrawn = [draw_params(without_low_edge, utterance_rng(2, str(i), 0), 16000) for i in range(20)]
+    assert any(p.channel for p in redrawn)
+    assert all(not p.filter.highpass_allowed for p in redrawn if p.channel)

@@ -149,7 +149,7 @@ def resolve_filter(x: Audio, sr: int, step: FilterStep) -> FilterStep:
     # filter held fixed weights the spectra, so each round is one product. With
     # no high-pass the last round would repeat the first one exactly.
     low = best(low_matrix, spectra)
-    high = best(high_matrix, spectra * low_gain[:, low : low + 1])
+    high = best(high_matrix, spectra * low_gain[:, low : low + 1]) if step.highpass_allowed else 0
     if high:
         low = best(low_matrix, spectra * high_gain[:, high : high + 1])
     return step.model_copy(

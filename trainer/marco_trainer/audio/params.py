@@ -107,6 +107,11 @@ class FilterStep(BaseModel):
     highpass_hz: float | None = Field(default=None, gt=0)
     lowpass_hz: float | None = Field(default=None, gt=0)
     order: int = FILTER_ORDER
+    highpass_allowed: bool = Field(
+        default=True,
+        description="False when the measured channel keeps the target's low end (no band edge "
+        "at or above MIN_BAND_LOW_HZ): the shape match may not take it away.",
+    )
 
     # Logged with the cutoffs, so a reader sees the channel at a glance. mypy does not
     # support decorators over @property; this is pydantic's documented form.
@@ -348,8 +353,13 @@ def draw_params(
         target_centroid_hz=_normal_in_range(rng, profile.metric("centroid_hz")),
     )
 
+    channel = draw_channel(profile, rng)
+    if channel is not None and channel.band_low_hz is None:
+        # The target's own low end is intact (car rumble: 43 % of its energy under 200 Hz),
+        # and F_filt's high-pass, matching a centroid the noise moved, removed most of it.
+        filt = filt.model_copy(update={"highpass_allowed": False})
     params = ChainParams(
-        channel=draw_channel(profile, rng),
+        channel=channel,
         compression=draw_compression(profile, rng),
         dropouts=draw_dropouts(profile, rng),
         output_rate=output_rate,
