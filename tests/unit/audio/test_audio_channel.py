@@ -22,7 +22,7 @@ from marco_trainer.audio.params import (
     draw_params,
     utterance_rng,
 )
-from marco_trainer.audio.profile import build_profile
+from marco_trainer.audio.profile import Profile, build_profile
 
 
 def _noisy(x: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
@@ -198,12 +198,17 @@ def test_profile_summarises_the_channel_over_files(phone_files, speech):
     assert channel.band_high_hz == highs[1]  # the median of three
 
 
-def test_channel_steps_are_drawn_applied_logged_and_replayed(phone_files, speech_samples):
+def _phone_profile(phone_files) -> Profile:
+    """The profile of a μ-law line, an A-law line and a wideband file."""
     records = []
     for path in (phone_files["mulaw"], phone_files["alaw"], phone_files["wide16"]):
         data, info = read_audio(path)
         records.append(measure(str(path), data, info))
-    profile = build_profile(records)
+    return build_profile(records)
+
+
+def test_channel_steps_are_drawn_applied_logged_and_replayed(phone_files, speech_samples):
+    profile = _phone_profile(phone_files)
     x, rate = speech_samples
     drawn = [draw_params(profile, utterance_rng(1, str(i), 0), 16000) for i in range(30)]
     assert {p.channel.codec for p in drawn if p.channel} == {"mulaw", "alaw", None}
@@ -274,11 +279,7 @@ def test_every_codec_the_chain_names_round_trips_here(speech_samples, codec):
 
 
 def test_a_measured_channel_without_a_low_edge_keeps_the_low_end(phone_files, speech_samples):
-    records = []
-    for path in (phone_files["mulaw"], phone_files["alaw"], phone_files["wide16"]):
-        data, info = read_audio(path)
-        records.append(measure(str(path), data, info))
-    profile = build_profile(records)
+    profile = _phone_profile(phone_files)
     x, rate = speech_samples
     drawn = [draw_params(profile, utterance_rng(2, str(i), 0), 16000) for i in range(20)]
     # These phone lines pass from ~300 Hz: a measured low edge, so F_filt may high-pass.
