@@ -17,6 +17,8 @@ import json
 import os
 import sys
 from collections import Counter
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from marco_contract.formats import StageResult
     from marco_trainer.audio.assets import Assets
     from marco_trainer.audio.inputs import Source
-    from marco_trainer.audio.profile import Profile
+    from marco_trainer.audio.params import ChainParams
     from marco_trainer.audio.snr_calibration import SnrCalibration
 
 OUTPUT_SUBTYPE = "PCM_16"
@@ -144,7 +146,6 @@ def run(args: argparse.Namespace) -> int:
     from marco_trainer.audio.io import AudioRejected, load_mono
     from marco_trainer.audio.noise_floor import shaped_noise
     from marco_trainer.audio.params import (
-        ChainParams,
         draw_params,
         room_rt60_range,
         utterance_rng,
@@ -214,10 +215,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"marco-trainer augment: {error}", file=sys.stderr)
         return BAD_INPUT
 
+    # The profile chain's draw, one for the calibration and the copies: the same arguments.
+    draw = None
+    if profile is not None:
+        draw = partial(
+            draw_params,
+            profile,
+            output_rate=rate,
+            num_rirs=len(assets.rirs),
+            num_noises=len(assets.noises),
+            noise_source=noise_kind(assets.noise_source),
+            rir_rt60s=assets.rir_rt60s,
+            speed_factors=args.speed_factors or (),
+        )
     calibration = None
-    if profile is not None and args.channel_from_target:
+    if draw is not None and args.channel_from_target:
         # Every shard fits the same line: from the same utterances of the whole list.
-        calibration = _calibrate_snr(all_sources, profile, assets, rate, args)
+        calibration = _calibrate_snr(all_sources, draw, assets, args.seed)
         print(f"augment: SNR calibration {calibration}", file=sys.stderr)
 
     tag = f"{shard.index:05d}-of-{shard.count:05d}"
@@ -274,18 +288,8 @@ def run(args: argparse.Namespace) -> int:
                     if audio is None:
                         audio, info = load_mono(source.path)
                     rng = utterance_rng(args.seed, source.key, copy)
-                    if profile is not None:
-                        params = draw_params(
-                            profile,
-                            rng,
-                            rate,
-                            len(assets.rirs),
-                            len(assets.noises),
-                            noise_kind(assets.noise_source),
-                            assets.rir_rt60s,
-                            args.speed_factors or (),
-                            calibration,
-                        )
+                    if draw is not None:
+                        params = draw(rng, snr_calibration=calibration)
                         augmented, out_rate, params = apply_chain(
                             audio, info.sample_rate, params, assets
                         )
@@ -347,13 +351,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _calibrate_snr(
-    sources: list[Source], profile: Profile, assets: Assets, rate: int, args: argparse.Namespace
+    sources: list[Source],
+    draw: Callable[[np.random.Generator], ChainParams],
+    assets: Assets,
+    seed: int,
 ) -> SnrCalibration | None:
     """How the profile's SNR estimator reads this chain (``snr_calibration``), measured on
     ``CALIBRATION_UTTERANCES`` sources spread over the list, each with its own first draw."""
     from marco_trainer.audio.chain import apply_chain
     from marco_trainer.audio.io import load_mono
-    from marco_trainer.audio.params import draw_params, utterance_rng
+    from marco_trainer.audio.params import utterance_rng
     from marco_trainer.audio.snr_calibration import CALIBRATION_UTTERANCES, calibrate
 
     picks = sources[:: max(1, len(sources) // CALIBRATION_UTTERANCES)][:CALIBRATION_UTTERANCES]
@@ -364,20 +371,7 @@ def _calibrate_snr(
         except Exception:  # a bad file is the main loop's to skip and count
             continue
         samples.append((audio, info.sample_rate))
-        rng = utterance_rng(args.seed, source.key, 0)
-        noise_source = noise_kind(assets.noise_source)
-        drawn.append(
-            draw_params(
-                profile,
-                rng,
-                rate,
-                len(assets.rirs),
-                len(assets.noises),
-                noise_source,
-                assets.rir_rt60s,
-                args.speed_factors or (),
-            )
-        )
+        drawn.append(draw(utterance_rng(seed, source.key, 0)))
 
     def mix(
         index: int, audio: np.ndarray, sample_rate: int, offset: float
