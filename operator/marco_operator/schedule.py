@@ -137,10 +137,12 @@ def cycle_sigma(window: Sequence[Evaluation], kind: SigmaKind = "population") ->
     wers = [e.wer for e in window]
     if kind == "trend-residual":
         return trend_residual_sigma([float(e.step) for e in window], wers)
-    if kind in ("noise-excess", "descent-excess"):
-        spread = sigma(wers) if kind == "noise-excess" else descent_residual_sigma(wers)
-        noise = noise_variance([e.wer_se for e in window], [e.wer_change_se for e in window[1:]])
-        return math.sqrt(max(0.0, spread**2 - noise))
+    errors = [e.wer_se for e in window]
+    changes = [e.wer_change_se for e in window[1:]]
+    if kind == "noise-excess":
+        return noise_excess_sigma(wers, errors, changes)
+    if kind == "descent-excess":
+        return beyond_noise(descent_residual_sigma(wers), errors, changes)
     return sigma(wers)
 
 
@@ -162,8 +164,16 @@ def noise_excess_sigma(
     subset that every evaluation of it shares, so that reading calls nearly any cycle on
     a small subset stable (measured: a cycle that rose 39.8 → 42.2 → 43.4, σ 1.5, read
     as noise against an SE of 3.8). An evaluation with neither counts as noise-free."""
-    noise = noise_variance(standard_errors, change_errors)
-    return math.sqrt(max(0.0, sigma(wers) ** 2 - noise))
+    return beyond_noise(sigma(wers), standard_errors, change_errors)
+
+
+def beyond_noise(
+    spread: float,
+    standard_errors: Sequence[float | None],
+    change_errors: Sequence[float | None] = (),
+) -> float:
+    """sqrt(max(0, spread² − noise variance)): a cycle's spread less its subset's noise."""
+    return math.sqrt(max(0.0, spread**2 - noise_variance(standard_errors, change_errors)))
 
 
 def noise_variance(
