@@ -92,11 +92,12 @@ def speaker_wers(report: Path, manifest: Path) -> dict[str, float]:
     """Test WER (%) per speaker of an evaluation, the speakers read from the manifest's
     ``speaker`` field (the scenarios write it): with two test speakers a split's WER is
     mostly how each voice fares, and a row should show which one moved."""
-    speakers = {}
-    for line in manifest.read_text().splitlines():
-        if line.strip():
-            utterance = json.loads(line)
-            speakers[Path(utterance["audio_filepath"]).name] = utterance.get("speaker", "?")
+    from marco_contract.manifests import read_manifest
+
+    speakers = {
+        Path(u.audio_filepath).name: (u.model_extra or {}).get("speaker", "?")
+        for u in read_manifest(manifest)
+    }
     errors: dict[str, list[int]] = {}
     for utterance in json.loads(report.read_text())["utterances"]:
         speaker = speakers.get(Path(utterance["audio_filepath"]).name, "?")
