@@ -37,7 +37,8 @@ Every scenario's source side is the demo's everyday talk, the generic clean
 corpus a user fine-tunes from. Speakers (TTS voices: an engine, a voice and a
 pitch shift) are disjoint between source, unlabeled, dev and test within a
 scenario, between scenarios, and from the demo's voices (which are never pitch
-shifted); sentences are disjoint between splits. As in :mod:`marco_demo.data`,
+shifted); sentences are disjoint between splits. Target dev hears four talkers and
+target test six, in equal shares, so that a scenario's test WER is not one voice's. As in :mod:`marco_demo.data`,
 everything is planned from the seed first and rendering resumes by skipping
 files that exist (their names carry a hash of their job).
 
@@ -184,8 +185,20 @@ SCENARIOS: dict[str, Scenario] = {
                 "target/unlabeled": _speakers(
                     "flite:awb:+200", "espeak-ng:en-gb-scotland+Belinda", "espeak-ng:en-029+Caleb"
                 ),
-                "target/dev": _speakers("flite:kal16:+250", "espeak-ng:en-us-nyc+Linda"),
-                "target/test": _speakers("flite:slt:-250", "espeak-ng:en-gb+Mike"),
+                "target/dev": _speakers(
+                    "flite:kal16:+250",
+                    "flite:awb:-50",
+                    "espeak-ng:en-us-nyc+Linda",
+                    "espeak-ng:en-gb-x-gbcwmd+m1",
+                ),
+                "target/test": _speakers(
+                    "flite:slt:-250",
+                    "flite:kal16:-50",
+                    "flite:awb:+400",
+                    "espeak-ng:en-gb+Mike",
+                    "espeak-ng:en-029+m2",
+                    "espeak-ng:en-gb-x-rp+f3",
+                ),
                 BABBLE_SPLIT: _speakers(
                     "espeak-ng:en-us+Gene",
                     "espeak-ng:en-gb+female2",
@@ -208,8 +221,20 @@ SCENARIOS: dict[str, Scenario] = {
                 "target/unlabeled": _speakers(
                     "flite:rms:+300", "espeak-ng:en-gb-x-gbcwmd+Max", "espeak-ng:en-us-nyc+f1"
                 ),
-                "target/dev": _speakers("flite:slt:+150", "espeak-ng:en-029+Alicia"),
-                "target/test": _speakers("flite:awb:+350", "espeak-ng:en-gb-scotland+Rob"),
+                "target/dev": _speakers(
+                    "flite:slt:+150",
+                    "flite:rms:-50",
+                    "espeak-ng:en-029+Alicia",
+                    "espeak-ng:en-us-nyc+m4",
+                ),
+                "target/test": _speakers(
+                    "flite:awb:+350",
+                    "flite:slt:-50",
+                    "flite:rms:+400",
+                    "espeak-ng:en-gb-scotland+Rob",
+                    "espeak-ng:en-gb-x-rp+m5",
+                    "espeak-ng:en-us+m6",
+                ),
             },
             draw=_car,
         ),
@@ -227,8 +252,20 @@ SCENARIOS: dict[str, Scenario] = {
                 "target/unlabeled": _speakers(
                     "flite:awb:-150", "espeak-ng:en-gb+Denis", "espeak-ng:en-029+f2"
                 ),
-                "target/dev": _speakers("flite:rms:+150", "espeak-ng:en-gb-x-rp+Steph2"),
-                "target/test": _speakers("flite:kal16:-200", "espeak-ng:en-us-nyc+Lee"),
+                "target/dev": _speakers(
+                    "flite:rms:+150",
+                    "flite:awb:+50",
+                    "espeak-ng:en-gb-x-rp+Steph2",
+                    "espeak-ng:en-gb-scotland+m7",
+                ),
+                "target/test": _speakers(
+                    "flite:kal16:-200",
+                    "flite:rms:-300",
+                    "flite:slt:+50",
+                    "espeak-ng:en-us-nyc+Lee",
+                    "espeak-ng:en-gb+f5",
+                    "espeak-ng:en-029+m8",
+                ),
             },
             draw=_voip,
         ),
@@ -248,8 +285,20 @@ SCENARIOS: dict[str, Scenario] = {
                     "espeak-ng:en-gb-scotland+Jacky",
                     "espeak-ng:en-gb-x-rp+anika",
                 ),
-                "target/dev": _speakers("flite:awb:-350", "espeak-ng:en-us+Quincy"),
-                "target/test": _speakers("flite:rms:+250", "espeak-ng:en-029+m3"),
+                "target/dev": _speakers(
+                    "flite:awb:-350",
+                    "flite:kal16:+50",
+                    "espeak-ng:en-us+Quincy",
+                    "espeak-ng:en-gb-x-gbclan+f4",
+                ),
+                "target/test": _speakers(
+                    "flite:rms:+250",
+                    "flite:kal16:+400",
+                    "flite:slt:-400",
+                    "espeak-ng:en-029+m3",
+                    "espeak-ng:en-us-nyc+edward",
+                    "espeak-ng:en-gb-scotland+john",
+                ),
             },
             draw=_radio,
         ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -41,6 +43,14 @@ def test_splits_share_no_speaker_and_no_sentence(name: str) -> None:
     # Sizes as asked, and every split hears more than one talker.
     assert len([j for j in jobs if j.split == "target/test"]) == 20
     assert all(len(speakers[s]) >= 2 for s in SPLITS)
+    # A test WER is an average over talkers, not one voice's score: with two voices
+    # one synthetic talker set a scenario's test WER (note 26), so dev hears four
+    # and test six, each an equal share of the split.
+    assert len(speakers["target/dev"]) >= 4
+    assert len(speakers["target/test"]) >= 6
+    for split in ("target/dev", "target/test"):
+        counts = Counter(j.speaker for j in jobs if j.split == split)
+        assert max(counts.values()) - min(counts.values()) <= 1, (split, counts)
 
 
 def test_scenarios_share_no_speaker_with_each_other_or_the_demo() -> None:
