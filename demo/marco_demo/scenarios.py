@@ -38,9 +38,10 @@ corpus a user fine-tunes from. Speakers (TTS voices: an engine, a voice and a
 pitch shift) are disjoint between source, unlabeled, dev and test within a
 scenario, between scenarios, and from the demo's voices (which are never pitch
 shifted); sentences are disjoint between splits. Target dev hears four talkers and
-target test six, in equal shares, so that a scenario's test WER is not one voice's. As in :mod:`marco_demo.data`,
-everything is planned from the seed first and rendering resumes by skipping
-files that exist (their names carry a hash of their job).
+target test six, in equal shares, so that a scenario's test WER is not one voice's.
+As in :mod:`marco_demo.data`, everything is planned from the seed first and
+rendering resumes by skipping files that exist (their names carry a hash of their
+job).
 
 ``--oracle`` adds ``source/oracle``: every source utterance (same sentence,
 same voice) through a channel drawn from the target's own distribution, as the
