@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from marco_trainer.audio import ops
-from marco_trainer.audio.features import estimate_snr
+from marco_trainer.audio.features import FileMetrics, estimate_snr, frame_levels_db, level_spread
+from marco_trainer.audio.params import COMPRESSED_SPREAD_DB, target_is_compressed
+from marco_trainer.audio.profile import build_profile
 from marco_trainer.audio.snr_calibration import SnrCalibration, calibrate, fit_line
 
 
@@ -74,3 +76,81 @@ def test_mixed_snr_stays_in_range():
     assert steep.mixed_for(8.0) == pytest.approx(8.0)  # (8 − 6) / 0.25
     assert steep.mixed_for(-20.0) == -10.0
     assert steep.mixed_for(80.0) == 60.0
+
+
+def _target(pieces: list[np.ndarray], rate: int, compress: bool) -> list[np.ndarray]:
+    """A car-like target: each utterance at 8 dB SNR, compressed first (ratio 8 above its
+    p10 frame level, as a hard AGC would) or not. At 3 dB the noise alone narrows the
+    spread to 7.8 dB and a compressor takes off only 2 more: this is where they part."""
+    out = []
+    for k, piece in enumerate(pieces):
+        if compress:
+            threshold = float(np.percentile(frame_levels_db(piece, rate), 10))
+            piece = ops.compress(piece, rate, threshold, 8.0)[0]
+        out.append(_mix(piece, rate, 8.0, seed=200 + k))
+    return out
+
+
+def _profile_of(files: list[np.ndarray], rate: int):
+    return build_profile(
+        [
+            FileMetrics(
+                path=f"{k}.wav",
+                sample_rate=rate,
+                bit_depth=16,
+                subtype="PCM_16",
+                channels=1,
+                duration_s=len(f) / rate,
+                snr_db=estimate_snr(f, rate),
+                lufs=-25.0,
+                centroid_hz=1000.0,
+                rolloff_hz=2500.0,
+                level_spread_db=level_spread(f, rate),
+            )
+            for k, f in enumerate(files)
+        ]
+    )
+
+
+def test_noise_alone_explains_a_noisy_targets_narrow_spread_and_compression_does_not(
+    speech_samples,
+):
+    x, rate = speech_samples
+    pieces = [x] * 6  # six utterances: the same words, each under its own noise
+    plain = _profile_of(_target(pieces, rate, compress=False), rate)
+    squeezed = _profile_of(_target(pieces, rate, compress=True), rate)
+    # Both read as compressed by the fixed gate: the noise fills the pauses.
+    assert plain.metric("level_spread_db").percentile(50) < COMPRESSED_SPREAD_DB
+    assert target_is_compressed(plain) and target_is_compressed(squeezed)
+
+    # The chain's draws are readings from the target (as the profile hands them over),
+    # and the source goes through noise only: what an uncompressed copy would be.
+    readings = plain.metric("snr_db").values
+    assert readings is not None
+
+    def mix(index, audio, sample_rate, offset):
+        snr = readings[index] + offset
+        return _mix(audio, sample_rate, snr, seed=index), sample_rate, snr
+
+    line = calibrate([(p, rate) for p in pieces], mix, uncompressed=mix)
+    assert line is not None and line.uncompressed_spread_db is not None
+    # The copies' spread, measured on other noise at the calibrated SNR, is the plain
+    # target's (within the margin), so the plain target is not compressed; the squeezed
+    # one, made by a real compressor, is still narrower than the noise explains.
+    assert abs(line.uncompressed_spread_db - plain.metric("level_spread_db").percentile(50)) < 2
+    assert not target_is_compressed(plain, line.uncompressed_spread_db)
+    assert target_is_compressed(squeezed, line.uncompressed_spread_db)
+    # The calibration only ever takes compression away: a wide uncompressed reading
+    # leaves the fixed gate as it was.
+    assert target_is_compressed(plain, 40.0)
+
+
+def test_without_an_uncompressed_chain_the_line_carries_no_spread(speech_samples):
+    x, rate = speech_samples
+
+    def mix(index, audio, sample_rate, offset):
+        snr = 5.0 * index + offset
+        return _mix(audio, sample_rate, snr, seed=index), sample_rate, snr
+
+    line = calibrate([(x, rate)] * 3, mix)
+    assert line is not None and line.uncompressed_spread_db is None

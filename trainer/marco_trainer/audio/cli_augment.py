@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from marco_trainer.audio.assets import Assets
     from marco_trainer.audio.inputs import Source
     from marco_trainer.audio.params import ChainParams
+    from marco_trainer.audio.profile import Profile
     from marco_trainer.audio.snr_calibration import SnrCalibration
 
 OUTPUT_SUBTYPE = "PCM_16"
@@ -229,9 +230,9 @@ def run(args: argparse.Namespace) -> int:
             speed_factors=args.speed_factors or (),
         )
     calibration = None
-    if draw is not None and args.channel_from_target:
+    if draw is not None and profile is not None and args.channel_from_target:
         # Every shard fits the same line: from the same utterances of the whole list.
-        calibration = _calibrate_snr(all_sources, draw, assets, args.seed)
+        calibration = _calibrate_snr(all_sources, draw, assets, args.seed, profile)
         print(f"augment: SNR calibration {calibration}", file=sys.stderr)
 
     tag = f"{shard.index:05d}-of-{shard.count:05d}"
@@ -338,6 +339,11 @@ def run(args: argparse.Namespace) -> int:
             f"; SNR read = {calibration.slope:.2f} × mixed + {calibration.intercept:.2f} dB"
             if calibration is not None
             else ""
+        )
+        + (
+            f"; level spread without compression {calibration.uncompressed_spread_db:.1f} dB"
+            if calibration is not None and calibration.uncompressed_spread_db is not None
+            else ""
         ),
     )
     atomic_write_text(out / f".result-{tag}.json", result.model_dump_json())
@@ -355,12 +361,13 @@ def _calibrate_snr(
     draw: Callable[[np.random.Generator], ChainParams],
     assets: Assets,
     seed: int,
+    profile: Profile,
 ) -> SnrCalibration | None:
     """How the profile's SNR estimator reads this chain (``snr_calibration``), measured on
     ``CALIBRATION_UTTERANCES`` sources spread over the list, each with its own first draw."""
     from marco_trainer.audio.chain import apply_chain
     from marco_trainer.audio.io import load_mono
-    from marco_trainer.audio.params import utterance_rng
+    from marco_trainer.audio.params import target_is_compressed, utterance_rng
     from marco_trainer.audio.snr_calibration import CALIBRATION_UTTERANCES, calibrate
 
     picks = sources[:: max(1, len(sources) // CALIBRATION_UTTERANCES)][:CALIBRATION_UTTERANCES]
@@ -382,7 +389,24 @@ def _calibrate_snr(
         out, out_rate, _ = apply_chain(audio, sample_rate, moved, assets)
         return out, out_rate, noise.snr_db
 
-    return calibrate(samples, mix)
+    def uncompressed(
+        index: int, audio: np.ndarray, sample_rate: int, offset: float
+    ) -> tuple[np.ndarray, int, float]:
+        plain = drawn[index].model_copy(update={"compression": None})
+        noise = plain.noise.model_copy(update={"snr_db": plain.noise.snr_db + offset})
+        out, out_rate, _ = apply_chain(
+            audio, sample_rate, plain.model_copy(update={"noise": noise}), assets
+        )
+        return out, out_rate, noise.snr_db
+
+    # The line is fitted on the chain the copies will go through: without compression
+    # when what the noise leaves already explains the target's narrow spread.
+    line = calibrate(samples, uncompressed, uncompressed=uncompressed)
+    if line is None or not target_is_compressed(profile, line.uncompressed_spread_db):
+        return line
+    compressed = calibrate(samples, mix)
+    spread = {"uncompressed_spread_db": line.uncompressed_spread_db}
+    return compressed.model_copy(update=spread) if compressed is not None else None
 
 
 def _merge_results(out: Path, own: StageResult, num_shards: int) -> StageResult:

@@ -14,7 +14,16 @@ utterances go through their drawn chain at their drawn SNR and at
 ``CALIBRATION_STEP_DB`` lower, the estimator reads each output, and a
 least-squares line reading = slope · mixed + intercept is fitted. F_noise then
 takes its draw as the reading to reproduce and mixes at the SNR the line says
-gives it (``SnrCalibration.mixed_for``). Pure: the callers load audio and log.
+gives it (``SnrCalibration.mixed_for``).
+
+The same utterances also tell the compression step what noise alone does to the
+level spread. Noise fills the pauses, so a noisy target is narrow without any
+compressor (the car scenario: median 9.5 dB, under the 15 dB gate that marks a
+compressed target) and F_lufs squeezed half the copies at ratios up to 8. Each
+utterance is run once more at its calibrated SNR without compression, and the
+median level spread of those outputs (``uncompressed_spread_db``) is how narrow
+this chain makes speech by itself: a target only counts as compressed when it is
+narrower than that. Pure: the callers load audio and log.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from pydantic import BaseModel, Field
 
-from marco_trainer.audio.features import estimate_snr
+from marco_trainer.audio.features import estimate_snr, level_spread
 
 #: Utterances the calibration mixes (twice each): a second or two of work.
 CALIBRATION_UTTERANCES = 24
@@ -43,6 +52,11 @@ class SnrCalibration(BaseModel):
     slope: float = Field(gt=0)
     intercept: float
     utterances: int = Field(ge=1, description="Source utterances mixed, twice each.")
+    uncompressed_spread_db: float | None = Field(
+        default=None,
+        description="Median level spread (dB) of the same utterances mixed at their "
+        "calibrated SNR without compression: how narrow the noise alone makes them.",
+    )
 
     def mixed_for(self, reading_db: float) -> float:
         """The SNR to mix at so that the estimator reads ``reading_db``."""
@@ -56,15 +70,21 @@ def fit_line(mixed: Sequence[float], read: Sequence[float]) -> tuple[float, floa
     return float(slope), float(intercept)
 
 
+Mix = Callable[[int, np.ndarray, int, float], tuple[np.ndarray, int, float]]
+
+
 def calibrate(
     samples: Sequence[tuple[np.ndarray, int]],
-    mix: Callable[[int, np.ndarray, int, float], tuple[np.ndarray, int, float]],
+    mix: Mix,
     step_db: float = CALIBRATION_STEP_DB,
+    uncompressed: Mix | None = None,
 ) -> SnrCalibration | None:
     """The estimator's line over ``samples`` (audio, rate), or None when it is too flat.
 
     ``mix(i, audio, rate, offset_db)`` runs sample ``i``'s drawn chain with its SNR moved
-    by ``offset_db`` and returns the output, its rate and the SNR it mixed at."""
+    by ``offset_db`` and returns the output, its rate and the SNR it mixed at.
+    ``uncompressed`` does the same without the compression step; with it, the line's
+    ``uncompressed_spread_db`` is measured at each sample's calibrated SNR."""
     mixed: list[float] = []
     read: list[float] = []
     for index, (audio, rate) in enumerate(samples):
@@ -77,4 +97,13 @@ def calibrate(
     slope, intercept = fit_line(mixed, read)
     if slope < MIN_SLOPE:
         return None
-    return SnrCalibration(slope=slope, intercept=intercept, utterances=len(samples))
+    line = SnrCalibration(slope=slope, intercept=intercept, utterances=len(samples))
+    if uncompressed is None:
+        return line
+    spreads = []
+    for index, (audio, rate) in enumerate(samples):
+        # The sample's draw is a reading; the copy mixes at what reads as it.
+        drawn = mixed[2 * index]
+        out, out_rate, _ = uncompressed(index, audio, rate, line.mixed_for(drawn) - drawn)
+        spreads.append(level_spread(out, out_rate))
+    return line.model_copy(update={"uncompressed_spread_db": float(np.median(spreads))})
