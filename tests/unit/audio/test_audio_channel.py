@@ -160,6 +160,45 @@ def test_equaliser_moves_the_long_term_spectrum_toward_the_target(speech_samples
     assert after < 0.5 * before
 
 
+def _level_above(x: np.ndarray, rate: int, hz: float) -> float:
+    """Welch power above ``hz`` against 300-3000 Hz, in dB."""
+    freqs, power = signal.welch(x, rate, nperseg=1024)
+    band = power[(freqs >= 300) & (freqs <= 3000)].mean()
+    return float(10 * np.log10(power[freqs > hz].mean() / band))
+
+
+def test_a_phone_band_edge_is_cut_into_wideband_speech(speech, speech_samples, phone_files):
+    x, rate = speech_samples
+    line = _channel(phone_files["wide16"])
+    step = ChannelStep(eq=True, eq_target_db=line.band_levels_db, band_high_hz=line.band_high_hz)
+    resolved = chain.resolve_channel(x, rate, step)
+    # The source is far louder above 3.4-4 kHz than the line: the edge is the channel's.
+    assert resolved.band_high_hz == line.band_high_hz
+    out, _ = chain.line_filter(x, rate, resolved)
+    assert _level_above(out, rate, 4500) < _level_above(x, rate, 4500) - 20
+
+
+def test_an_edge_the_voice_made_is_not_cut_into_a_source_that_is_quieter_above_it(
+    speech_samples,
+):
+    x, rate = speech_samples
+    # A target with more air than the source: +8 dB above 4 kHz (a brighter voice through
+    # a wideband microphone), measured as the profile measures it, and an edge at 4 kHz
+    # as the detector read on the car scenario's voices.
+    sos = signal.butter(4, 4000, "highpass", fs=rate, output="sos")
+    bright = (x + (10 ** (8 / 20) - 1) * signal.sosfilt(sos, x)).astype(np.float32)
+    target = measure_channel(bright, rate, "PCM_16").band_levels_db
+    step = ChannelStep(eq=True, eq_target_db=target, band_high_hz=4000.0)
+    resolved = chain.resolve_channel(x, rate, step)
+    assert resolved.band_high_hz is None
+    out, _ = chain.line_filter(x, rate, resolved)
+    # The air stays, and moves toward the target's; the edge would have taken it away.
+    want = _level_above(bright, rate, 4500)
+    assert abs(_level_above(out, rate, 4500) - want) < abs(_level_above(x, rate, 4500) - want)
+    cut, _ = chain.line_filter(x, rate, step.model_copy(update={"resolved": True}))
+    assert _level_above(cut, rate, 4500) < _level_above(out, rate, 4500) - 20
+
+
 def _spread(x: np.ndarray, rate: int) -> float:
     """p90 - p10 of 40 ms frame levels (dB) over frames within 50 dB of the loudest."""
     size = int(0.04 * rate)
@@ -301,3 +340,24 @@ def test_a_measured_channel_without_a_low_edge_keeps_the_low_end(phone_files, sp
     redrawn = [draw_params(without_low_edge, utterance_rng(2, str(i), 0), 16000) for i in range(20)]
     assert any(p.channel for p in redrawn)
     assert all(not p.filter.highpass_allowed for p in redrawn if p.channel)
+
+
+def test_a_measured_equaliser_holds_the_shape_match_from_cutting_the_top(
+    phone_files, speech_samples
+):
+    profile = _phone_profile(phone_files)
+    x, rate = speech_samples
+    drawn = [draw_params(profile, utterance_rng(3, str(i), 0), 16000) for i in range(20)]
+    equalised = [p for p in drawn if p.channel and p.channel.eq]
+    assert equalised and all(not p.filter.lowpass_allowed for p in equalised)
+    assert all(p.filter.lowpass_allowed for p in drawn if not p.channel)
+    # The shape of this speech low-passed at 2 kHz: F_filt, when allowed, finds a
+    # low-pass to match it; held, it leaves the top to the equaliser.
+    from marco_trainer.audio.features import spectral_shape
+    from marco_trainer.audio.params import FilterStep
+
+    centroid, rolloff = spectral_shape(ops.butterworth(x, rate, "lowpass", 2000.0, 4)[0], rate)
+    shape = FilterStep(target_rolloff_hz=rolloff, target_centroid_hz=centroid)
+    assert chain.resolve_filter(x, rate, shape).lowpass_hz is not None
+    held = shape.model_copy(update={"lowpass_allowed": False})
+    assert chain.resolve_filter(x, rate, held).lowpass_hz is None

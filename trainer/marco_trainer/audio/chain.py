@@ -20,6 +20,10 @@ from marco_trainer.audio.params import (
 
 #: The equaliser's gains stay within ±EQ_MAX_DB (a channel colours, it does not carve).
 EQ_MAX_DB = 12.0
+#: The measured upper band edge is cut into an utterance only when the utterance is this
+#: much louder above the edge than the target is (both re their speech band): the fall
+#: that makes an edge (``channel.EDGE_DROP_DB``) must be the channel's, not the voices'.
+BAND_EXCESS_DB = channels.EDGE_DROP_DB
 #: Ratios the compressor chooses from (1: leave alone).
 COMPRESSION_RATIOS = (1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0)
 #: Compressor thresholds tried, as percentiles of the utterance's frame levels.
@@ -148,9 +152,9 @@ def resolve_filter(x: Audio, sr: int, step: FilterStep) -> FilterStep:
     # high-pass under it, then the low-pass again: 35 candidates, not 117. The
     # filter held fixed weights the spectra, so each round is one product. With
     # no high-pass the last round would repeat the first one exactly.
-    low = best(low_matrix, spectra)
+    low = best(low_matrix, spectra) if step.lowpass_allowed else 0
     high = best(high_matrix, spectra * low_gain[:, low : low + 1]) if step.highpass_allowed else 0
-    if high:
+    if high and step.lowpass_allowed:
         low = best(low_matrix, spectra * high_gain[:, high : high + 1])
     return step.model_copy(
         update={
@@ -171,21 +175,45 @@ def filtering(x: Audio, sr: int, step: FilterStep) -> tuple[Audio, int]:
     return x, sr
 
 
+def excess_above(
+    own: list[float | None], target: list[float | None], edge_hz: float
+) -> float | None:
+    """Mean of own − target (dB) over the third-octave bands centred above ``edge_hz``
+    that both have a level; None when none has."""
+    pairs = [
+        o - t
+        for c, o, t in zip(channels.THIRD_OCTAVES_HZ, own, target, strict=True)
+        if c > edge_hz and o is not None and t is not None
+    ]
+    return float(np.mean(pairs)) if pairs else None
+
+
 def resolve_channel(x: Audio, sr: int, step: ChannelStep) -> ChannelStep:
     """The equaliser's gains: per third-octave band, the target's long-term level minus
     this utterance's (both relative to their speech band, so only the shape moves),
     smoothed over neighbouring bands and clipped to ±EQ_MAX_DB. Bands the target
     has no level for (past its Nyquist rate) or past the applied band edges get 0 dB:
-    the band-pass is what shapes those."""
+    the band-pass is what shapes those.
+
+    The upper edge is dropped for an utterance that is not ``BAND_EXCESS_DB`` louder
+    above it than the target: the detector reads a voice's own high-frequency rolloff as
+    an edge (the car scenario's target, a 40-7000 Hz microphone, read 4.2 kHz, with more
+    energy above it than the source has), and an 8th-order low-pass there took away what
+    the target keeps. The equaliser shapes those bands instead."""
     if step.resolved or not step.eq or step.eq_target_db is None:
         return step.model_copy(update={"resolved": True})
     db, freqs = channels.long_term_spectrum(x, sr)
     own = channels.band_levels(db, freqs)
+    target = step.eq_target_db
+    if step.band_high_hz:
+        excess = excess_above(own, target, step.band_high_hz)
+        if excess is not None and excess < BAND_EXCESS_DB:
+            step = step.model_copy(update={"band_high_hz": None})
     low = step.band_low_hz or 0.0
     high = step.band_high_hz or float("inf")
     raw = [
         t - o if t is not None and o is not None and low <= c <= high else 0.0
-        for c, t, o in zip(channels.THIRD_OCTAVES_HZ, step.eq_target_db, own, strict=True)
+        for c, t, o in zip(channels.THIRD_OCTAVES_HZ, target, own, strict=True)
     ]
     padded = np.pad(np.asarray(raw), 1, mode="edge")
     smooth = 0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:]

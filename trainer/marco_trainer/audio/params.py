@@ -115,6 +115,11 @@ class FilterStep(BaseModel):
         description="False when the measured channel keeps the target's low end (no band edge "
         "at or above MIN_BAND_LOW_HZ): the shape match may not take it away.",
     )
+    lowpass_allowed: bool = Field(
+        default=True,
+        description="False when the measured channel's equaliser already shapes the top of "
+        "the band toward the target's long-term spectrum.",
+    )
 
     # Logged with the cutoffs, so a reader sees the channel at a glance. mypy does not
     # support decorators over @property; this is pydantic's documented form.
@@ -376,6 +381,12 @@ def draw_params(
         # The target's own low end is intact (car rumble: 43 % of its energy under 200 Hz),
         # and F_filt's high-pass, matching a centroid the noise moved, removed most of it.
         filt = filt.model_copy(update={"highpass_allowed": False})
+    if channel is not None and channel.eq:
+        # The equaliser has matched the long-term spectrum band by band. A low-pass can
+        # only lower a copy's rolloff toward a draw made without regard to it, so every
+        # copy drawn under its own was cut, and the set's top fell under the target's
+        # (car: 363 of 400 low-passed at 2.3-5.7 kHz, 6 kHz 21 dB under the target).
+        filt = filt.model_copy(update={"lowpass_allowed": False})
     params = ChainParams(
         channel=channel,
         compression=draw_compression(
