@@ -52,6 +52,39 @@ def test_harvested_stretches_hold_no_speech(speech_samples, snr_db, beta):
     assert noise_only.mean() > 0.8
 
 
+@pytest.mark.parametrize("snr_db", [0.0, 4.0, 8.0])
+def test_a_car_cabins_rumble_does_not_hide_the_pauses(speech_samples, snr_db):
+    """The benchmark's car channel itself (engine drone and road rumble under 400 Hz,
+    cabin boom, hands-free microphone), stored as 16-bit PCM like its files."""
+    from marco_demo import acoustics
+    from marco_demo.scenario_channels import SCENARIO_RATE, CarChannel, car
+
+    x, rate = speech_samples
+    assert rate == SCENARIO_RATE
+    lead = rate  # a second of the cabin alone before and after the words
+    clean = np.concatenate([np.zeros(lead), x, np.zeros(lead)])
+    channel = CarChannel(
+        rpm=2200.0, engine_share=0.5, snr_db=snr_db, resonance_hz=90.0, boom_db=8.0, seed=1
+    )
+    out = car(clean, channel)
+    # The channel is linear after the mix: its speech part is the clean speech through
+    # the same boom and microphone, and the rest is the noise as the listener gets it.
+    speech = acoustics.band_pass(acoustics.cabin_eq(clean, rate, 90.0, 8.0), rate, 40.0, 7000.0)
+    peak = np.abs(out).max()
+    mixed = (np.round(out / peak * 32767) / 32767).astype(np.float32)
+    speech, noise = speech / peak, (out - speech) / peak
+    spans = non_speech_segments(mixed, rate)
+    covered = np.zeros(len(mixed), bool)
+    for start, end in spans:
+        covered[start:end] = True
+        # The speech inside a harvested stretch is well under the noise there.
+        speech_power = np.mean(speech[start:end] ** 2)
+        assert speech_power < 10 ** (-UNDER_NOISE_DB / 10) * np.mean(noise[start:end] ** 2)
+    margin = rate // 10
+    noise_only = np.r_[covered[: lead - margin], covered[len(mixed) - lead + margin :]]
+    assert noise_only.mean() > 0.8
+
+
 def test_harvest_joins_the_stretches_with_fades(speech_samples):
     x, rate = speech_samples
     mixed, *_ = _mixture(x, rate, 20.0, 0.5, lead_s=1.0)

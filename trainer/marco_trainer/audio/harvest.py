@@ -15,15 +15,23 @@ The detector (pure numpy, 20 ms frames) calls a frame speech when either
   which catches speech that is hardly louder than the noise;
 
 then widens every speech region by ``GUARD_SECONDS`` on each side (onsets and
-decays of words are quieter than their middles). What remains, in runs of at
-least ``MIN_RUN_SECONDS``, is noise. A file with no frame far from its floor
-(noise or speech all through) gives nothing: without a contrast there is no
-telling them apart.
+decays of words are quieter than their middles). What remains, in runs of at least
+``MIN_RUN_SECONDS``, is noise. A file with no frame far from its floor (noise or
+speech all through) gives nothing: without a contrast there is no telling them apart.
+
+Both readings are taken in the speech band (``VAD_BAND_HZ``), the flatness on the
+spectrum whitened by the quiet frames'. A car's engine and road rumble lies under
+400 Hz, where a 20 ms frame holds a few of its cycles and its power swings by more
+than 3 dB from frame to frame; and its spectrum falls so steeply that its raw
+flatness swung by 2x between noise frames. On the whole band and unwhitened, 150 car
+files at 0-8 dB SNR gave 0.7 s of noise (4 files); now 18.8 s (86 files), and the
+VoIP scenario's 9.8 s became 16.6.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from scipy import signal
 
 from marco_trainer.audio.features import SNR_NOISE_PERCENTILE, frame_powers
 
@@ -46,19 +54,46 @@ MIN_HARVEST_SECONDS = 5.0
 MAX_HARVEST_SECONDS = 600.0
 #: Where the profile stage leaves the harvested noise, next to profile.json.
 NOISE_DIR = "noise"
+#: The band the detector's energy and flatness are read in: where speech carries its
+#: energy and harmonics, above most of the rumble of engines, roads and rooms (100 Hz is
+#: 24 dB down). Not from 300 Hz: a murmur (m, n) keeps its energy under 300 Hz, and
+#: from 300 Hz one was harvested 2.7 dB above white noise at 20 dB SNR.
+VAD_BAND_HZ = (200.0, 3400.0)
 
 
-def _flatness(x: np.ndarray, size: int, count: int) -> np.ndarray:
-    """Spectral flatness (geometric / arithmetic mean of the power spectrum) per frame."""
+def _flatness(x: np.ndarray, rate: int, size: int, quiet: np.ndarray) -> np.ndarray:
+    """Spectral flatness (geometric / arithmetic mean of the power spectrum) per frame,
+    over the bins of ``VAD_BAND_HZ``, of the spectrum whitened by the ``quiet`` frames'
+    median (robust to the weak speech among them): noise of any colour, engine drones
+    included, reads alike in every noise frame, and only what rises above it in a few
+    bins (a voice's harmonics) reads less flat.
+    Unwhitened, a steep noise (rumble falling 60 dB across the band) gave a flatness that
+    swung by 2x from frame to frame, and every tenth car noise frame read as voiced."""
+    count = len(quiet)
     frames = x[: count * size].reshape(count, size) * np.hanning(size)
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2 + 1e-20
+    freqs = np.fft.rfftfreq(size, 1 / rate)
+    band = (freqs >= VAD_BAND_HZ[0]) & (freqs <= VAD_BAND_HZ[1])
+    if band.sum() >= 4:
+        power = power[:, band]
+    if quiet.any():
+        power = power / np.median(power[quiet], axis=0)
     return np.exp(np.mean(np.log(power), axis=1)) / np.mean(power, axis=1)
+
+
+def speech_band(x: np.ndarray, rate: int) -> np.ndarray:
+    """``x`` band-passed to ``VAD_BAND_HZ`` (zero phase, so frames stay aligned)."""
+    low, high = VAD_BAND_HZ
+    high = min(high, 0.45 * rate)
+    sos = signal.butter(4, (low, high), "bandpass", fs=rate, output="sos")
+    padding = min(len(x) - 1, 3 * (2 * len(sos) + 1))
+    return signal.sosfiltfilt(sos, np.asarray(x, dtype=np.float64), padlen=max(padding, 0))
 
 
 def speech_frames(x: np.ndarray, rate: int) -> np.ndarray:
     """Per 20 ms frame: True where the detector hears speech (guard included)."""
     size = max(int(rate * FRAME_SECONDS), 1)
-    powers = frame_powers(x, rate, FRAME_SECONDS)
+    powers = frame_powers(speech_band(x, rate) if len(x) > size else x, rate, FRAME_SECONDS)
     count = len(x) // size
     if count < 2:
         return np.ones(max(count, 1), dtype=bool)
@@ -66,7 +101,7 @@ def speech_frames(x: np.ndarray, rate: int) -> np.ndarray:
     if 10 * np.log10(max(float(powers.max()), 1e-20) / floor) < MIN_CONTRAST_DB:
         return np.ones(count, dtype=bool)
     loud = powers > floor * 10 ** (SPEECH_MARGIN_DB / 10)
-    flatness = _flatness(np.asarray(x, dtype=np.float64), size, count)
+    flatness = _flatness(np.asarray(x, dtype=np.float64), rate, size, ~loud)
     quiet = flatness[~loud]
     tonal = flatness < FLATNESS_SHARE * float(np.median(quiet)) if len(quiet) else loud
     speech = loud | tonal
