@@ -73,16 +73,53 @@ def test_a_car_cabins_rumble_does_not_hide_the_pauses(speech_samples, snr_db):
     peak = np.abs(out).max()
     mixed = (np.round(out / peak * 32767) / 32767).astype(np.float32)
     speech, noise = speech / peak, (out - speech) / peak
+    high = ops.butterworth(speech, rate, "highpass", 3400.0)[0]
+    high_noise = ops.butterworth(noise, rate, "highpass", 3400.0)[0]
     spans = non_speech_segments(mixed, rate)
     covered = np.zeros(len(mixed), bool)
     for start, end in spans:
         covered[start:end] = True
-        # The speech inside a harvested stretch is well under the noise there.
+        # The speech inside a harvested stretch is well under the noise there, over the
+        # whole band and above the speech band alike (a fricative's hiss).
         speech_power = np.mean(speech[start:end] ** 2)
         assert speech_power < 10 ** (-UNDER_NOISE_DB / 10) * np.mean(noise[start:end] ** 2)
+        assert np.mean(high[start:end] ** 2) < 10 ** (-UNDER_NOISE_DB / 10) * max(
+            np.mean(high_noise[start:end] ** 2),
+            2.0**-30,  # -90 dBFS: a floor for a band the noise leaves empty
+        ), (start / rate, end / rate)
     margin = rate // 10
     noise_only = np.r_[covered[: lead - margin], covered[len(mixed) - lead + margin :]]
     assert noise_only.mean() > 0.8
+
+
+def test_a_hiss_above_the_speech_band_is_not_harvested_as_noise(speech_samples):
+    """An 's' (150 ms of noise above 5 kHz, 20 dB under the words) alone in the car's
+    lead-in: it has nothing in 200-3400 Hz and is as flat as noise, so only its own band
+    shows it. Harvested, the copies would get hiss the target's noise does not have."""
+    from marco_demo.scenario_channels import CarChannel, car
+
+    x, rate = speech_samples
+    lead = rate
+    rng = np.random.default_rng(4)
+    hiss = ops.butterworth(rng.standard_normal(int(0.15 * rate)), rate, "highpass", 5000.0)[0]
+    active = np.mean(np.sort(x**2)[len(x) // 2 :])
+    hiss *= np.sqrt(active / 100 / np.mean(hiss**2))
+    clean = np.concatenate([np.zeros(lead), x, np.zeros(lead)])
+    at = lead // 2
+    clean[at : at + len(hiss)] += hiss
+    out = car(clean, CarChannel(rpm=1500.0, engine_share=0.7, snr_db=4.0, resonance_hz=60.0,
+                                boom_db=4.0, seed=2))  # fmt: skip
+    mixed = (np.round(out / np.abs(out).max() * 32767) / 32767).astype(np.float32)
+    spans = non_speech_segments(mixed, rate)
+    for start, end in spans:
+        assert end <= at or start >= at + len(hiss), (start / rate, end / rate)
+    # Not by harvesting nothing: most of the lead-in around the hiss is found.
+    covered = np.zeros(len(mixed), bool)
+    for start, end in spans:
+        covered[start:end] = True
+    margin = rate // 10
+    around = np.r_[covered[: at - margin], covered[at + len(hiss) + margin : lead - margin]]
+    assert around.mean() > 0.7
 
 
 def test_harvest_joins_the_stretches_with_fades(speech_samples):
