@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 
 from marco_trainer.audio import ops
-from marco_trainer.audio.harvest import harvest, non_speech_segments
+from marco_trainer.audio.harvest import (
+    FADE_SECONDS,
+    MIN_RUN_SECONDS,
+    bank,
+    harvest,
+    join,
+    non_speech_segments,
+)
 
 
 def _mixture(speech: np.ndarray, rate: int, snr_db: float, beta: float, lead_s: float):
@@ -122,15 +129,47 @@ def test_a_hiss_above_the_speech_band_is_not_harvested_as_noise(speech_samples):
     assert around.mean() > 0.7
 
 
-def test_harvest_joins_the_stretches_with_fades(speech_samples):
+def test_harvest_joins_the_stretches_with_crossfades(speech_samples):
     x, rate = speech_samples
     mixed, *_ = _mixture(x, rate, 20.0, 0.5, lead_s=1.0)
     spans = non_speech_segments(mixed, rate)
     out = harvest(mixed, rate)
-    assert len(out) == sum(end - start for start, end in spans)
-    assert out[0] == 0.0  # faded in (sin² ramp from 0)
+    fade = int(FADE_SECONDS * rate)
+    # Every stretch is at least MIN_RUN_SECONDS, ten fades: every joint is a crossfade.
+    assert MIN_RUN_SECONDS >= 2 * FADE_SECONDS
+    joints = len(spans) - 1
+    assert joints
+    assert len(out) == sum(end - start for start, end in spans) - joints * fade
     first = spans[0][1] - spans[0][0]
     assert np.allclose(out[first // 2], mixed[spans[0][0] + first // 2])  # middles untouched
+
+
+def test_joined_noise_keeps_its_power_through_every_joint():
+    # Thirty 0.15 s pieces of white noise, as short car stretches are: no 20 ms frame of
+    # the joined noise may dip (a faded-to-silence joint halves a frame's power).
+    rate = 16000
+    rng = np.random.default_rng(0)
+    pieces = [rng.standard_normal(int(0.15 * rate)).astype(np.float32) for _ in range(30)]
+    out = join(pieces, rate)
+    size = int(0.02 * rate)
+    frames = out[: len(out) // size * size].reshape(-1, size)
+    powers = np.mean(frames.astype(np.float64) ** 2, axis=1)
+    # 320 samples of unit white noise: a frame's power is 1 ± 0.08 (s.d.); 0.7 is 4 s.d.
+    assert powers.min() > 0.7, powers.min()
+
+
+def test_a_bank_of_files_at_different_levels_is_mixed_at_one_level():
+    # Two files' harvests 20 dB apart: in the bank every 100 ms has the same power
+    # within the noise's own variation (white noise: a few tenths of a dB).
+    rate = 16000
+    rng = np.random.default_rng(1)
+    quiet, loud = (g * rng.standard_normal(rate).astype(np.float32) for g in (0.01, 0.1))
+    out = bank([quiet, loud], rate)
+    size = rate // 10
+    frames = out[: len(out) // size * size].reshape(-1, size)
+    levels = 10 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1))
+    assert levels.max() - levels.min() < 1.0, levels
+    assert abs(float(np.mean(levels))) < 0.5  # unit RMS
 
 
 def test_steady_noise_alone_gives_no_harvest():

@@ -337,6 +337,7 @@ def run(args: argparse.Namespace) -> int:
         message=f"shard {shard.index + 1}/{shard.count}: {len(lines)} lines in {manifest.name}"
         + (
             f"; SNR read = {calibration.slope:.2f} × mixed + {calibration.intercept:.2f} dB"
+            + ("" if calibration.applied else " (too flat to invert: noise mixed as drawn)")
             if calibration is not None
             else ""
         )

@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from marco_contract.results import write_stage_result
     from marco_trainer.audio import profile as profiles
     from marco_trainer.audio.features import measure
-    from marco_trainer.audio.harvest import MAX_HARVEST_SECONDS, NOISE_DIR, harvest
+    from marco_trainer.audio.harvest import MAX_HARVEST_SECONDS, NOISE_DIR, bank, harvest
     from marco_trainer.audio.inputs import gather_sources
     from marco_trainer.audio.io import AudioRejected, check_signal, downmix, read_audio
     from marco_trainer.sharding import shard_from_args
@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         (out / NOISE_DIR).mkdir(parents=True, exist_ok=True)
         name = f"noise-{shard.index:05d}-of-{shard.count:05d}-{rate}.wav"
         buffer = io.BytesIO()
-        sf.write(buffer, np.concatenate(pieces), rate, format="WAV", subtype="FLOAT")
+        sf.write(buffer, bank(pieces, rate), rate, format="WAV", subtype="FLOAT")
         atomic_write_bytes(out / NOISE_DIR / name, buffer.getvalue())
     profiles.write_shard(
         out,

@@ -50,7 +50,7 @@ GUARD_SECONDS = 0.06
 MIN_RUN_SECONDS = 0.1
 #: A file needs frames this far above its floor to tell speech from noise at all.
 MIN_CONTRAST_DB = 10.0
-#: Fades at the ends of each cut stretch, so that joined stretches do not click.
+#: Crossfades between joined stretches, so that the joints neither click nor dip.
 FADE_SECONDS = 0.01
 #: Below this much harvested noise the augmenter keeps its coloured noise.
 MIN_HARVEST_SECONDS = 5.0
@@ -158,14 +158,46 @@ def non_speech_segments(x: np.ndarray, rate: int) -> list[tuple[int, int]]:
     ]
 
 
-def harvest(x: np.ndarray, rate: int) -> np.ndarray:
-    """The file's non-speech stretches, faded in and out and joined (float32, maybe empty)."""
+def join(pieces: list[np.ndarray], rate: int) -> np.ndarray:
+    """Noise pieces end to end, each crossfaded into the next over ``FADE_SECONDS`` with
+    equal-power (cos/sin) ramps, so the joined noise keeps its power through every joint.
+
+    Faded to silence and butted, as they were, every joint was a 10 ms dip: short car
+    stretches put one in every fifth 20 ms frame, the SNR estimator took those dips for
+    the noise floor, and the augmented copies read 6 dB cleaner than they were."""
+    pieces = [np.asarray(p, dtype=np.float32) for p in pieces if len(p)]
+    if not pieces:
+        return np.zeros(0, dtype=np.float32)
     fade = max(int(FADE_SECONDS * rate), 1)
-    ramp = np.sin(np.linspace(0.0, np.pi / 2, fade, dtype=np.float32)) ** 2
-    pieces = []
-    for start, end in non_speech_segments(x, rate):
-        piece = np.array(x[start:end], dtype=np.float32)
-        piece[:fade] *= ramp
-        piece[-fade:] *= ramp[::-1]
-        pieces.append(piece)
-    return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+    angle = np.linspace(0.0, np.pi / 2, fade, dtype=np.float32)
+    out = [pieces[0]]
+    for piece in pieces[1:]:
+        last = out[-1]
+        if len(last) < 2 * fade or len(piece) < 2 * fade:
+            out.append(piece)
+            continue
+        joint = last[-fade:] * np.cos(angle) + piece[:fade] * np.sin(angle)
+        out[-1] = last[:-fade]
+        out.extend([joint, piece[fade:]])
+    return np.concatenate(out)
+
+
+def bank(files: list[np.ndarray], rate: int) -> np.ndarray:
+    """The harvests of several files as one noise bank: each at unit RMS, then joined.
+
+    The augmenter mixes the bank at one drawn SNR per copy, so its stretches must share
+    a level. Each target file has its own (its own SNR and loudness); joined as found,
+    a copy's noise jumped by up to 20 dB every few hundred milliseconds, and on the car
+    scenario the copies' level spread read 12.7 dB against 9.5 for the same voices
+    through the true channel at the same SNR."""
+    units = []
+    for found in files:
+        rms = float(np.sqrt(np.mean(np.square(found, dtype=np.float64)))) if len(found) else 0.0
+        if rms > 0:
+            units.append((found / rms).astype(np.float32))
+    return join(units, rate)
+
+
+def harvest(x: np.ndarray, rate: int) -> np.ndarray:
+    """The file's non-speech stretches, joined by ``join`` (float32, maybe empty)."""
+    return join([x[start:end] for start, end in non_speech_segments(x, rate)], rate)
