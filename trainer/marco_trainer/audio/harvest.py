@@ -162,9 +162,9 @@ def join(pieces: list[np.ndarray], rate: int) -> np.ndarray:
     """Noise pieces end to end, each crossfaded into the next over ``FADE_SECONDS`` with
     equal-power (cos/sin) ramps, so the joined noise keeps its power through every joint.
 
-    Faded to silence and butted, as they were, every joint was a 10 ms dip: short car
-    stretches put one in every fifth 20 ms frame, the SNR estimator took those dips for
-    the noise floor, and the augmented copies read 6 dB cleaner than they were."""
+    Faded to silence and butted, as they were, every joint was a dip: joined 0.15 s
+    stretches of white noise had 20 ms frames at a third of the noise's power, and the
+    SNR estimator reads its noise floor from the quietest frames."""
     pieces = [np.asarray(p, dtype=np.float32) for p in pieces if len(p)]
     if not pieces:
         return np.zeros(0, dtype=np.float32)
@@ -187,9 +187,10 @@ def bank(files: list[np.ndarray], rate: int) -> np.ndarray:
 
     The augmenter mixes the bank at one drawn SNR per copy, so its stretches must share
     a level. Each target file has its own (its own SNR and loudness); joined as found,
-    a copy's noise jumped by up to 20 dB every few hundred milliseconds, and on the car
-    scenario the copies' level spread read 12.7 dB against 9.5 for the same voices
-    through the true channel at the same SNR."""
+    a copy's noise jumped by up to 20 dB every few hundred milliseconds. On the car
+    scenario, without compression, the copies' level spread read 12.7 dB (10.6 with
+    the bank at one level) against 9.5 for the same voices through the true channel,
+    and the estimator's line over the chain was flat (slope 0.40; 0.65 at one level)."""
     units = []
     for found in files:
         rms = float(np.sqrt(np.mean(np.square(found, dtype=np.float64)))) if len(found) else 0.0
