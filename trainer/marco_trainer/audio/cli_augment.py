@@ -369,7 +369,7 @@ def _calibrate_snr(
     from marco_trainer.audio.chain import apply_chain
     from marco_trainer.audio.io import load_mono
     from marco_trainer.audio.params import target_is_compressed, utterance_rng
-    from marco_trainer.audio.snr_calibration import CALIBRATION_UTTERANCES, calibrate
+    from marco_trainer.audio.snr_calibration import CALIBRATION_UTTERANCES, Mix, calibrate
 
     picks = sources[:: max(1, len(sources) // CALIBRATION_UTTERANCES)][:CALIBRATION_UTTERANCES]
     samples, drawn = [], []
@@ -381,24 +381,22 @@ def _calibrate_snr(
         samples.append((audio, info.sample_rate))
         drawn.append(draw(utterance_rng(seed, source.key, 0)))
 
-    def mix(
-        index: int, audio: np.ndarray, sample_rate: int, offset: float
-    ) -> tuple[np.ndarray, int, float]:
-        params = drawn[index]
-        noise = params.noise.model_copy(update={"snr_db": params.noise.snr_db + offset})
-        moved = params.model_copy(update={"noise": noise})
-        out, out_rate, _ = apply_chain(audio, sample_rate, moved, assets)
-        return out, out_rate, noise.snr_db
+    def mixer(draws: list[ChainParams]) -> Mix:
+        """Sample ``index`` through ``draws[index]`` with its SNR moved by ``offset``."""
 
-    def uncompressed(
-        index: int, audio: np.ndarray, sample_rate: int, offset: float
-    ) -> tuple[np.ndarray, int, float]:
-        plain = drawn[index].model_copy(update={"compression": None})
-        noise = plain.noise.model_copy(update={"snr_db": plain.noise.snr_db + offset})
-        out, out_rate, _ = apply_chain(
-            audio, sample_rate, plain.model_copy(update={"noise": noise}), assets
-        )
-        return out, out_rate, noise.snr_db
+        def mix(
+            index: int, audio: np.ndarray, sample_rate: int, offset: float
+        ) -> tuple[np.ndarray, int, float]:
+            params = draws[index]
+            noise = params.noise.model_copy(update={"snr_db": params.noise.snr_db + offset})
+            moved = params.model_copy(update={"noise": noise})
+            out, out_rate, _ = apply_chain(audio, sample_rate, moved, assets)
+            return out, out_rate, noise.snr_db
+
+        return mix
+
+    mix = mixer(drawn)
+    uncompressed = mixer([p.model_copy(update={"compression": None}) for p in drawn])
 
     # The line is fitted on the chain the copies will go through: without compression
     # when what the noise leaves already explains the target's narrow spread.

@@ -100,14 +100,13 @@ def band_passed(x: np.ndarray, rate: int, low: float, high: float) -> np.ndarray
 def _band_loudness(x: np.ndarray, rate: int) -> tuple[np.ndarray, float]:
     """Per frame, whether it is ``SPEECH_MARGIN_DB`` above its floor in the speech band
     or in the fricative band above it; and the larger of the two bands' contrasts (dB)."""
+    top_hz = 0.45 * rate
     bands = [VAD_BAND_HZ]
-    if FRICATIVE_BAND_HZ[0] + 500 < 0.45 * rate:
-        bands.append((FRICATIVE_BAND_HZ[0], min(FRICATIVE_BAND_HZ[1], 0.45 * rate)))
-    loud, contrast = None, 0.0
+    if FRICATIVE_BAND_HZ[0] + 500 < top_hz:
+        bands.append(FRICATIVE_BAND_HZ)
+    louds, contrast = [], 0.0
     for low, high in bands:
-        powers = frame_powers(
-            band_passed(x, rate, low, min(high, 0.45 * rate)), rate, FRAME_SECONDS
-        )
+        powers = frame_powers(band_passed(x, rate, low, min(high, top_hz)), rate, FRAME_SECONDS)
         top = max(float(powers.max()), 1e-20)
         # A band silent between words (a codec's cut top) has a floor of nothing: its
         # floor is held FLOOR_RANGE_DB under its top, so that dust is not speech.
@@ -115,9 +114,8 @@ def _band_loudness(x: np.ndarray, rate: int) -> tuple[np.ndarray, float]:
             float(np.percentile(powers, SNR_NOISE_PERCENTILE)), top * 10 ** (-FLOOR_RANGE_DB / 10)
         )
         contrast = max(contrast, 10 * np.log10(top / floor))
-        above = powers > floor * 10 ** (SPEECH_MARGIN_DB / 10)
-        loud = above if loud is None else loud | above
-    assert loud is not None
+        louds.append(powers > floor * 10 ** (SPEECH_MARGIN_DB / 10))
+    loud = np.logical_or.reduce(louds)
     return loud, contrast
 
 
