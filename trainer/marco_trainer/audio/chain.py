@@ -300,7 +300,7 @@ def apply_chain(
     x, sr = loudness(x, sr, p)
     if line is not None and line.codec:
         # The codec is nonlinear, so it comes last, as the last stage of the channel.
-        x, sr = ops.codec_round_trip(x, sr, line.codec)
+        x, sr = ops.codec_round_trip(x, sr, line.codec, line.codec_level)
     x, sr = ops.resample(x, sr, p.output_rate)
     if p.dropouts is not None:
         # The network loses decoded packets whole: exact silence at the output rate

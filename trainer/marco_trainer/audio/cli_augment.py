@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from marco_contract.formats import StageResult
     from marco_trainer.audio.assets import Assets
+    from marco_trainer.audio.codec_calibration import CodecCalibration
     from marco_trainer.audio.inputs import Source
     from marco_trainer.audio.params import ChainParams
     from marco_trainer.audio.profile import Profile
@@ -216,6 +217,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"marco-trainer augment: {error}", file=sys.stderr)
         return BAD_INPUT
 
+    mp3 = None
+    if profile is not None and args.channel_from_target:
+        # Every shard chooses the same level: from the same utterances of the whole list.
+        mp3 = _calibrate_mp3(all_sources, profile)
+        if mp3 is not None:
+            print(f"augment: MP3 calibration {mp3}", file=sys.stderr)
+
     # The profile chain's draw, one for the calibration and the copies: the same arguments.
     draw = None
     if profile is not None:
@@ -228,6 +236,7 @@ def run(args: argparse.Namespace) -> int:
             noise_source=noise_kind(assets.noise_source),
             rir_rt60s=assets.rir_rt60s,
             speed_factors=args.speed_factors or (),
+            mp3_level=mp3.level if mp3 is not None else None,
         )
     calibration = None
     if draw is not None and profile is not None and args.channel_from_target:
@@ -345,6 +354,12 @@ def run(args: argparse.Namespace) -> int:
             f"; level spread without compression {calibration.uncompressed_spread_db:.1f} dB"
             if calibration is not None and calibration.uncompressed_spread_db is not None
             else ""
+        )
+        + (
+            f"; MP3 at level {mp3.level:g} (spectral holes "
+            f"{mp3.holes[f'{mp3.level:g}']:.3f}, target {mp3.target_holes:.3f})"
+            if mp3 is not None
+            else ""
         ),
     )
     atomic_write_text(out / f".result-{tag}.json", result.model_dump_json())
@@ -355,6 +370,33 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _calibration_samples(sources: list[Source], count: int) -> list[tuple[np.ndarray, int]]:
+    """``count`` sources spread over the list, loaded (audio, rate); unreadable ones left out
+    (the main loop skips and counts them)."""
+    from marco_trainer.audio.io import load_mono
+
+    samples = []
+    for source in sources[:: max(1, len(sources) // count)][:count]:
+        try:
+            audio, info = load_mono(source.path)
+        except Exception:  # a bad file is the main loop's to skip and count
+            continue
+        samples.append((audio, info.sample_rate))
+    return samples
+
+
+def _calibrate_mp3(sources: list[Source], profile: Profile) -> CodecCalibration | None:
+    """The MP3 level matching the target's spectral holes (``codec_calibration``), when the
+    profile found MP3-coded files; else None."""
+    from marco_trainer.audio.codec_calibration import CALIBRATION_UTTERANCES, calibrate_mp3
+
+    measured = profile.channel
+    if measured is None or measured.mp3_spectral_holes is None:
+        return None
+    samples = _calibration_samples(sources, CALIBRATION_UTTERANCES)
+    return calibrate_mp3(samples, measured.mp3_spectral_holes) if samples else None
 
 
 def _calibrate_snr(

@@ -141,6 +141,13 @@ class ChannelStep(BaseModel):
     band_low_hz: float | None = Field(default=None, gt=0, description="High-pass edge.")
     band_high_hz: float | None = Field(default=None, gt=0, description="Low-pass edge.")
     codec: Codec | None = Field(default=None, description="Encode/decode round trip, last.")
+    codec_level: float | None = Field(
+        default=None,
+        ge=0,
+        lt=1,
+        description="The codec's compression level (ops.codec_round_trip), chosen by the "
+        "augment stage's codec calibration; None: libsndfile's default.",
+    )
     eq: bool = Field(default=False, description="Equalise toward the target's spectrum.")
     eq_target_db: list[float | None] | None = Field(
         default=None, description="The target's long-term band levels (dB re speech band)."
@@ -227,9 +234,12 @@ def encoding_for(
     return "pcm", min(bits, 24)
 
 
-def draw_channel(profile: Profile, rng: np.random.Generator) -> ChannelStep | None:
+def draw_channel(
+    profile: Profile, rng: np.random.Generator, mp3_level: float | None = None
+) -> ChannelStep | None:
     """The measured channel: the band when most files show it, a codec drawn with the
-    files' detected shares (pcm: none), the equaliser whenever the spectrum was measured."""
+    files' detected shares (pcm: none; an MP3 at ``mp3_level``, the codec calibration's),
+    the equaliser whenever the spectrum was measured."""
     measured = profile.channel
     if measured is None:
         return None
@@ -241,6 +251,7 @@ def draw_channel(profile: Profile, rng: np.random.Generator) -> ChannelStep | No
         band_low_hz=low if low and low >= MIN_BAND_LOW_HZ else None,
         band_high_hz=measured.band_high_hz if measured.narrowband else None,
         codec=None if codec == "pcm" else cast("Codec", codec),
+        codec_level=mp3_level if codec == "mp3" else None,
         eq=True,
         eq_target_db=measured.band_levels_db,
     )
@@ -331,6 +342,7 @@ def draw_params(
     rir_rt60s: list[float] | None = None,
     speed_factors: Sequence[float] = (),
     snr_calibration: SnrCalibration | None = None,
+    mp3_level: float | None = None,
 ) -> ChainParams:
     rate = int(_categorical(rng, profile.sample_rate))
     subtype = str(_categorical(rng, profile.subtype))
@@ -376,7 +388,7 @@ def draw_params(
         target_centroid_hz=_normal_in_range(rng, profile.metric("centroid_hz")),
     )
 
-    channel = draw_channel(profile, rng)
+    channel = draw_channel(profile, rng, mp3_level)
     if channel is not None and channel.band_low_hz is None:
         # The target's own low end is intact (car rumble: 43 % of its energy under 200 Hz),
         # and F_filt's high-pass, matching a centroid the noise moved, removed most of it.

@@ -75,7 +75,14 @@ class ChannelProfile(BaseModel):
     """The target's channel, over the files (``channel.py`` measures each file)."""
 
     codec: dict[str, int] = Field(description="Files per detected codec (pcm: none seen).")
-    codec_evidence: dict[str, int] = Field(description="Files per evidence: subtype, samples.")
+    codec_evidence: dict[str, int] = Field(
+        description="Files per evidence: subtype, samples, spectrum."
+    )
+    mp3_spectral_holes: float | None = Field(
+        default=None,
+        description="Median spectral-hole share of the files found MP3-coded: the level the "
+        "augment stage's codec calibration matches (None: no such file).",
+    )
     narrowband_files: int = Field(description="Files with a steep upper band edge.")
     narrowband_share: float = Field(description="Their share: the band's confidence.")
     band_low_hz: float | None = Field(description="Median lower edge of the narrowband files.")
@@ -258,9 +265,12 @@ def _channel_summary(records: list[FileMetrics]) -> ChannelProfile | None:
     narrow = [c for c in channels if c.narrowband]
     # Mean power over the files that reach a band, so 8 kHz files leave the upper ones out.
     levels = mean_levels_db([c.band_levels_db for c in channels])
+    mp3 = [c.spectral_holes for c in channels if c.codec == "mp3"]
+    holes = [h for h in mp3 if h is not None]
     return ChannelProfile(
         codec=dict(sorted(Counter(c.codec for c in channels).items())),
         codec_evidence=dict(sorted(Counter(c.codec_evidence for c in channels).items())),
+        mp3_spectral_holes=float(np.median(holes)) if holes else None,
         narrowband_files=len(narrow),
         narrowband_share=len(narrow) / len(channels),
         band_low_hz=float(np.median([c.band_low_hz for c in narrow])) if narrow else None,
