@@ -66,7 +66,8 @@ def test_user_rirs_noises_and_originals(corpus, tmp_path, marco_trainer):
         assert (out / line["audio_filepath"]).resolve().is_file()
     for line in augmented:
         step = line["augmentation"]
-        assert step["reverb"] == {"rir_index": 0, "rt60_s": None}  # a user's file: RT60 unknown
+        # A user's file: its RT60 is unknown, so no tail of that length is kept.
+        assert step["reverb"] == {"rir_index": 0, "rt60_s": None, "tail_s": 0.0}
         assert step["noise"]["source"] == "file" and step["noise"]["index"] == 0
         audio, rate = sf.read(out / line["audio_filepath"], dtype="float32")
         assert estimate_snr(audio, rate) < 20

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from marco_trainer.audio.assets import simulate_rooms
+from marco_trainer.audio.assets import Assets, simulate_rooms
+from marco_trainer.audio.chain import apply_chain
 from marco_trainer.audio.features import FileMetrics
 from marco_trainer.audio.params import (
     draw_params,
@@ -138,3 +139,29 @@ def test_rooms_are_sized_from_the_reverberant_files_within_bounds():
     )
     assert room_rt60_range(build_profile(_records([0.1, 0.12]))) is None
     assert room_rt60_range(build_profile(_records([5.0, 6.0]))) == (2.0, 2.0)
+
+
+def test_a_measured_room_keeps_its_decay_after_the_utterance(speech_samples):
+    x, rate = speech_samples
+    profile = build_profile(_records([0.6, 0.7, 0.9, 0.8]))
+    rooms = simulate_rooms(2, rate, 0, (0.7, 0.7), full_tail=True)
+    assets = Assets(sample_rate=rate)
+    assets.rirs = [rir for rir, _ in rooms]
+    drawn = draw_params(profile, utterance_rng(0, "u", 0), rate, num_rirs=2, rir_rt60s=[0.7] * 2)
+    assert drawn.reverb is not None and drawn.reverb.tail_s == 0.7
+    quiet = drawn.model_copy(update={"noise": drawn.noise.model_copy(update={"snr_db": 90.0})})
+    out, out_rate, _ = apply_chain(x, rate, quiet, assets)
+    assert len(out) == len(x) + round(0.7 * out_rate)
+    # The room's decay goes on after the last word: over the kept 0.7 s (the room's RT60,
+    # 60 dB) its last 100 ms are more than 20 dB under its first.
+    tail = out[len(x) :]
+    assert np.mean(tail[:1600] ** 2) > 100 * np.mean(tail[-1600:] ** 2)
+    # The paper's rooms (no measured reverberation) are cut at the utterance's end.
+    paper = draw_params(
+        without_measured_channel(profile),
+        utterance_rng(0, "u", 0),
+        rate,
+        num_rirs=2,
+        rir_rt60s=[0.7] * 2,
+    )
+    assert paper.reverb is None or paper.reverb.tail_s == 0.0

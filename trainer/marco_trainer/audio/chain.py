@@ -53,7 +53,8 @@ def channel(x: Audio, sr: int, p: ChainParams) -> tuple[Audio, int]:
 def reverb(x: Audio, sr: int, p: ChainParams, assets: Assets) -> tuple[Audio, int]:
     if p.reverb is None:
         return x, sr
-    return ops.reverberate(x, sr, assets.rirs_at(sr)[p.reverb.rir_index])
+    tail = round(p.reverb.tail_s * sr)
+    return ops.reverberate(x, sr, assets.rirs_at(sr)[p.reverb.rir_index], tail=tail)
 
 
 def noise(x: Audio, sr: int, p: ChainParams, assets: Assets) -> tuple[Audio, int]:
@@ -276,11 +277,13 @@ def apply_chain(
 
     Returns the parameters as applied (the filter resolved), the ones to log. Speed
     perturbation, when drawn, comes first: it changes the talker, whom the channel then
-    carries, and the output keeps its new duration.
+    carries, and the output keeps its new duration; a room's kept tail lengthens it too.
     """
     if p.speed is not None:
         x = ops.change_speed(x, sr, p.speed)
     length = round(len(x) * p.output_rate / sr)
+    if p.reverb is not None:
+        length += round(p.reverb.tail_s * p.output_rate)
     x, sr = channel(x, sr, p)
     x, sr = reverb(x, sr, p, assets)
     x, sr = noise(x, sr, p, assets)

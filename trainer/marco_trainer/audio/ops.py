@@ -87,18 +87,21 @@ def _mulaw_table() -> np.ndarray:
     )
 
 
-def reverberate(audio: Audio, sample_rate: int, rir: Audio) -> tuple[Audio, int]:
-    """Convolve with a room impulse response (at ``sample_rate``), keeping length and peak level.
+def reverberate(audio: Audio, sample_rate: int, rir: Audio, tail: int = 0) -> tuple[Audio, int]:
+    """Convolve with a room impulse response (at ``sample_rate``), keeping the peak level.
 
-    The RIR is scaled so its direct path has unit gain; the output is cut to the
-    input's length (the tail past the end belongs to the next utterance).
+    The RIR is scaled so its direct path has unit gain; the output is the input's length
+    plus ``tail`` samples of the room's decay after it (0: the tail past the end belongs
+    to the next utterance; zeros where the response is shorter).
     """
     rir = (rir / max(float(np.max(np.abs(rir))), 1e-12)).astype(np.float32)
     # One product of transforms at a fast length that holds the whole convolution: for
     # an utterance and a room (seconds, and a fraction of one) it beats overlap-add.
     size = fft.next_fast_len(len(audio) + len(rir) - 1, real=True)
-    wet = fft.irfft(fft.rfft(audio, size) * fft.rfft(rir, size), size)[: len(audio)]
-    return wet.astype(np.float32, copy=False), sample_rate
+    wet = fft.irfft(fft.rfft(audio, size) * fft.rfft(rir, size), size)
+    return fit_length(wet[: len(audio) + tail], len(audio) + tail).astype(
+        np.float32, copy=False
+    ), sample_rate
 
 
 def coloured_noise(
