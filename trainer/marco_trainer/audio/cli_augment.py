@@ -372,9 +372,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibration_samples(sources: list[Source], count: int) -> list[tuple[np.ndarray, int]]:
-    """``count`` sources spread over the list, loaded (audio, rate); unreadable ones left out
-    (the main loop skips and counts them)."""
+def _calibration_samples(sources: list[Source], count: int) -> list[tuple[Source, np.ndarray, int]]:
+    """``count`` sources spread over the list, loaded (source, audio, rate); unreadable ones
+    left out (the main loop skips and counts them). Every shard picks the same ones."""
     from marco_trainer.audio.io import load_mono
 
     samples = []
@@ -383,7 +383,7 @@ def _calibration_samples(sources: list[Source], count: int) -> list[tuple[np.nda
             audio, info = load_mono(source.path)
         except Exception:  # a bad file is the main loop's to skip and count
             continue
-        samples.append((audio, info.sample_rate))
+        samples.append((source, audio, info.sample_rate))
     return samples
 
 
@@ -395,7 +395,7 @@ def _calibrate_mp3(sources: list[Source], profile: Profile) -> CodecCalibration 
     measured = profile.channel
     if measured is None or measured.mp3_spectral_holes is None:
         return None
-    samples = _calibration_samples(sources, CALIBRATION_UTTERANCES)
+    samples = [(a, rate) for _, a, rate in _calibration_samples(sources, CALIBRATION_UTTERANCES)]
     return calibrate_mp3(samples, measured.mp3_spectral_holes) if samples else None
 
 
@@ -409,19 +409,12 @@ def _calibrate_snr(
     """How the profile's SNR estimator reads this chain (``snr_calibration``), measured on
     ``CALIBRATION_UTTERANCES`` sources spread over the list, each with its own first draw."""
     from marco_trainer.audio.chain import apply_chain
-    from marco_trainer.audio.io import load_mono
     from marco_trainer.audio.params import target_is_compressed, utterance_rng
     from marco_trainer.audio.snr_calibration import CALIBRATION_UTTERANCES, Mix, calibrate
 
-    picks = sources[:: max(1, len(sources) // CALIBRATION_UTTERANCES)][:CALIBRATION_UTTERANCES]
-    samples, drawn = [], []
-    for source in picks:
-        try:
-            audio, info = load_mono(source.path)
-        except Exception:  # a bad file is the main loop's to skip and count
-            continue
-        samples.append((audio, info.sample_rate))
-        drawn.append(draw(utterance_rng(seed, source.key, 0)))
+    picked = _calibration_samples(sources, CALIBRATION_UTTERANCES)
+    samples = [(audio, rate) for _, audio, rate in picked]
+    drawn = [draw(utterance_rng(seed, source.key, 0)) for source, _, _ in picked]
 
     def mixer(draws: list[ChainParams]) -> Mix:
         """Sample ``index`` through ``draws[index]`` with its SNR moved by ``offset``."""
