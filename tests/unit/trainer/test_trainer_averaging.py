@@ -1,4 +1,5 @@
-"""Checkpoint averaging's pure parts: which evaluations are kept, and their mean."""
+"""Checkpoint averaging's pure parts: which evaluations are kept, their mean, and whether the
+mean or the single best checkpoint is exported."""
 
 from __future__ import annotations
 
@@ -6,7 +7,13 @@ import pytest
 import torch
 
 from marco_contract.formats import Evaluation
-from marco_trainer.train.averaging import average_weights, kept_dir, kept_on_disk, kept_steps
+from marco_trainer.train.averaging import (
+    average_is_kept,
+    average_weights,
+    kept_dir,
+    kept_on_disk,
+    kept_steps,
+)
 
 
 def evaluation(step: int, wer: float) -> Evaluation:
@@ -65,3 +72,43 @@ def test_only_step_folders_count_as_kept(tmp_path):
     (tmp_path / "kept" / "step-x").mkdir()
     (tmp_path / "kept" / "step-30").write_text("not a folder")
     assert kept_on_disk(tmp_path) == {20: kept_dir(tmp_path, 20), 100: kept_dir(tmp_path, 100)}
+
+
+# -- the mean against the single best, on the same validation utterances ------------------
+# Four utterances of ten words; the best checkpoint makes 2, 3, 1 and 4 errors (25 %).
+BEST = [2, 3, 1, 4]
+WORDS = [10, 10, 10, 10]
+
+
+def test_a_mean_consistently_worse_than_the_best_is_not_exported():
+    # One more error on two utterances, none fewer anywhere: +5 points. The paired standard
+    # error of that difference, by hand: differences d = 1, 0, 1, 0 (Σd = 2 of Σw = 40), so
+    # d − (2/40)·w = ±0.5 each, Σ² = 1, and 100·√(4/3 · 1) / 40 = 2.89 points: 5 exceeds it.
+    kept, se = average_is_kept(BEST, [3, 3, 2, 4], WORDS)
+    assert se == pytest.approx(100 * (4 / 3) ** 0.5 / 40)
+    assert kept is False
+
+
+def test_a_mean_worse_within_the_noise_of_the_difference_is_exported():
+    # +2.5 points, but the utterances disagree (+2 on one, −1 on another): d = 2, −1, 0, 0,
+    # d − (1/40)·w = 1.75, −1.25, −0.25, −0.25, Σ² = 4.75, s.e. = 100·√(4/3 · 4.75)/40 = 6.29.
+    kept, se = average_is_kept(BEST, [4, 2, 1, 4], WORDS)
+    assert se == pytest.approx(100 * (4 / 3 * 4.75) ** 0.5 / 40)
+    assert kept is True
+
+
+def test_a_mean_as_good_or_better_is_exported():
+    assert average_is_kept(BEST, BEST, WORDS)[0] is True
+    assert average_is_kept(BEST, [1, 3, 1, 4], WORDS)[0] is True
+
+
+def test_with_one_utterance_there_is_no_standard_error_and_any_excess_rejects_the_mean():
+    assert average_is_kept([2], [3], [10]) == (False, None)
+    assert average_is_kept([2], [2], [10]) == (True, None)
+
+
+def test_counts_that_do_not_line_up_are_refused():
+    with pytest.raises(ValueError, match="3 best, 4 averaged error counts for 4 utterances"):
+        average_is_kept([1, 2, 3], [1, 2, 3, 4], WORDS)
+    with pytest.raises(ValueError, match="no reference words"):
+        average_is_kept([0, 0], [0, 0], [0, 0])

@@ -56,6 +56,7 @@ from marco_trainer.train.averaging import (
     AVERAGED_CHECKPOINT,
     AVERAGED_FILE,
     AveragedInfo,
+    average_is_kept,
     average_weights,
     kept_dir,
     kept_on_disk,
@@ -154,6 +155,9 @@ class Trainer:
         #: The previous evaluation's scores, for the standard error of the change to the
         #: next (Evaluation.wer_change_se); None before the first of this process.
         self._previous_validation: Validation | None = None
+        #: The best evaluation's scores, which the checkpoint average is compared with
+        #: (averaging.average_is_kept); None until this process records a best.
+        self._best_validation: Validation | None = None
         self._terminate = False  # this rank got SIGTERM
         # Some rank had, as of the last step's all-reduce: the same on every rank, so all save
         # (a collective under FSDP) and exit at the same step.
@@ -746,6 +750,7 @@ class Trainer:
         improved = state.best_wer is None or wer < state.best_wer
         if improved:
             state.best_wer, state.best_step = wer, state.step
+            self._best_validation = scored
         weights, optimizer_state, rng_states = self._checkpoint_state()
         if self.dist.is_main:
             if improved:
@@ -813,8 +818,10 @@ class Trainer:
                 shutil.rmtree(folder)
 
     def _average_kept(self) -> AveragedInfo | None:
-        """The mean of the kept checkpoints, saved as ``averaged``, loaded into the model
-        and scored on the validation subset; None with fewer than two to average."""
+        """The mean of the kept checkpoints, saved as ``averaged``, loaded into the model,
+        scored on the validation subset and compared with the single best there (exported
+        only if not measurably worse: averaging.average_is_kept); None with fewer than two
+        to average."""
         steps = kept_steps(self.state.evaluations, self.opts.average_checkpoints)
         on_disk = kept_on_disk(self.checkpoints)
         steps = [s for s in steps if s in on_disk]
@@ -828,12 +835,41 @@ class Trainer:
             )
             save_best(target, self.asr, best, averaged)
         self.dist.barrier()
+        best_scored = self._best_validation
+        if best_scored is None:  # resumed after the best was found: its counts were not kept
+            self.asr.load_weights(self.checkpoints / BEST_CHECKPOINT)
+            best_scored = self._score_validation()
         self.asr.load_weights(target)
         scored = self._score_validation()
-        info = AveragedInfo(steps=steps, wer=scored.wer, wer_se=scored.wer_se, cer=scored.cer)
+        # Only utterances both decodings read (one unreadable in one of them is left out).
+        words = dict(zip(scored.errors, scored.words, strict=True))
+        common = [i for i in scored.errors if i in best_scored.errors]
+        use_mean, difference_se = average_is_kept(
+            [best_scored.errors[i] for i in common],
+            [scored.errors[i] for i in common],
+            [words[i] for i in common],
+        )
+        info = AveragedInfo(
+            steps=steps,
+            wer=scored.wer,
+            wer_se=scored.wer_se,
+            cer=scored.cer,
+            best_step=self.state.best_step,
+            best_wer=best_scored.wer,
+            difference_se=difference_se,
+            exported=use_mean,
+        )
         if self.dist.is_main:
             atomic_write_text(target / AVERAGED_FILE, info.model_dump_json(indent=2))
-        log.info("averaged the checkpoints of steps %s: validation WER %.2f", steps, scored.wer)
+        log.info(
+            "averaged the checkpoints of steps %s: validation WER %.2f against the best "
+            "single %.2f (paired s.e. %s); exporting %s",
+            steps,
+            scored.wer,
+            best_scored.wer,
+            f"{difference_se:.2f}" if difference_se is not None else "none",
+            "the mean" if use_mean else f"step {self.state.best_step}",
+        )
         return info
 
     def _best_info(self, evaluation: Evaluation) -> BestInfo:
@@ -921,8 +957,9 @@ class Trainer:
         if best is None:  # cannot happen: run() evaluates (and saves a best) before this
             raise RuntimeError(f"{self.checkpoints / 'best'}: no checkpoint to export")
         exported, final_wer = best, state.best_wer
-        if averaged is not None:
-            exported, final_wer = self.checkpoints / AVERAGED_CHECKPOINT, averaged.wer
+        mean = averaged if averaged is not None and averaged.exported else None
+        if mean is not None:
+            exported, final_wer = self.checkpoints / AVERAGED_CHECKPOINT, mean.wer
         if self.opts.export:
             export_checkpoint(
                 exported,
@@ -930,7 +967,7 @@ class Trainer:
                 baseline_wer=self.opts.baseline_wer,
                 final_wer=final_wer,
                 steps=state.step,
-                averaged_steps=averaged.steps if averaged is not None else None,
+                averaged_steps=mean.steps if mean is not None else None,
             )
         counts = {k: v for k, v in self.counts.items() if v}
         counts.update(
@@ -952,12 +989,7 @@ class Trainer:
                 family=self.asr.family,
                 counts=counts,
                 message=("stopped by directive" if stopped else "reached --max-steps")
-                + (
-                    f"; exported the mean of steps {averaged.steps} "
-                    f"(validation WER {averaged.wer:.2f}%)"
-                    if averaged is not None
-                    else ""
-                ),
+                + _averaging_message(averaged),
                 # In the result, not only in evaluations.json: the operator reads no volume.
                 curve=[(e.step, round(e.wer, 4)) for e in history.evaluations],
             ),
@@ -968,6 +1000,20 @@ class Trainer:
         for server in self.servers:
             server.stop()
         self.dist.close()
+
+
+def _averaging_message(averaged: AveragedInfo | None) -> str:
+    """The result message's account of the checkpoint average: exported, or not and why."""
+    if averaged is None:
+        return ""
+    if averaged.exported:
+        return f"; exported the mean of steps {averaged.steps} (validation WER {averaged.wer:.2f}%)"
+    se = f"{averaged.difference_se:.2f}" if averaged.difference_se is not None else "none"
+    return (
+        f"; exported step {averaged.best_step} (validation WER {averaged.best_wer:.2f}%): "
+        f"the mean of steps {averaged.steps} read {averaged.wer:.2f}%, worse by more than "
+        f"the paired standard error of the difference ({se} points)"
+    )
 
 
 def _local_model_dir(source: str) -> Path:
