@@ -342,6 +342,10 @@ def run_system(
         best = Path(result["run_dir"]) / "train" / "checkpoints" / "best"
         single = evaluate(best, data / "target/test.jsonl", out / "test-best-single", log=logfile)
         result["test_wer_best_single"] = single
+        # Which of the two was exported, and how both read on dev (averaged.json).
+        info = best.parent / "averaged" / "averaged.json"
+        if info.exists():
+            result["averaged"] = json.loads(info.read_text())
     return result
 
 
@@ -423,6 +427,8 @@ def measure_one(
     }
     if "test_wer_best_single" in result:  # an averaged marco run: its own best checkpoint
         row["test_wer_best_single"] = result["test_wer_best_single"]
+    if "averaged" in result:
+        row["averaged"] = result["averaged"]
     done.parent.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps(row, indent=2))
     log(f"{name} seed {seed}: {system}: test WER {row['test_wer']:.2f} % "
