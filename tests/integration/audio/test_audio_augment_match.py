@@ -94,6 +94,9 @@ def test_profile_augment_report(corpus, tmp_path, marco_trainer):
         assert (info.samplerate, info.subtype) == (16000, "PCM_16")
         assert abs(info.duration - line["duration"]) < 1e-3
     assert read_stage_result(augmented).counts["processed"] == 12
+    # One equaliser for the set, as one channel colours every talker alike.
+    assert len({tuple(line["augmentation"]["channel"]["eq_gains_db"]) for line in lines}) == 1
+    assert "one equaliser for every copy" in read_stage_result(augmented).message
 
     # Without --channel-from-target (the default) the same profile gives the paper's
     # Eq. 3 steps only: no channel, no compression, no harvested noise.

@@ -18,8 +18,6 @@ from marco_trainer.audio.params import (
     FilterStep,
 )
 
-#: The equaliser's gains stay within ±EQ_MAX_DB (a channel colours, it does not carve).
-EQ_MAX_DB = 12.0
 #: The measured upper band edge is cut into an utterance only when the utterance is this
 #: much louder above the edge than the target is (both re their speech band): the fall
 #: that makes an edge (``channel.EDGE_DROP_DB``) must be the channel's, not the voices'.
@@ -190,11 +188,9 @@ def excess_above(
 
 
 def resolve_channel(x: Audio, sr: int, step: ChannelStep) -> ChannelStep:
-    """The equaliser's gains: per third-octave band, the target's long-term level minus
-    this utterance's (both relative to their speech band, so only the shape moves),
-    smoothed over neighbouring bands and clipped to ±EQ_MAX_DB. Bands the target
-    has no level for (past its Nyquist rate) or past the applied band edges get 0 dB:
-    the band-pass is what shapes those.
+    """The band edges as applied to this utterance; the equaliser's gains are the set's
+    (``eq_calibration``: one response for every copy, as a channel has), given with the
+    step, and none (flat) before that calibration has run.
 
     The upper edge is dropped for an utterance that is not ``BAND_EXCESS_DB`` louder
     above it than the target: the detector reads a voice's own high-frequency rolloff as
@@ -203,26 +199,13 @@ def resolve_channel(x: Audio, sr: int, step: ChannelStep) -> ChannelStep:
     the target keeps. The equaliser shapes those bands instead."""
     if step.resolved or not step.eq or step.eq_target_db is None:
         return step.model_copy(update={"resolved": True})
-    db, freqs = channels.long_term_spectrum(x, sr)
-    own = channels.band_levels(db, freqs)
-    target = step.eq_target_db
     if step.band_high_hz:
-        excess = excess_above(own, target, step.band_high_hz)
+        db, freqs = channels.long_term_spectrum(x, sr)
+        own = channels.band_levels(db, freqs)
+        excess = excess_above(own, step.eq_target_db, step.band_high_hz)
         if excess is not None and excess < BAND_EXCESS_DB:
             step = step.model_copy(update={"band_high_hz": None})
-    low = step.band_low_hz or 0.0
-    high = step.band_high_hz or float("inf")
-    raw = [
-        t - o if t is not None and o is not None and low <= c <= high else 0.0
-        for c, t, o in zip(channels.THIRD_OCTAVES_HZ, target, own, strict=True)
-    ]
-    padded = np.pad(np.asarray(raw), 1, mode="edge")
-    smooth = 0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:]
-    gains = [
-        round(float(np.clip(g, -EQ_MAX_DB, EQ_MAX_DB)), 2) if r != 0.0 else 0.0
-        for g, r in zip(smooth, raw, strict=True)
-    ]
-    return step.model_copy(update={"resolved": True, "eq_gains_db": gains})
+    return step.model_copy(update={"resolved": True})
 
 
 def line_filter(x: Audio, sr: int, step: ChannelStep) -> tuple[Audio, int]:

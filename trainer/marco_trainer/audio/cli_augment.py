@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from marco_contract.formats import StageResult
     from marco_trainer.audio.assets import Assets
     from marco_trainer.audio.codec_calibration import CodecCalibration
+    from marco_trainer.audio.eq_calibration import EqCalibration
     from marco_trainer.audio.inputs import Source
     from marco_trainer.audio.params import ChainParams
     from marco_trainer.audio.profile import Profile
@@ -243,6 +244,18 @@ def run(args: argparse.Namespace) -> int:
         # Every shard fits the same line: from the same utterances of the whole list.
         calibration = _calibrate_snr(all_sources, draw, assets, args.seed, profile)
         print(f"augment: SNR calibration {calibration}", file=sys.stderr)
+    eq = None
+    if draw is not None and profile is not None and profile.channel is not None:
+        # After the SNR's: the noise, mixed as the copies will have it, is in the spectrum.
+        eq = _calibrate_eq(
+            all_sources, partial(draw, snr_calibration=calibration), assets, args.seed, profile
+        )
+        if eq is not None:
+            print(
+                f"augment: equaliser calibration {eq.gains_db} (copies "
+                f"{eq.flat_residual_db():.2f} -> {eq.residual_db():.2f} dB rms from the target)",
+                file=sys.stderr,
+            )
 
     tag = f"{shard.index:05d}-of-{shard.count:05d}"
     journal_path = out / f".manifest-{tag}.journal"
@@ -299,7 +312,11 @@ def run(args: argparse.Namespace) -> int:
                         audio, info = load_mono(source.path)
                     rng = utterance_rng(args.seed, source.key, copy)
                     if draw is not None:
-                        params = draw(rng, snr_calibration=calibration)
+                        params = draw(
+                            rng,
+                            snr_calibration=calibration,
+                            eq_gains_db=eq.gains_db if eq is not None else None,
+                        )
                         augmented, out_rate, params = apply_chain(
                             audio, info.sample_rate, params, assets
                         )
@@ -356,6 +373,12 @@ def run(args: argparse.Namespace) -> int:
             else ""
         )
         + (
+            f"; one equaliser for every copy: their spectrum {eq.flat_residual_db():.2f} dB "
+            f"(rms over bands) from the target's flat, {eq.residual_db():.2f} dB equalised"
+            if eq is not None and eq.residual_db() is not None
+            else ""
+        )
+        + (
             f"; MP3 at level {mp3.level:g} (spectral holes "
             f"{mp3.holes[f'{mp3.level:g}']:.3f}, target {mp3.target_holes:.3f})"
             if mp3 is not None
@@ -372,13 +395,26 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def calibration_order(sources: list[Source]) -> list[Source]:
+    """The sources in the order the calibrations take them: by a hash of their key.
+
+    Not every k-th line: manifests are often written speaker by speaker in turn, and a
+    stride that is a multiple of the number of speakers picks one voice only (the
+    scenarios' source lists cycle four voices; strides of 8, 16 and 33 took 48, 24 and
+    12 utterances of one of them). A hash order is a fixed random sample, the same in
+    every shard and whatever order the lines come in."""
+    return sorted(sources, key=lambda s: hashlib.sha1(s.key.encode()).hexdigest())
+
+
 def _calibration_samples(sources: list[Source], count: int) -> list[tuple[Source, np.ndarray, int]]:
-    """``count`` sources spread over the list, loaded (source, audio, rate); unreadable ones
-    left out (the main loop skips and counts them). Every shard picks the same ones."""
+    """The first ``count`` readable sources of ``calibration_order``, loaded (source, audio,
+    rate); unreadable ones passed over (the main loop skips and counts them)."""
     from marco_trainer.audio.io import load_mono
 
-    samples = []
-    for source in sources[:: max(1, len(sources) // count)][:count]:
+    samples: list[tuple[Source, np.ndarray, int]] = []
+    for source in calibration_order(sources):
+        if len(samples) == count:
+            break
         try:
             audio, info = load_mono(source.path)
         except Exception:  # a bad file is the main loop's to skip and count
@@ -407,7 +443,7 @@ def _calibrate_snr(
     profile: Profile,
 ) -> SnrCalibration | None:
     """How the profile's SNR estimator reads this chain (``snr_calibration``), measured on
-    ``CALIBRATION_UTTERANCES`` sources spread over the list, each with its own first draw."""
+    ``CALIBRATION_UTTERANCES`` sources (``calibration_order``), each with its own first draw."""
     from marco_trainer.audio.chain import apply_chain
     from marco_trainer.audio.params import target_is_compressed, utterance_rng
     from marco_trainer.audio.snr_calibration import CALIBRATION_UTTERANCES, Mix, calibrate
@@ -441,6 +477,40 @@ def _calibrate_snr(
     compressed = calibrate(samples, mix)
     spread = {"uncompressed_spread_db": line.uncompressed_spread_db}
     return compressed.model_copy(update=spread) if compressed is not None else None
+
+
+def _calibrate_eq(
+    sources: list[Source],
+    draw: Callable[[np.random.Generator], ChainParams],
+    assets: Assets,
+    seed: int,
+    profile: Profile,
+) -> EqCalibration | None:
+    """The set's equaliser (``eq_calibration``), measured on ``CALIBRATION_UTTERANCES``
+    sources (``calibration_order``), each through its own first draw; None when the profile
+    has no spectrum to match."""
+    from marco_trainer.audio.chain import apply_chain
+    from marco_trainer.audio.eq_calibration import CALIBRATION_UTTERANCES, calibrate_eq
+    from marco_trainer.audio.params import utterance_rng
+
+    measured = profile.channel
+    if measured is None:
+        return None
+    picked = _calibration_samples(sources, CALIBRATION_UTTERANCES)
+    drawn = [draw(utterance_rng(seed, source.key, 0)) for source, _, _ in picked]
+
+    def run(index: int, audio: np.ndarray, rate: int, gains: list[float]) -> tuple[np.ndarray, int]:
+        params = drawn[index]
+        if params.channel is not None:
+            line = params.channel.model_copy(update={"eq_gains_db": gains})
+            params = params.model_copy(update={"channel": line})
+        out, out_rate, _ = apply_chain(audio, rate, params, assets)
+        return out, out_rate
+
+    samples = [(audio, rate) for _, audio, rate in picked]
+    if measured.band_levels_median_db is None:
+        return None  # a profile written before the median was kept: flat, as then
+    return calibrate_eq(samples, run, measured.band_levels_median_db)
 
 
 def _merge_results(out: Path, own: StageResult, num_shards: int) -> StageResult:

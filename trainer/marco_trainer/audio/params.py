@@ -159,7 +159,11 @@ class ChannelStep(BaseModel):
         default=None, description="The target's long-term band levels (dB re speech band)."
     )
     resolved: bool = False
-    eq_gains_db: list[float] | None = Field(default=None, description="Gain per band applied.")
+    eq_gains_db: list[float] | None = Field(
+        default=None,
+        description="Gain per band of THIRD_OCTAVES_HZ: the set's, from the augment stage's "
+        "equaliser calibration (eq_calibration); None: flat.",
+    )
 
 
 class CompressionStep(BaseModel):
@@ -241,11 +245,15 @@ def encoding_for(
 
 
 def draw_channel(
-    profile: Profile, rng: np.random.Generator, mp3_level: float | None = None
+    profile: Profile,
+    rng: np.random.Generator,
+    mp3_level: float | None = None,
+    eq_gains_db: list[float] | None = None,
 ) -> ChannelStep | None:
     """The measured channel: the band when most files show it, a codec drawn with the
     files' detected shares (pcm: none; an MP3 at ``mp3_level``, the codec calibration's),
-    the equaliser whenever the spectrum was measured."""
+    the equaliser whenever the spectrum was measured, with the set's ``eq_gains_db``
+    (the equaliser calibration's; None: flat, as that calibration runs it)."""
     measured = profile.channel
     if measured is None:
         return None
@@ -260,6 +268,7 @@ def draw_channel(
         codec_level=mp3_level if codec == "mp3" else None,
         eq=True,
         eq_target_db=measured.band_levels_db,
+        eq_gains_db=eq_gains_db,
     )
 
 
@@ -349,6 +358,7 @@ def draw_params(
     speed_factors: Sequence[float] = (),
     snr_calibration: SnrCalibration | None = None,
     mp3_level: float | None = None,
+    eq_gains_db: list[float] | None = None,
 ) -> ChainParams:
     rate = int(_categorical(rng, profile.sample_rate))
     subtype = str(_categorical(rng, profile.subtype))
@@ -401,7 +411,7 @@ def draw_params(
         target_centroid_hz=_normal_in_range(rng, profile.metric("centroid_hz")),
     )
 
-    channel = draw_channel(profile, rng, mp3_level)
+    channel = draw_channel(profile, rng, mp3_level, eq_gains_db)
     if channel is not None and channel.band_low_hz is None:
         # The target's own low end is intact (car rumble: 43 % of its energy under 200 Hz),
         # and F_filt's high-pass, matching a centroid the noise moved, removed most of it.

@@ -26,7 +26,7 @@ from marco_trainer.audio.dropouts import gilbert_burst, packet_seconds
 from marco_trainer.audio.features import FileMetrics
 from marco_trainer.audio.noise_floor import NOISE_BANDS_HZ
 from marco_trainer.audio.reverb import REVERBERANT_RT60_S
-from marco_trainer.audio.spectra import mean_levels_db
+from marco_trainer.audio.spectra import mean_levels_db, median_levels_db
 
 #: Continuous metrics and their fixed histogram bins (low, high, bins).
 METRIC_BINS: dict[str, tuple[float, float, int]] = {
@@ -90,6 +90,11 @@ class ChannelProfile(BaseModel):
     bands_hz: list[float] = Field(description="Third-octave band centres of band_levels_db.")
     band_levels_db: list[float | None] = Field(
         description="Long-term spectrum per band (mean power over files, dB re speech band)."
+    )
+    band_levels_median_db: list[float | None] | None = Field(
+        default=None,
+        description="The same, the median file per band: what the equaliser matches "
+        "(None in profiles written before it).",
     )
 
     @property
@@ -277,6 +282,7 @@ def _channel_summary(records: list[FileMetrics]) -> ChannelProfile | None:
         band_high_hz=float(np.median([c.band_high_hz for c in narrow])) if narrow else None,
         bands_hz=list(THIRD_OCTAVES_HZ),
         band_levels_db=levels,
+        band_levels_median_db=median_levels_db([c.band_levels_db for c in channels]),
     )
 
 

@@ -68,3 +68,14 @@ def mean_levels_db(files: list[list[float | None]]) -> list[float | None]:
         power = math.fsum(10 ** (v / 10) for v in values) / len(values) if values else 0.0
         levels.append(10 * math.log10(power) if values else None)
     return levels
+
+
+def median_levels_db(files: list[list[float | None]]) -> list[float | None]:
+    """Per band, the median level (dB) over the files that reach it; None for a band no
+    file reaches. The typical file, where a few voices far louder in a band would carry
+    the mean power (``mean_levels_db``)."""
+    levels: list[float | None] = []
+    for band in zip(*files, strict=True):
+        values = [v for v in band if v is not None]
+        levels.append(float(np.median(values)) if values else None)
+    return levels
