@@ -172,3 +172,33 @@ def test_outputs_do_not_depend_on_sharding(corpus, tmp_path, marco_trainer):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     assert {line["augmentation"]["chain"] for line in one.values()} == {"telephony"}
     assert read_stage_result(tmp_path / "two").counts["processed"] == 6
+
+
+def test_copies_do_not_depend_on_where_the_run_directory_is(corpus, tmp_path, marco_trainer):
+    """Filter then augment, as a run does, from two run directories at other depths: the
+    same draws, names and samples, keyed by the paths the user's manifest names."""
+    import os
+
+    manifest = corpus / "source" / "source.jsonl"
+    named = {
+        os.path.normpath(json.loads(line)["audio_filepath"])
+        for line in manifest.read_text().splitlines()
+    }
+    copies = {}
+    for name, run in (("near", tmp_path / "a"), ("deep", tmp_path / "b" / "c" / "d" / "e")):
+        marco_trainer("filter", "--manifest", manifest, "--output-dir", run / "filter")
+        kept = run / "filter" / "kept.jsonl"
+        marco_trainer(
+            "augment", "--manifest", kept, "--output-dir", run / "augment",
+            "--preset", "telephony", "--seed", 9,
+        )  # fmt: skip
+        lines = _lines(run / "augment")
+        assert {line["source_audio_filepath"] for line in lines} == named
+        copies[name] = {
+            line["audio_filepath"]: (
+                line["augmentation"],
+                (run / "augment" / line["audio_filepath"]).read_bytes(),
+            )
+            for line in lines
+        }
+    assert copies["near"] == copies["deep"] and len(copies["near"]) == len(named)

@@ -44,10 +44,11 @@ def run(args: argparse.Namespace) -> int:
     from marco_contract.files import atomic_write_text
     from marco_contract.formats import StageResult, Utterance
     from marco_contract.layout import KEPT_MANIFEST
-    from marco_contract.manifests import ManifestProblems, Volumes, iter_manifests
+    from marco_contract.manifests import SOURCE_KEY, ManifestProblems, Volumes
     from marco_contract.options import VolumeOptions
     from marco_contract.results import write_stage_result
     from marco_trainer.audio.filtering import FilterRules, judge
+    from marco_trainer.audio.inputs import iter_sources_of_manifests
     from marco_trainer.audio.io import AudioInfo, AudioRejected, check_signal, probe, read_audio
 
     try:
@@ -55,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         where = parse_options(VolumeOptions, args)
         problems = ManifestProblems()
         volumes = Volumes.of(where.data_root, where.output_root)
-        utterances = list(iter_manifests(args.manifest, problems, volumes))
+        sources = list(iter_sources_of_manifests(list(args.manifest), problems, volumes))
     except ValueError as error:
         print(f"marco-trainer filter: {error}", file=sys.stderr)
         return BAD_INPUT
@@ -63,9 +64,10 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     here = out.resolve()
 
-    def line(utterance: Utterance, **extra: object) -> str:
+    def line(key: str, utterance: Utterance, **extra: object) -> str:
         data = utterance.model_dump(exclude_none=True)
         data["audio_filepath"] = os.path.relpath(Path(utterance.audio_filepath).resolve(), here)
+        data[SOURCE_KEY] = key
         data.update(extra)
         return json.dumps(data, ensure_ascii=False) + "\n"
 
@@ -82,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
     counts: Counter[str] = Counter()
     seen_paths: set[Path] = set()
     seen_audio: dict[str, str] = {}
-    for utterance in tqdm(utterances, desc="filter", unit="utt", file=sys.stderr):
+    for source in tqdm(sources, desc="filter", unit="utt", file=sys.stderr):
+        utterance = source.utterance
+        assert utterance is not None  # a manifest's sources carry their line
         path = Path(utterance.audio_filepath).resolve()
         verdict: tuple[str, str] | None = None
         duration = utterance.duration
@@ -109,9 +113,9 @@ def run(args: argparse.Namespace) -> int:
         if verdict is None:
             # Kept means judged, and judging needed the duration measured from the audio.
             assert duration is not None
-            kept.append(line(utterance, duration=round(duration, 4)))
+            kept.append(line(source.key, utterance, duration=round(duration, 4)))
         else:
-            rejects.append(line(utterance, reason=verdict[0], detail=verdict[1]))
+            rejects.append(line(source.key, utterance, reason=verdict[0], detail=verdict[1]))
             counts[f"rejected:{verdict[0]}"] += 1
     # Lines that named no usable utterance (malformed, or audio outside the volume).
     for reason, number, detail in problems.entries():

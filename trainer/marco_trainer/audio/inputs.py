@@ -1,8 +1,10 @@
 """What a stage's ``--input``/``--manifest`` names, as (key, audio path) pairs.
 
 The key identifies a file independently of where the data set is mounted: the
-path relative to the scanned directory or to the manifest's folder. Seeds and
-output names derive from it, so a moved data set augments identically.
+path relative to the scanned directory or to the manifest's folder, or the key a
+line carries from an earlier stage (``SOURCE_KEY``: the filter's kept.jsonl sits in
+the run directory, and a path relative to it would change with where that is).
+Seeds and output names derive from it, so a moved data set augments identically.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from marco_contract.formats import Utterance
-from marco_contract.manifests import ManifestProblems, Volumes, iter_manifest, manifest_files
+from marco_contract.manifests import (
+    SOURCE_KEY,
+    ManifestProblems,
+    Volumes,
+    iter_manifest,
+    manifest_files,
+)
 from marco_trainer.audio.io import find_audio_files, is_audio_path
 
 
@@ -30,7 +38,9 @@ def iter_manifest_sources(
     for file in manifest_files(path):
         for utterance in iter_manifest(file, problems, volumes):
             audio = Path(utterance.audio_filepath)
-            yield Source(os.path.relpath(audio, file.parent), audio, utterance)
+            carried = (utterance.model_extra or {}).get(SOURCE_KEY)
+            key = carried if isinstance(carried, str) and carried else None
+            yield Source(key or os.path.relpath(audio, file.parent), audio, utterance)
 
 
 def iter_sources_of_manifests(
