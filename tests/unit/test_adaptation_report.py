@@ -54,13 +54,52 @@ def test_report_only_summarises_the_finished_runs_and_runs_nothing(tmp_path: Pat
         assert cell["steps_to_best"] == pytest.approx(30.0)
         assert cell["runs"] == 2
     assert table["car"]["baseline"]["runs"] == 1
+    # One tuning scenario: its better HF recipe is the lower of the two means.
     better_hf = min(statistics.fmean(wers["hf"]), statistics.fmean(wers["hf-aug"]))
     ftda = statistics.fmean(wers["ftda"])
-    assert result["criteria"]["ftda_le_0.9_hf"] is (ftda <= 0.9 * better_hf)
-    assert result["criteria"]["ftda_lt_ft_everywhere"] is True
+    found = result["criteria"]["ftda"]
+    assert found["ratio"] == pytest.approx(ftda / better_hf, abs=1e-3)
+    assert found["ftda_le_0.9_hf"] is (ftda <= 0.9 * better_hf)
+    assert found["ftda_lt_ft_everywhere"] is True
+    assert "ftda-target" not in result["criteria"]  # not run
     # Nothing was run: no data, no model, no run folder beyond the rows written above.
     assert not (tmp_path / "data").exists() and not (tmp_path / "models").exists()
     assert (tmp_path / "adaptation.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_the_targets_take_each_scenarios_better_recipe_and_each_ftda_variant() -> None:
+    # car has both HF recipes, meeting only hf; ftda-target loses to FT on meeting.
+    rows = []
+    wers = {
+        ("car", "hf"): 15.0, ("car", "hf-aug"): 18.0, ("car", "ft"): 14.0,
+        ("car", "ftda-target"): 13.0, ("meeting", "hf"): 90.0, ("meeting", "ft"): 92.0,
+        ("meeting", "ftda-target"): 93.0, ("radio", "hf"): 40.0, ("radio", "ft"): 30.0,
+        ("radio", "ftda-target"): 20.0,
+    }  # fmt: skip
+    for (scenario, system), wer in wers.items():
+        rows.append({"scenario": scenario, "seed": 0, "system": system, "test_wer": wer,
+                     "best_step": 20, "substitutions": 0.5, "deletions": 0.2,
+                     "insertions": 0.3})  # fmt: skip
+    found = adaptation.criteria(adaptation.summarise(rows))
+    assert set(found) == {"ftda-target"}
+    target = found["ftda-target"]
+    assert target["scenarios"] == ["car", "meeting"]  # radio is held out
+    assert target["ftda_mean"] == statistics.fmean([13.0, 93.0])
+    assert target["better_hf_mean"] == statistics.fmean([15.0, 90.0])
+    assert target["ftda_lt_ft_everywhere"] is False
+
+
+def test_test_voices_are_tabled_by_scenario_voice_and_system() -> None:
+    def row(seed: int, system: str, voices: dict[str, float]) -> dict:
+        return {"scenario": "voip", "seed": seed, "system": system, "speaker_wer": voices}
+
+    rows = [row(0, "ft", {"a": 10.0, "b": 80.0}), row(1, "ft", {"a": 20.0, "b": 90.0}),
+            row(0, "hf", {"a": 12.0})]  # fmt: skip
+    table = adaptation.voices(rows)
+    assert table == {"voip": {"a": {"ft": 15.0, "hf": 12.0}, "b": {"ft": 85.0}}}
+    text = adaptation.voices_markdown(table)
+    assert "| voice | HF Seq2SeqTrainer + ES | marco FT (Eq. 1) |" in text
+    assert "| a | 12.00 | 15.00 |" in text and "| b |  | 85.00 |" in text
 
 
 def test_trials_in_the_benchmark_are_a_valid_spec_and_rows_say_how_many_steps_they_took(
