@@ -43,12 +43,13 @@ _FOREIGN_BOMS = (
 #: Decoding with errors="surrogateescape" turns each undecodable byte into one of these.
 _UNDECODED = re.compile("[\udc80-\udcff]")
 
-#: The reasons a manifest line is skipped, as stages count them.
 #: A line's identity as the stage that first read it saw it (its audio path relative to
 #: the user's manifest), carried by the lines a stage writes for the next one (the
 #: filter's kept.jsonl). Augmentation draws and names its copies by it, so where the run
 #: directory sits does not change them (a path relative to kept.jsonl would).
 SOURCE_KEY = "marco_source_key"
+
+#: The reasons a manifest line is skipped, as stages count them.
 BAD_MANIFEST_LINE = "bad_manifest_line"
 OUTSIDE_VOLUME = "outside_volume"
 DUPLICATE_LINE = "duplicate_line"

@@ -488,14 +488,14 @@ def _calibrate_eq(
 ) -> EqCalibration | None:
     """The set's equaliser (``eq_calibration``), measured on ``CALIBRATION_UTTERANCES``
     sources (``calibration_order``), each through its own first draw; None when the profile
-    has no spectrum to match."""
+    has no spectrum to match (nothing is loaded then)."""
     from marco_trainer.audio.chain import apply_chain
     from marco_trainer.audio.eq_calibration import CALIBRATION_UTTERANCES, calibrate_eq
     from marco_trainer.audio.params import utterance_rng
 
     measured = profile.channel
-    if measured is None:
-        return None
+    if measured is None or measured.band_levels_median_db is None:
+        return None  # no spectrum, or a profile written before the median was kept: flat
     picked = _calibration_samples(sources, CALIBRATION_UTTERANCES)
     drawn = [draw(utterance_rng(seed, source.key, 0)) for source, _, _ in picked]
 
@@ -508,8 +508,6 @@ def _calibrate_eq(
         return out, out_rate
 
     samples = [(audio, rate) for _, audio, rate in picked]
-    if measured.band_levels_median_db is None:
-        return None  # a profile written before the median was kept: flat, as then
     return calibrate_eq(samples, run, measured.band_levels_median_db)
 
 

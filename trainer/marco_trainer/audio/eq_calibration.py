@@ -6,8 +6,8 @@ spectrum minus the utterance's own, so every copy was forced onto the target's m
 shape whatever its voice: on the meeting scenario (no channel colouring at all, a room
 and babble) gains of +11 dB at 100 Hz and -10 dB at 200 Hz on single copies, the
 copies' band levels 1-5 dB apart from file to file against the target's 2-7 dB and
-the true channel's 2-12 dB (docs/method.md, deviation 21). A voice's own spectrum is
-not the channel's.
+the true channel's 2-12 dB (docs/method.md, deviation 20, fourth correction). A
+voice's own spectrum is not the channel's.
 
 Here the chain runs on a spread of source utterances with the equaliser flat, the
 copies' long-term spectrum is compared with the target's (both as the profile measures
@@ -15,8 +15,9 @@ them, dB re the speech band; per band the median file, as a few voices far loude
 a band carry a mean of powers: on meeting, matched on mean power, the copies' median
 file sat 3 dB under the target's at 500-1000 Hz), and the difference,
 smoothed over neighbouring bands and clipped to ``EQ_MAX_DB``, is the gain every copy
-gets; under ``EQ_LOW_HZ`` (the talkers' pitch) none. A second pass through those gains
-corrects what the filter could not realise and what the steps after it changed. What
+gets; under ``EQ_LOW_HZ`` (the talkers' pitch) none. ``PASSES`` more runs through the
+gains so far correct what the filter could not realise and what the steps after it
+changed. What
 differs between the copies' voices stays.
 Pure: the callers run the chain and load audio.
 """
