@@ -13,6 +13,23 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+# Forces the process group's backend. Only for checks on a machine with fewer GPUs than
+# ranks: NCCL refuses two ranks on one GPU, gloo (slower, through the host) does not.
+BACKEND_ENV = "MARCO_DIST_BACKEND"
+
+
+def _gpu_index(local_rank: int, gpus: int, forced_backend: str) -> int:
+    """The GPU of this rank: its local rank, or shared round-robin under a forced gloo."""
+    if local_rank < gpus:
+        return local_rank
+    if forced_backend == "gloo":
+        return local_rank % gpus
+    raise RuntimeError(
+        f"LOCAL_RANK {local_rank} but {gpus} GPU(s) visible: start at most {gpus} "
+        f"process(es) per node (torchrun --nproc-per-node, training.gpusPerNode); NCCL "
+        f"refuses two ranks on one GPU. For a check on fewer GPUs, set {BACKEND_ENV}=gloo."
+    )
+
 
 @dataclass
 class Distributed:
@@ -35,13 +52,14 @@ class Distributed:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         rank = int(os.environ.get("RANK", "0"))
         local = int(os.environ.get("LOCAL_RANK", "0"))
+        forced = os.environ.get(BACKEND_ENV, "")
         if torch.cuda.is_available():
-            torch.cuda.set_device(local)
-            device = torch.device("cuda", local)
+            device = torch.device("cuda", _gpu_index(local, torch.cuda.device_count(), forced))
+            torch.cuda.set_device(device)
         else:
             device = torch.device("cpu")
         if world > 1 and not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+            dist.init_process_group(backend=forced or ("nccl" if device.type == "cuda" else "gloo"))
         local_world = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
         return cls(rank, world, local, device, local_world)
 

@@ -254,7 +254,7 @@ class Trainer:
         if self.dist.active and not self.asr.sharded:
             from torch.nn.parallel import DistributedDataParallel
 
-            ids = [self.dist.local_rank] if self.dist.device.type == "cuda" else None
+            ids = [self.dist.device.index] if self.dist.device.type == "cuda" else None
             self.module = DistributedDataParallel(self.asr.model, device_ids=ids)
 
         self.watcher = DirectiveWatcher(opts.control_file if self.dist.is_main else None)
