@@ -138,6 +138,9 @@ class JobState:
     trouble: str | None = None
     #: The Kueue LocalQueue it was created for (its kueue.x-k8s.io/queue-name label).
     queue: str | None = None
+    #: Its metadata.uid: a delete names it, so that it never deletes a newer Job of the
+    #: same name (one created after this pass looked).
+    uid: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +152,9 @@ class Child:
     #: Deleted with foreground propagation: the object stays (being deleted) until its
     #: dependents, a Job's pods, are gone, so that whoever waits for it waits for them too.
     foreground: bool = False
+    #: The uid observed: a delete goes only to that object (the API server's precondition;
+    #: 409 when another object has the name now). None: whatever has the name.
+    uid: str | None = None
 
     def __str__(self) -> str:
         return f"{self.kind} {self.name}"
@@ -532,13 +538,13 @@ def _retry(run: _Run) -> bool:
         )
         return True
     failed = [
-        Child("Job", job.name)
+        Child("Job", job.name, uid=job.uid)
         for stage, record in status.stages.items()
         if record.state == "Failed" and (job := run.observed.jobs.get(stage)) is not None
     ]
     if status.stages.get(TRIALS_STAGE, StageStatus()).state == "Failed":
         failed += [
-            Child("Job", job.name)
+            Child("Job", job.name, uid=job.uid)
             for trial in status.trials
             if trial.state == "Failed" and (job := run.observed.trials.get(trial.index))
         ]
@@ -1188,7 +1194,7 @@ def _enforce_stop(run: _Run, spec: AsrAdaptationSpec, job: JobState | None) -> N
     if job is not None:
         # Foreground: the Job stays until its pods are gone, and evaluate waits for it
         # (_stopped_train_going), so no trainer still writes the checkpoint it reads.
-        run.outcome.delete.append(Child("Job", name, foreground=True))
+        run.outcome.delete.append(Child("Job", name, foreground=True, uid=job.uid))
     # Said with the status that records it, keyed: a pass that failed after the delete
     # leaves the next one, which finds the Job going or gone, to say it again, once.
     run.event(
@@ -1223,7 +1229,7 @@ def _stopped_train_going(run: _Run) -> bool:
     job = run.observed.jobs.get("train")
     if record is None or record.state != "Succeeded" or job is None or job.complete:
         return False
-    run.outcome.delete.append(Child("Job", job.name, foreground=True))  # idempotent
+    run.outcome.delete.append(Child("Job", job.name, foreground=True, uid=job.uid))  # idempotent
     message = f"waiting for the stopped train Job {job.name} and its pods to be deleted"
     run.status.message = message
     set_condition(run.status, "Ready", "False", STOP_ENFORCED, message, run.now)

@@ -217,14 +217,19 @@ class Kube:
             raise
         return True
 
-    def delete(self, path: str, propagation: str = "Background") -> bool:
+    def delete(self, path: str, propagation: str = "Background", uid: str | None = None) -> bool:
         """Delete the object; its dependents (a Job's pods) go by garbage collection: after
         it (Background), or before it, the object staying until they are gone (Foreground).
-        False when it is gone already (404)."""
+        With `uid`, only that object (a precondition): a newer one of the same name, made
+        after the caller looked, stays. False when it is gone already (404), or replaced
+        (the precondition's 409)."""
+        body: dict[str, Any] | None = None
+        if uid is not None:
+            body = {"kind": "DeleteOptions", "apiVersion": "v1", "preconditions": {"uid": uid}}
         try:
-            self.request("DELETE", path, query={"propagationPolicy": propagation})
+            self.request("DELETE", path, query={"propagationPolicy": propagation}, body=body)
         except KubeError as error:
-            if error.status == 404:
+            if error.status == 404 or (uid is not None and error.status == 409):
                 return False
             raise
         return True

@@ -430,6 +430,7 @@ def _job_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> Job
         result=result,
         trouble=None if complete else job_trouble(own),
         queue=job_labels.get(QUEUE_LABEL),
+        uid=meta.get("uid"),
     )
 
 
@@ -528,13 +529,14 @@ def observe(
         if whose == "ours":
             own_jobs.append(raw)
         elif whose == "predecessor":
-            leftovers.append(Child("Job", raw["metadata"]["name"]))
+            leftovers.append(Child("Job", raw["metadata"]["name"], uid=raw["metadata"].get("uid")))
     pods = pods_of_jobs(found.pods, own_jobs)
     configmap = kube.get(control_path(namespace, name))
     if configmap is not None:
         whose = ownership(configmap, owner)
         if whose == "predecessor":
-            leftovers.append(Child("ConfigMap", configmap["metadata"]["name"]))
+            meta = configmap["metadata"]
+            leftovers.append(Child("ConfigMap", meta["name"], uid=meta.get("uid")))
         if whose != "ours":
             configmap = None  # never a directive of someone else's
     # The Service is made just before the train Job: once that Job is ours, so is it.
@@ -546,7 +548,8 @@ def observe(
         else kube.get(child_path(namespace, Child("Service", train_service_name(owner))))
     )
     if service is not None and ownership(service, owner) == "predecessor":
-        leftovers.append(Child("Service", service["metadata"]["name"]))
+        meta = service["metadata"]
+        leftovers.append(Child("Service", meta["name"], uid=meta.get("uid")))
     looked = time.time()
     for raw in own_jobs:
         state = _job_state(raw, pods)
@@ -777,7 +780,7 @@ def _create(kube: Kube, manifest: Mapping[str, Any], owner: Owner) -> None:
     if whose == "stranger":
         raise NotOurs(kind, child_name, existing)
     with _writing("deleting", kind, child_name):
-        kube.delete(path)
+        kube.delete(path, uid=(existing.get("metadata") or {}).get("uid"))
     logger.info(
         "%s/%s: deleting %s %s, an earlier adaptation's",
         owner.namespace,
@@ -805,7 +808,7 @@ def apply(
     for child in outcome.delete:
         with _writing("deleting", child.kind, child.name):
             propagation = "Foreground" if child.foreground else "Background"
-            if kube.delete(child_path(namespace, child), propagation):
+            if kube.delete(child_path(namespace, child), propagation, uid=child.uid):
                 logger.info("%s/%s: deleting %s", namespace, name, child)
     for manifest in children(outcome, owner, token):
         _create(kube, manifest, owner)

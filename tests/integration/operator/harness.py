@@ -395,6 +395,8 @@ class ApiServer(kmock.KubernetesEmulator):
         if request.resource is not None and request.action == kmock.action.CREATE:
             self._admit(request)
             self._stamp_create(request)
+        elif request.resource is not None and request.action == kmock.action.DELETE:
+            self._check_preconditions(request)
         elif request.resource is not None and request.action == kmock.action.UPDATE:
             self._stamp_update(request)
             if request.resource.plural == PLURAL and request.subresource == "status":
@@ -418,6 +420,22 @@ class ApiServer(kmock.KubernetesEmulator):
             entry = (time.monotonic(), data.get("type", ""), data.get("reason", ""))
             self.event_log.append((*entry, data.get("message", "")))
         return answer
+
+    def _check_preconditions(self, request: kmock.Request) -> None:
+        """A DELETE's DeleteOptions.preconditions, as the API server checks them: 409 when the
+        object of that name is not the one the client named (kmock ignores them)."""
+        options = request.data if isinstance(request.data, dict) else {}
+        wanted = (options.get("preconditions") or {}).get("uid")
+        key = (request.resource, request.namespace, request.name)
+        if wanted is None or key not in self.objects or self.objects[key].deleted:
+            return
+        stored = self.objects[key]
+        actual = (stored.raw.get("metadata") or {}).get("uid")
+        if actual != wanted:
+            message = (
+                f"Precondition failed: UID in precondition: {wanted}, UID in object meta: {actual}"
+            )
+            raise kmock.KubernetesError(status=409, reason="Conflict", message=message)
 
     def _admit(self, request: kmock.Request) -> None:
         """Refuse what the API server (or an admission webhook) would."""

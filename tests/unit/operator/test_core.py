@@ -1,6 +1,7 @@
 """reconcile() driven step by step, the test playing the cluster."""
 
 import copy
+import uuid
 
 import pytest
 
@@ -83,12 +84,15 @@ class Cluster:
                 index = int(labels["asr.marco.dev/trial"])
                 assert index not in self.trials, f"second Job for trial {index}"
                 self.trials[index] = JobState(
-                    name=child["metadata"]["name"], stage="trials", trial=index, **held
-                )
+                    name=child["metadata"]["name"], stage="trials", trial=index, **held,
+                    uid=str(uuid.uuid4()),
+                )  # fmt: skip
             elif child["kind"] == "Job":
                 stage = labels["asr.marco.dev/stage"]
                 assert stage not in self.jobs, f"second Job for {stage}"
-                self.jobs[stage] = JobState(name=child["metadata"]["name"], stage=stage, **held)
+                self.jobs[stage] = JobState(
+                    name=child["metadata"]["name"], stage=stage, **held, uid=str(uuid.uuid4())
+                )
             self.created.append(child)
         if outcome.directive is not None:
             self.directive = outcome.directive
@@ -100,12 +104,16 @@ class Cluster:
         its pod."""
         job = self.jobs[stage]
         assert job.suspended, f"{stage} Job is not suspended"
-        self.jobs[stage] = JobState(name=job.name, stage=stage, active=1, queue=job.queue)
+        self.jobs[stage] = JobState(
+            name=job.name, stage=stage, active=1, queue=job.queue, uid=job.uid
+        )
 
     def preempt(self, stage):
         """Kueue evicts the running Job (suspends it again): its pods go."""
         job = self.jobs[stage]
-        self.jobs[stage] = JobState(name=job.name, stage=stage, suspended=True, queue=job.queue)
+        self.jobs[stage] = JobState(
+            name=job.name, stage=stage, suspended=True, queue=job.queue, uid=job.uid
+        )
 
     def collect(self, name):
         """The garbage collector: a Job deleted in the foreground is gone with its pods."""
@@ -116,7 +124,7 @@ class Cluster:
     def finish(self, stage, **result):
         self.jobs[stage] = JobState(
             name=self.jobs[stage].name, stage=stage, complete=True,
-            result=StageResult(stage=stage, **result),
+            result=StageResult(stage=stage, **result), uid=self.jobs[stage].uid,
         )  # fmt: skip
 
     def finish_trial(self, index, curve):
@@ -124,12 +132,13 @@ class Cluster:
         self.trials[index] = JobState(
             name=self.trials[index].name, stage="trials", trial=index, complete=True,
             result=StageResult(stage="train", wer=best[1], best_step=best[0], curve=curve),
+            uid=self.trials[index].uid,
         )  # fmt: skip
 
     def fail_trial(self, index, reason):
         self.trials[index] = JobState(
             name=self.trials[index].name, stage="trials", trial=index, failed=True,
-            failure_reason=reason,
+            failure_reason=reason, uid=self.trials[index].uid,
         )  # fmt: skip
 
     def evaluate(self, wer):
@@ -230,9 +239,12 @@ def test_an_ignored_stop_deletes_the_train_job_and_the_best_checkpoint_is_evalua
     cluster.now += 10
     assert cluster.step().delete == []  # still inside the grace period (30 s)
     cluster.now += 30
+    uid = cluster.jobs["train"].uid
     outcome = cluster.step()
     # Deleted, pods first (foreground); never suspended: a suspended Job is Kueue's to resume.
-    assert outcome.delete == [Child("Job", "demo-train", foreground=True)]
+    # The delete names the Job it saw (its uid), never a newer one of the same name.
+    assert uid is not None
+    assert outcome.delete == [Child("Job", "demo-train", foreground=True, uid=uid)]
     assert "suspend" not in vars(outcome)
     status = cluster.obj["status"]
     train = status["stages"]["train"]
@@ -246,7 +258,7 @@ def test_an_ignored_stop_deletes_the_train_job_and_the_best_checkpoint_is_evalua
 
     # Its pods terminate: evaluate waits (asking again for the delete, which is idempotent).
     outcome = cluster.step()
-    assert outcome.start == [] and outcome.delete == [Child("Job", "demo-train", True)]
+    assert outcome.start == [] and outcome.delete == [Child("Job", "demo-train", True, uid)]
     assert "waiting for the stopped train Job demo-train" in cluster.obj["status"]["message"]
     cluster.collect("demo-train")
     outcome = cluster.step()
@@ -884,6 +896,22 @@ def test_a_retried_stage_starts_under_a_new_key():
     del cluster.jobs["filter"]  # the failed Job deleted, as the retry asks
     (second,) = started(cluster.step()) + started(cluster.step())
     assert second[0] == first[0] and second[1] != first[1]
+
+
+def test_a_retry_deletes_the_failed_job_it_saw_by_its_uid():
+    """The delete carries the failed Job's uid: should a newer Job of that name exist by the
+    time the delete arrives, the API server refuses it (a precondition) instead."""
+    cluster = Cluster(body())
+    cluster.step()
+    cluster.jobs["filter"] = JobState(
+        name="demo-filter", stage="filter", failed=True, failure_reason="BackoffLimitExceeded",
+        uid="3c1e0a52-failed",
+    )  # fmt: skip
+    cluster.step()
+    cluster.obj["metadata"]["annotations"] = {"asr.marco.dev/retry": "1"}
+    outcome = cluster.step()
+    assert outcome.delete == [Child("Job", "demo-filter", uid="3c1e0a52-failed")]
+    assert outcome.start == []
 
 
 def test_trials_whose_start_was_lost_are_said_by_the_next_pass():
