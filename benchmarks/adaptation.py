@@ -99,6 +99,7 @@ from runs import (
     speaker_wers,
 )
 
+from marco_contract.options import AugmentOptions
 from marco_contract.status import SigmaKind
 from marco_demo.scenarios import HELD_OUT_SCENARIOS, ORACLE_SPLIT, SCENARIOS
 
@@ -119,6 +120,9 @@ MODEL_DIR = "models/whisper-tiny.en-10s"
 ORACLE_MANIFEST = f"{ORACLE_SPLIT}.jsonl"
 #: The demo's initial LR and the method's bounds: the HF recipe trains at the former.
 LEARNING_RATE = 1e-5
+
+#: The product's default number of simulated rooms (rows from before the field: these).
+DEFAULT_ROOMS: int = AugmentOptions.model_fields["rooms"].default
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -159,6 +163,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--speed-factors", default="",
         help="augmentation.speedFactors of the FT + DA systems, comma-separated (e.g. "
         "0.9,1.0,1.1; empty: off); recorded in each row",
+    )  # fmt: skip
+    p.add_argument(
+        "--rooms", type=int, default=DEFAULT_ROOMS,
+        help="augmentation.rooms of the FT + DA systems (simulated rooms); recorded in each row",
     )  # fmt: skip
     p.add_argument("--work", type=Path, default=REPO / "bench-out" / "adaptation")
     p.add_argument("--model", type=Path, help="Whisper tiny.en, 10 s window (default: imported)")
@@ -289,6 +297,8 @@ def marco_manifest(args: argparse.Namespace, system: str, seed: int) -> dict[str
         manifest["spec"]["augmentation"]["channelFromTarget"] = True
     if system.startswith("ftda") and args.speed_factors:
         manifest["spec"]["augmentation"]["speedFactors"] = args.speed_factors
+    if system.startswith("ftda"):
+        manifest["spec"]["augmentation"]["rooms"] = args.rooms
     if system == "ft-oracle":
         # Laid out as FT + DA's data with keepOriginal and one copy: the clean source,
         # then one copy of each utterance, here through the target's true channel.
@@ -365,7 +375,8 @@ def trials_spec(steps: int) -> dict[str, Any]:
 NEUTRAL_SETTINGS: dict[str, Any] = {"trial_steps": 0, "average_checkpoints": 1,
                                     "sigma": "population",
                                     "lr_bounds": list(demo_lr_bounds()),
-                                    "speed_factors": []}  # fmt: skip
+                                    "speed_factors": [],
+                                    "rooms": DEFAULT_ROOMS}  # fmt: skip
 
 
 def marco_settings(args: argparse.Namespace, system: str) -> dict[str, Any]:
@@ -380,6 +391,7 @@ def marco_settings(args: argparse.Namespace, system: str) -> dict[str, Any]:
         "lr_bounds": list(args.lr_bounds),
         # Only the augmented systems perturb the speed: FT's rows stay valid beside them.
         "speed_factors": list(args.speed_factors) if system.startswith("ftda") else [],
+        "rooms": args.rooms if system.startswith("ftda") else DEFAULT_ROOMS,
     }
 
 

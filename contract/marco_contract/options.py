@@ -99,6 +99,17 @@ class AugmentOptions(StageOptions):
 
     copies: int = Field(default=1, ge=1, le=100, description="Augmented copies per utterance.")
     seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed of every per-utterance draw.")
+    # Rooms cost little (a 1 s room is simulated in about 30 ms) but each copy draws one of
+    # them: few rooms are few acoustic conditions for the model to learn, where a target's
+    # talkers stand anywhere in many rooms.
+    rooms: int = Field(
+        default=8,
+        ge=0,
+        le=4096,
+        description="Simulated rooms (shoebox, image sources; RT60 from the profile with "
+        "channelFromTarget) the reverberation step draws one from per copy; 0: no simulated "
+        "rooms. Unused with rirPath.",
+    )
     # Off until benchmarks/adaptation.py shows it helps on scenarios it was not tuned on:
     # on, the demo's own target (a GSM/μ-law phone line) gets a different chain.
     channel_from_target: bool = Field(

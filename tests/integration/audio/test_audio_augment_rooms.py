@@ -81,6 +81,14 @@ def test_rooms_follow_a_reverberant_target_only_with_channel_from_target(
     assert abs(statistics.median(read) - ROOM_RT60_S) <= ROOM_RT60_S / 3
     assert min(read) >= REVERBERANT_RT60_S
 
+    # augmentation.rooms: the copies draw from that many rooms (the default 8 above).
+    assert max(line["augmentation"]["reverb"]["rir_index"] for line in measured) < 8
+    wider = [x["augmentation"]["reverb"] for x in augment("wider", "--channel-from-target",
+                                                        "--rooms", "40")]  # fmt: skip
+    indexes = [room["rir_index"] for room in wider]
+    assert max(indexes) < 40 and max(indexes) >= 8
+    assert all(low - 1e-9 <= room["rt60_s"] <= high + 1e-9 for room in wider)
+
     # The paper's chain reads p_rev from the SNR and keeps its own rooms (0.15-0.7 s).
     paper = augment("paper")
     rooms = [x["augmentation"]["reverb"] for x in paper if x["augmentation"]["reverb"]]
@@ -124,7 +132,7 @@ def test_an_engine_target_gets_noise_of_its_spectrum_not_pink_noise(
         out = tmp_path / name
         marco_trainer(
             "augment", "--manifest", corpus / "source" / "source.jsonl", "--output-dir", out,
-            "--profile", tmp_path / "profile", "--copies", "2", "--seed", "3", "--num-rooms", "0",
+            "--profile", tmp_path / "profile", "--copies", "2", "--seed", "3", "--rooms", "0",
             *flags,
         )  # fmt: skip
         distances = []
@@ -165,7 +173,7 @@ def test_a_lossy_link_target_gets_packets_lost_as_often_and_as_long(
     out = tmp_path / "aug"
     marco_trainer(
         "augment", "--manifest", corpus / "source" / "source.jsonl", "--output-dir", out,
-        "--profile", tmp_path / "profile", "--copies", "4", "--seed", "3", "--num-rooms", "0",
+        "--profile", tmp_path / "profile", "--copies", "4", "--seed", "3", "--rooms", "0",
         "--channel-from-target",
     )  # fmt: skip
     lines = [json.loads(x) for x in (out / "manifest-00000-of-00001.jsonl").open()]

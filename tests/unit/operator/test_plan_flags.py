@@ -43,7 +43,7 @@ SPEC = {
     "data": {"train": ["train.jsonl"], "validation": "dev.jsonl", "test": "test.jsonl",
              "targetAudio": "target/"},
     "filter": {"minDuration": 0.5, "maxDuration": 12.5, "maxCharsPerSecond": 22.5},
-    "augmentation": {"copies": 3, "seed": 7, "channelFromTarget": True,
+    "augmentation": {"copies": 3, "seed": 7, "rooms": 24, "channelFromTarget": True,
                      "speedFactors": [0.9, 1.1]},
     "baseline": {"samples": 50},
     "training": {"maxSteps": 1234, "evalEvery": 20, "cycleSteps": 40, "evalSamples": 30,
@@ -75,6 +75,7 @@ EXPECTED = {
     ("FilterOptions", "max_chars_per_second"): ("filter", "max_chars_per_second", 22.5),
     ("AugmentOptions", "copies"): ("augment", "copies", 3),
     ("AugmentOptions", "seed"): ("augment", "seed", 7),
+    ("AugmentOptions", "rooms"): ("augment", "rooms", 24),
     ("AugmentOptions", "channel_from_target"): ("augment", "channel_from_target", True),
     ("AugmentOptions", "speed_factors"): ("augment", "speed_factors", [0.9, 1.1]),
     ("EvaluateOptions", "max_samples"): ("evaluate", "max_samples", 60),
@@ -297,7 +298,7 @@ def test_the_demo_commands_are_unchanged():
         "--min-duration 0.3 --max-duration 10.0 --max-chars-per-second 30.0",
         "profile": f"profile --input /data/target/unlabeled.jsonl --output-dir {out}/profile "
         f"{roots}",
-        "augment": f"augment --output-dir {out}/augment {roots} --copies 1 --seed 0 "
+        "augment": f"augment --output-dir {out}/augment {roots} --copies 1 --seed 0 --rooms 8 "
         "--no-channel-from-target "
         f"--manifest {out}/filter/kept.jsonl --profile {out}/profile",
         "baseline": f"evaluate --model {model} --manifest /data/target/dev.jsonl "

@@ -64,10 +64,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--profile", type=Path, help="profile JSON, or a profile output dir")
     source.add_argument("--preset", choices=["telephony"])
-    add_arguments(parser, AugmentOptions)  # --copies, --seed: as the spec's augmentation
+    add_arguments(parser, AugmentOptions)  # --copies, --seed, --rooms: the spec's augmentation
     parser.add_argument("--target-sample-rate", type=int, default=16000, help="the model's rate")
     parser.add_argument("--rir-dir", type=Path, help="room impulse responses (default: simulated)")
-    parser.add_argument("--num-rooms", type=int, default=8, help="simulated rooms per run")
     parser.add_argument(
         "--noise-dir",
         type=Path,
@@ -186,11 +185,11 @@ def run(args: argparse.Namespace) -> int:
                     load_directory(args.rir_dir, rate, volumes),
                     str(args.rir_dir),
                 )
-            elif args.num_rooms > 0:
+            elif args.rooms > 0:
                 measured = room_rt60_range(profile)
                 assets.rirs, assets.rir_rt60s = cached_rooms(
                     out / "rirs",
-                    args.num_rooms,
+                    args.rooms,
                     rate,
                     args.seed,
                     measured or RT60_RANGE,
