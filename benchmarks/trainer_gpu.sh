@@ -12,7 +12,8 @@
 # whole GPU's peak memory in use (nvidia-smi, sampled every 200 ms).
 # The speech comes from `python benchmarks/train.py --write-data .gpu/data` made where flite
 # is installed; wheels under .whl/ (scripts/gpu-wheels.sh; a machine without a package
-# index) are installed first (NO_WHEELS=1: not). TWO_RANKS_ONLY=1 runs step 2 alone. OUT: where logs and tables go. FUNCTIONAL_ONLY=1 skips step 3.
+# index) are installed first (NO_WHEELS=1: not). OUT: where logs and tables go.
+# FUNCTIONAL_ONLY=1 skips step 3; TWO_RANKS_ONLY=1 runs step 2 alone.
 set -uo pipefail
 OUT=${OUT:-/tmp/trainer-gpu}; mkdir -p "$OUT"
 if [ -z "${NO_WHEELS:-}" ] && compgen -G ".whl/*.whl" >/dev/null; then

@@ -507,6 +507,12 @@ def read_claims(kube: Kube, body: Mapping[str, Any]) -> dict[str, Claim] | None:
     }
 
 
+def _observed_child(kind: str, obj: Mapping[str, Any]) -> Child:
+    """The object as seen: its delete names its uid, never a newer one of its name."""
+    meta = obj["metadata"]
+    return Child(kind, meta["name"], uid=meta.get("uid"))
+
+
 def observe(
     kube: Kube, body: Mapping[str, Any], found: Children, options: Options
 ) -> tuple[Observed, list[str], str | None]:
@@ -529,14 +535,13 @@ def observe(
         if whose == "ours":
             own_jobs.append(raw)
         elif whose == "predecessor":
-            leftovers.append(Child("Job", raw["metadata"]["name"], uid=raw["metadata"].get("uid")))
+            leftovers.append(_observed_child("Job", raw))
     pods = pods_of_jobs(found.pods, own_jobs)
     configmap = kube.get(control_path(namespace, name))
     if configmap is not None:
         whose = ownership(configmap, owner)
         if whose == "predecessor":
-            meta = configmap["metadata"]
-            leftovers.append(Child("ConfigMap", meta["name"], uid=meta.get("uid")))
+            leftovers.append(_observed_child("ConfigMap", configmap))
         if whose != "ours":
             configmap = None  # never a directive of someone else's
     # The Service is made just before the train Job: once that Job is ours, so is it.
@@ -548,8 +553,7 @@ def observe(
         else kube.get(child_path(namespace, Child("Service", train_service_name(owner))))
     )
     if service is not None and ownership(service, owner) == "predecessor":
-        meta = service["metadata"]
-        leftovers.append(Child("Service", meta["name"], uid=meta.get("uid")))
+        leftovers.append(_observed_child("Service", service))
     looked = time.time()
     for raw in own_jobs:
         state = _job_state(raw, pods)

@@ -67,7 +67,7 @@ def test_apply_deletes_only_the_job_core_observed(cluster: EmulatedCluster) -> N
     current = Outcome(status={}, delete=[Child("Job", JOB, foreground=True, uid=newer)])
     apply(cluster.kube, body, Observed(), current)
     assert cluster.kube.get(path) is None
-    # Both deletes were sent, foreground, each with its own precondition.
+    # Both deletes were sent, in the foreground; only the second matched the Job there.
     assert [policy for p, policy in cluster.deletions if p.endswith(f"/jobs/{JOB}")][-2:] == [
         "Foreground",
         "Foreground",
