@@ -50,12 +50,13 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     # Stage pods are watched (kopf's index) for rank 0's IP and the termination messages,
     # never changed.
     Rule("", "pods", ("list", "watch")),
-    # The `<name>-control` ConfigMap carries the directive to the trainer. Read each pass
-    # (and after a 409) for its owner too; an earlier adaptation's is deleted.
-    Rule("", "configmaps", ("get", "create", "patch", "delete")),
-    # The headless rendezvous Service for torchrun: read for its owner, an earlier
-    # adaptation's deleted.
-    Rule("", "services", ("get", "create", "delete")),
+    # The `<name>-control` ConfigMap carries the directive to the trainer. Watched (kopf's
+    # index: whether one exists, and whose); read by each pass once one of ours does (the
+    # directive fresh) and after a 409 for its owner; an earlier adaptation's is deleted.
+    Rule("", "configmaps", ("get", "list", "watch", "create", "patch", "delete")),
+    # The headless rendezvous Service for torchrun: watched (kopf's index) for its owner,
+    # read after a 409 on create; an earlier adaptation's deleted.
+    Rule("", "services", ("get", "list", "watch", "create", "delete")),
     # The `<name>-endpoint-<uid>` Secret holding rank 0's bearer token: created, never
     # read (the operator derives the token again from its key; the uid in its name means a
     # 409 can only be its own).

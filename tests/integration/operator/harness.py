@@ -245,6 +245,8 @@ class ApiServer(kmock.KubernetesEmulator):
     event_log: list[tuple[float, str, str, str]]
     #: Every write of an AsrAdaptation's status: (time.monotonic(), its conditions).
     status_log: list[tuple[float, list[dict[str, Any]]]]
+    #: Every write refused for a stale resourceVersion (a JSON patch's test): (method, path).
+    conflicts: list[tuple[str, str]]
     #: Faults to inject into requests (EmulatedCluster.inject).
     faults: list[Fault]
     #: Watch events to drop, by plural: the stream ends instead of delivering the event.
@@ -409,6 +411,7 @@ class ApiServer(kmock.KubernetesEmulator):
         except jsonpatch.JsonPatchTestFailed as error:
             # A stale resourceVersion in a JSON patch's test: the API server's answer is a
             # conflict (the client re-reads and retries), not kmock's generic 500.
+            self.conflicts.append((request.method, request.url.path))
             raise kmock.KubernetesError(status=409, reason="Conflict", message=str(error)) from None
         if (
             request.resource is not None
@@ -505,6 +508,7 @@ class EmulatedCluster:
         self.event_refusals: dict[str, list[Any]] = {}
         self.event_log: list[tuple[float, str, str, str]] = []
         self.status_log: list[tuple[float, list[dict[str, Any]]]] = []
+        self.conflicts: list[tuple[str, str]] = []
         #: The operator's endpoint key, as the chart's Secret holds it for every operator pod:
         #: an operator started again derives the same tokens.
         self.endpoint_key = uuid.uuid4().hex.encode()
@@ -526,6 +530,7 @@ class EmulatedCluster:
                 emulator.event_refusals = self.event_refusals
                 emulator.event_log = self.event_log
                 emulator.status_log = self.status_log
+                emulator.conflicts = self.conflicts
                 emulator.faults = self.faults
                 emulator.watch_drops = self.watch_drops
                 emulator.watch_expiries = self.watch_expiries
@@ -718,13 +723,15 @@ class EmulatedCluster:
         stages: tuple[str, ...] = ("filter",),
         steered: bool = True,
         unlabelled: tuple[str, ...] = (),
+        unlabelled_service: bool = False,
     ) -> str:
         """What an earlier AsrAdaptation of this name left, as the operator made it for that
         one (its uid, our names and labels) and no garbage collector removed yet: its stage
         Jobs, and with `steered` its control ConfigMap (a directive of its own) and Service.
         The Jobs of the `unlabelled` stages keep the predecessor's controller reference but
         not our labels (someone removed them): no watch of the operator's selects them, so
-        only the 409 of creating that stage's Job, and a read of the Job, reveal them.
+        only the 409 of creating that stage's Job, and a read of the Job, reveal them; the
+        same for its Service with `unlabelled_service` (the train stage's 409 then).
         Returns the predecessor's uid."""
         old = Owner(name=adaptation, namespace=NAMESPACE, uid=str(uuid.uuid4()))
         for stage in (*stages, *unlabelled):
@@ -740,7 +747,10 @@ class EmulatedCluster:
         if steered:
             stale = Directive(cycle=7, learning_rate=0.5, reason="the predecessor's")
             self.kube.create(control_configmap(old, stale))
-            self.kube.create(train_service(old))
+            service = train_service(old)
+            if unlabelled_service:
+                del service["metadata"]["labels"]
+            self.kube.create(service)
         return old.uid
 
     def directive(self, adaptation: str) -> Directive | None:

@@ -17,6 +17,8 @@ import pytest
 
 from marco_contract.formats import StageResult
 from marco_operator import core
+from marco_operator.api import PLURAL
+from marco_operator.kopf_driver import FINALIZER
 from marco_operator.kube import USER_AGENT, collection_path
 from marco_operator.rbac import (
     GANG_RULES,
@@ -31,6 +33,7 @@ from .harness import (
     OTHER_NAMESPACE,
     SHARED_CLAIM,
     EmulatedCluster,
+    Fault,
     JobController,
     OperatorProcess,
     OperatorRun,
@@ -576,8 +579,11 @@ def _a_whole_run(cluster: EmulatedCluster, jobs: JobController, trainer: Scripte
     )
     # Its evaluate Job: deleted before anything of this run starts, so the evaluate Job the
     # wait below meets is this run's. Its profile Job without our labels: found only when
-    # creating this run's profile Job answers 409, then read (whose is it?) and deleted.
-    cluster.leave_predecessor(NAME, stages=("evaluate",), unlabelled=("profile",))
+    # creating this run's profile Job answers 409, then read (whose is it?) and deleted; so
+    # is its Service without our labels, at the train stage.
+    cluster.leave_predecessor(
+        NAME, stages=("evaluate",), unlabelled=("profile",), unlabelled_service=True
+    )
     cluster.apply_adaptation(NAME, spec)
     # The filter Job has no pod for a while: the operator reads its Events.
     jobs.wait_job(NAME, "filter")
@@ -595,6 +601,25 @@ def _a_whole_run(cluster: EmulatedCluster, jobs: JobController, trainer: Scripte
     # The stop enforced: the train Job deleted, evaluate runs the best checkpoint.
     jobs.complete(jobs.wait_job(NAME, "evaluate"), StageResult(stage="evaluate", wer=28.0))
     wait_for("phase Succeeded", phase_is(cluster, "Succeeded"))
+
+
+def test_a_new_adaptation_s_first_pass_waits_for_kopf_s_finalizer(
+    cluster: EmulatedCluster, jobs: JobController, operator
+) -> None:
+    """kopf starts the daemon, then adds its finalizer in a JSON patch tested against the
+    resourceVersion it saw. A status written in between makes that patch a 409, and kopf
+    stops handling the adaptation's events for a second before it tries again. Here kopf's
+    patch is held for a second on its way, so that a first pass that did not wait for the
+    finalizer would land first (it does, without the wait: checked)."""
+    held = cluster.inject(Fault("PATCH", f"/{PLURAL}/{NAME}", delay=1.0, agent="kopf/"))
+    cluster.apply_adaptation(NAME, make_spec())
+    jobs.wait_job(NAME, "filter")
+    wait_for(
+        "kopf's finalizer",
+        lambda: FINALIZER in (cluster.adaptation(NAME)["metadata"].get("finalizers") or ()),
+    )
+    assert held.hits == 1
+    assert cluster.conflicts == [], "a write went out on a resourceVersion already gone"
 
 
 def test_a_settled_adaptation_gets_no_passes(

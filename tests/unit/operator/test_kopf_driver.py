@@ -9,8 +9,15 @@ from kubernetes import client
 
 from marco_contract.formats import StageResult
 from marco_operator.cli import build_parser, main
-from marco_operator.kopf_driver import connection_info, wait_seconds
+from marco_operator.kopf_driver import (
+    DriverOptions,
+    build_registry,
+    connection_info,
+    settings_for,
+    wait_seconds,
+)
 from marco_operator.kube import collection_path, load_configuration, manifest_collection_path
+from marco_operator.metrics import OperatorMetrics
 from marco_operator.reconciler import (
     Pass,
     _job_state,
@@ -272,3 +279,22 @@ def test_the_default_queue_is_the_flag_else_the_environment_and_a_bad_one_is_ref
         default_queue_of(parsed(), {DEFAULT_QUEUE_ENV: "GPU_Queue"})
     with pytest.raises(SystemExit, match=r"--default-queue-name: .*'-bad'"):
         default_queue_of(parsed("--default-queue-name=-bad"), {})
+
+
+def test_nothing_reads_the_diff_base_the_operator_leaves_empty() -> None:
+    """settings_for gives kopf an empty essence of every object (NoDiffBase): right only while
+    no handler reads a diff, i.e. no change handler (on.create/update/field/delete...) and
+    no daemon that idles until a change. Adding either must fail here first."""
+    import kopf
+
+    configuration = client.Configuration()
+    configuration.host = "http://127.0.0.1:9"
+    registry = build_registry(DriverOptions(), configuration, OperatorMetrics())
+    assert list(registry._changing.get_all_handlers()) == []
+    daemons = list(registry._spawning.get_all_handlers())
+    assert [d.id.rsplit(".", 1)[-1] for d in daemons] == ["adaptation"]
+    assert all(getattr(d, "idle", None) is None for d in daemons)
+    storage = settings_for(DriverOptions()).persistence.diffbase_storage
+    body = kopf.Body({"metadata": {"name": "a", "labels": {"x": "y"}}, "spec": {"s": 1}})
+    assert storage.build(body=body) == {}
+    assert storage.fetch(body=body) is None  # nothing stored under kopf's key either
