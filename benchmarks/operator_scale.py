@@ -13,6 +13,14 @@ pod's /v1/evaluations, telling the adaptations apart by their bearer token, each
 a history that grows by an evaluation every 2-4 s. 10 % of the trainers ignore the stop
 directive (the operator must delete their Job after the grace period).
 
+The load: by default every adaptation is created in the same second and every stage and
+evaluation takes 2-4 s (--pace 2), so the adaptations move in step and about N stage
+transitions fall within a second or two: a burst, whose latencies measure how fast the
+operator works through N decisions at once. --arrival spreads the creations evenly over
+that many seconds (and the trainers go on after the quiet window with the same spacing),
+and --pace sets how long stages and evaluations take: a steady load, whose latencies
+measure the operator at that rate.
+
 Every adaptation runs all stages but fetch and push: filter, profile, augment, baseline,
 train (3 cycles of 3 evaluations; WERs that plateau so that early stopping stops it at
 the 9th), evaluate. Once every adaptation is training and has its first directive, every
@@ -168,6 +176,7 @@ class Adaptation:
     ignores_stop: bool
     uid: str = ""
     created: float = 0.0
+    offset: float = 0.0  # its creation's delay after the first's (--arrival)
     done: dict[str, float] = field(default_factory=dict)  # stage: when its pods terminated
     cycle_ends: list[tuple[float, int]] = field(default_factory=list)  # (served, cycle)
     directives: list[tuple[float, Directive]] = field(default_factory=list)
@@ -235,10 +244,11 @@ class Measured:
 class Simulation:
     """Job controller, kubelet, garbage collector and rank 0s, on one event loop."""
 
-    def __init__(self, cluster: EmulatorProcess, count: int, seed: int) -> None:
+    def __init__(self, cluster: EmulatorProcess, count: int, seed: int, pace: float = 2.0) -> None:
         rng = random.Random(seed)
         self.cluster = cluster
         self.rng = rng
+        self.pace = pace  # a stage and an evaluation take pace to 2 x pace seconds
         self.adaptations = {
             f"a{i:04d}": Adaptation(f"a{i:04d}", wers_of(rng), rng.random() < IGNORE_STOP)
             for i in range(count)
@@ -371,7 +381,7 @@ class Simulation:
             adaptation.train_job = job
             await self.train(adaptation, job, pods)
             return
-        await asyncio.sleep(self.rng.uniform(2.0, 4.0))
+        await asyncio.sleep(self.rng.uniform(self.pace, 2 * self.pace))
         await self.finish(adaptation, job, pods, RESULTS[stage])
 
     async def start_pods(self, job: dict[str, Any]) -> list[str]:
@@ -478,8 +488,10 @@ class Simulation:
             return
         self.holding += 1
         await self.release.wait()  # the quiet window
+        # Trainers go on spaced as their adaptations were created, not all in one second.
+        await asyncio.sleep(adaptation.offset)
         for index, wer in enumerate(adaptation.wers, start=1):
-            await asyncio.sleep(self.rng.uniform(2.0, 4.0))
+            await asyncio.sleep(self.rng.uniform(self.pace, 2 * self.pace))
             directive = adaptation.directive
             assert directive is not None
             adaptation.evaluations.append(Evaluation(
@@ -678,11 +690,13 @@ async def run_size(
     workdir: Path,
     keep_log: Path | None = None,
     operator_root: Path = ROOT,
+    pace: float = 2.0,
+    arrival: float = 0.0,
 ) -> dict[str, Any]:
     load_before = os.getloadavg()
     cluster = EmulatorProcess(SHARED_CLAIM)
     try:
-        sim = Simulation(cluster, count, seed)
+        sim = Simulation(cluster, count, seed, pace)
         await sim.start()
         operator = OperatorProcess(cluster, sim.trainer_port, workdir, operator_root)
         try:
@@ -699,10 +713,14 @@ async def run_size(
             emulator_start = cpu_seconds(cluster.pid)
             simulator_start = cpu_seconds(os.getpid())
             requests_start = cluster.counts()[1]
-            for adaptation in sim.adaptations.values():
+            for i, adaptation in enumerate(sim.adaptations.values()):
+                # Evenly spaced over --arrival seconds (0: all at once), as a script applying
+                # one manifest after another would.
+                adaptation.offset = i * arrival / count
+                await asyncio.sleep(max(0.0, started + adaptation.offset - now()))
                 await sim.create(adaptation, cluster.endpoint_key)
             problems = sim.measured.problems
-            budget = 120 + count * 0.6
+            budget = 120 + count * 0.6 + arrival + 10 * pace
             await wait_until(
                 "every trainer to hold at its first directive",
                 lambda: _ready(sim.holding >= count),
@@ -725,7 +743,9 @@ async def run_size(
                 phases = await sim.phases()
                 return all(p in ("Succeeded", "Failed") for p in phases.values())
 
-            await wait_until("every adaptation to finish", all_settled, budget + 120, problems)
+            await wait_until(
+                "every adaptation to finish", all_settled, budget + 120 + 30 * pace, problems
+            )
             elapsed = now() - started
             cpu = (operator.cpu_seconds() - cpu_start) / elapsed
             emulator_cpu = (cpu_seconds(cluster.pid) - emulator_start) / elapsed
@@ -774,6 +794,8 @@ async def run_size(
         "when": iso(),
         "operator": _commit(operator_root),
         "stages": list(STAGES),
+        "pace_s": pace,
+        "arrival_s": arrival,
         "load_before": load_before,
         "load_after": os.getloadavg(),
         "cpus": os.cpu_count(),
@@ -862,6 +884,10 @@ def markdown(result: dict[str, Any]) -> str:
         ("errors (metric, tracebacks, problems)",
          f"{sum(result['operator_errors'].values()):.0f}, {result['operator_log_tracebacks']}, "
          f"{troubles}"),
+        ("load: a stage, an evaluation takes / adaptations created over",
+         f"{result.get('pace_s', 2.0):g}-{2 * result.get('pace_s', 2.0):g} s / "
+         f"{result.get('arrival_s', 0.0):g} s"),
+        ("passes", f"{sum(result['passes'].values()):.0f}"),
         ("load average before / after", f"{result['load_before'][0]:.2f} / "
          f"{result['load_after'][0]:.2f} ({result['cpus']} CPUs)"),
     ]  # fmt: skip
@@ -876,6 +902,19 @@ def main() -> int:
     parser.add_argument("--adaptations", default="50", help="comma-separated sizes")
     parser.add_argument("--quiet-seconds", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--pace",
+        type=float,
+        default=2.0,
+        help="a stage and an evaluation take PACE to 2 x PACE seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--arrival",
+        type=float,
+        default=0.0,
+        help="create the adaptations evenly over this many seconds, and let their trainers "
+        "go on after the quiet window with the same spacing (default: 0, all at once)",
+    )
     parser.add_argument(
         "--no-data-stages",
         action="store_true",
@@ -904,6 +943,8 @@ def main() -> int:
                     Path(work),
                     args.out / f"{size}-operator.log" if args.keep_log else None,
                     args.operator_root,
+                    args.pace,
+                    args.arrival,
                 )
             )
         (args.out / f"{size}.json").write_text(json.dumps(result, indent=1) + "\n")
