@@ -712,7 +712,7 @@ async def run_size(
             # Who used the cores: the emulator's process and this one (simulator, rank 0s).
             emulator_start = cpu_seconds(cluster.pid)
             simulator_start = cpu_seconds(os.getpid())
-            requests_start = cluster.counts()[1]
+            served_start, requests_start = cluster.counts()
             for i, adaptation in enumerate(sim.adaptations.values()):
                 # Evenly spaced over --arrival seconds (0: all at once), as a script applying
                 # one manifest after another would.
@@ -750,7 +750,8 @@ async def run_size(
             cpu = (operator.cpu_seconds() - cpu_start) / elapsed
             emulator_cpu = (cpu_seconds(cluster.pid) - emulator_start) / elapsed
             simulator_cpu = (cpu_seconds(os.getpid()) - simulator_start) / elapsed
-            requests = cluster.counts()[1] - requests_start
+            served, requests = cluster.counts()
+            served, requests = served - served_start, requests - requests_start
             rss, peak = operator.memory()
             phases = await sim.phases()
             errors = operator.metric_sum("marco_operator_errors_total")
@@ -817,6 +818,10 @@ async def run_size(
         "api_requests_per_s": requests / elapsed,
         "operator_cpu_share_of_one_core": cpu,
         "emulator_cpu_share_of_one_core": emulator_cpu,
+        # Every client's requests (the operator's, the simulator's) and the emulator's CPU
+        # per request: what the emulator alone costs, whatever the operator does.
+        "emulator_requests": served,
+        "emulator_cpu_ms_per_request": 1000 * emulator_cpu * elapsed / max(1, served),
         "simulator_cpu_share_of_one_core": simulator_cpu,
         "operator_rss_mib": rss,
         "operator_peak_rss_mib": peak,
@@ -879,6 +884,9 @@ def markdown(result: dict[str, Any]) -> str:
         ("operator RSS, end / peak",
          f"{result['operator_rss_mib']:.0f} / {result['operator_peak_rss_mib']:.0f} MiB"),
         ("API requests / s, whole run", f"{result['api_requests_per_s']:.0f}"),
+        ("emulator: requests served (every client) / CPU per request",
+         f"{result.get('emulator_requests', 0)} / "
+         f"{result.get('emulator_cpu_ms_per_request', 0):.2f} ms"),
         ("LR decisions checked / wrong", f"{result['decisions_checked']} / "
          f"{len(result['wrong_decisions'])}"),
         ("errors (metric, tracebacks, problems)",
