@@ -186,6 +186,38 @@ class _Tracked:
     failures: int = 0  # failed passes in a row; the backoff grows with it
     follower: asyncio.Task[None] | None = None  # long-polls rank 0 while training
     followed: str | None = None  # the rank 0 URL it follows
+    #: (uid, status) of this driver's last status write, as the API server answered it
+    #: (with_own_status).
+    own_status: tuple[str, Mapping[str, Any]] | None = None
+
+
+def with_own_status(
+    body: dict[str, Any], own: tuple[str, Mapping[str, Any]] | None
+) -> dict[str, Any]:
+    """The body a pass decides on: the watch's, with the status this driver last wrote.
+
+    Only the operator writes an AsrAdaptation's status (RBAC: the status subresource is
+    its alone; a retry is asked for by annotation), so its last accepted write is the
+    status, whether the watch has brought it back yet or not. Under load the watch runs
+    seconds behind: a pass after the consistency wait on the older body decided again
+    what its predecessor had, and wrote it again (at 500 adaptations, a settled status
+    written twice made kopf's removal of its finalizer a 409). The rest of the body (spec,
+    annotations) is the watch's. Another adaptation of the name (another uid) is not
+    touched.
+    """
+    if own is None or own[0] != (body.get("metadata") or {}).get("uid"):
+        return body
+    return {**body, "status": copy.deepcopy(dict(own[1]))}
+
+
+def _remember_status(state: _Tracked, body: Mapping[str, Any], done: reconciler.Pass) -> None:
+    """Keep the status a pass wrote. A failed pass that could not say so either may have
+    written one whose answer was lost: from then on the watch's body is the status."""
+    uid = (body.get("metadata") or {}).get("uid")
+    if done.written_status is not None and uid:
+        state.own_status = (uid, done.written_status)
+    elif done.retry_after is not None:
+        state.own_status = None
 
 
 def build_registry(
@@ -238,8 +270,10 @@ def build_registry(
         Reconciled condition) and the next waits core.retry_delay: 1 s, doubling with
         each failure in a row up to 5 min, back to none after a pass that goes through.
         """
-        snapshot = {key: copy.deepcopy(value) for key, value in body.items()}
         state = tracked[namespace, name]
+        snapshot = with_own_status(
+            {key: copy.deepcopy(value) for key, value in body.items()}, state.own_status
+        )
         async with state.lock:
             started = time.monotonic()
             try:
@@ -258,12 +292,20 @@ def build_registry(
                 )
                 metrics.observe_error(_error_kind(error))
                 metrics.observe_reconcile(time.monotonic() - started, ok=False)
-                version = await asyncio.to_thread(
+                written = await asyncio.to_thread(
                     reconciler.report_failure, kube, snapshot, error, state.failures, delay
                 )
                 phase = (snapshot.get("status") or {}).get("phase")
-                return reconciler.Pass(phase=phase, written_version=version, retry_after=delay)
+                failed = reconciler.Pass(
+                    phase=phase,
+                    written_version=((written or {}).get("metadata") or {}).get("resourceVersion"),
+                    written_status=(written or {}).get("status"),
+                    retry_after=delay,
+                )
+                _remember_status(state, snapshot, failed)
+                return failed
         state.failures = 0
+        _remember_status(state, snapshot, done)
         metrics.observe_reconcile(time.monotonic() - started, ok=True)
         metrics.observe_events(done.events)
         for kind in done.errors:

@@ -485,6 +485,8 @@ class Pass:
     errors: tuple[str, ...] = ()  # kinds of trouble met, e.g. "trainer" (rank 0 unreadable)
     #: resourceVersion of the status this pass wrote; None when it wrote none.
     written_version: str | None = None
+    #: That status, as the API server answered the write (None when it wrote none).
+    written_status: Mapping[str, Any] | None = None
     settled: bool = False  # core.settled() of the status it leaves
     #: Set when the pass failed: seconds to back off before the next (core.retry_delay).
     retry_after: float | None = None
@@ -730,10 +732,10 @@ def describe_failure(error: BaseException) -> Failure:
 
 def report_failure(
     kube: Kube, body: Mapping[str, Any], error: BaseException, failures: int, retry_in: float
-) -> str | None:
+) -> dict[str, Any] | None:
     """Say that a pass failed where a user looks: a Warning Event on the adaptation and its
     Reconciled condition (core.failed_pass). Best effort: when the API server cannot take
-    these either, the log has it. Returns the resourceVersion of the status written."""
+    these either, the log has it. Returns the adaptation as the status write left it."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     status, event = failed_pass(
         body.get("status") or {}, describe_failure(error), failures, retry_in, time.time()
@@ -750,7 +752,7 @@ def report_failure(
     except Exception:
         logger.warning("%s/%s: could not write the status of a failed pass", namespace, name)
         return None
-    return ((written or {}).get("metadata") or {}).get("resourceVersion")
+    return dict(written) if written else None
 
 
 class GangSchedulerMissing(Exception):
@@ -879,6 +881,7 @@ def reconcile_pass(kube: Kube, body: Mapping[str, Any], found: Children, options
         requeue_after=outcome.requeue_after,
         errors=tuple(errors),
         written_version=version,
+        written_status=(written or {}).get("status") if version is not None else None,
         settled=settled({**body, "status": outcome.status}),
         rank0_url=url,
         evaluations_seen=seen,

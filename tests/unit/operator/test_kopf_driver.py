@@ -15,6 +15,7 @@ from marco_operator.kopf_driver import (
     connection_info,
     settings_for,
     wait_seconds,
+    with_own_status,
 )
 from marco_operator.kube import collection_path, load_configuration, manifest_collection_path
 from marco_operator.metrics import OperatorMetrics
@@ -298,3 +299,20 @@ def test_nothing_reads_the_diff_base_the_operator_leaves_empty() -> None:
     body = kopf.Body({"metadata": {"name": "a", "labels": {"x": "y"}}, "spec": {"s": 1}})
     assert storage.build(body=body) == {}
     assert storage.fetch(body=body) is None  # nothing stored under kopf's key either
+
+
+def test_a_pass_decides_on_the_status_the_driver_last_wrote_not_an_older_echo() -> None:
+    """Only the operator writes the status: its last accepted write stands in for a watch
+    that has not brought it back yet; the spec and annotations stay the watch's."""
+    stale = {
+        "metadata": {"uid": "u1", "resourceVersion": "5", "annotations": {"a": "b"}},
+        "spec": {"model": {"source": "/m"}},
+        "status": {"phase": "Evaluating"},
+    }
+    written = {"phase": "Succeeded", "observedGeneration": 1}
+    body = with_own_status(dict(stale), ("u1", written))
+    assert body["status"] == written and body["status"] is not written  # a copy
+    assert (body["metadata"], body["spec"]) == (stale["metadata"], stale["spec"])
+    # An adaptation created again under the name (another uid) keeps its own status.
+    assert with_own_status(dict(stale), ("u0", written))["status"] == {"phase": "Evaluating"}
+    assert with_own_status(dict(stale), None) == stale
