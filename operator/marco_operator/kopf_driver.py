@@ -3,7 +3,8 @@
 Level-triggered, the way kopf intends it: a daemon per AsrAdaptation that is
 not settled (`when=`; finished and invalid ones have none and cost nothing)
 runs passes (reconciler.reconcile_pass) on the body kopf's watch delivers, with
-the adaptation's Jobs and pods from kopf indexes instead of listings. It sleeps
+the adaptation's Jobs, pods, ConfigMaps and Services from kopf indexes instead
+of listings. It sleeps
 until an event of the adaptation, its Jobs or their pods wakes it, or core's
 requeue_after (at most `--interval`) passes. While training, a follower long-polls
 rank 0 (rank0_watch) and wakes the loop when an evaluation comes, so a decision
@@ -11,14 +12,16 @@ follows an evaluation within a round trip rather than at the next interval; it t
 stands in for the timed passes (wait_seconds) until a stop is in force. One
 loop per adaptation, and an asyncio lock around each pass, keep passes over one
 adaptation in sequence. The wake-up flags, the locks, the followers and the phase
-gauge's tally are all it keeps in memory, rebuilt from the watches and the next
-pass after a restart: a restart loses neither a decision nor a child.
+gauge's tally, and the last status written, are all it keeps in memory, rebuilt
+from the watches and the next pass after a restart: a restart loses neither a
+decision nor a child.
 
 Core's status goes out through the driver's own client, not through kopf's
 `patch`: kopf applies a daemon's patch only when the daemon returns, and this
-one returns only when kopf stops it. After writing a status the loop waits for
-the watch to bring that version back before the next pass, as kopf does for
-its own patches, so no pass decides on a body older than its predecessor's.
+one returns only when kopf stops it. A pass decides on the watch's body with
+the status the loop last wrote (with_own_status: only the operator writes it),
+so none decides on a status older than its predecessor's, however far behind
+the watch runs; the echo of its own write wakes nothing.
 """
 
 from __future__ import annotations
@@ -55,9 +58,13 @@ logger = logging.getLogger(__name__)
 #: The environment variable the chart sets from kueue.defaultQueueName (--default-queue-name).
 DEFAULT_QUEUE_ENV = "MARCO_DEFAULT_QUEUE_NAME"
 
-#: Seconds a loop waits for the watch to bring back its own status write (kopf's default
-#: `persistence.consistency_timeout`); past it, the next pass goes ahead on what it has.
+#: Seconds a new daemon waits for the watch to bring kopf's finalizer (kopf's default
+#: `persistence.consistency_timeout`); past it, the first pass goes ahead.
 CONSISTENCY_TIMEOUT = 5.0
+
+#: Status writes whose echo is awaited, at most, per adaptation (a relisting watch may skip
+#: some; forgetting them costs one pass each).
+MAX_UNECHOED = 16
 
 #: Threads that run passes (each blocks one on the API server and rank 0), and the API
 #: client's connections to go with them. asyncio's default pool has cpu_count + 4 threads
@@ -189,6 +196,8 @@ class _Tracked:
     #: (uid, status) of this driver's last status write, as the API server answered it
     #: (with_own_status).
     own_status: tuple[str, Mapping[str, Any]] | None = None
+    #: resourceVersions of status writes of this driver the watch has not delivered yet.
+    unechoed: set[str] = field(default_factory=set)
 
 
 def with_own_status(
@@ -199,11 +208,11 @@ def with_own_status(
     Only the operator writes an AsrAdaptation's status (RBAC: the status subresource is
     its alone; a retry is asked for by annotation), so its last accepted write is the
     status, whether the watch has brought it back yet or not. Under load the watch runs
-    seconds behind: a pass after the consistency wait on the older body decided again
-    what its predecessor had, and wrote it again (at 500 adaptations, a settled status
-    written twice made kopf's removal of its finalizer a 409). The rest of the body (spec,
-    annotations) is the watch's. Another adaptation of the name (another uid) is not
-    touched.
+    seconds behind; a pass on the older body would decide again what its predecessor had,
+    repeat its Events and write it again (at 500 adaptations, a settled status written
+    twice made kopf's removal of its finalizer a 409). So a pass needs no wait for its
+    predecessor's write to come back. The rest of the body (spec, annotations) is the
+    watch's. Another adaptation of the name (another uid) is not touched.
     """
     if own is None or own[0] != (body.get("metadata") or {}).get("uid"):
         return body
@@ -214,6 +223,10 @@ def _remember_status(state: _Tracked, body: Mapping[str, Any], done: reconciler.
     """Keep the status a pass wrote. A failed pass that could not say so either may have
     written one whose answer was lost: from then on the watch's body is the status."""
     uid = (body.get("metadata") or {}).get("uid")
+    if done.written_version is not None and done.written_version != state.seen_version:
+        if len(state.unechoed) >= MAX_UNECHOED:  # echoes a relisting watch skipped
+            state.unechoed.clear()
+        state.unechoed.add(done.written_version)
     if done.written_status is not None and uid:
         state.own_status = (uid, done.written_status)
     elif done.retry_after is not None:
@@ -386,12 +399,12 @@ def build_registry(
                 done = await reconcile(namespace, name, body, found)
                 _follow(state, body, done)
                 passed = time.monotonic()
-                if done.written_version is not None:
-                    await _until_seen(state, stopped, done.written_version)
-                    if all(by == done.written_version for by in state.woken_by):
-                        # Only the echo of its own status write came: the next pass would
-                        # see what this one decided on (and read rank 0 for nothing).
-                        state.wake.clear()
+                if done.written_version is not None and all(
+                    by == done.written_version for by in state.woken_by
+                ):
+                    # Only the echo of its own status write came during the pass: the next
+                    # pass would see what this one decided on (and read rank 0 for nothing).
+                    state.wake.clear()
                 followed = state.follower is not None and not state.follower.done()
                 timeout = wait_seconds(done, options.interval, followed)
                 if done.retry_after is not None and timeout is not None:
@@ -465,20 +478,6 @@ def build_registry(
                 return
             await _wait(state.delivered, stopped, left)
 
-    async def _until_seen(state: _Tracked, stopped: kopf.DaemonStopped, version: str) -> None:
-        """Wait for the watch to deliver the status this pass wrote, as kopf itself waits
-        for its own patches: a pass on the older body would repeat this one's Events."""
-        deadline = time.monotonic() + CONSISTENCY_TIMEOUT
-        while not stopped:
-            state.delivered.clear()  # before the check: a delivery after it still wakes us
-            if state.seen_version == version:
-                return
-            left = deadline - time.monotonic()
-            if left <= 0:
-                logger.warning("status version %s not seen in %ss", version, CONSISTENCY_TIMEOUT)
-                return
-            await _wait(state.delivered, stopped, left)
-
     def wake(namespace: str | None, name: str | None) -> None:
         if namespace and name:
             _wake(tracked[namespace, name])
@@ -512,6 +511,11 @@ def build_registry(
         if phase:
             set_phase(namespace, name, phase)
         state.delivered.set()
+        if state.seen_version in state.unechoed:
+            # The echo of a status this driver wrote: the next pass has that status already
+            # (with_own_status), and nothing else changed in this version.
+            state.unechoed.discard(state.seen_version)
+            return
         _wake(state, by=state.seen_version)
 
     @kopf.on.cleanup(registry=registry)
