@@ -43,7 +43,7 @@ from marco_operator.api import queue_name_problem
 from marco_operator.core import NOT_ALLOWED, RETRY_CAP, RETRY_FIRST
 from marco_operator.endpoint_auth import load_key
 from marco_operator.policy import Policy, listed
-from marco_operator.resources import API_PORT
+from marco_operator.resources import API_PORT, LABEL_MANAGED_BY, MANAGED_BY
 
 if TYPE_CHECKING:
     import aiohttp
@@ -74,6 +74,9 @@ PASS_THREADS = 32
 #: kopf's finalizer on each AsrAdaptation with a daemon (settings.persistence.finalizer,
 #: left at kopf's default): it stops the daemon before the object goes.
 FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
+
+#: The label every object the operator makes carries, as a label selector.
+MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
 #: The kinds kopf keeps an index of, (group, plural, index id): the operator's children
 #: by adaptation. The id is `stage_` and the reconciler.Children field it fills.
@@ -242,7 +245,7 @@ def build_registry(
     from marco_operator.api import GROUP, PLURAL, VERSION
     from marco_operator.core import retry_delay, settled
     from marco_operator.kube import Kube
-    from marco_operator.resources import LABEL_ADAPTATION, LABEL_MANAGED_BY, MANAGED_BY
+    from marco_operator.resources import LABEL_ADAPTATION
 
     registry = kopf.OperatorRegistry()
     kube = Kube(configuration)
@@ -575,6 +578,11 @@ def settings_for(options: DriverOptions) -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     settings.persistence.diffbase_storage = _no_diff_base()()
     settings.persistence.finalizer = FINALIZER
+    # The children's watches carry only the operator's own objects: the API server filters
+    # them (labelSelector), where kopf's handler filters would receive every Job, pod,
+    # ConfigMap and Service of the namespaces served and drop the others on arrival.
+    for group, plural, _ in INDEXED:
+        settings.watching.label_selectors[group, "v1", plural] = MANAGED_SELECTOR
     settings.posting.level = logging.WARNING  # our own Events carry the decisions
     # A deleted adaptation keeps kopf's finalizer until the daemon's pass in flight ends
     # (seconds at most); kopf's default re-check after 60 s would hold the deletion that long.

@@ -316,3 +316,20 @@ def test_a_pass_decides_on_the_status_the_driver_last_wrote_not_an_older_echo() 
     # An adaptation created again under the name (another uid) keeps its own status.
     assert with_own_status(dict(stale), ("u0", written))["status"] == {"phase": "Evaluating"}
     assert with_own_status(dict(stale), None) == stale
+
+
+def test_the_children_s_watches_ask_the_api_server_for_the_operator_s_objects_only() -> None:
+    """Jobs, pods, ConfigMaps and Services are watched with the managed-by label selector,
+    filtered by the API server; the AsrAdaptations are watched whole."""
+    import kopf
+
+    from marco_operator.api import GROUP, PLURAL, VERSION
+    from marco_operator.resources import LABEL_MANAGED_BY, MANAGED_BY
+
+    selectors = settings_for(DriverOptions()).watching.label_selectors
+    for group, plural in (("batch", "jobs"), ("", "pods"), ("", "configmaps"), ("", "services")):
+        assert selectors.collect(kopf.Resource(group, "v1", plural)) == [
+            f"{LABEL_MANAGED_BY}={MANAGED_BY}"
+        ]
+    assert selectors.collect(kopf.Resource(GROUP, VERSION, PLURAL)) == []
+    assert selectors.collect(kopf.Resource("", "v1", "secrets")) == []
