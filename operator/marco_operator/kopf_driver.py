@@ -78,14 +78,14 @@ FINALIZER = "kopf.zalando.org/KopfFinalizerMarker"
 #: The label every object the operator makes carries, as a label selector.
 MANAGED_SELECTOR = f"{LABEL_MANAGED_BY}={MANAGED_BY}"
 
-#: The kinds kopf keeps an index of, (group, plural, index id): the operator's children
-#: by adaptation. The id is `stage_` and the reconciler.Children field it fills.
-INDEXED = (
-    ("batch", "jobs", "stage_jobs"),
-    ("", "pods", "stage_pods"),
-    ("", "configmaps", "stage_configmaps"),
-    ("", "services", "stage_services"),
-)
+#: The kinds kopf keeps an index of, (group, plural): the operator's children by
+#: adaptation. Each plural is also the reconciler.Children field the index fills.
+INDEXED = (("batch", "jobs"), ("", "pods"), ("", "configmaps"), ("", "services"))
+
+
+def index_id(plural: str) -> str:
+    """The id kopf knows an index by, and the keyword it hands the daemon."""
+    return f"stage_{plural}"
 
 
 @dataclass(frozen=True)
@@ -313,10 +313,7 @@ def build_registry(
                 )
                 phase = (snapshot.get("status") or {}).get("phase")
                 failed = reconciler.Pass(
-                    phase=phase,
-                    written_version=((written or {}).get("metadata") or {}).get("resourceVersion"),
-                    written_status=(written or {}).get("status"),
-                    retry_after=delay,
+                    phase=phase, retry_after=delay, **reconciler.what_was_written(written)
                 )
                 _remember_status(state, snapshot, failed)
                 return failed
@@ -358,8 +355,8 @@ def build_registry(
     # ConfigMaps and Services (the directive's and the rendezvous', a handful of events per
     # adaptation) tell a pass whether one exists and whose, so that it reads none before the
     # train stage and never the Service.
-    for group, plural, index_id in INDEXED:
-        kopf.index(group, "v1", plural, id=index_id, labels=managed, registry=registry)(
+    for group, plural in INDEXED:
+        kopf.index(group, "v1", plural, id=index_id(plural), labels=managed, registry=registry)(
             by_adaptation
         )
 
@@ -380,7 +377,7 @@ def build_registry(
         **kwargs: Any,
     ) -> None:
         # kopf hands each index in as a keyword named by its id.
-        indexes: dict[str, kopf.Index] = {index_id: kwargs[index_id] for *_, index_id in INDEXED}
+        indexes: dict[str, kopf.Index] = {plural: kwargs[index_id(plural)] for _, plural in INDEXED}
         # kopf types namespace as optional for cluster-scoped kinds; AsrAdaptation is not.
         assert namespace is not None
         key = (namespace, name)
@@ -393,10 +390,7 @@ def build_registry(
                 state.wake.clear()
                 state.woken_by.clear()
                 found = reconciler.Children(
-                    **{
-                        index_id.removeprefix("stage_"): tuple(index.get(key, ()))
-                        for index_id, index in indexes.items()
-                    }
+                    **{plural: tuple(index.get(key, ())) for plural, index in indexes.items()}
                 )
                 state.edited.clear()
                 done = await reconcile(namespace, name, body, found)
@@ -581,7 +575,7 @@ def settings_for(options: DriverOptions) -> kopf.OperatorSettings:
     # The children's watches carry only the operator's own objects: the API server filters
     # them (labelSelector), where kopf's handler filters would receive every Job, pod,
     # ConfigMap and Service of the namespaces served and drop the others on arrival.
-    for group, plural, _ in INDEXED:
+    for group, plural in INDEXED:
         settings.watching.label_selectors[group, "v1", plural] = MANAGED_SELECTOR
     settings.posting.level = logging.WARNING  # our own Events carry the decisions
     # A deleted adaptation keeps kopf's finalizer until the daemon's pass in flight ends

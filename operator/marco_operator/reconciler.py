@@ -730,6 +730,14 @@ def describe_failure(error: BaseException) -> Failure:
     return describe_exception(error)
 
 
+def what_was_written(written: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Pass's written_version and written_status from the adaptation a status write left
+    (the API server's answer; None: nothing written)."""
+    version = ((written or {}).get("metadata") or {}).get("resourceVersion")
+    status = (written or {}).get("status") if version is not None else None
+    return {"written_version": version, "written_status": status}
+
+
 def report_failure(
     kube: Kube, body: Mapping[str, Any], error: BaseException, failures: int, retry_in: float
 ) -> dict[str, Any] | None:
@@ -874,14 +882,12 @@ def reconcile_pass(kube: Kube, body: Mapping[str, Any], found: Children, options
             rank0_url=url,
             evaluations_seen=seen,
         )
-    version = ((written or {}).get("metadata") or {}).get("resourceVersion")
     return Pass(
         phase=outcome.status.get("phase"),
         events=tuple(outcome.events),
         requeue_after=outcome.requeue_after,
         errors=tuple(errors),
-        written_version=version,
-        written_status=(written or {}).get("status") if version is not None else None,
+        **what_was_written(written),
         settled=settled({**body, "status": outcome.status}),
         rank0_url=url,
         evaluations_seen=seen,
