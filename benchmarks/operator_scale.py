@@ -111,6 +111,9 @@ LR_MIN, LR_MAX, SIGMA_REF = 1e-7, 1e-5, 0.5
 EVAL_EVERY, CYCLE_STEPS = 10, 30
 IGNORE_STOP = 0.1  # share of trainers that ignore the stop directive
 STOP_GRACE = 10  # stopGracePeriodSeconds
+#: A stage and an evaluation take PACE to 2 x PACE seconds by default (--pace; also what every
+#: run before the option had).
+PACE = 2.0
 
 
 def spec(data_stages: bool = True) -> dict[str, Any]:
@@ -244,7 +247,7 @@ class Measured:
 class Simulation:
     """Job controller, kubelet, garbage collector and rank 0s, on one event loop."""
 
-    def __init__(self, cluster: EmulatorProcess, count: int, seed: int, pace: float = 2.0) -> None:
+    def __init__(self, cluster: EmulatorProcess, count: int, seed: int, pace: float = PACE) -> None:
         rng = random.Random(seed)
         self.cluster = cluster
         self.rng = rng
@@ -690,7 +693,7 @@ async def run_size(
     workdir: Path,
     keep_log: Path | None = None,
     operator_root: Path = ROOT,
-    pace: float = 2.0,
+    pace: float = PACE,
     arrival: float = 0.0,
 ) -> dict[str, Any]:
     load_before = os.getloadavg()
@@ -893,7 +896,7 @@ def markdown(result: dict[str, Any]) -> str:
          f"{sum(result['operator_errors'].values()):.0f}, {result['operator_log_tracebacks']}, "
          f"{troubles}"),
         ("load: a stage, an evaluation takes / adaptations created over",
-         f"{result.get('pace_s', 2.0):g}-{2 * result.get('pace_s', 2.0):g} s / "
+         f"{result.get('pace_s', PACE):g}-{2 * result.get('pace_s', PACE):g} s / "
          f"{result.get('arrival_s', 0.0):g} s"),
         ("passes", f"{sum(result['passes'].values()):.0f}"),
         ("load average before / after", f"{result['load_before'][0]:.2f} / "
@@ -913,7 +916,7 @@ def main() -> int:
     parser.add_argument(
         "--pace",
         type=float,
-        default=2.0,
+        default=PACE,
         help="a stage and an evaluation take PACE to 2 x PACE seconds (default: %(default)s)",
     )
     parser.add_argument(
