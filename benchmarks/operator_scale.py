@@ -186,7 +186,7 @@ class Adaptation:
     directive_changed: asyncio.Event = field(default_factory=asyncio.Event)
     evaluations: list[Evaluation] = field(default_factory=list)
     finished: bool = False
-    training: bool = False  # its train pods run
+    training: bool = False  # its rank 0 serves
     grown: asyncio.Event = field(default_factory=asyncio.Event)  # set (and replaced) per change
     reads: int = 0  # rank 0 reads
     train_job: dict[str, Any] | None = None
@@ -379,6 +379,11 @@ class Simulation:
 
     async def run_job(self, adaptation: Adaptation, stage: str, job: dict[str, Any]) -> None:
         await asyncio.sleep(self.rng.uniform(0.2, 0.5))  # scheduling, image pull
+        if stage == "train":
+            # Rank 0 serves its (empty) history before it loads the model, so by the time
+            # the operator sees the pod: a real trainer's start-up before it listens is
+            # torchrun and imports, which the operator does not count (rank0.py).
+            adaptation.training = True
         pods = await self.start_pods(job)
         if stage == "train":
             adaptation.train_job = job
@@ -485,7 +490,6 @@ class Simulation:
         return True
 
     async def train(self, adaptation: Adaptation, job: dict[str, Any], pods: list[str]) -> None:
-        adaptation.training = True
         if not await self.until_directive(adaptation, lambda d: True, 120):
             self.measured.problems.append(f"{adaptation.name}: no first directive")
             return

@@ -43,6 +43,7 @@ from marco_operator.api import queue_name_problem
 from marco_operator.core import NOT_ALLOWED, RETRY_CAP, RETRY_FIRST
 from marco_operator.endpoint_auth import load_key
 from marco_operator.policy import Policy, listed
+from marco_operator.rank0 import TRAINER_STARTUP_SECONDS
 from marco_operator.resources import API_PORT, LABEL_MANAGED_BY, MANAGED_BY
 
 if TYPE_CHECKING:
@@ -108,6 +109,8 @@ class DriverOptions:
     #: Seconds a running stage Job may have no pod before its Events are read; None:
     #: reconciler.NO_POD_SECONDS.
     no_pod_seconds: float | None = None
+    #: Seconds a started rank 0 may refuse connections before a pass counts it as an error.
+    trainer_startup_seconds: float = TRAINER_STARTUP_SECONDS
     #: Kueue LocalQueue of the stage Jobs of an adaptation without spec.queueName; None:
     #: such Jobs are not queued.
     default_queue_name: str | None = None
@@ -257,6 +260,7 @@ def build_registry(
         no_pod_seconds=(
             reconciler.NO_POD_SECONDS if options.no_pod_seconds is None else options.no_pod_seconds
         ),
+        trainer_startup_seconds=options.trainer_startup_seconds,
         default_queue_name=options.default_queue_name,
     )
     managed = {LABEL_MANAGED_BY: MANAGED_BY}
@@ -670,6 +674,7 @@ def _command(args: argparse.Namespace) -> int:
         all_namespaces=args.all_namespaces,
         trainer_port=args.trainer_port,
         trainer_timeout=args.trainer_timeout,
+        trainer_startup_seconds=args.trainer_startup_seconds,
         interval=args.interval,
         liveness_endpoint=args.liveness,
         standalone=args.standalone,
@@ -759,6 +764,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=_positive_seconds,
         default=2.0,
         help="seconds to wait for rank 0 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--trainer-startup-seconds",
+        type=_positive_seconds,
+        default=TRAINER_STARTUP_SECONDS,
+        help="seconds after its container started that rank 0 may refuse connections before "
+        "each refusal counts as an error (default: %(default)s; raise it where torchrun's "
+        "rendezvous waits long for the other nodes)",
     )
     parser.add_argument(
         "--interval",

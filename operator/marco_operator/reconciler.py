@@ -54,7 +54,7 @@ from marco_operator.kube import (
 )
 from marco_operator.ownership import describe_controller, ownership, pods_of_jobs
 from marco_operator.policy import Policy
-from marco_operator.rank0 import evaluations_url, fetch_evaluations
+from marco_operator.rank0 import TRAINER_STARTUP_SECONDS, evaluations_url, read_evaluations
 from marco_operator.resources import (
     API_PORT,
     DIRECTIVE_KEY,
@@ -62,6 +62,7 @@ from marco_operator.resources import (
     LABEL_STAGE,
     LABEL_TRIAL,
     QUEUE_LABEL,
+    TRAINER_CONTAINER,
     Owner,
     control_configmap,
     control_configmap_name,
@@ -95,6 +96,8 @@ class Options:
     policy: Policy = field(default_factory=Policy)
     #: Seconds a running Job may have no pod before its Events are read (NO_POD_SECONDS).
     no_pod_seconds: float = NO_POD_SECONDS
+    #: Seconds a started rank 0 may refuse connections uncounted (TRAINER_STARTUP_SECONDS).
+    trainer_startup_seconds: float = TRAINER_STARTUP_SECONDS
     #: The Kueue LocalQueue of an adaptation without spec.queueName (kueue.defaultQueueName).
     default_queue_name: str | None = None
 
@@ -435,17 +438,26 @@ def _job_state(job: Mapping[str, Any], pods: Iterable[Mapping[str, Any]]) -> Job
     )
 
 
-def _rank0_url(train: JobState | None, pods: Iterable[Mapping[str, Any]], port: int) -> str | None:
-    """Where a running rank 0 serves its history; None when there is none to ask."""
+def _rank0(train: JobState | None, pods: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    """The pod of a running rank 0 with an address to ask; None when there is none."""
     if train is None or train.complete or train.failed:
         return None
     rank0 = _lead_pod(_pods_of(pods, train.name))
-    if rank0 is None:
+    if rank0 is None or not (rank0.get("status") or {}).get("podIP"):
         return None
-    ip = (rank0.get("status") or {}).get("podIP")
-    if not ip:
-        return None
-    return evaluations_url(ip, port)
+    return rank0
+
+
+def starting(pod: Mapping[str, Any], now: float, allowance: float) -> bool:
+    """The trainer container of `pod` started less than `allowance` seconds ago (its
+    current run: a restarted container starts again), or has no start recorded yet."""
+    status = pod.get("status") or {}
+    started = None
+    for container in status.get("containerStatuses") or []:
+        if container.get("name") == TRAINER_CONTAINER:
+            started = ((container.get("state") or {}).get("running") or {}).get("startedAt")
+    seconds = _timestamp_seconds(started or status.get("startTime"))
+    return seconds is None or now - seconds < allowance
 
 
 def _directive(configmap: Mapping[str, Any] | None, namespace: str, name: str) -> Directive | None:
@@ -580,10 +592,17 @@ def observe(
             jobs[state.stage] = state
     errors = []
     evaluations = None
-    url = _rank0_url(jobs.get(TRAIN_STAGE), pods, options.trainer_port)
-    if url is not None:
-        evaluations = fetch_evaluations(url, options.trainer_timeout, options.token(owner))
-        if evaluations is None:
+    url = None
+    rank0 = _rank0(jobs.get(TRAIN_STAGE), pods)
+    if rank0 is not None:
+        url = evaluations_url(rank0["status"]["podIP"], options.trainer_port)
+        read = read_evaluations(url, options.trainer_timeout, options.token(owner))
+        evaluations = read.history
+        # A refusing port in the trainer's start-up is no trouble yet: nothing listens
+        # until torchrun has started rank 0 (the model loads after it serves).
+        if evaluations is None and not (
+            read.refused and starting(rank0, looked, options.trainer_startup_seconds)
+        ):
             errors.append("trainer")
     observed = Observed(
         jobs=jobs,

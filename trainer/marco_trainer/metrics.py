@@ -95,12 +95,15 @@ class TrainerMetrics:
             "(torch.cuda.max_memory_allocated); absent on CPU.",
         )
 
-        # -- samples from the start -----------------------------------------------------
-        self.learning_rate = gauge("learning_rate", "Learning rate in force.").labels(adaptation)
-        self.step = gauge(
+        # Rank 0 serves before it loads the model and resumes: until then it does not
+        # know its step, cycle or LR, and a 0 would draw a dip in every curve.
+        self._learning_rate = gauge("learning_rate", "Learning rate in force.")
+        self._step = gauge(
             "step", "Optimizer step rank 0 is at (a resumed run starts at its checkpoint's)."
-        ).labels(adaptation)
-        self.cycle = gauge("cycle", "Training cycle of the directive in force.").labels(adaptation)
+        )
+        self._cycle = gauge("cycle", "Training cycle of the directive in force.")
+
+        # -- samples from the start -----------------------------------------------------
         self.start_time = gauge(
             "start_time_seconds", "Unix time this trainer started serving metrics."
         ).labels(adaptation)
@@ -158,7 +161,7 @@ class TrainerMetrics:
         finite one); `gpu_memory` (allocated, peak) in bytes, None on CPU."""
         if duration_seconds < 0:
             raise ValueError(f"step duration must be >= 0, got {duration_seconds}")
-        self.step.set(step)
+        self.observe_position(step)
         self.steps.inc()
         self.samples.inc(samples)
         self.tokens.inc(tokens)
@@ -185,8 +188,12 @@ class TrainerMetrics:
         self._last_evaluation.labels(self.adaptation).set(evaluation.time)
 
     def observe_directive(self, learning_rate: float, cycle: int) -> None:
-        self.learning_rate.set(learning_rate)
-        self.cycle.set(cycle)
+        self._learning_rate.labels(self.adaptation).set(learning_rate)
+        self._cycle.labels(self.adaptation).set(cycle)
+
+    def observe_position(self, step: int) -> None:
+        """The step rank 0 is at: after the resume, then after every step."""
+        self._step.labels(self.adaptation).set(step)
 
     def observe_baseline(self, wer_percent: float) -> None:
         self._baseline_wer.labels(self.adaptation).set(percent_to_ratio(wer_percent))

@@ -20,6 +20,7 @@ from marco_operator import core
 from marco_operator.api import PLURAL
 from marco_operator.kopf_driver import FINALIZER
 from marco_operator.kube import USER_AGENT, collection_path
+from marco_operator.rank0 import TRAINER_STARTUP_SECONDS
 from marco_operator.rbac import (
     GANG_RULES,
     OPERATOR_RULES,
@@ -38,6 +39,7 @@ from .harness import (
     OperatorProcess,
     OperatorRun,
     ScriptedTrainer,
+    free_port,
     wait_for,
 )
 
@@ -779,6 +781,41 @@ def test_lr_trials_run_as_parallel_jobs_and_the_best_sets_cycle_0(
     (decided,) = events_in_order(cluster, "TrialsDecided")
     assert decided["message"] == "LR 1e-05 chosen: best WER 27.50% (trial 2 of 3, 1 failed)"
     assert sample(operator, "marco_operator_decisions_total", reason="TrialsDecided") == 1
+
+
+def test_a_rank0_that_refuses_counts_as_an_error_only_after_its_start_up(
+    cluster: EmulatedCluster, jobs: JobController
+) -> None:
+    # Nothing listens on the trainer port: a rank 0 whose torchrun has not started it yet.
+    # Its container started just now: no error, however many passes read it. Started past
+    # the allowance, each pass's refused read is a `trainer` error.
+    run = OperatorRun(cluster, free_port()).start()
+    try:
+        cluster.apply_adaptation(NAME, make_spec(**ONLY_TRAINING))
+        train = jobs.wait_job(NAME, "train")
+        jobs.start(train)
+        indexed = train["spec"].get("completionMode") == "Indexed"
+        rank0 = f"{train['metadata']['name']}-{'0' if indexed else 'pod'}"  # as jobs.start names it
+        pod = cluster.path("v1", "pods", rank0) + "/status"
+
+        def started(seconds_ago: float) -> None:
+            at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - seconds_ago))
+            running = {"name": "trainer", "ready": True, "restartCount": 0,
+                       "state": {"running": {"startedAt": at}}}  # fmt: skip
+            cluster.kube.merge_patch(pod, {"status": {"containerStatuses": [running]}})
+
+        started(0)
+        wait_for("the first directive", lambda: cluster.directive(NAME))
+        more_passes(run, 5)  # each reads rank 0 (the follower wakes the loop every interval)
+        assert not sample(run, "marco_operator_errors_total", kind="trainer")
+
+        started(TRAINER_STARTUP_SECONDS + 60)
+        wait_for(
+            "a trainer error",
+            lambda: sample(run, "marco_operator_errors_total", kind="trainer"),
+        )
+    finally:
+        run.stop()
 
 
 @pytest.mark.parametrize("long_polls", [True, False], ids=["long-poll", "older-trainer"])

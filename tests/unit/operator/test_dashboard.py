@@ -61,6 +61,7 @@ def test_every_trainer_metric_has_a_panel_filtered_by_namespace_and_adaptation()
 
 def test_trainer_queries_use_only_series_a_trainer_serves():
     metrics = TrainerMetrics("demo")
+    metrics.observe_directive(1e-5, 0)  # the trainer's, once it has resumed
     metrics.observe_step(
         step=1, duration_seconds=0.1, samples=2, tokens=3, loss=1.0, gpu_memory=(1, 2)
     )

@@ -32,8 +32,8 @@ def server():
 
 def test_metrics_parse_with_prometheus_client(server):
     metrics, srv = server
-    metrics.step.set(50)
-    metrics.learning_rate.set(1e-5)
+    metrics.observe_position(50)
+    metrics.observe_directive(1e-5, 0)
     metrics.observe_evaluation(
         Evaluation(step=50, cycle=0, lr=1e-5, wer=21.5, time=time.time()),
         best_wer=20.0,
@@ -74,7 +74,7 @@ def test_unknown_path_is_404(server):
 
 def test_two_trainers_in_one_process_keep_their_own_registries():
     a, b = TrainerMetrics("a"), TrainerMetrics("b")
-    a.step.set(1.0)
+    a.observe_position(1)
     assert b'adaptation="a"' in generate_latest(a.registry)
     assert b'adaptation="a"' not in generate_latest(b.registry)
 
@@ -92,7 +92,7 @@ def test_metrics_negotiate_openmetrics_and_gzip_like_prometheus_scrapes(server):
     import gzip
 
     metrics, srv = server
-    metrics.step.set(7)
+    metrics.observe_position(7)
     request = urllib.request.Request(
         f"http://127.0.0.1:{srv.port}/metrics",
         headers={

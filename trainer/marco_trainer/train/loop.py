@@ -91,6 +91,7 @@ if TYPE_CHECKING:
     from torch.nn.parallel import DistributedDataParallel
 
     from marco_trainer.endpoint_server import EndpointServer
+    from marco_trainer.metrics import TrainerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,45 @@ class Trainer:
     def __init__(self, opts: TrainOptions) -> None:
         self.opts = opts
         self.dist = Distributed.from_env()
+        #: Served from the start: an empty history until _resume replaces it.
+        self.state = TrainerState(learning_rate=opts.learning_rate)
+        self.finished = False
+        self.metrics: TrainerMetrics | None = None
+        self.servers: list[EndpointServer] = []
+        if self.dist.is_main:
+            # Before the model loads (minutes for a large one from a network volume): the
+            # operator reads rank 0 as soon as its pod runs, and a port that refuses it for
+            # longer than the operator's start-up allowance counts as a `trainer` error.
+            self._serve()
+        try:
+            self._build()
+        except BaseException:
+            self.close()  # run_training's finally has no trainer to close
+            raise
+
+    def _serve(self) -> None:
+        from marco_trainer.metrics import TrainerMetrics
+        from marco_trainer.metrics_server import read_token, start_endpoints
+
+        opts = self.opts
+        self.metrics = TrainerMetrics(opts.adaptation or "")
+        self.servers = start_endpoints(
+            self.metrics,
+            self.history,
+            host=opts.metrics_host,
+            metrics_port=opts.metrics_port,
+            api_port=opts.api_port,
+            token=read_token(opts.api_token_file),
+        )
+
+    def _stop_servers(self) -> None:
+        for server in self.servers:
+            server.stop()
+        self.servers = []
+
+    def _build(self) -> None:
+        """Everything but the endpoints: the model, the data, the optimizer, the resume."""
+        opts = self.opts
         self.out = Path(opts.output_dir)
         self.checkpoints = self.out / CHECKPOINTS_DIR
         # Only an exported run averages: a trial (--no-export) wants its curve alone.
@@ -241,7 +281,6 @@ class Trainer:
             # One kernel for all parameters instead of a loop of small ops (CPU and CUDA).
             fused=self.dist.device.type in ("cpu", "cuda"),
         )
-        self.state = TrainerState(learning_rate=opts.learning_rate)
         self._resume()
         self._set_lr(self.state.learning_rate)
 
@@ -259,26 +298,11 @@ class Trainer:
 
         self.watcher = DirectiveWatcher(opts.control_file if self.dist.is_main else None)
         self._gave_up_cycle: int | None = None  # the cycle whose boundary wait timed out
-        self.metrics = None
-        self.servers: list[EndpointServer] = []
-        self.finished = False
-        if self.dist.is_main:
-            from marco_trainer.metrics import TrainerMetrics
-            from marco_trainer.metrics_server import read_token, start_endpoints
-
-            self.metrics = TrainerMetrics(opts.adaptation or "")
+        if self.metrics is not None:
             self.metrics.observe_directive(self.state.learning_rate, self.state.cycle)
-            self.metrics.step.set(self.state.step)
+            self.metrics.observe_position(self.state.step)
             if opts.baseline_wer is not None:
                 self.metrics.observe_baseline(opts.baseline_wer)
-            self.servers = start_endpoints(
-                self.metrics,
-                self.history,
-                host=opts.metrics_host,
-                metrics_port=opts.metrics_port,
-                api_port=opts.api_port,
-                token=read_token(opts.api_token_file),
-            )
         trace_dir = self.out / "trace"
         trace_dir.mkdir(parents=True, exist_ok=True)
         self._trace = (trace_dir / f"rank-{self.dist.rank}.jsonl").open("a", buffering=1)
@@ -997,8 +1021,7 @@ class Trainer:
         )
 
     def close(self) -> None:
-        for server in self.servers:
-            server.stop()
+        self._stop_servers()
         self.dist.close()
 
 
