@@ -759,6 +759,7 @@ async def run_size(
             simulator_cpu = (cpu_seconds(os.getpid()) - simulator_start) / elapsed
             served, requests = cluster.counts()
             served, requests = served - served_start, requests - requests_start
+            run_kinds = request_kinds(cluster.calls_since(served_start))
             rss, peak = operator.memory()
             phases = await sim.phases()
             errors = operator.metric_sum("marco_operator_errors_total")
@@ -823,6 +824,10 @@ async def run_size(
             "requests_by_kind": quiet_kinds,
         },
         "api_requests_per_s": requests / elapsed,
+        # Where the operator's requests go, per adaptation, over the whole run.
+        "api_requests_per_adaptation_by_kind": {
+            kind: round(n / count, 2) for kind, n in run_kinds.items()
+        },
         "operator_cpu_share_of_one_core": cpu,
         "emulator_cpu_share_of_one_core": emulator_cpu,
         # Every client's requests (the operator's, the simulator's) and the emulator's CPU
@@ -909,6 +914,11 @@ def markdown(result: dict[str, Any]) -> str:
     lines = [f"# operator_scale: {result['adaptations']} adaptations, operator "
              f"{result['operator']} ({result['when']})", "",
              "| | |", "|---|---|"] + [f"| {a} | {b} |" for a, b in rows]  # fmt: skip
+    kinds = result.get("api_requests_per_adaptation_by_kind") or {}
+    if kinds:
+        lines += ["", "The operator's API requests per adaptation, whole run:", "",
+                  "| request | per adaptation |", "|---|---|"]  # fmt: skip
+        lines += [f"| {kind} | {n:g} |" for kind, n in kinds.items() if n >= 0.1]
     return "\n".join(lines) + "\n"
 
 
