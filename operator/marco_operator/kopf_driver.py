@@ -204,6 +204,9 @@ class _Tracked:
     own_status: tuple[str, Mapping[str, Any]] | None = None
     #: resourceVersions of status writes of this driver the watch has not delivered yet.
     unechoed: set[str] = field(default_factory=set)
+    #: The directive ConfigMap's resourceVersion as the last pass left it: while the
+    #: watch's copy has it, a pass reads no ConfigMap (reconciler.observe).
+    configmap_version: str | None = None
 
 
 def with_own_status(
@@ -298,9 +301,15 @@ def build_registry(
             started = time.monotonic()
             try:
                 done = await asyncio.to_thread(
-                    reconciler.reconcile_pass, kube, snapshot, found, pass_options
+                    reconciler.reconcile_pass,
+                    kube,
+                    snapshot,
+                    found,
+                    pass_options,
+                    state.configmap_version,
                 )
             except Exception as error:
+                state.configmap_version = None  # it may have written one and lost the answer
                 state.failures += 1
                 delay = retry_delay(state.failures, options.retry_first, options.retry_cap)
                 logger.exception(
@@ -322,6 +331,7 @@ def build_registry(
                 _remember_status(state, snapshot, failed)
                 return failed
         state.failures = 0
+        state.configmap_version = done.configmap_version
         _remember_status(state, snapshot, done)
         metrics.observe_reconcile(time.monotonic() - started, ok=True)
         metrics.observe_events(done.events)
