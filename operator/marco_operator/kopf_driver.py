@@ -36,12 +36,13 @@ import time
 from collections import defaultdict
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from marco_operator.api import queue_name_problem
 from marco_operator.core import NOT_ALLOWED, RETRY_CAP, RETRY_FIRST
 from marco_operator.endpoint_auth import load_key
+from marco_operator.ownership import controller_of
 from marco_operator.policy import Policy, listed
 from marco_operator.rank0 import TRAINER_STARTUP_SECONDS
 from marco_operator.resources import API_PORT, LABEL_MANAGED_BY, MANAGED_BY
@@ -207,6 +208,9 @@ class _Tracked:
     #: The directive ConfigMap's resourceVersion as the last pass left it: while the
     #: watch's copy has it, a pass reads no ConfigMap (reconciler.observe).
     configmap_version: str | None = None
+    #: Children the passes created that the watch has not shown yet: (plural, name) ->
+    #: (when, the object as created). See with_own_children.
+    created: dict[tuple[str, str], tuple[float, Mapping[str, Any]]] = field(default_factory=dict)
 
 
 def with_own_status(
@@ -226,6 +230,54 @@ def with_own_status(
     if own is None or own[0] != (body.get("metadata") or {}).get("uid"):
         return body
     return {**body, "status": copy.deepcopy(dict(own[1]))}
+
+
+#: How long a created child stands in for the watch's view of it. Past this the watch,
+#: seconds behind at worst under load (benchmarks/README.md), is the truth again: a child
+#: created and gone before the watch saw it is then found gone.
+OWN_CHILD_SECONDS = 30.0
+
+
+def with_own_children(
+    found: reconciler.Children,
+    created: Mapping[tuple[str, str], tuple[float, Mapping[str, Any]]],
+    now: float,
+    uid: str | None,
+) -> tuple[reconciler.Children, dict[tuple[str, str], tuple[float, Mapping[str, Any]]]]:
+    """What a pass finds: the watch's children, plus those the driver's passes created
+    for the adaptation of `uid` that the watch has not shown yet; and which of those to
+    keep remembering.
+
+    A pass that ran before the watch brought the Job its predecessor created would find
+    no Job for a running stage and create it again: a 409 and a GET to see whose, and its
+    StageStarted Event again (a 409 too). At 500 adaptations moving at once that was a
+    fifth of the operator's requests. Once the watch shows an object of the name (or after
+    OWN_CHILD_SECONDS), the watch's view is the truth.
+    """
+    from marco_operator.kube import PLURALS
+    from marco_operator.reconciler import REMEMBERED_KINDS
+
+    lists: dict[str, list[Mapping[str, Any]]] = {
+        PLURALS[kind]: list(getattr(found, PLURALS[kind])) for kind in REMEMBERED_KINDS
+    }
+    kept: dict[tuple[str, str], tuple[float, Mapping[str, Any]]] = {}
+    for (plural, name), (at, obj) in created.items():
+        shown = any((o.get("metadata") or {}).get("name") == name for o in lists[plural])
+        ours = (controller_of(obj) or {}).get("uid") == uid  # not a deleted namesake's
+        if shown or not ours or now - at > OWN_CHILD_SECONDS:
+            continue
+        lists[plural].append(obj)
+        kept[plural, name] = (at, obj)
+    return replace(found, **{plural: tuple(objs) for plural, objs in lists.items()}), kept
+
+
+def _remember_children(state: _Tracked, done: reconciler.Pass, now: float) -> None:
+    from marco_operator.kube import PLURALS
+
+    for kind, name in done.deleted:
+        state.created.pop((PLURALS[kind], name), None)
+    for obj in done.created:
+        state.created[PLURALS[obj["kind"]], obj["metadata"]["name"]] = (now, obj)
 
 
 def _remember_status(state: _Tracked, body: Mapping[str, Any], done: reconciler.Pass) -> None:
@@ -332,6 +384,7 @@ def build_registry(
                 return failed
         state.failures = 0
         state.configmap_version = done.configmap_version
+        _remember_children(state, done, time.monotonic())
         _remember_status(state, snapshot, done)
         metrics.observe_reconcile(time.monotonic() - started, ok=True)
         metrics.observe_events(done.events)
@@ -403,8 +456,13 @@ def build_registry(
             while not stopped:
                 state.wake.clear()
                 state.woken_by.clear()
-                found = reconciler.Children(
-                    **{plural: tuple(index.get(key, ())) for plural, index in indexes.items()}
+                found, state.created = with_own_children(
+                    reconciler.Children(
+                        **{plural: tuple(index.get(key, ())) for plural, index in indexes.items()}
+                    ),
+                    state.created,
+                    time.monotonic(),
+                    body.get("metadata", {}).get("uid"),
                 )
                 state.edited.clear()
                 done = await reconcile(namespace, name, body, found)

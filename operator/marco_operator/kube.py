@@ -207,15 +207,16 @@ class Kube:
             item for item in items if matches_labels(item, labels) and matches_fields(item, fields)
         ]
 
-    def create(self, manifest: Mapping[str, Any]) -> bool:
-        """Create the object; False when one of its name exists (409): the caller checks whose."""
+    def create(self, manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Create the object and return it as the API server answered (uid,
+        resourceVersion); None when one of its name exists (409): the caller checks whose."""
         try:
-            self.request("POST", manifest_collection_path(manifest), body=dict(manifest))
+            created = self.request("POST", manifest_collection_path(manifest), body=dict(manifest))
         except KubeError as error:
             if error.status == 409:
-                return False
+                return None
             raise
-        return True
+        return created if isinstance(created, dict) and created else dict(manifest)
 
     def delete(self, path: str, propagation: str = "Background", uid: str | None = None) -> bool:
         """Delete the object; its dependents (a Job's pods) go by garbage collection: after

@@ -503,13 +503,22 @@ class Observation:
     configmap_version: str | None
 
 
+#: The kinds of child the driver's watches index: what a pass created of these, the next
+#: pass sees even before the watch brings it (Pass.created).
+REMEMBERED_KINDS = ("Job", "ConfigMap", "Service")
+
+
 @dataclass(frozen=True)
 class Applied:
-    """What apply() wrote: the adaptation as its status write left it (None: no write) and
-    the directive's ConfigMap's resourceVersion after a patch of it (None: no patch)."""
+    """What apply() wrote: the adaptation as its status write left it (None: no write),
+    the directive's ConfigMap's resourceVersion after a patch of it (None: no patch), the
+    children of REMEMBERED_KINDS it created (as the API server answered) and the (kind,
+    name) of those it deleted."""
 
     adaptation: dict[str, Any] | None = None
     configmap_version: str | None = None
+    created: tuple[dict[str, Any], ...] = ()
+    deleted: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -536,6 +545,11 @@ class Pass:
     #: resourceVersion of the directive's ConfigMap as this pass left it (its patch's, else
     #: the one it read), for the next pass (observe's configmap_version); None: unknown.
     configmap_version: str | None = None
+    #: Children this pass created (REMEMBERED_KINDS, as the API server answered) and the
+    #: (kind, name) of those it deleted: until the watch shows them, the driver adds the
+    #: created ones to what the next pass finds (kopf_driver.with_own_children).
+    created: tuple[dict[str, Any], ...] = ()
+    deleted: tuple[tuple[str, str], ...] = ()
 
 
 def claim_path(namespace: str, name: str) -> str:
@@ -838,10 +852,11 @@ class GangSchedulerMissing(Exception):
         )
 
 
-def _create(kube: Kube, manifest: Mapping[str, Any], owner: Owner) -> None:
-    """Create a child. One that exists (HTTP 409) counts as created only when it is ours
-    (its controller's uid is the adaptation's): a predecessor's is deleted and the pass
-    stops (PredecessorInTheWay); anyone else's fails it (NotOurs)."""
+def _create(kube: Kube, manifest: Mapping[str, Any], owner: Owner) -> dict[str, Any] | None:
+    """Create a child; returns it as the API server answered, None when it existed. One
+    that exists (HTTP 409) counts as created only when it is ours (its controller's uid is
+    the adaptation's): a predecessor's is deleted and the pass stops
+    (PredecessorInTheWay); anyone else's fails it (NotOurs)."""
     kind, child_name = manifest["kind"], manifest["metadata"]["name"]
     # From the manifest's own apiVersion: a PodGroup's group is its scheduler's.
     path = f"{manifest_collection_path(manifest)}/{child_name}"
@@ -852,19 +867,19 @@ def _create(kube: Kube, manifest: Mapping[str, Any], owner: Owner) -> None:
             if kind == "PodGroup" and error.status == 404:
                 raise GangSchedulerMissing(manifest) from error
             raise
-        if created:
+        if created is not None:
             logger.info("%s/%s: created %s %s", owner.namespace, owner.name, kind, child_name)
-            return
+            return created
         if kind == "Secret":
             # Named for our uid (endpoint_secret_name), so it is ours; and the operator may
             # not read Secrets to check.
-            return
+            return None
         existing = kube.get(path)
     if existing is None:  # gone since: the next pass creates it
         raise PredecessorInTheWay(Child(kind, child_name))
     whose = ownership(existing, owner)
     if whose == "ours":
-        return
+        return None
     if whose == "stranger":
         raise NotOurs(kind, child_name, existing)
     with _writing("deleting", kind, child_name):
@@ -898,8 +913,11 @@ def apply(
             propagation = "Foreground" if child.foreground else "Background"
             if kube.delete(child_path(namespace, child), propagation, uid=child.uid):
                 logger.info("%s/%s: deleting %s", namespace, name, child)
+    created = []
     for manifest in children(outcome, owner, token):
-        _create(kube, manifest, owner)
+        made = _create(kube, manifest, owner)
+        if made is not None and manifest["kind"] in REMEMBERED_KINDS:
+            created.append(made)
     configmap_version = None
     if outcome.directive is not None and outcome.directive != observed.directive:
         data = {DIRECTIVE_KEY: outcome.directive.model_dump_json()}
@@ -914,12 +932,17 @@ def apply(
     current = body.get("status") or {}
     # Core's status is complete, with None for fields to drop: a merge patch writes it as
     # is. Skipped when it would change nothing, so an idle pass writes nothing.
+    done = Applied(
+        configmap_version=configmap_version,
+        created=tuple(created),
+        deleted=tuple((c.kind, c.name) for c in outcome.delete),
+    )
     if merged(current, outcome.status) == current:
-        return Applied(configmap_version=configmap_version)
+        return done
     written = kube.merge_patch(
         f"{adaptation_path(namespace, name)}/status", {"status": outcome.status}
     )
-    return Applied(written, configmap_version)
+    return replace(done, adaptation=written)
 
 
 def reconcile_pass(
@@ -967,6 +990,8 @@ def reconcile_pass(
         evaluations_seen=seen,
         stopping=outcome.status.get("stop") is not None,
         configmap_version=applied.configmap_version or observation.configmap_version,
+        created=applied.created,
+        deleted=applied.deleted,
     )
 
 

@@ -10,16 +10,19 @@ from kubernetes import client
 from marco_contract.formats import StageResult
 from marco_operator.cli import build_parser, main
 from marco_operator.kopf_driver import (
+    OWN_CHILD_SECONDS,
     DriverOptions,
     build_registry,
     connection_info,
     settings_for,
     wait_seconds,
+    with_own_children,
     with_own_status,
 )
 from marco_operator.kube import collection_path, load_configuration, manifest_collection_path
 from marco_operator.metrics import OperatorMetrics
 from marco_operator.reconciler import (
+    Children,
     Pass,
     _job_state,
     _lead_pod,
@@ -333,3 +336,32 @@ def test_the_children_s_watches_ask_the_api_server_for_the_operator_s_objects_on
         ]
     assert selectors.collect(kopf.Resource(GROUP, VERSION, PLURAL)) == []
     assert selectors.collect(kopf.Resource("", "v1", "secrets")) == []
+
+
+def _child(kind: str, name: str, uid: str = "u-1") -> dict:
+    return {"kind": kind, "metadata": {"name": name, "ownerReferences": [
+        {"kind": "AsrAdaptation", "name": "a", "uid": uid, "controller": True}]}}  # fmt: skip
+
+
+def test_a_pass_finds_what_its_predecessor_created_until_the_watch_shows_it() -> None:
+    filter_job, profile_job = _child("Job", "a-filter"), _child("Job", "a-profile")
+    control = _child("ConfigMap", "a-control")
+    created = {
+        ("jobs", "a-profile"): (100.0, profile_job),  # the watch has not brought it yet
+        ("configmaps", "a-control"): (100.0, control),
+        ("jobs", "a-filter"): (90.0, {**filter_job, "status": {}}),  # shown by the watch
+    }
+    watched = Children(jobs=(filter_job,), pods=({"metadata": {"name": "a-filter-x"}},))
+    found, kept = with_own_children(watched, created, 101.0, "u-1")
+    assert found.jobs == (filter_job, profile_job)  # the watch's copy, not the created one
+    assert found.configmaps == (control,) and found.pods == watched.pods
+    assert set(kept) == {("jobs", "a-profile"), ("configmaps", "a-control")}
+    # Past OWN_CHILD_SECONDS the watch is the truth, even where it shows nothing.
+    found, kept = with_own_children(Children(), kept, 100.0 + OWN_CHILD_SECONDS + 1, "u-1")
+    assert found == Children() and kept == {}
+
+
+def test_children_created_for_a_deleted_namesake_are_not_found() -> None:
+    created = {("jobs", "a-filter"): (100.0, _child("Job", "a-filter", uid="old"))}
+    found, kept = with_own_children(Children(), created, 101.0, "new")
+    assert found.jobs == () and kept == {}
