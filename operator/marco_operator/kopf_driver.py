@@ -44,7 +44,7 @@ from marco_operator.core import NOT_ALLOWED, RETRY_CAP, RETRY_FIRST
 from marco_operator.endpoint_auth import load_key
 from marco_operator.ownership import controller_of
 from marco_operator.policy import Policy, listed
-from marco_operator.rank0 import TRAINER_STARTUP_SECONDS
+from marco_operator.rank0 import TRAINER_STARTUP_SECONDS, TRAINER_TIMEOUT_SECONDS
 from marco_operator.resources import API_PORT, LABEL_MANAGED_BY, MANAGED_BY
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ class DriverOptions:
     namespaces: tuple[str, ...] = ()
     all_namespaces: bool = False
     trainer_port: int = API_PORT
-    trainer_timeout: float = 2.0
+    trainer_timeout: float = TRAINER_TIMEOUT_SECONDS
     #: None: made at start (endpoint_auth.load_key with no file).
     endpoint_key: bytes | None = field(default=None, repr=False)
     policy: Policy = field(default_factory=Policy)
@@ -830,7 +830,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--trainer-timeout",
         type=_positive_seconds,
-        default=2.0,
+        default=TRAINER_TIMEOUT_SECONDS,
         help="seconds to wait for rank 0 (default: %(default)s)",
     )
     parser.add_argument(

@@ -23,6 +23,8 @@ from marco_contract.formats import EvaluationHistory
 logger = logging.getLogger(__name__)
 
 EVALUATIONS_PATH = "/v1/evaluations"
+#: Seconds a pass waits for rank 0's answer (`marco operator --trainer-timeout`).
+TRAINER_TIMEOUT_SECONDS = 2.0
 #: How long after its container started a rank 0 may refuse connections before a pass
 #: counts it as a `trainer` error. The trainer serves before it loads the model, so this
 #: covers torchrun's rendezvous, the processes' start and their imports (measured by

@@ -54,7 +54,12 @@ from marco_operator.kube import (
 )
 from marco_operator.ownership import describe_controller, ownership, pods_of_jobs
 from marco_operator.policy import Policy
-from marco_operator.rank0 import TRAINER_STARTUP_SECONDS, evaluations_url, read_evaluations
+from marco_operator.rank0 import (
+    TRAINER_STARTUP_SECONDS,
+    TRAINER_TIMEOUT_SECONDS,
+    evaluations_url,
+    read_evaluations,
+)
 from marco_operator.resources import (
     API_PORT,
     DIRECTIVE_KEY,
@@ -89,7 +94,7 @@ NO_POD_SECONDS = 30.0
 @dataclass(frozen=True)
 class Options:
     trainer_port: int = API_PORT
-    trainer_timeout: float = 2.0
+    trainer_timeout: float = TRAINER_TIMEOUT_SECONDS
     #: The key each adaptation's endpoint token derives from (endpoint_auth); made at
     #: start when the operator is given none.
     endpoint_key: bytes = field(default_factory=lambda: secrets.token_bytes(32), repr=False)
