@@ -254,15 +254,17 @@ def with_own_children(
     fifth of the operator's requests. Once the watch shows an object of the name (or after
     OWN_CHILD_SECONDS), the watch's view is the truth.
     """
+    if not created:  # most passes: nothing created that the watch has not shown
+        return found, {}
     from marco_operator.kube import PLURALS
-    from marco_operator.reconciler import REMEMBERED_KINDS
+    from marco_operator.reconciler import REMEMBERED_KINDS, named
 
     lists: dict[str, list[Mapping[str, Any]]] = {
         PLURALS[kind]: list(getattr(found, PLURALS[kind])) for kind in REMEMBERED_KINDS
     }
     kept: dict[tuple[str, str], tuple[float, Mapping[str, Any]]] = {}
     for (plural, name), (at, obj) in created.items():
-        shown = any((o.get("metadata") or {}).get("name") == name for o in lists[plural])
+        shown = named(lists[plural], name) is not None
         ours = (controller_of(obj) or {}).get("uid") == uid  # not a deleted namesake's
         if shown or not ours or now - at > OWN_CHILD_SECONDS:
             continue

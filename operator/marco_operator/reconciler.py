@@ -488,7 +488,8 @@ class Children:
     services: tuple[Mapping[str, Any], ...] = ()
 
 
-def _named(objects: Iterable[Mapping[str, Any]], name: str) -> Mapping[str, Any] | None:
+def named(objects: Iterable[Mapping[str, Any]], name: str) -> Mapping[str, Any] | None:
+    """The object of `name` among `objects`, None when there is none."""
     return next((o for o in objects if (o.get("metadata") or {}).get("name") == name), None)
 
 
@@ -622,24 +623,21 @@ def observe(
     # two GETs of every pass were 38 % of the operator's requests at 200 adaptations). One
     # just created that the watch has not brought yet is found by its create's 409 instead.
     configmap = None
-    indexed = _named(found.configmaps, control_configmap_name(owner))
+    indexed = named(found.configmaps, control_configmap_name(owner))
     if indexed is not None:
         whose = ownership(indexed, owner)
         if whose == "predecessor":
             leftovers.append(_observed_child("ConfigMap", indexed))
-        elif (
-            whose == "ours"
-            and configmap_version is not None
-            and (_version(indexed) == configmap_version)
-        ):
-            configmap = indexed  # the version this driver last wrote or read
         elif whose == "ours":
-            # Else the directive is read fresh: this operator's last write to it may not
-            # have come back through the watch yet, and the ConfigMap is the truth (core).
-            configmap = kube.get(control_path(namespace, name))
-            if configmap is not None and ownership(configmap, owner) != "ours":
-                configmap = None  # never a directive of someone else's
-    service = _named(found.services, train_service_name(owner))
+            if configmap_version is not None and _version(indexed) == configmap_version:
+                configmap = indexed  # the version this driver last wrote or read
+            else:
+                # Read fresh: this operator's last write to it may not have come back
+                # through the watch yet, and the ConfigMap is the truth (core).
+                configmap = kube.get(control_path(namespace, name))
+                if configmap is not None and ownership(configmap, owner) != "ours":
+                    configmap = None  # never a directive of someone else's
+    service = named(found.services, train_service_name(owner))
     if service is not None and ownership(service, owner) == "predecessor":
         leftovers.append(_observed_child("Service", service))
     looked = time.time()
@@ -814,7 +812,7 @@ def describe_failure(error: BaseException) -> Failure:
 def what_was_written(written: Mapping[str, Any] | None) -> dict[str, Any]:
     """Pass's written_version and written_status from the adaptation a status write left
     (the API server's answer; None: nothing written)."""
-    version = ((written or {}).get("metadata") or {}).get("resourceVersion")
+    version = _version(written)
     status = (written or {}).get("status") if version is not None else None
     return {"written_version": version, "written_status": status}
 
