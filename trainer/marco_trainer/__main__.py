@@ -1,5 +1,3 @@
-import sys
+from marco_trainer.cli import entrypoint
 
-from marco_trainer.cli import main
-
-sys.exit(main())
+entrypoint()

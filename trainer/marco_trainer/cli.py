@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 # Stage modules, in pipeline order. A module listed here owns its subcommand(s).
 STAGE_MODULES: tuple[str, ...] = (
@@ -42,5 +45,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(args.func(args) or 0)
 
 
+def end_process(code: int) -> NoReturn:
+    """Exit with ``code``; a rank of a torchrun group skips the interpreter's finalization.
+
+    Why: a process group torch still holds at exit is torn down during finalization in
+    no fixed order. FSDP's device mesh holds its group and stays referenced after
+    ``destroy_process_group`` (from DTensor's cached sharding specs, among other places),
+    so the group's gloo threads are still running when the interpreter ends; in CI that
+    aborted a rank ("terminate called without an active exception", SIGABRT) after a
+    run that had finished and written everything. torchrun then reports the group failed, and
+    a deliberate code (143 after a SIGTERM checkpoint) becomes 134. Everything the stage
+    wrote is closed by then; the logs are flushed here.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        sys.exit(code)
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def entrypoint() -> NoReturn:
+    """`marco-trainer` and `python -m marco_trainer`. An exception still takes the normal
+    way out (traceback, exit 1)."""
+    end_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entrypoint()
