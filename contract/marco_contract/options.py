@@ -322,7 +322,7 @@ class RetentionOptions(StageOptions):
         description="Export the mean of the weights of this many evaluated checkpoints, those "
         "with the lowest validation WER, scored on the validation subset once more (1 = the "
         "single best checkpoint); the single best is exported instead when the mean reads "
-        "worse by more than the paired standard error of the difference. Each of them is "
+        "worse than it on the same validation utterances. Each of them is "
         "kept on the volume until the end.",
     )
 

@@ -844,7 +844,7 @@ class Trainer:
     def _average_kept(self) -> AveragedInfo | None:
         """The mean of the kept checkpoints, saved as ``averaged``, loaded into the model,
         scored on the validation subset and compared with the single best there (exported
-        only if not measurably worse: averaging.average_is_kept); None with fewer than two
+        only if it reads no worse: averaging.average_is_kept); None with fewer than two
         to average."""
         steps = kept_steps(self.state.evaluations, self.opts.average_checkpoints)
         on_disk = kept_on_disk(self.checkpoints)
@@ -1031,11 +1031,9 @@ def _averaging_message(averaged: AveragedInfo | None) -> str:
         return ""
     if averaged.exported:
         return f"; exported the mean of steps {averaged.steps} (validation WER {averaged.wer:.2f}%)"
-    se = f"{averaged.difference_se:.2f}" if averaged.difference_se is not None else "none"
     return (
         f"; exported step {averaged.best_step} (validation WER {averaged.best_wer:.2f}%): "
-        f"the mean of steps {averaged.steps} read {averaged.wer:.2f}%, worse by more than "
-        f"the paired standard error of the difference ({se} points)"
+        f"the mean of steps {averaged.steps} read {averaged.wer:.2f}%, worse"
     )
 
 
