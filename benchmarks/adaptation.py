@@ -168,6 +168,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--rooms", type=int, default=DEFAULT_ROOMS,
         help="augmentation.rooms of the FT + DA systems (simulated rooms); recorded in each row",
     )  # fmt: skip
+    p.add_argument(
+        "--spec-augment", action="store_true",
+        help="training.specAugment.enabled (Whisper's own mask settings) for the marco "
+        "systems; recorded in each row",
+    )  # fmt: skip
     p.add_argument("--work", type=Path, default=REPO / "bench-out" / "adaptation")
     p.add_argument("--model", type=Path, help="Whisper tiny.en, 10 s window (default: imported)")
     # Default 1: on 2 cores one training keeps both busy.
@@ -286,6 +291,7 @@ def training(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "averageCheckpoints": args.average_checkpoints,
         "sigma": args.sigma,
         "learningRate": {"min": args.lr_bounds[0], "max": args.lr_bounds[1]},
+        "specAugment": {"enabled": args.spec_augment},
     }
 
 
@@ -376,7 +382,8 @@ NEUTRAL_SETTINGS: dict[str, Any] = {"trial_steps": 0, "average_checkpoints": 1,
                                     "sigma": "population",
                                     "lr_bounds": list(demo_lr_bounds()),
                                     "speed_factors": [],
-                                    "rooms": DEFAULT_ROOMS}  # fmt: skip
+                                    "rooms": DEFAULT_ROOMS,
+                                    "spec_augment": False}  # fmt: skip
 
 
 def marco_settings(args: argparse.Namespace, system: str) -> dict[str, Any]:
@@ -392,6 +399,7 @@ def marco_settings(args: argparse.Namespace, system: str) -> dict[str, Any]:
         # Only the augmented systems perturb the speed: FT's rows stay valid beside them.
         "speed_factors": list(args.speed_factors) if system.startswith("ftda") else [],
         "rooms": args.rooms if system.startswith("ftda") else DEFAULT_ROOMS,
+        "spec_augment": args.spec_augment,
     }
 
 

@@ -243,6 +243,28 @@ def test_speed_factors_reach_the_augmented_systems_only_and_rows_are_not_mixed(
     assert not plain.augmentation.enabled and plain.augmentation.speed_factors is None
 
 
+def test_spec_augment_reaches_every_marco_system_and_rows_are_not_mixed(tmp_path: Path) -> None:
+    from marco_operator.api import parse_spec
+
+    args = adaptation.parse_args(["--work", str(tmp_path), "--spec-augment"])
+    for system in ("ft", "ftda-target"):
+        spec = parse_spec(adaptation.marco_manifest(args, system, 0)["spec"])
+        assert spec.training.spec_augment.enabled
+        assert adaptation.marco_settings(args, system)["spec_augment"] is True
+    off = adaptation.parse_args(["--work", str(tmp_path)])
+    assert not parse_spec(
+        adaptation.marco_manifest(off, "ft", 0)["spec"]
+    ).training.spec_augment.enabled
+    # A row from before the flag was measured without it: read back without it, refused with it.
+    _row(tmp_path, "car", 0, "ft", 50.0, 20)
+    assert adaptation.measure_one(off, "car", tmp_path, tmp_path, 0, "ft")["test_wer"] == 50.0
+    with pytest.raises(SystemExit, match=r"'spec_augment': False.*asks for.*'spec_augment': True"):
+        adaptation.measure_one(args, "car", tmp_path, tmp_path, 0, "ft")
+    # The HF recipes take no such flag: their rows stay valid beside it.
+    _row(tmp_path, "car", 0, "hf", 52.0, 20)
+    assert adaptation.measure_one(args, "car", tmp_path, tmp_path, 0, "hf")["test_wer"] == 52.0
+
+
 def test_the_oracle_trains_on_the_source_and_its_copy_through_the_true_channel() -> None:
     from marco_operator.api import parse_spec
 
