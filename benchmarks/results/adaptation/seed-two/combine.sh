@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The work folder seed-two/combined.md is `--report-only` over: every row of the chain of
-# 6c2db3a (code 7bfd79a..ae950c6) and the HF rows, which no marco change touches.
+# combined.md, beside this script, is `--report-only` over a work folder of every row of
+# the chain of 6c2db3a (code 7bfd79a..ae950c6) and the HF rows, which no marco change
+# touches.
 #   bash benchmarks/results/adaptation/seed-two/combine.sh WORK
 #   python benchmarks/adaptation.py --report-only --work WORK --seeds 0,1,2 \
 #       --scenarios car,voip,meeting,radio
