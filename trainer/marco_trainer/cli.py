@@ -46,19 +46,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def end_process(code: int) -> NoReturn:
-    """Exit with ``code``; a rank of a torchrun group skips the interpreter's finalization.
+    """Exit with ``code`` without the interpreter's finalization, logs and output flushed.
 
-    Why: a process group torch still holds at exit is torn down during finalization in
-    no fixed order. FSDP's device mesh holds its group and stays referenced after
-    ``destroy_process_group`` (from DTensor's cached sharding specs, among other places),
-    so the group's gloo threads are still running when the interpreter ends; in CI that
-    aborted a rank ("terminate called without an active exception", SIGABRT) after a
-    run that had finished and written everything. torchrun then reports the group failed, and
-    a deliberate code (143 after a SIGTERM checkpoint) becomes 134. Everything the stage
-    wrote is closed by then; the logs are flushed here.
+    Why: torch can leave native threads running into Python's teardown (a thread that
+    then takes the GIL is ended by an unwind that a C++ ``noexcept`` frame turns into
+    ``std::terminate``: the mechanism pytorch PR 179291 describes for gloo), and the
+    process aborts ("terminate called without an active exception", SIGABRT) after a
+    stage that finished and wrote everything. CI saw it twice: rank 1 of a two-rank
+    FSDP run (its gloo group outlives ``destroy_process_group``: FSDP's device mesh
+    holds it, referenced from DTensor's sharding caches) and a single-process trainer
+    stopped by its directive. torchrun
+    then reports the group failed, and a deliberate code (143 after a SIGTERM
+    checkpoint) becomes 134 for the Job's pod failure policy. Every stage closes what
+    it writes before it returns; nothing here registers an ``atexit`` hook.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        sys.exit(code)
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()
@@ -66,8 +67,8 @@ def end_process(code: int) -> NoReturn:
 
 
 def entrypoint() -> NoReturn:
-    """`marco-trainer` and `python -m marco_trainer`. An exception still takes the normal
-    way out (traceback, exit 1)."""
+    """`marco-trainer` and `python -m marco_trainer`. An exception, and argparse's exit on
+    a bad argument, still take the normal way out (traceback or message, exit 1 or 2)."""
     end_process(main())
 
 
