@@ -510,8 +510,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
             ]
             if strict and len(strict) == len(mine):
                 strict_mean, strict_sd = _mean_sd(strict)
-                systems[system]["mean_if_better_mean"] = round(strict_mean, 2)
-                systems[system]["mean_if_better_sd"] = round(strict_sd, 2)
+                systems[system]["no_worse_rule_mean"] = round(strict_mean, 2)
+                systems[system]["no_worse_rule_sd"] = round(strict_sd, 2)
     return table
 
 
@@ -612,8 +612,8 @@ def markdown(table: dict[str, dict[str, dict[str, float]]], seeds: int) -> str:
         f"| {scenario} | {LABELS[system]} | {cell['wer_mean']:.2f} ± {cell['wer_sd']:.2f} | "
         f"{cell['best_single_mean']:.2f} ± {cell['best_single_sd']:.2f} | "
         + (
-            f"{cell['mean_if_better_mean']:.2f} ± {cell['mean_if_better_sd']:.2f} |"
-            if "mean_if_better_mean" in cell
+            f"{cell['no_worse_rule_mean']:.2f} ± {cell['no_worse_rule_sd']:.2f} |"
+            if "no_worse_rule_mean" in cell
             else "|"
         )
         for scenario in table

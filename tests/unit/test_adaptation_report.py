@@ -175,11 +175,11 @@ def test_the_stricter_averaging_rule_is_read_from_each_runs_dev_readings() -> No
     expected = [55.0, 59.0, 58.0, 54.0]
     assert [adaptation.test_wer_if_the_mean_must_read_no_worse(r) for r in rows] == expected
     cell = adaptation.summarise(rows)["car"]["ftda-target"]
-    assert cell["mean_if_better_mean"] == pytest.approx(statistics.fmean(expected), abs=0.01)
-    assert cell["mean_if_better_sd"] == pytest.approx(statistics.stdev(expected), abs=0.01)
+    assert cell["no_worse_rule_mean"] == pytest.approx(statistics.fmean(expected), abs=0.01)
+    assert cell["no_worse_rule_sd"] == pytest.approx(statistics.stdev(expected), abs=0.01)
     # A run without the dev readings (an older row) leaves the column out for its system.
     del rows[0]["averaged"]
-    assert "mean_if_better_mean" not in adaptation.summarise(rows)["car"]["ftda-target"]
+    assert "no_worse_rule_mean" not in adaptation.summarise(rows)["car"]["ftda-target"]
 
 
 def test_lr_bounds_product_are_what_a_spec_without_them_trains_in(tmp_path: Path) -> None:

@@ -55,10 +55,10 @@ def end_process(code: int) -> NoReturn:
     stage that finished and wrote everything. CI saw it twice: rank 1 of a two-rank
     FSDP run (its gloo group outlives ``destroy_process_group``: FSDP's device mesh
     holds it, referenced from DTensor's sharding caches) and a single-process trainer
-    stopped by its directive. torchrun
-    then reports the group failed, and a deliberate code (143 after a SIGTERM
-    checkpoint) becomes 134 for the Job's pod failure policy. Every stage closes what
-    it writes before it returns; nothing here registers an ``atexit`` hook.
+    stopped by its directive. torchrun then reports the group failed, and a deliberate
+    code (143 after a SIGTERM checkpoint) becomes 134 for the Job's pod failure policy.
+    Every stage closes what it writes before it returns; nothing here registers an
+    ``atexit`` hook.
     """
     logging.shutdown()
     sys.stdout.flush()
