@@ -295,3 +295,29 @@ def test_speaker_wers_split_the_errors_by_the_manifest_speaker(tmp_path: Path) -
     ]}))  # fmt: skip
     # lee: (3 + 2) / (10 + 5) = 33.33 %; kal: 1 / 8 = 12.5 %.
     assert speaker_wers(report, manifest) == {"kal": 12.5, "lee": 33.33}
+
+
+def test_the_ceiling_is_read_against_the_better_recipe_on_the_tuning_scenarios() -> None:
+    # The oracle is run on car and meeting (and the held-out radio, which is not read);
+    # voip has no oracle row and is left out of the ceiling's mean.
+    wers = {
+        ("car", "hf"): 15.0, ("car", "hf-aug"): 14.0, ("car", "ft-oracle"): 12.0,
+        ("meeting", "hf"): 90.0, ("meeting", "ft-oracle"): 85.0,
+        ("voip", "hf"): 50.0, ("radio", "hf"): 40.0, ("radio", "ft-oracle"): 1.0,
+    }  # fmt: skip
+    rows = [{"scenario": scenario, "seed": 0, "system": system, "test_wer": wer,
+             "best_step": 20, "substitutions": 0.5, "deletions": 0.2, "insertions": 0.3}
+            for (scenario, system), wer in wers.items()]  # fmt: skip
+    table = adaptation.summarise(rows)
+    ceiling = adaptation.criteria(table)["ceiling"]
+    assert ceiling["scenarios"] == ["car", "meeting"]
+    expected = statistics.fmean([12.0, 85.0]) / statistics.fmean([14.0, 90.0])
+    assert ceiling["ratio"] == pytest.approx(expected, abs=1e-3)
+    assert ceiling["ceiling_le_0.9_hf"] is (expected <= 0.9)
+    text = adaptation.markdown(table, 1)
+    assert f"({expected:.3f}×): ≤ 0.9× does NOT hold, so no augmentation" in text
+    # A ceiling under 0.9 × reads as reachable.
+    rows[2]["test_wer"] = 1.0
+    reachable = adaptation.criteria(adaptation.summarise(rows))["ceiling"]
+    assert reachable["ceiling_le_0.9_hf"] is True
+    assert "no augmentation reaches" not in adaptation.markdown(adaptation.summarise(rows), 1)
