@@ -531,6 +531,13 @@ def test_wer_if_the_mean_must_read_no_worse(row: dict[str, Any]) -> float | None
     return float(row["test_wer_best_single"])
 
 
+def current_rule_wer(cell: dict[str, float]) -> float:
+    """A system's mean test WER under the trainer's averaging rule: the rule's column where
+    every run of the cell has the dev readings it needs, else the WER the runs exported
+    (an HF cell, an unaveraged run, or rows older than the readings)."""
+    return float(cell.get("no_worse_rule_mean", cell["wer_mean"]))
+
+
 #: The FT + DA variants the targets are read for: the paper's chain, and the chain with the
 #: channel, rooms and noise measured on the target (`channelFromTarget`).
 FTDA_SYSTEMS = ("ftda", "ftda-target")
@@ -539,7 +546,8 @@ FTDA_SYSTEMS = ("ftda", "ftda-target")
 def criteria(table: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
     """The issue's two targets on the tuning scenarios (the held-out one apart), for each
     FT + DA variant measured: over the scenarios that have it, FT and a Hugging Face
-    recipe, its mean test WER against the mean of each scenario's better HF recipe (the
+    recipe, its mean test WER (under the trainer's averaging rule, `current_rule_wer`)
+    against the mean of each scenario's better HF recipe (the
     lower of `hf` and `hf-aug` there, whichever were run), and FT + DA < FT in each; and,
     under "ceiling", the same ratio for FT on the true channel (`ft-oracle`) where run."""
     tuning = [s for s in table if s not in HELD_OUT_SCENARIOS]
@@ -552,7 +560,7 @@ def criteria(table: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
         ]
         if not have:
             continue
-        ftda = statistics.fmean(table[s][variant]["wer_mean"] for s in have)
+        ftda = statistics.fmean(current_rule_wer(table[s][variant]) for s in have)
         better = statistics.fmean(
             min(table[s][h]["wer_mean"] for h in ("hf", "hf-aug") if h in table[s]) for s in have
         )
@@ -563,7 +571,7 @@ def criteria(table: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
             "ratio": round(ftda / better, 3),
             "ftda_le_0.9_hf": ftda <= 0.9 * better,
             "ftda_lt_ft_everywhere": all(
-                table[s][variant]["wer_mean"] < table[s]["ft"]["wer_mean"] for s in have
+                current_rule_wer(table[s][variant]) < current_rule_wer(table[s]["ft"]) for s in have
             ),
         }
     have = [s for s in tuning if "ft-oracle" in table[s] and {"hf", "hf-aug"} & set(table[s])]
@@ -572,7 +580,7 @@ def criteria(table: dict[str, dict[str, dict[str, float]]]) -> dict[str, Any]:
         # through the generator's own channel. No profile can augment closer to the target,
         # so where even this misses 0.9 × HF, no augmentation closes the gap at this
         # model and budget; the rest would have to come from training.
-        ceiling = statistics.fmean(table[s]["ft-oracle"]["wer_mean"] for s in have)
+        ceiling = statistics.fmean(current_rule_wer(table[s]["ft-oracle"]) for s in have)
         better = statistics.fmean(
             min(table[s][h]["wer_mean"] for h in ("hf", "hf-aug") if h in table[s]) for s in have
         )

@@ -321,3 +321,33 @@ def test_the_ceiling_is_read_against_the_better_recipe_on_the_tuning_scenarios()
     reachable = adaptation.criteria(adaptation.summarise(rows))["ceiling"]
     assert reachable["ceiling_le_0.9_hf"] is True
     assert "no augmentation reaches" not in adaptation.markdown(adaptation.summarise(rows), 1)
+
+
+def test_the_targets_read_each_run_under_the_averaging_rule_where_its_row_can_tell() -> None:
+    def row(system: str, seed: int, exported: float, **extra: object) -> dict:
+        return {"scenario": "car", "seed": seed, "system": system, "test_wer": exported,
+                "best_step": 20, "substitutions": 0.5, "deletions": 0.2,
+                "insertions": 0.3, **extra}  # fmt: skip
+
+    # FT + DA exported a mean that read worse on dev than its best (the rule before 5
+    # December let it through): under the rule its single best (12.0) counts. At seed 1 the
+    # mean read better and stays. FT's rows have no readings: their exported WERs count.
+    worse = {"wer": 41.0, "best_wer": 40.0}
+    better = {"wer": 39.0, "best_wer": 40.0}
+    rows = [
+        row("ftda-target", 0, 16.0, test_wer_best_single=12.0, averaged=worse),
+        row("ftda-target", 1, 13.0, test_wer_best_single=15.0, averaged=better),
+        row("ft", 0, 14.0), row("ft", 1, 14.5), row("hf", 0, 20.0), row("hf", 1, 22.0),
+    ]  # fmt: skip
+    found = adaptation.criteria(adaptation.summarise(rows))["ftda-target"]
+    under_rule = statistics.fmean([12.0, 13.0])
+    assert found["ftda_mean"] == pytest.approx(under_rule, abs=0.01)
+    assert found["ratio"] == pytest.approx(under_rule / statistics.fmean([20.0, 22.0]), abs=1e-3)
+    # Exported, FT + DA (14.5) would not be under FT (14.25); under the rule (12.5) it is.
+    assert statistics.fmean([16.0, 13.0]) > statistics.fmean([14.0, 14.5])
+    assert found["ftda_lt_ft_everywhere"] is True
+    # One run without the readings: the cell falls back to what the runs exported.
+    rows[1].pop("averaged")
+    fallback = adaptation.criteria(adaptation.summarise(rows))["ftda-target"]
+    assert fallback["ftda_mean"] == pytest.approx(statistics.fmean([16.0, 13.0]), abs=0.01)
+    assert fallback["ftda_lt_ft_everywhere"] is False
