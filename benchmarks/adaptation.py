@@ -88,6 +88,7 @@ from typing import Any, get_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import babble
 from runs import (
     REPO,
     adaptation,
@@ -172,6 +173,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--spec-augment", action="store_true",
         help="training.specAugment.enabled (Whisper's own mask settings) for the marco "
         "systems; recorded in each row",
+    )  # fmt: skip
+    p.add_argument(
+        "--source-babble", action="store_true",
+        help="augmentation.noisePath of the FT + DA systems: a bank of source talkers at once "
+        "(benchmarks/babble.py) in place of the target's harvested noise; recorded in each row",
     )  # fmt: skip
     p.add_argument("--work", type=Path, default=REPO / "bench-out" / "adaptation")
     p.add_argument("--model", type=Path, help="Whisper tiny.en, 10 s window (default: imported)")
@@ -266,6 +272,8 @@ def prepare_data(args: argparse.Namespace, name: str, model: Path) -> Path:
     started = time.monotonic()
     python_module("marco_demo", "scenario", "--name", name, "--output-dir", str(data), *sizes,
                   log=args.work / "logs" / f"data-{name}.log")  # fmt: skip
+    if args.source_babble:
+        babble.build(data)
     log(f"{name}: data ready in {time.monotonic() - started:.0f} s")
     link = data / MODEL_DIR
     if not link.exists():
@@ -305,6 +313,8 @@ def marco_manifest(args: argparse.Namespace, system: str, seed: int) -> dict[str
         manifest["spec"]["augmentation"]["speedFactors"] = args.speed_factors
     if system.startswith("ftda"):
         manifest["spec"]["augmentation"]["rooms"] = args.rooms
+    if system.startswith("ftda") and args.source_babble:
+        manifest["spec"]["augmentation"]["noisePath"] = babble.SOURCE_BABBLE_DIR
     if system == "ft-oracle":
         # Laid out as FT + DA's data with keepOriginal and one copy: the clean source,
         # then one copy of each utterance, here through the target's true channel.
@@ -383,7 +393,8 @@ NEUTRAL_SETTINGS: dict[str, Any] = {"trial_steps": 0, "average_checkpoints": 1,
                                     "lr_bounds": list(demo_lr_bounds()),
                                     "speed_factors": [],
                                     "rooms": DEFAULT_ROOMS,
-                                    "spec_augment": False}  # fmt: skip
+                                    "spec_augment": False,
+                                    "source_babble": False}  # fmt: skip
 
 
 def marco_settings(args: argparse.Namespace, system: str) -> dict[str, Any]:
@@ -400,6 +411,7 @@ def marco_settings(args: argparse.Namespace, system: str) -> dict[str, Any]:
         "speed_factors": list(args.speed_factors) if system.startswith("ftda") else [],
         "rooms": args.rooms if system.startswith("ftda") else DEFAULT_ROOMS,
         "spec_augment": args.spec_augment,
+        "source_babble": args.source_babble and system.startswith("ftda"),
     }
 
 
