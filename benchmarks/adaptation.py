@@ -88,7 +88,6 @@ from typing import Any, get_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import babble
 from runs import (
     REPO,
     adaptation,
@@ -105,6 +104,8 @@ from marco_contract.status import SigmaKind
 from marco_demo.scenarios import HELD_OUT_SCENARIOS, ORACLE_SPLIT, SCENARIOS
 
 SYSTEMS = ("baseline", "hf", "hf-aug", "ft", "ftda", "ftda-target", "ft-oracle")
+#: Talkers at once with --source-babble: the meeting generator's distant talkers are 3.
+BABBLE_TALKERS = 3
 #: What runs unless --systems says otherwise: the oracle needs a data split of its own.
 DEFAULT_SYSTEMS = tuple(s for s in SYSTEMS if s != "ft-oracle")
 MARCO_SYSTEMS = ("ft", "ftda", "ftda-target", "ft-oracle")
@@ -176,8 +177,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     )  # fmt: skip
     p.add_argument(
         "--source-babble", action="store_true",
-        help="augmentation.noisePath of the FT + DA systems: a bank of source talkers at once "
-        "(benchmarks/babble.py) in place of the target's harvested noise; recorded in each row",
+        help=f"augmentation.babbleTalkers: {BABBLE_TALKERS} for the FT + DA systems: source "
+        "talkers at once in place of the target's harvested noise; recorded in each row",
     )  # fmt: skip
     p.add_argument("--work", type=Path, default=REPO / "bench-out" / "adaptation")
     p.add_argument("--model", type=Path, help="Whisper tiny.en, 10 s window (default: imported)")
@@ -272,8 +273,6 @@ def prepare_data(args: argparse.Namespace, name: str, model: Path) -> Path:
     started = time.monotonic()
     python_module("marco_demo", "scenario", "--name", name, "--output-dir", str(data), *sizes,
                   log=args.work / "logs" / f"data-{name}.log")  # fmt: skip
-    if args.source_babble:
-        babble.build(data)
     log(f"{name}: data ready in {time.monotonic() - started:.0f} s")
     link = data / MODEL_DIR
     if not link.exists():
@@ -314,7 +313,7 @@ def marco_manifest(args: argparse.Namespace, system: str, seed: int) -> dict[str
     if system.startswith("ftda"):
         manifest["spec"]["augmentation"]["rooms"] = args.rooms
     if system.startswith("ftda") and args.source_babble:
-        manifest["spec"]["augmentation"]["noisePath"] = babble.SOURCE_BABBLE_DIR
+        manifest["spec"]["augmentation"]["babbleTalkers"] = BABBLE_TALKERS
     if system == "ft-oracle":
         # Laid out as FT + DA's data with keepOriginal and one copy: the clean source,
         # then one copy of each utterance, here through the target's true channel.

@@ -131,6 +131,20 @@ class AugmentOptions(StageOptions):
         "not the channel, and comes before Eq. 3's steps; profile preset only. Unset or "
         "empty: off.",
     )
+    # Off by default: measured on the meeting scenario, whose target has distant talkers
+    # (docs/method.md, "competing talkers"); a target without them would get talkers in
+    # its copies that its test audio never has.
+    babble_talkers: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="Competing talkers: the noise step mixes a bank of this many source "
+        "speakers at once (each at equal power, from the training manifests' `speaker` "
+        "key; a line without one counts as its own talker) at the SNR drawn from the "
+        "profile, in place of the harvested noise. For targets with other people talking "
+        "behind the transcribed one (meetings, call-centre floors). 0: off. Profile "
+        "preset only, and not with noisePath.",
+    )
 
 
 class VolumeOptions(StageOptions):

@@ -611,6 +611,8 @@ class ProfileSpec(ApiModel):
 
 
 SPEED_RULE = "speedFactors needs preset profile"
+BABBLE_PRESET_RULE = "babbleTalkers needs preset profile"
+BABBLE_NOISE_RULE = "babbleTalkers and noisePath both name the noise: set one"
 
 
 class AugmentationSpec(AugmentOptions):  # copies, seed
@@ -636,7 +638,16 @@ class AugmentationSpec(AugmentOptions):  # copies, seed
                     "!has(self.speedFactors) || size(self.speedFactors) == 0 || "
                     "!has(self.preset) || self.preset != 'telephony'",
                     SPEED_RULE,
-                )
+                ),
+                cel(
+                    "!has(self.babbleTalkers) || self.babbleTalkers == 0 || "
+                    "!has(self.preset) || self.preset != 'telephony'",
+                    BABBLE_PRESET_RULE,
+                ),
+                cel(
+                    "!has(self.babbleTalkers) || self.babbleTalkers == 0 || !has(self.noisePath)",
+                    BABBLE_NOISE_RULE,
+                ),
             ]
         }
     )
@@ -645,6 +656,14 @@ class AugmentationSpec(AugmentOptions):  # copies, seed
     def _speed_needs_the_profile_chain(self) -> AugmentationSpec:
         if self.speed_factors and self.preset == "telephony":
             raise ValueError(SPEED_RULE)
+        return self
+
+    @model_validator(mode="after")
+    def _babble_is_the_profile_chains_noise(self) -> AugmentationSpec:
+        if self.babble_talkers and self.preset == "telephony":
+            raise ValueError(BABBLE_PRESET_RULE)
+        if self.babble_talkers and self.noise_path is not None:
+            raise ValueError(BABBLE_NOISE_RULE)
         return self
 
 

@@ -93,6 +93,10 @@ CASES = [
      "training.cleanSourceShare needs augmentation.enabled and augmentation.keepOriginal"),
     ("spec.augmentation", {"augmentation": {"preset": "telephony", "speedFactors": [0.9, 1.1]}},
      "speedFactors needs preset profile"),
+    ("spec.augmentation", {"augmentation": {"preset": "telephony", "babbleTalkers": 3}},
+     "babbleTalkers needs preset profile"),
+    ("spec.augmentation", {"augmentation": {"babbleTalkers": 3, "noisePath": "noise"}},
+     "babbleTalkers and noisePath both name the noise: set one"),
 ]  # fmt: skip
 
 

@@ -44,7 +44,7 @@ SPEC = {
              "targetAudio": "target/"},
     "filter": {"minDuration": 0.5, "maxDuration": 12.5, "maxCharsPerSecond": 22.5},
     "augmentation": {"copies": 3, "seed": 7, "rooms": 24, "channelFromTarget": True,
-                     "speedFactors": [0.9, 1.1]},
+                     "speedFactors": [0.9, 1.1], "babbleTalkers": 3},
     "baseline": {"samples": 50},
     "training": {"maxSteps": 1234, "evalEvery": 20, "cycleSteps": 40, "evalSamples": 30,
                  "perDeviceBatchSize": 2, "gradientAccumulation": 3, "precision": "bf16",
@@ -78,6 +78,7 @@ EXPECTED = {
     ("AugmentOptions", "rooms"): ("augment", "rooms", 24),
     ("AugmentOptions", "channel_from_target"): ("augment", "channel_from_target", True),
     ("AugmentOptions", "speed_factors"): ("augment", "speed_factors", [0.9, 1.1]),
+    ("AugmentOptions", "babble_talkers"): ("augment", "babble_talkers", 3),
     ("EvaluateOptions", "max_samples"): ("evaluate", "max_samples", 60),
     ("TrainingOptions", "max_steps"): ("train", "max_steps", 1234),
     ("TrainingOptions", "eval_every"): ("train", "eval_every", 20),
@@ -299,7 +300,7 @@ def test_the_demo_commands_are_unchanged():
         "profile": f"profile --input /data/target/unlabeled.jsonl --output-dir {out}/profile "
         f"{roots}",
         "augment": f"augment --output-dir {out}/augment {roots} --copies 1 --seed 0 --rooms 8 "
-        "--no-channel-from-target "
+        "--no-channel-from-target --babble-talkers 0 "
         f"--manifest {out}/filter/kept.jsonl --profile {out}/profile",
         "baseline": f"evaluate --model {model} --manifest /data/target/dev.jsonl "
         f"--output-dir {out}/baseline {roots} --max-samples 100 --family encoder-decoder "

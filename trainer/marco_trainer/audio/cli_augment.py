@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, cast
 
 from marco_contract.exit_codes import BAD_INPUT
 
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from marco_trainer.audio.codec_calibration import CodecCalibration
     from marco_trainer.audio.eq_calibration import EqCalibration
     from marco_trainer.audio.inputs import Source
-    from marco_trainer.audio.params import ChainParams
+    from marco_trainer.audio.params import ChainParams, NoiseKind
     from marco_trainer.audio.profile import Profile
     from marco_trainer.audio.snr_calibration import SnrCalibration
 
@@ -84,12 +84,11 @@ SHAPED_NOISE_CLIPS = 4
 SHAPED_NOISE_SECONDS = 30.0
 
 
-def noise_kind(source: str) -> Literal["file", "harvested", "spectrum"]:
-    """How a line logs its noise: the target's own (harvested, spectrum) or a user's file."""
-    if source == "harvested":
-        return "harvested"
-    if source == "spectrum":
-        return "spectrum"
+def noise_kind(source: str) -> NoiseKind:
+    """How a line logs its noise: the target's own (harvested, spectrum), source talkers
+    (babble) or a user's file."""
+    if source in ("harvested", "spectrum", "babble"):
+        return cast("NoiseKind", source)
     return "file"
 
 
@@ -143,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
     from marco_contract.options import AugmentOptions, VolumeOptions
     from marco_contract.results import write_stage_result
     from marco_trainer.audio.assets import RT60_RANGE, Assets, cached_rooms, load_directory
+    from marco_trainer.audio.babble import babble_bank
     from marco_trainer.audio.chain import apply_chain
     from marco_trainer.audio.inputs import iter_sources_of_manifests
     from marco_trainer.audio.io import AudioRejected, load_mono
@@ -165,6 +165,14 @@ def run(args: argparse.Namespace) -> int:
     if args.speed_factors and not args.profile:
         print("marco-trainer augment: --speed-factors: the profile chain only (--profile), "
               "not the telephony preset", file=sys.stderr)  # fmt: skip
+        return BAD_INPUT
+    if args.babble_talkers and not args.profile:
+        print("marco-trainer augment: --babble-talkers: the profile chain only (--profile), "
+              "not the telephony preset", file=sys.stderr)  # fmt: skip
+        return BAD_INPUT
+    if args.babble_talkers and args.noise_dir:
+        print("marco-trainer augment: --babble-talkers and --noise-dir both name the noise: "
+              "give one", file=sys.stderr)  # fmt: skip
         return BAD_INPUT
     shard = shard_from_args(args.shard_index, args.num_shards)
     out = Path(args.output_dir)
@@ -197,7 +205,11 @@ def run(args: argparse.Namespace) -> int:
                 )
                 assets.rir_source = "simulated" if measured is None else "simulated, measured RT60"
             harvested = harvested_noise_dir(args.profile, profile.noise_seconds)
-            if args.noise_dir:
+            if args.babble_talkers:
+                # From the whole list, not the shard's: every shard mixes the same bank.
+                assets.noises = babble_bank(all_sources, rate, args.babble_talkers, args.seed)
+                assets.noise_source = "babble"
+            elif args.noise_dir:
                 assets.noises = load_directory(args.noise_dir, rate, volumes)
                 assets.noise_source = str(args.noise_dir)
             elif harvested is not None:

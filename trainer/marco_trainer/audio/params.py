@@ -85,12 +85,17 @@ class ReverbStep(BaseModel):
     )
 
 
+#: Where the noise of a line came from, when not the generated coloured bank.
+NoiseKind = Literal["file", "harvested", "spectrum", "babble"]
+
+
 class NoiseStep(BaseModel):
     snr_db: float
-    source: Literal["coloured", "file", "harvested", "spectrum"] = Field(
+    source: Literal["coloured", NoiseKind] = Field(
         default="coloured",
         description="harvested: the target's own non-speech stretches; spectrum: noise made "
-        "to the target's noise-floor spectrum.",
+        "to the target's noise-floor spectrum; babble: source talkers at once "
+        "(babbleTalkers); file: a user's noisePath.",
     )
     index: int = Field(default=0, ge=0, description="Noise-bank slope or noise-file index.")
     beta: float | None = Field(default=None, description="Spectral slope 1/f^β (coloured).")
@@ -353,7 +358,7 @@ def draw_params(
     output_rate: int,
     num_rirs: int = 0,
     num_noises: int = 0,
-    noise_source: Literal["file", "harvested", "spectrum"] = "file",
+    noise_source: NoiseKind = "file",
     rir_rt60s: list[float] | None = None,
     speed_factors: Sequence[float] = (),
     snr_calibration: SnrCalibration | None = None,
