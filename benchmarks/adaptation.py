@@ -510,6 +510,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float
                 "insertions": round(statistics.fmean(r["insertions"] for r in mine), 3),
                 "steps_to_best": round(statistics.fmean(steps), 1) if steps else float("nan"),
                 "runs": len(mine),
+                # Rows of a combined report may mix the chain's noise with babble.
+                "source_babble_runs": sum(bool(r.get("source_babble")) for r in mine),
             }
             singles = [r["test_wer_best_single"] for r in mine if "test_wer_best_single" in r]
             if singles and len(singles) == len(mine):
@@ -620,6 +622,18 @@ def voices(rows: list[dict[str, Any]]) -> dict[str, dict[str, dict[str, float]]]
     return table
 
 
+def label(cell: dict[str, float], system: str) -> str:
+    """The system's name, and how many of the cell's runs had source babble as the noise."""
+    babble = int(cell.get("source_babble_runs", 0))
+    if not babble:
+        return LABELS[system]
+    runs = int(cell["runs"])
+    return LABELS[system] + (
+        f", babbleTalkers {BABBLE_TALKERS}" if babble == runs
+        else f", babbleTalkers {BABBLE_TALKERS} in {babble} of {runs} runs"
+    )  # fmt: skip
+
+
 def markdown(table: dict[str, dict[str, dict[str, float]]], seeds: int) -> str:
     header = (
         "| scenario | system | test WER % (mean ± s.d.) | S | D | I | steps to best |\n"
@@ -633,7 +647,7 @@ def markdown(table: dict[str, dict[str, dict[str, float]]], seeds: int) -> str:
                 if (cell := table[scenario].get(system)) is None:
                     continue
                 lines.append(
-                    f"| {scenario} | {LABELS[system]} | {cell['wer_mean']:.2f} ± "
+                    f"| {scenario} | {label(cell, system)} | {cell['wer_mean']:.2f} ± "
                     f"{cell['wer_sd']:.2f} | {cell['substitutions']:.2f} | "
                     f"{cell['deletions']:.2f} | {cell['insertions']:.2f} | "
                     f"{cell['steps_to_best']:.0f} |"
@@ -646,7 +660,7 @@ def markdown(table: dict[str, dict[str, dict[str, float]]], seeds: int) -> str:
     if held:
         text += "\n## Held-out scenario (do not tune on it)\n\n" + header + rows(held)
     averaged = [
-        f"| {scenario} | {LABELS[system]} | {cell['wer_mean']:.2f} ± {cell['wer_sd']:.2f} | "
+        f"| {scenario} | {label(cell, system)} | {cell['wer_mean']:.2f} ± {cell['wer_sd']:.2f} | "
         f"{cell['best_single_mean']:.2f} ± {cell['best_single_sd']:.2f} | "
         + (
             f"{cell['no_worse_rule_mean']:.2f} ± {cell['no_worse_rule_sd']:.2f} |"

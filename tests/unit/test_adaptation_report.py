@@ -351,3 +351,22 @@ def test_the_targets_read_each_run_under_the_averaging_rule_where_its_row_can_te
     fallback = adaptation.criteria(adaptation.summarise(rows))["ftda-target"]
     assert fallback["ftda_mean"] == pytest.approx(statistics.fmean([16.0, 13.0]), abs=0.01)
     assert fallback["ftda_lt_ft_everywhere"] is False
+
+
+def test_the_table_names_the_runs_that_had_source_babble_as_the_noise() -> None:
+    def row(scenario: str, seed: int, babble: bool) -> dict:
+        return {"scenario": scenario, "seed": seed, "system": "ftda-target", "test_wer": 50.0,
+                "best_step": 20, "substitutions": 0.5, "deletions": 0.2,
+                "insertions": 0.3, "source_babble": babble}  # fmt: skip
+
+    rows = [row("meeting", 0, True), row("meeting", 1, True), row("car", 0, False),
+            row("voip", 0, True), row("voip", 1, False)]  # fmt: skip
+    table = adaptation.summarise(rows)
+    assert [table[s]["ftda-target"]["source_babble_runs"] for s in ("meeting", "car", "voip")] == [
+        2, 0, 1]  # fmt: skip
+    lines = adaptation.markdown(table, 2).splitlines()
+    name = adaptation.LABELS["ftda-target"]
+    talkers = adaptation.BABBLE_TALKERS
+    assert f"| meeting | {name}, babbleTalkers {talkers} | 50.00" in "\n".join(lines)
+    assert f"| car | {name} | 50.00" in "\n".join(lines)
+    assert f"| voip | {name}, babbleTalkers {talkers} in 1 of 2 runs | 50.00" in "\n".join(lines)
