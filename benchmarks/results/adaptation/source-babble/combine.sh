@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # combined.md, beside this script, is `--report-only` over every row of seed-two/combine.sh
 # with meeting's FT + DA rows replaced by this folder's (augmentation.babbleTalkers: 3,
-# the one scenario whose target has talkers behind the transcribed one) and meeting's
-# ceiling rows of seeds 1 and 2 (../ceiling/) added to seed 0's of each scenario (six-voices/).
+# the one scenario whose target has talkers behind the transcribed one) and the ceiling
+# rows of ../ceiling/ (meeting seeds 1 and 2, car and voip seed 1) added to seed 0's of
+# each scenario (six-voices/).
 #   bash benchmarks/results/adaptation/source-babble/combine.sh WORK
 #   python benchmarks/adaptation.py --report-only --work WORK --seeds 0,1,2 \
 #       --scenarios car,voip,meeting,radio --systems baseline,hf,hf-aug,ft,ftda,ftda-target,ft-oracle
