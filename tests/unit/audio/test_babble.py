@@ -5,6 +5,7 @@ at what power is read off its spectrum, independently of how the bank was built.
 
 from __future__ import annotations
 
+import json
 import random
 import sys
 from pathlib import Path
@@ -121,3 +122,12 @@ def test_the_benchmark_hands_the_ftda_systems_babble_and_records_it(tmp_path: Pa
     assert "babbleTalkers" not in adaptation.marco_manifest(args, "ft", 0)["spec"]["augmentation"]
     assert adaptation.marco_settings(args, "ftda-target")["source_babble"] is True
     assert adaptation.marco_settings(args, "ft")["source_babble"] is False
+    # An FT + DA row measured without babble is not reused for a run with it.
+    row = tmp_path / "runs/car/seed0/ftda-target/row.json"
+    row.parent.mkdir(parents=True)
+    row.write_text(json.dumps({"scenario": "car", "seed": 0, "system": "ftda-target",
+                               "test_wer": 1.0, "best_step": 20}))  # fmt: skip
+    with pytest.raises(
+        SystemExit, match=r"'source_babble': False.*asks for.*'source_babble': True"
+    ):
+        adaptation.measure_one(args, "car", tmp_path, tmp_path, 0, "ftda-target")
