@@ -178,13 +178,74 @@ def hiss(length: int, rng: np.random.Generator) -> np.ndarray:
     return rng.standard_normal(length)
 
 
+def monitor_beeps(
+    length: int, rate: int, tone_hz: float, period_s: float, rng: np.random.Generator
+) -> np.ndarray:
+    """Unit-power bedside-monitor beeps: 120 ms tone bursts every ``period_s``, from a random phase.
+
+    The bursts have 10 ms raised-cosine edges (a monitor's speaker does not click).
+    """
+    t = np.arange(length) / rate
+    on = int(rate * 0.12)
+    edge = int(rate * 0.01)
+    burst = np.ones(on)
+    ramp = 0.5 - 0.5 * np.cos(np.pi * np.arange(edge) / edge)
+    burst[:edge], burst[-edge:] = ramp, ramp[::-1]
+    gate = np.zeros(length)
+    period = int(rate * period_s)
+    for start in range(int(rng.integers(0, period)), length, period):
+        stop = min(start + on, length)
+        gate[start:stop] = burst[: stop - start]
+    beeps = gate * np.sin(2 * np.pi * tone_hz * t)
+    return beeps / (np.sqrt(power(beeps)) + 1e-12)
+
+
+def close_talk(audio: np.ndarray, rate: int, boost_db: float) -> np.ndarray:
+    """A microphone held at the lips: the proximity effect lifts the low end.
+
+    The part below 250 Hz (second-order low-pass) is added back ``boost_db`` louder.
+    """
+    sos = signal.butter(2, 250.0, "lowpass", fs=rate, output="sos")
+    audio = np.asarray(audio, dtype=np.float64)
+    return audio + (10 ** (boost_db / 20) - 1) * signal.sosfilt(sos, audio)
+
+
+def automatic_gain(
+    audio: np.ndarray, rate: int, max_gain_db: float, release_s: float = 0.4
+) -> np.ndarray:
+    """A recorder's automatic gain control: quiet stretches are raised up to ``max_gain_db``.
+
+    The level is the 20 ms frame RMS, held by a peak follower that rises at once
+    and decays with ``release_s``; the gain brings that level to the loud
+    frames' (their 95th percentile) and is capped at ``max_gain_db``, so pauses,
+    and the noise in them, come up between words ("pumping").
+    """
+    audio = np.asarray(audio, dtype=np.float64)
+    frame = int(rate * 0.02)
+    count = max(1, audio.size // frame)
+    rms = np.sqrt(np.mean(np.resize(audio, count * frame).reshape(count, frame) ** 2, axis=1))
+    decay = np.exp(-0.02 / release_s)
+    held = np.empty_like(rms)
+    level = 0.0
+    for i, value in enumerate(rms):
+        level = max(value, level * decay)
+        held[i] = level
+    reference = float(np.percentile(rms, 95))
+    gain = np.minimum(reference / np.maximum(held, 1e-12), 10 ** (max_gain_db / 20))
+    per_sample = np.interp(np.arange(audio.size), np.arange(count) * frame + frame / 2, gain)
+    return audio * per_sample
+
+
 __all__ = [
+    "automatic_gain",
     "band_pass",
     "cabin_eq",
+    "close_talk",
     "engine_noise",
     "hard_clip",
     "hiss",
     "mix_at_snr",
+    "monitor_beeps",
     "packet_loss",
     "peak_normalise",
     "pink_noise",

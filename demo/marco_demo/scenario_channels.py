@@ -14,6 +14,10 @@ runs sox for the one thing numpy cannot do, the low-bitrate codec.
   20 ms packet loss with repeat-then-silence concealment; 16 kHz.
 - ``radio``: a walkie-talkie: 300–2400 or 2600 Hz, hiss, a transmitter overdriven 8–16 dB
   clipping, a squelch tail; 8 kHz.
+- ``clinic``: a handheld dictation recorder on a hospital ward: the lips at the
+  microphone (low end lifted), ventilation and bedside-monitor beeps at 10–20 dB SNR,
+  automatic gain control that raises the pauses, 4-bit IMA ADPCM at 11.025 kHz
+  (stored as 16-bit PCM: the file's subtype does not tell).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from marco_demo.phone_line import run_sox
 
 SCENARIO_RATE = 16000
 RADIO_RATE = 8000
+CLINIC_RATE = 11025
 
 
 class MeetingChannel(BaseModel):
@@ -72,13 +77,26 @@ class RadioChannel(BaseModel):
     seed: int = Field(ge=0)
 
 
+class ClinicChannel(BaseModel):
+    kind: Literal["clinic"] = "clinic"
+    snr_db: float = Field(description="Speech to ward noise (ventilation and beeps).")
+    beep_hz: float = Field(gt=0, lt=CLINIC_RATE / 2, description="Monitor tone.")
+    beep_share: float = Field(ge=0, le=1, description="Beeps' part of the noise power.")
+    proximity_db: float = Field(ge=0, description="Low-end lift of a close-held microphone.")
+    agc_max_gain_db: float = Field(ge=0, description="Most the recorder raises a pause.")
+    seed: int = Field(ge=0)
+
+
 Channel = Annotated[
-    MeetingChannel | CarChannel | VoipChannel | RadioChannel, Field(discriminator="kind")
+    MeetingChannel | CarChannel | VoipChannel | RadioChannel | ClinicChannel,
+    Field(discriminator="kind"),
 ]
 
 
 def output_rate(channel: Channel) -> int:
-    return RADIO_RATE if isinstance(channel, RadioChannel) else SCENARIO_RATE
+    if isinstance(channel, RadioChannel):
+        return RADIO_RATE
+    return CLINIC_RATE if isinstance(channel, ClinicChannel) else SCENARIO_RATE
 
 
 def mp3_round_trip(audio: np.ndarray, rate: int, bitrate_kbps: int) -> np.ndarray:
@@ -88,6 +106,17 @@ def mp3_round_trip(audio: np.ndarray, rate: int, bitrate_kbps: int) -> np.ndarra
         sf.write(clean, audio.astype(np.float32), rate, subtype="FLOAT")
         run_sox(str(clean), "-C", str(bitrate_kbps), str(coded))
         run_sox(str(coded), "-r", str(rate), "-b", "16", "-e", "signed-integer", str(decoded))
+        out, _ = sf.read(decoded, dtype="float64")
+    return np.asarray(out)
+
+
+def adpcm_round_trip(audio: np.ndarray, rate: int) -> np.ndarray:
+    """Encode as 4-bit IMA ADPCM at ``rate`` and decode again (sox)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        clean, coded, decoded = (Path(tmp) / n for n in ("in.wav", "adpcm.wav", "out.wav"))
+        sf.write(clean, audio.astype(np.float32), rate, subtype="FLOAT")
+        run_sox(str(clean), "-e", "ima-adpcm", "-b", "4", str(coded))
+        run_sox(str(coded), "-b", "16", "-e", "signed-integer", str(decoded))
         out, _ = sf.read(decoded, dtype="float64")
     return np.asarray(out)
 
@@ -152,6 +181,22 @@ def radio(audio: np.ndarray, channel: RadioChannel) -> np.ndarray:
     )
 
 
+def clinic(audio: np.ndarray, channel: ClinicChannel) -> np.ndarray:
+    rng = np.random.default_rng(channel.seed)
+    near = acoustics.close_talk(audio, SCENARIO_RATE, channel.proximity_db)
+    n, share = near.size, channel.beep_share
+    # Ventilation: pink noise without the air above 2 kHz; the beeps on top of it.
+    vents = acoustics.band_pass(acoustics.pink_noise(n, rng), SCENARIO_RATE, 40.0, 2000.0)
+    vents /= np.sqrt(acoustics.power(vents)) + 1e-12
+    beeps = acoustics.monitor_beeps(n, SCENARIO_RATE, channel.beep_hz, rng.uniform(0.8, 1.2), rng)
+    noise = np.sqrt(share) * beeps + np.sqrt(1 - share) * vents
+    ward = acoustics.mix_at_snr(near, noise, channel.snr_db)
+    levelled = acoustics.automatic_gain(ward, SCENARIO_RATE, channel.agc_max_gain_db)
+    # 16000 -> 11025 = 441 / 640; resample_poly's filter is the recorder's anti-alias filter.
+    narrow = signal.resample_poly(levelled, 441, 640)
+    return adpcm_round_trip(acoustics.peak_normalise(narrow), CLINIC_RATE)
+
+
 def apply_channel(source: Path, target: Path, channel: Channel, root: Path) -> Path:
     """Pass ``source`` (clean, 16 kHz mono) through ``channel`` into ``target`` (16-bit PCM)."""
     audio, rate = sf.read(source, dtype="float64", always_2d=True)
@@ -164,6 +209,8 @@ def apply_channel(source: Path, target: Path, channel: Channel, root: Path) -> P
         out = car(mono, channel)
     elif isinstance(channel, VoipChannel):
         out = voip(mono, channel)
+    elif isinstance(channel, ClinicChannel):
+        out = clinic(mono, channel)
     else:
         out = radio(mono, channel)
     target.parent.mkdir(parents=True, exist_ok=True)

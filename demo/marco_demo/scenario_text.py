@@ -6,7 +6,8 @@ demo's call-centre words (:data:`marco_demo.sentences.DOMAIN_VOCABULARY`):
 - ``meeting``: a project meeting (agenda, sprints, budgets, action items);
 - ``car``: in-car voice commands and navigation prompts;
 - ``voip``: remote-work calls about connections, screens and software;
-- ``radio``: dispatch and logistics radio traffic (the held-out scenario).
+- ``radio``: dispatch and logistics radio traffic (held out);
+- ``clinic``: a doctor's dictated ward notes (held out).
 
 The source side of every scenario is the demo's everyday talk
 (:func:`marco_demo.sentences.source_sentences`): one generic clean corpus, as a
@@ -190,11 +191,51 @@ RADIO: tuple[Template, ...] = (
     lambda r: f"Be advised, a vehicle is blocking {r.choice(LOCATIONS)}, over.",
 )
 
+# ----------------------------------------------------------------------------- clinic (held out)
+
+DRUGS = ("paracetamol", "amoxicillin", "ibuprofen", "metformin", "furosemide", "heparin",
+         "prednisolone", "omeprazole", "salbutamol")  # fmt: skip
+SYMPTOMS_CLINIC = ("mild chest pain", "shortness of breath", "a persistent cough",
+                   "abdominal tenderness", "ankle swelling", "dizziness on standing",
+                   "a low grade fever", "nausea overnight")  # fmt: skip
+FINDINGS = ("clear lung fields", "a soft abdomen", "normal heart sounds", "good capillary refill",
+            "reduced air entry on the left", "a healing surgical wound")  # fmt: skip
+TESTS = ("a chest X-ray", "full blood count", "an ECG", "renal function", "a urine culture",
+         "an ultrasound of the abdomen")  # fmt: skip
+DOSES = ("milligrams twice daily", "milligrams once daily", "milligrams at night",
+         "micrograms as required")  # fmt: skip
+
+CLINIC: tuple[Template, ...] = (
+    lambda r: (
+        f"Patient in bed {number_words(r.randrange(1, 30))} reports {r.choice(SYMPTOMS_CLINIC)}."
+    ),
+    lambda r: f"Start {r.choice(DRUGS)} {number_words(r.randrange(1, 10) * 50)} {r.choice(DOSES)}.",
+    lambda r: f"On examination, {r.choice(FINDINGS)} and {r.choice(FINDINGS)}.",
+    lambda r: f"Please request {r.choice(TESTS)} and review the results tomorrow.",
+    lambda r: (
+        f"Blood pressure {number_words(r.randrange(95, 170))} over "
+        f"{number_words(r.randrange(55, 100))}, pulse {number_words(r.randrange(50, 120))}."
+    ),
+    lambda r: f"Stop the {r.choice(DRUGS)} because of {r.choice(SYMPTOMS_CLINIC)}.",
+    lambda r: (
+        f"Temperature {number_words(r.randrange(36, 40))} point {number_words(r.randrange(0, 10))}"
+        f" degrees, oxygen saturation {number_words(r.randrange(88, 100))} percent."
+    ),
+    lambda r: f"The ward round found {r.choice(FINDINGS)}; continue {r.choice(DRUGS)}.",
+    lambda r: f"Discharge planned for {r.choice(DAYS)} if {r.choice(TESTS)} is normal.",
+    lambda r: (
+        f"History of {r.choice(SYMPTOMS_CLINIC)} for {number_words(r.randrange(2, 15))} days."
+    ),
+    lambda r: f"Refer to the {r.choice(('cardiology', 'respiratory', 'renal', 'surgical'))} team.",
+    lambda r: f"{r.choice(NAMES)} from the family was informed of the plan.",
+)
+
 TEMPLATES: dict[str, tuple[Template, ...]] = {
     "meeting": MEETING,
     "car": CAR,
     "voip": VOIP,
     "radio": RADIO,
+    "clinic": CLINIC,
 }
 
 

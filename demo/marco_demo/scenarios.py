@@ -22,16 +22,21 @@ meeting     far talker, reverberant room, distant babble         project meeting
 car         engine and road rumble, cabin boom, hands-free mic   voice commands, routes
 voip        MP3 at 12–16 kbit/s, bursty packet loss              remote-work calls
 radio       walkie-talkie: 300–2600 Hz, hiss, clipping, squelch  dispatch radio
+clinic      dictation recorder: close mic, ward noise and        ward notes
+            monitor beeps, AGC, IMA ADPCM at 11.025 kHz
 ==========  ===================================================  ======================
 
-**``radio`` is held out.** The benchmark (``benchmarks/adaptation.py``) reports
-it apart from the other three, and whoever changes the method (augmentation
-chain, profile matching, schedule) must not look at its numbers, listen to it or
-tune anything on it while doing so: it is the one measurement of how the method
-does on a domain nobody adjusted it for. Look at it once a change is final, and
-never change the change because of what it shows. Its channel and vocabulary are
-deliberately unlike the three tuning scenarios' (narrower band, 8 kHz,
-saturation, radio procedure words).
+**``radio`` and ``clinic`` are held out.** The benchmark
+(``benchmarks/adaptation.py``) reports them apart from the other three, and
+whoever changes the method (augmentation chain, profile matching, schedule) must
+not look at their numbers, listen to them or tune anything on them while doing
+so: they measure how the method does on domains nobody adjusted it for. Look at
+them once a change is final, and never change the change because of what they
+show. Their channels and vocabularies are deliberately unlike the three tuning
+scenarios' (radio: narrower band, 8 kHz, saturation, radio procedure words;
+clinic: a codec the profile has no detector for, automatic gain, tonal noise,
+medical words). ``clinic`` came second (6 December), after radio had been looked
+at: it is the one whose numbers no change so far was made with.
 
 Every scenario's source side is the demo's everyday talk, the generic clean
 corpus a user fine-tunes from. Speakers (TTS voices: an engine, a voice and a
@@ -75,6 +80,7 @@ from marco_demo.scenario_channels import (
     SCENARIO_RATE,
     CarChannel,
     Channel,
+    ClinicChannel,
     MeetingChannel,
     RadioChannel,
     VoipChannel,
@@ -163,6 +169,17 @@ def _radio(rng: random.Random, _: list[str]) -> Channel:
         snr_db=rng.choice((8.0, 12.0, 18.0)),
         drive_db=rng.choice((8.0, 12.0, 16.0)),
         tail_s=rng.choice((0.15, 0.25, 0.35)),
+        seed=rng.getrandbits(31),
+    )
+
+
+def _clinic(rng: random.Random, _: list[str]) -> Channel:
+    return ClinicChannel(
+        snr_db=rng.choice((10.0, 15.0, 20.0)),
+        beep_hz=rng.choice((880.0, 960.0, 1000.0)),
+        beep_share=rng.choice((0.2, 0.4)),
+        proximity_db=rng.choice((6.0, 10.0)),
+        agc_max_gain_db=rng.choice((12.0, 18.0)),
         seed=rng.getrandbits(31),
     )
 
@@ -302,6 +319,39 @@ SCENARIOS: dict[str, Scenario] = {
                 ),
             },
             draw=_radio,
+        ),
+        Scenario(
+            "clinic",
+            "HELD OUT. dictation recorder on a ward: close mic, beeps, AGC, IMA ADPCM 11 kHz",
+            held_out=True,
+            speakers={
+                "source/train": _speakers(
+                    "flite:awb:+100",
+                    "flite:kal16:+350",
+                    "espeak-ng:en-gb+Alex",
+                    "espeak-ng:en-us+shelby",
+                ),
+                "target/unlabeled": _speakers(
+                    "flite:slt:+200",
+                    "espeak-ng:en-029+Andrea",
+                    "espeak-ng:en-gb-x-gbcwmd+adam",
+                ),
+                "target/dev": _speakers(
+                    "flite:rms:+50",
+                    "flite:awb:-300",
+                    "espeak-ng:en-us-nyc+david",
+                    "espeak-ng:en-gb-x-rp+travis",
+                ),
+                "target/test": _speakers(
+                    "flite:kal16:-150",
+                    "flite:slt:-350",
+                    "flite:rms:-400",
+                    "espeak-ng:en-gb-scotland+robert",
+                    "espeak-ng:en-gb-x-gbclan+aunty",
+                    "espeak-ng:en-us+Michael",
+                ),
+            },
+            draw=_clinic,
         ),
     )
 }

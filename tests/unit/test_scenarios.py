@@ -105,8 +105,8 @@ def test_the_oracle_is_the_source_through_the_target_channel_and_changes_nothing
     assert len({j.path for j in oracle} | {j.path for j in plain}) == len(with_oracle)
 
 
-def test_one_scenario_is_held_out() -> None:
-    assert HELD_OUT_SCENARIOS == ("radio",)
+def test_two_scenarios_are_held_out() -> None:
+    assert HELD_OUT_SCENARIOS == ("radio", "clinic")
     assert sum(not s.held_out for s in SCENARIOS.values()) >= 3
 
 
@@ -184,3 +184,44 @@ def test_hard_clip_flattens_the_peaks() -> None:
     clipped = acoustics.hard_clip(wave, 12.0)  # ×3.98: |sin| > 0.251 clips
     share = np.mean(np.abs(clipped) == 1.0)
     assert share == pytest.approx(1 - 2 / np.pi * np.arcsin(1 / 10 ** (12 / 20)), abs=0.01)
+
+
+def test_monitor_beeps_are_tone_bursts_at_the_asked_rate() -> None:
+    rate = 16000
+    beeps = acoustics.monitor_beeps(rate * 10, rate, 960.0, 1.0, np.random.default_rng(4))
+    assert np.mean(beeps**2) == pytest.approx(1.0, rel=1e-6)
+    spectrum = np.abs(np.fft.rfft(beeps)) ** 2
+    frequencies = np.fft.rfftfreq(beeps.size, 1 / rate)
+    assert abs(frequencies[np.argmax(spectrum)] - 960.0) < 2.0
+    # Sounding 120 ms of every second: count the 10 ms frames with energy.
+    frames = (beeps[: beeps.size // 160 * 160].reshape(-1, 160) ** 2).mean(axis=1)
+    sounding = np.mean(frames > 0.01 * frames.max())
+    assert 0.10 < sounding < 0.14, sounding
+
+
+def test_automatic_gain_raises_the_quiet_part_up_to_its_cap() -> None:
+    rate = 16000
+    t = np.arange(rate * 2) / rate
+    tone = np.sin(2 * np.pi * 300 * t)
+    audio = np.concatenate([tone, 0.01 * tone, tone])  # a 40 dB dip for 2 s
+    out = acoustics.automatic_gain(audio, rate, max_gain_db=18.0, release_s=0.4)
+    loud = np.sqrt(np.mean(out[rate // 2 : rate] ** 2) / np.mean(audio[rate // 2 : rate] ** 2))
+    middle = slice(int(rate * 3.5), int(rate * 4))  # the dip's end: the follower has let go
+    quiet = np.sqrt(np.mean(out[middle] ** 2) / np.mean(audio[middle] ** 2))
+    assert loud == pytest.approx(1.0, abs=0.05)
+    assert 20 * np.log10(quiet) == pytest.approx(18.0, abs=0.5)
+
+
+def test_close_talk_lifts_the_low_end_only() -> None:
+    rate = 16000
+    t = np.arange(rate) / rate
+    low, high = np.sin(2 * np.pi * 60 * t), np.sin(2 * np.pi * 3000 * t)
+    gain_db = 10.0
+
+    def gain(x: np.ndarray) -> float:
+        y = acoustics.close_talk(x, rate, gain_db)[rate // 2 :]
+        return float(10 * np.log10(np.mean(y**2) / np.mean(x[rate // 2 :] ** 2)))
+
+    # Far under the 250 Hz corner the low-pass passes all: the full lift.
+    assert gain(low) == pytest.approx(gain_db, abs=0.6)
+    assert abs(gain(high)) < 0.3

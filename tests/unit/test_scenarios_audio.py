@@ -29,7 +29,7 @@ TINY = {
 @pytest.fixture(scope="module")
 def made(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     roots = {}
-    for name in ("meeting", "car", "voip", "radio"):
+    for name in ("meeting", "car", "voip", "radio", "clinic"):
         root = tmp_path_factory.mktemp(name)
         summary = build(ScenarioConfig(name=name, **TINY), root, workers=2)
         assert not any(s.failed for s in summary.splits.values()), summary
@@ -62,7 +62,7 @@ def test_manifests_and_summary(made: dict[str, Path]) -> None:
     for name, root in made.items():
         summary = json.loads((root / "summary.json").read_text())
         assert summary["scenario"] == name
-        assert summary["held_out"] == (name == "radio")
+        assert summary["held_out"] == (name in ("radio", "clinic"))
         lines = [json.loads(x) for x in (root / "target/unlabeled.jsonl").read_text().splitlines()]
         assert len(lines) == 3 and all(x.get("text") is None for x in lines)
         assert all("channel" not in x for x in lines)  # the profile must measure, not read
@@ -120,3 +120,30 @@ def test_radio_is_narrowband_and_clipped(made: dict[str, Path]) -> None:
         assert flat > 0.005, "no clipped flat tops"
     for audio, _ in _audio(made["radio"], "source/train"):
         assert np.mean(np.abs(audio) >= 0.995 * np.max(np.abs(audio))) < 0.001
+
+
+def test_clinic_is_an_11khz_recorder_with_monitor_beeps_and_a_raised_floor(
+    made: dict[str, Path],
+) -> None:
+    from scipy import signal
+
+    def line_over_neighbours(frequencies: np.ndarray, psd: np.ndarray, at: float) -> float:
+        """A steady tone is a narrow line: its bin over the median 40-200 Hz around it."""
+        off = np.abs(frequencies - at)
+        return float(psd[off < 10].max() / np.median(psd[(off > 40) & (off < 200)]))
+
+    manifest = made["clinic"] / "target/test.jsonl"
+    for line in manifest.read_text().splitlines():
+        entry = json.loads(line)
+        audio, rate = sf.read(manifest.parent / entry["audio_filepath"], dtype="float64")
+        assert rate == 11025
+        frequencies, psd = signal.welch(audio, rate, nperseg=2048)
+        drawn = entry["channel"]["beep_hz"]
+        lines = {f: line_over_neighbours(frequencies, psd, f) for f in (880.0, 960.0, 1000.0)}
+        # The monitor's tone stands out at the frequency the plan drew, not at the others
+        # it could have drawn (speech harmonics reach 8x here and there, never a fixed line).
+        assert max(lines, key=lambda f: lines[f]) == drawn, (entry["audio_filepath"], lines)
+        assert lines[drawn] > 4.0, lines
+        # Automatic gain and 10-20 dB SNR: pauses are not near silent, as the source's are.
+        frames = _frame_db(audio, rate, 25)
+        assert np.percentile(frames, 10) > np.percentile(frames, 90) - 30
