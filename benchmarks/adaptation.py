@@ -88,6 +88,7 @@ from typing import Any, get_args
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from paired import utterance_errors
 from runs import (
     REPO,
     adaptation,
@@ -457,6 +458,14 @@ def measure_one(
         **error_shares(Path(result["report"])),
         "speaker_wer": speaker_wers(Path(result["report"]), data / "target/test.jsonl"),
         "seconds": round(time.monotonic() - started, 1),
+        # By audio file name: rows of one scenario and seed pair up (benchmarks/paired.py)
+        # long after the runs' folders, and their 150 KB reports, are gone.
+        "utterance_errors": {
+            name: list(counts)
+            for name, counts in sorted(
+                utterance_errors(json.loads(Path(result["report"]).read_text())).items()
+            )
+        },
     }
     if "test_wer_best_single" in result:  # an averaged marco run: its own best checkpoint
         row["test_wer_best_single"] = result["test_wer_best_single"]

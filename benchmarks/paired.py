@@ -5,7 +5,9 @@ far steadier than either WER, and its standard error (the ratio estimator's over
 per-utterance differences, ``marco_contract.scoring.wer_change_standard_error``) says
 whether a difference is more than the test set's noise. Each argument is ``LABEL=PATH``,
 PATH a decoding's ``report.json`` (``evaluate/report.json`` of a ``marco run``, or the HF
-rows' ``report.json`` in ``benchmarks/adaptation.py``'s work folder). Utterances are
+rows' ``report.json`` in ``benchmarks/adaptation.py``'s work folder) or a benchmark
+``row.json`` that carries its test set's ``utterance_errors`` (rows written since
+6 December do: the committed rows can be paired without the runs' folders). Utterances are
 matched by their audio file's name (runs in other work folders read other copies of the
 same files); every report must hold the same utterances.
 
@@ -28,7 +30,11 @@ from marco_contract.scoring import wer_change_standard_error
 
 
 def utterance_errors(report: dict) -> dict[str, tuple[int, int]]:
-    """(word errors, reference words) by audio file name."""
+    """(word errors, reference words) by audio file name, from a report or a row."""
+    if "utterances" not in report:
+        if "utterance_errors" not in report:
+            raise ValueError("neither a report (utterances) nor a row with utterance_errors")
+        return {name: (int(e), int(n)) for name, (e, n) in report["utterance_errors"].items()}
     found: dict[str, tuple[int, int]] = {}
     for line in report["utterances"]:
         name = PurePath(line["audio_filepath"]).name
@@ -63,7 +69,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         label, sep, path = item.partition("=")
         if not sep or not label or not path:
             p.error(f"{item!r}: LABEL=PATH")
-        systems.append((label, utterance_errors(json.loads(Path(path).read_text()))))
+        try:
+            systems.append((label, utterance_errors(json.loads(Path(path).read_text()))))
+        except ValueError as error:
+            p.error(f"{path}: {error}")
     for label, errors in systems:
         wrong, words = (sum(v[i] for v in errors.values()) for i in (0, 1))
         print(f"{label}: {100 * wrong / words:.2f} % ({len(errors)} utterances)")

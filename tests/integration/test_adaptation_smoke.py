@@ -66,3 +66,9 @@ def test_smoke_runs_every_system_and_writes_the_table(
     # Every system's test set was scored by the one evaluator, leaving its report.
     for row in result["rows"]:
         assert row["test_wer"] == pytest.approx(row["wer"], abs=0.01), row
+        # Each row keeps its test set's per-utterance counts, which add up to its WER,
+        # so rows pair (benchmarks/paired.py) after the run folders are gone.
+        counts = row["utterance_errors"].values()
+        wrong, words = sum(e for e, _ in counts), sum(n for _, n in counts)
+        assert 100 * wrong / words == pytest.approx(row["test_wer"], abs=0.01), row["system"]
+    assert len({frozenset(r["utterance_errors"]) for r in result["rows"]}) == 1

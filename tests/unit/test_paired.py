@@ -54,3 +54,22 @@ def test_the_command_prints_each_pair(tmp_path: Path, capsys: pytest.CaptureFixt
     out = capsys.readouterr().out.splitlines()
     assert out == ["ft: 15.00 % (3 utterances)", "ftda: 10.00 % (3 utterances)",
                    "ftda − ft: -5.00 ± 11.25"]  # fmt: skip
+
+
+def test_a_row_with_utterance_errors_pairs_like_its_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    words = [5, 5, 10]
+    ft = report("ft", [1, 2, 0], words)
+    row = {"test_wer": 10.0, "utterance_errors": {"test-0.wav": [0, 5], "test-1.wav": [1, 5],
+                                                  "test-2.wav": [1, 10]}}  # fmt: skip
+    (tmp_path / "ft.json").write_text(json.dumps(ft))
+    (tmp_path / "row.json").write_text(json.dumps(row))
+    assert main([f"ft={tmp_path / 'ft.json'}", f"ftda={tmp_path / 'row.json'}"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "ftda − ft: -5.00 ± 11.25"
+
+
+def test_a_row_without_utterance_errors_is_refused_by_name(tmp_path: Path) -> None:
+    (tmp_path / "row.json").write_text(json.dumps({"test_wer": 10.0}))
+    with pytest.raises(SystemExit):
+        main([f"old={tmp_path / 'row.json'}", f"same={tmp_path / 'row.json'}"])
