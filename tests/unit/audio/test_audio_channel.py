@@ -33,25 +33,6 @@ def _noisy(x: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
     return (x + gain * noise).astype(np.float32)
 
 
-@pytest.fixture(scope="module")
-def phone_files(speech, audio_dir, run_sox):
-    """The speech through sox's telephone line: 300-3400 Hz, 8 kHz, μ-law or A-law,
-    decoded to 16-bit PCM at 8 kHz; and the same band stored at 16 kHz."""
-    out = {}
-    for name, encoding in (("mulaw", "u-law"), ("alaw", "a-law")):
-        coded = audio_dir / f"line-{name}.wav"
-        run_sox(
-            str(speech), "-r", "8000", "-e", encoding, "-b", "8", str(coded), "sinc", "300-3400"
-        )
-        out[name] = audio_dir / f"line-{name}-pcm.wav"
-        run_sox(str(coded), "-e", "signed-integer", "-b", "16", str(out[name]))
-    out["wide16"] = audio_dir / "line-16k.wav"
-    run_sox(
-        str(out["mulaw"]), "-r", "16000", "-e", "signed-integer", "-b", "16", str(out["wide16"])
-    )
-    return out
-
-
 def _channel(path) -> object:
     data, info = read_audio(path)
     return measure(str(path), data, info).channel

@@ -222,6 +222,25 @@ def line_filter(x: Audio, sr: int, step: ChannelStep) -> tuple[Audio, int]:
     return x, sr
 
 
+def saturation(x: Audio, sr: int, step: ChannelStep) -> tuple[Audio, int]:
+    """Hard clipping at the level that leaves ``clip_share`` of the samples on flat tops.
+
+    The level is the utterance's own (1 - share) quantile of magnitude, so the drawn
+    share is met whatever the utterance's crest factor; the loudness step after it
+    sets the level, as it would after an overdriven stage.
+    """
+    if not step.clip_share:
+        return x, sr
+    magnitude = np.abs(x)
+    peak = float(magnitude.max()) if magnitude.size else 0.0
+    if peak <= 0:
+        return x, sr
+    level = float(np.quantile(magnitude, 1.0 - step.clip_share))
+    if level <= 0:
+        return x, sr
+    return ops.hard_clip(x, sr, min(level / peak, 1.0))
+
+
 def resolve_compression(x: Audio, sr: int, step: CompressionStep) -> CompressionStep:
     """A threshold (the utterance's median or lower-quartile frame level) and a ratio
     from ``COMPRESSION_RATIOS`` whose predicted spread (frame levels above the
@@ -283,6 +302,11 @@ def apply_chain(
         x, sr = line_filter(x, sr, line)
     updates["filter"] = step = resolve_filter(x, sr, p.filter)
     x, sr = filtering(x, sr, step)
+    if line is not None and line.clip_share:
+        # The overdriven stage after the microphone's filters (a transmitter, a converter
+        # run hot): its flat tops reach the listener, so nothing linear comes after but
+        # the gain, and the codec last.
+        x, sr = saturation(x, sr, line)
     x, sr = loudness(x, sr, p)
     if line is not None and line.codec:
         # The codec is nonlinear, so it comes last, as the last stage of the channel.

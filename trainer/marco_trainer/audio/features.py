@@ -72,6 +72,11 @@ class FileMetrics(BaseModel):
     level_spread_db: float | None = Field(
         default=None, description="p90 - p10 of 50 ms frame levels (dynamic range)."
     )
+    clipped_share: float | None = Field(
+        default=None,
+        description="Share of samples on flat tops at the file's peak (clipped_share()): "
+        "a saturated stage in the channel.",
+    )
     noise_seconds: float | None = Field(
         default=None, description="Non-speech audio harvested from the file as noise."
     )
@@ -278,6 +283,31 @@ def level_spread(x: np.ndarray, rate: int) -> float:
     return float(high - low)
 
 
+#: A flat top: this many samples in a row or more, each within CLIP_TOLERANCE of the peak.
+CLIP_RUN = 3
+CLIP_TOLERANCE = 0.99
+
+
+def clipped_share(x: np.ndarray) -> float:
+    """The share of samples that sit on flat tops at the file's peak magnitude.
+
+    A stage driven past its limit (an overloaded converter, an overdriven
+    transmitter) flattens every peak at one level, and a file normalised after it
+    keeps the plateaus at its own peak. Speech that was never clipped reaches its
+    peak once, at one crest: a 100 Hz crest at 8 kHz stays within 1 % of its top
+    for 3 samples. (A steady tone at full scale reaches it at every crest and reads
+    a few percent; speech is not steady.)
+    """
+    magnitude = np.abs(np.asarray(x, dtype=np.float64))
+    top = float(magnitude.max()) if magnitude.size else 0.0
+    if top <= 0:
+        return 0.0
+    near = np.concatenate([[False], magnitude >= CLIP_TOLERANCE * top, [False]])
+    edges = np.flatnonzero(np.diff(near.astype(np.int8)))
+    runs = edges[1::2] - edges[::2]
+    return float(runs[runs >= CLIP_RUN].sum() / magnitude.size)
+
+
 def measure(path: str, data: np.ndarray, info: AudioInfo) -> FileMetrics:
     """All metrics of one decoded file; ``data`` is ``(frames, channels)``.
 
@@ -302,6 +332,7 @@ def measure(path: str, data: np.ndarray, info: AudioInfo) -> FileMetrics:
         centroid_hz=centroid,
         rolloff_hz=rolloff,
         level_spread_db=level_spread(mono, rate),
+        clipped_share=clipped_share(mono),
         channel=measure_channel(mono, rate, info.subtype),
         rt60_s=estimate_rt60(mono, rate),
         noise_floor_db=noise_floor_bands(mono, rate),

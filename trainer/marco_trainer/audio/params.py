@@ -56,6 +56,10 @@ SNR_REF_DB = 5.0
 #: Speech with its pauses spreads its 50 ms frame levels over 18-30 dB (p10..p90) even
 #: at 10-20 dB SNR; a target whose median spread is under this has been compressed.
 COMPRESSED_SPREAD_DB = 15.0
+#: A target is saturated when its median file has this share of samples on flat tops
+#: (features.clipped_share): unclipped speech of any scenario reads 0 (or a few samples
+#: at its one peak); an overdriven radio reads 7-9 % of its samples.
+CLIPPED_SHARE_GATE = 0.005
 #: A target counts as compressed only this much narrower than the chain's uncompressed
 #: outputs: the median of 24 utterances' spreads (s.d. about 3 dB) moves by about 0.8.
 NOISE_SPREAD_MARGIN_DB = 2.0
@@ -169,6 +173,13 @@ class ChannelStep(BaseModel):
         description="Gain per band of THIRD_OCTAVES_HZ: the set's, from the augment stage's "
         "equaliser calibration (eq_calibration); None: flat.",
     )
+    clip_share: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Hard clipping after the line's filters: this share of the utterance's "
+        "samples ends on flat tops (a saturated stage); None: not clipped.",
+    )
 
 
 class CompressionStep(BaseModel):
@@ -258,7 +269,8 @@ def draw_channel(
     """The measured channel: the band when most files show it, a codec drawn with the
     files' detected shares (pcm: none; an MP3 at ``mp3_level``, the codec calibration's),
     the equaliser whenever the spectrum was measured, with the set's ``eq_gains_db``
-    (the equaliser calibration's; None: flat, as that calibration runs it)."""
+    (the equaliser calibration's; None: flat, as that calibration runs it), and, when
+    the target is clipped, a clipped share ~ N(μ, σ²) within p5..p95 of the target's."""
     measured = profile.channel
     if measured is None:
         return None
@@ -266,6 +278,10 @@ def draw_channel(
     if codec != "pcm" and codec not in CODECS:
         raise ValueError(f"profile channel.codec: unknown codec {codec!r} (one of {CODECS})")
     low = measured.band_low_hz if measured.narrowband else None
+    clip_share = None
+    if target_is_clipped(profile):
+        # Drawn only then: a target that is not clipped keeps the draws it always had.
+        clip_share = _normal_in_range(rng, profile.metric("clipped_share"))
     return ChannelStep(
         band_low_hz=low if low and low >= MIN_BAND_LOW_HZ else None,
         band_high_hz=measured.band_high_hz if measured.narrowband else None,
@@ -274,7 +290,15 @@ def draw_channel(
         eq=True,
         eq_target_db=measured.band_levels_db,
         eq_gains_db=eq_gains_db,
+        clip_share=clip_share if clip_share and clip_share > 0 else None,
     )
+
+
+def target_is_clipped(profile: Profile) -> bool:
+    """The median target file has ``CLIPPED_SHARE_GATE`` of its samples on flat tops."""
+    if "clipped_share" not in profile.metrics:
+        return False
+    return profile.metric("clipped_share").percentile(50) >= CLIPPED_SHARE_GATE
 
 
 def target_is_compressed(profile: Profile, uncompressed_spread_db: float | None = None) -> bool:

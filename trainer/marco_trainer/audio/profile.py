@@ -39,6 +39,7 @@ METRIC_BINS: dict[str, tuple[float, float, int]] = {
 #: Metrics added later: summarised when every record has them (older shards do not).
 OPTIONAL_METRIC_BINS: dict[str, tuple[float, float, int]] = {
     "level_spread_db": (0.0, 60.0, 240),
+    "clipped_share": (0.0, 0.5, 500),
 }
 #: Summarised over the files where it could be measured (``ReverbProfile``).
 REVERB_BINS: dict[str, tuple[float, float, int]] = {"rt60_s": (0.0, 3.0, 120)}
@@ -342,14 +343,15 @@ def load_profile(path: str | Path) -> Profile:
     return Profile.model_validate_json(path.read_text())
 
 
-#: Metrics only the target-channel steps read (compression's level spread).
-CHANNEL_METRICS = ("level_spread_db",)
+#: Metrics only the target-channel steps read (compression's level spread, the
+#: saturation's clipped share).
+CHANNEL_METRICS = ("level_spread_db", "clipped_share")
 
 
 def without_measured_channel(profile: Profile) -> Profile:
     """The profile as the chain saw it before the target's channel was measured: no
-    channel, no harvested noise, no level spread, no reverberation, no noise spectrum, no
-    dropouts. With augmentation.channelFromTarget off, the augmenter draws exactly the
+    channel, no harvested noise, no level spread or clipping, no reverberation, no noise
+    spectrum, no dropouts. With augmentation.channelFromTarget off, the augmenter draws exactly the
     paper's Eq. 3 steps from it."""
     metrics = {k: v for k, v in profile.metrics.items() if k not in CHANNEL_METRICS}
     return profile.model_copy(
