@@ -6,7 +6,7 @@ demo's call-centre words (:data:`marco_demo.sentences.DOMAIN_VOCABULARY`):
 - ``meeting``: a project meeting (agenda, sprints, budgets, action items);
 - ``car``: in-car voice commands and navigation prompts;
 - ``voip``: remote-work calls about connections, screens and software;
-- ``radio``: dispatch and logistics radio traffic (held out);
+- ``radio``: dispatch and logistics radio traffic (held out until 6 December);
 - ``clinic``: a doctor's dictated ward notes (held out).
 
 The source side of every scenario is the demo's everyday talk
@@ -148,7 +148,7 @@ VOIP: tuple[Template, ...] = (
     lambda r: "I am working from the cafe, so the bandwidth is terrible.",
 )
 
-# ----------------------------------------------------------------------------- radio (held out)
+# ----------------------------------------------------------------------------- radio
 
 UNITS = ("unit", "truck", "patrol", "rescue", "engine", "crane")
 LOCATIONS = ("the north gate", "dock four", "warehouse seven", "the east yard", "checkpoint bravo",

@@ -26,17 +26,19 @@ clinic      dictation recorder: close mic, ward noise and        ward notes
             monitor beeps, AGC, IMA ADPCM at 11.025 kHz
 ==========  ===================================================  ======================
 
-**``radio`` and ``clinic`` are held out.** The benchmark
-(``benchmarks/adaptation.py``) reports them apart from the other three, and
-whoever changes the method (augmentation chain, profile matching, schedule) must
-not look at their numbers, listen to them or tune anything on them while doing
-so: they measure how the method does on domains nobody adjusted it for. Look at
-them once a change is final, and never change the change because of what they
-show. Their channels and vocabularies are deliberately unlike the three tuning
-scenarios' (radio: narrower band, 8 kHz, saturation, radio procedure words;
-clinic: a codec the profile has no detector for, automatic gain, tonal noise,
-medical words). ``clinic`` came second (6 December), after radio had been looked
-at: it is the one whose numbers no change so far was made with.
+**``clinic`` is held out.** The benchmark (``benchmarks/adaptation.py``) reports
+it apart from the tuning scenarios, and whoever changes the method (augmentation
+chain, profile matching, schedule) must not look at its numbers, listen to it or
+tune anything on it while doing so: it measures how the method does on a domain
+nobody adjusted it for. Look at it once a change is final, and never change the
+change because of what it shows. Its channel and vocabulary are deliberately
+unlike the others' (a codec the profile has no detector for, automatic gain,
+tonal noise, medical words).
+
+``radio`` was the held-out scenario until 6 December. Once clinic was there to
+take its place, radio was looked at (its target is clipped, which nothing in the
+chain measured or made) and the method changed because of it, so it is a tuning
+scenario now, and its earlier rows are the "before" of that change.
 
 Every scenario's source side is the demo's everyday talk, the generic clean
 corpus a user fine-tunes from. Speakers (TTS voices: an engine, a voice and a
@@ -289,8 +291,8 @@ SCENARIOS: dict[str, Scenario] = {
         ),
         Scenario(
             "radio",
-            "HELD OUT. walkie-talkie: narrow band, hiss, clipping, squelch tail",
-            held_out=True,
+            "walkie-talkie: narrow band, hiss, clipping, squelch tail (held out until 6 Dec)",
+            held_out=False,
             speakers={
                 "source/train": _speakers(
                     "flite:rms:-100",

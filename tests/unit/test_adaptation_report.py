@@ -73,8 +73,8 @@ def test_the_targets_take_each_scenarios_better_recipe_and_each_ftda_variant() -
     wers = {
         ("car", "hf"): 15.0, ("car", "hf-aug"): 18.0, ("car", "ft"): 14.0,
         ("car", "ftda-target"): 13.0, ("meeting", "hf"): 90.0, ("meeting", "ft"): 92.0,
-        ("meeting", "ftda-target"): 93.0, ("radio", "hf"): 40.0, ("radio", "ft"): 30.0,
-        ("radio", "ftda-target"): 20.0,
+        ("meeting", "ftda-target"): 93.0, ("clinic", "hf"): 40.0, ("clinic", "ft"): 30.0,
+        ("clinic", "ftda-target"): 20.0,
     }  # fmt: skip
     for (scenario, system), wer in wers.items():
         rows.append({"scenario": scenario, "seed": 0, "system": system, "test_wer": wer,
@@ -83,7 +83,7 @@ def test_the_targets_take_each_scenarios_better_recipe_and_each_ftda_variant() -
     found = adaptation.criteria(adaptation.summarise(rows))
     assert set(found) == {"ftda-target"}
     target = found["ftda-target"]
-    assert target["scenarios"] == ["car", "meeting"]  # radio is held out
+    assert target["scenarios"] == ["car", "meeting"]  # clinic is held out
     assert target["ftda_mean"] == statistics.fmean([13.0, 93.0])
     assert target["better_hf_mean"] == statistics.fmean([15.0, 90.0])
     assert target["ftda_lt_ft_everywhere"] is False
@@ -298,12 +298,12 @@ def test_speaker_wers_split_the_errors_by_the_manifest_speaker(tmp_path: Path) -
 
 
 def test_the_ceiling_is_read_against_the_better_recipe_on_the_tuning_scenarios() -> None:
-    # The oracle is run on car and meeting (and the held-out radio, which is not read);
+    # The oracle is run on car and meeting (and the held-out clinic, which is not read);
     # voip has no oracle row and is left out of the ceiling's mean.
     wers = {
         ("car", "hf"): 15.0, ("car", "hf-aug"): 14.0, ("car", "ft-oracle"): 12.0,
         ("meeting", "hf"): 90.0, ("meeting", "ft-oracle"): 85.0,
-        ("voip", "hf"): 50.0, ("radio", "hf"): 40.0, ("radio", "ft-oracle"): 1.0,
+        ("voip", "hf"): 50.0, ("clinic", "hf"): 40.0, ("clinic", "ft-oracle"): 1.0,
     }  # fmt: skip
     rows = [{"scenario": scenario, "seed": 0, "system": system, "test_wer": wer,
              "best_step": 20, "substitutions": 0.5, "deletions": 0.2, "insertions": 0.3}
