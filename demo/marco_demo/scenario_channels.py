@@ -99,26 +99,26 @@ def output_rate(channel: Channel) -> int:
     return CLINIC_RATE if isinstance(channel, ClinicChannel) else SCENARIO_RATE
 
 
-def mp3_round_trip(audio: np.ndarray, rate: int, bitrate_kbps: int) -> np.ndarray:
-    """Encode to MP3 at ``bitrate_kbps`` and decode again (sox with LAME)."""
+def sox_round_trip(audio: np.ndarray, rate: int, coded_name: str, *encode: str) -> np.ndarray:
+    """Encode with sox (``encode``: its output options, the container from ``coded_name``)
+    and decode again to 16-bit PCM at ``rate``."""
     with tempfile.TemporaryDirectory() as tmp:
-        clean, coded, decoded = (Path(tmp) / n for n in ("in.wav", "line.mp3", "out.wav"))
+        clean, coded, decoded = (Path(tmp) / n for n in ("in.wav", coded_name, "out.wav"))
         sf.write(clean, audio.astype(np.float32), rate, subtype="FLOAT")
-        run_sox(str(clean), "-C", str(bitrate_kbps), str(coded))
+        run_sox(str(clean), *encode, str(coded))
         run_sox(str(coded), "-r", str(rate), "-b", "16", "-e", "signed-integer", str(decoded))
         out, _ = sf.read(decoded, dtype="float64")
     return np.asarray(out)
 
 
+def mp3_round_trip(audio: np.ndarray, rate: int, bitrate_kbps: int) -> np.ndarray:
+    """Encode to MP3 at ``bitrate_kbps`` and decode again (sox with LAME)."""
+    return sox_round_trip(audio, rate, "line.mp3", "-C", str(bitrate_kbps))
+
+
 def adpcm_round_trip(audio: np.ndarray, rate: int) -> np.ndarray:
     """Encode as 4-bit IMA ADPCM at ``rate`` and decode again (sox)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        clean, coded, decoded = (Path(tmp) / n for n in ("in.wav", "adpcm.wav", "out.wav"))
-        sf.write(clean, audio.astype(np.float32), rate, subtype="FLOAT")
-        run_sox(str(clean), "-e", "ima-adpcm", "-b", "4", str(coded))
-        run_sox(str(coded), "-b", "16", "-e", "signed-integer", str(decoded))
-        out, _ = sf.read(decoded, dtype="float64")
-    return np.asarray(out)
+    return sox_round_trip(audio, rate, "adpcm.wav", "-e", "ima-adpcm", "-b", "4")
 
 
 def _babble(

@@ -229,16 +229,13 @@ def saturation(x: Audio, sr: int, step: ChannelStep) -> tuple[Audio, int]:
     share is met whatever the utterance's crest factor; the loudness step after it
     sets the level, as it would after an overdriven stage.
     """
-    if not step.clip_share:
+    if not step.clip_share or not x.size:
         return x, sr
     magnitude = np.abs(x)
-    peak = float(magnitude.max()) if magnitude.size else 0.0
-    if peak <= 0:
-        return x, sr
     level = float(np.quantile(magnitude, 1.0 - step.clip_share))
-    if level <= 0:
+    if level <= 0:  # mostly digital silence (or all of it): nothing to flatten
         return x, sr
-    return ops.hard_clip(x, sr, min(level / peak, 1.0))
+    return ops.hard_clip(x, sr, level / float(magnitude.max()))
 
 
 def resolve_compression(x: Audio, sr: int, step: CompressionStep) -> CompressionStep:
@@ -302,7 +299,7 @@ def apply_chain(
         x, sr = line_filter(x, sr, line)
     updates["filter"] = step = resolve_filter(x, sr, p.filter)
     x, sr = filtering(x, sr, step)
-    if line is not None and line.clip_share:
+    if line is not None:
         # The overdriven stage after the microphone's filters (a transmitter, a converter
         # run hot): its flat tops reach the listener, so nothing linear comes after but
         # the gain, and the codec last.

@@ -290,7 +290,7 @@ def draw_channel(
         eq=True,
         eq_target_db=measured.band_levels_db,
         eq_gains_db=eq_gains_db,
-        clip_share=clip_share if clip_share and clip_share > 0 else None,
+        clip_share=clip_share or None,  # p5 of the shares may be 0: then not clipped
     )
 
 

@@ -351,8 +351,8 @@ CHANNEL_METRICS = ("level_spread_db", "clipped_share")
 def without_measured_channel(profile: Profile) -> Profile:
     """The profile as the chain saw it before the target's channel was measured: no
     channel, no harvested noise, no level spread or clipping, no reverberation, no noise
-    spectrum, no dropouts. With augmentation.channelFromTarget off, the augmenter draws exactly the
-    paper's Eq. 3 steps from it."""
+    spectrum, no dropouts. With augmentation.channelFromTarget off, the augmenter draws
+    exactly the paper's Eq. 3 steps from it."""
     metrics = {k: v for k, v in profile.metrics.items() if k not in CHANNEL_METRICS}
     return profile.model_copy(
         update={
